@@ -1,0 +1,119 @@
+import NIOCore
+
+/// Joins two channels on the same event loop: what one reads the other writes.
+///
+/// Backpressure: a side only reads while its partner is writable. Half-close: end of input on one side closes the
+/// partner's output (a TCP FIN, or a TLS close_notify), and a channel whose input and output are both done closes.
+/// Any error or closure on one side closes the other.
+final class GlueHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    typealias OutboundIn = NIOAny
+    typealias OutboundOut = NIOAny
+
+    private var partner: GlueHandler?
+    private var context: ChannelHandlerContext?
+    private var pendingRead = false
+    private var inputDone = false
+    private var outputDone = false
+
+    private init() {}
+
+    /// Two handlers that know each other; add one to each channel.
+    static func pair() -> (GlueHandler, GlueHandler) {
+        let first = GlueHandler()
+        let second = GlueHandler()
+        first.partner = second
+        second.partner = first
+        return (first, second)
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        self.partner = nil
+    }
+
+    // MARK: Calls from the partner
+
+    private func partnerWrite(_ data: NIOAny) {
+        context?.write(data, promise: nil)
+    }
+
+    private func partnerFlush() {
+        context?.flush()
+    }
+
+    private func partnerInputEnded() {
+        guard let context, !outputDone else { return }
+        outputDone = true
+        context.close(mode: .output, promise: nil)
+        closeIfDone()
+    }
+
+    private func partnerClosed() {
+        context?.close(promise: nil)
+    }
+
+    private func partnerBecameWritable() {
+        if pendingRead {
+            pendingRead = false
+            context?.read()
+        }
+    }
+
+    private var isWritable: Bool {
+        context?.channel.isWritable ?? false
+    }
+
+    private func closeIfDone() {
+        if inputDone && outputDone { context?.close(promise: nil) }
+    }
+
+    // MARK: Channel events
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        partner?.partnerWrite(data)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        partner?.partnerFlush()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        partner?.partnerClosed()
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, case .inputClosed = event {
+            inputDone = true
+            partner?.partnerFlush()
+            partner?.partnerInputEnded()
+            closeIfDone()
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            partner?.partnerBecameWritable()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if partner?.isWritable ?? false {
+            context.read()
+        } else {
+            pendingRead = true
+        }
+    }
+}

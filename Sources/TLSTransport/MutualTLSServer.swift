@@ -1,0 +1,148 @@
+public import Logging
+public import NIOCore
+public import NIOPosix
+import NIOConcurrencyHelpers
+
+/// A listener that accepts only mutually authenticated TLS connections from allowed peers.
+///
+/// Every accepted connection gets the provider's current material, so `TLSContextProvider.reload` applies to the
+/// next handshake while this listener keeps running. After a successful handshake `initializer` adds the
+/// application's handlers; a refused handshake is reported to `onRejection` with its reason and closed.
+public final class MutualTLSServer: Sendable {
+    /// The endpoint actually bound (with the chosen port when 0 was asked for).
+    public let endpoint: Endpoint
+    private let channel: any Channel
+
+    private init(endpoint: Endpoint, channel: any Channel) {
+        self.endpoint = endpoint
+        self.channel = channel
+    }
+
+    /// Binds `endpoint` and starts accepting.
+    public static func start(
+        on endpoint: Endpoint,
+        provider: TLSContextProvider,
+        policy: PeerPolicy,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "vmsync.tls.server"),
+        onRejection: @escaping @Sendable (HandshakeRejection) -> Void = { _ in },
+        initializer: @escaping @Sendable (any Channel, PeerIdentity) -> EventLoopFuture<Void>
+    ) async throws(TransportError) -> MutualTLSServer {
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelInitializer { channel in
+                let remote = channel.remoteAddress?.description ?? "unknown peer"
+                let handshake: EventLoopFuture<PeerIdentity>
+                do {
+                    handshake = try Handshake.addServerHandlers(to: channel, provider: provider, policy: policy)
+                } catch {
+                    return channel.eventLoop.makeFailedFuture(error)
+                }
+                handshake.whenComplete { result in
+                    switch result {
+                    case .success(let peer):
+                        initializer(channel, peer).whenFailure { error in
+                            logger.warning(
+                                "connection setup failed",
+                                metadata: ["peer": "\(peer)", "error": "\(error)"]
+                            )
+                            channel.close(promise: nil)
+                        }
+                    case .failure(let error):
+                        let reason = Handshake.describe(error, peer: "client")
+                        logger.info("handshake refused", metadata: ["remote": "\(remote)", "reason": "\(reason)"])
+                        onRejection(HandshakeRejection(remote: remote, error: reason))
+                        channel.close(promise: nil)
+                    }
+                }
+                return channel.eventLoop.makeSucceededVoidFuture()
+            }
+        do {
+            let channel = try await endpoint.bind(bootstrap)
+            return MutualTLSServer(endpoint: Endpoint.bound(channel, requested: endpoint), channel: channel)
+        } catch {
+            throw TransportError(.connectionFailed, "could not listen on \(endpoint): \(error)")
+        }
+    }
+
+    /// Stops accepting. Established connections are not touched.
+    public func close() async {
+        try? await channel.close()
+    }
+}
+
+/// Dials mutually authenticated TLS connections.
+public enum MutualTLSClient {
+    /// Connects to `endpoint`, completes the handshake, verifies the server against `policy`, and returns the
+    /// channel (with TLS in its pipeline) and the server's identity.
+    ///
+    /// With TLS 1.3 the server judges the client's certificate after the client finished its side of the
+    /// handshake, so a refusal by the server surfaces on the first read as a `rejectedByPeer` error.
+    public static func connect(
+        to endpoint: Endpoint,
+        provider: TLSContextProvider,
+        policy: PeerPolicy,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        connectTimeout: TimeAmount = .seconds(10)
+    ) async throws(TransportError) -> (channel: any Channel, server: PeerIdentity) {
+        do {
+            return try await dial(
+                endpoint,
+                provider: provider,
+                policy: policy,
+                bootstrap: ClientBootstrap(group: group),
+                connectTimeout: connectTimeout
+            ).get()
+        } catch {
+            throw error as? TransportError ?? Handshake.describe(error, peer: "server")
+        }
+    }
+
+    /// The future-based dial used where the caller must stay on one event loop (tunnels).
+    static func dial(
+        _ endpoint: Endpoint,
+        provider: TLSContextProvider,
+        policy: PeerPolicy,
+        bootstrap: ClientBootstrap,
+        connectTimeout: TimeAmount
+    ) -> EventLoopFuture<(channel: any Channel, server: PeerIdentity)> {
+        let handshake = HandshakeSlot()
+        let connecting = bootstrap
+            .connectTimeout(connectTimeout)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelInitializer { channel in
+                do {
+                    handshake.set(try Handshake.addClientHandlers(to: channel, provider: provider, policy: policy))
+                    return channel.eventLoop.makeSucceededVoidFuture()
+                } catch {
+                    return channel.eventLoop.makeFailedFuture(error)
+                }
+            }
+        return endpoint.connect(connecting)
+            .flatMapErrorThrowing { error in
+                throw TransportError(.connectionFailed, "could not connect to \(endpoint): \(error)")
+            }
+            .flatMap { channel in
+                guard let future = handshake.get() else {
+                    channel.close(promise: nil)
+                    return channel.eventLoop.makeFailedFuture(
+                        TransportError(.handshakeFailed, "TLS handlers were not installed for \(endpoint)")
+                    )
+                }
+                return future.map { (channel, $0) }.flatMapError { error in
+                    channel.close(promise: nil)
+                    let reason = Handshake.describe(error, peer: "server")
+                    return channel.eventLoop.makeFailedFuture(TransportError(reason.code, "\(endpoint): \(reason.message)"))
+                }
+            }
+    }
+}
+
+/// Carries the handshake future out of the channel initializer.
+final class HandshakeSlot: Sendable {
+    private let box = NIOLockedValueBox<EventLoopFuture<PeerIdentity>?>(nil)
+    func set(_ future: EventLoopFuture<PeerIdentity>) { box.withLockedValue { $0 = future } }
+    func get() -> EventLoopFuture<PeerIdentity>? { box.withLockedValue { $0 } }
+}

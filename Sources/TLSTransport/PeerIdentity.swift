@@ -1,0 +1,43 @@
+public import X509
+
+/// The verified identity of the other end of a mutual-TLS connection.
+public struct PeerIdentity: Sendable, Hashable, CustomStringConvertible {
+    /// The peer's leaf certificate.
+    public var certificate: Certificate
+    /// Cluster, role and name read from the leaf.
+    public var subject: CertificateSubject
+    /// SHA-256 of the leaf's DER, hex.
+    public var fingerprint: String
+
+    /// The peer's role (always set: a peer without a role is refused during the handshake).
+    public var role: PeerRole { subject.role ?? .user }
+    /// The peer's name (CN).
+    public var name: String { subject.name }
+    /// The cluster that issued the peer's certificate.
+    public var cluster: String? { subject.cluster }
+
+    init(certificate: Certificate) {
+        self.certificate = certificate
+        self.subject = CertificateSubject(certificate)
+        self.fingerprint = PEM.fingerprint(certificate)
+    }
+
+    public var description: String { subject.description }
+}
+
+/// Who may connect to an endpoint, or whom a client accepts as its server.
+public struct PeerPolicy: Sendable, Hashable {
+    /// Roles accepted on the other side.
+    public var allowedRoles: Set<PeerRole>
+    /// If set, the peer's name (CN) must be one of these.
+    public var allowedNames: Set<String>?
+
+    /// Accepts peers with any of `roles`, optionally only with one of `names`.
+    public init(allowedRoles: Set<PeerRole>, allowedNames: Set<String>? = nil) {
+        self.allowedRoles = allowedRoles
+        self.allowedNames = allowedNames
+    }
+
+    /// Any role at all (still a verified certificate of a trusted CA).
+    public static let anyRole = PeerPolicy(allowedRoles: Set(PeerRole.allCases))
+}

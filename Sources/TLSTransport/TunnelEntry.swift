@@ -1,0 +1,178 @@
+public import Logging
+public import NIOCore
+public import NIOPosix
+
+/// The dialing end of a byte tunnel: a local listener whose every connection is carried over mutual TLS to a
+/// `TunnelExit` under one channel name.
+public final class TunnelEntry: Sendable {
+    /// The local endpoint clients connect to (with the chosen port when 0 was asked for).
+    public let endpoint: Endpoint
+    /// The channel every connection of this entry opens.
+    public let channel: String
+
+    private let listener: any Channel
+    private let connections: ConnectionSet
+
+    private init(endpoint: Endpoint, channel: String, listener: any Channel, connections: ConnectionSet) {
+        self.endpoint = endpoint
+        self.channel = channel
+        self.listener = listener
+        self.connections = connections
+    }
+
+    /// The number of open connections (local and tunnel sides both count).
+    public var openConnections: Int { connections.count }
+
+    /// Listens on `local`; each accepted connection dials `remote` with `provider`'s identity, checks the exit's
+    /// certificate against `exitPolicy`, opens `channel`, and then relays bytes both ways.
+    public static func start(
+        listeningOn local: Endpoint,
+        remote: Endpoint,
+        channel: String,
+        provider: TLSContextProvider,
+        exitPolicy: PeerPolicy,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        connectTimeout: TimeAmount = .seconds(10),
+        logger: Logger = Logger(label: "vmsync.tunnel.entry"),
+        onEvent: @escaping @Sendable (TunnelEvent) -> Void = { _ in }
+    ) async throws(TransportError) -> TunnelEntry {
+        if let problem = TunnelProtocol.validate(channel) {
+            throw TransportError(.invalidArgument, problem)
+        }
+        let connections = ConnectionSet()
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            // Nothing is read from the local client before the tunnel is up.
+            .childChannelOption(.autoRead, value: false)
+            .childChannelInitializer { local in
+                connections.track(local)
+                let reply = MutualTLSClient.dial(
+                    remote,
+                    provider: provider,
+                    policy: exitPolicy,
+                    bootstrap: ClientBootstrap(group: local.eventLoop),
+                    connectTimeout: connectTimeout
+                ).flatMap { tls, exitPeer in
+                    connections.track(tls)
+                    return Self.request(channel: channel, on: tls).map { (tls, exitPeer, $0) }
+                }
+                reply.assumeIsolated().whenComplete { result in
+                    switch result {
+                    case .success(let (tls, exitPeer, leftover)):
+                        Self.join(local: local, tls: tls, leftover: leftover)
+                        logger.debug("tunnel channel opened", metadata: ["channel": "\(channel)", "exit": "\(exitPeer)"])
+                        onEvent(.opened(channel: channel, peer: exitPeer))
+                    case .failure(let error):
+                        let reason = error as? TransportError ?? Handshake.describe(error, peer: "tunnel exit")
+                        logger.info("tunnel channel failed", metadata: ["channel": "\(channel)", "reason": "\(reason)"])
+                        onEvent(.refused(channel: channel, error: reason))
+                        local.close(promise: nil)
+                    }
+                }
+                return local.eventLoop.makeSucceededVoidFuture()
+            }
+        do {
+            let listener = try await local.bind(bootstrap)
+            return TunnelEntry(
+                endpoint: Endpoint.bound(listener, requested: local),
+                channel: channel,
+                listener: listener,
+                connections: connections
+            )
+        } catch {
+            throw TransportError(.connectionFailed, "could not listen on \(local): \(error)")
+        }
+    }
+
+    /// Stops listening and closes every open tunnel.
+    public func close() async {
+        try? await listener.close()
+        await connections.closeAll()
+    }
+
+    private static func request(channel: String, on tls: any Channel) -> EventLoopFuture<ByteBuffer> {
+        let promise = tls.eventLoop.makePromise(of: ByteBuffer.self)
+        do {
+            try tls.pipeline.syncOperations.addHandler(ChannelReplyHandler(channel: channel, promise: promise))
+            var request = tls.allocator.buffer(capacity: 16 + channel.utf8.count)
+            TunnelProtocol.encodeRequest(channel, into: &request)
+            tls.writeAndFlush(request, promise: nil)
+        } catch {
+            promise.fail(error)
+        }
+        return promise.futureResult.flatMapErrorThrowing { error in
+            tls.close(promise: nil)
+            throw error
+        }
+    }
+
+    private static func join(local: any Channel, tls: any Channel, leftover: ByteBuffer) {
+        guard local.isActive else {
+            tls.close(promise: nil)
+            return
+        }
+        let (localSide, tunnelSide) = GlueHandler.pair()
+        do {
+            try local.pipeline.syncOperations.addHandler(localSide)
+            try tls.pipeline.syncOperations.addHandler(tunnelSide)
+        } catch {
+            local.close(promise: nil)
+            tls.close(promise: nil)
+            return
+        }
+        if leftover.readableBytes > 0 {
+            local.writeAndFlush(leftover, promise: nil)
+        }
+        try? local.syncOptions?.setOption(.autoRead, value: true)
+        local.read()
+        tls.read()
+    }
+}
+
+/// Waits for the exit's reply to a channel request, then steps aside.
+final class ChannelReplyHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+
+    private let channel: String
+    private let promise: EventLoopPromise<ByteBuffer>
+    private var buffer = ByteBuffer()
+
+    init(channel: String, promise: EventLoopPromise<ByteBuffer>) {
+        self.channel = channel
+        self.promise = promise
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        buffer.writeBuffer(&incoming)
+        do {
+            guard let reply = try TunnelProtocol.decodeReply(&buffer) else { return }
+            if reply.accepted {
+                let leftover = buffer
+                buffer = ByteBuffer()
+                context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+                promise.succeed(leftover)
+            } else {
+                promise.fail(TransportError(.channelRefused, "the tunnel exit refused channel \"\(channel)\": \(reply.message)"))
+                context.close(promise: nil)
+            }
+        } catch {
+            promise.fail(error)
+            context.close(promise: nil)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        promise.fail(Handshake.describe(error, peer: "tunnel exit"))
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        promise.fail(
+            TransportError(.connectionFailed, "the tunnel exit closed the connection before answering for \"\(channel)\"")
+        )
+        context.fireChannelInactive()
+    }
+}

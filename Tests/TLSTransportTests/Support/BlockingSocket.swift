@@ -1,0 +1,222 @@
+import Crypto
+import Foundation
+import TLSTransport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct SocketError: Error, CustomStringConvertible {
+    var description: String
+}
+
+/// A plain blocking socket: an independent peer for the NIO code under test.
+final class BlockingSocket: @unchecked Sendable {
+    let fd: Int32
+
+    init(fd: Int32) { self.fd = fd }
+
+    static func connect(_ endpoint: Endpoint) throws -> BlockingSocket {
+        switch endpoint {
+        case .tcp(let host, let port):
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = in_port_t(UInt16(port).bigEndian)
+            inet_pton(AF_INET, host, &address.sin_addr)
+            let result = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+            guard result == 0 else {
+                Glibc.close(fd)
+                throw SocketError(description: "connect \(endpoint): \(String(cString: strerror(errno)))")
+            }
+            return BlockingSocket(fd: fd)
+        case .unix(let path):
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &address.sun_path) { raw in
+                let bytes = Array(path.utf8)
+                raw.copyBytes(from: bytes.prefix(raw.count - 1))
+            }
+            let result = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
+            }
+            guard result == 0 else {
+                Glibc.close(fd)
+                throw SocketError(description: "connect \(endpoint): \(String(cString: strerror(errno)))")
+            }
+            return BlockingSocket(fd: fd)
+        }
+    }
+
+    /// A TCP listener on 127.0.0.1 with a kernel-chosen port.
+    static func listen() throws -> (BlockingSocket, Int) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = 0
+        inet_pton(AF_INET, "127.0.0.1", &address.sin_addr)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
+                Glibc.bind(fd, pointer, length) == 0 && Glibc.listen(fd, 16) == 0
+                    && getsockname(fd, pointer, &length) == 0
+            }
+        }
+        guard bound else { throw SocketError(description: "listen: \(String(cString: strerror(errno)))") }
+        return (BlockingSocket(fd: fd), Int(UInt16(bigEndian: address.sin_port)))
+    }
+
+    func accept() throws -> BlockingSocket {
+        let client = Glibc.accept(fd, nil, nil)
+        guard client >= 0 else { throw SocketError(description: "accept: \(String(cString: strerror(errno)))") }
+        return BlockingSocket(fd: client)
+    }
+
+    func write(_ bytes: UnsafeRawBufferPointer) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let written = send(fd, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
+            guard written > 0 else { throw SocketError(description: "send: \(String(cString: strerror(errno)))") }
+            offset += written
+        }
+    }
+
+    func write(_ bytes: [UInt8]) throws {
+        try bytes.withUnsafeBytes { try write($0) }
+    }
+
+    /// Reads up to `buffer.count` bytes; 0 at end of stream; throws on error (e.g. reset).
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        let count = recv(fd, buffer.baseAddress, buffer.count, 0)
+        guard count >= 0 else { throw SocketError(description: "recv: \(String(cString: strerror(errno)))") }
+        return count
+    }
+
+    /// Reads everything until the peer ends the stream.
+    func readToEnd() throws -> [UInt8] {
+        var result: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = try chunk.withUnsafeMutableBytes { try read(into: $0) }
+            if count == 0 { return result }
+            result += chunk[..<count]
+        }
+    }
+
+    func setReceiveTimeout(seconds: Int) {
+        var timeout = timeval(tv_sec: seconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    func shutdownWrite() { Glibc.shutdown(fd, Int32(SHUT_WR)) }
+
+    /// Closes with a reset instead of a FIN (SO_LINGER 0): a peer that dies.
+    func abort() {
+        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+        Glibc.close(fd)
+    }
+
+    func close() { Glibc.close(fd) }
+}
+
+/// A deterministic stream of pseudo-random bytes, produced in chunks.
+struct ByteStream {
+    private var state: UInt64
+
+    init(seed: UInt64) { state = seed | 1 }
+
+    mutating func fill(_ buffer: UnsafeMutableRawBufferPointer) {
+        let words = buffer.bindMemory(to: UInt64.self)
+        for index in words.indices {
+            state ^= state << 13
+            state ^= state >> 7
+            state ^= state << 17
+            words[index] = state
+        }
+    }
+}
+
+/// Sends `total` bytes of a seeded stream in `chunk`-sized writes, pausing `pause` between chunks; returns SHA-256.
+func sendStream(on socket: BlockingSocket, total: Int, seed: UInt64, chunk: Int = 1 << 20, pause: useconds_t = 0) throws -> [UInt8] {
+    var stream = ByteStream(seed: seed)
+    var hasher = SHA256()
+    var buffer = [UInt8](repeating: 0, count: chunk)
+    var sent = 0
+    while sent < total {
+        let count = min(chunk, total - sent)
+        try buffer.withUnsafeMutableBytes { raw in
+            stream.fill(raw)
+            let slice = UnsafeRawBufferPointer(rebasing: raw[..<count])
+            hasher.update(bufferPointer: slice)
+            try socket.write(slice)
+        }
+        sent += count
+        if pause > 0 { usleep(pause) }
+    }
+    return Array(hasher.finalize())
+}
+
+/// Reads until end of stream; returns the byte count and SHA-256.
+func receiveStream(on socket: BlockingSocket) throws -> (count: Int, digest: [UInt8]) {
+    var hasher = SHA256()
+    var buffer = [UInt8](repeating: 0, count: 1 << 20)
+    var total = 0
+    while true {
+        let count = try buffer.withUnsafeMutableBytes { raw in
+            let count = try socket.read(into: raw)
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: raw[..<count]))
+            return count
+        }
+        if count == 0 { return (total, Array(hasher.finalize())) }
+        total += count
+    }
+}
+
+/// Sockets of this process still open on any of `ports`, ignoring listeners: a leak if non-empty after teardown.
+func openSockets(onPorts ports: Set<Int>) -> [String] {
+    var inodes = Set<String>()
+    let fdDirectory = "/proc/self/fd"
+    for entry in (try? FileManager.default.contentsOfDirectory(atPath: fdDirectory)) ?? [] {
+        if let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "\(fdDirectory)/\(entry)"),
+            target.hasPrefix("socket:[")
+        {
+            inodes.insert(String(target.dropFirst(8).dropLast()))
+        }
+    }
+    var found: [String] = []
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        guard let text = try? String(contentsOfFile: table, encoding: .utf8) else { continue }
+        for line in text.split(separator: "\n").dropFirst() {
+            let fields = line.split(separator: " ")
+            guard fields.count > 9 else { continue }
+            let local = Int(fields[1].split(separator: ":").last ?? "", radix: 16) ?? -1
+            let remote = Int(fields[2].split(separator: ":").last ?? "", radix: 16) ?? -1
+            let state = fields[3]
+            let inode = String(fields[9])
+            if state != "0A", ports.contains(local) || ports.contains(remote), inodes.contains(inode) {
+                found.append("local :\(local) remote :\(remote) state \(state)")
+            }
+        }
+    }
+    return found
+}
+
+/// Waits until `condition` holds, polling, for at most `seconds`.
+func eventually(seconds: Double = 10, _ condition: () -> Bool) async -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if condition() { return true }
+        try? await Task.sleep(for: .milliseconds(20))
+    }
+    return condition()
+}
