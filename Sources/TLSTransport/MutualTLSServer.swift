@@ -79,13 +79,16 @@ public enum MutualTLSClient {
     /// channel (with TLS in its pipeline) and the server's identity.
     ///
     /// With TLS 1.3 the server judges the client's certificate after the client finished its side of the
-    /// handshake, so a refusal by the server surfaces on the first read as a `rejectedByPeer` error.
+    /// handshake, so a refusal by the server surfaces on the first read as a `rejectedByPeer` error. Handlers that
+    /// must see it are added by `initializer`, which runs on the channel's event loop behind the TLS handlers before
+    /// the handshake starts.
     public static func connect(
         to endpoint: Endpoint,
         provider: TLSContextProvider,
         policy: PeerPolicy,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        connectTimeout: TimeAmount = .seconds(10)
+        connectTimeout: TimeAmount = .seconds(10),
+        initializer: (@Sendable (any Channel) throws -> Void)? = nil
     ) async throws(TransportError) -> (channel: any Channel, server: PeerIdentity) {
         do {
             return try await dial(
@@ -93,7 +96,8 @@ public enum MutualTLSClient {
                 provider: provider,
                 policy: policy,
                 bootstrap: ClientBootstrap(group: group),
-                connectTimeout: connectTimeout
+                connectTimeout: connectTimeout,
+                initializer: initializer
             ).get()
         } catch {
             throw error as? TransportError ?? Handshake.describe(error, peer: "server")
@@ -106,7 +110,8 @@ public enum MutualTLSClient {
         provider: TLSContextProvider,
         policy: PeerPolicy,
         bootstrap: ClientBootstrap,
-        connectTimeout: TimeAmount
+        connectTimeout: TimeAmount,
+        initializer: (@Sendable (any Channel) throws -> Void)? = nil
     ) -> EventLoopFuture<(channel: any Channel, server: PeerIdentity)> {
         let handshake = HandshakeSlot()
         let connecting = bootstrap
@@ -115,6 +120,7 @@ public enum MutualTLSClient {
             .channelInitializer { channel in
                 do {
                     handshake.set(try Handshake.addClientHandlers(to: channel, provider: provider, policy: policy))
+                    try initializer?(channel)
                     return channel.eventLoop.makeSucceededVoidFuture()
                 } catch {
                     return channel.eventLoop.makeFailedFuture(error)

@@ -1,5 +1,9 @@
 import Foundation
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The outcome of a finished child process.
 struct ProcessResult: Sendable {
     var status: Int32
@@ -18,67 +22,90 @@ func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async thr
     }
 }
 
-/// Runs a program to completion (killing it after `timeout` seconds), feeding `input` on stdin.
-func run(
-    _ executable: String,
-    _ arguments: [String],
-    input: String? = nil,
-    timeout: TimeInterval = 30,
-    environment: [String: String]? = nil
-) async throws -> ProcessResult {
-    try await onThread {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        if let environment { process.environment = environment }
-        let stdout = Pipe()
-        let stderr = Pipe()
-        let stdin = Pipe()
-        process.standardOutput = stdout
-        process.standardError = stderr
-        process.standardInput = stdin
-        try process.run()
-        if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
-        try stdin.fileHandleForWriting.close()
-        let deadline = DispatchTime.now() + timeout
-        let killer = DispatchWorkItem { if process.isRunning { process.terminate() } }
-        DispatchQueue.global().asyncAfter(deadline: deadline, execute: killer)
-        let out = stdout.fileHandleForReading.readDataToEndOfFile()
-        let err = stderr.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        killer.cancel()
-        return ProcessResult(
-            status: process.terminationStatus,
-            stdout: String(decoding: out, as: UTF8.self),
-            stderr: String(decoding: err, as: UTF8.self)
-        )
+/// A child process started with posix_spawn: an empty signal mask and default dispositions (threads of this test
+/// process block signals, and a child would inherit that), stdin from a file, stdout and stderr into files.
+final class ChildProcess: @unchecked Sendable {
+    let pid: pid_t
+    private let directory: TemporaryDirectory
+    private var status: Int32?
+
+    init(_ executable: String, _ arguments: [String], input: String = "") throws {
+        directory = try TemporaryDirectory()
+        let stdinPath = try directory.write(input, to: "stdin")
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, stdinPath, O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, directory.file("stdout"), O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 2, directory.file("stderr"), O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        var all = sigset_t()
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let result = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
+        guard result == 0 else {
+            throw SocketError(description: "spawn \(executable): \(String(cString: strerror(result)))")
+        }
+        self.pid = pid
+    }
+
+    var stdout: String { (try? String(contentsOfFile: directory.file("stdout"), encoding: .utf8)) ?? "" }
+    var stderr: String { (try? String(contentsOfFile: directory.file("stderr"), encoding: .utf8)) ?? "" }
+
+    /// Waits for exit, sending SIGKILL to exactly this PID after `timeout` seconds.
+    func wait(timeout: TimeInterval) async -> Int32 {
+        if let status { return status }
+        let pid = pid
+        let code = (try? await onThread { () -> Int32 in
+            let deadline = Date().addingTimeInterval(timeout)
+            var raw: Int32 = 0
+            while waitpid(pid, &raw, WNOHANG) == 0 {
+                if Date() > deadline {
+                    kill(pid, SIGKILL)
+                    waitpid(pid, &raw, 0)
+                    break
+                }
+                usleep(5000)
+            }
+            // Exit status, or 128 + signal as a shell reports it.
+            return (raw & 0x7f) == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f)
+        }) ?? -1
+        status = code
+        return code
+    }
+
+    /// Sends SIGTERM to exactly this PID, waits (SIGKILL after 5 s), and returns what it printed.
+    func stop() async -> String {
+        if status == nil { kill(pid, SIGTERM) }
+        _ = await wait(timeout: 5)
+        return stdout + stderr
+    }
+
+    deinit {
+        if status == nil {
+            kill(pid, SIGKILL)
+            var raw: Int32 = 0
+            waitpid(pid, &raw, 0)
+        }
     }
 }
 
-/// A long-running child started by a test and stopped by PID.
-final class ChildProcess: @unchecked Sendable {
-    let process = Process()
-    let output = Pipe()
-
-    init(_ executable: String, _ arguments: [String]) throws {
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.standardOutput = output
-        process.standardError = output
-        process.standardInput = Pipe()
-        try process.run()
-    }
-
-    var pid: Int32 { process.processIdentifier }
-
-    /// Sends SIGTERM to exactly this PID and waits for it; returns what it printed.
-    func stop() -> String {
-        if process.isRunning { kill(pid, SIGTERM) }
-        process.waitUntilExit()
-        return String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    }
-
-    deinit { if process.isRunning { kill(pid, SIGKILL) } }
+/// Runs a program to completion (killed after `timeout` seconds), feeding `input` on stdin.
+func run(_ executable: String, _ arguments: [String], input: String = "", timeout: TimeInterval = 30) async throws
+    -> ProcessResult
+{
+    let child = try ChildProcess(executable, arguments, input: input)
+    let status = await child.wait(timeout: timeout)
+    return ProcessResult(status: status, stdout: child.stdout, stderr: child.stderr)
 }
 
 let opensslPath = "/usr/bin/openssl"

@@ -1,0 +1,138 @@
+import Foundation
+import Testing
+
+@testable import TLSTransport
+
+@Suite("Mutual TLS handshakes over real sockets")
+struct HandshakeTests {
+    let nodes = PeerPolicy(allowedRoles: [.node, .controller])
+
+    @Test("peers of the same CA connect and see each other's identity")
+    func sameCA() async throws {
+        let alpha = try TestPKI.authority("alpha")
+        let server = try await startReplyServer(provider: try TestPKI.provider(alpha, role: .node, name: "a1"), policy: nodes)
+        defer { Task { await server.close() } }
+        let client = try TestPKI.provider(alpha, role: .node, name: "a2")
+        let (reply, serverIdentity) = try await exchange("ping", with: server.endpoint, provider: client, serverPolicy: nodes)
+        #expect(reply == "node/a2: ping\n")
+        #expect(serverIdentity.name == "a1")
+        #expect(serverIdentity.cluster == "alpha")
+    }
+
+    @Test("another cluster's peer is refused until its CA is imported; the listener keeps running")
+    func crossCluster() async throws {
+        let alpha = try TestPKI.authority("alpha")
+        let beta = try TestPKI.authority("beta")
+        let log = RejectionLog()
+        let serverProvider = try TestPKI.provider(alpha, role: .controller, name: "ctl-a")
+        let server = try await startReplyServer(provider: serverProvider, policy: nodes, log: log)
+        defer { Task { await server.close() } }
+        // The beta client trusts alpha already, so only the server's refusal is tested first.
+        let client = try TestPKI.provider(beta, role: .controller, name: "ctl-b", trusting: [beta, alpha])
+
+        let refused = await #expect(throws: TransportError.self) {
+            try await exchange("ping", with: server.endpoint, provider: client)
+        }
+        #expect(refused?.code == .rejectedByPeer)
+        #expect(await eventually { log.codes == [.untrustedCertificate] })
+        #expect(log.all.first?.error.message.contains("not in the trust bundle") == true)
+
+        // A client that does not trust the server's CA refuses the server itself, with the reason.
+        let unaware = try TestPKI.provider(beta, role: .controller, name: "ctl-b")
+        let clientSide = await #expect(throws: TransportError.self) {
+            try await exchange("ping", with: server.endpoint, provider: unaware)
+        }
+        #expect(clientSide?.code == .untrustedCertificate)
+        #expect(clientSide?.message.contains("O=alpha") == true)
+
+        // Import beta's bundle into alpha through the external inbox and reload: the same listener now accepts.
+        var trust = serverProvider.trust
+        let decisions = trust.mergeExternal(try PEM.encode([beta.certificate]), currentCA: alpha.certificate)
+        #expect(decisions.contains { $0.action == .added })
+        try serverProvider.reload(trust: trust)
+        let (reply, _) = try await exchange("ping", with: server.endpoint, provider: client)
+        #expect(reply == "controller/ctl-b: ping\n")
+    }
+
+    @Test("an expired client certificate is refused as expired")
+    func expired() async throws {
+        let alpha = try TestPKI.authority("alpha", now: Date().addingTimeInterval(-3 * 24 * 3600))
+        let log = RejectionLog()
+        let server = try await startReplyServer(provider: try TestPKI.provider(alpha, role: .node, name: "a1"), policy: nodes, log: log)
+        defer { Task { await server.close() } }
+        let stale = try TestPKI.provider(alpha, role: .node, name: "old", issuedAt: Date().addingTimeInterval(-2 * 24 * 3600))
+        let error = await #expect(throws: TransportError.self) {
+            try await exchange("ping", with: server.endpoint, provider: stale)
+        }
+        #expect(error?.code == .rejectedByPeer)
+        #expect(await eventually { log.codes == [.certificateExpired] })
+        #expect(log.all.first?.error.message.contains("\"old\"") == true)
+    }
+
+    @Test("a client certificate that is not valid yet is refused as such")
+    func notYetValid() async throws {
+        let alpha = try TestPKI.authority("alpha", now: Date().addingTimeInterval(-3600))
+        let log = RejectionLog()
+        let server = try await startReplyServer(provider: try TestPKI.provider(alpha, role: .node, name: "a1"), policy: nodes, log: log)
+        defer { Task { await server.close() } }
+        let early = try TestPKI.provider(alpha, role: .node, name: "early", issuedAt: Date().addingTimeInterval(3600))
+        await #expect(throws: TransportError.self) {
+            try await exchange("ping", with: server.endpoint, provider: early)
+        }
+        #expect(await eventually { log.codes == [.certificateNotYetValid] })
+    }
+
+    @Test("a certificate of a role the endpoint does not allow is refused, on either side")
+    func wrongRole() async throws {
+        let alpha = try TestPKI.authority("alpha")
+        let log = RejectionLog()
+        let server = try await startReplyServer(provider: try TestPKI.provider(alpha, role: .node, name: "a1"), policy: nodes, log: log)
+        defer { Task { await server.close() } }
+        let user = try TestPKI.provider(alpha, role: .user, name: "alice")
+        await #expect(throws: TransportError.self) {
+            try await exchange("ping", with: server.endpoint, provider: user)
+        }
+        #expect(await eventually { log.codes == [.roleNotAllowed] })
+        #expect(log.all.first?.error.message.contains("role user") == true)
+
+        // The client insists on talking to a controller; the server is a node.
+        let node = try TestPKI.provider(alpha, role: .node, name: "a2")
+        let clientSide = await #expect(throws: TransportError.self) {
+            try await exchange("ping", with: server.endpoint, provider: node, serverPolicy: PeerPolicy(allowedRoles: [.controller]))
+        }
+        #expect(clientSide?.code == .roleNotAllowed)
+    }
+
+    @Test("a plaintext client is refused as not speaking TLS")
+    func plaintext() async throws {
+        let alpha = try TestPKI.authority("alpha")
+        let log = RejectionLog()
+        let server = try await startReplyServer(provider: try TestPKI.provider(alpha, role: .node, name: "a1"), policy: nodes, log: log)
+        defer { Task { await server.close() } }
+        let answer = try await onThread {
+            let socket = try BlockingSocket.connect(server.endpoint)
+            defer { socket.close() }
+            socket.setReceiveTimeout(seconds: 5)
+            try socket.write(Array("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+            return try socket.readToEnd()
+        }
+        #expect(answer.isEmpty)
+        #expect(await eventually { log.codes == [.plaintextPeer] })
+        #expect(log.all.first?.error.message.contains("GET /healthz") == true)
+    }
+
+    @Test("reloading the server's own certificate applies to the next handshake only")
+    func identityReload() async throws {
+        let alpha = try TestPKI.authority("alpha")
+        let provider = try TestPKI.provider(alpha, role: .node, name: "a1")
+        let server = try await startReplyServer(provider: provider, policy: nodes)
+        defer { Task { await server.close() } }
+        let client = try TestPKI.provider(alpha, role: .node, name: "a2")
+        let first = try await exchange("one", with: server.endpoint, provider: client).server
+        let renewed = try alpha.issue(LeafRequest(role: .node, name: "a1"))
+        try provider.reload(identity: renewed)
+        let second = try await exchange("two", with: server.endpoint, provider: client).server
+        #expect(first.fingerprint != second.fingerprint)
+        #expect(second.fingerprint == PEM.fingerprint(renewed.certificate))
+    }
+}
