@@ -15,10 +15,14 @@ final class ConnectionSet: Sendable {
 
     var count: Int { channels.withLockedValue { $0.count } }
 
+    /// Aborts every open connection and waits until they are closed.
     func closeAll() async {
         let open = channels.withLockedValue { Array($0.values) }
         for channel in open {
-            try? await channel.close()
+            ChannelTeardown.abort(channel)
+        }
+        for channel in open {
+            try? await channel.closeFuture.get()
         }
     }
 }

@@ -1,10 +1,12 @@
 import NIOCore
+import NIOTLS
 
 /// Joins two channels on the same event loop: what one reads the other writes.
 ///
 /// Backpressure: a side only reads while its partner is writable. Half-close: end of input on one side closes the
 /// partner's output (a TCP FIN, or a TLS close_notify), and a channel whose input and output are both done closes.
-/// Any error or closure on one side closes the other.
+/// A side that breaks (an error, or closure before its stream ended) aborts the other, so a cut stream never looks
+/// like a complete one.
 final class GlueHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
     typealias OutboundIn = NIOAny
@@ -15,6 +17,7 @@ final class GlueHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var pendingRead = false
     private var inputDone = false
     private var outputDone = false
+    private var broken = false
 
     private init() {}
 
@@ -53,8 +56,9 @@ final class GlueHandler: ChannelDuplexHandler, RemovableChannelHandler {
         closeIfDone()
     }
 
-    private func partnerClosed() {
-        context?.close(promise: nil)
+    private func partnerBroke() {
+        guard let channel = context?.channel else { return }
+        ChannelTeardown.abort(channel)
     }
 
     private func partnerBecameWritable() {
@@ -83,23 +87,43 @@ final class GlueHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        partner?.partnerClosed()
+        if !broken && outputDone {
+            // NIO closes a socket whose output is already shut as soon as it reads the end of input, without
+            // reporting the end first: with no error seen, this is the peer finishing normally.
+            inputEnded()
+        } else if !(inputDone && outputDone) {
+            partner?.partnerBroke()
+        }
         context.fireChannelInactive()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, case .inputClosed = event {
-            inputDone = true
-            partner?.partnerFlush()
-            partner?.partnerInputEnded()
-            closeIfDone()
+            inputEnded()
+            return
+        }
+        // A completed TLS shutdown is a clean end in both directions, and NIOSSL may close the channel before it
+        // reports the end of input.
+        if let event = event as? TLSUserEvent, case .shutdownCompleted = event {
+            outputDone = true
+            inputEnded()
             return
         }
         context.fireUserInboundEventTriggered(event)
     }
 
+    private func inputEnded() {
+        guard !inputDone else { return }
+        inputDone = true
+        partner?.partnerFlush()
+        partner?.partnerInputEnded()
+        closeIfDone()
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        context.close(promise: nil)
+        broken = true
+        partner?.partnerBroke()
+        ChannelTeardown.abort(context.channel)
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {

@@ -48,6 +48,11 @@ public final class TunnelEntry: Sendable {
             .childChannelOption(.autoRead, value: false)
             .childChannelInitializer { local in
                 connections.track(local)
+                do {
+                    try local.pipeline.syncOperations.addHandler(InputHold())
+                } catch {
+                    return local.eventLoop.makeFailedFuture(error)
+                }
                 let reply = MutualTLSClient.dial(
                     remote,
                     provider: provider,
@@ -68,7 +73,7 @@ public final class TunnelEntry: Sendable {
                         let reason = error as? TransportError ?? Handshake.describe(error, peer: "tunnel exit")
                         logger.info("tunnel channel failed", metadata: ["channel": "\(channel)", "reason": "\(reason)"])
                         onEvent(.refused(channel: channel, error: reason))
-                        local.close(promise: nil)
+                        ChannelTeardown.abort(local)
                     }
                 }
                 return local.eventLoop.makeSucceededVoidFuture()
@@ -102,15 +107,12 @@ public final class TunnelEntry: Sendable {
         } catch {
             promise.fail(error)
         }
-        return promise.futureResult.flatMapErrorThrowing { error in
-            tls.close(promise: nil)
-            throw error
-        }
+        return promise.futureResult
     }
 
     private static func join(local: any Channel, tls: any Channel, leftover: ByteBuffer) {
         guard local.isActive else {
-            tls.close(promise: nil)
+            ChannelTeardown.finish(tls)
             return
         }
         let (localSide, tunnelSide) = GlueHandler.pair()
@@ -118,13 +120,14 @@ public final class TunnelEntry: Sendable {
             try local.pipeline.syncOperations.addHandler(localSide)
             try tls.pipeline.syncOperations.addHandler(tunnelSide)
         } catch {
-            local.close(promise: nil)
-            tls.close(promise: nil)
+            ChannelTeardown.abort(local)
+            ChannelTeardown.abort(tls)
             return
         }
         if leftover.readableBytes > 0 {
             local.writeAndFlush(leftover, promise: nil)
         }
+        InputHold.release(in: local)
         try? local.syncOptions?.setOption(.autoRead, value: true)
         local.read()
         tls.read()
@@ -156,17 +159,23 @@ final class ChannelReplyHandler: ChannelInboundHandler, RemovableChannelHandler 
                 promise.succeed(leftover)
             } else {
                 promise.fail(TransportError(.channelRefused, "the tunnel exit refused channel \"\(channel)\": \(reply.message)"))
-                context.close(promise: nil)
+                closeSoon(context)
             }
         } catch {
             promise.fail(error)
-            context.close(promise: nil)
+            closeSoon(context)
         }
+    }
+
+    /// Ends the connection on the next event-loop tick, outside TLS's decode loop.
+    private func closeSoon(_ context: ChannelHandlerContext) {
+        let channel = context.channel
+        context.eventLoop.execute { ChannelTeardown.finish(channel) }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         promise.fail(Handshake.describe(error, peer: "tunnel exit"))
-        context.close(promise: nil)
+        ChannelTeardown.abort(context.channel)
     }
 
     func channelInactive(context: ChannelHandlerContext) {

@@ -83,6 +83,7 @@ final class ChannelRequestHandler: ChannelInboundHandler, RemovableChannelHandle
     private let logger: Logger
     private let onEvent: @Sendable (TunnelEvent) -> Void
     private var buffer = ByteBuffer()
+    private var peerEnded = false
     private var state = State.waiting
     private var timeout: Scheduled<Void>?
 
@@ -134,8 +135,27 @@ final class ChannelRequestHandler: ChannelInboundHandler, RemovableChannelHandle
         context.fireChannelInactive()
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // The peer ended its stream before (or instead of) being joined to a target: end ours too.
+        if let event = event as? ChannelEvent, case .inputClosed = event {
+            switch state {
+            case .waiting:
+                state = .finished
+                timeout?.cancel()
+                ChannelTeardown.finish(context.channel)
+            case .connecting:
+                // Replayed to the tunnel once it is joined.
+                peerEnded = true
+            case .finished:
+                break
+            }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        context.close(promise: nil)
+        ChannelTeardown.abort(context.channel)
     }
 
     private func open(context: ChannelHandlerContext, channel name: String) {
@@ -167,7 +187,7 @@ final class ChannelRequestHandler: ChannelInboundHandler, RemovableChannelHandle
 
     private func join(context: ChannelHandlerContext, channel name: String, target: any Channel) {
         guard context.channel.isActive else {
-            target.close(promise: nil)
+            ChannelTeardown.abort(target)
             return
         }
         connections.track(target)
@@ -179,15 +199,20 @@ final class ChannelRequestHandler: ChannelInboundHandler, RemovableChannelHandle
             try target.pipeline.syncOperations.addHandler(targetSide)
             try context.pipeline.syncOperations.addHandler(tunnelSide, position: .after(self))
         } catch {
-            target.close(promise: nil)
-            context.close(promise: nil)
+            ChannelTeardown.abort(target)
+            ChannelTeardown.abort(context.channel)
             return
         }
+        state = .finished
+        // Bytes and an end of stream that arrived while the target was connecting go to the tunnel handler now.
         if buffer.readableBytes > 0 {
-            target.writeAndFlush(buffer, promise: nil)
+            context.fireChannelRead(NIOAny(buffer))
+            context.fireChannelReadComplete()
         }
         buffer = ByteBuffer()
-        state = .finished
+        if peerEnded {
+            context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        }
         logger.debug("tunnel channel opened", metadata: ["channel": "\(name)", "peer": "\(peer)"])
         onEvent(.opened(channel: name, peer: peer))
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
@@ -201,8 +226,8 @@ final class ChannelRequestHandler: ChannelInboundHandler, RemovableChannelHandle
         onEvent(.refused(channel: name, error: error))
         var reply = context.channel.allocator.buffer(capacity: 64)
         TunnelProtocol.encodeReply(accepted: false, message: error.message, into: &reply)
-        context.writeAndFlush(NIOAny(reply)).assumeIsolated().whenComplete { _ in
-            context.close(promise: nil)
-        }
+        try? context.channel.syncOptions?.setOption(.autoRead, value: true)
+        context.writeAndFlush(NIOAny(reply), promise: nil)
+        ChannelTeardown.finish(context.channel)
     }
 }

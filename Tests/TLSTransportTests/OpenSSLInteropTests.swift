@@ -211,7 +211,7 @@ func freePort() throws -> Int {
 
 /// Whether something in this network namespace listens on TCP `port`.
 func isListening(port: Int) -> Bool {
-    guard let text = try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8) else { return false }
+    guard let text = readProcFile("/proc/net/tcp") else { return false }
     return text.split(separator: "\n").dropFirst().contains { line in
         let fields = line.split(separator: " ")
         return fields.count > 3 && fields[3] == "0A" && Int(fields[1].split(separator: ":").last ?? "", radix: 16) == port

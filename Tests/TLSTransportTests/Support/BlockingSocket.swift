@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import NIOConcurrencyHelpers
 import TLSTransport
 
 #if canImport(Glibc)
@@ -13,6 +14,7 @@ struct SocketError: Error, CustomStringConvertible {
 /// A plain blocking socket: an independent peer for the NIO code under test.
 final class BlockingSocket: @unchecked Sendable {
     let fd: Int32
+    private let closed = NIOLockedValueBox(false)
 
     init(fd: Int32) { self.fd = fd }
 
@@ -112,6 +114,23 @@ final class BlockingSocket: @unchecked Sendable {
         }
     }
 
+    /// Reads until the stream ends; says whether it ended with a reset rather than a clean end.
+    func readOutcome() -> (bytes: [UInt8], reset: Bool) {
+        var result: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if count == 0 { return (result, false) }
+            if count < 0 { return (result, errno == ECONNRESET) }
+            result += chunk[..<count]
+        }
+    }
+
+    func setSendTimeout(seconds: Int) {
+        var timeout = timeval(tv_sec: seconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
     func setReceiveTimeout(seconds: Int) {
         var timeout = timeval(tv_sec: seconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
@@ -119,14 +138,30 @@ final class BlockingSocket: @unchecked Sendable {
 
     func shutdownWrite() { Glibc.shutdown(fd, Int32(SHUT_WR)) }
 
-    /// Closes with a reset instead of a FIN (SO_LINGER 0): a peer that dies.
-    func abort() {
+    /// Makes the next close send a reset instead of a FIN.
+    func armReset() {
         var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
         setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
-        Glibc.close(fd)
     }
 
-    func close() { Glibc.close(fd) }
+    /// Wakes a thread blocked in recv on this socket (it returns 0) without sending anything.
+    func interruptReads() { Glibc.shutdown(fd, Int32(SHUT_RD)) }
+
+    /// Closes with a reset instead of a FIN: a peer that dies. Call from the thread that uses the socket, or after
+    /// waking it: closing does not interrupt a blocked call.
+    func abort() {
+        armReset()
+        close()
+    }
+
+    /// Closes once; later calls do nothing (the descriptor number may already be reused).
+    func close() {
+        let first = closed.withLockedValue { wasClosed in
+            defer { wasClosed = true }
+            return !wasClosed
+        }
+        if first { Glibc.close(fd) }
+    }
 }
 
 /// A deterministic stream of pseudo-random bytes, produced in chunks.
@@ -147,12 +182,20 @@ struct ByteStream {
 }
 
 /// Sends `total` bytes of a seeded stream in `chunk`-sized writes, pausing `pause` between chunks; returns SHA-256.
-func sendStream(on socket: BlockingSocket, total: Int, seed: UInt64, chunk: Int = 1 << 20, pause: useconds_t = 0) throws -> [UInt8] {
+/// Stops early (returning the digest so far) once `stop` returns true.
+func sendStream(
+    on socket: BlockingSocket,
+    total: Int,
+    seed: UInt64,
+    chunk: Int = 1 << 20,
+    pause: useconds_t = 0,
+    stop: () -> Bool = { false }
+) throws -> [UInt8] {
     var stream = ByteStream(seed: seed)
     var hasher = SHA256()
     var buffer = [UInt8](repeating: 0, count: chunk)
     var sent = 0
-    while sent < total {
+    while sent < total, !stop() {
         let count = min(chunk, total - sent)
         try buffer.withUnsafeMutableBytes { raw in
             stream.fill(raw)
@@ -195,7 +238,7 @@ func openSockets(onPorts ports: Set<Int>) -> [String] {
     }
     var found: [String] = []
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        guard let text = try? String(contentsOfFile: table, encoding: .utf8) else { continue }
+        guard let text = readProcFile(table) else { continue }
         for line in text.split(separator: "\n").dropFirst() {
             let fields = line.split(separator: " ")
             guard fields.count > 9 else { continue }
@@ -219,4 +262,11 @@ func eventually(seconds: Double = 10, _ condition: () -> Bool) async -> Bool {
         try? await Task.sleep(for: .milliseconds(20))
     }
     return condition()
+}
+
+/// Reads a /proc file whole (Foundation's String(contentsOfFile:) stops after one page of a procfs file).
+func readProcFile(_ path: String) -> String? {
+    guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
+    defer { try? handle.close() }
+    return String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)
 }

@@ -1,0 +1,119 @@
+import Foundation
+import NIOConcurrencyHelpers
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@testable import TLSTransport
+
+/// Events a tunnel end reported.
+final class EventLog: Sendable {
+    private let events = NIOLockedValueBox<[TunnelEvent]>([])
+    func append(_ event: TunnelEvent) { events.withLockedValue { $0.append(event) } }
+    var all: [TunnelEvent] { events.withLockedValue { $0 } }
+    var refusals: [TransportError] {
+        all.compactMap { if case .refused(_, let error) = $0 { error } else { nil } }
+    }
+    var openedPeers: [PeerIdentity] {
+        all.compactMap { if case .opened(_, let peer) = $0 { peer } else { nil } }
+    }
+}
+
+/// A target that reads one connection to its end, hashes it, answers with the 32-byte digest and closes.
+final class DigestSink: @unchecked Sendable {
+    let port: Int
+    private let listener: BlockingSocket
+    private let accepted = NIOLockedValueBox<BlockingSocket?>(nil)
+    private let aborted = NIOLockedValueBox(false)
+
+    init() throws {
+        (listener, port) = try BlockingSocket.listen()
+    }
+
+    var endpoint: Endpoint { .tcp(host: "127.0.0.1", port: port) }
+
+    /// Serves one connection; returns the byte count and digest it received, or throws if the stream broke.
+    func serveOne() async throws -> (count: Int, digest: [UInt8]) {
+        try await onThread {
+            let connection = try self.listener.accept()
+            self.accepted.withLockedValue { $0 = connection }
+            defer { connection.close() }
+            let received = try receiveStream(on: connection)
+            if self.aborted.withLockedValue({ $0 }) {
+                connection.abort()
+                throw SocketError(description: "sink aborted")
+            }
+            try connection.write(received.digest)
+            return received
+        }
+    }
+
+    /// Resets the accepted connection: a target that dies.
+    func abortConnection() {
+        aborted.withLockedValue { $0 = true }
+        guard let connection = accepted.withLockedValue({ $0 }) else { return }
+        connection.armReset()
+        connection.interruptReads()
+    }
+
+    func close() { listener.close() }
+}
+
+/// A TCP relay between two ends that can be cut with a reset in both directions: a network or peer that vanishes.
+final class CuttableRelay: @unchecked Sendable {
+    let port: Int
+    private let listener: BlockingSocket
+    private let sockets = NIOLockedValueBox<[BlockingSocket]>([])
+    private let isCut = NIOLockedValueBox(false)
+    private let target: Endpoint
+
+    init(to target: Endpoint) throws {
+        (listener, port) = try BlockingSocket.listen()
+        self.target = target
+        let thread = Thread { [self] in
+            while let inbound = try? listener.accept() {
+                guard let outbound = try? BlockingSocket.connect(self.target) else {
+                    inbound.close()
+                    continue
+                }
+                sockets.withLockedValue { $0 += [inbound, outbound] }
+                self.pump(from: inbound, to: outbound)
+                self.pump(from: outbound, to: inbound)
+            }
+        }
+        thread.start()
+    }
+
+    var endpoint: Endpoint { .tcp(host: "127.0.0.1", port: port) }
+
+    private func pump(from source: BlockingSocket, to sink: BlockingSocket) {
+        Thread { [isCut] in
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while let count = try? buffer.withUnsafeMutableBytes({ try source.read(into: $0) }), count > 0 {
+                guard (try? sink.write(Array(buffer[..<count]))) != nil else { break }
+            }
+            if isCut.withLockedValue({ $0 }) {
+                source.close()
+                sink.close()
+            } else {
+                sink.shutdownWrite()
+            }
+        }.start()
+    }
+
+    /// Resets every relayed connection in both directions and stops accepting.
+    func cut() {
+        isCut.withLockedValue { $0 = true }
+        for socket in sockets.withLockedValue({ $0 }) {
+            socket.armReset()
+            // Wake the pump threads; their close then sends the reset.
+            Glibc.shutdown(socket.fd, Int32(SHUT_RDWR))
+        }
+        listener.interruptReads()
+        usleep(50_000)
+        // Pumps that had already finished no longer close their sockets; close every one (close is idempotent).
+        for socket in sockets.withLockedValue({ $0 }) { socket.close() }
+        listener.close()
+    }
+}

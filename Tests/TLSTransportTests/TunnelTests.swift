@@ -1,0 +1,324 @@
+import Crypto
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import Testing
+
+@testable import TLSTransport
+
+@Suite("Byte tunnels over mutual TLS")
+struct TunnelTests {
+    let channelName = "migration/3f2a9c/memory"
+
+    struct Bed {
+        let alpha: CertificateAuthority
+        let exitProvider: TLSContextProvider
+        let entryProvider: TLSContextProvider
+        let exit: TunnelExit
+        let exitEvents = EventLog()
+
+        init(channel: String, target: Endpoint, requestTimeout: TimeAmount = .seconds(10)) async throws {
+            alpha = try TestPKI.authority("alpha")
+            exitProvider = try TestPKI.provider(alpha, role: .node, name: "target-node")
+            entryProvider = try TestPKI.provider(alpha, role: .node, name: "source-node")
+            let routes = TunnelRoutingTable()
+            try routes.allow(channel: channel, to: target, peers: PeerPolicy(allowedRoles: [.node]))
+            let log = exitEvents
+            exit = try await TunnelExit.start(
+                on: .tcp(host: "127.0.0.1", port: 0),
+                provider: exitProvider,
+                peers: PeerPolicy(allowedRoles: [.node, .controller]),
+                routes: routes,
+                requestTimeout: requestTimeout,
+                onEvent: log.append
+            )
+        }
+
+        func entry(
+            listening local: Endpoint = .tcp(host: "127.0.0.1", port: 0),
+            channel: String,
+            remote: Endpoint? = nil,
+            provider: TLSContextProvider? = nil,
+            events: EventLog = EventLog()
+        ) async throws -> TunnelEntry {
+            try await TunnelEntry.start(
+                listeningOn: local,
+                remote: remote ?? exit.endpoint,
+                channel: channel,
+                provider: provider ?? entryProvider,
+                exitPolicy: PeerPolicy(allowedRoles: [.node]),
+                onEvent: events.append
+            )
+        }
+    }
+
+    @Test("1 GiB crosses a unix-socket-to-TCP tunnel intact, and half-close carries the answer back")
+    func gigabyte() async throws {
+        let sink = try DigestSink()
+        defer { sink.close() }
+        let bed = try await Bed(channel: channelName, target: sink.endpoint)
+        let directory = try TemporaryDirectory()
+        let entry = try await bed.entry(listening: .unix(path: directory.file("tunnel.sock")), channel: channelName)
+        let total = 1 << 30
+
+        async let received = sink.serveOne()
+        let (sent, answer) = try await onThread {
+            let socket = try BlockingSocket.connect(entry.endpoint)
+            defer { socket.close() }
+            let sent = try sendStream(on: socket, total: total, seed: 0x5eed)
+            socket.shutdownWrite()
+            return (sent, try socket.readToEnd())
+        }
+        let (count, digest) = try await received
+        #expect(count == total)
+        #expect(digest == sent)
+        #expect(answer == sent, "the sink's digest must come back after the client's half-close")
+        #expect(await eventually { entry.openConnections == 0 && bed.exit.openConnections == 0 })
+        #expect(bed.exitEvents.openedPeers.map(\.name) == ["source-node"])
+        await entry.close()
+        await bed.exit.close()
+    }
+
+    enum Vanishing: String, CaseIterable, Sendable {
+        case client, target, network
+    }
+
+    @Test("when the client, the target or the link vanishes mid-stream, both sides tear down without leaking sockets",
+          arguments: Vanishing.allCases)
+    func vanishing(_ who: Vanishing) async throws {
+        let sink = try DigestSink()
+        defer { sink.close() }
+        let bed = try await Bed(channel: channelName, target: sink.endpoint)
+        guard case .tcp(_, let exitPort) = bed.exit.endpoint else { return }
+        let relay = try CuttableRelay(to: bed.exit.endpoint)
+        let entry = try await bed.entry(channel: channelName, remote: relay.endpoint)
+        guard case .tcp(_, let entryPort) = entry.endpoint else { return }
+        let client = try BlockingSocket.connect(entry.endpoint)
+        // A tunnel that neither carries nor breaks fails the test instead of hanging it.
+        client.setSendTimeout(seconds: 15)
+        let clientStops = NIOLockedValueBox(false)
+
+        async let served: (count: Int, digest: [UInt8])? = try? sink.serveOne()
+        async let writer: Void = try onThread {
+            // Writes until the tunnel breaks (4 GiB would take far longer than the test) or the client "dies".
+            _ = try? sendStream(on: client, total: 4 << 30, seed: 7, chunk: 1 << 16) { clientStops.withLockedValue { $0 } }
+            if clientStops.withLockedValue({ $0 }) { client.abort() }
+        }
+        #expect(await eventually { bed.exit.openConnections == 2 && entry.openConnections == 2 })
+        let ports: Set<Int> = [entryPort, exitPort, sink.port, relay.port]
+        // The leak check sees the live tunnel's sockets (entry, exit and target sides), so it can fail.
+        #expect(openSockets(onPorts: ports).count >= 6, "\(openSockets(onPorts: ports))")
+        try await Task.sleep(for: .milliseconds(300))
+        switch who {
+        case .client: clientStops.withLockedValue { $0 = true }
+        case .target: sink.abortConnection()
+        case .network: relay.cut()
+        }
+        try await writer
+        let result = await served
+        #expect(result?.count != 4 << 30, "the target must not see a complete stream")
+        #expect(await eventually { entry.openConnections == 0 && bed.exit.openConnections == 0 },
+                "entry \(entry.openConnections), exit \(bed.exit.openConnections)")
+        if who != .client { client.close() }
+        relay.cut()
+        #expect(await eventually { openSockets(onPorts: ports).isEmpty },
+                "\(openSockets(onPorts: ports)) entry \(entryPort) exit \(exitPort) sink \(sink.port) relay \(relay.port)")
+        await entry.close()
+        await bed.exit.close()
+    }
+
+    @Test("channels that are not served, or not for this peer, are refused with the reason")
+    func refusedChannels() async throws {
+        let sink = try DigestSink()
+        defer { sink.close() }
+        let bed = try await Bed(channel: channelName, target: sink.endpoint)
+        try bed.exit.routes.allow(channel: "usb/dev-1", to: sink.endpoint, peers: PeerPolicy(allowedRoles: [.controller]))
+
+        for (channel, expected) in [("migration/other/memory", "is not served here"), ("usb/dev-1", "is not authorized")] {
+            let events = EventLog()
+            let entry = try await bed.entry(channel: channel, events: events)
+            let outcome = try await onThread {
+                let socket = try BlockingSocket.connect(entry.endpoint)
+                defer { socket.close() }
+                socket.setReceiveTimeout(seconds: 10)
+                return socket.readOutcome()
+            }
+            #expect(outcome.bytes.isEmpty)
+            #expect(outcome.reset, "a refused channel must reach the client as a reset, not as an empty stream")
+            #expect(await eventually { events.refusals.count == 1 })
+            #expect(events.refusals.first?.code == .channelRefused)
+            #expect(events.refusals.first?.message.contains(expected) == true, "\(events.refusals)")
+            await entry.close()
+        }
+        // An unregistered route stops being served.
+        bed.exit.routes.remove(channel: "usb/dev-1")
+        #expect(bed.exit.routes.channels == [channelName])
+        #expect(bed.exitEvents.refusals.map(\.code) == [.channelRefused, .channelRefused])
+        await bed.exit.close()
+    }
+
+    @Test("a peer of another cluster cannot open a tunnel")
+    func foreignPeer() async throws {
+        let sink = try DigestSink()
+        defer { sink.close() }
+        let bed = try await Bed(channel: channelName, target: sink.endpoint)
+        let beta = try TestPKI.authority("beta")
+        let foreign = try TestPKI.provider(beta, role: .node, name: "intruder", trusting: [beta, bed.alpha])
+        let events = EventLog()
+        let entry = try await bed.entry(channel: channelName, provider: foreign, events: events)
+        let outcome = try await onThread {
+            let socket = try BlockingSocket.connect(entry.endpoint)
+            defer { socket.close() }
+            return socket.readOutcome()
+        }
+        #expect(outcome.bytes.isEmpty && outcome.reset)
+        #expect(await eventually { events.refusals.first?.code == .rejectedByPeer })
+        #expect(await eventually { bed.exitEvents.refusals.first?.code == .untrustedCertificate })
+        await entry.close()
+        await bed.exit.close()
+    }
+
+    @Test("garbled, oversized and missing channel requests are refused; the exit keeps serving")
+    func badRequests() async throws {
+        let sink = try DigestSink()
+        defer { sink.close() }
+        let bed = try await Bed(channel: channelName, target: sink.endpoint, requestTimeout: .milliseconds(500))
+        let oversized: [UInt8] = Array("VMST".utf8) + [1, 0xff, 0xff] + [UInt8](repeating: 0x41, count: 100)
+        let wrongVersion: [UInt8] = Array("VMST".utf8) + [9, 0, 1, 0x41]
+        let cases: [([UInt8], String)] = [
+            (Array("GARBAGE-GARBAGE".utf8), "did not open the tunnel"),
+            (oversized, "exceeds the limit"),
+            (wrongVersion, "protocol version 9"),
+            (Array("VMST".utf8) + [1, 0, 3] + [0x66, 0x20, 0xff], "not valid"),
+            ([], "no channel request within"),
+        ]
+        for (bytes, expected) in cases {
+            let before = bed.exitEvents.refusals.count
+            let (channel, _) = try await MutualTLSClient.connect(
+                to: bed.exit.endpoint,
+                provider: bed.entryProvider,
+                policy: PeerPolicy(allowedRoles: [.node])
+            ) { try $0.pipeline.syncOperations.addHandler(CloseOnEOF()) }
+            if !bytes.isEmpty {
+                try await channel.writeAndFlush(channel.allocator.buffer(bytes: bytes))
+            }
+            try await channel.closeFuture.get()
+            #expect(await eventually { bed.exitEvents.refusals.count == before + 1 })
+            let reason = bed.exitEvents.refusals.last
+            #expect(reason?.code == .protocolViolation)
+            #expect(reason?.message.contains(expected) == true, "\(String(describing: reason))")
+        }
+        #expect(await eventually { bed.exit.openConnections == 0 })
+        await bed.exit.close()
+    }
+
+    @Test("an unreachable target refuses the channel and names the target")
+    func unreachableTarget() async throws {
+        let closedPort = try freePort()
+        let bed = try await Bed(channel: channelName, target: .tcp(host: "127.0.0.1", port: closedPort))
+        let events = EventLog()
+        let entry = try await bed.entry(channel: channelName, events: events)
+        let outcome = try await onThread {
+            let socket = try BlockingSocket.connect(entry.endpoint)
+            defer { socket.close() }
+            return socket.readOutcome()
+        }
+        #expect(outcome.bytes.isEmpty && outcome.reset)
+        #expect(await eventually { events.refusals.count == 1 })
+        #expect(events.refusals.first?.message.contains("127.0.0.1:\(closedPort)") == true, "\(events.refusals)")
+        await entry.close()
+        await bed.exit.close()
+    }
+
+    @Test("rotating the CA and both leaves while data streams does not interrupt it; the next handshake uses the new leaves")
+    func rotationWhileStreaming() async throws {
+        let sink = try DigestSink()
+        defer { sink.close() }
+        let bed = try await Bed(channel: channelName, target: sink.endpoint)
+        let entryEvents = EventLog()
+        let entry = try await bed.entry(channel: channelName, events: entryEvents)
+
+        async let received = sink.serveOne()
+        let stream = Task.detached { () -> ([UInt8], [UInt8]) in
+            try await onThread {
+                let socket = try BlockingSocket.connect(entry.endpoint)
+                defer { socket.close() }
+                // ~2.5 s of paced traffic: 200 × 64 KiB with 12 ms pauses.
+                let sent = try sendStream(on: socket, total: 200 << 16, seed: 42, chunk: 1 << 16, pause: 12_000)
+                socket.shutdownWrite()
+                return (sent, try socket.readToEnd())
+            }
+        }
+        #expect(await eventually { bed.exit.openConnections == 2 })
+        try await Task.sleep(for: .milliseconds(800))
+
+        // Rotate: a successor CA joins both bundles (the old one stays through the overlap), then new leaves.
+        let successor = try bed.alpha.renewed()
+        var trust = bed.exitProvider.trust
+        trust.insert(successor.certificate)
+        try bed.exitProvider.reload(trust: trust)
+        try bed.entryProvider.reload(trust: trust)
+        let newExitLeaf = try successor.issue(LeafRequest(role: .node, name: "target-node"))
+        let newEntryLeaf = try successor.issue(LeafRequest(role: .node, name: "source-node"))
+        try bed.exitProvider.reload(identity: newExitLeaf)
+        try bed.entryProvider.reload(identity: newEntryLeaf)
+
+        let (sent, answer) = try await stream.value
+        let (count, digest) = try await received
+        #expect(count == 200 << 16)
+        #expect(digest == sent)
+        #expect(answer == sent)
+        #expect(bed.exitEvents.openedPeers.count == 1, "the stream must not have reconnected")
+
+        // A new connection handshakes with the new leaves on both sides.
+        async let second = sink.serveOne()
+        _ = try await onThread {
+            let socket = try BlockingSocket.connect(entry.endpoint)
+            defer { socket.close() }
+            _ = try sendStream(on: socket, total: 1024, seed: 1)
+            socket.shutdownWrite()
+            return try socket.readToEnd()
+        }
+        _ = try await second
+        #expect(bed.exitEvents.openedPeers.last?.fingerprint == PEM.fingerprint(newEntryLeaf.certificate))
+        #expect(entryEvents.openedPeers.last?.fingerprint == PEM.fingerprint(newExitLeaf.certificate))
+        #expect(entryEvents.openedPeers.first?.fingerprint != entryEvents.openedPeers.last?.fingerprint)
+        await entry.close()
+        await bed.exit.close()
+    }
+
+    @Test("channel names are validated before anything is sent")
+    func channelNames() async throws {
+        #expect(TunnelProtocol.validate("migration/abc-1/disk:vda") == nil)
+        #expect(TunnelProtocol.validate("") != nil)
+        #expect(TunnelProtocol.validate("has space") != nil)
+        #expect(TunnelProtocol.validate(String(repeating: "a", count: 600)) != nil)
+        let alpha = try TestPKI.authority("alpha")
+        let provider = try TestPKI.provider(alpha, role: .node, name: "n1")
+        let error = await #expect(throws: TransportError.self) {
+            try await TunnelEntry.start(
+                listeningOn: .tcp(host: "127.0.0.1", port: 0),
+                remote: .tcp(host: "127.0.0.1", port: 1),
+                channel: "bad name",
+                provider: provider,
+                exitPolicy: .anyRole
+            )
+        }
+        #expect(error?.code == .invalidArgument)
+        #expect(throws: TransportError.self) { try Endpoint(parsing: "nonsense") }
+        #expect(try Endpoint(parsing: "[::1]:9187") == .tcp(host: "::1", port: 9187))
+        #expect(try Endpoint(parsing: "unix:/run/x.sock") == .unix(path: "/run/x.sock"))
+    }
+}
+
+/// Closes a channel when its peer ends the stream (what a well-behaved tunnel entry does).
+final class CloseOnEOF: ChannelInboundHandler {
+    typealias InboundIn = NIOAny
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, case .inputClosed = event {
+            context.close(promise: nil)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+}
