@@ -53,6 +53,7 @@ let package = Package(
             name: "Benchmarks",
             dependencies: [
                 "TLSTransport",
+                "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
@@ -60,10 +61,16 @@ let package = Package(
             exclude: ["README.md"],
             swiftSettings: strictSettings
         ),
+        .target(
+            name: "TestSupport",
+            path: "Tests/TestSupport",
+            swiftSettings: strictSettings
+        ),
         .testTarget(
             name: "TLSTransportTests",
             dependencies: [
                 "TLSTransport",
+                "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -74,7 +81,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SyncctlTests",
-            dependencies: ["syncctl", "TLSTransport"],
+            dependencies: ["syncctl", "TLSTransport", "TestSupport"],
             swiftSettings: strictSettings
         ),
     ]

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import TestSupport
 import NIOConcurrencyHelpers
 import NIOCore
 import Testing

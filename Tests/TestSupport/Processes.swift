@@ -1,18 +1,21 @@
-import Foundation
+public import Foundation
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// The outcome of a finished child process.
-struct ProcessResult: Sendable {
-    var status: Int32
-    var stdout: String
-    var stderr: String
+public struct ProcessResult: Sendable {
+    /// Exit status, or 128 + signal.
+    public var status: Int32
+    /// What it wrote to stdout.
+    public var stdout: String
+    /// What it wrote to stderr.
+    public var stderr: String
 }
 
 /// Runs blocking work on a thread of its own, never on the cooperative pool.
-func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+public func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { continuation in
         let thread = Thread {
             continuation.resume(with: Result { try body() })
@@ -24,20 +27,24 @@ func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async thr
 
 /// A child process started with posix_spawn: an empty signal mask and default dispositions (threads of this test
 /// process block signals, and a child would inherit that), stdin from a file, stdout and stderr into files.
-final class ChildProcess: @unchecked Sendable {
-    let pid: pid_t
-    private let directory: TemporaryDirectory
+public final class ChildProcess: @unchecked Sendable {
+    /// The child's PID.
+    public let pid: pid_t
+    private let directory: URL
     private var status: Int32?
 
-    init(_ executable: String, _ arguments: [String], input: String = "") throws {
-        directory = try TemporaryDirectory()
-        let stdinPath = try directory.write(input, to: "stdin")
+    /// Starts `executable` with `arguments`, `input` on its stdin.
+    public init(_ executable: String, _ arguments: [String], input: String = "") throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("vmsync-child-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let stdinPath = directory.appendingPathComponent("stdin").path
+        try input.write(toFile: stdinPath, atomically: true, encoding: .utf8)
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, stdinPath, O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, directory.file("stdout"), O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_addopen(&actions, 2, directory.file("stderr"), O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 1, directory.appendingPathComponent("stdout").path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 2, directory.appendingPathComponent("stderr").path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -53,16 +60,18 @@ final class ChildProcess: @unchecked Sendable {
         var pid: pid_t = 0
         let result = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
         guard result == 0 else {
-            throw SocketError(description: "spawn \(executable): \(String(cString: strerror(result)))")
+            throw CocoaError(.executableLoad, userInfo: [NSFilePathErrorKey: executable])
         }
         self.pid = pid
     }
 
-    var stdout: String { (try? String(contentsOfFile: directory.file("stdout"), encoding: .utf8)) ?? "" }
-    var stderr: String { (try? String(contentsOfFile: directory.file("stderr"), encoding: .utf8)) ?? "" }
+    /// What it has written to stdout so far.
+    public var stdout: String { (try? String(contentsOfFile: directory.appendingPathComponent("stdout").path, encoding: .utf8)) ?? "" }
+    /// What it has written to stderr so far.
+    public var stderr: String { (try? String(contentsOfFile: directory.appendingPathComponent("stderr").path, encoding: .utf8)) ?? "" }
 
     /// Waits for exit, sending SIGKILL to exactly this PID after `timeout` seconds.
-    func wait(timeout: TimeInterval) async -> Int32 {
+    public func wait(timeout: TimeInterval) async -> Int32 {
         if let status { return status }
         let pid = pid
         let code = (try? await onThread { () -> Int32 in
@@ -84,7 +93,7 @@ final class ChildProcess: @unchecked Sendable {
     }
 
     /// Sends SIGTERM to exactly this PID, waits (SIGKILL after 5 s), and returns what it printed.
-    func stop() async -> String {
+    public func stop() async -> String {
         if status == nil { kill(pid, SIGTERM) }
         _ = await wait(timeout: 5)
         return stdout + stderr
@@ -96,11 +105,12 @@ final class ChildProcess: @unchecked Sendable {
             var raw: Int32 = 0
             waitpid(pid, &raw, 0)
         }
+        try? FileManager.default.removeItem(at: directory)
     }
 }
 
 /// Runs a program to completion (killed after `timeout` seconds), feeding `input` on stdin.
-func run(_ executable: String, _ arguments: [String], input: String = "", timeout: TimeInterval = 30) async throws
+public func run(_ executable: String, _ arguments: [String], input: String = "", timeout: TimeInterval = 30) async throws
     -> ProcessResult
 {
     let child = try ChildProcess(executable, arguments, input: input)
@@ -108,4 +118,5 @@ func run(_ executable: String, _ arguments: [String], input: String = "", timeou
     return ProcessResult(status: status, stdout: child.stdout, stderr: child.stderr)
 }
 
-let opensslPath = "/usr/bin/openssl"
+/// The openssl CLI, the independent TLS implementation of the tests.
+public let opensslPath = "/usr/bin/openssl"
