@@ -111,7 +111,7 @@ final class ChannelRequestHandler: ChannelInboundHandler, RemovableChannelHandle
             handler.refuse(
                 context: context,
                 channel: nil,
-                TransportError(.protocolViolation, "no channel request within \(handler.requestTimeout.nanoseconds / 1_000_000_000) s")
+                TransportError(.protocolViolation, "no channel request within \(handler.requestTimeout.nanoseconds / 1_000_000) ms")
             )
         }
     }

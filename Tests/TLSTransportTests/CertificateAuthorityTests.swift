@@ -115,3 +115,40 @@ struct CertificateAuthorityTests {
         #expect(throws: TransportError.self) { try CertificateAuthority(certifiedKey: notCA) }
     }
 }
+
+@Suite("Leaf renewal")
+struct LeafRenewalTests {
+    @Test("a leaf past 80% of its life is reissued and loaded; before that nothing changes")
+    func renewal() async throws {
+        let start = Date()
+        let authority = try TestPKI.authority("alpha", now: start)
+        let request = LeafRequest(role: .node, name: "a1")
+        let provider = try TLSContextProvider(
+            identity: try authority.issue(request, now: start),
+            trust: TrustBundle([authority.certificate])
+        )
+        let original = provider.identity.certificate
+        let renewal = LeafRenewal(request: request, provider: provider) { try authority.issue($0) }
+        #expect(try await !renewal.renewIfDue(now: start.addingTimeInterval(0.79 * 24 * 3600)))
+        #expect(provider.identity.certificate == original)
+        #expect(try await renewal.renewIfDue(now: start.addingTimeInterval(0.81 * 24 * 3600)))
+        let renewed = provider.identity.certificate
+        #expect(renewed != original)
+        #expect(CertificateSubject(renewed).name == "a1")
+        #expect(CertificateSubject(renewed).role == .node)
+    }
+
+    @Test("a failing issuer leaves the current certificate in place and reports the error")
+    func failure() async throws {
+        let start = Date()
+        let authority = try TestPKI.authority("alpha", now: start)
+        let request = LeafRequest(role: .node, name: "a1")
+        let provider = try TLSContextProvider(identity: try authority.issue(request, now: start), trust: TrustBundle([authority.certificate]))
+        let original = provider.identity.certificate
+        let renewal = LeafRenewal(request: request, provider: provider) { _ in
+            throw TransportError(.connectionFailed, "controller unreachable")
+        }
+        await #expect(throws: TransportError.self) { try await renewal.renewIfDue(now: start.addingTimeInterval(23 * 3600)) }
+        #expect(provider.identity.certificate == original)
+    }
+}

@@ -80,6 +80,63 @@ struct TunnelTests {
         await bed.exit.close()
     }
 
+    @Test("a unix-socket target (TCP entry to unix target) carries data both ways")
+    func unixTarget() async throws {
+        let directory = try TemporaryDirectory()
+        let path = directory.file("target.sock")
+        let listener = try BlockingSocket.listen(unixPath: path)
+        defer { listener.close() }
+        let bed = try await Bed(channel: channelName, target: .unix(path: path))
+        let entry = try await bed.entry(channel: channelName)
+        async let received = onThread { () -> (Int, [UInt8]) in
+            let connection = try listener.accept()
+            defer { connection.close() }
+            let (count, digest) = try receiveStream(on: connection)
+            try connection.write(digest)
+            return (count, digest)
+        }
+        let (sent, answer) = try await onThread {
+            let socket = try BlockingSocket.connect(entry.endpoint)
+            defer { socket.close() }
+            let sent = try sendStream(on: socket, total: 32 << 20, seed: 3)
+            socket.shutdownWrite()
+            return (sent, try socket.readToEnd())
+        }
+        let (count, digest) = try await received
+        #expect(count == 32 << 20)
+        #expect(digest == sent && answer == sent)
+        await entry.close()
+        await bed.exit.close()
+    }
+
+    @Test("backpressure: a target that stops reading stalls the client instead of filling memory")
+    func backpressure() async throws {
+        let (listener, port) = try BlockingSocket.listen()
+        defer { listener.close() }
+        let bed = try await Bed(channel: channelName, target: .tcp(host: "127.0.0.1", port: port))
+        let entry = try await bed.entry(channel: channelName)
+        let target = Task.detached { try? listener.accept() }
+        let written = try await onThread { () -> Int in
+            let socket = try BlockingSocket.connect(entry.endpoint)
+            defer { socket.close() }
+            socket.setSendTimeout(seconds: 2)
+            var total = 0
+            let chunk = [UInt8](repeating: 7, count: 1 << 16)
+            // Until a send has blocked for 2 s; a tunnel without backpressure would take all 1 GiB.
+            while total < 1 << 30, (try? socket.write(chunk)) != nil {
+                total += chunk.count
+            }
+            return total
+        }
+        let stuck = await target.value
+        // Kernel buffers on four sockets plus TLS buffers hold tens of MiB at most.
+        #expect(written < 96 << 20, "\(written >> 20) MiB went in before the client stalled")
+        #expect(written > 0)
+        stuck?.close()
+        await entry.close()
+        await bed.exit.close()
+    }
+
     enum Vanishing: String, CaseIterable, Sendable {
         case client, target, network
     }

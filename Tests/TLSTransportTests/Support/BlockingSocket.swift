@@ -77,6 +77,23 @@ final class BlockingSocket: @unchecked Sendable {
         return (BlockingSocket(fd: fd), Int(UInt16(bigEndian: address.sin_port)))
     }
 
+    /// A unix-socket listener at `path`.
+    static func listen(unixPath path: String) throws -> BlockingSocket {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: Array(path.utf8).prefix(raw.count - 1))
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0 && Glibc.listen(fd, 16) == 0
+            }
+        }
+        guard bound else { throw SocketError(description: "listen \(path): \(String(cString: strerror(errno)))") }
+        return BlockingSocket(fd: fd)
+    }
+
     func accept() throws -> BlockingSocket {
         let client = Glibc.accept(fd, nil, nil)
         guard client >= 0 else { throw SocketError(description: "accept: \(String(cString: strerror(errno)))") }

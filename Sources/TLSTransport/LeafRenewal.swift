@@ -1,0 +1,51 @@
+public import Foundation
+
+/// Keeps a process's own certificate fresh: once the leaf in `provider` passes the policy's renewal point, a new one
+/// is issued for the same request and loaded, so the next handshake presents it while open connections stay up.
+///
+/// `issue` is where certificates come from — the cluster CA directly on the controller, a signing request to the
+/// controller on a node. Daemons run `run(checkingEvery:)` as one of their services.
+public struct LeafRenewal: Sendable {
+    /// What to ask for on every renewal.
+    public var request: LeafRequest
+    /// Whose identity is renewed.
+    public var provider: TLSContextProvider
+    /// When renewal is due.
+    public var policy: PKIPolicy
+    /// Issues a certificate for a request.
+    public var issue: @Sendable (LeafRequest) async throws -> CertifiedKey
+
+    /// Creates a renewal driver.
+    public init(
+        request: LeafRequest,
+        provider: TLSContextProvider,
+        policy: PKIPolicy = .default,
+        issue: @escaping @Sendable (LeafRequest) async throws -> CertifiedKey
+    ) {
+        self.request = request
+        self.provider = provider
+        self.policy = policy
+        self.issue = issue
+    }
+
+    /// Renews if due at `now`; returns whether it did.
+    @discardableResult
+    public func renewIfDue(now: Date = Date()) async throws -> Bool {
+        guard policy.needsRenewal(provider.identity.certificate, now: now) else { return false }
+        try provider.reload(identity: try await issue(request))
+        return true
+    }
+
+    /// Checks periodically until cancelled. A failed renewal is retried at the next check; the current certificate
+    /// stays in use until it expires.
+    public func run(checkingEvery interval: Duration = .seconds(60), onError: @Sendable (any Error) -> Void = { _ in }) async {
+        while !Task.isCancelled {
+            do {
+                try await renewIfDue()
+            } catch {
+                onError(error)
+            }
+            try? await Task.sleep(for: interval)
+        }
+    }
+}
