@@ -13,6 +13,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "TLSTransport", targets: ["TLSTransport"]),
+        .library(name: "Hypervisor", targets: ["Hypervisor"]),
         .executable(name: "syncctl", targets: ["syncctl"]),
         .executable(name: "vmsync-bench", targets: ["Benchmarks"]),
     ],
@@ -39,6 +40,21 @@ let package = Package(
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: strictSettings
+        ),
+        .systemLibrary(
+            name: "CLibvirt",
+            path: "Sources/Hypervisor/CLibvirt",
+            pkgConfig: "libvirt",
+            providers: [.apt(["libvirt-dev"])]
+        ),
+        .target(
+            name: "Hypervisor",
+            dependencies: [
+                "CLibvirt",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["CLibvirt"],
             swiftSettings: strictSettings
         ),
         .executableTarget(
@@ -78,6 +94,11 @@ let package = Package(
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "HypervisorTests",
+            dependencies: ["Hypervisor"],
             swiftSettings: strictSettings
         ),
         .testTarget(

@@ -1,0 +1,110 @@
+internal import CLibvirt
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The run state of a domain, as libvirt reports it.
+public enum DomainState: String, Sendable, Hashable {
+    case noState = "nostate", running, blocked, paused, shuttingDown = "shutdown", shutOff = "shutoff", crashed
+    case suspended = "pmsuspended"
+
+    init(libvirt value: Int32) {
+        switch UInt32(bitPattern: value) {
+        case VIR_DOMAIN_RUNNING.rawValue: self = .running
+        case VIR_DOMAIN_BLOCKED.rawValue: self = .blocked
+        case VIR_DOMAIN_PAUSED.rawValue: self = .paused
+        case VIR_DOMAIN_SHUTDOWN.rawValue: self = .shuttingDown
+        case VIR_DOMAIN_SHUTOFF.rawValue: self = .shutOff
+        case VIR_DOMAIN_CRASHED.rawValue: self = .crashed
+        case VIR_DOMAIN_PMSUSPENDED.rawValue: self = .suspended
+        default: self = .noState
+        }
+    }
+}
+
+/// One domain on one connection.
+public final class Domain: @unchecked Sendable {
+    /// The domain's name.
+    public let name: String
+    /// The connection it was looked up or defined on.
+    public let connection: Connection
+    let pointer: OpaquePointer
+
+    init(connection: Connection, pointer: OpaquePointer, name: String) {
+        self.connection = connection
+        self.pointer = pointer
+        self.name = name
+    }
+
+    deinit { virDomainFree(pointer) }
+
+    /// Starts the defined domain.
+    public func start() async throws(HypervisorError) {
+        try await call("start") { virDomainCreate($0) }
+    }
+
+    /// Asks the guest to shut down (ACPI); returns before it has.
+    public func shutdown() async throws(HypervisorError) {
+        try await call("shutdown") { virDomainShutdown($0) }
+    }
+
+    /// Stops the domain at once.
+    public func destroy() async throws(HypervisorError) {
+        try await call("destroy") { virDomainDestroy($0) }
+    }
+
+    /// Removes the definition (with managed-save images and snapshot metadata; vmsync guests have no NVRAM).
+    public func undefine() async throws(HypervisorError) {
+        let flags = VIR_DOMAIN_UNDEFINE_MANAGED_SAVE.rawValue | VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA.rawValue
+        try await call("undefinition") { virDomainUndefineFlags($0, flags) }
+    }
+
+    /// The current state.
+    public func state() async throws(HypervisorError) -> DomainState {
+        let raw = try await run("state query") { pointer throws(HypervisorError) -> Int32 in
+            var state: Int32 = 0
+            var reason: Int32 = 0
+            guard virDomainGetState(pointer, &state, &reason, 0) == 0 else {
+                throw HypervisorError.last(self.operation("state query"))
+            }
+            return state
+        }
+        return DomainState(libvirt: raw)
+    }
+
+    /// The domain's XML; `migratable` strips host-specific parts, as needed for a destination definition.
+    public func xml(migratable: Bool = false) async throws(HypervisorError) -> String {
+        let flags = migratable ? VIR_DOMAIN_XML_MIGRATABLE.rawValue : 0
+        return try await run("XML query") { pointer throws(HypervisorError) -> String in
+            guard let text = virDomainGetXMLDesc(pointer, flags) else {
+                throw HypervisorError.last(self.operation("XML query"))
+            }
+            defer { free(text) }
+            return String(cString: text)
+        }
+    }
+
+    // MARK: Calls
+
+    func operation(_ verb: String) -> String {
+        "\(verb) of domain \"\(name)\" on \(connection.uri)"
+    }
+
+    private func call(_ verb: String, _ body: @escaping @Sendable (OpaquePointer) -> Int32) async throws(HypervisorError) {
+        _ = try await run(verb) { pointer throws(HypervisorError) -> Int32 in
+            let result = body(pointer)
+            if result < 0 { throw HypervisorError.last(self.operation(verb)) }
+            return result
+        }
+    }
+
+    private func run<T: Sendable>(
+        _ verb: String,
+        _ body: @escaping @Sendable (OpaquePointer) throws(HypervisorError) -> T
+    ) async throws(HypervisorError) -> T {
+        let handle = LibvirtHandle(pointer)
+        // The connection checks it is open and runs the call off the cooperative pool.
+        return try await connection.run(operation(verb)) { _ throws(HypervisorError) -> T in try body(handle.pointer) }
+    }
+}
