@@ -1,0 +1,121 @@
+internal import CLibvirt
+
+/// How a live migration is run: libvirt flags and parameters as KubeVirt uses them.
+public struct MigrationOptions: Sendable, Hashable {
+    /// Which disks are copied to the destination.
+    public enum StorageCopy: Sendable, Hashable {
+        /// Shared storage: nothing is copied.
+        case none
+        /// Full copy of the listed disks (`NON_SHARED_DISK`).
+        case full
+        /// Copy of the listed disks onto destination images that share a backing file (`NON_SHARED_INC`).
+        case incremental
+    }
+
+    /// The destination libvirt URI the source daemon connects to (peer-to-peer), e.g. a tunnelled unix socket.
+    public var destinationURI: String
+    /// Where QEMU sends memory (`tcp://host:port` or `unix:///path`), or nil for libvirt's choice.
+    public var migrationURI: String?
+    /// Where QEMU mirrors disks (`tcp://…` or `unix:///…`), or nil to use the migration host.
+    public var disksURI: String?
+    /// The domain XML to define on the destination (disk paths changed, etc.), or nil for the source's.
+    public var destinationXML: String?
+    /// Disk copy mode.
+    public var storage: StorageCopy
+    /// Guest disk names (`vda`) to copy; required when `storage` is not `.none`.
+    public var disks: [String]
+    /// Bandwidth limit in MiB/s, or nil for unlimited.
+    public var bandwidthMiBPerSecond: UInt64?
+    /// Maximum tolerated downtime, or nil for QEMU's default.
+    public var maxDowntime: Duration?
+    /// Let QEMU throttle the guest's CPUs when memory does not converge.
+    public var autoConverge: Bool
+    /// Allow switching to post-copy (`startPostCopy` triggers the switch).
+    public var allowPostCopy: Bool
+    /// Keep the domain defined on the destination (KubeVirt: yes).
+    public var persistOnDestination: Bool
+    /// Remove the source definition after success (KubeVirt: yes).
+    public var undefineSource: Bool
+
+    /// Options for a live, peer-to-peer migration to `destinationURI`.
+    public init(
+        destinationURI: String,
+        migrationURI: String? = nil,
+        disksURI: String? = nil,
+        destinationXML: String? = nil,
+        storage: StorageCopy = .none,
+        disks: [String] = [],
+        bandwidthMiBPerSecond: UInt64? = nil,
+        maxDowntime: Duration? = nil,
+        autoConverge: Bool = false,
+        allowPostCopy: Bool = false,
+        persistOnDestination: Bool = true,
+        undefineSource: Bool = true
+    ) {
+        self.destinationURI = destinationURI
+        self.migrationURI = migrationURI
+        self.disksURI = disksURI
+        self.destinationXML = destinationXML
+        self.storage = storage
+        self.disks = disks
+        self.bandwidthMiBPerSecond = bandwidthMiBPerSecond
+        self.maxDowntime = maxDowntime
+        self.autoConverge = autoConverge
+        self.allowPostCopy = allowPostCopy
+        self.persistOnDestination = persistOnDestination
+        self.undefineSource = undefineSource
+    }
+
+    /// Checks the combination; the error names what is wrong.
+    public func validate(domain: String) throws(HypervisorError) {
+        func invalid(_ text: String) -> HypervisorError {
+            HypervisorError(.invalidSpec, "migration of domain \"\(domain)\": \(text)")
+        }
+        guard !destinationURI.isEmpty else { throw invalid("a destination URI is required") }
+        switch storage {
+        case .none:
+            if !disks.isEmpty { throw invalid("disks \(disks) are listed but storage copy is off") }
+            if disksURI != nil { throw invalid("a disks URI is set but storage copy is off") }
+        case .full, .incremental:
+            if disks.isEmpty { throw invalid("storage copy needs the disks to copy (e.g. [\"vda\"])") }
+        }
+        for uri in [migrationURI, disksURI].compactMap({ $0 }) where !(uri.hasPrefix("tcp://") || uri.hasPrefix("unix://")) {
+            throw invalid("\"\(uri)\" must be a tcp:// or unix:// URI")
+        }
+        if let bandwidthMiBPerSecond, bandwidthMiBPerSecond == 0 {
+            throw invalid("a bandwidth of 0 MiB/s would never finish; leave it unset for unlimited")
+        }
+    }
+
+    /// The libvirt flags: always LIVE and PEER2PEER (the source daemon drives the destination).
+    var flags: UInt32 {
+        var flags = VIR_MIGRATE_LIVE.rawValue | VIR_MIGRATE_PEER2PEER.rawValue | VIR_MIGRATE_ABORT_ON_ERROR.rawValue
+        if persistOnDestination { flags |= VIR_MIGRATE_PERSIST_DEST.rawValue }
+        if undefineSource { flags |= VIR_MIGRATE_UNDEFINE_SOURCE.rawValue }
+        switch storage {
+        case .none: break
+        case .full: flags |= VIR_MIGRATE_NON_SHARED_DISK.rawValue
+        case .incremental: flags |= VIR_MIGRATE_NON_SHARED_INC.rawValue
+        }
+        if autoConverge { flags |= VIR_MIGRATE_AUTO_CONVERGE.rawValue }
+        if allowPostCopy { flags |= VIR_MIGRATE_POSTCOPY.rawValue }
+        return flags
+    }
+
+    /// The typed parameters of virDomainMigrateToURI3, as (name, value) pairs in order.
+    var parameters: [(name: String, value: TypedValue)] {
+        var result: [(String, TypedValue)] = []
+        if let migrationURI { result.append(("migrate_uri", .string(migrationURI))) }
+        if let disksURI { result.append(("disks_uri", .string(disksURI))) }
+        if let destinationXML { result.append(("destination_xml", .string(destinationXML))) }
+        for disk in disks { result.append(("migrate_disks", .string(disk))) }
+        if let bandwidthMiBPerSecond { result.append(("bandwidth", .unsigned(bandwidthMiBPerSecond))) }
+        return result
+    }
+
+    /// A typed-parameter value.
+    enum TypedValue: Hashable {
+        case string(String)
+        case unsigned(UInt64)
+    }
+}

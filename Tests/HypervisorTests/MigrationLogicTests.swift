@@ -1,0 +1,90 @@
+import Testing
+
+@testable import Hypervisor
+
+@Suite("Migration options, statistics and timeouts")
+struct MigrationLogicTests {
+    @Test("KubeVirt's block migration: flags and parameters in libvirt's names")
+    func blockMigrationFlags() throws {
+        let options = MigrationOptions(
+            destinationURI: "qemu+unix:///system?socket=/run/vmsync/tunnel/m1/libvirt.sock",
+            migrationURI: "unix:///run/vmsync/tunnel/m1/memory.sock",
+            disksURI: "unix:///run/vmsync/tunnel/m1/disks.sock",
+            destinationXML: "<domain/>",
+            storage: .incremental,
+            disks: ["vda"],
+            bandwidthMiBPerSecond: 64
+        )
+        try options.validate(domain: "vm1")
+        let flags = options.flags
+        // LIVE | PEER2PEER | PERSIST_DEST | UNDEFINE_SOURCE | NON_SHARED_INC | ABORT_ON_ERROR
+        #expect(flags == (1 << 0) | (1 << 1) | (1 << 3) | (1 << 4) | (1 << 7) | (1 << 12))
+        #expect(options.parameters.map(\.name) == ["migrate_uri", "disks_uri", "destination_xml", "migrate_disks", "bandwidth"])
+        #expect(options.parameters.last?.value == .unsigned(64))
+        var full = options
+        full.storage = .full
+        full.autoConverge = true
+        full.allowPostCopy = true
+        #expect(full.flags & (1 << 6) != 0 && full.flags & (1 << 7) == 0)
+        #expect(full.flags & (1 << 13) != 0 && full.flags & (1 << 15) != 0)
+    }
+
+    @Test("inconsistent options are refused with the reason", arguments: [
+        (MigrationOptions(destinationURI: ""), "destination URI is required"),
+        (MigrationOptions(destinationURI: "qemu:///system", disks: ["vda"]), "storage copy is off"),
+        (MigrationOptions(destinationURI: "qemu:///system", storage: .full), "needs the disks"),
+        (MigrationOptions(destinationURI: "qemu:///system", migrationURI: "http://x"), "tcp:// or unix://"),
+        (MigrationOptions(destinationURI: "qemu:///system", bandwidthMiBPerSecond: 0), "never finish"),
+    ])
+    func invalidOptions(options: MigrationOptions, expected: String) {
+        let error = #expect(throws: HypervisorError.self) { try options.validate(domain: "vm1") }
+        #expect(error?.code == .invalidSpec)
+        #expect(error?.message.contains("migration of domain \"vm1\"") == true)
+        #expect(error?.message.contains(expected) == true, "\(String(describing: error))")
+    }
+
+    @Test("statistics show the disk phase, then memory iterations")
+    func phases() {
+        #expect(JobStatistics(parameters: [:]).phase == .setup)
+        let disk = JobStatistics(parameters: ["disk_total": 64 << 20, "disk_processed": 10 << 20, "disk_remaining": 54 << 20])
+        #expect(disk.phase == .disks)
+        let memory = JobStatistics(parameters: [
+            "disk_total": 64 << 20, "disk_remaining": 0, "memory_processed": 30 << 20, "memory_iteration": 2,
+            "memory_dirty_rate": 1200, "data_remaining": 5 << 20, "downtime": 120,
+        ])
+        #expect(memory.phase == .memory(iteration: 2))
+        #expect(memory.memoryDirtyRate == 1200)
+        #expect(memory.downtimeMs == 120)
+    }
+
+    @Test("the completion limit is per GiB of memory plus copied disks, at least one GiB")
+    func completionLimit() {
+        #expect(MigrationWatchdog(bytes: (128 << 20) + (64 << 20)).completionLimit == .seconds(150))
+        #expect(MigrationWatchdog(bytes: (3 << 30) + 1, completionTimeoutPerGiB: 100).completionLimit == .seconds(400))
+    }
+
+    @Test("the completion timeout fires once the limit passes, even while progressing")
+    func completionTimeout() {
+        var watchdog = MigrationWatchdog(bytes: 1 << 30, completionTimeoutPerGiB: 10, progressTimeout: 100)
+        var remaining: UInt64 = 1 << 30
+        for second in 0...10 {
+            remaining -= 1 << 20
+            #expect(watchdog.observe(JobStatistics(parameters: ["data_remaining": remaining]), elapsed: .seconds(second)) == nil)
+        }
+        #expect(watchdog.observe(JobStatistics(parameters: ["data_remaining": remaining - 1]), elapsed: .seconds(11))
+            == .completionTimeout(limit: .seconds(10)))
+    }
+
+    @Test("the progress timeout fires when nothing advances, and any advance resets it")
+    func progressTimeout() {
+        var watchdog = MigrationWatchdog(bytes: 1 << 30, completionTimeoutPerGiB: 1000, progressTimeout: 5)
+        let stuck = JobStatistics(parameters: ["data_remaining": 500, "data_processed": 100, "memory_iteration": 3])
+        #expect(watchdog.observe(stuck, elapsed: .seconds(0)) == nil)
+        #expect(watchdog.observe(stuck, elapsed: .seconds(4)) == nil)
+        // A new memory iteration counts as progress even if remaining bytes went up (dirty pages).
+        let nextIteration = JobStatistics(parameters: ["data_remaining": 600, "data_processed": 100, "memory_iteration": 4])
+        #expect(watchdog.observe(nextIteration, elapsed: .seconds(5)) == nil)
+        #expect(watchdog.observe(nextIteration, elapsed: .seconds(10)) == nil)
+        #expect(watchdog.observe(nextIteration, elapsed: .seconds(11)) == .progressTimeout(limit: .seconds(5)))
+    }
+}
