@@ -29,6 +29,8 @@ public final class Connection: @unchecked Sendable {
     public let uri: String
     let pointer: OpaquePointer
     private let isClosed = Mutex(false)
+    /// Event callback registrations; libvirt keeps the connection alive while any exists, so `close` drops them.
+    let eventRegistrations = Mutex<Set<Int32>>([])
 
     private init(uri: String, pointer: OpaquePointer) {
         self.uri = uri
@@ -62,7 +64,16 @@ public final class Connection: @unchecked Sendable {
         }
         guard first else { return }
         let handle = LibvirtHandle(pointer)
-        _ = try? await BlockingExecutor.run { () throws(HypervisorError) -> Int32 in virConnectClose(handle.pointer) }
+        let registrations = eventRegistrations.withLock { registrations in
+            defer { registrations.removeAll() }
+            return registrations
+        }
+        _ = try? await BlockingExecutor.run { () throws(HypervisorError) -> Int32 in
+            for identifier in registrations {
+                virConnectDomainEventDeregisterAny(handle.pointer, identifier)
+            }
+            return virConnectClose(handle.pointer)
+        }
     }
 
     /// Whether the daemon is still reachable (false after keepalive declared it dead, or after `close`).
@@ -146,6 +157,16 @@ public final class Connection: @unchecked Sendable {
         }
         let handle = LibvirtHandle(pointer)
         return try await BlockingExecutor.run { () throws(HypervisorError) -> T in try body(handle.pointer) }
+    }
+}
+
+extension Connection {
+    /// Runs `body` on the current thread if the connection is open, holding off `close` meanwhile (for callers
+    /// already off the cooperative pool, such as stream teardown).
+    func runSynchronously<T: Sendable>(_ body: (OpaquePointer) -> T) throws(HypervisorError) -> T {
+        let result: T? = isClosed.withLock { closed in closed ? nil : body(pointer) }
+        guard let result else { throw HypervisorError(.connectionFailed, "the connection to \(uri) is closed") }
+        return result
     }
 }
 

@@ -3,8 +3,8 @@ import Testing
 
 @testable import Hypervisor
 
-/// The fast tier: libvirt's own `test:///default` driver (in the libvirt client library, no daemon). Each connection
-/// gets a fresh copy of the driver's state, so tests do not see each other's domains.
+/// The fast tier: libvirt's own `test:///default` driver (in the libvirt client library, no daemon). Its state is
+/// shared by all connections of this process while any is open, so every test uses domain names of its own.
 @Suite("Hypervisor on libvirt's test driver")
 struct DomainLifecycleTests {
     let uri = "test:///default"
@@ -128,5 +128,39 @@ struct DomainLifecycleTests {
         let spec = DomainSpec(name: "vm", memoryMiB: 64, boot: .init(kernel: "/k", commandLine: "a<b & c='d'"))
         let xml = try spec.xml()
         #expect(xml.contains("<cmdline>a&lt;b &amp; c=&apos;d&apos;</cmdline>"))
+    }
+}
+
+@Suite("Domain lifecycle events")
+struct DomainEventTests {
+    @Test("defining, starting, destroying and undefining a domain arrive as events, in order", .timeLimit(.minutes(1)))
+    func lifecycleEvents() async throws {
+        let connection = try await Connection.open("test:///default")
+        let events = try await connection.lifecycleEvents()
+        let domain = try await connection.define(DomainSpec(name: "evented", memoryMiB: 64))
+        try await domain.start()
+        try await domain.destroy()
+        try await domain.undefine()
+
+        var seen: [DomainLifecycleEvent.Kind] = []
+        for await event in events where event.domain == "evented" {
+            seen.append(event.kind)
+            #expect(!event.isMigration)
+            if seen.count == 4 { break }
+        }
+        #expect(seen == [.defined, .started, .stopped, .undefined])
+        await connection.close()
+    }
+}
+
+extension DomainEventTests {
+    @Test("closing the connection ends the event stream", .timeLimit(.minutes(1)))
+    func streamEndsOnClose() async throws {
+        let connection = try await Connection.open("test:///default")
+        let events = try await connection.lifecycleEvents()
+        await connection.close()
+        var count = 0
+        for await event in events where event.domain == "never-defined" { count += 1 }
+        #expect(count == 0)
     }
 }
