@@ -196,4 +196,10 @@ final class HandshakeGate: ChannelInboundHandler, RemovableChannelHandler {
         }
         context.fireChannelInactive()
     }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        // A channel closed before it ever became active (a failed connect) sees no channelInactive; the promise
+        // must still complete. After a success this does nothing.
+        promise.fail(TransportError(.connectionFailed, "the connection to the \(peer) closed before the TLS handshake"))
+    }
 }

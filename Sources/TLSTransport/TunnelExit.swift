@@ -140,9 +140,12 @@ final class ChannelRequestHandler: ChannelInboundHandler, RemovableChannelHandle
         if let event = event as? ChannelEvent, case .inputClosed = event {
             switch state {
             case .waiting:
-                state = .finished
                 timeout?.cancel()
-                ChannelTeardown.finish(context.channel)
+                refuse(
+                    context: context,
+                    channel: nil,
+                    TransportError(.protocolViolation, "the peer closed the connection before sending a channel request")
+                )
             case .connecting:
                 // Replayed to the tunnel once it is joined.
                 peerEnded = true

@@ -261,7 +261,7 @@ struct TunnelTests {
                 try await channel.writeAndFlush(channel.allocator.buffer(bytes: bytes))
             }
             try await channel.closeFuture.get()
-            #expect(await eventually { bed.exitEvents.refusals.count == before + 1 })
+            #expect(await eventually { bed.exitEvents.refusals.count == before + 1 }, "\(bed.exitEvents.all)")
             let reason = bed.exitEvents.refusals.last
             #expect(reason?.code == .protocolViolation)
             #expect(reason?.message.contains(expected) == true, "\(String(describing: reason))")
@@ -272,7 +272,8 @@ struct TunnelTests {
 
     @Test("an unreachable target refuses the channel and names the target")
     func unreachableTarget() async throws {
-        let closedPort = try freePort()
+        let (reservation, closedPort) = try BlockingSocket.reservedClosedPort()
+        defer { reservation.close() }
         let bed = try await Bed(channel: channelName, target: .tcp(host: "127.0.0.1", port: closedPort))
         let events = EventLog()
         let entry = try await bed.entry(channel: channelName, events: events)

@@ -77,6 +77,23 @@ final class BlockingSocket: @unchecked Sendable {
         return (BlockingSocket(fd: fd), Int(UInt16(bigEndian: address.sin_port)))
     }
 
+    /// A TCP socket bound to a kernel-chosen port on 127.0.0.1 but not listening: connections to the port are
+    /// refused for as long as the socket stays open, and no other listener can take the port meanwhile.
+    static func reservedClosedPort() throws -> (BlockingSocket, Int) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        inet_pton(AF_INET, "127.0.0.1", &address.sin_addr)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
+                Glibc.bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
+            }
+        }
+        guard bound else { throw SocketError(description: "bind: \(String(cString: strerror(errno)))") }
+        return (BlockingSocket(fd: fd), Int(UInt16(bigEndian: address.sin_port)))
+    }
+
     /// A unix-socket listener at `path`.
     static func listen(unixPath path: String) throws -> BlockingSocket {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
@@ -94,13 +111,18 @@ final class BlockingSocket: @unchecked Sendable {
         return BlockingSocket(fd: fd)
     }
 
+    /// Whether `close` has run (blocking calls check it first; they cannot hold the lock while they block).
+    var isClosed: Bool { closed.withLockedValue { $0 } }
+
     func accept() throws -> BlockingSocket {
+        guard !isClosed else { throw SocketError(description: "accept: socket closed") }
         let client = Glibc.accept(fd, nil, nil)
         guard client >= 0 else { throw SocketError(description: "accept: \(String(cString: strerror(errno)))") }
         return BlockingSocket(fd: client)
     }
 
     func write(_ bytes: UnsafeRawBufferPointer) throws {
+        guard !isClosed else { throw SocketError(description: "send: socket closed") }
         var offset = 0
         while offset < bytes.count {
             let written = send(fd, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
@@ -115,6 +137,7 @@ final class BlockingSocket: @unchecked Sendable {
 
     /// Reads up to `buffer.count` bytes; 0 at end of stream; throws on error (e.g. reset).
     func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        guard !isClosed else { throw SocketError(description: "recv: socket closed") }
         let count = recv(fd, buffer.baseAddress, buffer.count, 0)
         guard count >= 0 else { throw SocketError(description: "recv: \(String(cString: strerror(errno)))") }
         return count
@@ -153,16 +176,29 @@ final class BlockingSocket: @unchecked Sendable {
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     }
 
-    func shutdownWrite() { Glibc.shutdown(fd, Int32(SHUT_WR)) }
+    func shutdownWrite() { withOpenDescriptor { Glibc.shutdown($0, Int32(SHUT_WR)) } }
+
+    /// Runs `body` with the descriptor unless the socket is closed, holding off `close` meanwhile: a descriptor
+    /// number is reused as soon as it is closed, and touching it afterwards would hit another test's socket.
+    private func withOpenDescriptor(_ body: (Int32) -> Void) {
+        closed.withLockedValue { isClosed in
+            if !isClosed { body(fd) }
+        }
+    }
 
     /// Makes the next close send a reset instead of a FIN.
     func armReset() {
-        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
-        setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+        withOpenDescriptor { fd in
+            var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+            setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+        }
     }
 
     /// Wakes a thread blocked in recv on this socket (it returns 0) without sending anything.
-    func interruptReads() { Glibc.shutdown(fd, Int32(SHUT_RD)) }
+    func interruptReads() { withOpenDescriptor { Glibc.shutdown($0, Int32(SHUT_RD)) } }
+
+    /// Wakes every thread blocked on this socket.
+    func interruptAll() { withOpenDescriptor { Glibc.shutdown($0, Int32(SHUT_RDWR)) } }
 
     /// Closes with a reset instead of a FIN: a peer that dies. Call from the thread that uses the socket, or after
     /// waking it: closing does not interrupt a blocked call.
@@ -171,13 +207,14 @@ final class BlockingSocket: @unchecked Sendable {
         close()
     }
 
-    /// Closes once; later calls do nothing (the descriptor number may already be reused).
+    /// Closes once; later calls do nothing.
     func close() {
-        let first = closed.withLockedValue { wasClosed in
-            defer { wasClosed = true }
-            return !wasClosed
+        closed.withLockedValue { isClosed in
+            if !isClosed {
+                Glibc.close(fd)
+                isClosed = true
+            }
         }
-        if first { Glibc.close(fd) }
     }
 }
 

@@ -79,8 +79,10 @@ final class CuttableRelay: @unchecked Sendable {
                     continue
                 }
                 sockets.withLockedValue { $0 += [inbound, outbound] }
-                self.pump(from: inbound, to: outbound)
-                self.pump(from: outbound, to: inbound)
+                // The pair is closed by whichever pump finishes second: only the threads using the sockets close them.
+                let finished = NIOLockedValueBox(0)
+                self.pump(from: inbound, to: outbound, finished: finished)
+                self.pump(from: outbound, to: inbound, finished: finished)
             }
         }
         thread.start()
@@ -88,17 +90,22 @@ final class CuttableRelay: @unchecked Sendable {
 
     var endpoint: Endpoint { .tcp(host: "127.0.0.1", port: port) }
 
-    private func pump(from source: BlockingSocket, to sink: BlockingSocket) {
+    private func pump(from source: BlockingSocket, to sink: BlockingSocket, finished: NIOLockedValueBox<Int>) {
         Thread { [isCut] in
             var buffer = [UInt8](repeating: 0, count: 65536)
             while let count = try? buffer.withUnsafeMutableBytes({ try source.read(into: $0) }), count > 0 {
                 guard (try? sink.write(Array(buffer[..<count]))) != nil else { break }
             }
-            if isCut.withLockedValue({ $0 }) {
+            if !isCut.withLockedValue({ $0 }) {
+                sink.shutdownWrite()
+            }
+            let last = finished.withLockedValue { count in
+                count += 1
+                return count == 2
+            }
+            if last {
                 source.close()
                 sink.close()
-            } else {
-                sink.shutdownWrite()
             }
         }.start()
     }
@@ -108,13 +115,10 @@ final class CuttableRelay: @unchecked Sendable {
         isCut.withLockedValue { $0 = true }
         for socket in sockets.withLockedValue({ $0 }) {
             socket.armReset()
-            // Wake the pump threads; their close then sends the reset.
-            Glibc.shutdown(socket.fd, Int32(SHUT_RDWR))
+            // Wake the pump threads; the second one to finish closes the pair, which sends the resets.
+            socket.interruptAll()
         }
-        listener.interruptReads()
-        usleep(50_000)
-        // Pumps that had already finished no longer close their sockets; close every one (close is idempotent).
-        for socket in sockets.withLockedValue({ $0 }) { socket.close() }
+        listener.interruptAll()
         listener.close()
     }
 }
