@@ -106,6 +106,7 @@ public final class TunnelEntry: Sendable {
             tls.writeAndFlush(request, promise: nil)
         } catch {
             promise.fail(error)
+            ChannelTeardown.abort(tls)
         }
         return promise.futureResult
     }
