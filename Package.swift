@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "Hypervisor", targets: ["Hypervisor"]),
         .executable(name: "syncctl", targets: ["syncctl"]),
         .executable(name: "vmsync-bench", targets: ["Benchmarks"]),
+        .executable(name: "vmsync-testbed", targets: ["vmsync-testbed"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
@@ -81,6 +82,27 @@ let package = Package(
         .target(
             name: "TestSupport",
             path: "Tests/TestSupport",
+            swiftSettings: strictSettings
+        ),
+        // The local test bed (deploy/testbed): the launcher, and what tests, benchmarks and the demo use to drive it.
+        .target(
+            name: "CSubreaper",
+            path: "deploy/testbed/Sources/CSubreaper"
+        ),
+        .target(
+            name: "TestBed",
+            dependencies: ["TestSupport"],
+            path: "deploy/testbed/Sources/TestBed",
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "vmsync-testbed",
+            dependencies: [
+                "CSubreaper",
+                "TestBed",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "deploy/testbed/Sources/vmsync-testbed",
             swiftSettings: strictSettings
         ),
         .testTarget(

@@ -1,0 +1,173 @@
+public import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reads the tiny guest's `TICK n uptime` heartbeat from its serial sockets: the source node's socket first, then —
+/// connected as soon as the incoming QEMU creates it — the destination's, so every tick around switchover is seen.
+public final class HeartbeatMonitor: @unchecked Sendable {
+    /// One heartbeat line.
+    public struct Tick: Sendable, Hashable {
+        /// The guest's tick counter.
+        public var number: Int
+        /// The guest's uptime when it printed the line (seconds).
+        public var guestUptime: Double
+        /// When the host received it (monotonic seconds).
+        public var arrival: Double
+        /// Index of the socket it came from (0 = the first path).
+        public var source: Int
+    }
+
+    /// What a run of ticks shows.
+    public struct Analysis: Sendable, CustomStringConvertible {
+        /// Tick numbers missing between the first and the last seen.
+        public var lost: [Int]
+        /// The largest gap between consecutive ticks' arrivals (seconds): the guest-visible downtime at switchover.
+        public var largestGap: Double
+        /// Ticks received per socket.
+        public var perSource: [Int: Int]
+        /// The first and last tick numbers.
+        public var first: Int?, last: Int?
+
+        public var description: String {
+            "ticks \(first ?? 0)…\(last ?? 0), lost \(lost.count), largest gap \(String(format: "%.3f", largestGap)) s, per socket \(perSource.sorted { $0.key < $1.key })"
+        }
+    }
+
+    private let lock = NSLock()
+    private var received: [Tick] = []
+    private var stopped = false
+    private var descriptors: [Int32] = []
+
+    /// Starts following `paths` (unix sockets of `<serial type='unix'>` consoles; one may not exist yet).
+    public init(paths: [String]) {
+        for (index, path) in paths.enumerated() {
+            let thread = Thread { [self] in follow(path: path, source: index) }
+            thread.name = "heartbeat-\(index)"
+            thread.start()
+        }
+    }
+
+    /// The ticks so far, in arrival order.
+    public var ticks: [Tick] { lock.withLock { received } }
+
+    /// Waits until `count` more ticks than now have arrived (false after `timeout` seconds).
+    public func waitForTicks(_ count: Int, timeout: TimeInterval = 30) async -> Bool {
+        let target = ticks.count + count
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if ticks.count >= target { return true }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return false
+    }
+
+    /// Waits until a tick arrives from socket `source`.
+    public func waitForTick(from source: Int, timeout: TimeInterval = 30) async -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if ticks.contains(where: { $0.source == source }) { return true }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return false
+    }
+
+    /// Stops reading.
+    public func stop() {
+        let open = lock.withLock { () -> [Int32] in
+            stopped = true
+            return descriptors
+        }
+        // Wakes blocked reads; the reading threads close their own descriptors.
+        for descriptor in open { shutdown(descriptor, Int32(SHUT_RDWR)) }
+    }
+
+    /// Lost ticks and the largest gap over everything received.
+    public func analysis() -> Analysis {
+        let all = ticks
+        var byNumber: [Int: Tick] = [:]
+        for tick in all where byNumber[tick.number] == nil { byNumber[tick.number] = tick }
+        let numbers = byNumber.keys.sorted()
+        var lost: [Int] = []
+        var gap = 0.0
+        for (previous, next) in zip(numbers, numbers.dropFirst()) {
+            if next > previous + 1 { lost.append(contentsOf: (previous + 1)..<next) }
+            gap = max(gap, byNumber[next]!.arrival - byNumber[previous]!.arrival)
+        }
+        var perSource: [Int: Int] = [:]
+        for tick in all { perSource[tick.source, default: 0] += 1 }
+        return Analysis(lost: lost, largestGap: gap, perSource: perSource, first: numbers.first, last: numbers.last)
+    }
+
+    deinit { stop() }
+
+    private func follow(path: String, source: Int) {
+        var descriptor: Int32 = -1
+        while descriptor < 0 {
+            if lock.withLock({ stopped }) { return }
+            descriptor = Self.connect(path)
+            if descriptor < 0 { usleep(5_000) }
+        }
+        let registered = lock.withLock { () -> Bool in
+            guard !stopped else { return false }
+            descriptors.append(descriptor)
+            return true
+        }
+        defer {
+            lock.withLock { descriptors.removeAll { $0 == descriptor } }
+            close(descriptor)
+        }
+        guard registered else { return }
+        var pending = [UInt8]()
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+            if count <= 0 { return }
+            let arrival = Self.now()
+            pending.append(contentsOf: buffer[0..<count])
+            while let newline = pending.firstIndex(of: 10) {
+                let line = String(decoding: pending[..<newline], as: UTF8.self)
+                pending.removeSubrange(...newline)
+                guard let range = line.range(of: "TICK ") else { continue }
+                let fields = line[range.upperBound...].split(separator: " ")
+                guard fields.count >= 2, let number = Int(fields[0]),
+                    let uptime = Double(fields[1].trimmingCharacters(in: .whitespacesAndNewlines))
+                else { continue }
+                lock.withLock { received.append(Tick(number: number, guestUptime: uptime, arrival: arrival, source: source)) }
+            }
+        }
+    }
+
+    private static func now() -> Double {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+    }
+
+    private static func connect(_ path: String) -> Int32 {
+        let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { return -1 }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            close(descriptor)
+            return -1
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            buffer.copyBytes(from: bytes)
+            buffer[bytes.count] = 0
+        }
+        let result = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        if result != 0 {
+            close(descriptor)
+            return -1
+        }
+        return descriptor
+    }
+}

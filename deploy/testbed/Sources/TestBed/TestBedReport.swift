@@ -1,0 +1,86 @@
+/// The built tiny guest.
+public struct GuestFiles: Codable, Sendable, Hashable {
+    /// The kernel image.
+    public var kernel: String
+    /// The busybox initramfs with the heartbeat init.
+    public var initrd: String
+    /// The kernel release, e.g. "6.1.0-56-cloud-amd64".
+    public var kernelRelease: String
+
+    /// Describes a built guest.
+    public init(kernel: String, initrd: String, kernelRelease: String) {
+        self.kernel = kernel
+        self.initrd = initrd
+        self.kernelRelease = kernelRelease
+    }
+
+    /// The kernel command line the guest expects (console on the first serial port).
+    public static let commandLine = "console=ttyS0 quiet"
+}
+
+/// One libvirt "node" of a running test bed.
+public struct TestBedNode: Codable, Sendable, Hashable {
+    /// Short name ("a", "b", …).
+    public var name: String
+    /// The libvirt URI reachable from the host and from the other nodes (a unix socket outside the node's mounts).
+    public var uri: String
+    /// The node's address on the bed's network (inside its network namespace).
+    public var address: String
+    /// Its network namespace (`ip netns exec NAME …`).
+    public var namespace: String
+    /// The interface that plugs it into the bed's switch, inside the switch namespace (down = link cut).
+    public var switchPort: String
+    /// The libvirtd PID.
+    public var libvirtdPID: Int32
+    /// libvirtd's host UUID (distinct per node, or libvirt refuses to migrate "to the same host").
+    public var hostUUID: String
+    /// The node's private directory (configuration, state, logs).
+    public var directory: String
+    /// Where guests' disk images and serial sockets for this node go.
+    public var imagesDirectory: String
+    /// libvirtd's log file.
+    public var logFile: String
+
+    /// Describes a node.
+    public init(
+        name: String, uri: String, address: String, namespace: String, switchPort: String, libvirtdPID: Int32,
+        hostUUID: String, directory: String, imagesDirectory: String, logFile: String
+    ) {
+        self.name = name
+        self.uri = uri
+        self.address = address
+        self.namespace = namespace
+        self.switchPort = switchPort
+        self.libvirtdPID = libvirtdPID
+        self.hostUUID = hostUUID
+        self.directory = directory
+        self.imagesDirectory = imagesDirectory
+        self.logFile = logFile
+    }
+}
+
+/// What `vmsync-testbed up` writes once every node answers: how to reach each node, and what to stop.
+public struct TestBedReport: Codable, Sendable, Hashable {
+    /// The bed's directory.
+    public var directory: String
+    /// The launcher's PID: SIGTERM tears the bed down.
+    public var launcherPID: Int32
+    /// The namespace holding the bridge the nodes are plugged into.
+    public var switchNamespace: String
+    /// The tiny guest.
+    public var guest: GuestFiles
+    /// The nodes, in order.
+    public var nodes: [TestBedNode]
+
+    /// Describes a bed.
+    public init(directory: String, launcherPID: Int32, switchNamespace: String, guest: GuestFiles, nodes: [TestBedNode]) {
+        self.directory = directory
+        self.launcherPID = launcherPID
+        self.switchNamespace = switchNamespace
+        self.guest = guest
+        self.nodes = nodes
+    }
+
+    /// The report's file name inside the bed directory.
+    public static let fileName = "testbed.json"
+}
