@@ -123,6 +123,12 @@ let package = Package(
             dependencies: ["Hypervisor"],
             swiftSettings: strictSettings
         ),
+        // Real libvirt + QEMU through the local test bed; needs root (CI runs as root).
+        .testTarget(
+            name: "HypervisorIntegrationTests",
+            dependencies: ["Hypervisor", "TestBed", "TestSupport"],
+            swiftSettings: strictSettings
+        ),
         .testTarget(
             name: "SyncctlTests",
             dependencies: ["syncctl", "TLSTransport", "TestSupport"],

@@ -91,7 +91,7 @@ public final class Domain: @unchecked Sendable {
         "\(verb) of domain \"\(name)\" on \(connection.uri)"
     }
 
-    private func call(_ verb: String, _ body: @escaping @Sendable (OpaquePointer) -> Int32) async throws(HypervisorError) {
+    func call(_ verb: String, _ body: @escaping @Sendable (OpaquePointer) -> Int32) async throws(HypervisorError) {
         _ = try await run(verb) { pointer throws(HypervisorError) -> Int32 in
             let result = body(pointer)
             if result < 0 { throw HypervisorError.last(self.operation(verb)) }
@@ -99,12 +99,77 @@ public final class Domain: @unchecked Sendable {
         }
     }
 
-    private func run<T: Sendable>(
+    func run<T: Sendable>(
         _ verb: String,
         _ body: @escaping @Sendable (OpaquePointer) throws(HypervisorError) -> T
     ) async throws(HypervisorError) -> T {
         let handle = LibvirtHandle(pointer)
         // The connection checks it is open and runs the call off the cooperative pool.
         return try await connection.run(operation(verb)) { _ throws(HypervisorError) -> T in try body(handle.pointer) }
+    }
+}
+
+extension Domain {
+    /// The statistics of the domain's current job (nil when it has none); `completed` asks for the last finished
+    /// job's statistics instead, which libvirt keeps until they are read (here: kept).
+    public func jobStatistics(completed: Bool = false) async throws(HypervisorError) -> JobStatistics? {
+        let flags = completed
+            ? VIR_DOMAIN_JOB_STATS_COMPLETED.rawValue | VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED.rawValue : 0
+        return try await run("job statistics query") { pointer throws(HypervisorError) -> JobStatistics? in
+            var type: Int32 = 0
+            var parameters: virTypedParameterPtr?
+            var count: Int32 = 0
+            guard virDomainGetJobStats(pointer, &type, &parameters, &count, flags) == 0 else {
+                throw HypervisorError.last(self.operation("job statistics query"))
+            }
+            defer { virTypedParamsFree(parameters, count) }
+            guard UInt32(bitPattern: type) != VIR_DOMAIN_JOB_NONE.rawValue else { return nil }
+            var statistics = JobStatistics(parameters: TypedParameters.numbers(parameters, count: count))
+            statistics.kind = JobStatistics.Kind(libvirt: type)
+            return statistics
+        }
+    }
+
+    /// Aborts the domain's current job (a migration: the source keeps running).
+    public func abortJob() async throws(HypervisorError) {
+        try await call("job abort") { virDomainAbortJob($0) }
+    }
+
+    /// The guest's maximum memory in bytes.
+    public func memoryBytes() async throws(HypervisorError) -> UInt64 {
+        try await run("memory query") { pointer throws(HypervisorError) -> UInt64 in
+            var info = virDomainInfo()
+            guard virDomainGetInfo(pointer, &info) == 0 else { throw HypervisorError.last(self.operation("memory query")) }
+            return UInt64(info.maxMem) * 1024
+        }
+    }
+
+    /// The guest-visible size of disk `target` (e.g. "vda") in bytes.
+    public func diskCapacity(_ target: String) async throws(HypervisorError) -> UInt64 {
+        try await run("capacity query of disk \(target)") { pointer throws(HypervisorError) -> UInt64 in
+            var info = virDomainBlockInfo()
+            guard virDomainGetBlockInfo(pointer, target, &info, 0) == 0 else {
+                throw HypervisorError.last(self.operation("capacity query of disk \(target)"))
+            }
+            return info.capacity
+        }
+    }
+}
+
+extension Domain {
+    /// Switches the running migration to post-copy (it must have been started with post-copy allowed).
+    public func startPostCopy() async throws(HypervisorError) {
+        try await call("switch to post-copy") { virDomainMigrateStartPostCopy($0, 0) }
+    }
+
+    /// Sets the migration bandwidth limit (also for a migration already running).
+    public func setMigrationBandwidth(MiBPerSecond bandwidth: UInt64) async throws(HypervisorError) {
+        try await call("migration bandwidth change") { virDomainMigrateSetMaxSpeed($0, UInt(bandwidth), 0) }
+    }
+
+    /// Sets the largest downtime the migration may cause at switchover.
+    public func setMaxDowntime(_ downtime: Duration) async throws(HypervisorError) {
+        let milliseconds = UInt64(max(1, downtime.components.seconds * 1000 + downtime.components.attoseconds / 1_000_000_000_000_000))
+        try await call("maximum downtime change") { virDomainMigrateSetMaxDowntime($0, milliseconds, 0) }
     }
 }

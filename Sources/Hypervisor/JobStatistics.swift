@@ -1,3 +1,5 @@
+internal import CLibvirt
+
 /// A migration job's statistics as libvirt reports them (`virDomainGetJobStats`); absent fields are nil.
 public struct JobStatistics: Sendable, Hashable {
     /// Milliseconds since the job started.
@@ -20,6 +22,36 @@ public struct JobStatistics: Sendable, Hashable {
     public var downtimeMs: UInt64?
     /// Setup time (ms).
     public var setupTimeMs: UInt64?
+    /// Percentage by which auto-converge throttles the guest's CPUs.
+    public var autoConvergeThrottle: UInt64?
+    /// Pages the destination requested from the source after the switch to post-copy.
+    public var postcopyRequests: UInt64?
+    /// What kind of job the statistics belong to.
+    public var kind: Kind = .unbounded
+
+    /// libvirt's job types.
+    public enum Kind: Sendable, Hashable {
+        /// Running, with a known end (`data_remaining` is meaningful).
+        case bounded
+        /// Running, end unknown.
+        case unbounded
+        /// Finished successfully.
+        case completed
+        /// Finished with an error.
+        case failed
+        /// Aborted.
+        case cancelled
+
+        init(libvirt value: Int32) {
+            switch UInt32(bitPattern: value) {
+            case VIR_DOMAIN_JOB_BOUNDED.rawValue: self = .bounded
+            case VIR_DOMAIN_JOB_COMPLETED.rawValue: self = .completed
+            case VIR_DOMAIN_JOB_FAILED.rawValue: self = .failed
+            case VIR_DOMAIN_JOB_CANCELLED.rawValue: self = .cancelled
+            default: self = .unbounded
+            }
+        }
+    }
 
     /// Reads the statistics from libvirt's parameter names.
     public init(parameters: [String: UInt64]) {
@@ -39,6 +71,8 @@ public struct JobStatistics: Sendable, Hashable {
         diskBytesPerSecond = parameters["disk_bps"]
         downtimeMs = parameters["downtime"]
         setupTimeMs = parameters["setup_time"]
+        autoConvergeThrottle = parameters["auto_converge_throttle"]
+        postcopyRequests = parameters["memory_postcopy_requests"]
     }
 
     /// Which part of the migration the job is in.

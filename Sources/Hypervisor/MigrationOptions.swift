@@ -36,6 +36,10 @@ public struct MigrationOptions: Sendable, Hashable {
     public var persistOnDestination: Bool
     /// Remove the source definition after success (KubeVirt: yes).
     public var undefineSource: Bool
+    /// Migrate even though libvirt cannot tell that disks which are not copied live on shared storage (libvirt
+    /// recognises NFS, GlusterFS, Ceph and the like; a directory the operator knows every node sees — the test
+    /// bed's shared directory, a cluster filesystem libvirt does not detect — needs this). `VIR_MIGRATE_UNSAFE`.
+    public var allowUnsafe: Bool
 
     /// Options for a live, peer-to-peer migration to `destinationURI`.
     public init(
@@ -50,7 +54,8 @@ public struct MigrationOptions: Sendable, Hashable {
         autoConverge: Bool = false,
         allowPostCopy: Bool = false,
         persistOnDestination: Bool = true,
-        undefineSource: Bool = true
+        undefineSource: Bool = true,
+        allowUnsafe: Bool = false
     ) {
         self.destinationURI = destinationURI
         self.migrationURI = migrationURI
@@ -64,6 +69,7 @@ public struct MigrationOptions: Sendable, Hashable {
         self.allowPostCopy = allowPostCopy
         self.persistOnDestination = persistOnDestination
         self.undefineSource = undefineSource
+        self.allowUnsafe = allowUnsafe
     }
 
     /// Checks the combination; the error names what is wrong.
@@ -99,6 +105,7 @@ public struct MigrationOptions: Sendable, Hashable {
         }
         if autoConverge { flags |= VIR_MIGRATE_AUTO_CONVERGE.rawValue }
         if allowPostCopy { flags |= VIR_MIGRATE_POSTCOPY.rawValue }
+        if allowUnsafe { flags |= VIR_MIGRATE_UNSAFE.rawValue }
         return flags
     }
 

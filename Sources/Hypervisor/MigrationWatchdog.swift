@@ -13,8 +13,8 @@ public struct MigrationWatchdog: Sendable, Hashable {
 
         public var description: String {
             switch self {
-            case .completionTimeout(let limit): "completion timeout of \(limit.components.seconds) s exceeded"
-            case .progressTimeout(let limit): "no progress for the progress timeout of \(limit.components.seconds) s"
+            case .completionTimeout(let limit): "completion timeout of \(limit.secondsText) exceeded"
+            case .progressTimeout(let limit): "no progress within the progress timeout of \(limit.secondsText)"
             }
         }
     }
@@ -31,10 +31,15 @@ public struct MigrationWatchdog: Sendable, Hashable {
 
     /// A watchdog for moving `bytes` (memory plus copied disks) with KubeVirt's settings (defaults 150 s and 150 s).
     public init(bytes: UInt64, completionTimeoutPerGiB: Int = 150, progressTimeout: Int = 150) {
+        self.init(bytes: bytes, timeouts: MigrationTimeouts(completionPerGiB: .seconds(completionTimeoutPerGiB), progress: .seconds(progressTimeout)))
+    }
+
+    /// A watchdog for moving `bytes` with the given limits.
+    public init(bytes: UInt64, timeouts: MigrationTimeouts) {
         let gib: UInt64 = 1 << 30
         let wholeGiB = max(1, (bytes + gib - 1) / gib)
-        completionLimit = .seconds(Int64(completionTimeoutPerGiB) * Int64(wholeGiB))
-        progressLimit = .seconds(progressTimeout)
+        completionLimit = timeouts.completionPerGiB * Int(wholeGiB)
+        progressLimit = timeouts.progress
     }
 
     /// Takes a sample taken `elapsed` after the job started; returns the timeout that fired, if any.
@@ -58,5 +63,31 @@ public struct MigrationWatchdog: Sendable, Hashable {
     private func isSmaller(_ lhs: UInt64?, than rhs: UInt64?) -> Bool {
         guard let lhs, let rhs else { return false }
         return lhs < rhs
+    }
+}
+
+/// The two migration timeouts as durations (KubeVirt configures them in whole seconds).
+public struct MigrationTimeouts: Sendable, Hashable {
+    /// Allowed time per GiB of memory plus copied disks.
+    public var completionPerGiB: Duration
+    /// Allowed time without progress.
+    public var progress: Duration
+
+    /// Creates the timeouts.
+    public init(completionPerGiB: Duration, progress: Duration) {
+        self.completionPerGiB = completionPerGiB
+        self.progress = progress
+    }
+
+    /// KubeVirt's defaults: 150 s per GiB, 150 s without progress.
+    public static let kubeVirtDefaults = MigrationTimeouts(completionPerGiB: .seconds(150), progress: .seconds(150))
+}
+
+extension Duration {
+    /// "150 s", "2.5 s".
+    var secondsText: String {
+        let (seconds, attoseconds) = components
+        let tenths = attoseconds / 100_000_000_000_000_000
+        return tenths == 0 ? "\(seconds) s" : "\(seconds).\(tenths) s"
     }
 }

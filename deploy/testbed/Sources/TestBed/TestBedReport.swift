@@ -67,14 +67,20 @@ public struct TestBedReport: Codable, Sendable, Hashable {
     public var launcherPID: Int32
     /// The namespace holding the bridge the nodes are plugged into.
     public var switchNamespace: String
+    /// A directory every node sees (shared storage: disks there are not copied by a migration).
+    public var sharedDirectory: String
     /// The tiny guest.
     public var guest: GuestFiles
     /// The nodes, in order.
     public var nodes: [TestBedNode]
 
     /// Describes a bed.
-    public init(directory: String, launcherPID: Int32, switchNamespace: String, guest: GuestFiles, nodes: [TestBedNode]) {
+    public init(
+        directory: String, launcherPID: Int32, switchNamespace: String, sharedDirectory: String, guest: GuestFiles,
+        nodes: [TestBedNode]
+    ) {
         self.directory = directory
+        self.sharedDirectory = sharedDirectory
         self.launcherPID = launcherPID
         self.switchNamespace = switchNamespace
         self.guest = guest

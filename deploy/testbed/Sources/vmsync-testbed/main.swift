@@ -51,9 +51,11 @@ extension TestBedCommand {
             do {
                 let guest = try GuestBuilder(cacheDirectory: cache.cache + "/guest").build()
                 try bed.up(count: nodes)
+                let shared = directory + "/shared"
+                try FileManager.default.createDirectory(atPath: shared, withIntermediateDirectories: true)
                 report = TestBedReport(
-                    directory: directory, launcherPID: getpid(), switchNamespace: bed.switchNamespace, guest: guest,
-                    nodes: bed.nodes)
+                    directory: directory, launcherPID: getpid(), switchNamespace: bed.switchNamespace,
+                    sharedDirectory: shared, guest: guest, nodes: bed.nodes)
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
                 let path = directory + "/" + TestBedReport.fileName

@@ -1,0 +1,262 @@
+internal import CLibvirt
+import Foundation
+import Synchronization
+
+/// A sample of a running migration.
+public struct MigrationProgress: Sendable, Hashable {
+    /// libvirt's statistics at that moment.
+    public var statistics: JobStatistics
+    /// Time since the job was started.
+    public var elapsed: Duration
+    /// Disk mirror or memory iteration.
+    public var phase: JobStatistics.Phase { statistics.phase }
+}
+
+/// A finished migration.
+public struct MigrationResult: Sendable, Hashable {
+    /// libvirt's statistics of the completed job (actual downtime, totals), when libvirt still had them.
+    public var statistics: JobStatistics?
+    /// The last sample taken while the job ran.
+    public var lastProgress: JobStatistics?
+    /// Wall time from the migrate call to its return.
+    public var duration: Duration
+}
+
+/// One live migration of one domain: `run()` performs it — the blocking libvirt call on a thread of its own, job
+/// statistics polled over a second connection, published on `progress` and fed to the completion and progress
+/// timeouts, which abort the job when they fire. `abort(reason:)` or cancelling the task running `run()` aborts it;
+/// the source keeps running and the error says why the job ended.
+public final class MigrationJob: Sendable {
+    /// The migrating domain (on the source connection).
+    public let domain: Domain
+    /// How it migrates.
+    public let options: MigrationOptions
+    /// The timeouts, or nil for none.
+    public let timeouts: MigrationTimeouts?
+    /// How often statistics are sampled.
+    public let pollInterval: Duration
+    /// Samples while the job runs; finishes when the job ends.
+    public let progress: AsyncStream<MigrationProgress>
+
+    private let continuation: AsyncStream<MigrationProgress>.Continuation
+    private let state = Mutex(State())
+
+    private struct State {
+        var started = false
+        var abortReason: String?
+        var abortDelivered = false
+        var verdict: MigrationWatchdog.Verdict?
+        var monitor: Domain?
+        var last: JobStatistics?
+    }
+
+    /// Prepares a migration of `domain`; nothing happens until `run()`.
+    public init(
+        domain: Domain, options: MigrationOptions, timeouts: MigrationTimeouts? = .kubeVirtDefaults,
+        pollInterval: Duration = .milliseconds(100)
+    ) {
+        self.domain = domain
+        self.options = options
+        self.timeouts = timeouts
+        self.pollInterval = pollInterval
+        (progress, continuation) = AsyncStream.makeStream(of: MigrationProgress.self, bufferingPolicy: .bufferingNewest(256))
+    }
+
+    /// The latest statistics sample.
+    public var lastStatistics: JobStatistics? { state.withLock { $0.last } }
+
+    /// Asks for the job to be aborted (delivered as soon as libvirt has a job to abort).
+    public func abort(reason: String = "abort requested") async {
+        let monitor = state.withLock { state -> Domain? in
+            if state.abortReason == nil { state.abortReason = reason }
+            return state.monitor
+        }
+        if let monitor { await deliverAbort(to: monitor) }
+    }
+
+    /// Switches to post-copy (needs `options.allowPostCopy`).
+    public func startPostCopy() async throws(HypervisorError) {
+        guard options.allowPostCopy else {
+            throw HypervisorError(.operationInvalid, "migration of domain \"\(domain.name)\": post-copy was not allowed for this job")
+        }
+        try await requireMonitor().startPostCopy()
+    }
+
+    /// Changes the bandwidth limit of the running job.
+    public func setBandwidth(MiBPerSecond bandwidth: UInt64) async throws(HypervisorError) {
+        try await requireMonitor().setMigrationBandwidth(MiBPerSecond: bandwidth)
+    }
+
+    /// Changes the tolerated downtime of the running job.
+    public func setMaxDowntime(_ downtime: Duration) async throws(HypervisorError) {
+        try await requireMonitor().setMaxDowntime(downtime)
+    }
+
+    /// Performs the migration; returns the completed statistics, or throws `operationAborted` (abort or
+    /// cancellation), `timeout` (naming the timeout that fired) or libvirt's error. Runs once.
+    public func run() async throws(HypervisorError) -> MigrationResult {
+        let first = state.withLock { state in
+            defer { state.started = true }
+            return !state.started
+        }
+        guard first else {
+            throw HypervisorError(.operationInvalid, "migration of domain \"\(domain.name)\" was already run")
+        }
+        defer { continuation.finish() }
+        try options.validate(domain: domain.name)
+
+        // A second connection: job statistics and abort must not queue behind the migrate call's connection.
+        let monitorConnection = try await Connection.open(domain.connection.uri)
+        do throws(HypervisorError) {
+            let monitor = try await monitorConnection.domain(named: domain.name)
+            var watchdog: MigrationWatchdog?
+            if let timeouts {
+                var bytes = try await monitor.memoryBytes()
+                if options.storage != .none {
+                    for disk in options.disks { bytes += try await monitor.diskCapacity(disk) }
+                }
+                watchdog = MigrationWatchdog(bytes: bytes, timeouts: timeouts)
+            }
+            if let maxDowntime = options.maxDowntime { try await monitor.setMaxDowntime(maxDowntime) }
+            if Task.isCancelled { state.withLock { $0.abortReason = $0.abortReason ?? "the migration task was cancelled" } }
+            if let reason = state.withLock({ $0.abortReason }) {
+                throw HypervisorError(.operationAborted, "migration of domain \"\(domain.name)\" aborted before it started: \(reason)")
+            }
+            state.withLock { $0.monitor = monitor }
+
+            let clock = ContinuousClock()
+            let start = clock.now
+            let initialWatchdog = watchdog
+            let outcome = await withTaskCancellationHandler {
+                await withTaskGroup(of: Result<Void, HypervisorError>?.self) { group in
+                    group.addTask { await self.perform() }
+                    group.addTask {
+                        await self.poll(monitor: monitor, watchdog: initialWatchdog, clock: clock, start: start)
+                        return nil
+                    }
+                    var result: Result<Void, HypervisorError> = .success(())
+                    for await case let finished? in group {
+                        result = finished
+                        group.cancelAll()
+                    }
+                    return result
+                }
+            } onCancel: {
+                Task { await self.abort(reason: "the migration task was cancelled") }
+            }
+            let duration = clock.now - start
+            state.withLock { $0.monitor = nil }
+            let last = lastStatistics
+            switch outcome {
+            case .success:
+                var completed = await completedStatistics(monitor: monitor)
+                // The destination's copy of the completed statistics covers memory only; the disk mirror's totals
+                // come from the last sample (the mirror had converged before switchover).
+                if var statistics = completed, (statistics.diskTotal ?? 0) == 0, let last, (last.diskTotal ?? 0) > 0 {
+                    statistics.diskTotal = last.diskTotal
+                    statistics.diskProcessed = last.diskProcessed
+                    statistics.diskRemaining = last.diskRemaining
+                    completed = statistics
+                }
+                await monitorConnection.close()
+                return MigrationResult(statistics: completed, lastProgress: last, duration: duration)
+            case .failure(let error):
+                await monitorConnection.close()
+                throw describe(error)
+            }
+        } catch {
+            await monitorConnection.close()
+            throw error
+        }
+    }
+
+    // MARK: Parts
+
+    private func requireMonitor() throws(HypervisorError) -> Domain {
+        guard let monitor = state.withLock({ $0.monitor }) else {
+            throw HypervisorError(.operationInvalid, "migration of domain \"\(domain.name)\" is not running")
+        }
+        return monitor
+    }
+
+    /// The blocking migrate call, on a thread of its own (it lasts as long as the migration).
+    private func perform() async -> Result<Void, HypervisorError> {
+        let domain = domain
+        let options = options
+        return await withCheckedContinuation { continuation in
+            let thread = Thread {
+                continuation.resume(returning: Self.migrate(domain, options))
+            }
+            thread.name = "migrate \(domain.name)"
+            thread.start()
+        }
+    }
+
+    private static func migrate(_ domain: Domain, _ options: MigrationOptions) -> Result<Void, HypervisorError> {
+        let operation = "migration of domain \"\(domain.name)\" to \(options.destinationURI)"
+        do throws(HypervisorError) {
+            let (parameters, count) = try TypedParameters.make(options.parameters, operation: operation)
+            defer { virTypedParamsFree(parameters, count) }
+            let status = virDomainMigrateToURI3(domain.pointer, options.destinationURI, parameters, UInt32(count), options.flags)
+            return status == 0 ? .success(()) : .failure(HypervisorError.last(operation))
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    private func poll(monitor: Domain, watchdog: MigrationWatchdog?, clock: ContinuousClock, start: ContinuousClock.Instant) async {
+        var watchdog = watchdog
+        while !Task.isCancelled {
+            try? await Task.sleep(for: pollInterval)
+            if Task.isCancelled { break }
+            if state.withLock({ $0.abortReason != nil && !$0.abortDelivered }) { await deliverAbort(to: monitor) }
+            // Fails while libvirt finishes the job on the destination ("domain is not running"): expected.
+            guard let statistics = try? await monitor.jobStatistics() else { continue }
+            let elapsed = clock.now - start
+            state.withLock { $0.last = statistics }
+            continuation.yield(MigrationProgress(statistics: statistics, elapsed: elapsed))
+            if let verdict = watchdog?.observe(statistics, elapsed: elapsed) {
+                let first = state.withLock { state -> Bool in
+                    guard state.verdict == nil else { return false }
+                    state.verdict = verdict
+                    return true
+                }
+                if first { await abort(reason: verdict.description) }
+            }
+        }
+    }
+
+    private func deliverAbort(to monitor: Domain) async {
+        // Fails with "no job" before libvirt has started the job; the poll loop tries again.
+        if (try? await monitor.abortJob()) != nil {
+            state.withLock { $0.abortDelivered = true }
+        }
+    }
+
+    /// libvirt's statistics of the finished job: on the source while it still has the domain, else on the
+    /// destination, which receives them at the end of the migration.
+    private func completedStatistics(monitor: Domain) async -> JobStatistics? {
+        if let statistics = try? await monitor.jobStatistics(completed: true) { return statistics }
+        guard let destination = try? await Connection.open(options.destinationURI) else { return nil }
+        var statistics: JobStatistics?
+        if let domain = try? await destination.domain(named: domain.name) {
+            statistics = try? await domain.jobStatistics(completed: true)
+        }
+        await destination.close()
+        return statistics
+    }
+
+    /// The error a failed job ends with: the timeout that fired, the abort and its reason, or libvirt's own.
+    private func describe(_ error: HypervisorError) -> HypervisorError {
+        let (verdict, reason) = state.withLock { ($0.verdict, $0.abortReason) }
+        let subject = "migration of domain \"\(domain.name)\" to \(options.destinationURI)"
+        let libvirt = error.message.hasPrefix(subject + ": ") ? String(error.message.dropFirst(subject.count + 2)) : error.message
+        if let verdict {
+            return HypervisorError(.timeout, "\(subject) aborted: \(verdict) (libvirt: \(libvirt))", libvirtCode: error.libvirtCode)
+        }
+        if let reason {
+            return HypervisorError(.operationAborted, "\(subject) aborted: \(reason) (libvirt: \(libvirt))", libvirtCode: error.libvirtCode)
+        }
+        return error
+    }
+}
