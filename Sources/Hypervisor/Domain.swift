@@ -1,4 +1,9 @@
 internal import CLibvirt
+import Foundation
+
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
 
 #if canImport(Glibc)
 import Glibc
@@ -171,5 +176,51 @@ extension Domain {
     public func setMaxDowntime(_ downtime: Duration) async throws(HypervisorError) {
         let milliseconds = UInt64(max(1, downtime.components.seconds * 1000 + downtime.components.attoseconds / 1_000_000_000_000_000))
         try await call("maximum downtime change") { virDomainMigrateSetMaxDowntime($0, milliseconds, 0) }
+    }
+}
+
+extension Domain {
+    /// Hot-plugs a device given as libvirt XML into the running domain (and into its persistent definition when
+    /// `persistent`).
+    public func attachDevice(xml: String, persistent: Bool = true) async throws(HypervisorError) {
+        let flags = VIR_DOMAIN_AFFECT_LIVE.rawValue | (persistent ? VIR_DOMAIN_AFFECT_CONFIG.rawValue : 0)
+        try await call("device hot-plug") { virDomainAttachDeviceFlags($0, xml, flags) }
+    }
+
+    /// Asks for a device to be unplugged; returns once asked (the guest releases it asynchronously).
+    public func detachDevice(xml: String, persistent: Bool = true) async throws(HypervisorError) {
+        let flags = VIR_DOMAIN_AFFECT_LIVE.rawValue | (persistent ? VIR_DOMAIN_AFFECT_CONFIG.rawValue : 0)
+        try await call("device unplug") { virDomainDetachDeviceFlags($0, xml, flags) }
+    }
+
+    /// Hot-plugs a disk (a USB disk needs the domain's USB controller).
+    public func attach(disk: DomainSpec.Disk, persistent: Bool = true) async throws(HypervisorError) {
+        let spec = DomainSpec(name: name, memoryMiB: 16, disks: [disk], usbController: true)
+        try spec.validate()
+        try await attachDevice(xml: disk.xml(), persistent: persistent)
+    }
+
+    /// Unplugs the disk the guest sees as `target` (e.g. "vdb", "sda") and waits until it is gone from the live
+    /// definition (a virtio disk: until the guest has acknowledged the PCIe unplug).
+    public func detach(disk target: String, persistent: Bool = true, timeout: Duration = .seconds(20)) async throws(HypervisorError) {
+        guard try await diskTargets().contains(target) else {
+            throw HypervisorError(.invalidConfiguration, operation("unplug of disk \(target)") + ": the domain has no such disk")
+        }
+        let bus = target.hasPrefix("sd") ? "usb" : "virtio"
+        try await detachDevice(xml: "<disk type='file' device='disk'><target dev='\(target)' bus='\(bus)'/></disk>", persistent: persistent)
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while clock.now < deadline {
+            guard try await diskTargets().contains(target) else { return }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        throw HypervisorError(.timeout, operation("unplug of disk \(target)") + ": the guest did not release it within \(timeout.secondsText)")
+    }
+
+    /// The guest device names of the domain's disks in its live definition.
+    public func diskTargets() async throws(HypervisorError) -> [String] {
+        let xml = try await xml()
+        guard let document = try? XMLDocument(xmlString: xml) else { return [] }
+        return ((try? document.nodes(forXPath: "/domain/devices/disk/target/@dev")) ?? []).compactMap(\.stringValue)
     }
 }

@@ -17,25 +17,42 @@ public struct DomainSpec: Sendable, Hashable {
         case qemu, kvm
     }
 
-    /// A disk image attached as a virtio block device.
+    /// A disk image attached as a virtio block device or a USB mass-storage device.
     public struct Disk: Sendable, Hashable {
         /// Image formats.
         public enum Format: String, Sendable, Hashable { case qcow2, raw }
+        /// How the guest sees it: virtio (`vdX`, the default) or USB storage on the qemu-xhci controller (`sdX`;
+        /// unplugged at once, without the guest's cooperation that PCIe unplug of a virtio disk needs).
+        public enum Bus: String, Sendable, Hashable { case virtio, usb }
         /// Absolute path of the image file.
         public var path: String
         /// Image format.
         public var format: Format
-        /// Guest device name, e.g. "vda".
+        /// Guest device name, e.g. "vda" (virtio) or "sda" (USB).
         public var target: String
         /// Attached read-only.
         public var readOnly: Bool
+        /// The bus.
+        public var bus: Bus
 
         /// Describes a disk.
-        public init(path: String, format: Format = .qcow2, target: String, readOnly: Bool = false) {
+        public init(path: String, format: Format = .qcow2, target: String, readOnly: Bool = false, bus: Bus = .virtio) {
             self.path = path
             self.format = format
             self.target = target
             self.readOnly = readOnly
+            self.bus = bus
+        }
+
+        /// The `<disk>` element (also what hot-plug sends).
+        func xml(indent: String = "") -> String {
+            var lines = ["<disk type='file' device='disk'>"]
+            lines.append("  <driver name='qemu' type='\(format.rawValue)' cache='none'/>")
+            lines.append("  <source file='\(XML.escape(path))'/>")
+            lines.append("  <target dev='\(target)' bus='\(bus.rawValue)'/>")
+            if readOnly { lines.append("  <readonly/>") }
+            lines.append("</disk>")
+            return lines.map { indent + $0 }.joined(separator: "\n")
         }
     }
 
@@ -103,6 +120,8 @@ public struct DomainSpec: Sendable, Hashable {
     public var interfaces: [Interface]
     /// Whether the guest gets a USB 3 (qemu-xhci) controller, for forwarded USB devices.
     public var usbController: Bool
+    /// Free PCIe root ports for devices hot-plugged later.
+    public var hotplugPorts: Int
 
     /// Describes a domain; everything but name and memory has a default suited to the tiny TCG guest.
     public init(
@@ -117,7 +136,8 @@ public struct DomainSpec: Sendable, Hashable {
         disks: [Disk] = [],
         serialSocket: String? = nil,
         interfaces: [Interface] = [],
-        usbController: Bool = false
+        usbController: Bool = false,
+        hotplugPorts: Int = 2
     ) {
         self.name = name
         self.uuid = uuid
@@ -131,6 +151,7 @@ public struct DomainSpec: Sendable, Hashable {
         self.serialSocket = serialSocket
         self.interfaces = interfaces
         self.usbController = usbController
+        self.hotplugPorts = hotplugPorts
     }
 
     /// Checks the spec; the error names the first field that is wrong.
@@ -150,6 +171,7 @@ public struct DomainSpec: Sendable, Hashable {
             throw invalid("custom CPU model \"\(model)\" is not a model name")
         }
         if let tcgCacheMiB, tcgCacheMiB < 1 { throw invalid("tcgCacheMiB must be positive") }
+        guard (0...16).contains(hotplugPorts) else { throw invalid("hotplugPorts \(hotplugPorts) must be between 0 and 16") }
         if let boot {
             guard boot.kernel.hasPrefix("/") else { throw invalid("boot.kernel \"\(boot.kernel)\" must be an absolute path") }
             if let initrd = boot.initrd, !initrd.hasPrefix("/") {
@@ -159,8 +181,12 @@ public struct DomainSpec: Sendable, Hashable {
         var targets = Set<String>()
         for (index, disk) in disks.enumerated() {
             guard disk.path.hasPrefix("/") else { throw invalid("disks[\(index)].path \"\(disk.path)\" must be an absolute path") }
-            guard disk.target.range(of: "^vd[a-z]{1,2}$", options: .regularExpression) != nil else {
-                throw invalid("disks[\(index)].target \"\(disk.target)\" must be a virtio name like vda")
+            let pattern = disk.bus == .virtio ? "^vd[a-z]{1,2}$" : "^sd[a-z]{1,2}$"
+            guard disk.target.range(of: pattern, options: .regularExpression) != nil else {
+                throw invalid("disks[\(index)].target \"\(disk.target)\" must be a \(disk.bus.rawValue) name like \(disk.bus == .virtio ? "vda" : "sda")")
+            }
+            if disk.bus == .usb && !usbController {
+                throw invalid("disks[\(index)] is a USB disk but the spec has no USB controller (usbController)")
             }
             guard targets.insert(disk.target).inserted else {
                 throw invalid("disks[\(index)].target \"\(disk.target)\" is used twice")
@@ -211,14 +237,7 @@ public struct DomainSpec: Sendable, Hashable {
         lines.append("  <on_reboot>restart</on_reboot>")
         lines.append("  <on_crash>destroy</on_crash>")
         lines.append("  <devices>")
-        for disk in disks {
-            lines.append("    <disk type='file' device='disk'>")
-            lines.append("      <driver name='qemu' type='\(disk.format.rawValue)' cache='none'/>")
-            lines.append("      <source file='\(XML.escape(disk.path))'/>")
-            lines.append("      <target dev='\(disk.target)' bus='virtio'/>")
-            if disk.readOnly { lines.append("      <readonly/>") }
-            lines.append("    </disk>")
-        }
+        for disk in disks { lines.append(disk.xml(indent: "    ")) }
         for interface in interfaces {
             switch interface.source {
             case .user: lines.append("    <interface type='user'>")
@@ -239,6 +258,9 @@ public struct DomainSpec: Sendable, Hashable {
             lines.append("      <target port='0'/>")
             lines.append("    </serial>")
         }
+        // Spare PCIe root ports: on q35 every hot-plugged device (disk, interface) needs a free one.
+        if hotplugPorts > 0 { lines.append("    <controller type='pci' index='0' model='pcie-root'/>") }
+        for _ in 0..<hotplugPorts { lines.append("    <controller type='pci' model='pcie-root-port'/>") }
         if usbController {
             lines.append("    <controller type='usb' model='qemu-xhci'/>")
         } else {

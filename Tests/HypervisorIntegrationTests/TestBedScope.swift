@@ -61,7 +61,7 @@ struct RunningGuest {
         let spec = DomainSpec(
             name: name, memoryMiB: 128, cpu: cpu, tcgCacheMiB: 32,
             boot: .init(kernel: bed.report.guest.kernel, initrd: bed.report.guest.initrd, commandLine: GuestFiles.commandLine),
-            disks: [.init(path: disk, target: "vda")], serialSocket: serial)
+            disks: [.init(path: disk, target: "vda")], serialSocket: serial, usbController: true)
         let domain = try await connection.define(spec)
         try await domain.start()
         return RunningGuest(name: name, domain: domain, connection: connection, diskPath: disk, serialPath: serial, spec: spec)
