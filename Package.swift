@@ -70,6 +70,8 @@ let package = Package(
             name: "Benchmarks",
             dependencies: [
                 "TLSTransport",
+                "Hypervisor",
+                "TestBed",
                 "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

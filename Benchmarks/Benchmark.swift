@@ -25,12 +25,13 @@ struct Benchmark {
         let bytes = option("--bytes", 1 << 30)
         let rounds = option("--rounds", 3)
         let seconds = option("--seconds", 5)
-        guard ["tunnel", "handshakes", "all"].contains(which) else {
-            FileHandle.standardError.write(Data("vmsync-bench: unknown benchmark \"\(which)\" (tunnel, handshakes, all)\n".utf8))
+        guard ["tunnel", "handshakes", "migration", "all"].contains(which) else {
+            FileHandle.standardError.write(Data("vmsync-bench: unknown benchmark \"\(which)\" (tunnel, handshakes, migration, all)\n".utf8))
             exit(2)
         }
-        if which != "handshakes" { try await tunnel(bytes: bytes, rounds: rounds) }
-        if which != "tunnel" { try await handshakes(seconds: seconds) }
+        if ["tunnel", "all"].contains(which) { try await tunnel(bytes: bytes, rounds: rounds) }
+        if ["handshakes", "all"].contains(which) { try await handshakes(seconds: seconds) }
+        if ["migration", "all"].contains(which) { try await MigrationBenchmark.run(rounds: option("--rounds", 4)) }
     }
 
     // MARK: Tunnel throughput
