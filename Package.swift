@@ -101,6 +101,7 @@ let package = Package(
             name: "vmsync-testbed",
             dependencies: [
                 "CSubreaper",
+                "Hypervisor",
                 "TestBed",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

@@ -46,11 +46,12 @@ public struct CPUCapabilities: Sendable, Hashable {
 
     /// Parses `virConnectGetDomainCapabilities` output.
     public init(domainCapabilitiesXML xml: String) throws(HypervisorError) {
-        let document: XMLDocument
-        do {
-            document = try XMLDocument(xmlString: xml)
-        } catch {
-            throw HypervisorError(.libvirt, "domain capabilities are not XML: \(error)")
+        // libxml2 recovers from truncated input and returns a partial tree; a complete document is required.
+        let trimmed = xml.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard trimmed.hasSuffix("</domainCapabilities>"), let document = try? XMLDocument(xmlString: trimmed),
+            document.rootElement()?.name == "domainCapabilities"
+        else {
+            throw HypervisorError(.libvirt, "the domain capabilities are not a complete <domainCapabilities> document")
         }
         func nodes(_ path: String) -> [XMLElement] {
             ((try? document.nodes(forXPath: path)) ?? []).compactMap { $0 as? XMLElement }

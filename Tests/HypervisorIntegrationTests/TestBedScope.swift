@@ -7,6 +7,11 @@ import Testing
 import Glibc
 #endif
 
+/// The real-QEMU suites, one after another (each starts its own bed; running them at once would only make the 2 cores
+/// of a CI machine emulate five guests at a time).
+@Suite("Real libvirt and QEMU", .serialized, .enabled(if: canRunTestBed))
+enum RealLibvirt {}
+
 /// Starts one local test bed for a whole suite and stops it (by the launcher's PID) when the suite is done.
 struct TestBedScope: SuiteTrait, TestScoping {
     var nodes = 2

@@ -7,11 +7,12 @@ import Glibc
 #endif
 
 /// The local multi-node test bed: the tiny guest and N libvirt "nodes", used by the tests, the benchmarks and the demo.
-struct TestBedCommand: ParsableCommand {
+@main
+struct TestBedCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vmsync-testbed",
         abstract: "Local libvirt nodes in network and mount namespaces, and the tiny heartbeat guest.",
-        subcommands: [Up.self, Guest.self, Clean.self]
+        subcommands: [Up.self, Guest.self, Clean.self, Demo.self]
     )
 }
 
@@ -109,4 +110,3 @@ extension TestBedCommand {
     }
 }
 
-TestBedCommand.main()
