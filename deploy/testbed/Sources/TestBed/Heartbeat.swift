@@ -106,7 +106,7 @@ public final class HeartbeatMonitor: @unchecked Sendable {
         var descriptor: Int32 = -1
         while descriptor < 0 {
             if lock.withLock({ stopped }) { return }
-            descriptor = Self.connect(path)
+            descriptor = UnixSocket.connect(path)
             if descriptor < 0 { usleep(5_000) }
         }
         let registered = lock.withLock { () -> Bool in
@@ -144,8 +144,12 @@ public final class HeartbeatMonitor: @unchecked Sendable {
         clock_gettime(CLOCK_MONOTONIC, &time)
         return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
     }
+}
 
-    private static func connect(_ path: String) -> Int32 {
+/// Connecting to unix stream sockets (guest consoles, libvirt's socket).
+public enum UnixSocket {
+    /// A connected stream socket to `path`, or -1.
+    public static func connect(_ path: String) -> Int32 {
         let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { return -1 }
         var address = sockaddr_un()
