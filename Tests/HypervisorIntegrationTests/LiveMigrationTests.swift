@@ -12,7 +12,6 @@ extension RealLibvirt {
             let bed = try currentBed()
             let (a, b) = (bed.node("a"), bed.node("b"))
             let guest = try await RunningGuest.start("mig-copy", on: a, bed: bed, seed: 11)
-            defer { Task { await RunningGuest.remove("mig-copy", from: bed) } }
             let heartbeat = HeartbeatMonitor(paths: [guest.serialPath, b.imagesDirectory + "/mig-copy.serial"])
             defer { heartbeat.stop() }
             #expect(await heartbeat.waitForTicks(5), "the guest prints its heartbeat on A")
@@ -62,6 +61,66 @@ extension RealLibvirt {
             #expect(tickAfter >= switchover - 5)
             await onB.close()
             await guest.connection.close()
+            await RunningGuest.remove("mig-copy", from: bed)
         }
+    }
+}
+
+extension RealLibvirt.LiveMigrationTests {
+    @Test("memory and disks over unix:// URIs, with max downtime, auto-converge and a switch to post-copy")
+    func unixStreamsAndPostCopy() async throws {
+        let bed = try currentBed()
+        let (a, b) = (bed.node("a"), bed.node("b"))
+        let guest = try await RunningGuest.start("mig-postcopy", on: a, bed: bed, seed: 5)
+        let heartbeat = HeartbeatMonitor(paths: [guest.serialPath, b.imagesDirectory + "/mig-postcopy.serial"])
+        defer { heartbeat.stop() }
+        #expect(await heartbeat.waitForTicks(5))
+        try await GuestDisk.createBlank(at: b.imagesDirectory + "/mig-postcopy.qcow2")
+        // Both nodes see the bed's shared directory, so unix sockets there connect the two QEMUs directly — the
+        // shape the agents' tunnels will have (a local socket on each side).
+        let sockets = bed.report.sharedDirectory
+        let options = MigrationOptions(
+            destinationURI: b.uri, migrationURI: "unix://\(sockets)/postcopy-memory.sock",
+            disksURI: "unix://\(sockets)/postcopy-disks.sock",
+            destinationXML: try await guest.destinationXML(from: a, to: b), storage: .full, disks: ["vda"],
+            bandwidthMiBPerSecond: 16, maxDowntime: .milliseconds(150), autoConverge: true, allowPostCopy: true)
+        let job = MigrationJob(domain: guest.domain, options: options, pollInterval: .milliseconds(50))
+        let switched = Task {
+            for await sample in job.progress {
+                if case .memory = sample.phase, (sample.statistics.memoryProcessed ?? 0) > 4 << 20 {
+                    try await job.setBandwidth(MiBPerSecond: 64)
+                    try await job.startPostCopy()
+                    return true
+                }
+            }
+            return false
+        }
+        let result = try await job.run()
+        #expect(try await switched.value, "the job switched to post-copy during the memory phase")
+        #expect(await heartbeat.waitForTick(from: 1))
+        #expect(await heartbeat.waitForTicks(5))
+        let analysis = heartbeat.analysis()
+        #expect(analysis.lost.isEmpty, "lost ticks: \(analysis.lost)")
+        print("unix streams + post-copy: \(analysis); wall \(result.duration)")
+        let onB = try await Connection.open(b.uri)
+        #expect(try await onB.domain(named: "mig-postcopy").state() == .running)
+        let contents = try await GuestDisk.contents(of: b.imagesDirectory + "/mig-postcopy.qcow2")
+        #expect(contents.prefix(GuestDisk.staticRegion) == GuestDisk.pattern(seed: 5))
+        await onB.close()
+        await guest.connection.close()
+        await RunningGuest.remove("mig-postcopy", from: bed)
+    }
+
+    @Test("post-copy is refused for a job that did not allow it")
+    func postCopyNotAllowed() async throws {
+        let bed = try currentBed()
+        let connection = try await Connection.open(bed.node("a").uri)
+        let spec = DomainSpec(name: "pc-refused", memoryMiB: 64, boot: .init(kernel: bed.report.guest.kernel))
+        let domain = try await connection.define(spec)
+        let job = MigrationJob(domain: domain, options: MigrationOptions(destinationURI: bed.node("b").uri))
+        let error = await #expect(throws: HypervisorError.self) { try await job.startPostCopy() }
+        #expect(error?.message.contains("post-copy was not allowed") == true)
+        try await domain.undefine()
+        await connection.close()
     }
 }
