@@ -21,6 +21,13 @@ extension RealLibvirt {
                 destinationURI: b.uri, destinationXML: try await guest.destinationXML(from: a, to: b), storage: .full,
                 disks: ["vda"])
             let job = MigrationJob(domain: guest.domain, options: options, pollInterval: .milliseconds(20))
+            let onB = try await Connection.open(b.uri)
+            let (eventsOnA, eventsOnB) = (try await guest.connection.lifecycleEvents(), try await onB.lifecycleEvents())
+            let collected = Task {
+                async let fromA = eventsOnA.reduce(into: [DomainLifecycleEvent]()) { $0.append($1) }
+                async let fromB = eventsOnB.reduce(into: [DomainLifecycleEvent]()) { $0.append($1) }
+                return await (fromA, fromB)
+            }
             let phases = Task {
                 var seen: [JobStatistics.Phase] = []
                 for await sample in job.progress where seen.last != sample.phase { seen.append(sample.phase) }
@@ -46,7 +53,6 @@ extension RealLibvirt {
             #expect((result.statistics?.diskTotal ?? 0) > 0, "the completed statistics count the copied disk")
 
             // The domain lives on B only, and runs there.
-            let onB = try await Connection.open(b.uri)
             #expect(try await onB.domain(named: "mig-copy").state() == .running)
             #expect(try await !guest.connection.domainNames().contains("mig-copy"), "UNDEFINE_SOURCE removed it from A")
 
@@ -61,6 +67,13 @@ extension RealLibvirt {
             #expect(tickAfter >= switchover - 5)
             await onB.close()
             await guest.connection.close()
+
+            // libvirt's events, delivered through the event-loop thread: A stopped because it migrated, B started
+            // and resumed because it did.
+            let (fromA, fromB) = await collected.value
+            #expect(fromA.contains { $0.kind == .stopped && $0.isMigration && $0.domain == "mig-copy" }, "events on A: \(fromA)")
+            #expect(fromB.contains { $0.kind == .started && $0.isMigration }, "events on B: \(fromB)")
+            #expect(fromB.contains { $0.kind == .resumed && $0.isMigration }, "events on B: \(fromB)")
             await RunningGuest.remove("mig-copy", from: bed)
         }
     }
