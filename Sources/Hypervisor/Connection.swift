@@ -156,7 +156,16 @@ public final class Connection: @unchecked Sendable {
             throw HypervisorError(.connectionFailed, "\(operation): the connection to \(uri) is closed")
         }
         let handle = LibvirtHandle(pointer)
-        return try await BlockingExecutor.run { () throws(HypervisorError) -> T in try body(handle.pointer) }
+        let uri = uri
+        return try await BlockingExecutor.run { () throws(HypervisorError) -> T in
+            do throws(HypervisorError) {
+                return try body(handle.pointer)
+            } catch {
+                // A call on a connection keepalive (or the daemon) closed fails with a generic libvirt error.
+                guard error.code == .libvirt, virConnectIsAlive(handle.pointer) != 1 else { throw error }
+                throw HypervisorError(.connectionFailed, "\(error.message) (the connection to \(uri) is lost)", libvirtCode: error.libvirtCode)
+            }
+        }
     }
 }
 

@@ -112,3 +112,34 @@ extension RealLibvirt {
         }
     }
 }
+
+extension RealLibvirt.NodeTests {
+    @Test("keepalive declares a frozen daemon's connection dead; a live one stays alive")
+    func keepAlive() async throws {
+        let bed = try currentBed()
+        let node = bed.node("a")
+        let connection = try await Connection.open(node.uri, keepAlive: KeepAlive(interval: 1, count: 2))
+        try await Task.sleep(for: .seconds(3))
+        #expect(await connection.isAlive, "an answering daemon keeps the connection alive")
+        kill(node.libvirtdPID, SIGSTOP)
+        let clock = ContinuousClock()
+        let frozen = clock.now
+        var dead = false
+        while clock.now - frozen < .seconds(15) {
+            if await !connection.isAlive {
+                dead = true
+                break
+            }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        kill(node.libvirtdPID, SIGCONT)
+        #expect(dead, "keepalive closed the connection to the frozen daemon")
+        print("keepalive 1 s × 2: connection declared dead \(clock.now - frozen) after libvirtd froze")
+        let error = await #expect(throws: HypervisorError.self) { try await connection.domainNames() }
+        #expect(error?.code == .connectionFailed, "\(String(describing: error))")
+        await connection.close()
+        let fresh = try await Connection.open(node.uri)
+        #expect(await fresh.isAlive, "the thawed daemon accepts new connections")
+        await fresh.close()
+    }
+}
