@@ -26,6 +26,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
     ],
     targets: [
         .target(
@@ -56,6 +58,26 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             exclude: ["CLibvirt"],
+            swiftSettings: strictSettings
+        ),
+        // Resource model shared by the controller, the agents and the CLI: JSON/YAML bodies, kinds and schemas, Status.
+        .target(
+            name: "ClusterAPI",
+            dependencies: [.product(name: "Yams", package: "Yams")],
+            swiftSettings: strictSettings
+        ),
+        // The sync controller: store, cluster API server, reconcilers, scheduler.
+        .target(
+            name: "SyncController",
+            dependencies: [
+                "ClusterAPI",
+                "TLSTransport",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strictSettings
         ),
         .executableTarget(
@@ -130,6 +152,11 @@ let package = Package(
         .testTarget(
             name: "HypervisorIntegrationTests",
             dependencies: ["Hypervisor", "TestBed", "TestSupport"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "ClusterAPITests",
+            dependencies: ["ClusterAPI", "SyncController", "TestSupport"],
             swiftSettings: strictSettings
         ),
         .testTarget(

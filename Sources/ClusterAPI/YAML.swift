@@ -1,0 +1,94 @@
+import Foundation
+
+import Yams
+
+/// YAML in and out: manifests (several documents per file), `-o yaml`, request bodies.
+public enum YAML {
+    /// Parses every document of a (multi-document) YAML text; empty documents are skipped.
+    public static func documents(_ text: String) throws(APIError) -> [JSONValue] {
+        do {
+            return try Yams.compose_all(yaml: text).compactMap { node in
+                let value = try convert(node)
+                return value == .null ? nil : value
+            }
+        } catch let error as APIError {
+            throw error
+        } catch let error as YamlError {
+            throw APIError.badRequest("the YAML is malformed: \(describe(error))")
+        } catch {
+            throw APIError.badRequest("the YAML is malformed: \(error)")
+        }
+    }
+
+    /// Parses exactly one document.
+    public static func document(_ text: String) throws(APIError) -> JSONValue {
+        let all = try documents(text)
+        guard all.count == 1 else { throw APIError.badRequest("expected one YAML document, found \(all.count)") }
+        return all[0]
+    }
+
+    /// YAML text for a value (keys sorted).
+    public static func text(_ value: JSONValue) -> String {
+        (try? Yams.serialize(node: node(value), sortKeys: true)) ?? "null\n"
+    }
+
+    private static func convert(_ node: Node) throws -> JSONValue {
+        switch node {
+        case .scalar(let scalar):
+            if scalar.style != .plain { return .string(scalar.string) }
+            switch node.tag.description {
+            case Tag.Name.null.rawValue: return .null
+            case Tag.Name.bool.rawValue: return .bool(Bool.construct(from: scalar) ?? false)
+            case Tag.Name.int.rawValue:
+                if let number = Int.construct(from: scalar) { return .int(Int64(number)) }
+                return .string(scalar.string)
+            case Tag.Name.float.rawValue:
+                if let number = Double.construct(from: scalar) { return .double(number) }
+                return .string(scalar.string)
+            default: return .string(scalar.string)
+            }
+        case .mapping(let mapping):
+            var object: [String: JSONValue] = [:]
+            for (key, value) in mapping {
+                guard case .scalar(let scalar) = key else {
+                    throw APIError.badRequest("the YAML is malformed: a mapping key at line \(key.mark?.line ?? 0) is not a string")
+                }
+                object[scalar.string] = try convert(value)
+            }
+            return .object(object)
+        case .sequence(let sequence):
+            return .array(try sequence.map(convert))
+        case .alias:
+            throw APIError.badRequest("the YAML uses an alias, which the API does not accept")
+        }
+    }
+
+    private static func node(_ value: JSONValue) -> Node {
+        switch value {
+        case .null: return Node("null", Tag(.null))
+        case .bool(let flag): return Node(flag ? "true" : "false", Tag(.bool))
+        case .int(let number): return Node(String(number), Tag(.int))
+        case .double(let number): return Node(String(number), Tag(.float))
+        case .string(let text):
+            // Quote strings a YAML reader would take for something else ("true", "1", "null", "").
+            let node = Node(text, Tag(.str))
+            if case .scalar(var scalar) = node, (try? Yams.compose(yaml: text))??.tag.description != Tag.Name.str.rawValue || text.isEmpty {
+                scalar.style = .doubleQuoted
+                return .scalar(scalar)
+            }
+            return node
+        case .array(let elements): return Node(elements.map(node))
+        case .object(let members): return Node(members.sorted { $0.key < $1.key }.map { (Node($0.key), node($0.value)) })
+        }
+    }
+
+    private static func describe(_ error: YamlError) -> String {
+        switch error {
+        case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _):
+            let where_ = "line \(mark.line), column \(mark.column)"
+            return [context?.text, problem, where_].compactMap { $0 }.filter { !$0.isEmpty }.joined(separator: ": ")
+        default:
+            return "\(error)"
+        }
+    }
+}

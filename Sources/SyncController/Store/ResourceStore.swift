@@ -1,0 +1,76 @@
+public import ClusterAPI
+
+/// One change of one object, as watches deliver it.
+public struct WatchEvent: Sendable, Hashable {
+    /// Kubernetes' watch event types.
+    public enum Kind: String, Sendable, Hashable {
+        case added = "ADDED", modified = "MODIFIED", deleted = "DELETED"
+    }
+
+    public var type: Kind
+    /// The object after the change (for DELETED: as it was deleted).
+    public var object: JSONValue
+    /// The change's resource version.
+    public var resourceVersion: Int64
+
+    /// The watch stream line: `{"type": …, "object": …}`.
+    public var json: JSONValue { ["type": .string(type.rawValue), "object": object] }
+}
+
+/// Which objects a list or watch covers.
+public struct Selection: Sendable, Hashable {
+    /// The namespace, or nil for all (and for cluster-scoped kinds).
+    public var namespace: String?
+    public var labels: LabelSelector?
+    public var fields: FieldSelector?
+
+    public init(namespace: String? = nil, labels: LabelSelector? = nil, fields: FieldSelector? = nil) {
+        self.namespace = namespace
+        self.labels = labels
+        self.fields = fields
+    }
+
+    func matches(_ object: JSONValue) -> Bool {
+        if let labels, !labels.matches(object["metadata"]?["labels"]?.stringMap ?? [:]) { return false }
+        if let fields, !fields.matches(object) { return false }
+        return true
+    }
+}
+
+/// Which part of an object a write replaces.
+public enum Subresource: String, Sendable, Hashable {
+    /// Everything but status (status writes through `/status` only).
+    case main
+    /// Only status.
+    case status
+}
+
+/// The cluster's resources behind a small protocol, so a replicated store (etcd) can replace SQLite later; nothing
+/// above it may assume the store is in-process.
+///
+/// Kubernetes semantics live here: uid, cluster-wide increasing resourceVersion, generation bumped on spec changes,
+/// optimistic concurrency (a write carrying a stale resourceVersion is refused with 409), finalizers with
+/// deletionTimestamp, owner references (deleting an owner deletes its dependents), and a change feed that watches
+/// resume from (410 Gone when the requested version is compacted away).
+public protocol ResourceStore: Sendable {
+    func get(_ kind: ResourceKind, namespace: String?, name: String) async throws(APIError) -> JSONValue
+    func list(_ kind: ResourceKind, _ selection: Selection) async throws(APIError) -> (items: [JSONValue], resourceVersion: Int64)
+    func create(_ kind: ResourceKind, _ object: JSONValue) async throws(APIError) -> JSONValue
+    func update(_ kind: ResourceKind, _ object: JSONValue, subresource: Subresource) async throws(APIError) -> JSONValue
+    func patch(_ kind: ResourceKind, namespace: String?, name: String, mergePatch: JSONValue, subresource: Subresource)
+        async throws(APIError) -> JSONValue
+    func delete(_ kind: ResourceKind, namespace: String?, name: String, precondition: DeletePrecondition?)
+        async throws(APIError) -> JSONValue
+    func watch(_ kind: ResourceKind, _ selection: Selection, from resourceVersion: Int64?) async throws(APIError)
+        -> AsyncStream<WatchEvent>
+}
+
+/// `DeleteOptions.preconditions`.
+public struct DeletePrecondition: Sendable, Hashable {
+    public var uid: String?
+    public var resourceVersion: Int64?
+    public init(uid: String? = nil, resourceVersion: Int64? = nil) {
+        self.uid = uid
+        self.resourceVersion = resourceVersion
+    }
+}
