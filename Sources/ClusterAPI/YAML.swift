@@ -7,10 +7,14 @@ public enum YAML {
     /// Parses every document of a (multi-document) YAML text; empty documents are skipped.
     public static func documents(_ text: String) throws(APIError) -> [JSONValue] {
         do {
-            return try Yams.compose_all(yaml: text).compactMap { node in
+            // The parser throws at the first malformed document (a lazy sequence would just stop there).
+            let parser = try Parser(yaml: text)
+            var values: [JSONValue] = []
+            while let node = try parser.nextRoot() {
                 let value = try convert(node)
-                return value == .null ? nil : value
+                if value != .null { values.append(value) }
             }
+            return values
         } catch let error as APIError {
             throw error
         } catch let error as YamlError {

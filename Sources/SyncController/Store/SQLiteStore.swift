@@ -73,6 +73,7 @@ public final class SQLiteStore: ResourceStore, Sendable {
             try Self.checkName(kind, name)
             let namespace = kind.namespaced ? (metadata["namespace"]?.string ?? "default") : nil
             if let namespace { metadata["namespace"] = .string(namespace) } else { metadata["namespace"] = nil }
+            try kind.validate(object)
             if try Self.load(db, Self.key(kind, namespace: namespace, name: name)) != nil {
                 throw APIError.alreadyExists("\(kind.resource) \"\(name)\" already exists")
             }

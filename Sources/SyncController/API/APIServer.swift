@@ -1,0 +1,133 @@
+public import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+public import TLSTransport
+import Foundation
+import ClusterAPI
+
+/// The cluster API over HTTPS with mutual TLS: `MutualTLSServer` authenticates each client by its certificate, then
+/// HTTP/1.1 requests on the connection go to `ClusterAPIHandler` one after another (keep-alive); a watch streams its
+/// events as chunked JSON lines until the client goes.
+public final class APIServer: Sendable {
+    /// Where it listens.
+    public let endpoint: Endpoint
+    private let listener: MutualTLSServer
+    private let connections: AsyncStream<Connection>
+    private let handler: ClusterAPIHandler
+    private let logger: Logger
+    /// Open connections, closed when serving stops.
+    private let open = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
+
+    struct Connection: @unchecked Sendable {
+        let channel: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>
+        let peer: PeerIdentity
+    }
+
+    private init(endpoint: Endpoint, listener: MutualTLSServer, connections: AsyncStream<Connection>, handler: ClusterAPIHandler, logger: Logger) {
+        self.endpoint = endpoint
+        self.listener = listener
+        self.connections = connections
+        self.handler = handler
+        self.logger = logger
+    }
+
+    /// Listens on `endpoint`; call `run()` to serve.
+    public static func start(
+        on endpoint: Endpoint, provider: TLSContextProvider, handler: ClusterAPIHandler,
+        logger: Logger = Logger(label: "vmsync.apiserver")
+    ) async throws(TransportError) -> APIServer {
+        let (connections, continuation) = AsyncStream.makeStream(of: Connection.self)
+        let policy = PeerPolicy(allowedRoles: [.user, .node, .controller, .syncClient, .syncServer])
+        let listener = try await MutualTLSServer.start(on: endpoint, provider: provider, policy: policy, logger: logger) { channel, peer in
+            channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMapThrowing {
+                let wrapped = try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
+                continuation.yield(Connection(channel: wrapped, peer: peer))
+            }
+        }
+        return APIServer(endpoint: listener.endpoint, listener: listener, connections: connections, handler: handler, logger: logger)
+    }
+
+    /// Serves connections until the task is cancelled (then closes every open connection, watches included); each
+    /// connection handles its own errors.
+    public func run() async {
+        await withTaskCancellationHandler {
+            await withDiscardingTaskGroup { group in
+                for await connection in connections {
+                    let channel = connection.channel.channel
+                    open.withLockedValue { $0[ObjectIdentifier(channel)] = channel }
+                    group.addTask {
+                        await self.serve(connection)
+                        _ = self.open.withLockedValue { $0.removeValue(forKey: ObjectIdentifier(channel)) }
+                    }
+                }
+            }
+        } onCancel: {
+            for channel in open.withLockedValue({ $0.values }) { channel.close(promise: nil) }
+        }
+    }
+
+    /// Stops listening.
+    public func close() async {
+        await listener.close()
+    }
+
+    private func serve(_ connection: Connection) async {
+        do {
+            try await connection.channel.executeThenClose { inbound, outbound in
+                var requests = inbound.makeAsyncIterator()
+                while let part = try await requests.next() {
+                    guard case .head(let head) = part else { continue }
+                    var body = ByteBuffer()
+                    var tooLarge = false
+                    reading: while let part = try await requests.next() {
+                        switch part {
+                        case .body(var chunk):
+                            if body.readableBytes + chunk.readableBytes > ClusterAPIHandler.maximumBodyBytes {
+                                tooLarge = true
+                            } else {
+                                body.writeBuffer(&chunk)
+                            }
+                        case .end: break reading
+                        case .head: break reading
+                        }
+                    }
+                    let request = APIRequest(
+                        method: head.method.rawValue, uri: head.uri, headers: head.headers.map { ($0.name, $0.value) },
+                        body: Data(body.readableBytesView), peer: connection.peer)
+                    let response: APIResponse = tooLarge
+                        ? .error(APIError(.requestEntityTooLarge, code: 413, "the request body is larger than \(ClusterAPIHandler.maximumBodyBytes) bytes"))
+                        : await handler.handle(request)
+                    let keepAlive = head.isKeepAlive && !tooLarge
+                    switch response {
+                    case .full(let status, let contentType, let data):
+                        var headers = HTTPHeaders([("Content-Type", contentType), ("Content-Length", String(data.count))])
+                        if !keepAlive { headers.add(name: "Connection", value: "close") }
+                        try await outbound.write(.head(HTTPResponseHead(version: head.version, status: .init(statusCode: status), headers: headers)))
+                        try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: data))))
+                        try await outbound.write(.end(nil))
+                        if !keepAlive { return }
+                    case .stream(let status, let contentType, let lines):
+                        let headers = HTTPHeaders([("Content-Type", contentType), ("Transfer-Encoding", "chunked"), ("Connection", "close")])
+                        try await outbound.write(.head(HTTPResponseHead(version: head.version, status: .init(statusCode: status), headers: headers)))
+                        // The watch ends when its stream does, when a write fails, or when the connection closes.
+                        let closed = connection.channel.channel.closeFuture
+                        try await withThrowingTaskGroup(of: Void.self) { group in
+                            group.addTask {
+                                for await line in lines { try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: line)))) }
+                                try await outbound.write(.end(nil))
+                            }
+                            group.addTask { try await closed.get() }
+                            try await group.next()
+                            group.cancelAll()
+                        }
+                        return
+                    }
+                }
+            }
+        } catch {
+            logger.debug("connection ended", metadata: ["peer": "\(connection.peer)", "error": "\(error)"])
+        }
+    }
+}

@@ -1,0 +1,30 @@
+import ClusterAPI
+import TLSTransport
+
+/// Who may do what, by the role in the client certificate: `controller` and `user` may do everything; a `node` reads
+/// everything but writes only its own Node and the status of VMIs on it; other roles may not use the cluster API.
+enum Authorization {
+    static func check(_ request: APIRequest, kind: ResourceKind, namespace: String?, name: String?, subresource: Subresource) throws(APIError) {
+        let peer = request.peer
+        switch peer.role {
+        case .controller, .user:
+            return
+        case .node:
+            if request.method == "GET" { return }
+            if kind.kind == "Node", name == peer.name || (request.method == "POST" && bodyName(request) == peer.name) { return }
+            if kind.kind == "VirtualMachineInstance", subresource == .status, request.method == "PUT" || request.method == "PATCH" {
+                // The VMI must stay on this node; that it is on it now, the handler checks against the store.
+                let after = (try? request.bodyValue())?["status"]?["nodeName"]?.string
+                if after == nil || after == peer.name { return }
+            }
+            throw APIError.forbidden(
+                "\(kind.resource)\(name.map { " \"\($0)\"" } ?? "") is forbidden: node \"\(peer.name)\" may write only its own Node and the status of VMIs on it (\(request.method) \(request.path))")
+        case .syncClient, .syncServer:
+            throw APIError.forbidden("the \(peer.role.rawValue) role may not use the cluster API (\(peer))")
+        }
+    }
+
+    private static func bodyName(_ request: APIRequest) -> String? {
+        (try? request.bodyValue())?["metadata"]?["name"]?.string
+    }
+}

@@ -1,0 +1,258 @@
+import ClusterAPI
+import Foundation
+import Synchronization
+import TLSTransport
+
+/// The Kubernetes-style REST surface over a `ResourceStore`: paths, verbs, authorization by certificate role,
+/// JSON/YAML bodies, watches, tables, discovery, health and metrics.
+public final class ClusterAPIHandler: Sendable {
+    let store: any ResourceStore
+    let metrics = APIMetrics()
+    /// Largest accepted body.
+    public static let maximumBodyBytes = 3 << 20
+    private let ready = Mutex(true)
+
+    public init(store: any ResourceStore) {
+        self.store = store
+    }
+
+    /// Answers one request.
+    public func handle(_ request: APIRequest) async -> APIResponse {
+        let response: APIResponse
+        do {
+            response = try await route(request)
+        } catch {
+            response = .error(error, yaml: request.wantsYAML)
+        }
+        metrics.count(verb: request.method, code: response.status)
+        return response
+    }
+
+    private func route(_ request: APIRequest) async throws(APIError) -> APIResponse {
+        let segments = request.path.split(separator: "/").map(String.init)
+        switch segments.first {
+        case "healthz", "livez": return .text("ok")
+        case "readyz": return ready.withLock { $0 } ? .text("ok") : .text("not ready", status: 503)
+        case "metrics": return .text(await metricsText(), contentType: "text/plain; version=0.0.4")
+        case "version":
+            return .json(["major": "1", "minor": "32", "gitVersion": "v1.32.0-vmsync", "platform": "linux/amd64"])
+        case "api", "apis": return try await resourceRoute(request, segments)
+        default:
+            throw APIError.notFound("the server could not find the requested resource (path \(request.path))")
+        }
+    }
+
+    // MARK: Resources
+
+    /// `/api/v1[/namespaces/NS]/PLURAL[/NAME[/status]]` and `/apis/GROUP/VERSION/…`.
+    private func resourceRoute(_ request: APIRequest, _ segments: [String]) async throws(APIError) -> APIResponse {
+        var rest = segments
+        let group: String
+        let version: String
+        if rest.first == "api" {
+            rest.removeFirst()
+            guard let first = rest.first else { return .json(Discovery.apiVersions) }
+            group = ""
+            version = first
+            rest.removeFirst()
+        } else {
+            rest.removeFirst()
+            guard rest.count >= 1 else { return .json(Discovery.groupList) }
+            guard rest.count >= 2 else { throw APIError.notFound("the server could not find the requested resource (path \(request.path))") }
+            group = rest[0]
+            version = rest[1]
+            rest.removeFirst(2)
+        }
+        guard !rest.isEmpty else {
+            guard let list = Discovery.resourceList(group: group, version: version) else {
+                throw APIError.notFound("the server could not find the requested resource (group \(group)/\(version))")
+            }
+            guard request.method == "GET" else { throw Self.methodNotAllowed(request) }
+            return .json(list)
+        }
+        var namespace: String?
+        if rest.first == "namespaces", rest.count >= 3 {
+            namespace = rest[1]
+            rest.removeFirst(2)
+        } else if rest.first == "namespaces" {
+            // Namespaces themselves: every namespace exists implicitly.
+            if rest.count == 1 { return .json(["apiVersion": "v1", "kind": "NamespaceList", "metadata": [:], "items": [Discovery.namespace("default")]]) }
+            return .json(Discovery.namespace(rest[1]))
+        }
+        let plural = rest.removeFirst()
+        guard let kind = Kinds.lookup(group: group, plural: plural), kind.version == version else {
+            throw APIError.notFound("the server doesn't have a resource type \"\(plural)\" in \(group.isEmpty ? version : "\(group)/\(version)")")
+        }
+        if !kind.namespaced, namespace != nil {
+            throw APIError.notFound("\(kind.resource) is cluster-scoped: it has no namespaces")
+        }
+        let name = rest.first
+        var subresource = Subresource.main
+        if rest.count == 2 {
+            guard rest[1] == "status", kind.hasStatus else {
+                throw APIError.notFound("the server could not find the requested resource (\(kind.resource) has no subresource \"\(rest[1])\")")
+            }
+            subresource = .status
+        } else if rest.count > 2 {
+            throw APIError.notFound("the server could not find the requested resource (path \(request.path))")
+        }
+        try Authorization.check(request, kind: kind, namespace: namespace, name: name, subresource: subresource)
+        if request.peer.role == .node, kind.kind == "VirtualMachineInstance", subresource == .status, let name, request.method != "GET" {
+            let existing = try await store.get(kind, namespace: namespace, name: name)
+            guard existing["status"]?["nodeName"]?.string == request.peer.name else {
+                throw APIError.forbidden(
+                    "virtualmachineinstances.kubevirt.io \"\(name)\" is forbidden: it is not on node \"\(request.peer.name)\", which may write only the status of VMIs on it")
+            }
+        }
+        let yaml = request.wantsYAML
+        switch (request.method, name) {
+        case ("GET", nil):
+            let selection = try Self.selection(request, namespace: kind.namespaced ? namespace : nil)
+            if request.query["watch"] == "true" || request.query["watch"] == "1" {
+                return try await watch(kind, selection, request)
+            }
+            let (items, version) = try await store.list(kind, selection)
+            if request.wantsTable { return .json(Tables.table(kind, items, resourceVersion: version)) }
+            let list: JSONValue = [
+                "apiVersion": .string(kind.apiVersion), "kind": .string(kind.listKind),
+                "metadata": ["resourceVersion": .string(String(version))], "items": .array(items),
+            ]
+            return .json(list, yaml: yaml)
+        case ("GET", let name?):
+            let object = try await store.get(kind, namespace: namespace, name: name)
+            if request.wantsTable { return .json(Tables.table(kind, [object], resourceVersion: nil)) }
+            return .json(object, yaml: yaml)
+        case ("POST", nil):
+            var object = try request.bodyValue()
+            try Self.placeIn(&object, kind: kind, namespace: namespace)
+            return .json(try await store.create(kind, object), status: 201, yaml: yaml)
+        case ("PUT", let name?):
+            var object = try request.bodyValue()
+            try Self.placeIn(&object, kind: kind, namespace: namespace)
+            guard object["metadata"]?["name"]?.string == name else {
+                throw APIError.badRequest("the name of the object (\(object["metadata"]?["name"]?.string ?? "none")) does not match the name on the URL (\(name))")
+            }
+            return .json(try await store.update(kind, object, subresource: subresource), yaml: yaml)
+        case ("PATCH", let name?):
+            let type = (request.header("Content-Type") ?? "").lowercased()
+            guard type.contains("merge-patch") || type.contains("strategic-merge-patch") else {
+                throw APIError(.unsupportedMediaType, code: 415, "the patch type \"\(type)\" is not supported; use application/merge-patch+json")
+            }
+            let patch = try request.bodyValue()
+            return .json(try await store.patch(kind, namespace: namespace, name: name, mergePatch: patch, subresource: subresource), yaml: yaml)
+        case ("DELETE", let name?):
+            var precondition: DeletePrecondition?
+            if !request.body.isEmpty, let options = try? request.bodyValue(), let conditions = options["preconditions"] {
+                precondition = DeletePrecondition(uid: conditions["uid"]?.string, resourceVersion: conditions["resourceVersion"]?.string.flatMap { Int64($0) })
+            }
+            let object = try await store.delete(kind, namespace: namespace, name: name, precondition: precondition)
+            return .json(object, yaml: yaml)
+        case ("DELETE", nil):
+            // deletecollection with a selector.
+            let selection = try Self.selection(request, namespace: kind.namespaced ? namespace : nil)
+            let (items, version) = try await store.list(kind, selection)
+            var deleted: [JSONValue] = []
+            for item in items {
+                if let itemName = item["metadata"]?["name"]?.string {
+                    deleted.append(try await store.delete(kind, namespace: item["metadata"]?["namespace"]?.string, name: itemName, precondition: nil))
+                }
+            }
+            return .json(["apiVersion": .string(kind.apiVersion), "kind": .string(kind.listKind), "metadata": ["resourceVersion": .string(String(version))], "items": .array(deleted)])
+        default:
+            throw Self.methodNotAllowed(request)
+        }
+    }
+
+    private func watch(_ kind: ResourceKind, _ selection: Selection, _ request: APIRequest) async throws(APIError) -> APIResponse {
+        let from: Int64?
+        if let text = request.query["resourceVersion"], !text.isEmpty {
+            guard let version = Int64(text) else { throw APIError.badRequest("resourceVersion \"\(text)\" is not a number") }
+            from = version
+        } else {
+            from = nil
+        }
+        let timeout = request.query["timeoutSeconds"].flatMap(Int.init) ?? 1800
+        let events: AsyncStream<WatchEvent>
+        do {
+            events = try await store.watch(kind, selection, from: from)
+        } catch where error.code == 410 {
+            // As Kubernetes does: the watch opens, and its first event is an ERROR carrying the 410 Status.
+            let line = JSONValue(dictionaryLiteral: ("type", "ERROR"), ("object", error.status)).jsonData() + Data("\n".utf8)
+            return .stream(status: 200, contentType: "application/json", lines: AsyncStream { $0.yield(line); $0.finish() })
+        }
+        let metrics = metrics
+        let lines = AsyncStream<Data> { continuation in
+            let task = Task {
+                metrics.watchStarted()
+                defer { metrics.watchEnded() }
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        for await event in events { continuation.yield(event.json.jsonData() + Data("\n".utf8)) }
+                    }
+                    group.addTask { try? await Task.sleep(for: .seconds(timeout)) }
+                    await group.next()
+                    group.cancelAll()
+                }
+                continuation.finish()
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+        return .stream(status: 200, contentType: "application/json", lines: lines)
+    }
+
+    static func selection(_ request: APIRequest, namespace: String?) throws(APIError) -> Selection {
+        let labels = try request.query["labelSelector"].flatMap { text throws(APIError) in text.isEmpty ? nil : try LabelSelector(text) }
+        let fields = try request.query["fieldSelector"].flatMap { text throws(APIError) in text.isEmpty ? nil : try FieldSelector(text) }
+        return Selection(namespace: namespace, labels: labels, fields: fields)
+    }
+
+    /// Puts the body's namespace where the path says (a mismatch is an error, as in Kubernetes).
+    static func placeIn(_ object: inout JSONValue, kind: ResourceKind, namespace: String?) throws(APIError) {
+        guard case .object = object else { throw APIError.badRequest("the body must be a JSON object, not \(object.typeName)") }
+        guard kind.namespaced else { return }
+        let path = namespace ?? "default"
+        if let given = object["metadata"]?["namespace"]?.string, !given.isEmpty, given != path {
+            throw APIError.badRequest("the namespace of the provided object (\(given)) does not match the namespace sent on the request (\(path))")
+        }
+        object["metadata"]?["namespace"] = .string(path)
+        if object["metadata"] == nil { object["metadata"] = ["namespace": .string(path)] }
+    }
+
+    static func methodNotAllowed(_ request: APIRequest) -> APIError {
+        APIError(.methodNotAllowed, code: 405, "the server does not allow this method on the requested resource (\(request.method) \(request.path))")
+    }
+
+    private func metricsText() async -> String {
+        var text = metrics.text()
+        if let store = store as? SQLiteStore {
+            text += "# HELP vmsync_store_resource_version The newest resourceVersion in the store.\n# TYPE vmsync_store_resource_version gauge\n"
+            text += "vmsync_store_resource_version \((try? await store.currentResourceVersion()) ?? 0)\n"
+            text += "# HELP vmsync_store_watchers Open watches on the store.\n# TYPE vmsync_store_watchers gauge\n"
+            text += "vmsync_store_watchers \(store.watcherCount)\n"
+        }
+        return text
+    }
+}
+
+/// Request counters for `/metrics` (Prometheus text format).
+final class APIMetrics: Sendable {
+    private let counts = Mutex<[String: Int]>([:])
+    private let watches = Atomic<Int>(0)
+
+    func count(verb: String, code: Int) {
+        counts.withLock { $0["verb=\"\(verb)\",code=\"\(code)\"", default: 0] += 1 }
+    }
+    func watchStarted() { watches.add(1, ordering: .relaxed) }
+    func watchEnded() { watches.subtract(1, ordering: .relaxed) }
+
+    func text() -> String {
+        var lines = ["# HELP vmsync_apiserver_requests_total Requests by verb and HTTP code.", "# TYPE vmsync_apiserver_requests_total counter"]
+        for (labels, count) in counts.withLock({ $0 }).sorted(by: { $0.key < $1.key }) {
+            lines.append("vmsync_apiserver_requests_total{\(labels)} \(count)")
+        }
+        lines.append("# HELP vmsync_apiserver_watches Watches being served.")
+        lines.append("# TYPE vmsync_apiserver_watches gauge")
+        lines.append("vmsync_apiserver_watches \(watches.load(ordering: .relaxed))")
+        return lines.joined(separator: "\n") + "\n"
+    }
+}

@@ -1,0 +1,82 @@
+import ArgumentParser
+import ClusterAPI
+import Foundation
+import Logging
+import SyncController
+import TLSTransport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `sync-controller`: one per cluster. Holds the cluster's resources in SQLite and serves the cluster API over
+/// mutual TLS.
+@main
+struct SyncControllerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sync-controller", abstract: "The vmsync cluster controller: resource store and cluster API.")
+
+    @Option(help: "Directory for the store (cluster.sqlite).") var data: String
+    @Option(help: "Address to serve the cluster API on (host:port, or unix:PATH).") var listen = "127.0.0.1:8443"
+    @Option(help: "The controller's certificate (PEM, role controller).") var cert: String
+    @Option(help: "Its private key (PEM).") var key: String
+    @Option(help: "The cluster's CA bundle (PEM).") var ca: String
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
+
+    func run() async throws {
+        var logger = Logger(label: "vmsync.sync-controller")
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        do {
+            try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+            let identity = try CertifiedKey(certificatePEM: try String(contentsOfFile: cert, encoding: .utf8), privateKeyPEM: try String(contentsOfFile: key, encoding: .utf8))
+            let trust = try TrustBundle(pem: try String(contentsOfFile: ca, encoding: .utf8))
+            let provider = try TLSContextProvider(identity: identity, trust: trust)
+            let store = try SQLiteStore(path: data + "/cluster.sqlite")
+            try await ClusterDefaults.ensure(in: store)
+            let server = try await APIServer.start(on: try Endpoint(parsing: listen), provider: provider, handler: ClusterAPIHandler(store: store), logger: logger)
+            print("sync-controller: serving the cluster API on \(server.endpoint)")
+            fflush(nil)
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await server.run() }
+                group.addTask { await Signals.wait(for: [SIGTERM, SIGINT]) }
+                await group.next()
+                group.cancelAll()
+            }
+            await server.close()
+            print("sync-controller: stopped")
+        } catch {
+            FileHandle.standardError.write(Data("sync-controller: \(error)\n".utf8))
+            throw ExitCode.failure
+        }
+    }
+}
+
+/// Waits for a signal without a signal handler (the signals are blocked and taken by a dispatch source).
+enum Signals {
+    static func wait(for signals: [Int32]) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let queue = DispatchQueue(label: "vmsync.signals")
+            let fired = Fired()
+            var sources: [any DispatchSourceSignal] = []
+            for number in signals {
+                signal(number, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
+                source.setEventHandler {
+                    guard fired.fire() else { return }
+                    continuation.resume()
+                }
+                source.resume()
+                sources.append(source)
+            }
+            Keep.sources = sources
+        }
+    }
+
+    final class Fired: @unchecked Sendable {
+        private let lock = NSLock()
+        private var done = false
+        func fire() -> Bool { lock.withLock { defer { done = true }; return !done } }
+    }
+
+    enum Keep { nonisolated(unsafe) static var sources: [any DispatchSourceSignal] = [] }
+}
