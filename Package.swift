@@ -64,7 +64,14 @@ let package = Package(
         // Resource model shared by the controller, the agents and the CLI: JSON/YAML bodies, kinds and schemas, Status.
         .target(
             name: "ClusterAPI",
-            dependencies: [.product(name: "Yams", package: "Yams")],
+            dependencies: [
+                "TLSTransport",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
             swiftSettings: strictSettings
         ),
         // The sync controller: store, cluster API server, reconcilers, scheduler.
@@ -96,6 +103,7 @@ let package = Package(
         .executableTarget(
             name: "syncctl",
             dependencies: [
+                "ClusterAPI",
                 "TLSTransport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -170,6 +178,11 @@ let package = Package(
         .testTarget(
             name: "ClusterAPITests",
             dependencies: ["ClusterAPI", "SyncController", "TestSupport"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "SyncControllerTests",
+            dependencies: ["ClusterAPI", "SyncController", "TLSTransport", "TestSupport", "sync-controller", "syncctl"],
             swiftSettings: strictSettings
         ),
         .testTarget(

@@ -1,4 +1,4 @@
-import NIOCore
+public import NIOCore
 import NIOPosix
 import NIOSSL
 
@@ -13,12 +13,12 @@ import Glibc
 /// So a stream that ended is half-closed (close_notify + FIN, and NIOSSL completes the close when the peer answers),
 /// and a stream that broke is aborted below TLS with a reset, which the far side sees as a broken stream, never as a
 /// clean end of data.
-enum ChannelTeardown {
+public enum ChannelTeardown {
     /// How long a half-closed connection may wait for its peer before it is aborted.
-    static let grace: TimeAmount = .seconds(3)
+    public static let grace: TimeAmount = .seconds(3)
 
     /// Ends our side of the stream cleanly; aborts if the peer has not finished within `grace`.
-    static func finish(_ channel: any Channel) {
+    public static func finish(_ channel: any Channel) {
         channel.close(mode: .output, promise: nil)
         channel.eventLoop.scheduleTask(in: grace) {
             if channel.isActive { abort(channel) }
@@ -26,7 +26,7 @@ enum ChannelTeardown {
     }
 
     /// Tears the connection down with a reset, bypassing TLS's close_notify.
-    static func abort(_ channel: any Channel) {
+    public static func abort(_ channel: any Channel) {
         channel.eventLoop.execute {
             guard channel.isActive else { return }
             // A reset rather than a FIN (unix sockets ignore this).

@@ -22,6 +22,7 @@ struct SyncControllerCommand: AsyncParsableCommand {
     @Option(help: "Its private key (PEM).") var key: String
     @Option(help: "The cluster's CA bundle (PEM).") var ca: String
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
+    @Option(help: "Changes kept for watches to resume from; older resourceVersions get 410 Gone.") var retainChanges: Int64 = 100_000
 
     func run() async throws {
         var logger = Logger(label: "vmsync.sync-controller")
@@ -31,7 +32,7 @@ struct SyncControllerCommand: AsyncParsableCommand {
             let identity = try CertifiedKey(certificatePEM: try String(contentsOfFile: cert, encoding: .utf8), privateKeyPEM: try String(contentsOfFile: key, encoding: .utf8))
             let trust = try TrustBundle(pem: try String(contentsOfFile: ca, encoding: .utf8))
             let provider = try TLSContextProvider(identity: identity, trust: trust)
-            let store = try SQLiteStore(path: data + "/cluster.sqlite")
+            let store = try SQLiteStore(path: data + "/cluster.sqlite", retainedChanges: retainChanges)
             try await ClusterDefaults.ensure(in: store)
             let server = try await APIServer.start(on: try Endpoint(parsing: listen), provider: provider, handler: ClusterAPIHandler(store: store), logger: logger)
             print("sync-controller: serving the cluster API on \(server.endpoint)")

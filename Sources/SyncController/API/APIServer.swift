@@ -64,7 +64,8 @@ public final class APIServer: Sendable {
                 }
             }
         } onCancel: {
-            for channel in open.withLockedValue({ $0.values }) { channel.close(promise: nil) }
+            // close_notify and FIN to each client (a plain close would wait out NIOSSL's shutdown timeout).
+            for channel in open.withLockedValue({ $0.values }) { ChannelTeardown.finish(channel) }
         }
     }
 

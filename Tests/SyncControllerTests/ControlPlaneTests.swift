@@ -1,0 +1,234 @@
+import ClusterAPI
+import Foundation
+import TLSTransport
+import TestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The real sync-controller process, driven by curl (an independent HTTP client), by the API client and by syncctl.
+@Suite("Cluster API: sync-controller over mutual TLS")
+struct ControlPlaneTests {
+    let vms = "/apis/kubevirt.io/v1/namespaces/default/virtualmachines"
+
+    @Test("curl with a client certificate creates, gets, watches and deletes; without one it is refused")
+    func curlRoundTrip() async throws {
+        let cluster = try ClusterFixture()
+        try await cluster.start()
+        let watch = try ChildProcess("/usr/bin/curl", [
+            "-sS", "-N", "--max-time", "15", "--cacert", cluster.caPath, "--cert", cluster.certificate("user-admin").cert,
+            "--key", cluster.certificate("user-admin").key, cluster.url + vms + "?watch=true",
+        ])
+        try await Task.sleep(for: .milliseconds(300))
+        let created = try await cluster.curl(["-X", "POST", "-H", "Content-Type: application/yaml", "--data-binary", "@-", "-w", "\n%{http_code}", cluster.url + vms], input: seedVirtualMachine)
+        #expect(created.stdout.hasSuffix("\n201"), "\(created.stdout) \(created.stderr)")
+        let body = try JSONValue.parse(Data(created.stdout.dropLast(4).utf8))
+        #expect(body["metadata"]?["uid"]?.string?.count == 36)
+        #expect(body["spec"]?["template"]?["spec"]?["domain"]?["resources"]?["requests"]?["memory"] == "128Mi")
+
+        let got = try await cluster.curl(["-H", "Accept: application/yaml", cluster.url + vms + "/example-decentralized-lm-vm"])
+        #expect(got.stdout.contains("name: example-decentralized-lm-vm"))
+        #expect(got.stdout.contains("runStrategy: Always"))
+        let patched = try await cluster.curl(["-X", "PATCH", "-H", "Content-Type: application/merge-patch+json", "-d", #"{"spec":{"runStrategy":"Halted"}}"#, "-o", "/dev/null", "-w", "%{http_code}", cluster.url + vms + "/example-decentralized-lm-vm"])
+        #expect(patched.stdout == "200")
+        let deleted = try await cluster.curl(["-X", "DELETE", "-o", "/dev/null", "-w", "%{http_code}", cluster.url + vms + "/example-decentralized-lm-vm"])
+        #expect(deleted.stdout == "200")
+        let gone = try await cluster.curl(["-w", "\n%{http_code}", cluster.url + vms + "/example-decentralized-lm-vm"])
+        #expect(gone.stdout.hasSuffix("\n404"))
+        #expect(gone.stdout.contains(#""reason":"NotFound""#))
+
+        try await Task.sleep(for: .milliseconds(300))
+        let lines = await watch.stop().split(separator: "\n").compactMap { try? JSONValue.parse(Data($0.utf8)) }
+        #expect(lines.map { $0["type"]?.string ?? "" } == ["ADDED", "MODIFIED", "DELETED"], "\(lines)")
+
+        // No client certificate: the TLS handshake fails, nothing is served.
+        let anonymous = try await cluster.curl([cluster.url + vms], as: nil)
+        #expect(anonymous.status != 0)
+        #expect(anonymous.stdout.isEmpty)
+        #expect(anonymous.stderr.contains("alert") || anonymous.stderr.contains("certificate"), "\(anonymous.stderr)")
+        let output = await cluster.stop()
+        #expect(output.contains("sync-controller: stopped"), "graceful stop on SIGTERM: \(output)")
+    }
+
+    @Test("a node certificate writes only its own Node and the status of VMIs on it")
+    func nodeAuthorization() async throws {
+        let cluster = try ClusterFixture()
+        try await cluster.start()
+        let forbidden = try await cluster.curl(["-X", "POST", "-H", "Content-Type: application/yaml", "--data-binary", "@-", "-w", "\n%{http_code}", cluster.url + vms], as: "node-a1", input: seedVirtualMachine)
+        #expect(forbidden.stdout.hasSuffix("\n403"), "\(forbidden.stdout)")
+        #expect(forbidden.stdout.contains(#"may write only its own Node"#))
+
+        let node = try cluster.client("node-a1")
+        _ = try await node.create(Kinds.node, ["apiVersion": "v1", "kind": "Node", "metadata": ["name": "a1"]])
+        let other = await #expect(throws: APIError.self) {
+            try await node.create(Kinds.node, ["apiVersion": "v1", "kind": "Node", "metadata": ["name": "a2"]])
+        }
+        #expect(other?.code == 403)
+
+        let admin = try cluster.client()
+        let vmi: JSONValue = ["apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "metadata": ["name": "vmi1"], "spec": ["domain": [:]]]
+        _ = try await admin.create(Kinds.virtualMachineInstance, vmi)
+        _ = try await admin.patch(Kinds.virtualMachineInstance, name: "vmi1", ["status": ["nodeName": "a2", "phase": "Scheduled"]], status: true)
+        let notMine = await #expect(throws: APIError.self) {
+            try await node.patch(Kinds.virtualMachineInstance, name: "vmi1", ["status": ["phase": "Running"]], status: true)
+        }
+        #expect(notMine?.code == 403)
+        #expect(notMine?.message.contains("not on node \"a1\"") == true, "\(String(describing: notMine))")
+        let onA2 = try cluster.client("node-a2")
+        let running = try await onA2.patch(Kinds.virtualMachineInstance, name: "vmi1", ["status": ["phase": "Running"]], status: true)
+        #expect(running["status"]?["phase"] == "Running")
+        let steal = await #expect(throws: APIError.self) {
+            try await onA2.patch(Kinds.virtualMachineInstance, name: "vmi1", ["status": ["nodeName": "a1"]], status: true)
+        }
+        #expect(steal?.code == 403)
+        await cluster.stop()
+    }
+
+    @Test("bad input gets a precise Status and stores nothing")
+    func badInput() async throws {
+        let cluster = try ClusterFixture()
+        try await cluster.start()
+        let cases: [(arguments: [String], input: String, code: String, message: String)] = [
+            (["-X", "POST", "-H", "Content-Type: application/yaml", "--data-binary", "@-", cluster.url + vms],
+             "apiVersion: kubevirt.io/v1\nkind: VirtualMachine\nmetadata:\n  name: x\n spec: [", "400", "the YAML is malformed"),
+            (["-X", "POST", "-H", "Content-Type: application/json", "--data-binary", "@-", cluster.url + vms], "{\"apiVersion\": ", "400", "not valid JSON"),
+            (["-X", "POST", "-H", "Content-Type: application/yaml", "--data-binary", "@-", cluster.url + "/apis/kubevirt.io/v1/namespaces/default/virtualmachinez"],
+             seedVirtualMachine, "404", "doesn't have a resource type \\\"virtualmachinez\\\""),
+            (["-X", "POST", "-H", "Content-Type: application/yaml", "--data-binary", "@-", cluster.url + vms],
+             seedVirtualMachine.replacingOccurrences(of: "memory: 128Mi", with: "memory: [128]"), "422",
+             "spec.template.spec.domain.resources.requests.memory in body must be of type quantity"),
+            (["-X", "POST", "-H", "Content-Type: application/yaml", "--data-binary", "@-", cluster.url + vms],
+             seedVirtualMachine.replacingOccurrences(of: "runStrategy: Always", with: "runStrategy: Always\n  colour: blue"), "422",
+             "unknown field \\\"spec.colour\\\""),
+            (["-X", "POST", "-H", "Content-Type: application/yaml", "--data-binary", "@-", cluster.url + "/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstancemigrations"],
+             "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstanceMigration\nmetadata:\n  name: m1\nspec: {}\n", "422", "spec.vmiName: Required value"),
+        ]
+        for item in cases {
+            let result = try await cluster.curl(item.arguments + ["-w", "\n%{http_code}"], input: item.input)
+            #expect(result.stdout.hasSuffix("\n" + item.code), "\(result.stdout)")
+            #expect(result.stdout.contains(#""kind":"Status""#))
+            #expect(result.stdout.contains(item.message), "expected \(item.message) in \(result.stdout)")
+        }
+        // A stale resourceVersion.
+        let admin = try cluster.client()
+        let created = try await admin.create(Kinds.virtualMachine, try YAML.document(seedVirtualMachine))
+        var first = created
+        first["spec"]?["runStrategy"] = "Halted"
+        _ = try await admin.update(Kinds.virtualMachine, first)
+        var stale = created
+        stale["spec"]?["runStrategy"] = "Manual"
+        let conflict = await #expect(throws: APIError.self) { try await admin.update(Kinds.virtualMachine, stale) }
+        #expect(conflict?.code == 409 && conflict?.reason == .conflict)
+        let vms = try await admin.list(Kinds.virtualMachine)
+        #expect(vms["items"]?.array?.count == 1, "only the valid VM is stored")
+        #expect(vms["items"]?.array?.first?["spec"]?["runStrategy"] == "Halted")
+        // Oversized body.
+        let huge = String(repeating: "x", count: 4 << 20)
+        let tooLarge = try await cluster.curl(["-X", "POST", "-H", "Content-Type: application/json", "--data-binary", "@-", "-w", "\n%{http_code}", cluster.url + self.vms], input: huge)
+        #expect(tooLarge.stdout.hasSuffix("\n413"), "\(tooLarge.stdout.suffix(200))")
+        await cluster.stop()
+    }
+
+    @Test("kill -9 while objects are being written: every acknowledged write is there after restart")
+    func durability() async throws {
+        let cluster = try ClusterFixture()
+        try await cluster.start()
+        let client = try cluster.client()
+        let acknowledged = Acknowledged()
+        let writer = Task {
+            for index in 0..<100_000 {
+                let object: JSONValue = ["apiVersion": "v1", "kind": "ConfigMap", "metadata": ["name": .string("cm-\(index)")], "data": ["i": .string(String(index))]]
+                do {
+                    _ = try await client.create(Kinds.configMap, object)
+                    acknowledged.add("cm-\(index)")
+                } catch {
+                    return
+                }
+            }
+        }
+        while acknowledged.count < 150 { try await Task.sleep(for: .milliseconds(10)) }
+        await cluster.kill9()
+        await writer.value
+        let acked = acknowledged.names
+        try await cluster.start()
+        let list = try await cluster.client().list(Kinds.configMap)
+        let stored = Set((list["items"]?.array ?? []).compactMap { $0["metadata"]?["name"]?.string })
+        let missing = acked.subtracting(stored)
+        #expect(missing.isEmpty, "acknowledged but lost: \(missing.sorted())")
+        #expect(stored.count >= acked.count)
+        print("durability: \(acked.count) writes acknowledged before kill -9, \(stored.count) stored after restart")
+        await cluster.stop()
+    }
+
+    @Test("watches resume from a resourceVersion; a compacted one is a 410 error event")
+    func watchResume() async throws {
+        let cluster = try ClusterFixture()
+        try await cluster.start(["--retain-changes", "50"])
+        let client = try cluster.client()
+        let first = try await client.create(Kinds.configMap, ["apiVersion": "v1", "kind": "ConfigMap", "metadata": ["name": "one"]])
+        _ = try await client.create(Kinds.configMap, ["apiVersion": "v1", "kind": "ConfigMap", "metadata": ["name": "two"]])
+        let events = try await client.watch(Kinds.configMap, namespace: "default", resourceVersion: first["metadata"]?["resourceVersion"]?.string)
+        _ = try await client.delete(Kinds.configMap, name: "one")
+        var seen: [String] = []
+        for try await event in events {
+            seen.append("\(event.type) \(event.object["metadata"]?["name"]?.string ?? "")")
+            if seen.count == 2 { break }
+        }
+        #expect(seen == ["ADDED two", "DELETED one"])
+
+        // Past the retained history: the watch answers with an ERROR event carrying 410 Gone.
+        for index in 0..<1000 {
+            _ = try await client.create(Kinds.configMap, ["apiVersion": "v1", "kind": "ConfigMap", "metadata": ["name": .string("filler-\(index)")]])
+        }
+        let old = try await client.watch(Kinds.configMap, namespace: "default", resourceVersion: "3")
+        let error = await #expect(throws: APIError.self) { for try await _ in old {} }
+        #expect(error?.code == 410 && error?.reason == .gone, "\(String(describing: error))")
+        #expect(error?.message.contains("too old resource version: 3") == true)
+        let curl = try await cluster.curl([cluster.url + "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=3"])
+        #expect(curl.stdout.contains(#""type":"ERROR""#) && curl.stdout.contains(#""code":410"#), "\(curl.stdout)")
+        await cluster.stop()
+    }
+
+    @Test("syncctl: apply (created/unchanged/configured), get, describe, delete; errors are one line")
+    func syncctlCommands() async throws {
+        let cluster = try ClusterFixture()
+        try await cluster.start()
+        let manifest = cluster.directory + "/vm.yaml"
+        try (seedVirtualMachine + "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  a: \"1\"\n").write(toFile: manifest, atomically: true, encoding: .utf8)
+        var result = try await cluster.syncctl(["apply", "-f", manifest])
+        #expect(result.stdout == "virtualmachine.kubevirt.io/example-decentralized-lm-vm created\nconfigmap/settings created\n", "\(result.stdout)\(result.stderr)")
+        result = try await cluster.syncctl(["apply", "-f", manifest])
+        #expect(result.stdout.contains("virtualmachine.kubevirt.io/example-decentralized-lm-vm unchanged"))
+        result = try await cluster.syncctl(["apply", "-f", "-"], input: seedVirtualMachine.replacingOccurrences(of: "runStrategy: Always", with: "runStrategy: Halted"))
+        #expect(result.stdout == "virtualmachine.kubevirt.io/example-decentralized-lm-vm configured\n")
+        result = try await cluster.syncctl(["get", "vm"])
+        #expect(result.stdout.hasPrefix("NAME"), "\(result.stdout)")
+        #expect(result.stdout.contains("example-decentralized-lm-vm"))
+        result = try await cluster.syncctl(["get", "vm", "example-decentralized-lm-vm", "-o", "json"])
+        #expect(try JSONValue.parse(Data(result.stdout.utf8))["spec"]?["runStrategy"] == "Halted")
+        result = try await cluster.syncctl(["describe", "vm", "example-decentralized-lm-vm"])
+        #expect(result.stdout.contains("Name:         example-decentralized-lm-vm"))
+        #expect(result.stdout.contains("runStrategy: Halted"))
+        result = try await cluster.syncctl(["delete", "-f", manifest])
+        #expect(result.status == 0)
+        result = try await cluster.syncctl(["get", "vm", "example-decentralized-lm-vm"])
+        #expect(result.status == 1)
+        #expect(result.stderr == "syncctl: Error from server (NotFound): virtualmachines.kubevirt.io \"example-decentralized-lm-vm\" not found\n")
+        result = try await cluster.syncctl(["get", "widgets"])
+        #expect(result.status == 1 && result.stderr.hasPrefix("syncctl: the server doesn't have a resource type \"widgets\""))
+        result = try await cluster.syncctl(["apply", "-f", "-"], input: "kind: [")
+        #expect(result.status == 1 && result.stderr.hasPrefix("syncctl: Error from server (BadRequest): the YAML is malformed"), "\(result.stderr)")
+        #expect(result.stderr.split(separator: "\n").count == 1)
+        await cluster.stop()
+    }
+}
+
+final class Acknowledged: @unchecked Sendable {
+    private let lock = NSLock()
+    private var set = Set<String>()
+    func add(_ name: String) { lock.withLock { _ = set.insert(name) } }
+    var count: Int { lock.withLock { set.count } }
+    var names: Set<String> { lock.withLock { set } }
+}
