@@ -18,6 +18,7 @@ let package = Package(
         .executable(name: "vmsync-bench", targets: ["Benchmarks"]),
         .executable(name: "vmsync-testbed", targets: ["vmsync-testbed"]),
         .executable(name: "sync-controller", targets: ["sync-controller"]),
+        .executable(name: "node-agent", targets: ["node-agent"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
@@ -79,12 +80,35 @@ let package = Package(
             name: "SyncController",
             dependencies: [
                 "ClusterAPI",
+                "Hypervisor",
                 "TLSTransport",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // The node daemon: runs VMIs through the local libvirt, reports their status.
+        .target(
+            name: "NodeAgent",
+            dependencies: [
+                "ClusterAPI",
+                "Hypervisor",
+                "TLSTransport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "node-agent",
+            dependencies: [
+                "ClusterAPI",
+                "NodeAgent",
+                "TLSTransport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings
@@ -172,7 +196,7 @@ let package = Package(
         // Real libvirt + QEMU through the local test bed; needs root (CI runs as root).
         .testTarget(
             name: "HypervisorIntegrationTests",
-            dependencies: ["Hypervisor", "TestBed", "TestSupport"],
+            dependencies: ["Hypervisor", "TestBed", "TestSupport", "ClusterAPI", "TLSTransport", "sync-controller", "node-agent", "syncctl"],
             swiftSettings: strictSettings
         ),
         .testTarget(

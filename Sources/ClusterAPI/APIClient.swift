@@ -27,6 +27,16 @@ public final class APIClient: Sendable {
         for connection in idle.withLockedValue({ $0 }) { connection.channel.close(promise: nil) }
     }
 
+    /// The endpoint of a server URL: `https://host:port`, or `unix:///path/to/socket` (TLS over a unix socket, e.g.
+    /// for agents inside network namespaces that share the controller's filesystem).
+    public static func endpoint(server: String) throws(APIError) -> Endpoint {
+        if server.hasPrefix("unix://") { return .unix(path: String(server.dropFirst("unix://".count))) }
+        guard let url = URL(string: server), url.scheme == "https", let host = url.host else {
+            throw APIError.badRequest("the server \"\(server)\" is neither https://HOST:PORT nor unix:///PATH")
+        }
+        return .tcp(host: host, port: url.port ?? 443)
+    }
+
     // MARK: Typed verbs
 
     public func get(_ kind: ResourceKind, namespace: String? = nil, name: String) async throws(APIError) -> JSONValue {

@@ -17,12 +17,13 @@ struct SyncControllerCommand: AsyncParsableCommand {
         commandName: "sync-controller", abstract: "The vmsync cluster controller: resource store and cluster API.")
 
     @Option(help: "Directory for the store (cluster.sqlite).") var data: String
-    @Option(help: "Address to serve the cluster API on (host:port, or unix:PATH).") var listen = "127.0.0.1:8443"
+    @Option(help: "Address to serve the cluster API on (host:port, or unix:PATH); repeatable.") var listen: [String] = ["127.0.0.1:8443"]
     @Option(help: "The controller's certificate (PEM, role controller).") var cert: String
     @Option(help: "Its private key (PEM).") var key: String
     @Option(help: "The cluster's CA bundle (PEM).") var ca: String
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
     @Option(help: "Changes kept for watches to resume from; older resourceVersions get 410 Gone.") var retainChanges: Int64 = 100_000
+    @Option(help: "Seconds without a heartbeat after which a node is NotReady.") var nodeGracePeriod = 40
 
     func run() async throws {
         var logger = Logger(label: "vmsync.sync-controller")
@@ -34,16 +35,23 @@ struct SyncControllerCommand: AsyncParsableCommand {
             let provider = try TLSContextProvider(identity: identity, trust: trust)
             let store = try SQLiteStore(path: data + "/cluster.sqlite", retainedChanges: retainChanges)
             try await ClusterDefaults.ensure(in: store)
-            let server = try await APIServer.start(on: try Endpoint(parsing: listen), provider: provider, handler: ClusterAPIHandler(store: store), logger: logger)
-            print("sync-controller: serving the cluster API on \(server.endpoint)")
+            let handler = ClusterAPIHandler(store: store)
+            var servers: [APIServer] = []
+            for address in listen {
+                let server = try await APIServer.start(on: try Endpoint(parsing: address), provider: provider, handler: handler, logger: logger)
+                print("sync-controller: serving the cluster API on \(server.endpoint)")
+                servers.append(server)
+            }
             fflush(nil)
+            let reconciler = ClusterReconciler(store: store, nodeGracePeriod: .seconds(nodeGracePeriod), logger: logger)
             await withTaskGroup(of: Void.self) { group in
-                group.addTask { await server.run() }
+                for server in servers { group.addTask { await server.run() } }
+                group.addTask { await reconciler.run() }
                 group.addTask { await Signals.wait(for: [SIGTERM, SIGINT]) }
                 await group.next()
                 group.cancelAll()
             }
-            await server.close()
+            for server in servers { await server.close() }
             print("sync-controller: stopped")
         } catch {
             FileHandle.standardError.write(Data("sync-controller: \(error)\n".utf8))

@@ -45,15 +45,15 @@ struct Kubeconfig {
         guard let userName = context["user"]?.string, let user = named("users", userName)?["user"] else {
             throw CLIError("context \"\(name)\" names no user the kubeconfig has")
         }
-        guard let server = cluster["server"]?.string, let url = URL(string: server), let host = url.host, url.scheme == "https" else {
-            throw CLIError("cluster \"\(clusterName)\" has no https:// server")
+        guard let server = cluster["server"]?.string, let endpoint = try? APIClient.endpoint(server: server) else {
+            throw CLIError("cluster \"\(clusterName)\" has no https:// (or unix://) server")
         }
         do {
             let caPEM = try pem(cluster, data: "certificate-authority-data", file: "certificate-authority", what: "cluster \(clusterName)'s CA")
             let certificatePEM = try pem(user, data: "client-certificate-data", file: "client-certificate", what: "user \(userName)'s certificate")
             let keyPEM = try pem(user, data: "client-key-data", file: "client-key", what: "user \(userName)'s key")
             let provider = try TLSContextProvider(identity: CertifiedKey(certificatePEM: certificatePEM, privateKeyPEM: keyPEM), trust: TrustBundle(pem: caPEM))
-            return Target(endpoint: .tcp(host: host, port: url.port ?? 443), provider: provider, namespace: context["namespace"]?.string ?? "default")
+            return Target(endpoint: endpoint, provider: provider, namespace: context["namespace"]?.string ?? "default")
         } catch let error as CLIError {
             throw error
         } catch let error as TransportError {

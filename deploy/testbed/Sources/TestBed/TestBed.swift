@@ -72,6 +72,15 @@ public final class TestBed: Sendable {
         try await TestSupport.run("/usr/sbin/ip", ["netns", "exec", node(name).namespace] + command, timeout: timeout)
     }
 
+    /// Starts a long-running process on node `name`: in its network namespace and its mount namespace (so it sees the
+    /// node's own /var/lib/libvirt, /var/lib/vmsync, …), as a node daemon would run there. Stop it by its PID.
+    public func start(on name: String, _ executable: String, _ arguments: [String]) throws -> ChildProcess {
+        let node = node(name)
+        return try ChildProcess("/usr/bin/nsenter", [
+            "--net=/run/netns/\(node.namespace)", "--mount=/proc/\(node.libvirtdPID)/ns/mnt", "--", executable,
+        ] + arguments)
+    }
+
     /// Cuts (or restores) node `name`'s link to the bed's switch.
     public func setLink(of name: String, up: Bool) async throws {
         let result = try await TestSupport.run(

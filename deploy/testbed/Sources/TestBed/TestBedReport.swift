@@ -4,13 +4,16 @@ public struct GuestFiles: Codable, Sendable, Hashable {
     public var kernel: String
     /// The busybox initramfs with the heartbeat init.
     public var initrd: String
+    /// A raw 64 MiB disk image that boots the same guest from BIOS (syslinux), for VMs without direct kernel boot.
+    public var bootDisk: String
     /// The kernel release, e.g. "6.1.0-56-cloud-amd64".
     public var kernelRelease: String
 
     /// Describes a built guest.
-    public init(kernel: String, initrd: String, kernelRelease: String) {
+    public init(kernel: String, initrd: String, bootDisk: String, kernelRelease: String) {
         self.kernel = kernel
         self.initrd = initrd
+        self.bootDisk = bootDisk
         self.kernelRelease = kernelRelease
     }
 
@@ -40,6 +43,9 @@ public struct TestBedNode: Codable, Sendable, Hashable {
     public var imagesDirectory: String
     /// libvirtd's log file.
     public var logFile: String
+
+    /// The node's private /var/lib/vmsync (local storage classes live there), as the host sees it.
+    public var localStorage: String { directory + "/root/var/lib/vmsync" }
 
     /// Describes a node.
     public init(

@@ -51,7 +51,7 @@ final class Bed {
         let images = root + "/images"
         let hostUUID = UUID().uuidString.lowercased()
         let files = FileManager.default
-        for path in ["etc/libvirt", "var/lib/libvirt", "run/libvirt", "var/log/libvirt/qemu", "var/cache/libvirt/qemu/capabilities"] {
+        for path in ["etc/libvirt", "var/lib/libvirt", "run/libvirt", "var/log/libvirt/qemu", "var/cache/libvirt/qemu/capabilities", "var/lib/vmsync"] {
             try files.createDirectory(atPath: root + "/root/" + path, withIntermediateDirectories: true)
         }
         for path in [socketDirectory, images] { try files.createDirectory(atPath: path, withIntermediateDirectories: true) }
@@ -100,7 +100,7 @@ final class Bed {
         // (it stays our child; the QEMUs it daemonizes become ours as orphans).
         let script = """
             set -e
-            for p in /etc/libvirt /var/lib/libvirt /run/libvirt /var/log/libvirt /var/cache/libvirt; do
+            for p in /etc/libvirt /var/lib/libvirt /run/libvirt /var/log/libvirt /var/cache/libvirt /var/lib/vmsync; do
               mkdir -p "$p"; mount --bind "\(root)/root$p" "$p"
             done
             mount --bind "\(root)/passwd" /etc/passwd

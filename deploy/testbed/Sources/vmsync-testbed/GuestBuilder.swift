@@ -15,17 +15,19 @@ struct GuestBuilder {
     /// The virtio modules, in the order their symbols need.
     static let modules = ["virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "virtio_blk"]
     /// Bumped whenever the init script or the layout changes, so caches rebuild.
-    static let layoutVersion = "1"
+    static let layoutVersion = "2"
 
     /// The cached guest, built first if missing.
     func build() throws -> GuestFiles {
         let kernel = cacheDirectory + "/vmlinuz"
         let initrd = cacheDirectory + "/initrd.img"
         let stamp = cacheDirectory + "/stamp"
+        let disk = cacheDirectory + "/disk.img"
         if let existing = try? String(contentsOfFile: stamp, encoding: .utf8), existing.hasPrefix(Self.layoutVersion + " "),
-            FileManager.default.fileExists(atPath: kernel), FileManager.default.fileExists(atPath: initrd)
+            FileManager.default.fileExists(atPath: kernel), FileManager.default.fileExists(atPath: initrd),
+            FileManager.default.fileExists(atPath: disk)
         {
-            return GuestFiles(kernel: kernel, initrd: initrd, kernelRelease: String(existing.dropFirst(Self.layoutVersion.count + 1)))
+            return GuestFiles(kernel: kernel, initrd: initrd, bootDisk: disk, kernelRelease: String(existing.dropFirst(Self.layoutVersion.count + 1)))
         }
         try FileManager.default.createDirectory(atPath: cacheDirectory, withIntermediateDirectories: true)
         let work = cacheDirectory + "/work-\(getpid())"
@@ -59,11 +61,28 @@ struct GuestBuilder {
 
         try FileManager.default.copyItem(atPath: boot + "/" + vmlinuz, toPath: work + "/vmlinuz")
         try archive.finish().write(to: URL(fileURLWithPath: work + "/initrd.img"))
-        for (name, target) in [("vmlinuz", kernel), ("initrd.img", initrd)] {
+        try Self.makeBootDisk(at: work + "/disk.img", kernel: work + "/vmlinuz", initrd: work + "/initrd.img", work: work)
+        for (name, target) in [("vmlinuz", kernel), ("initrd.img", initrd), ("disk.img", disk)] {
             guard rename(work + "/" + name, target) == 0 else { throw LaunchError("cannot move \(name) into \(cacheDirectory)") }
         }
         try "\(Self.layoutVersion) \(release)".write(toFile: stamp, atomically: true, encoding: .utf8)
-        return GuestFiles(kernel: kernel, initrd: initrd, kernelRelease: release)
+        return GuestFiles(kernel: kernel, initrd: initrd, bootDisk: disk, kernelRelease: release)
+    }
+
+    /// A 64 MiB raw disk that boots the guest by itself: a partitionless FAT volume ("superfloppy") with syslinux in
+    /// its boot sector, the kernel and the initramfs — written with mtools, no loop device or mount. The files sit in
+    /// the first 32 MiB (the static region); the guest's tick sector at 48 MiB lies in free clusters.
+    private static func makeBootDisk(at path: String, kernel: String, initrd: String, work: String) throws {
+        guard FileManager.default.createFile(atPath: path, contents: nil) else { throw LaunchError("cannot create \(path)") }
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try handle.truncate(atOffset: 64 << 20)
+        try handle.close()
+        try Spawn.run("mformat", ["-i", path, "-v", "VMSYNC", "-t", "64", "-h", "64", "-s", "32", "::"])
+        try Spawn.run("syslinux", ["--install", path])
+        let config = work + "/syslinux.cfg"
+        try "DEFAULT vmsync\nPROMPT 0\nTIMEOUT 0\nLABEL vmsync\n  KERNEL vmlinuz\n  INITRD initrd.img\n  APPEND \(GuestFiles.commandLine)\n"
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        try Spawn.run("mcopy", ["-i", path, kernel, initrd, config, "::/"])
     }
 
     /// The versioned kernel package behind Debian's `linux-image-cloud-amd64`.

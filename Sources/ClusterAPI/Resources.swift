@@ -1,0 +1,46 @@
+/// Names and helpers shared by the controller, the agents and the CLI.
+public enum Resources {
+    /// The finalizer the VM controller puts on every VMI it creates, removed once the node has stopped the domain.
+    public static let vmiFinalizer = "kubevirt.io/virtualMachineControllerFinalize"
+    /// Label every node carries with its name.
+    public static let hostnameLabel = "kubernetes.io/hostname"
+    /// Annotation marking the default StorageClass.
+    public static let defaultClassAnnotation = "storageclass.kubernetes.io/is-default-class"
+    /// The drain taint (seed 000's batch migration).
+    public static let drainTaintKey = "kubevirt.io/drain"
+
+    /// The libvirt domain name of a VMI.
+    public static func domainName(namespace: String, name: String) -> String { "\(namespace)_\(name)" }
+
+    /// The current time as Kubernetes writes it.
+    public static func now() -> String { Date.now.formatted(.iso8601) }
+
+    /// A condition object.
+    public static func condition(_ type: String, _ status: Bool?, reason: String, message: String = "") -> JSONValue {
+        [
+            "type": .string(type), "status": .string(status.map { $0 ? "True" : "False" } ?? "Unknown"), "reason": .string(reason),
+            "message": .string(message), "lastTransitionTime": .string(now()), "lastProbeTime": .null,
+        ]
+    }
+
+    /// `conditions` with `condition` put in place of the one of the same type; the transition time is kept when the
+    /// status did not change. Returns nil when nothing changed (so callers write only on change).
+    public static func setting(_ condition: JSONValue, in conditions: JSONValue?) -> JSONValue? {
+        var list = conditions?.array ?? []
+        let type = condition["type"]?.string
+        if let index = list.firstIndex(where: { $0["type"]?.string == type }) {
+            let old = list[index]
+            if old["status"] == condition["status"], old["reason"] == condition["reason"], old["message"] == condition["message"] {
+                return nil
+            }
+            var updated = condition
+            if old["status"] == condition["status"] { updated["lastTransitionTime"] = old["lastTransitionTime"] }
+            list[index] = updated
+        } else {
+            list.append(condition)
+        }
+        return .array(list)
+    }
+}
+
+import Foundation

@@ -1,0 +1,280 @@
+public import ClusterAPI
+import Foundation
+import Hypervisor
+public import Logging
+
+/// The node daemon: registers its Node (capacity, addresses, CPU-model labels), renews its heartbeat, runs the VMIs
+/// scheduled to it through the local libvirt, reports their status, re-adopts domains that already run, and keeps
+/// DataVolume images on this node in step with their objects.
+public actor NodeAgent {
+    /// What the agent needs to know about its node.
+    public struct Configuration: Sendable {
+        public var name: String
+        public var address: String
+        public var libvirtURI: String
+        /// Where serial console sockets of the guests go.
+        public var runDirectory: String
+        public var heartbeatInterval: Duration
+        /// Memory offered to VMs (default: the machine's).
+        public var memoryBytes: UInt64?
+
+        public init(name: String, address: String, libvirtURI: String, runDirectory: String, heartbeatInterval: Duration = .seconds(10), memoryBytes: UInt64? = nil) {
+            self.name = name
+            self.address = address
+            self.libvirtURI = libvirtURI
+            self.runDirectory = runDirectory
+            self.heartbeatInterval = heartbeatInterval
+            self.memoryBytes = memoryBytes
+        }
+    }
+
+    let configuration: Configuration
+    let client: APIClient
+    let logger: Logger
+    private var libvirt: Connection?
+    private var volumes: Volumes { Volumes(client: client) }
+
+    public init(configuration: Configuration, client: APIClient, logger: Logger = Logger(label: "vmsync.node-agent")) {
+        self.configuration = configuration
+        self.client = client
+        self.logger = logger
+    }
+
+    /// Runs until cancelled.
+    public func run() async throws {
+        let libvirt = try await Connection.open(configuration.libvirtURI)
+        self.libvirt = libvirt
+        try await register(libvirt)
+        try FileManager.default.createDirectory(atPath: configuration.runDirectory, withIntermediateDirectories: true)
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.heartbeatLoop() }
+            group.addTask { await self.vmiLoop() }
+            group.addTask { await self.dataVolumeLoop() }
+            await group.next()
+            group.cancelAll()
+        }
+        await libvirt.close()
+    }
+
+    // MARK: Node
+
+    private func register(_ libvirt: Connection) async throws {
+        let capabilities = try await libvirt.cpuCapabilities()
+        var labels = capabilities.nodeLabels()
+        labels[Resources.hostnameLabel] = configuration.name
+        labels["kubevirt.io/schedulable"] = "true"
+        let memory = configuration.memoryBytes ?? Self.machineMemory()
+        let cpus = ProcessInfo.processInfo.activeProcessorCount
+        let node: JSONValue = ["apiVersion": "v1", "kind": "Node", "metadata": ["name": .string(configuration.name), "labels": JSONValue(labels)]]
+        var registered = false
+        do {
+            _ = try await client.create(Kinds.node, node)
+        } catch {
+            guard error.code == 409 else { throw error }
+            registered = true
+        }
+        if registered {
+            // Registered before: refresh the labels, keep what the operator set (taints, other labels).
+            let existing = try await client.get(Kinds.node, name: configuration.name)
+            let stale = (existing["metadata"]?["labels"]?.stringMap ?? [:]).keys.filter {
+                $0.hasPrefix("cpu-model") || $0.hasPrefix("host-model") || $0.hasPrefix("cpu-feature")
+            }
+            var patch: [String: JSONValue] = [:]
+            for key in stale { patch[key] = .null }
+            for (key, value) in labels { patch[key] = .string(value) }
+            _ = try await client.patch(Kinds.node, name: configuration.name, ["metadata": ["labels": .object(patch)]])
+        }
+        let status: JSONValue = [
+            "capacity": ["cpu": .string(String(cpus)), "memory": .string("\(memory >> 20)Mi")],
+            "allocatable": ["cpu": .string(String(cpus)), "memory": .string("\(memory >> 20)Mi")],
+            "addresses": [["type": "InternalIP", "address": .string(configuration.address)], ["type": "Hostname", "address": .string(configuration.name)]],
+            "conditions": [readyCondition()],
+            "nodeInfo": ["kubeletVersion": "vmsync-node-agent", "architecture": "amd64", "operatingSystem": "linux"],
+            "libvirtURI": .string(configuration.libvirtURI),
+        ]
+        _ = try await client.patch(Kinds.node, name: configuration.name, ["status": status], status: true)
+        logger.info("node registered", metadata: ["node": "\(configuration.name)", "labels": "\(labels.count)"])
+    }
+
+    private func readyCondition() -> JSONValue {
+        var condition = Resources.condition("Ready", true, reason: "AgentReady", message: "node-agent is posting ready status")
+        condition["lastHeartbeatTime"] = .string(Resources.now())
+        return condition
+    }
+
+    private func heartbeatLoop() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.heartbeatInterval)
+            do {
+                _ = try await client.patch(Kinds.node, name: configuration.name, ["status": ["conditions": [readyCondition()]]], status: true)
+            } catch {
+                logger.warning("heartbeat failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    static func machineMemory() -> UInt64 {
+        guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8),
+            let line = text.split(separator: "\n").first(where: { $0.hasPrefix("MemTotal:") }),
+            let kib = UInt64(line.split(separator: " ").dropFirst().first ?? "")
+        else { return 4 << 30 }
+        return kib * 1024
+    }
+
+    // MARK: VMIs
+
+    /// Lists the VMIs on this node, reconciles them, then follows a watch; re-lists every few seconds and after any
+    /// watch failure (level-based: each pass looks at the current state).
+    private func vmiLoop() async {
+        let selector = "status.nodeName=\(configuration.name)"
+        while !Task.isCancelled {
+            do {
+                let list = try await client.list(Kinds.virtualMachineInstance, fieldSelector: selector)
+                for vmi in list["items"]?.array ?? [] { await reconcile(vmi) }
+                let events = try await client.watch(
+                    Kinds.virtualMachineInstance, fieldSelector: selector, resourceVersion: list["metadata"]?["resourceVersion"]?.string,
+                    timeoutSeconds: 5)
+                for try await event in events where event.type != "DELETED" {
+                    await reconcile(event.object)
+                }
+            } catch {
+                logger.warning("VMI watch failed", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+
+    private func reconcile(_ vmi: JSONValue) async {
+        let namespace = vmi["metadata"]?["namespace"]?.string ?? "default"
+        let name = vmi["metadata"]?["name"]?.string ?? ""
+        do {
+            try await reconcileOrThrow(vmi)
+        } catch {
+            logger.warning("VMI reconcile failed", metadata: ["vmi": "\(namespace)/\(name)", "error": "\(error)"])
+            let message: String = (error as? APIError)?.message ?? (error as? HypervisorError)?.description ?? "\(error)"
+            await patchStatus(vmi, ["phase": "Failed", "reason": "DomainFailed", "message": .string(message)])
+        }
+    }
+
+    private func reconcileOrThrow(_ vmi: JSONValue) async throws {
+        guard let libvirt else { return }
+        let namespace = vmi["metadata"]?["namespace"]?.string ?? "default"
+        let name = vmi["metadata"]?["name"]?.string ?? ""
+        let domainName = Resources.domainName(namespace: namespace, name: name)
+        let phase = vmi["status"]?["phase"]?.string ?? "Pending"
+        let existing = try? await libvirt.domain(named: domainName)
+        let state = try? await existing?.state()
+
+        if vmi["metadata"]?["deletionTimestamp"] != nil {
+            if let existing {
+                try? await existing.destroy()
+                try? await existing.undefine()
+                logger.info("domain stopped for deleted VMI", metadata: ["vmi": "\(namespace)/\(name)"])
+            }
+            if phase != "Succeeded" && phase != "Failed" {
+                await patchStatus(vmi, ["phase": "Succeeded", "reason": "Deleted", "message": "the VMI was deleted; its domain is gone"])
+            }
+            return
+        }
+        switch phase {
+        case "Scheduled", "Running", "Unknown":
+            if let existing, state == .running || state == .paused || state == .blocked {
+                // Running already (re-adopted after an agent restart, or started by the previous pass).
+                if phase != "Running" || vmi["status"]?["nodeName"]?.string != configuration.name {
+                    await patchStatus(vmi, ["phase": "Running", "conditions": [Resources.condition("Ready", true, reason: "DomainRunning")]])
+                }
+                _ = existing
+                return
+            }
+            if phase == "Running", existing != nil {
+                // It ran here and stopped on its own.
+                await patchStatus(vmi, ["phase": state == .shutOff ? "Succeeded" : "Failed", "reason": .string("Domain\(state?.rawValue.capitalized ?? "Gone")"),
+                                        "conditions": [Resources.condition("Ready", false, reason: "DomainStopped")]])
+                return
+            }
+            try await start(vmi, domainName: domainName, libvirt: libvirt, existing: existing)
+        default:
+            return
+        }
+    }
+
+    private func start(_ vmi: JSONValue, domainName: String, libvirt: Connection, existing: Domain?) async throws {
+        let namespace = vmi["metadata"]?["namespace"]?.string ?? "default"
+        var disks: [String: (path: String, format: String)] = [:]
+        var volumeStatus: [JSONValue] = []
+        for volume in vmi["spec"]?["volumes"]?.array ?? [] {
+            guard let volumeName = volume["name"]?.string else { continue }
+            let dataVolumeName = volume["dataVolume"]?["name"]?.string ?? volume["persistentVolumeClaim"]?["claimName"]?.string
+            if let dataVolumeName {
+                let dataVolume = try await client.get(Kinds.dataVolume, namespace: namespace, name: dataVolumeName)
+                let disk = try await volumes.disk(for: dataVolume)
+                try await volumes.ensure(disk, source: dataVolume["spec"]?["source"])
+                disks[volumeName] = (disk.path, disk.format)
+                volumeStatus.append([
+                    "name": .string(volumeName), "phase": "Ready", "reason": "VolumeReady",
+                    "persistentVolumeClaimInfo": ["claimName": .string(dataVolumeName), "capacity": ["storage": .string("\(disk.bytes)")],
+                                                  "storageClass": .string(disk.storageClass), "shared": .bool(disk.shared), "path": .string(disk.path)],
+                ])
+            } else if let capacity = Quantity(volume["emptyDisk"]?["capacity"])?.bytes {
+                let path = "\(configuration.runDirectory)/\(domainName)-\(volumeName).qcow2"
+                if !FileManager.default.fileExists(atPath: path) { try await Volumes.qemuImg(["create", "-q", "-f", "qcow2", path, String(capacity)]) }
+                disks[volumeName] = (path, "qcow2")
+            } else if volume["containerDisk"] != nil {
+                throw APIError.badRequest("volume \"\(volumeName)\": containerDisk volumes are not supported by vmsync nodes")
+            }
+        }
+        let kubeVirt = try? await client.get(Kinds.kubeVirt, namespace: "kubevirt", name: "kubevirt")
+        let spec = try DomainMapping.spec(
+            for: vmi, disks: disks, serialSocket: "\(configuration.runDirectory)/\(domainName).serial",
+            clusterCPUModel: kubeVirt?["spec"]?["configuration"]?["cpuModel"]?.string)
+        try await libvirt.checkCPU(of: spec)
+        if let existing { try? await existing.undefine() }
+        let domain = try await libvirt.define(spec)
+        try await domain.start()
+        logger.info("domain started", metadata: ["domain": "\(domainName)"])
+        await patchStatus(vmi, [
+            "phase": "Running", "reason": .null, "message": .null,
+            "conditions": [Resources.condition("Ready", true, reason: "DomainRunning")],
+            "volumeStatus": .array(volumeStatus),
+            "guestOSInfo": ["name": "vmsync tiny guest"],
+            "interfaces": [],
+            "launcherDomain": .string(domainName),
+            "serialConsole": .string(spec.serialSocket ?? ""),
+        ])
+    }
+
+    private func patchStatus(_ vmi: JSONValue, _ changes: JSONValue) async {
+        let namespace = vmi["metadata"]?["namespace"]?.string ?? "default"
+        let name = vmi["metadata"]?["name"]?.string ?? ""
+        var status = changes
+        if let conditions = changes["conditions"]?.array {
+            var merged = vmi["status"]?["conditions"]
+            for condition in conditions { merged = Resources.setting(condition, in: merged) ?? merged }
+            status["conditions"] = merged
+        }
+        do {
+            _ = try await client.patch(Kinds.virtualMachineInstance, namespace: namespace, name: name, ["status": status], status: true)
+        } catch {
+            logger.warning("VMI status write failed", metadata: ["vmi": "\(namespace)/\(name)", "error": "\(error)"])
+        }
+    }
+
+    // MARK: DataVolumes
+
+    private func dataVolumeLoop() async {
+        while !Task.isCancelled {
+            do {
+                let events = try await client.watch(Kinds.dataVolume, resourceVersion: String(try await currentVersion()), timeoutSeconds: 30)
+                for try await event in events where event.type == "DELETED" {
+                    await volumes.remove(event.object)
+                }
+            } catch {
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+
+    private func currentVersion() async throws(APIError) -> Int64 {
+        Int64(try await client.list(Kinds.dataVolume)["metadata"]?["resourceVersion"]?.string ?? "0") ?? 0
+    }
+}

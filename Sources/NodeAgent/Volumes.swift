@@ -1,0 +1,129 @@
+import ClusterAPI
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Disks of DataVolumes on this node: where a volume's image lives, creating it (blank, or from an image file), and
+/// removing it when its DataVolume goes. Image work runs `qemu-img` on a thread of its own.
+struct Volumes: Sendable {
+    let client: APIClient
+
+    /// A DataVolume's disk as this node sees it.
+    struct Disk: Sendable {
+        var path: String
+        var format: String
+        var bytes: UInt64
+        var shared: Bool
+        var storageClass: String
+    }
+
+    /// Where `dataVolume`'s image is (or goes) on this node.
+    func disk(for dataVolume: JSONValue) async throws(APIError) -> Disk {
+        let namespace = dataVolume["metadata"]?["namespace"]?.string ?? "default"
+        let name = dataVolume["metadata"]?["name"]?.string ?? ""
+        let storage = dataVolume["spec"]?["storage"] ?? dataVolume["spec"]?["pvc"] ?? [:]
+        let storageClass = try await self.storageClass(named: storage["storageClassName"]?.string, for: "datavolume \(namespace)/\(name)")
+        let size = Quantity(storage["resources"]?["requests"]?["storage"])?.bytes ?? 0
+        guard let directory = storageClass["directory"]?.string else {
+            throw APIError.badRequest("storageclass \"\(storageClass["metadata"]?["name"]?.string ?? "")\" has no directory")
+        }
+        return Disk(
+            path: "\(directory)/\(namespace)-\(name).qcow2", format: "qcow2", bytes: size, shared: storageClass["shared"]?.bool ?? false,
+            storageClass: storageClass["metadata"]?["name"]?.string ?? "")
+    }
+
+    /// The named StorageClass, or the default one.
+    func storageClass(named name: String?, for user: String) async throws(APIError) -> JSONValue {
+        if let name { return try await client.get(Kinds.storageClass, name: name) }
+        let classes = try await client.list(Kinds.storageClass)["items"]?.array ?? []
+        guard let preferred = classes.first(where: { $0["metadata"]?["annotations"]?[Resources.defaultClassAnnotation]?.string == "true" }) ?? (classes.count == 1 ? classes.first : nil) else {
+            throw APIError.badRequest("\(user) names no storageClassName and the cluster has no default StorageClass")
+        }
+        return preferred
+    }
+
+    /// Creates the image if it is not there yet: blank of the requested size, or converted from the source image
+    /// file (`source.http.url: file:///…`) and grown to the requested size.
+    func ensure(_ disk: Disk, source: JSONValue?) async throws(APIError) {
+        if FileManager.default.fileExists(atPath: disk.path) { return }
+        try? FileManager.default.createDirectory(atPath: (disk.path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        let partial = disk.path + ".partial"
+        if let url = source?["http"]?["url"]?.string {
+            guard url.hasPrefix("file://") else {
+                throw APIError.badRequest("data source \(url) is not supported here; use file:///path/to/image")
+            }
+            try await Self.qemuImg(["convert", "-O", disk.format, String(url.dropFirst("file://".count)), partial])
+            if disk.bytes > 0 {
+                let current = try await Self.virtualSize(partial)
+                if disk.bytes > current { try await Self.qemuImg(["resize", "-f", disk.format, partial, String(disk.bytes)]) }
+            }
+        } else {
+            guard disk.bytes > 0 else { throw APIError.badRequest("a blank DataVolume needs spec.storage.resources.requests.storage") }
+            try await Self.qemuImg(["create", "-q", "-f", disk.format, partial, String(disk.bytes)])
+        }
+        guard rename(partial, disk.path) == 0 else { throw APIError.internalError("cannot move \(partial) into place") }
+    }
+
+    /// Removes the image of a deleted DataVolume, if this node has it (where the status says it was written, which
+    /// still works when its StorageClass went first).
+    func remove(_ dataVolume: JSONValue) async {
+        if let path = dataVolume["status"]?["path"]?.string {
+            try? FileManager.default.removeItem(atPath: path)
+        } else if let disk = try? await disk(for: dataVolume) {
+            try? FileManager.default.removeItem(atPath: disk.path)
+        }
+    }
+
+    static func virtualSize(_ path: String) async throws(APIError) -> UInt64 {
+        let output = try await qemuImg(["info", "--output=json", path])
+        return UInt64((try? JSONValue.parse(Data(output.utf8)))?["virtual-size"]?.int ?? 0)
+    }
+
+    /// Runs qemu-img; a failure is an error with its message.
+    @discardableResult
+    static func qemuImg(_ arguments: [String]) async throws(APIError) -> String {
+        let result: Result<String, APIError> = await withCheckedContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(returning: run("/usr/bin/qemu-img", arguments))
+            }
+        }
+        return try result.get()
+    }
+
+    private static func run(_ executable: String, _ arguments: [String]) -> Result<String, APIError> {
+        var output: [Int32] = [0, 0]
+        guard pipe(&output) == 0 else { return .failure(.internalError("pipe failed")) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, output[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, output[1], 2)
+        posix_spawn_file_actions_addclose(&actions, output[0])
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
+        close(output[1])
+        guard spawned == 0 else {
+            close(output[0])
+            return .failure(.internalError("cannot run \(executable): \(String(cString: strerror(spawned)))"))
+        }
+        let text = String(decoding: FileHandle(fileDescriptor: output[0], closeOnDealloc: true).readDataToEndOfFile(), as: UTF8.self)
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        guard status == 0 else {
+            return .failure(.internalError("qemu-img \(arguments.joined(separator: " ")): \(text.trimmingCharacters(in: .whitespacesAndNewlines))"))
+        }
+        return .success(text)
+    }
+}

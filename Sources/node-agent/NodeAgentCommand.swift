@@ -1,0 +1,82 @@
+import ArgumentParser
+import ClusterAPI
+import Foundation
+import Logging
+import NodeAgent
+import TLSTransport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `node-agent`: one per host.
+@main
+struct NodeAgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "node-agent", abstract: "The vmsync node daemon: runs the VMIs scheduled to this node.")
+
+    @Option(help: "This node's name (its certificate's CN).") var name: String
+    @Option(help: "This node's address.") var address: String
+    @Option(help: "The cluster API: https://HOST:PORT or unix:///PATH.") var server: String
+    @Option(help: "The node's certificate (PEM, role node).") var cert: String
+    @Option(help: "Its private key (PEM).") var key: String
+    @Option(help: "The cluster's CA bundle (PEM).") var ca: String
+    @Option(help: "The local libvirt URI.") var libvirt = "qemu:///system"
+    @Option(help: "Directory for console sockets and scratch disks.") var runDir = "/run/vmsync"
+    @Option(help: "Seconds between heartbeats.") var heartbeat = 10
+    @Option(help: "Memory offered to VMs, MiB (default: the machine's).") var memoryMiB: UInt64?
+
+    func run() async throws {
+        var logger = Logger(label: "vmsync.node-agent")
+        logger.logLevel = .info
+        do {
+            let endpoint = try APIClient.endpoint(server: server)
+            let identity = try CertifiedKey(certificatePEM: try String(contentsOfFile: cert, encoding: .utf8), privateKeyPEM: try String(contentsOfFile: key, encoding: .utf8))
+            let provider = try TLSContextProvider(identity: identity, trust: try TrustBundle(pem: try String(contentsOfFile: ca, encoding: .utf8)))
+            let client = APIClient(endpoint: endpoint, provider: provider)
+            let agent = NodeAgent(
+                configuration: .init(name: name, address: address, libvirtURI: libvirt, runDirectory: runDir,
+                                     heartbeatInterval: .seconds(heartbeat), memoryBytes: memoryMiB.map { $0 << 20 }),
+                client: client, logger: logger)
+            print("node-agent \(name): starting (libvirt \(libvirt), cluster \(server))")
+            fflush(nil)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await agent.run() }
+                group.addTask { await waitForTermination() }
+                try await group.next()
+                group.cancelAll()
+            }
+            print("node-agent \(name): stopped")
+        } catch {
+            FileHandle.standardError.write(Data("node-agent: \(error)\n".utf8))
+            throw ExitCode.failure
+        }
+    }
+}
+
+struct CLIFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Returns on SIGTERM or SIGINT.
+func waitForTermination() async {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        let once = NSLock()
+        nonisolated(unsafe) var resumed = false
+        nonisolated(unsafe) var sources: [any DispatchSourceSignal] = []
+        for number in [SIGTERM, SIGINT] {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler {
+                once.lock()
+                defer { once.unlock() }
+                guard !resumed else { return }
+                resumed = true
+                _ = sources
+                continuation.resume()
+            }
+            source.resume()
+            sources.append(source)
+        }
+    }
+}

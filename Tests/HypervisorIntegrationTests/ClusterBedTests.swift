@@ -1,0 +1,277 @@
+import ClusterAPI
+import Foundation
+import Hypervisor
+import TLSTransport
+import TestBed
+import TestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+let binaries = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? "/").deletingLastPathComponent()
+
+extension RealLibvirt {
+    /// One cluster on the bed: a sync-controller and a node agent on each of two libvirt nodes, driven with syncctl.
+    @Suite("One cluster: controller, two node agents, real guests", .serialized, .enabled(if: canRunTestBed), .testBed(nodes: 2))
+    struct ClusterBedTests {
+        @Test("apply the seed's VM: the guest runs on a node; stop/start by runStrategy; kill -9 of an agent re-adopts; delete removes domain and disk")
+        func virtualMachineLifecycle() async throws {
+            let bed = try currentBed()
+            let cluster = try await BedCluster.start(bed)
+            defer { cluster.stopAll() }
+            let manifest = """
+                apiVersion: storage.k8s.io/v1
+                kind: StorageClass
+                metadata:
+                  name: local
+                  annotations:
+                    storageclass.kubernetes.io/is-default-class: "true"
+                directory: /var/lib/vmsync/images
+                shared: false
+                ---
+                apiVersion: cdi.kubevirt.io/v1beta1
+                kind: DataVolume
+                metadata:
+                  name: example-decentralized-lm-vm-dv
+                spec:
+                  source:
+                    http:
+                      url: file://\(bed.report.guest.bootDisk)
+                  storage:
+                    storageClassName: local
+                    resources:
+                      requests:
+                        storage: 64Mi
+                ---
+                \(seedManifest)
+                """
+            let file = bed.report.directory + "/cluster.yaml"
+            try manifest.write(toFile: file, atomically: true, encoding: .utf8)
+            var result = try await cluster.syncctl(["apply", "-f", file])
+            #expect(result.status == 0, "\(result.stderr)")
+            #expect(result.stdout.contains("virtualmachine.kubevirt.io/example-decentralized-lm-vm created"))
+
+            // The VMI is scheduled, the node starts the real guest, and its heartbeat comes.
+            let vmi = try await cluster.waitFor("vmi example-decentralized-lm-vm Running") {
+                let vmi = try await cluster.admin.get(Kinds.virtualMachineInstance, name: "example-decentralized-lm-vm")
+                return vmi["status"]?["phase"]?.string == "Running" ? vmi : nil
+            }
+            let nodeName = try #require(vmi["status"]?["nodeName"]?.string, "\(vmi.jsonString())")
+            let node = bed.node(nodeName)
+            let domainName = "default_example-decentralized-lm-vm"
+            let heartbeat = HeartbeatMonitor(paths: [node.imagesDirectory + "/\(domainName).serial"])
+            defer { heartbeat.stop() }
+            #expect(await heartbeat.waitForTicks(3, timeout: 60), "the guest booted from its DataVolume and ticks")
+            result = try await cluster.syncctl(["get", "vmi"])
+            #expect(result.stdout.contains("Running") && result.stdout.contains(nodeName), "\(result.stdout)")
+            result = try await cluster.syncctl(["describe", "vmi", "example-decentralized-lm-vm"])
+            #expect(result.stdout.contains("LiveMigratable"), "\(result.stdout)")
+            let vm = try await cluster.waitFor("vm Running") {
+                let vm = try await cluster.admin.get(Kinds.virtualMachine, name: "example-decentralized-lm-vm")
+                return vm["status"]?["printableStatus"]?.string == "Running" ? vm : nil
+            }
+            #expect(vm["status"]?["ready"] == true)
+            let diskPath = node.localStorage + "/images/default-example-decentralized-lm-vm-dv.qcow2"
+            #expect(FileManager.default.fileExists(atPath: diskPath), "the agent created the disk on its node's local storage")
+            let labels = try await cluster.admin.get(Kinds.node, name: nodeName)["metadata"]?["labels"]?.stringMap ?? [:]
+            #expect(labels.keys.contains { $0.hasPrefix("host-model-cpu.node.kubevirt.io/") }, "the node carries its CPU-model labels")
+
+            // kill -9 of the agent: the guest keeps running; a new agent re-adopts it without a restart.
+            let ticksBefore = heartbeat.ticks.count
+            await cluster.killAgent(nodeName)
+            #expect(await heartbeat.waitForTicks(5), "the guest keeps running without its agent")
+            try cluster.startAgent(nodeName)
+            try await Task.sleep(for: .seconds(3))
+            let libvirt = try await Connection.open(node.uri)
+            #expect(try await libvirt.domain(named: domainName).state() == .running)
+            #expect(heartbeat.analysis().lost.isEmpty && heartbeat.ticks.count > ticksBefore, "no restart: the tick counter went on")
+            #expect(try await cluster.admin.get(Kinds.virtualMachineInstance, name: "example-decentralized-lm-vm")["status"]?["phase"] == "Running")
+
+            // Stop and start through runStrategy; the disk survives.
+            _ = try await cluster.admin.patch(Kinds.virtualMachine, name: "example-decentralized-lm-vm", ["spec": ["runStrategy": "Halted"]])
+            _ = try await cluster.waitFor("vm Stopped") {
+                let vm = try await cluster.admin.get(Kinds.virtualMachine, name: "example-decentralized-lm-vm")
+                return vm["status"]?["printableStatus"]?.string == "Stopped" ? vm : nil
+            }
+            #expect(try await !libvirt.domainNames().contains(domainName), "the domain is gone")
+            #expect(FileManager.default.fileExists(atPath: diskPath), "the disk stays while the VM is stopped")
+            _ = try await cluster.admin.patch(Kinds.virtualMachine, name: "example-decentralized-lm-vm", ["spec": ["runStrategy": "Always"]])
+            let again = try await cluster.waitFor("vmi Running again") {
+                let vmi = try? await cluster.admin.get(Kinds.virtualMachineInstance, name: "example-decentralized-lm-vm")
+                return vmi?["status"]?["phase"]?.string == "Running" ? vmi : nil
+            }
+            #expect(again["status"]?["nodeName"]?.string == nodeName, "the local DataVolume binds the VMI to its node")
+
+            // Delete: the domain and the disk go.
+            result = try await cluster.syncctl(["delete", "-f", file])
+            #expect(result.status == 0, "\(result.stderr)")
+            _ = try await cluster.waitFor("domain and disk gone") {
+                let names = try await libvirt.domainNames()
+                return !names.contains(domainName) && !FileManager.default.fileExists(atPath: diskPath) ? true : nil
+            }
+            await libvirt.close()
+        }
+
+        @Test("a VMI that fits no node says why; a node whose agent stops posting goes NotReady, and Ready again when it returns")
+        func unschedulableAndNotReady() async throws {
+            let bed = try currentBed()
+            let cluster = try await BedCluster.start(bed, heartbeat: 1, gracePeriod: 4)
+            defer { cluster.stopAll() }
+            let vmi: JSONValue = [
+                "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "metadata": ["name": "too-big"],
+                "spec": ["domain": ["cpu": ["model": "Skylake-Client-nosuch"], "resources": ["requests": ["memory": "128Mi"]]]],
+            ]
+            _ = try await cluster.admin.create(Kinds.virtualMachineInstance, vmi)
+            let pending = try await cluster.waitFor("unschedulable condition") {
+                let object = try await cluster.admin.get(Kinds.virtualMachineInstance, name: "too-big")
+                return object["status"]?["conditions"]?.array?.first { $0["type"]?.string == "PodScheduled" && $0["status"]?.string == "False" }
+            }
+            #expect(pending["reason"]?.string == "Unschedulable")
+            #expect(pending["message"]?.string?.contains("CPU model \"Skylake-Client-nosuch\" is not usable") == true, "\(pending)")
+
+            await cluster.killAgent("b")
+            let notReady = try await cluster.waitFor("node b NotReady", timeout: 30) {
+                let node = try await cluster.admin.get(Kinds.node, name: "b")
+                return node["status"]?["printableStatus"]?.string == "NotReady" ? node : nil
+            }
+            #expect(notReady["status"]?["conditions"]?.array?.first?["reason"]?.string == "NodeStatusUnknown")
+            try cluster.startAgent("b")
+            _ = try await cluster.waitFor("node b Ready again", timeout: 30) {
+                let node = try await cluster.admin.get(Kinds.node, name: "b")
+                return node["status"]?["printableStatus"]?.string == "Ready" ? node : nil
+            }
+        }
+    }
+}
+
+/// The seed's VirtualMachine (indentation repaired), as applied to the cluster.
+let seedManifest = """
+    apiVersion: kubevirt.io/v1
+    kind: VirtualMachine
+    metadata:
+      name: example-decentralized-lm-vm
+    spec:
+      runStrategy: Always
+      template:
+        metadata:
+          creationTimestamp: null
+        spec:
+          architecture: amd64
+          domain:
+            devices:
+              autoattachGraphicsDevice: false
+              disks:
+              - disk:
+                  bus: virtio
+                name: disk0
+              interfaces:
+              - masquerade: {}
+                name: default
+            machine:
+              type: q35
+            resources:
+              requests:
+                memory: 128Mi
+          networks:
+          - name: default
+            pod: {}
+          volumes:
+          - dataVolume:
+              name: example-decentralized-lm-vm-dv
+            name: disk0
+    """
+
+/// A controller on a unix socket in the bed directory and an agent inside each node's namespaces.
+final class BedCluster: @unchecked Sendable {
+    let bed: TestBed
+    let pki: PKIDirectory
+    let socket: String
+    let heartbeat: Int
+    private var controller: ChildProcess?
+    private var agents: [String: ChildProcess] = [:]
+    let admin: APIClient
+
+    private init(bed: TestBed, pki: PKIDirectory, socket: String, heartbeat: Int, admin: APIClient) {
+        self.bed = bed
+        self.pki = pki
+        self.socket = socket
+        self.heartbeat = heartbeat
+        self.admin = admin
+    }
+
+    static func start(_ bed: TestBed, heartbeat: Int = 2, gracePeriod: Int = 40) async throws -> BedCluster {
+        let directory = bed.report.directory + "/cluster-\(UUID().uuidString.prefix(6))"
+        let pki = PKIDirectory(url: URL(fileURLWithPath: directory + "/pki"))
+        _ = try pki.initialize(cluster: "bed")
+        let controllerKey = try pki.issue(LeafRequest(role: .controller, name: "controller", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"]))
+        let adminKey = try pki.issue(LeafRequest(role: .user, name: "admin"))
+        for node in bed.report.nodes { _ = try pki.issue(LeafRequest(role: .node, name: node.name)) }
+        let socket = directory + "/api.sock"
+        let controller = try ChildProcess(binaries.appendingPathComponent("sync-controller").path, [
+            "--data", directory + "/data", "--listen", "unix:" + socket, "--cert", controllerKey.certificate.path,
+            "--key", controllerKey.privateKey.path, "--ca", pki.bundleURL.path, "--node-grace-period", String(gracePeriod),
+        ])
+        let provider = try TLSContextProvider(identity: adminKey.key, trust: try pki.bundle())
+        let cluster = BedCluster(bed: bed, pki: pki, socket: socket, heartbeat: heartbeat, admin: APIClient(endpoint: .unix(path: socket), provider: provider))
+        cluster.controller = controller
+        let deadline = Date().addingTimeInterval(20)
+        while !controller.stdout.contains("serving the cluster API") {
+            guard Date() < deadline else { throw TestBedError("the controller did not start: \(await controller.stop())") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        for node in bed.report.nodes { try cluster.startAgent(node.name) }
+        _ = try await cluster.waitFor("nodes Ready") {
+            let nodes = try await cluster.admin.list(Kinds.node)["items"]?.array ?? []
+            return nodes.filter { $0["status"]?["printableStatus"]?.string == "Ready" }.count == bed.report.nodes.count ? true : nil
+        }
+        return cluster
+    }
+
+    func startAgent(_ name: String) throws {
+        let node = bed.node(name)
+        let issued = pki.url.appendingPathComponent("issued").path
+        agents[name] = try bed.start(on: name, binaries.appendingPathComponent("node-agent").path, [
+            "--name", name, "--address", node.address, "--server", "unix://" + socket, "--cert", "\(issued)/node-\(name).pem",
+            "--key", "\(issued)/node-\(name)-key.pem", "--ca", pki.bundleURL.path, "--libvirt", node.uri,
+            "--run-dir", node.imagesDirectory, "--heartbeat", String(heartbeat),
+        ])
+    }
+
+    func killAgent(_ name: String) async {
+        guard let agent = agents.removeValue(forKey: name) else { return }
+        kill(agent.pid, SIGKILL)
+        _ = await agent.wait(timeout: 10)
+    }
+
+    func stopAll() {
+        for agent in agents.values { kill(agent.pid, SIGTERM) }
+        if let controller { kill(controller.pid, SIGTERM) }
+    }
+
+    func syncctl(_ arguments: [String], input: String = "") async throws -> ProcessResult {
+        let config = pki.url.deletingLastPathComponent().appendingPathComponent("kubeconfig").path
+        if !FileManager.default.fileExists(atPath: config) {
+            let made = try await run(binaries.appendingPathComponent("syncctl").path, ["config", "create", "--dir", pki.url.path, "--server", "unix://" + socket, "--output", config])
+            guard made.status == 0 else { throw TestBedError("syncctl config create: \(made.stderr)") }
+        }
+        return try await run(binaries.appendingPathComponent("syncctl").path, arguments + ["--kubeconfig", config], input: input)
+    }
+
+    /// Polls `probe` until it returns a value (errors count as "not yet").
+    func waitFor<T>(_ what: String, timeout: TimeInterval = 90, _ probe: () async throws -> T?) async throws -> T {
+        let deadline = Date().addingTimeInterval(timeout)
+        var lastError: (any Error)?
+        while Date() < deadline {
+            do {
+                if let value = try await probe() { return value }
+            } catch {
+                lastError = error
+            }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        let output = (agents.values.map { $0.stdout + $0.stderr } + [controller.map { $0.stdout + $0.stderr } ?? ""]).joined(separator: "\n---\n")
+        throw TestBedError("timed out waiting for \(what)\(lastError.map { " (last error: \($0))" } ?? "")\n\(output.suffix(3000))")
+    }
+}
