@@ -68,6 +68,7 @@ public actor ClusterReconciler {
             vmis = try await store.list(Kinds.virtualMachineInstance, Selection()).items
             try await releaseFinalizers(vmis, readyNodes: readyNodes)
             try await schedule(vmis, nodes: nodes, readyNodes: readyNodes, dataVolumes: dataVolumes, classes: classes)
+            vmis = try await store.list(Kinds.virtualMachineInstance, Selection()).items
             try await liveMigratable(vmis, nodes: nodes, readyNodes: readyNodes, dataVolumes: dataVolumes, classes: classes)
             try await dataVolumePhases(dataVolumes, vmis: vmis)
         } catch {

@@ -7,7 +7,7 @@ import Logging
 extension ClusterReconciler {
     /// Why `vmi` cannot run on `node` (nil: it can). Capacity is checked separately.
     func unfit(_ vmi: JSONValue, on node: JSONValue, readyNodes: Set<String>, dataVolumes: [JSONValue], classes: [JSONValue],
-               ignoreReadiness: Bool = false) -> String?
+               ignoreReadiness: Bool = false, checkVolumes: Bool = true) -> String?
     {
         let nodeName = node["metadata"]?["name"]?.string ?? ""
         let labels = node["metadata"]?["labels"]?.stringMap ?? [:]
@@ -48,7 +48,7 @@ extension ClusterReconciler {
         let cpu = DomainMappingCPU.mode(spec)
         if let reason = cpu.unsatisfied(toRunOn: labels) { return reason }
         // A local (non-shared) DataVolume already written on one node binds the VMI there.
-        for volume in spec?["volumes"]?.array ?? [] {
+        for volume in spec?["volumes"]?.array ?? [] where checkVolumes {
             guard let claim = volume["dataVolume"]?["name"]?.string ?? volume["persistentVolumeClaim"]?["claimName"]?.string else { continue }
             let dataVolume = dataVolumes.first { $0["metadata"]?["name"]?.string == claim && $0["metadata"]?["namespace"] == vmi["metadata"]?["namespace"] }
             guard let dataVolume else { return "datavolume \"\(claim)\" does not exist" }
@@ -142,7 +142,7 @@ extension ClusterReconciler {
         if let hostname = spec?["nodeSelector"]?[Resources.hostnameLabel]?.string {
             return (false, "NodeSelectorBindsOneNode", "nodeSelector \(Resources.hostnameLabel)=\(hostname) binds the VMI to one node")
         }
-        let fitting = nodes.filter { unfit(vmi, on: $0, readyNodes: readyNodes, dataVolumes: [], classes: classes, ignoreReadiness: true) == nil }
+        let fitting = nodes.filter { unfit(vmi, on: $0, readyNodes: readyNodes, dataVolumes: [], classes: classes, ignoreReadiness: true, checkVolumes: false) == nil }
         if fitting.count <= 1 && nodes.count > 1 {
             let which = fitting.first?["metadata"]?["name"]?.string ?? "no node"
             return (false, "SchedulingRulesMatchOneNode", "the VMI's scheduling rules (nodeSelector, affinity, CPU model) match only \(which)")

@@ -119,7 +119,16 @@ public final class SQLiteStore: ResourceStore, Sendable {
         return try await write { db throws -> (JSONValue, [WatchEvent]) in
             let key = Self.key(kind, namespace: namespace, name: name)
             guard let existing = try Self.load(db, key) else { throw Self.notFound(kind, name) }
-            let patched = existing.merged(with: mergePatch)
+            var patched = existing.merged(with: mergePatch)
+            // Conditions merge by type, as a strategic merge patch does: writers of different conditions (the
+            // scheduler, the node agent, the LiveMigratable check) never erase each other's.
+            if let incoming = mergePatch["status"]?["conditions"]?.array, let current = existing["status"]?["conditions"]?.array {
+                var merged = current
+                for condition in incoming {
+                    if let index = merged.firstIndex(where: { $0["type"] == condition["type"] }) { merged[index] = condition } else { merged.append(condition) }
+                }
+                patched["status"]?["conditions"] = .array(merged)
+            }
             if let version = mergePatch["metadata"]?["resourceVersion"]?.string,
                 version != existing["metadata"]?["resourceVersion"]?.string
             {

@@ -1,0 +1,149 @@
+import ClusterAPI
+import Foundation
+import Testing
+
+@testable import SyncController
+
+/// The controller's reconcilers against a real SQLite store, one pass at a time.
+@Suite("Reconcilers: runStrategy, scheduling, LiveMigratable")
+struct ReconcilerTests {
+    let store: SQLiteStore
+    let reconciler: ClusterReconciler
+
+    init() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("reconcile-\(UUID().uuidString.prefix(8)).sqlite").path
+        store = try SQLiteStore(path: path)
+        reconciler = ClusterReconciler(store: store)
+    }
+
+    func node(_ name: String, labels: [String: String] = [:], memory: String = "1Gi", taints: [JSONValue] = [], ready: Bool = true) async throws {
+        var all = labels
+        all["kubernetes.io/hostname"] = name
+        all["host-model-cpu.node.kubevirt.io/EPYC"] = "true"
+        all["cpu-model.node.kubevirt.io/Westmere"] = "true"
+        _ = try await store.create(Kinds.node, ["apiVersion": "v1", "kind": "Node", "metadata": ["name": .string(name), "labels": JSONValue(all)], "spec": ["taints": .array(taints)]])
+        var condition = Resources.condition("Ready", ready, reason: "AgentReady")
+        condition["lastHeartbeatTime"] = .string(Resources.now())
+        _ = try await store.patch(Kinds.node, namespace: nil, name: name, mergePatch: ["status": ["allocatable": ["memory": .string(memory)], "conditions": [condition]]], subresource: .status)
+    }
+
+    func vmi(_ name: String, spec: JSONValue = ["domain": ["resources": ["requests": ["memory": "256Mi"]]]]) async throws {
+        _ = try await store.create(Kinds.virtualMachineInstance, ["apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "metadata": ["name": .string(name)], "spec": spec])
+    }
+
+    func get(_ name: String) async throws -> JSONValue {
+        try await store.get(Kinds.virtualMachineInstance, namespace: "default", name: name)
+    }
+
+    func condition(_ object: JSONValue, _ type: String) -> JSONValue? {
+        object["status"]?["conditions"]?.array?.first { $0["type"]?.string == type }
+    }
+
+    @Test("the scheduler honours readiness, nodeSelector, taints, CPU model and memory, and says why it cannot place")
+    func scheduling() async throws {
+        try await node("a", labels: ["zone": "east"], memory: "512Mi")
+        try await node("b", labels: ["zone": "west"], memory: "2Gi", taints: [["key": "kubevirt.io/drain", "value": "draining", "effect": "NoSchedule"]])
+        try await node("c", labels: ["zone": "west"], memory: "2Gi", ready: false)
+        try await vmi("east", spec: ["domain": ["resources": ["requests": ["memory": "256Mi"]]], "nodeSelector": ["zone": "east"]])
+        try await vmi("west", spec: ["domain": ["resources": ["requests": ["memory": "256Mi"]]], "nodeSelector": ["zone": "west"]])
+        try await vmi("skylake", spec: ["domain": ["cpu": ["model": "Skylake-Client"]]])
+        try await vmi("huge", spec: ["domain": ["resources": ["requests": ["memory": "8Gi"]]]])
+        try await vmi("tolerant", spec: ["domain": ["resources": ["requests": ["memory": "128Mi"]]], "nodeSelector": ["zone": "west"],
+                                         "tolerations": [["key": "kubevirt.io/drain", "operator": "Exists", "effect": "NoSchedule"]]])
+        await reconciler.pass()
+        #expect(try await get("east")["status"]?["nodeName"] == "a")
+        #expect(try await get("tolerant")["status"]?["nodeName"] == "b", "tolerates the drain taint")
+        let west = try #require(condition(try await get("west"), "PodScheduled"))
+        #expect(west["status"] == "False" && west["reason"] == "Unschedulable")
+        let message = west["message"]?.string ?? ""
+        #expect(message.contains("a: node does not match nodeSelector zone=west"), "\(message)")
+        #expect(message.contains("b: node has taint kubevirt.io/drain=draining:NoSchedule"), "\(message)")
+        #expect(message.contains("c: node is not Ready"), "\(message)")
+        #expect(condition(try await get("skylake"), "PodScheduled")?["message"]?.string?.contains("CPU model \"Skylake-Client\" is not usable") == true)
+        #expect(condition(try await get("huge"), "PodScheduled")?["message"]?.string?.contains("insufficient memory") == true)
+        #expect(try await get("east")["status"]?["phase"] == "Scheduled")
+    }
+
+    @Test("LiveMigratable is False with the seed's reasons, True otherwise")
+    func liveMigratable() async throws {
+        try await node("a")
+        try await node("b")
+        _ = try await store.create(Kinds.storageClass, ["apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": ["name": "local"], "directory": "/var/lib/vmsync/images", "shared": false])
+        _ = try await store.create(Kinds.storageClass, ["apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": ["name": "nfs"], "directory": "/srv/shared", "shared": true])
+        for (name, className, mode) in [("rwo-local", "local", "ReadWriteOnce"), ("rwo-shared", "nfs", "ReadWriteOnce"), ("rwx-local", "local", "ReadWriteMany")] {
+            _ = try await store.create(Kinds.dataVolume, ["apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume", "metadata": ["name": .string(name)],
+                                                         "spec": ["source": ["blank": [:]], "storage": ["storageClassName": .string(className), "accessModes": [.string(mode)], "resources": ["requests": ["storage": "1Gi"]]]]])
+        }
+        func withVolume(_ claim: String) -> JSONValue {
+            ["domain": ["devices": ["disks": [["name": "d", "disk": ["bus": "virtio"]]]]], "volumes": [["name": "d", "dataVolume": ["name": .string(claim)]]]]
+        }
+        try await vmi("plain")
+        try await vmi("cdrom", spec: ["domain": ["devices": ["disks": [["name": "iso", "cdrom": ["bus": "sata"]]]]]])
+        try await vmi("container", spec: ["domain": [:], "volumes": [["name": "c", "containerDisk": ["image": "quay.io/x"]]]])
+        try await vmi("rwo-local", spec: withVolume("rwo-local"))
+        try await vmi("rwo-shared", spec: withVolume("rwo-shared"))
+        try await vmi("rwx-local", spec: withVolume("rwx-local"))
+        try await vmi("gpu", spec: ["domain": ["devices": ["gpus": [["name": "g", "deviceName": "nvidia.com/A100"]]]]])
+        try await vmi("pinned", spec: ["domain": [:], "nodeSelector": ["kubernetes.io/hostname": "a"]])
+        try await vmi("one-rule", spec: ["domain": [:], "affinity": ["nodeAffinity": ["requiredDuringSchedulingIgnoredDuringExecution": ["nodeSelectorTerms": [["matchExpressions": [["key": "kubernetes.io/hostname", "operator": "In", "values": ["b"]]]]]]]]])
+        await reconciler.pass()
+        let expected: [(String, String, String)] = [
+            ("plain", "True", "Migratable"), ("cdrom", "False", "DisksNotLiveMigratable"), ("container", "False", "DisksNotLiveMigratable"),
+            ("rwo-local", "False", "DisksNotLiveMigratable"), ("rwo-shared", "True", "Migratable"), ("rwx-local", "True", "Migratable"),
+            ("gpu", "False", "HostDeviceNotLiveMigratable"), ("pinned", "False", "NodeSelectorBindsOneNode"),
+            ("one-rule", "False", "SchedulingRulesMatchOneNode"),
+        ]
+        for (name, status, reason) in expected {
+            let live = try #require(condition(try await get(name), "LiveMigratable"), "\(name) has the condition")
+            #expect(live["status"]?.string == status && live["reason"]?.string == reason, "\(name): \(live)")
+        }
+    }
+
+    @Test("runStrategy: Always creates (and recreates after failure), Halted deletes, Once runs once, Manual leaves alone")
+    func runStrategies() async throws {
+        try await node("a")
+        func vm(_ name: String, _ strategy: String) async throws {
+            _ = try await store.create(Kinds.virtualMachine, ["apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": ["name": .string(name)],
+                                                             "spec": ["runStrategy": .string(strategy), "template": ["spec": ["domain": [:]]]]])
+        }
+        try await vm("always", "Always")
+        try await vm("halted", "Halted")
+        try await vm("manual", "Manual")
+        try await vm("once", "Once")
+        try await vm("rerun", "RerunOnFailure")
+        await reconciler.pass()
+        let names = Set(try await store.list(Kinds.virtualMachineInstance, Selection()).items.compactMap { $0["metadata"]?["name"]?.string })
+        #expect(names == ["always", "once", "rerun"])
+        let owned = try await get("always")
+        #expect(owned["metadata"]?["ownerReferences"]?.array?.first?["kind"] == "VirtualMachine")
+        #expect(owned["metadata"]?["finalizers"]?.array?.contains(.string(Resources.vmiFinalizer)) == true)
+
+        // A failed VMI: Always and RerunOnFailure start a new one, Once does not.
+        for name in ["always", "once", "rerun"] {
+            _ = try await store.patch(Kinds.virtualMachineInstance, namespace: "default", name: name, mergePatch: ["status": ["phase": "Running", "nodeName": "a"]], subresource: .status)
+        }
+        await reconciler.pass()
+        for name in ["always", "once", "rerun"] {
+            _ = try await store.patch(Kinds.virtualMachineInstance, namespace: "default", name: name, mergePatch: ["status": ["phase": "Failed"]], subresource: .status)
+        }
+        await reconciler.pass()  // deletes the failed ones (finalizer released: the phase is final)
+        await reconciler.pass()  // creates the replacements
+        let after = try await store.list(Kinds.virtualMachineInstance, Selection()).items
+        for name in ["always", "rerun"] {
+            let phase = after.first { $0["metadata"]?["name"]?.string == name }?["status"]?["phase"]?.string
+            #expect(phase == "Pending" || phase == "Scheduled", "\(name) recreated: \(phase ?? "gone")")
+        }
+        #expect(after.first { $0["metadata"]?["name"] == "once" }?["status"]?["phase"] == "Failed", "Once does not restart")
+
+        // Halted: the VMI goes once the node reports the domain gone.
+        _ = try await store.patch(Kinds.virtualMachine, namespace: "default", name: "always", mergePatch: ["spec": ["runStrategy": "Halted"]], subresource: .main)
+        await reconciler.pass()
+        #expect(try await get("always")["metadata"]?["deletionTimestamp"] != nil, "marked for deletion, waiting for its node")
+        _ = try await store.patch(Kinds.virtualMachineInstance, namespace: "default", name: "always", mergePatch: ["status": ["phase": "Succeeded"]], subresource: .status)
+        await reconciler.pass()
+        await #expect(throws: APIError.self) { try await get("always") }
+        await reconciler.pass()
+        let vm = try await store.get(Kinds.virtualMachine, namespace: "default", name: "always")
+        #expect(vm["status"]?["printableStatus"] == "Stopped")
+    }
+}
