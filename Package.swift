@@ -136,6 +136,7 @@ let package = Package(
         .executableTarget(
             name: "Benchmarks",
             dependencies: [
+                "ClusterAPI",
                 "TLSTransport",
                 "Hypervisor",
                 "TestBed",

@@ -25,13 +25,16 @@ struct Benchmark {
         let bytes = option("--bytes", 1 << 30)
         let rounds = option("--rounds", 3)
         let seconds = option("--seconds", 5)
-        guard ["tunnel", "handshakes", "migration", "all"].contains(which) else {
-            FileHandle.standardError.write(Data("vmsync-bench: unknown benchmark \"\(which)\" (tunnel, handshakes, migration, all)\n".utf8))
+        guard ["tunnel", "handshakes", "migration", "controlplane", "all"].contains(which) else {
+            FileHandle.standardError.write(Data("vmsync-bench: unknown benchmark \"\(which)\" (tunnel, handshakes, migration, controlplane, all)\n".utf8))
             exit(2)
         }
         if ["tunnel", "all"].contains(which) { try await tunnel(bytes: bytes, rounds: rounds) }
         if ["handshakes", "all"].contains(which) { try await handshakes(seconds: seconds) }
         if ["migration", "all"].contains(which) { try await MigrationBenchmark.run(rounds: option("--rounds", 4)) }
+        if ["controlplane", "all"].contains(which) {
+            try await ControlPlaneBenchmark.run(objects: option("--objects", 10_000), watchers: option("--watchers", 100))
+        }
     }
 
     // MARK: Tunnel throughput
