@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
@@ -83,6 +83,24 @@ public final class APIClient: Sendable {
     }
 
     // MARK: Requests
+
+    /// Sends one GET and returns the body undecoded (a failure status still throws).
+    public func raw(_ path: String) async throws(APIError) -> Data {
+        let connection = try await takeConnection(fresh: false)
+        do {
+            let (status, body, keepAlive) = try await connection.exchange(method: "GET", path: path, body: nil, contentType: "", host: endpoint.description)
+            if keepAlive { idle.withLockedValue { $0.append(connection) } } else { connection.channel.close(promise: nil) }
+            guard (200..<300).contains(status) else {
+                throw APIError(status: (try? JSONValue.parse(body)) ?? .null) ?? APIError(.internalError, code: status, "GET \(path) answered \(status)")
+            }
+            return body
+        } catch let error as APIError {
+            throw error
+        } catch {
+            connection.channel.close(promise: nil)
+            throw APIError(.serviceUnavailable, code: 503, "GET \(path) on \(endpoint): the connection failed: \(error)")
+        }
+    }
 
     /// Sends one request and returns the decoded body; a `Status` failure or a transport problem throws.
     public func request(_ method: String, _ path: String, body: JSONValue? = nil, contentType: String = "application/json")

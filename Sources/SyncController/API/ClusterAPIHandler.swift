@@ -111,6 +111,16 @@ public final class ClusterAPIHandler: Sendable {
             if request.query["watch"] == "true" || request.query["watch"] == "1" {
                 return try await watch(kind, selection, request)
             }
+            if !request.wantsTable && !yaml {
+                let (documents, version) = try await store.listEncoded(kind, selection)
+                var body = Data(#"{"apiVersion":"\#(kind.apiVersion)","items":["#.utf8)
+                for (index, document) in documents.enumerated() {
+                    if index > 0 { body.append(UInt8(ascii: ",")) }
+                    body.append(document)
+                }
+                body.append(contentsOf: Data(#"],"kind":"\#(kind.listKind)","metadata":{"resourceVersion":"\#(version)"}}"#.utf8))
+                return .full(status: 200, contentType: "application/json", body: body)
+            }
             let (items, version) = try await store.list(kind, selection)
             if request.wantsTable { return .json(Tables.table(kind, items, resourceVersion: version)) }
             let list: JSONValue = [

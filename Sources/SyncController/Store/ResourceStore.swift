@@ -1,4 +1,5 @@
 public import ClusterAPI
+public import Foundation
 
 /// One change of one object, as watches deliver it.
 public struct WatchEvent: Sendable, Hashable {
@@ -63,6 +64,15 @@ public protocol ResourceStore: Sendable {
         async throws(APIError) -> JSONValue
     func watch(_ kind: ResourceKind, _ selection: Selection, from resourceVersion: Int64?) async throws(APIError)
         -> AsyncStream<WatchEvent>
+    /// The selected objects as JSON documents, for answering a list without decoding each object.
+    func listEncoded(_ kind: ResourceKind, _ selection: Selection) async throws(APIError) -> (items: [Data], resourceVersion: Int64)
+}
+
+extension ResourceStore {
+    public func listEncoded(_ kind: ResourceKind, _ selection: Selection) async throws(APIError) -> (items: [Data], resourceVersion: Int64) {
+        let (items, version) = try await list(kind, selection)
+        return (items.map { $0.jsonData() }, version)
+    }
 }
 
 /// `DeleteOptions.preconditions`.

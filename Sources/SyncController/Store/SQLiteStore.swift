@@ -1,6 +1,6 @@
 public import ClusterAPI
 import Dispatch
-import Foundation
+public import Foundation
 import GRDB
 import Synchronization
 
@@ -53,6 +53,23 @@ public final class SQLiteStore: ResourceStore, Sendable {
         try await read { db throws -> (items: [JSONValue], resourceVersion: Int64) in
             let items = try Self.loadAll(db, kind, selection)
             return (items, try Self.currentVersion(db))
+        }
+    }
+
+    public func listEncoded(_ kind: ResourceKind, _ selection: Selection) async throws(APIError) -> (items: [Data], resourceVersion: Int64) {
+        // Without selectors the stored documents go out as they are: no decoding, no re-encoding.
+        guard selection.labels == nil, selection.fields == nil else {
+            let (items, version) = try await list(kind, selection)
+            return (items.map { $0.jsonData() }, version)
+        }
+        return try await read { db throws -> (items: [Data], resourceVersion: Int64) in
+            let rows: [String]
+            if kind.namespaced, let namespace = selection.namespace {
+                rows = try String.fetchAll(db, sql: "SELECT body FROM objects WHERE resource = ? AND namespace = ? ORDER BY namespace, name", arguments: [kind.resource, namespace])
+            } else {
+                rows = try String.fetchAll(db, sql: "SELECT body FROM objects WHERE resource = ? ORDER BY namespace, name", arguments: [kind.resource])
+            }
+            return (rows.map { Data($0.utf8) }, try Self.currentVersion(db))
         }
     }
 
