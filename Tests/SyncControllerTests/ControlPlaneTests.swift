@@ -243,3 +243,48 @@ final class Acknowledged: @unchecked Sendable {
     var count: Int { lock.withLock { set.count } }
     var names: Set<String> { lock.withLock { set } }
 }
+
+extension ControlPlaneTests {
+    @Test("health, readiness, Prometheus metrics, discovery, and the KubeVirt configuration with KubeVirt's defaults")
+    func serviceEndpoints() async throws {
+        let cluster = try ClusterFixture()
+        try await cluster.start()
+        #expect(try await cluster.curl([cluster.url + "/healthz"]).stdout == "ok")
+        #expect(try await cluster.curl([cluster.url + "/readyz"]).stdout == "ok")
+        _ = try await cluster.curl([cluster.url + "/api/v1/namespaces/default/configmaps"])
+        let metrics = try await cluster.curl([cluster.url + "/metrics"]).stdout
+        #expect(metrics.contains("# TYPE vmsync_apiserver_requests_total counter"))
+        #expect(metrics.contains(#"vmsync_apiserver_requests_total{verb="GET",code="200"}"#), "\(metrics)")
+        #expect(metrics.contains("vmsync_store_resource_version "))
+        let discovery = try JSONValue.parse(Data(try await cluster.curl([cluster.url + "/apis/kubevirt.io/v1"]).stdout.utf8))
+        let vmim = discovery["resources"]?.array?.first { $0["name"] == "virtualmachineinstancemigrations" }
+        #expect(vmim?["shortNames"] == ["vmim", "vmims"])
+        let kubeVirt = try await cluster.client().get(Kinds.kubeVirt, namespace: "kubevirt", name: "kubevirt")
+        let migrations = kubeVirt["spec"]?["configuration"]?["migrations"]
+        #expect(migrations?["completionTimeoutPerGiB"] == 150 && migrations?["progressTimeout"] == 150)
+        #expect(migrations?["parallelMigrationsPerCluster"] == 5 && migrations?["parallelOutboundMigrationsPerNode"] == 2)
+        #expect(migrations?["bandwidthPerMigration"] == "0Mi", "0 = unlimited")
+        await cluster.stop()
+    }
+
+    @Test("syncctl get -w prints changes as they happen; --context picks the kubeconfig context")
+    func syncctlWatch() async throws {
+        let cluster = try ClusterFixture()
+        try await cluster.start()
+        let config = try await cluster.kubeconfig()
+        let watch = try ChildProcess(syncctlPath, ["get", "cm", "-w", "--kubeconfig", config, "--context", "vmsync"])
+        try await Task.sleep(for: .milliseconds(500))
+        let client = try cluster.client()
+        _ = try await client.create(Kinds.configMap, ["apiVersion": "v1", "kind": "ConfigMap", "metadata": ["name": "watched"]])
+        _ = try await client.delete(Kinds.configMap, name: "watched")
+        let deadline = Date().addingTimeInterval(10)
+        while watch.stdout.split(separator: "\n").filter({ $0.contains("watched") }).count < 2 && Date() < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let output = await watch.stop()
+        #expect(output.split(separator: "\n").filter { $0.contains("watched") }.count >= 2, "\(output)")
+        let wrong = try await run(syncctlPath, ["get", "cm", "--kubeconfig", config, "--context", "nope"])
+        #expect(wrong.status == 1 && wrong.stderr == "syncctl: context \"nope\" is not in the kubeconfig\n")
+        await cluster.stop()
+    }
+}
