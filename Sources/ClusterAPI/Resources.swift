@@ -12,6 +12,24 @@ public enum Resources {
     /// The libvirt domain name of a VMI.
     public static func domainName(namespace: String, name: String) -> String { "\(namespace)_\(name)" }
 
+    /// The CPU model a VMI spec asks for: its `domain.cpu.model`, else the cluster's default (KubeVirt CR
+    /// `spec.configuration.cpuModel`), else "host-model".
+    public static func cpuModel(of spec: JSONValue?, clusterDefault: String? = nil) -> String {
+        spec?["domain"]?["cpu"]?["model"]?.string ?? clusterDefault ?? "host-model"
+    }
+
+    /// "5s", "3m", "2h", "4d" since an RFC 3339 time, as kubectl prints ages.
+    public static func age(_ timestamp: String?) -> String {
+        guard let timestamp, let date = try? Date(timestamp, strategy: .iso8601) else { return "<unknown>" }
+        let seconds = max(0, Int(Date.now.timeIntervalSince(date)))
+        switch seconds {
+        case ..<120: return "\(seconds)s"
+        case ..<7200: return "\(seconds / 60)m"
+        case ..<172_800: return "\(seconds / 3600)h"
+        default: return "\(seconds / 86400)d"
+        }
+    }
+
     /// The current time as Kubernetes writes it.
     public static func now() -> String { Date.now.formatted(.iso8601) }
 

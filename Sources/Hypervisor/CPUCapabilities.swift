@@ -122,6 +122,15 @@ extension Connection {
 }
 
 extension DomainSpec.CPUMode {
+    /// KubeVirt's spelling: "host-model", "host-passthrough", or a model name.
+    public init(kubeVirtModel model: String) {
+        switch model {
+        case "host-model": self = .hostModel
+        case "host-passthrough": self = .hostPassthrough
+        default: self = .custom(model: model)
+        }
+    }
+
     /// Why a VM with this CPU cannot start on a node with `labels`, or nil if it can.
     public func unsatisfied(toRunOn labels: [String: String]) -> String? {
         switch self {

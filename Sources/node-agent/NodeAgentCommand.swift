@@ -41,7 +41,7 @@ struct NodeAgentCommand: AsyncParsableCommand {
             fflush(nil)
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await agent.run() }
-                group.addTask { await waitForTermination() }
+                group.addTask { await Termination.wait() }
                 try await group.next()
                 group.cancelAll()
             }
@@ -56,27 +56,4 @@ struct NodeAgentCommand: AsyncParsableCommand {
 struct CLIFailure: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
-}
-
-/// Returns on SIGTERM or SIGINT.
-func waitForTermination() async {
-    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-        let once = NSLock()
-        nonisolated(unsafe) var resumed = false
-        nonisolated(unsafe) var sources: [any DispatchSourceSignal] = []
-        for number in [SIGTERM, SIGINT] {
-            signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler {
-                once.lock()
-                defer { once.unlock() }
-                guard !resumed else { return }
-                resumed = true
-                _ = sources
-                continuation.resume()
-            }
-            source.resume()
-            sources.append(source)
-        }
-    }
 }

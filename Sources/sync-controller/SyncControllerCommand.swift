@@ -47,7 +47,7 @@ struct SyncControllerCommand: AsyncParsableCommand {
             await withTaskGroup(of: Void.self) { group in
                 for server in servers { group.addTask { await server.run() } }
                 group.addTask { await reconciler.run() }
-                group.addTask { await Signals.wait(for: [SIGTERM, SIGINT]) }
+                group.addTask { await Termination.wait() }
                 await group.next()
                 group.cancelAll()
             }
@@ -58,34 +58,4 @@ struct SyncControllerCommand: AsyncParsableCommand {
             throw ExitCode.failure
         }
     }
-}
-
-/// Waits for a signal without a signal handler (the signals are blocked and taken by a dispatch source).
-enum Signals {
-    static func wait(for signals: [Int32]) async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let queue = DispatchQueue(label: "vmsync.signals")
-            let fired = Fired()
-            var sources: [any DispatchSourceSignal] = []
-            for number in signals {
-                signal(number, SIG_IGN)
-                let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
-                source.setEventHandler {
-                    guard fired.fire() else { return }
-                    continuation.resume()
-                }
-                source.resume()
-                sources.append(source)
-            }
-            Keep.sources = sources
-        }
-    }
-
-    final class Fired: @unchecked Sendable {
-        private let lock = NSLock()
-        private var done = false
-        func fire() -> Bool { lock.withLock { defer { done = true }; return !done } }
-    }
-
-    enum Keep { nonisolated(unsafe) static var sources: [any DispatchSourceSignal] = [] }
 }

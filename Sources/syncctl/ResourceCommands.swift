@@ -159,7 +159,7 @@ struct Describe: AsyncParsableCommand {
             if kind.namespaced { lines.append("Namespace:    \(metadata["namespace"]?.string ?? "")") }
             lines.append("Kind:         \(kind.kind) (\(kind.apiVersion))")
             lines.append("UID:          \(metadata["uid"]?.string ?? "")")
-            lines.append("Created:      \(metadata["creationTimestamp"]?.string ?? "") (\(Printer.age(metadata["creationTimestamp"]?.string)) ago)")
+            lines.append("Created:      \(metadata["creationTimestamp"]?.string ?? "") (\(Resources.age(metadata["creationTimestamp"]?.string)) ago)")
             lines.append("Labels:       \(Printer.pairs(metadata["labels"]))")
             lines.append("Annotations:  \(Printer.pairs(metadata["annotations"]))")
             if let deletion = metadata["deletionTimestamp"]?.string { lines.append("Deleting:     since \(deletion)") }
@@ -253,7 +253,7 @@ struct Printer {
                 row.append(object["metadata"]?["name"]?.string ?? "")
                 for column in kind.columns {
                     let value = object[path: column.path]
-                    row.append(column.path.last == "creationTimestamp" ? Self.age(value?.string) : (value.map { $0.string ?? $0.jsonString() } ?? ""))
+                    row.append(column.path.last == "creationTimestamp" ? Resources.age(value?.string) : (value.map { $0.string ?? $0.jsonString() } ?? ""))
                 }
                 rows.append(row)
             }
@@ -264,17 +264,6 @@ struct Printer {
             }
         }
         fflush(nil)
-    }
-
-    static func age(_ timestamp: String?) -> String {
-        guard let timestamp, let date = try? Date(timestamp, strategy: .iso8601) else { return "<unknown>" }
-        let seconds = max(0, Int(Date.now.timeIntervalSince(date)))
-        switch seconds {
-        case ..<120: return "\(seconds)s"
-        case ..<7200: return "\(seconds / 60)m"
-        case ..<172_800: return "\(seconds / 3600)h"
-        default: return "\(seconds / 86400)d"
-        }
     }
 
     static func pairs(_ map: JSONValue?) -> String {

@@ -60,7 +60,7 @@ enum Tables {
             var cells: [JSONValue] = [item["metadata"]?["name"] ?? ""]
             for column in kind.columns {
                 let value = item[path: column.path]
-                cells.append(column.path.last == "creationTimestamp" ? .string(age(value?.string)) : (value.map { .string($0.string ?? $0.jsonString()) } ?? ""))
+                cells.append(column.path.last == "creationTimestamp" ? .string(Resources.age(value?.string)) : (value.map { .string($0.string ?? $0.jsonString()) } ?? ""))
             }
             return ["cells": .array(cells), "object": ["kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": item["metadata"] ?? [:]]]
         }
@@ -68,16 +68,5 @@ enum Tables {
         if let resourceVersion { metadata["resourceVersion"] = .string(String(resourceVersion)) }
         return ["kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": metadata, "columnDefinitions": .array(definitions), "rows": .array(rows)]
     }
-
-    /// "5s", "3m", "2h", "4d" since an RFC 3339 time.
-    static func age(_ timestamp: String?) -> String {
-        guard let timestamp, let date = try? Date(timestamp, strategy: .iso8601) else { return "<unknown>" }
-        let seconds = max(0, Int(Date.now.timeIntervalSince(date)))
-        switch seconds {
-        case ..<120: return "\(seconds)s"
-        case ..<7200: return "\(seconds / 60)m"
-        case ..<172_800: return "\(seconds / 3600)h"
-        default: return "\(seconds / 86400)d"
-        }
-    }
 }
+

@@ -45,7 +45,7 @@ extension ClusterReconciler {
             }
             if !matches { return "node does not match the VMI's required node affinity" }
         }
-        let cpu = DomainMappingCPU.mode(spec)
+        let cpu = DomainSpec.CPUMode(kubeVirtModel: Resources.cpuModel(of: spec))
         if let reason = cpu.unsatisfied(toRunOn: labels) { return reason }
         // A local (non-shared) DataVolume already written on one node binds the VMI there.
         for volume in spec?["volumes"]?.array ?? [] where checkVolumes {
@@ -172,17 +172,6 @@ extension ClusterReconciler {
             if status != (dataVolume["status"] ?? [:]) {
                 _ = try await store.patch(Kinds.dataVolume, namespace: namespace, name: name, mergePatch: ["status": status], subresource: .status)
             }
-        }
-    }
-}
-
-/// The CPU a VMI spec asks for (the same rule the node agent applies).
-enum DomainMappingCPU {
-    static func mode(_ spec: JSONValue?) -> DomainSpec.CPUMode {
-        switch spec?["domain"]?["cpu"]?["model"]?.string ?? "host-model" {
-        case "host-model": .hostModel
-        case "host-passthrough": .hostPassthrough
-        case let model: .custom(model: model)
         }
     }
 }
