@@ -114,7 +114,7 @@ extension RealLibvirt {
             await libvirt.close()
         }
 
-        @Test("a VMI that fits no node says why; a node whose agent stops posting goes NotReady, and Ready again when it returns")
+        @Test("a VMI that fits no node says why; when a node's agent dies the node goes NotReady and its VMIs Unknown (not deleted), and both recover")
         func unschedulableAndNotReady() async throws {
             let bed = try currentBed()
             let cluster = try await BedCluster.start(bed, heartbeat: 1, gracePeriod: 4)
@@ -131,16 +131,60 @@ extension RealLibvirt {
             #expect(pending["reason"]?.string == "Unschedulable")
             #expect(pending["message"]?.string?.contains("CPU model \"Skylake-Client-nosuch\" is not usable") == true, "\(pending)")
 
+            // A guest on b (direct kernel boot, a scratch disk), then b's agent dies.
+            let guest: JSONValue = [
+                "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "metadata": ["name": "on-b"],
+                "spec": [
+                    "nodeSelector": ["kubernetes.io/hostname": "b"],
+                    "domain": [
+                        "resources": ["requests": ["memory": "128Mi"]],
+                        "devices": ["disks": [["name": "scratch", "disk": ["bus": "virtio"]]]],
+                        "firmware": ["kernelBoot": ["kernelArgs": .string(GuestFiles.commandLine),
+                                                    "container": ["image": "local", "kernelPath": .string(bed.report.guest.kernel), "initrdPath": .string(bed.report.guest.initrd)]]],
+                    ],
+                    "volumes": [["name": "scratch", "emptyDisk": ["capacity": "64Mi"]]],
+                ],
+            ]
+            _ = try await cluster.admin.create(Kinds.virtualMachineInstance, guest)
+            _ = try await cluster.waitFor("on-b Running") {
+                let object = try await cluster.admin.get(Kinds.virtualMachineInstance, name: "on-b")
+                return object["status"]?["phase"]?.string == "Running" ? object : nil
+            }
+            let heartbeat = HeartbeatMonitor(paths: [bed.node("b").imagesDirectory + "/default_on-b.serial"])
+            defer { heartbeat.stop() }
+            #expect(await heartbeat.waitForTicks(2, timeout: 60))
+
             await cluster.killAgent("b")
             let notReady = try await cluster.waitFor("node b NotReady", timeout: 30) {
                 let node = try await cluster.admin.get(Kinds.node, name: "b")
                 return node["status"]?["printableStatus"]?.string == "NotReady" ? node : nil
             }
             #expect(notReady["status"]?["conditions"]?.array?.first?["reason"]?.string == "NodeStatusUnknown")
+            let unknown = try await cluster.waitFor("on-b Unknown", timeout: 30) {
+                let object = try await cluster.admin.get(Kinds.virtualMachineInstance, name: "on-b")
+                return object["status"]?["phase"]?.string == "Unknown" ? object : nil
+            }
+            #expect(unknown["status"]?["conditions"]?.array?.contains { $0["type"] == "Ready" && $0["reason"] == "NodeUnresponsive" } == true)
+            #expect(unknown["metadata"]?["deletionTimestamp"] == nil, "reported unknown, not deleted")
+            #expect(await heartbeat.waitForTicks(3), "the guest keeps running on b")
             try cluster.startAgent("b")
             _ = try await cluster.waitFor("node b Ready again", timeout: 30) {
                 let node = try await cluster.admin.get(Kinds.node, name: "b")
                 return node["status"]?["printableStatus"]?.string == "Ready" ? node : nil
+            }
+            _ = try await cluster.waitFor("on-b Running again", timeout: 30) {
+                let object = try await cluster.admin.get(Kinds.virtualMachineInstance, name: "on-b")
+                return object["status"]?["phase"]?.string == "Running" ? object : nil
+            }
+            #expect(heartbeat.analysis().lost.isEmpty, "re-adopted, not restarted")
+            _ = try await cluster.admin.delete(Kinds.virtualMachineInstance, name: "on-b")
+            _ = try await cluster.waitFor("on-b gone") { () async throws -> Bool? in
+                do {
+                    _ = try await cluster.admin.get(Kinds.virtualMachineInstance, name: "on-b")
+                    return nil
+                } catch {
+                    return (error as? APIError)?.code == 404 ? true : nil
+                }
             }
         }
     }
