@@ -158,10 +158,7 @@ extension JSONValue {
     /// Parses JSON text; the error says where it is malformed.
     public static func parse(_ data: Data) throws(APIError) -> JSONValue {
         do {
-            return try JSONDecoder().decode(JSONValue.self, from: data)
-        } catch let DecodingError.dataCorrupted(context) {
-            let underlying = (context.underlyingError as NSError?)?.userInfo[NSDebugDescriptionErrorKey] as? String
-            throw APIError.badRequest("the body is not valid JSON: \(underlying ?? context.debugDescription)")
+            return try JSONParser.parse(data)
         } catch {
             throw APIError.badRequest("the body is not valid JSON: \(error)")
         }

@@ -197,7 +197,7 @@ public final class ClusterAPIHandler: Sendable {
                 defer { metrics.watchEnded() }
                 await withTaskGroup(of: Void.self) { group in
                     group.addTask {
-                        for await event in events { continuation.yield(event.json.jsonData() + Data("\n".utf8)) }
+                        for await event in events { continuation.yield(event.line) }
                     }
                     group.addTask { try? await Task.sleep(for: .seconds(timeout)) }
                     await group.next()

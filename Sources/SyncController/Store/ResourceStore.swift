@@ -16,6 +16,19 @@ public struct WatchEvent: Sendable, Hashable {
 
     /// The watch stream line: `{"type": …, "object": …}`.
     public var json: JSONValue { ["type": .string(type.rawValue), "object": object] }
+
+    /// The line as sent to watchers, newline included; encoded once per change however many watch it.
+    public var line: Data {
+        if let encoded { return encoded }
+        return json.jsonData() + Data("\n".utf8)
+    }
+    var encoded: Data?
+
+    public init(type: Kind, object: JSONValue, resourceVersion: Int64) {
+        self.type = type
+        self.object = object
+        self.resourceVersion = resourceVersion
+    }
 }
 
 /// Which objects a list or watch covers.

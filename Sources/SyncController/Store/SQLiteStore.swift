@@ -247,6 +247,12 @@ public final class SQLiteStore: ResourceStore, Sendable {
     private func publish(_ events: [WatchEvent]) {
         guard !events.isEmpty else { return }
         let current = watchers.withLock { $0 }
+        guard !current.isEmpty else { return }
+        let events = events.map { event in
+            var encoded = event
+            encoded.encoded = event.line
+            return encoded
+        }
         for (id, watcher) in current {
             for event in events where Self.concerns(event, watcher) {
                 if case .dropped = watcher.continuation.yield(event) {
