@@ -49,7 +49,9 @@ public struct MigrationWatchdog: Sendable, Hashable {
         let iteration = statistics.memoryIteration
         let advanced = isSmaller(remaining, than: lastRemaining) || isSmaller(lastProcessed, than: processed)
             || isSmaller(lastIteration, than: iteration)
-        if advanced || (lastRemaining == nil && lastProcessed == nil && lastIteration == nil) {
+        // The progress timeout is about copying ("no progress in copying memory", seed 000): while libvirt still sets
+        // up the destination nothing is being copied yet, and the completion timeout bounds that phase.
+        if advanced || statistics.phase == .setup || (lastRemaining == nil && lastProcessed == nil && lastIteration == nil) {
             lastProgressAt = elapsed
         }
         lastRemaining = remaining ?? lastRemaining

@@ -87,4 +87,16 @@ struct MigrationLogicTests {
         #expect(watchdog.observe(nextIteration, elapsed: .seconds(10)) == nil)
         #expect(watchdog.observe(nextIteration, elapsed: .seconds(11)) == .progressTimeout(limit: .seconds(5)))
     }
+
+    @Test("the setup phase (nothing copied yet) does not count toward the progress timeout; the completion timeout still does")
+    func setupIsNotStalled() {
+        var watchdog = MigrationWatchdog(bytes: 1 << 30, completionTimeoutPerGiB: 100, progressTimeout: 2)
+        let setup = JobStatistics(parameters: ["data_total": 0, "data_processed": 0, "data_remaining": 0])
+        for second in 0...10 { #expect(watchdog.observe(setup, elapsed: .seconds(second)) == nil) }
+        let stuck = JobStatistics(parameters: ["memory_processed": 5, "memory_iteration": 1, "data_processed": 5, "data_remaining": 100, "memory_total": 105])
+        #expect(watchdog.observe(stuck, elapsed: .seconds(11)) == nil)
+        #expect(watchdog.observe(stuck, elapsed: .seconds(14)) == .progressTimeout(limit: .seconds(2)))
+        var long = MigrationWatchdog(bytes: 1 << 30, completionTimeoutPerGiB: 5, progressTimeout: 100)
+        #expect(long.observe(setup, elapsed: .seconds(6)) == .completionTimeout(limit: .seconds(5)))
+    }
 }
