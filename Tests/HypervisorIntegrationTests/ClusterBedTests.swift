@@ -45,7 +45,7 @@ extension RealLibvirt {
                       requests:
                         storage: 64Mi
                 ---
-                \(seedManifest)
+                \(seedVirtualMachine)
                 """
             let file = bed.report.directory + "/cluster.yaml"
             try manifest.write(toFile: file, atomically: true, encoding: .utf8)
@@ -189,43 +189,6 @@ extension RealLibvirt {
         }
     }
 }
-
-/// The seed's VirtualMachine (indentation repaired), as applied to the cluster.
-let seedManifest = """
-    apiVersion: kubevirt.io/v1
-    kind: VirtualMachine
-    metadata:
-      name: example-decentralized-lm-vm
-    spec:
-      runStrategy: Always
-      template:
-        metadata:
-          creationTimestamp: null
-        spec:
-          architecture: amd64
-          domain:
-            devices:
-              autoattachGraphicsDevice: false
-              disks:
-              - disk:
-                  bus: virtio
-                name: disk0
-              interfaces:
-              - masquerade: {}
-                name: default
-            machine:
-              type: q35
-            resources:
-              requests:
-                memory: 128Mi
-          networks:
-          - name: default
-            pod: {}
-          volumes:
-          - dataVolume:
-              name: example-decentralized-lm-vm-dv
-            name: disk0
-    """
 
 /// A controller on a unix socket in the bed directory and an agent inside each node's namespaces.
 final class BedCluster: @unchecked Sendable {
