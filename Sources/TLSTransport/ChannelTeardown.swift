@@ -26,9 +26,18 @@ public enum ChannelTeardown {
     }
 
     /// Tears the connection down with a reset, bypassing TLS's close_notify.
-    public static func abort(_ channel: any Channel) {
+    public static func abort(_ channel: any Channel, retries: Int = 50) {
         channel.eventLoop.execute {
-            guard channel.isActive else { return }
+            guard channel.isActive else {
+                // Not active yet (an accepted connection whose tunnel failed before it finished activating) or
+                // already closed: look again shortly, and close it in the end either way, so no client waits forever.
+                if retries > 0 {
+                    channel.eventLoop.scheduleTask(in: .milliseconds(10)) { abort(channel, retries: retries - 1) }
+                } else {
+                    channel.close(promise: nil)
+                }
+                return
+            }
             // A reset rather than a FIN (unix sockets ignore this).
             _ = (channel as? any SocketOptionProvider)?.setSoLinger(linger(l_onoff: 1, l_linger: 0))
             if let tls = try? channel.pipeline.syncOperations.context(handlerType: NIOSSLHandler.self) {
