@@ -95,6 +95,7 @@ let package = Package(
         .target(
             name: "NodeAgent",
             dependencies: [
+                "CSpawn",
                 "ClusterAPI",
                 "Hypervisor",
                 "TLSTransport",
@@ -149,8 +150,11 @@ let package = Package(
             exclude: ["README.md"],
             swiftSettings: strictSettings
         ),
+        // posix_spawn's closefrom file action, which Swift's Glibc module does not expose.
+        .target(name: "CSpawn"),
         .target(
             name: "TestSupport",
+            dependencies: ["CSpawn"],
             path: "Tests/TestSupport",
             swiftSettings: strictSettings
         ),
@@ -168,6 +172,7 @@ let package = Package(
         .executableTarget(
             name: "vmsync-testbed",
             dependencies: [
+                "CSpawn",
                 "CSubreaper",
                 "Hypervisor",
                 "TestBed",
@@ -202,7 +207,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ClusterAPITests",
-            dependencies: ["ClusterAPI", "SyncController", "TestSupport"],
+            dependencies: ["ClusterAPI", "SyncController", "NodeAgent", "TestSupport"],
             swiftSettings: strictSettings
         ),
         .testTarget(

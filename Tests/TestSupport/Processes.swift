@@ -1,3 +1,4 @@
+import CSpawn
 public import Foundation
 
 #if canImport(Glibc)
@@ -45,6 +46,9 @@ public final class ChildProcess: @unchecked Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, stdinPath, O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, directory.appendingPathComponent("stdout").path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         posix_spawn_file_actions_addopen(&actions, 2, directory.appendingPathComponent("stderr").path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        // Nothing else of ours goes to the child: sockets are not close-on-exec (SwiftNIO's accepted ones neither), and a
+        // child holding a copy would keep a connection open after we close it.
+        vmsync_spawn_closefrom(&actions, 3)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }

@@ -1,3 +1,4 @@
+import CSpawn
 import CSubreaper
 import Foundation
 
@@ -79,6 +80,7 @@ enum Spawn {
         let output = log ?? "/dev/null"
         posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_APPEND, 0o644)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        vmsync_spawn_closefrom(&actions, 3)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
