@@ -46,17 +46,85 @@ enum DomainMapping {
             boot = DomainSpec.DirectBoot(kernel: kernel, initrd: kernelBoot["container"]?["initrdPath"]?.string,
                                          commandLine: kernelBoot["kernelArgs"]?.string ?? "console=ttyS0")
         }
+        let interfaces = try self.interfaces(of: vmi)
         let uuid = (spec?["domain"]?["firmware"]?["uuid"]?.string).flatMap(UUID.init(uuidString:))
             ?? (vmi["metadata"]?["uid"]?.string).flatMap(UUID.init(uuidString:))
         let domain = DomainSpec(
             name: Resources.domainName(namespace: namespace, name: name), uuid: uuid, memoryMiB: memoryMiB(spec),
             vcpus: vcpus(spec), cpu: cpu(spec, clusterDefault: clusterCPUModel), accelerator: .qemu, tcgCacheMiB: 32, boot: boot,
-            disks: domainDisks, serialSocket: serialSocket, usbController: true)
+            disks: domainDisks, serialSocket: serialSocket,
+            interfaces: interfaces.map { DomainSpec.Interface(source: .user, macAddress: $0.mac) }, usbController: true)
         do {
             try domain.validate()
         } catch {
             throw APIError.badRequest("vmi \(namespace)/\(name) cannot become a domain: \(error.message)")
         }
         return domain
+    }
+
+    /// One of the VMI's interfaces as this node plugs it in.
+    struct PlannedInterface: Equatable {
+        var name: String
+        var mac: String
+    }
+
+    /// The network every node offers its guests: KubeVirt's pod network with the masquerade binding becomes a private
+    /// NAT network behind the node (QEMU's user-mode network), the same on every node so a migrated guest keeps its
+    /// address. The guest's first interface gets `guestAddress` by DHCP.
+    static let masqueradeNetwork = (cidr: "10.0.2.0/24", gateway: "10.0.2.2", guestAddress: "10.0.2.15")
+
+    /// The VMI's interfaces: each must sit on the pod network with the masquerade (or bridge) binding; the MAC is the
+    /// spec's or one derived from the VMI's uid (stable across a migration, new for a new VMI, as in KubeVirt).
+    static func interfaces(of vmi: JSONValue) throws(APIError) -> [PlannedInterface] {
+        let spec = vmi["spec"]
+        let networks = spec?["networks"]?.array ?? []
+        var planned: [PlannedInterface] = []
+        for (index, entry) in (spec?["domain"]?["devices"]?["interfaces"]?.array ?? []).enumerated() {
+            let name = entry["name"]?.string ?? "interface\(index)"
+            guard let network = networks.first(where: { $0["name"]?.string == name }) else {
+                throw APIError.badRequest("interface \"\(name)\" has no network of that name in spec.networks")
+            }
+            guard network["pod"] != nil else {
+                let kind = network.object?.keys.first(where: { $0 != "name" }) ?? "unknown"
+                throw APIError.badRequest("network \"\(name)\": \(kind) networks are not supported by vmsync nodes (use pod)")
+            }
+            guard entry["masquerade"] != nil || entry["bridge"] != nil else {
+                let binding = entry.object?.keys.first(where: { !["name", "macAddress", "model", "pciAddress", "bootOrder", "ports"].contains($0) }) ?? "none"
+                throw APIError.badRequest("interface \"\(name)\": binding \(binding) is not supported by vmsync nodes (use masquerade)")
+            }
+            let mac = entry["macAddress"]?.string ?? derivedMAC(uid: vmi["metadata"]?["uid"]?.string ?? "", interface: name)
+            planned.append(PlannedInterface(name: name, mac: mac.lowercased()))
+        }
+        return planned
+    }
+
+    /// A locally administered unicast MAC from a stable hash (FNV-1a) of the VMI's uid and the interface name.
+    static func derivedMAC(uid: String, interface: String) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in (uid + "/" + interface).utf8 {
+            hash ^= UInt64(byte)
+            hash &*= 0x100_0000_01b3
+        }
+        let bytes = [0x02] + (0..<5).map { Int((hash >> (8 * UInt64($0))) & 0xff) }
+        return bytes.map { String(format: "%02x", $0) }.joined(separator: ":")
+    }
+
+    /// The user data of a `cloudInitNoCloud` volume (`userData`, or `userDataBase64` decoded).
+    static func userData(of cloudInit: JSONValue, volume: String) throws(APIError) -> String {
+        if let text = cloudInit["userData"]?.string { return text }
+        if let encoded = cloudInit["userDataBase64"]?.string {
+            guard let data = Data(base64Encoded: encoded), let text = String(data: data, encoding: .utf8) else {
+                throw APIError.badRequest("volume \"\(volume)\": cloudInitNoCloud.userDataBase64 is not base64-encoded UTF-8")
+            }
+            return text
+        }
+        throw APIError.badRequest("volume \"\(volume)\": cloudInitNoCloud needs userData or userDataBase64")
+    }
+
+    /// NoCloud meta-data: the instance id (the VMI's uid, so a new VMI runs cloud-init afresh) and the host name.
+    static func metaData(of vmi: JSONValue) -> String {
+        let name = vmi["metadata"]?["name"]?.string ?? "vm"
+        let uid = vmi["metadata"]?["uid"]?.string ?? name
+        return "instance-id: \(uid)\nlocal-hostname: \(name)\n"
     }
 }

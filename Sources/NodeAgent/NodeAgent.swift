@@ -171,6 +171,7 @@ public actor NodeAgent {
                 try? await existing.undefine()
                 logger.info("domain stopped for deleted VMI", metadata: ["vmi": "\(namespace)/\(name)"])
             }
+            for path in ephemeralFiles(of: vmi, domainName: domainName) { try? FileManager.default.removeItem(atPath: path) }
             if phase != "Succeeded" && phase != "Failed" {
                 await patchStatus(vmi, ["phase": "Succeeded", "reason": "Deleted", "message": "the VMI was deleted; its domain is gone"])
             }
@@ -216,9 +217,15 @@ public actor NodeAgent {
                                                   "storageClass": .string(disk.storageClass), "shared": .bool(disk.shared), "path": .string(disk.path)],
                 ])
             } else if let capacity = Quantity(volume["emptyDisk"]?["capacity"])?.bytes {
-                let path = "\(configuration.runDirectory)/\(domainName)-\(volumeName).qcow2"
+                let path = emptyDiskPath(domainName: domainName, volume: volumeName)
                 if !FileManager.default.fileExists(atPath: path) { try await Volumes.qemuImg(["create", "-q", "-f", "qcow2", path, String(capacity)]) }
                 disks[volumeName] = (path, "qcow2")
+            } else if let cloudInit = volume["cloudInitNoCloud"] {
+                let path = cloudInitPath(domainName: domainName, volume: volumeName)
+                try await Volumes.cloudInitDisk(
+                    at: path, userData: try DomainMapping.userData(of: cloudInit, volume: volumeName),
+                    metaData: DomainMapping.metaData(of: vmi), networkData: cloudInit["networkData"]?.string)
+                disks[volumeName] = (path, "raw")
             } else if volume["containerDisk"] != nil {
                 throw APIError.badRequest("volume \"\(volumeName)\": containerDisk volumes are not supported by vmsync nodes")
             }
@@ -237,10 +244,41 @@ public actor NodeAgent {
             "conditions": [Resources.condition("Ready", true, reason: "DomainRunning")],
             "volumeStatus": .array(volumeStatus),
             "guestOSInfo": ["name": "vmsync tiny guest"],
-            "interfaces": [],
+            "interfaces": .array(Self.interfaceStatus(try DomainMapping.interfaces(of: vmi))),
             "launcherDomain": .string(domainName),
             "serialConsole": .string(spec.serialSocket ?? ""),
         ])
+    }
+
+    private func emptyDiskPath(domainName: String, volume: String) -> String {
+        "\(configuration.runDirectory)/\(domainName)-\(volume).qcow2"
+    }
+
+    private func cloudInitPath(domainName: String, volume: String) -> String {
+        "\(configuration.runDirectory)/\(domainName)-\(volume)-cidata.img"
+    }
+
+    /// Files that live and die with the VMI on this node: emptyDisk images and cloud-init seeds.
+    private func ephemeralFiles(of vmi: JSONValue, domainName: String) -> [String] {
+        (vmi["spec"]?["volumes"]?.array ?? []).compactMap { volume in
+            guard let name = volume["name"]?.string else { return nil }
+            if volume["emptyDisk"] != nil { return emptyDiskPath(domainName: domainName, volume: name) }
+            if volume["cloudInitNoCloud"] != nil { return cloudInitPath(domainName: domainName, volume: name) }
+            return nil
+        }
+    }
+
+    /// KubeVirt's `status.interfaces` for interfaces on the masquerade network: the guest's address there is the one
+    /// the node's NAT hands the first interface by DHCP.
+    static func interfaceStatus(_ interfaces: [DomainMapping.PlannedInterface]) -> [JSONValue] {
+        interfaces.enumerated().map { index, interface in
+            var entry: JSONValue = ["name": .string(interface.name), "mac": .string(interface.mac), "infoSource": "domain", "queueCount": 1]
+            if index == 0 {
+                entry["ipAddress"] = .string(DomainMapping.masqueradeNetwork.guestAddress)
+                entry["ipAddresses"] = [.string(DomainMapping.masqueradeNetwork.guestAddress)]
+            }
+            return entry
+        }
     }
 
     private func patchStatus(_ vmi: JSONValue, _ changes: JSONValue) async {

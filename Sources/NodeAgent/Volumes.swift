@@ -1,3 +1,4 @@
+import CSpawn
 import ClusterAPI
 import Foundation
 
@@ -84,12 +85,40 @@ struct Volumes: Sendable {
     /// Runs qemu-img; a failure is an error with its message.
     @discardableResult
     static func qemuImg(_ arguments: [String]) async throws(APIError) -> String {
+        try await tool("/usr/bin/qemu-img", arguments)
+    }
+
+    /// Runs a tool on a thread of its own; a failure is an error with its output.
+    @discardableResult
+    static func tool(_ executable: String, _ arguments: [String]) async throws(APIError) -> String {
         let result: Result<String, APIError> = await withCheckedContinuation { continuation in
             Thread.detachNewThread {
-                continuation.resume(returning: run("/usr/bin/qemu-img", arguments))
+                continuation.resume(returning: run(executable, arguments))
             }
         }
         return try result.get()
+    }
+
+    /// A cloud-init NoCloud seed: a small FAT image labelled CIDATA holding `user-data`, `meta-data` and, if given,
+    /// `network-config` (written with mtools; no mount). Replaced atomically.
+    static func cloudInitDisk(at path: String, userData: String, metaData: String, networkData: String?) async throws(APIError) {
+        let work = path + ".d"
+        try? FileManager.default.removeItem(atPath: work)
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        do {
+            try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+            try userData.write(toFile: work + "/user-data", atomically: false, encoding: .utf8)
+            try metaData.write(toFile: work + "/meta-data", atomically: false, encoding: .utf8)
+            if let networkData { try networkData.write(toFile: work + "/network-config", atomically: false, encoding: .utf8) }
+        } catch {
+            throw APIError.internalError("cannot write the cloud-init files in \(work): \(error.localizedDescription)")
+        }
+        let partial = path + ".partial"
+        try? FileManager.default.removeItem(atPath: partial)
+        try await tool("/usr/bin/mformat", ["-C", "-f", "1440", "-v", "CIDATA", "-i", partial, "::"])
+        let files = ["user-data", "meta-data"] + (networkData == nil ? [] : ["network-config"])
+        try await tool("/usr/bin/mcopy", ["-i", partial] + files.map { work + "/" + $0 } + ["::/"])
+        guard rename(partial, path) == 0 else { throw APIError.internalError("cannot move \(partial) into place") }
     }
 
     private static func run(_ executable: String, _ arguments: [String]) -> Result<String, APIError> {
@@ -102,6 +131,9 @@ struct Volumes: Sendable {
         posix_spawn_file_actions_adddup2(&actions, output[1], 1)
         posix_spawn_file_actions_adddup2(&actions, output[1], 2)
         posix_spawn_file_actions_addclose(&actions, output[0])
+        // Nothing else of ours goes to the child: sockets are not close-on-exec (SwiftNIO's accepted ones neither), and a
+        // child holding a copy would keep a connection open after we close it.
+        vmsync_spawn_closefrom(&actions, 3)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -122,7 +154,8 @@ struct Volumes: Sendable {
         var status: Int32 = 0
         waitpid(pid, &status, 0)
         guard status == 0 else {
-            return .failure(.internalError("qemu-img \(arguments.joined(separator: " ")): \(text.trimmingCharacters(in: .whitespacesAndNewlines))"))
+            let name = (executable as NSString).lastPathComponent
+            return .failure(.internalError("\(name) \(arguments.joined(separator: " ")): \(text.trimmingCharacters(in: .whitespacesAndNewlines))"))
         }
         return .success(text)
     }

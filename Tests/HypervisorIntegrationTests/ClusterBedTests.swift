@@ -64,6 +64,15 @@ extension RealLibvirt {
             let heartbeat = HeartbeatMonitor(paths: [node.imagesDirectory + "/\(domainName).serial"])
             defer { heartbeat.stop() }
             #expect(await heartbeat.waitForTicks(3, timeout: 60), "the guest booted from its DataVolume and ticks")
+            // The pod network with masquerade: the guest got its address by DHCP, and the VMI reports that address.
+            let reported = try await cluster.waitFor("interfaces reported") {
+                let object = try await cluster.admin.get(Kinds.virtualMachineInstance, name: "example-decentralized-lm-vm")
+                return object["status"]?["interfaces"]?.array?.first
+            }
+            #expect(reported["name"] == "default" && reported["mac"]?.string?.hasPrefix("02:") == true, "\(reported)")
+            let address = try #require(reported["ipAddress"]?.string, "\(reported)")
+            let held = await heartbeat.waitForMessage(containing: "address eth0", timeout: 30)
+            #expect(held == "vmsync-guest: address eth0 \(address)/24", "the guest holds the reported address: \(heartbeat.messages)")
             result = try await cluster.syncctl(["get", "vmi"])
             #expect(result.stdout.contains("Running") && result.stdout.contains(nodeName), "\(result.stdout)")
             result = try await cluster.syncctl(["describe", "vmi", "example-decentralized-lm-vm"])
@@ -187,6 +196,130 @@ extension RealLibvirt {
                 }
             }
         }
+
+        @Test("a blank DataVolume on a shared StorageClass; kill -9 of the controller while agents run loses nothing, and the restarted controller drives them")
+        func blankVolumeAndControllerRestart() async throws {
+            let bed = try currentBed()
+            let cluster = try await BedCluster.start(bed)
+            defer { cluster.stopAll() }
+            let images = bed.report.sharedDirectory + "/images-\(UUID().uuidString.prefix(6))"
+            let manifest = """
+                apiVersion: storage.k8s.io/v1
+                kind: StorageClass
+                metadata:
+                  name: shared
+                directory: \(images)
+                shared: true
+                ---
+                apiVersion: cdi.kubevirt.io/v1beta1
+                kind: DataVolume
+                metadata:
+                  name: scratch
+                spec:
+                  source:
+                    blank: {}
+                  storage:
+                    storageClassName: shared
+                    resources:
+                      requests:
+                        storage: 80Mi
+                ---
+                apiVersion: kubevirt.io/v1
+                kind: VirtualMachine
+                metadata:
+                  name: blank-vm
+                spec:
+                  runStrategy: Always
+                  template:
+                    spec:
+                      domain:
+                        devices:
+                          disks:
+                          - name: scratch
+                            disk:
+                              bus: virtio
+                          - name: cloudinit
+                            disk:
+                              bus: virtio
+                        firmware:
+                          kernelBoot:
+                            kernelArgs: "\(GuestFiles.commandLine)"
+                            container:
+                              image: local
+                              kernelPath: \(bed.report.guest.kernel)
+                              initrdPath: \(bed.report.guest.initrd)
+                        resources:
+                          requests:
+                            memory: 128Mi
+                      volumes:
+                      - name: scratch
+                        dataVolume:
+                          name: scratch
+                      - name: cloudinit
+                        cloudInitNoCloud:
+                          userData: |
+                            #cloud-config
+                            hostname: blank-vm
+                """
+            let file = bed.report.directory + "/blank.yaml"
+            try manifest.write(toFile: file, atomically: true, encoding: .utf8)
+            var result = try await cluster.syncctl(["apply", "-f", file])
+            #expect(result.status == 0, "\(result.stderr)")
+            let vmi = try await cluster.waitFor("blank-vm Running") {
+                let vmi = try await cluster.admin.get(Kinds.virtualMachineInstance, name: "blank-vm")
+                return vmi["status"]?["phase"]?.string == "Running" ? vmi : nil
+            }
+            let nodeName = try #require(vmi["status"]?["nodeName"]?.string)
+            let heartbeat = HeartbeatMonitor(paths: [bed.node(nodeName).imagesDirectory + "/default_blank-vm.serial"])
+            defer { heartbeat.stop() }
+            #expect(await heartbeat.waitForTicks(3, timeout: 60), "the guest runs with the blank disk")
+            let seed = bed.node(nodeName).imagesDirectory + "/default_blank-vm-cloudinit-cidata.img"
+            let seedData = try await run("/usr/bin/mtype", ["-i", seed, "::/user-data"])
+            #expect(seedData.stdout.trimmingCharacters(in: .newlines) == "#cloud-config\nhostname: blank-vm", "the cloud-init seed: \(seedData.stderr)")
+            let nodeLibvirt = try await Connection.open(bed.node(nodeName).uri)
+            #expect(try await nodeLibvirt.domain(named: "default_blank-vm").diskTargets().count == 2, "the seed is attached as a second disk")
+            await nodeLibvirt.close()
+            let diskPath = images + "/default-scratch.qcow2"
+            let info = try await run("/usr/bin/qemu-img", ["info", "--output", "json", "-U", diskPath])
+            let virtualSize = try JSONValue.parse(Data(info.stdout.utf8))["virtual-size"]?.int
+            #expect(virtualSize == 80 << 20, "blank of the requested size on the shared class's directory: \(info.stdout) \(info.stderr)")
+            _ = try await cluster.waitFor("DataVolume Succeeded") {
+                try await cluster.admin.get(Kinds.dataVolume, name: "scratch")["status"]?["phase"] == "Succeeded" ? true : nil
+            }
+            result = try await cluster.syncctl(["describe", "vmi", "blank-vm"])
+            #expect(result.stdout.contains("LiveMigratable") && result.stdout.contains("True"), "shared storage keeps it migratable: \(result.stdout)")
+
+            // kill -9 of the controller: the guest and the agents go on; after restart the objects are as they were.
+            let before = try await cluster.admin.list(Kinds.virtualMachineInstance)
+            await cluster.killController()
+            #expect(await heartbeat.waitForTicks(10), "the guest keeps running while the controller is down")
+            try await cluster.startController()
+            let after = try await cluster.admin.list(Kinds.virtualMachineInstance)
+            let uids = { (list: JSONValue) in (list["items"]?.array ?? []).compactMap { $0["metadata"]?["uid"]?.string } }
+            #expect(uids(after) == uids(before) && !uids(after).isEmpty, "same VMI after the restart")
+            #expect(after["items"]?.array?.first?["status"]?["phase"] == "Running")
+            let version = { (list: JSONValue) in Int(list["metadata"]?["resourceVersion"]?.string ?? "") ?? -1 }
+            #expect(version(after) >= version(before) && version(before) > 0, "resourceVersions go on from where they were")
+            let restartedAt = Resources.now()
+            _ = try await cluster.waitFor("nodes still Ready, heartbeats reaching the new controller", timeout: 30) {
+                let node = try await cluster.admin.get(Kinds.node, name: nodeName)
+                let beat = node["status"]?["conditions"]?.array?.first { $0["type"] == "Ready" }?["lastHeartbeatTime"]?.string ?? ""
+                return node["status"]?["printableStatus"] == "Ready" && beat > restartedAt ? true : nil
+            }
+            #expect(heartbeat.analysis().lost.isEmpty, "the guest never stopped")
+
+            // The restarted controller and the reconnected agent still act: Halted stops the domain.
+            _ = try await cluster.admin.patch(Kinds.virtualMachine, name: "blank-vm", ["spec": ["runStrategy": "Halted"]])
+            let libvirt = try await Connection.open(bed.node(nodeName).uri)
+            _ = try await cluster.waitFor("domain stopped after Halted") {
+                try await libvirt.domainNames().contains("default_blank-vm") ? nil : true
+            }
+            result = try await cluster.syncctl(["delete", "-f", file])
+            #expect(result.status == 0, "\(result.stderr)")
+            _ = try await cluster.waitFor("blank disk removed") { FileManager.default.fileExists(atPath: diskPath) ? nil : true }
+            #expect(!FileManager.default.fileExists(atPath: seed), "the cloud-init seed goes with its VMI")
+            await libvirt.close()
+        }
     }
 }
 
@@ -196,11 +329,13 @@ final class BedCluster: @unchecked Sendable {
     let pki: PKIDirectory
     let socket: String
     let heartbeat: Int
+    let gracePeriod: Int
     private var controller: ChildProcess?
     private var agents: [String: ChildProcess] = [:]
     let admin: APIClient
 
-    private init(bed: TestBed, pki: PKIDirectory, socket: String, heartbeat: Int, admin: APIClient) {
+    private init(bed: TestBed, pki: PKIDirectory, socket: String, heartbeat: Int, gracePeriod: Int, admin: APIClient) {
+        self.gracePeriod = gracePeriod
         self.bed = bed
         self.pki = pki
         self.socket = socket
@@ -212,28 +347,45 @@ final class BedCluster: @unchecked Sendable {
         let directory = bed.report.directory + "/cluster-\(UUID().uuidString.prefix(6))"
         let pki = PKIDirectory(url: URL(fileURLWithPath: directory + "/pki"))
         _ = try pki.initialize(cluster: "bed")
-        let controllerKey = try pki.issue(LeafRequest(role: .controller, name: "controller", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"]))
+        _ = try pki.issue(LeafRequest(role: .controller, name: "controller", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"]))
         let adminKey = try pki.issue(LeafRequest(role: .user, name: "admin"))
         for node in bed.report.nodes { _ = try pki.issue(LeafRequest(role: .node, name: node.name)) }
         let socket = directory + "/api.sock"
-        let controller = try ChildProcess(binaries.appendingPathComponent("sync-controller").path, [
-            "--data", directory + "/data", "--listen", "unix:" + socket, "--cert", controllerKey.certificate.path,
-            "--key", controllerKey.privateKey.path, "--ca", pki.bundleURL.path, "--node-grace-period", String(gracePeriod),
-        ])
         let provider = try TLSContextProvider(identity: adminKey.key, trust: try pki.bundle())
-        let cluster = BedCluster(bed: bed, pki: pki, socket: socket, heartbeat: heartbeat, admin: APIClient(endpoint: .unix(path: socket), provider: provider))
-        cluster.controller = controller
-        let deadline = Date().addingTimeInterval(20)
-        while !controller.stdout.contains("serving the cluster API") {
-            guard Date() < deadline else { throw TestBedError("the controller did not start: \(await controller.stop())") }
-            try await Task.sleep(for: .milliseconds(50))
-        }
+        let cluster = BedCluster(
+            bed: bed, pki: pki, socket: socket, heartbeat: heartbeat, gracePeriod: gracePeriod,
+            admin: APIClient(endpoint: .unix(path: socket), provider: provider))
+        try await cluster.startController()
         for node in bed.report.nodes { try cluster.startAgent(node.name) }
         _ = try await cluster.waitFor("nodes Ready") {
             let nodes = try await cluster.admin.list(Kinds.node)["items"]?.array ?? []
             return nodes.filter { $0["status"]?["printableStatus"]?.string == "Ready" }.count == bed.report.nodes.count ? true : nil
         }
         return cluster
+    }
+
+    /// Starts the controller on the cluster's data directory (again, after `killController`).
+    func startController() async throws {
+        let issued = pki.url.appendingPathComponent("issued").path
+        let directory = pki.url.deletingLastPathComponent().path
+        let controller = try ChildProcess(binaries.appendingPathComponent("sync-controller").path, [
+            "--data", directory + "/data", "--listen", "unix:" + socket, "--cert", "\(issued)/controller-controller.pem",
+            "--key", "\(issued)/controller-controller-key.pem", "--ca", pki.bundleURL.path, "--node-grace-period", String(gracePeriod),
+        ])
+        self.controller = controller
+        let deadline = Date().addingTimeInterval(20)
+        while !controller.stdout.contains("serving the cluster API") {
+            guard Date() < deadline else { throw TestBedError("the controller did not start: \(await controller.stop())") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    /// kill -9 of the controller.
+    func killController() async {
+        guard let controller else { return }
+        self.controller = nil
+        kill(controller.pid, SIGKILL)
+        _ = await controller.wait(timeout: 10)
     }
 
     func startAgent(_ name: String) throws {

@@ -37,6 +37,7 @@ public final class HeartbeatMonitor: @unchecked Sendable {
 
     private let lock = NSLock()
     private var received: [Tick] = []
+    private var notices: [String] = []
     private var stopped = false
     private var descriptors: [Int32] = []
 
@@ -51,6 +52,19 @@ public final class HeartbeatMonitor: @unchecked Sendable {
 
     /// The ticks so far, in arrival order.
     public var ticks: [Tick] { lock.withLock { received } }
+
+    /// The guest's other console lines (`vmsync-guest: …`), in arrival order.
+    public var messages: [String] { lock.withLock { notices } }
+
+    /// Waits until a `vmsync-guest:` line containing `text` has arrived; returns it (nil after `timeout` seconds).
+    public func waitForMessage(containing text: String, timeout: TimeInterval = 30) async -> String? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let line = messages.first(where: { $0.contains(text) }) { return line }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return nil
+    }
 
     /// Waits until `count` more ticks than now have arrived (false after `timeout` seconds).
     public func waitForTicks(_ count: Int, timeout: TimeInterval = 30) async -> Bool {
@@ -129,6 +143,11 @@ public final class HeartbeatMonitor: @unchecked Sendable {
             while let newline = pending.firstIndex(of: 10) {
                 let line = String(decoding: pending[..<newline], as: UTF8.self)
                 pending.removeSubrange(...newline)
+                if let notice = line.range(of: "vmsync-guest: ") {
+                    let text = String(line[notice.lowerBound...]).trimmingCharacters(in: .whitespacesAndNewlines)
+                    lock.withLock { notices.append(text) }
+                    continue
+                }
                 guard let range = line.range(of: "TICK ") else { continue }
                 let fields = line[range.upperBound...].split(separator: " ")
                 guard fields.count >= 2, let number = Int(fields[0]),

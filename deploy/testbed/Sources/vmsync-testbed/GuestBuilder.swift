@@ -7,15 +7,19 @@ import Glibc
 
 /// Builds the tiny test guest from Debian packages and caches it: the cloud kernel (downloaded, unpacked, never
 /// installed) and a busybox initramfs whose init loads the virtio modules, prints `TICK n uptime` on the serial
-/// console about every 100 ms and writes the same line to the data disk.
+/// console about every 100 ms and writes the same line to the data disk; a network interface, when it has one, is
+/// configured by DHCP and its address printed as `vmsync-guest: address eth0 A/P`.
 struct GuestBuilder {
     /// Where the built guest is kept between runs.
     let cacheDirectory: String
 
     /// The virtio modules, in the order their symbols need.
-    static let modules = ["virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "virtio_blk"]
+    static let modules = [
+        "virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "virtio_blk",
+        "failover", "net_failover", "virtio_net",
+    ]
     /// Bumped whenever the init script or the layout changes, so caches rebuild.
-    static let layoutVersion = "2"
+    static let layoutVersion = "3"
 
     /// The cached guest, built first if missing.
     func build() throws -> GuestFiles {
@@ -46,7 +50,7 @@ struct GuestBuilder {
         }
         let release = String(vmlinuz.dropFirst("vmlinuz-".count))
         var archive = CpioArchive()
-        for directory in ["bin", "dev", "proc", "sys", "lib", "lib/modules"] { archive.directory(directory) }
+        for directory in ["bin", "dev", "proc", "sys", "lib", "lib/modules", "etc"] { archive.directory(directory) }
         archive.characterDevice("dev/console", major: 5, minor: 1)
         archive.file("bin/busybox", contents: try Data(contentsOf: URL(fileURLWithPath: work + "/root/bin/busybox")), executable: true)
         let moduleRoot = work + "/root/lib/modules/\(release)/kernel"
@@ -58,6 +62,7 @@ struct GuestBuilder {
             archive.file("lib/modules/\(module).ko", contents: try Data(contentsOf: URL(fileURLWithPath: moduleRoot + "/" + relative)))
         }
         archive.file("init", contents: Data(Self.initScript.utf8), executable: true)
+        archive.file("etc/udhcpc.script", contents: Data(Self.dhcpScript.utf8), executable: true)
 
         try FileManager.default.copyItem(atPath: boot + "/" + vmlinuz, toPath: work + "/vmlinuz")
         try archive.finish().write(to: URL(fileURLWithPath: work + "/initrd.img"))
@@ -124,6 +129,11 @@ struct GuestBuilder {
         i=0
         while [ ! -b /dev/vda ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
         [ -b /dev/vda ] && echo "vmsync-guest: disk vda ready" || echo "vmsync-guest: no disk"
+        if [ -e /sys/class/net/eth0 ]; then
+          ip link set lo up
+          ip link set eth0 up
+          udhcpc -i eth0 -s /etc/udhcpc.script -q -n -t 10 -T 1 >/dev/null 2>&1 &
+        fi
         n=0
         while true; do
           n=$((n+1))
@@ -134,6 +144,22 @@ struct GuestBuilder {
           fi
           sleep 0.1
         done
+
+        """
+
+    /// busybox udhcpc's hook: applies the lease and says which address the guest holds.
+    static let dhcpScript = """
+        #!/bin/busybox sh
+        case "$1" in
+          bound|renew)
+            prefix=24
+            case "$mask" in 255.255.255.0) prefix=24;; 255.255.0.0) prefix=16;; 255.0.0.0) prefix=8;; esac
+            ip addr flush dev "$interface"
+            ip addr add "$ip/$prefix" dev "$interface"
+            [ -n "$router" ] && ip route add default via ${router%% *} dev "$interface"
+            echo "vmsync-guest: address $interface $ip/$prefix" >/dev/console
+            ;;
+        esac
 
         """
 }

@@ -1,0 +1,113 @@
+import ClusterAPI
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+import Hypervisor
+@testable import NodeAgent
+import TestSupport
+import Testing
+
+@Suite("A VMI as a libvirt domain")
+struct DomainMappingTests {
+    let seedSpec: JSONValue = {
+        let vm = try! YAML.documents(seedVirtualMachine)[0]
+        return ["metadata": ["name": "vm1", "namespace": "default", "uid": "2f9c7d0e-0000-4000-8000-000000000001"], "spec": vm["spec"]!["template"]!["spec"]!]
+    }()
+
+    @Test("the pod network with masquerade becomes a user-mode NIC with a stable locally administered MAC")
+    func masqueradeInterface() throws {
+        let planned = try DomainMapping.interfaces(of: seedSpec)
+        #expect(planned.count == 1)
+        #expect(planned[0].name == "default")
+        let mac = planned[0].mac
+        #expect(mac.split(separator: ":").count == 6 && mac.hasPrefix("02:"), "\(mac)")
+        #expect(try DomainMapping.interfaces(of: seedSpec) == planned, "the same VMI gets the same MAC")
+        var other = seedSpec
+        other["metadata"]?["uid"] = "2f9c7d0e-0000-4000-8000-000000000002"
+        #expect(try DomainMapping.interfaces(of: other)[0].mac != mac, "a new VMI gets a new MAC")
+
+        let domain = try DomainMapping.spec(for: seedSpec, disks: ["disk0": ("/var/lib/vmsync/images/d.qcow2", "qcow2")], serialSocket: "/run/s", clusterCPUModel: nil)
+        let xml = try domain.xml()
+        #expect(xml.contains("<interface type='user'>") && xml.contains("<mac address='\(mac)'/>"), "\(xml)")
+
+        let status = NodeAgent.interfaceStatus(planned)
+        #expect(status[0]["ipAddress"]?.string == DomainMapping.masqueradeNetwork.guestAddress && status[0]["mac"]?.string == mac)
+    }
+
+    @Test("a MAC from the spec is kept")
+    func specifiedMAC() throws {
+        var vmi = seedSpec
+        vmi["spec"]?["domain"]?["devices"]?["interfaces"] = [["name": "default", "masquerade": [:], "macAddress": "52:54:00:AB:CD:EF"]]
+        #expect(try DomainMapping.interfaces(of: vmi)[0].mac == "52:54:00:ab:cd:ef")
+    }
+
+    @Test("networks a node cannot provide are refused with the reason")
+    func unsupportedNetworks() throws {
+        var multus = seedSpec
+        multus["spec"]?["networks"] = [["name": "default", "multus": ["networkName": "vlan10"]]]
+        #expect {
+            try DomainMapping.interfaces(of: multus)
+        } throws: { ($0 as? APIError)?.message == "network \"default\": multus networks are not supported by vmsync nodes (use pod)" }
+
+        var sriov = seedSpec
+        sriov["spec"]?["domain"]?["devices"]?["interfaces"] = [["name": "default", "sriov": [:]]]
+        #expect {
+            try DomainMapping.interfaces(of: sriov)
+        } throws: { ($0 as? APIError)?.message == "interface \"default\": binding sriov is not supported by vmsync nodes (use masquerade)" }
+
+        var missing = seedSpec
+        missing["spec"]?["networks"] = []
+        #expect {
+            try DomainMapping.interfaces(of: missing)
+        } throws: { ($0 as? APIError)?.message == "interface \"default\" has no network of that name in spec.networks" }
+    }
+}
+
+@Suite("cloud-init NoCloud seeds")
+struct CloudInitTests {
+    @Test("the seed image is a FAT volume labelled CIDATA with user-data, meta-data and network-config that mtools reads back")
+    func seedImage() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cidata-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/seed.img"
+        let vmi: JSONValue = ["metadata": ["name": "vm1", "uid": "u-1"]]
+        let userData = try DomainMapping.userData(of: ["userDataBase64": .string(Data("#cloud-config\npassword: x\n".utf8).base64EncodedString())], volume: "ci")
+        try await Volumes.cloudInitDisk(at: path, userData: userData, metaData: DomainMapping.metaData(of: vmi), networkData: "version: 2\n")
+        let label = try await run("/usr/bin/mlabel", ["-s", "-i", path, "::"])
+        #expect(label.stdout.contains("CIDATA"), "\(label.stdout)\(label.stderr)")
+        #expect(try await run("/usr/bin/mtype", ["-i", path, "::/user-data"]).stdout == "#cloud-config\npassword: x\n")
+        #expect(try await run("/usr/bin/mtype", ["-i", path, "::/meta-data"]).stdout == "instance-id: u-1\nlocal-hostname: vm1\n")
+        #expect(try await run("/usr/bin/mtype", ["-i", path, "::/network-config"]).stdout == "version: 2\n")
+        #expect(!FileManager.default.fileExists(atPath: path + ".partial") && !FileManager.default.fileExists(atPath: path + ".d"))
+    }
+
+    @Test("user data that is missing or not base64 is refused with the volume's name")
+    func badUserData() {
+        #expect { try DomainMapping.userData(of: [:], volume: "ci") } throws: {
+            ($0 as? APIError)?.message == "volume \"ci\": cloudInitNoCloud needs userData or userDataBase64"
+        }
+        #expect { try DomainMapping.userData(of: ["userDataBase64": "%%%"], volume: "ci") } throws: {
+            ($0 as? APIError)?.message == "volume \"ci\": cloudInitNoCloud.userDataBase64 is not base64-encoded UTF-8"
+        }
+    }
+}
+
+@Suite("Child processes")
+struct ChildProcessTests {
+    /// A socket of ours, not close-on-exec (as SwiftNIO's are not), must not reach a child: the child would keep the
+    /// connection open after we close it (a tunnel's refusal then never reaches its client).
+    @Test("children get stdin, stdout and stderr and nothing else of ours")
+    func noInheritedDescriptors() async throws {
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(socket > 2)
+        defer { close(socket) }
+        // The shell lists its own descriptors without a pipe or a child; 3 is the directory its glob reads.
+        let listing = "for f in /proc/$$/fd/*; do printf '%s ' ${f##*/}; done"
+        let viaTestSupport = try await run("/bin/sh", ["-c", listing])
+        #expect(viaTestSupport.stdout == "0 1 2 3 ", "\(viaTestSupport)")
+        let viaAgent = try await Volumes.tool("/bin/sh", ["-c", listing])
+        #expect(viaAgent == "0 1 2 3 ", "\(viaAgent)")
+    }
+}
