@@ -127,4 +127,24 @@ enum DomainMapping {
         let uid = vmi["metadata"]?["uid"]?.string ?? name
         return "instance-id: \(uid)\nlocal-hostname: \(name)\n"
     }
+
+    /// The guest device of each disk's volume ("vda", "vdb", … in the order of `spec.domain.devices.disks`).
+    static func diskTargets(of vmi: JSONValue) -> [String: String] {
+        let letters = Array("abcdefghijklmnopqrstuvwxyz")
+        var targets: [String: String] = [:]
+        for (index, entry) in (vmi["spec"]?["domain"]?["devices"]?["disks"]?.array ?? []).enumerated() where index < letters.count {
+            if let volume = entry["name"]?.string { targets[volume] = "vd\(letters[index])" }
+        }
+        return targets
+    }
+
+    /// The domain XML for the target: the source's migratable XML with this node's run directory (console socket,
+    /// empty disks, cloud-init seed) replaced by the target's. DataVolume disks keep their paths: a StorageClass's
+    /// directory is the same on every node.
+    static func destinationXML(_ xml: String, from sourceRunDirectory: String, to targetRunDirectory: String) -> String {
+        guard sourceRunDirectory != targetRunDirectory else { return xml }
+        let from = sourceRunDirectory.hasSuffix("/") ? sourceRunDirectory : sourceRunDirectory + "/"
+        let to = targetRunDirectory.hasSuffix("/") ? targetRunDirectory : targetRunDirectory + "/"
+        return xml.replacingOccurrences(of: "'\(from)", with: "'\(to)").replacingOccurrences(of: "\"\(from)", with: "\"\(to)")
+    }
 }

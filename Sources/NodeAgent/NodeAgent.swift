@@ -2,6 +2,7 @@ public import ClusterAPI
 import Foundation
 import Hypervisor
 public import Logging
+public import TLSTransport
 
 /// The node daemon: registers its Node (capacity, addresses, CPU-model labels), renews its heartbeat, runs the VMIs
 /// scheduled to it through the local libvirt, reports their status, re-adopts domains that already run, and keeps
@@ -17,42 +18,83 @@ public actor NodeAgent {
         public var heartbeatInterval: Duration
         /// Memory offered to VMs (default: the machine's).
         public var memoryBytes: UInt64?
+        /// Where the migration tunnel exit listens (nil: this node takes no incoming migrations).
+        public var tunnelListen: Endpoint?
+        /// Where migration sockets go: the same path on every node.
+        public var migrationDirectory: String
 
-        public init(name: String, address: String, libvirtURI: String, runDirectory: String, heartbeatInterval: Duration = .seconds(10), memoryBytes: UInt64? = nil) {
+        public init(
+            name: String, address: String, libvirtURI: String, runDirectory: String, heartbeatInterval: Duration = .seconds(10), memoryBytes: UInt64? = nil,
+            tunnelListen: Endpoint? = nil, migrationDirectory: String = "/var/lib/vmsync/migrations"
+        ) {
             self.name = name
             self.address = address
             self.libvirtURI = libvirtURI
             self.runDirectory = runDirectory
             self.heartbeatInterval = heartbeatInterval
             self.memoryBytes = memoryBytes
+            self.tunnelListen = tunnelListen
+            self.migrationDirectory = migrationDirectory
         }
+
+        /// The advertised tunnel endpoint, once bound ("host:port").
+        var tunnelEndpoint: String?
     }
 
-    let configuration: Configuration
+    var configuration: Configuration
     let client: APIClient
+    /// The node's identity and trust, for the migration tunnels.
+    let provider: TLSContextProvider
     let logger: Logger
-    private var libvirt: Connection?
-    private var volumes: Volumes { Volumes(client: client) }
+    var libvirt: Connection?
+    var volumes: Volumes { Volumes(client: client) }
+    var tunnelExit: TunnelExit?
+    var migrationPaths: MigrationPaths { MigrationPaths(directory: configuration.migrationDirectory) }
+    /// Incoming migrations prepared here, by migration uid.
+    var prepared: [String: PreparedTarget] = [:]
+    var preparing: Set<String> = []
+    /// Outgoing migrations running here, by migration uid.
+    var outgoing: [String: OutgoingMigration] = [:]
+    /// Domains that just left this node by migration, and when.
+    var handedOver: [String: Date] = [:]
 
-    public init(configuration: Configuration, client: APIClient, logger: Logger = Logger(label: "vmsync.node-agent")) {
+    public init(configuration: Configuration, client: APIClient, provider: TLSContextProvider, logger: Logger = Logger(label: "vmsync.node-agent")) {
         self.configuration = configuration
         self.client = client
+        self.provider = provider
         self.logger = logger
+    }
+
+    /// The local libvirtd's socket (from the URI's `socket=` parameter, else libvirt's default).
+    var libvirtSocketPath: String {
+        if let query = URLComponents(string: configuration.libvirtURI)?.queryItems, let socket = query.first(where: { $0.name == "socket" })?.value {
+            return socket
+        }
+        return "/var/run/libvirt/libvirt-sock"
     }
 
     /// Runs until cancelled.
     public func run() async throws {
         let libvirt = try await Connection.open(configuration.libvirtURI)
         self.libvirt = libvirt
+        if let listen = configuration.tunnelListen {
+            let exit = try await TunnelExit.start(on: listen, provider: provider, peers: PeerPolicy(allowedRoles: [.node]), routes: TunnelRoutingTable(), logger: logger)
+            tunnelExit = exit
+            if case .tcp(let host, let port) = exit.endpoint { configuration.tunnelEndpoint = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+        }
         try await register(libvirt)
         try FileManager.default.createDirectory(atPath: configuration.runDirectory, withIntermediateDirectories: true)
+        loadPrepared()
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.heartbeatLoop() }
             group.addTask { await self.vmiLoop() }
             group.addTask { await self.dataVolumeLoop() }
+            group.addTask { await self.migrationLoop() }
             await group.next()
             group.cancelAll()
         }
+        for migration in outgoing.values { await migration.requestAbort() }
+        await tunnelExit?.close()
         await libvirt.close()
     }
 
@@ -91,6 +133,8 @@ public actor NodeAgent {
             "conditions": [readyCondition()],
             "nodeInfo": ["kubeletVersion": "vmsync-node-agent", "architecture": "amd64", "operatingSystem": "linux"],
             "libvirtURI": .string(configuration.libvirtURI),
+            "runDirectory": .string(configuration.runDirectory),
+            "tunnelEndpoint": configuration.tunnelEndpoint.map(JSONValue.string) ?? .null,
         ]
         _ = try await client.patch(Kinds.node, name: configuration.name, ["status": status], status: true)
         logger.info("node registered", metadata: ["node": "\(configuration.name)", "labels": "\(labels.count)"])
@@ -165,6 +209,8 @@ public actor NodeAgent {
         let existing = try? await libvirt.domain(named: domainName)
         let state = try? await existing?.state()
 
+        await abortIfRequested(vmi)
+        if isMigratingAway(vmi) { return }
         if vmi["metadata"]?["deletionTimestamp"] != nil {
             if let existing {
                 try? await existing.destroy()
@@ -211,9 +257,10 @@ public actor NodeAgent {
                 let disk = try await volumes.disk(for: dataVolume)
                 try await volumes.ensure(disk, source: dataVolume["spec"]?["source"])
                 disks[volumeName] = (disk.path, disk.format)
+                let bytes = (try? await Volumes.virtualSize(disk.path)) ?? disk.bytes
                 volumeStatus.append([
                     "name": .string(volumeName), "phase": "Ready", "reason": "VolumeReady",
-                    "persistentVolumeClaimInfo": ["claimName": .string(dataVolumeName), "capacity": ["storage": .string("\(disk.bytes)")],
+                    "persistentVolumeClaimInfo": ["claimName": .string(dataVolumeName), "capacity": ["storage": .string("\(bytes)")],
                                                   "storageClass": .string(disk.storageClass), "shared": .bool(disk.shared), "path": .string(disk.path)],
                 ])
             } else if let capacity = Quantity(volume["emptyDisk"]?["capacity"])?.bytes {
@@ -250,11 +297,11 @@ public actor NodeAgent {
         ])
     }
 
-    private func emptyDiskPath(domainName: String, volume: String) -> String {
+    func emptyDiskPath(domainName: String, volume: String) -> String {
         "\(configuration.runDirectory)/\(domainName)-\(volume).qcow2"
     }
 
-    private func cloudInitPath(domainName: String, volume: String) -> String {
+    func cloudInitPath(domainName: String, volume: String) -> String {
         "\(configuration.runDirectory)/\(domainName)-\(volume)-cidata.img"
     }
 

@@ -24,6 +24,9 @@ struct NodeAgentCommand: AsyncParsableCommand {
     @Option(help: "Directory for console sockets and scratch disks.") var runDir = "/run/vmsync"
     @Option(help: "Seconds between heartbeats.") var heartbeat = 10
     @Option(help: "Memory offered to VMs, MiB (default: the machine's).") var memoryMiB: UInt64?
+    @Option(help: "Where the migration tunnel listens for other nodes (HOST:PORT; default: the node's address, port 8444).")
+    var tunnelListen: String?
+    @Option(help: "Directory for migration sockets; must be the same path on every node.") var migrationDir = "/var/lib/vmsync/migrations"
 
     func run() async throws {
         var logger = Logger(label: "vmsync.node-agent")
@@ -33,10 +36,12 @@ struct NodeAgentCommand: AsyncParsableCommand {
             let identity = try CertifiedKey(certificatePEM: try String(contentsOfFile: cert, encoding: .utf8), privateKeyPEM: try String(contentsOfFile: key, encoding: .utf8))
             let provider = try TLSContextProvider(identity: identity, trust: try TrustBundle(pem: try String(contentsOfFile: ca, encoding: .utf8)))
             let client = APIClient(endpoint: endpoint, provider: provider)
+            let tunnel = try Endpoint(parsing: tunnelListen ?? (address.contains(":") ? "[\(address)]:8444" : "\(address):8444"))
             let agent = NodeAgent(
                 configuration: .init(name: name, address: address, libvirtURI: libvirt, runDirectory: runDir,
-                                     heartbeatInterval: .seconds(heartbeat), memoryBytes: memoryMiB.map { $0 << 20 }),
-                client: client, logger: logger)
+                                     heartbeatInterval: .seconds(heartbeat), memoryBytes: memoryMiB.map { $0 << 20 },
+                                     tunnelListen: tunnel, migrationDirectory: migrationDir),
+                client: client, provider: provider, logger: logger)
             print("node-agent \(name): starting (libvirt \(libvirt), cluster \(server))")
             fflush(nil)
             try await withThrowingTaskGroup(of: Void.self) { group in

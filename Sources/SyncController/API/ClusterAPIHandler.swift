@@ -97,12 +97,8 @@ public final class ClusterAPIHandler: Sendable {
             throw APIError.notFound("the server could not find the requested resource (path \(request.path))")
         }
         try Authorization.check(request, kind: kind, namespace: namespace, name: name, subresource: subresource)
-        if request.peer.role == .node, kind.kind == "VirtualMachineInstance", subresource == .status, let name, request.method != "GET" {
-            let existing = try await store.get(kind, namespace: namespace, name: name)
-            guard existing["status"]?["nodeName"]?.string == request.peer.name else {
-                throw APIError.forbidden(
-                    "virtualmachineinstances.kubevirt.io \"\(name)\" is forbidden: it is not on node \"\(request.peer.name)\", which may write only the status of VMIs on it")
-            }
+        if request.peer.role == .node, subresource == .status, let name, request.method != "GET" {
+            try await checkNodeStatusWrite(request, kind: kind, namespace: namespace, name: name)
         }
         let yaml = request.wantsYAML
         switch (request.method, name) {
@@ -208,6 +204,35 @@ public final class ClusterAPIHandler: Sendable {
             continuation.onTermination = { _ in task.cancel() }
         }
         return .stream(status: 200, contentType: "application/json", lines: lines)
+    }
+
+    /// A node writes the status of a VMI only while the VMI is on it — handing it to another node only at the end of a
+    /// migration to that node — and the status of a migration only if it is the migration's source or target.
+    private func checkNodeStatusWrite(_ request: APIRequest, kind: ResourceKind, namespace: String?, name: String) async throws(APIError) {
+        let node = request.peer.name
+        let existing = try await store.get(kind, namespace: namespace, name: name)
+        switch kind.kind {
+        case "VirtualMachineInstance":
+            guard existing["status"]?["nodeName"]?.string == node else {
+                throw APIError.forbidden(
+                    "virtualmachineinstances.kubevirt.io \"\(name)\" is forbidden: it is not on node \"\(node)\", which may write only the status of VMIs on it")
+            }
+            if let after = (try? request.bodyValue())?["status"]?["nodeName"]?.string, after != node {
+                let state = existing["status"]?["migrationState"]
+                guard state?["sourceNode"]?.string == node, state?["targetNode"]?.string == after else {
+                    throw APIError.forbidden(
+                        "virtualmachineinstances.kubevirt.io \"\(name)\" is forbidden: node \"\(node)\" may hand the VMI only to the target of its migration, not to \"\(after)\"")
+                }
+            }
+        case "VirtualMachineInstanceMigration":
+            let state = existing["status"]?["migrationState"]
+            guard state?["sourceNode"]?.string == node || state?["targetNode"]?.string == node else {
+                throw APIError.forbidden(
+                    "virtualmachineinstancemigrations.kubevirt.io \"\(name)\" is forbidden: node \"\(node)\" is neither its source nor its target")
+            }
+        default:
+            break
+        }
     }
 
     static func selection(_ request: APIRequest, namespace: String?) throws(APIError) -> Selection {

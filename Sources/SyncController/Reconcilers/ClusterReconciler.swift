@@ -23,7 +23,7 @@ public actor ClusterReconciler {
     public func run() async {
         let (triggers, trigger) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         await withTaskGroup(of: Void.self) { group in
-            for kind in [Kinds.virtualMachine, Kinds.virtualMachineInstance, Kinds.node, Kinds.dataVolume] {
+            for kind in [Kinds.virtualMachine, Kinds.virtualMachineInstance, Kinds.node, Kinds.dataVolume, Kinds.migration] {
                 group.addTask {
                     while !Task.isCancelled {
                         let version = try? await self.currentVersion()
@@ -71,6 +71,7 @@ public actor ClusterReconciler {
             vmis = try await store.list(Kinds.virtualMachineInstance, Selection()).items
             try await liveMigratable(vmis, nodes: nodes, readyNodes: readyNodes, dataVolumes: dataVolumes, classes: classes)
             try await dataVolumePhases(dataVolumes, vmis: vmis)
+            try await migrations(vmis: vmis, nodes: nodes, readyNodes: readyNodes, dataVolumes: dataVolumes, classes: classes)
         } catch {
             logger.warning("reconcile pass failed", metadata: ["error": "\(error)"])
         }

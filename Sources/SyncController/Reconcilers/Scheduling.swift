@@ -164,7 +164,8 @@ extension ClusterReconciler {
             if let (entry, node) = report {
                 status["phase"] = "Succeeded"
                 status["progress"] = "100.0%"
-                if entry["persistentVolumeClaimInfo"]?["shared"]?.bool != true, status["nodeName"] == nil, let node { status["nodeName"] = .string(node) }
+                // A local volume is where its VMI runs (it moves with a migration that copied it).
+                if entry["persistentVolumeClaimInfo"]?["shared"]?.bool != true, let node { status["nodeName"] = .string(node) }
                 if let path = entry["persistentVolumeClaimInfo"]?["path"] { status["path"] = path }
             } else if status["phase"] == nil {
                 status["phase"] = dataVolume["spec"]?["source"]?["blank"] != nil || dataVolume["spec"]?["source"]?["http"] != nil ? "WaitForFirstConsumer" : "Pending"

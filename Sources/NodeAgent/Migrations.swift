@@ -1,0 +1,465 @@
+import ClusterAPI
+import Foundation
+import Hypervisor
+import Logging
+import TLSTransport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The node's side of live migration.
+///
+/// Target: on `Scheduled` it pre-creates the disks that will be copied (at the size the VMI reports), regenerates the
+/// cloud-init seed, opens the migration's three channels on its tunnel exit — `migration/<uid>/libvirt` to its
+/// libvirtd, `…/memory` and `…/disks` to the sockets where the incoming QEMU will listen — for the source node only,
+/// and says `TargetReady`. After a failure (or when the migration disappears) it removes what it made and any
+/// half-arrived domain.
+///
+/// Source: on `TargetReady` it opens local unix-socket tunnel entries at the same paths, so libvirt's peer-to-peer
+/// connection, the memory stream and the NBD disk stream all travel over mutual TLS between the two agents (no
+/// libvirt or QEMU port is reachable between nodes), runs the libvirt job with KubeVirt's settings and timeouts,
+/// publishes its progress on the VMI, aborts it when asked, and at the end hands the VMI to the target node.
+struct MigrationPaths {
+    /// Where the migration's sockets go; the same path on every node (each node has its own directory there).
+    let directory: String
+
+    func socket(_ uid: String, _ stream: String) -> String { "\(directory)/\(uid)/\(stream).sock" }
+    func channel(_ uid: String, _ stream: String) -> String { "migration/\(uid)/\(stream)" }
+    static let streams = ["libvirt", "memory", "disks"]
+}
+
+/// What a target made for one incoming migration, so it can be undone.
+struct PreparedTarget: Codable, Sendable {
+    var uid: String
+    var namespace: String
+    var vmiName: String
+    var domainName: String
+    var sourceNode: String
+    /// Files created for the incoming disks.
+    var files: [String]
+}
+
+/// A migration this node is sending.
+final class OutgoingMigration: @unchecked Sendable {
+    let lock = NSLock()
+    private var _job: MigrationJob?
+    private var _abortRequested = false
+    var job: MigrationJob? {
+        get { lock.withLock { _job } }
+        set { lock.withLock { _job = newValue } }
+    }
+    /// Set once; the job (now or when it exists) is aborted.
+    func requestAbort() async {
+        let job = lock.withLock { () -> MigrationJob? in
+            _abortRequested = true
+            return _job
+        }
+        await job?.abort(reason: "the migration was aborted by request")
+    }
+    var abortRequested: Bool { lock.withLock { _abortRequested } }
+}
+
+extension NodeAgent {
+    // MARK: Loop
+
+    /// Lists the migrations, acts on each, then follows a watch; re-lists every few seconds.
+    func migrationLoop() async {
+        while !Task.isCancelled {
+            do {
+                let list = try await client.list(Kinds.migration)
+                let items = list["items"]?.array ?? []
+                for vmim in items { await handle(vmim) }
+                await cleanupVanished(present: Set(items.compactMap { $0["metadata"]?["uid"]?.string }))
+                let events = try await client.watch(Kinds.migration, resourceVersion: list["metadata"]?["resourceVersion"]?.string, timeoutSeconds: 5)
+                for try await event in events {
+                    if event.type == "DELETED" {
+                        if let uid = event.object["metadata"]?["uid"]?.string { await cleanupTarget(uid: uid, failed: true) }
+                    } else {
+                        await handle(event.object)
+                    }
+                }
+            } catch {
+                logger.warning("migration watch failed", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+
+    private func handle(_ vmim: JSONValue) async {
+        guard let uid = vmim["metadata"]?["uid"]?.string else { return }
+        let phase = vmim["status"]?["phase"]?.string ?? ""
+        let state = vmim["status"]?["migrationState"]
+        let me = configuration.name
+        if state?["targetNode"]?.string == me {
+            switch phase {
+            case "Scheduled":
+                if prepared[uid] == nil && !preparing.contains(uid) {
+                    preparing.insert(uid)
+                    await prepareTarget(vmim)
+                    preparing.remove(uid)
+                }
+            case "Failed": await cleanupTarget(uid: uid, failed: true)
+            case "Succeeded": await cleanupTarget(uid: uid, failed: false)
+            default: break
+            }
+        }
+        if state?["sourceNode"]?.string == me {
+            if phase == "TargetReady", outgoing[uid] == nil, vmim["metadata"]?["deletionTimestamp"] == nil {
+                let migration = OutgoingMigration()
+                outgoing[uid] = migration
+                Task { await self.send(vmim, migration) }
+            } else if let migration = outgoing[uid], vmim["metadata"]?["deletionTimestamp"] != nil, !migration.abortRequested {
+                logger.info("migration deleted while running: aborting", metadata: ["migration": "\(uid)"])
+                await migration.requestAbort()
+            }
+        }
+    }
+
+    /// Called for each VMI on this node: an abort requested on its migration reaches the job.
+    func abortIfRequested(_ vmi: JSONValue) async {
+        guard vmi["status"]?["migrationState"]?["abortRequested"]?.bool == true,
+            let uid = vmi["status"]?["migrationState"]?["migrationUid"]?.string, let migration = outgoing[uid], !migration.abortRequested
+        else { return }
+        logger.info("migration abort requested", metadata: ["migration": "\(uid)"])
+        await migration.requestAbort()
+    }
+
+    /// Whether the VMI is leaving or has just left this node (its domain going away is not a stop).
+    func isMigratingAway(_ vmi: JSONValue) -> Bool {
+        let state = vmi["status"]?["migrationState"]
+        if let uid = state?["migrationUid"]?.string, outgoing[uid] != nil { return true }
+        let domainName = Resources.domainName(namespace: vmi["metadata"]?["namespace"]?.string ?? "default", name: vmi["metadata"]?["name"]?.string ?? "")
+        if let handed = handedOver[domainName], Date.now.timeIntervalSince(handed) < 60 { return true }
+        return false
+    }
+
+    // MARK: Target
+
+    private func prepareTarget(_ vmim: JSONValue) async {
+        let uid = vmim["metadata"]?["uid"]?.string ?? ""
+        let namespace = vmim["metadata"]?["namespace"]?.string ?? "default"
+        let vmiName = vmim["spec"]?["vmiName"]?.string ?? ""
+        let source = vmim["status"]?["migrationState"]?["sourceNode"]?.string ?? ""
+        let domainName = Resources.domainName(namespace: namespace, name: vmiName)
+        var current = vmim
+        var made = PreparedTarget(uid: uid, namespace: namespace, vmiName: vmiName, domainName: domainName, sourceNode: source, files: [])
+        do {
+            current = try await transition(current, to: "PreparingTarget", [:])
+            guard let tunnelExit, let tunnelEndpoint = configuration.tunnelEndpoint else {
+                throw APIError.badRequest("node \(configuration.name) has no tunnel endpoint for migrations")
+            }
+            let vmi = try await client.get(Kinds.virtualMachineInstance, namespace: namespace, name: vmiName)
+            if let libvirt, (try? await libvirt.domain(named: domainName)) != nil {
+                throw APIError.conflict("a domain \(domainName) already exists on node \(configuration.name)")
+            }
+            let reported = Dictionary((vmi["status"]?["volumeStatus"]?.array ?? []).compactMap { entry -> (String, JSONValue)? in
+                guard let name = entry["name"]?.string else { return nil }
+                return (name, entry)
+            }, uniquingKeysWith: { first, _ in first })
+            for volume in vmi["spec"]?["volumes"]?.array ?? [] {
+                guard let volumeName = volume["name"]?.string else { continue }
+                if let claim = volume["dataVolume"]?["name"]?.string ?? volume["persistentVolumeClaim"]?["claimName"]?.string {
+                    let dataVolume = try await client.get(Kinds.dataVolume, namespace: namespace, name: claim)
+                    let disk = try await volumes.disk(for: dataVolume)
+                    guard !disk.shared else { continue }
+                    let bytes = Quantity(reported[volumeName]?["persistentVolumeClaimInfo"]?["capacity"]?["storage"])?.bytes ?? disk.bytes
+                    try await createIncomingDisk(disk.path, bytes: bytes, made: &made)
+                } else if let capacity = Quantity(volume["emptyDisk"]?["capacity"])?.bytes {
+                    try await createIncomingDisk(emptyDiskPath(domainName: domainName, volume: volumeName), bytes: capacity, made: &made)
+                } else if let cloudInit = volume["cloudInitNoCloud"] {
+                    let path = cloudInitPath(domainName: domainName, volume: volumeName)
+                    try await Volumes.cloudInitDisk(
+                        at: path, userData: try DomainMapping.userData(of: cloudInit, volume: volumeName), metaData: DomainMapping.metaData(of: vmi),
+                        networkData: cloudInit["networkData"]?.string)
+                    made.files.append(path)
+                }
+            }
+            try FileManager.default.createDirectory(atPath: "\(migrationPaths.directory)/\(uid)", withIntermediateDirectories: true)
+            let policy = PeerPolicy(allowedRoles: [.node], allowedNames: [source])
+            try tunnelExit.routes.allow(channel: migrationPaths.channel(uid, "libvirt"), to: .unix(path: libvirtSocketPath), peers: policy)
+            try tunnelExit.routes.allow(channel: migrationPaths.channel(uid, "memory"), to: .unix(path: migrationPaths.socket(uid, "memory")), peers: policy)
+            try tunnelExit.routes.allow(channel: migrationPaths.channel(uid, "disks"), to: .unix(path: migrationPaths.socket(uid, "disks")), peers: policy)
+            prepared[uid] = made
+            savePrepared()
+            var state = current["status"]?["migrationState"] ?? [:]
+            state["targetNodeAddress"] = .string(tunnelEndpoint)
+            state["targetRunDirectory"] = .string(configuration.runDirectory)
+            _ = try await transition(current, to: "TargetReady", ["migrationState": state])
+            logger.info("migration target ready", metadata: ["migration": "\(uid)", "vmi": "\(namespace)/\(vmiName)", "disks": "\(made.files.count)"])
+        } catch {
+            logger.warning("migration target preparation failed", metadata: ["migration": "\(uid)", "error": "\(error)"])
+            prepared[uid] = made
+            await cleanupTarget(uid: uid, failed: true)
+            await failMigration(current, vmi: nil, reason: "TargetPreparationFailed", "node \(configuration.name) could not prepare the target: \(Self.describe(error))")
+        }
+    }
+
+    private func createIncomingDisk(_ path: String, bytes: UInt64, made: inout PreparedTarget) async throws(APIError) {
+        guard !FileManager.default.fileExists(atPath: path) else {
+            throw APIError.conflict("disk \(path) already exists on node \(configuration.name)")
+        }
+        try? FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try await Volumes.qemuImg(["create", "-q", "-f", "qcow2", path, String(bytes)])
+        made.files.append(path)
+    }
+
+    /// Undoes a target's preparation. After a failure the half-arrived domain and the pre-created disks go (unless
+    /// the VMI runs here after all); after success only the channels and sockets.
+    func cleanupTarget(uid: String, failed: Bool) async {
+        guard let made = prepared.removeValue(forKey: uid) else { return }
+        for stream in MigrationPaths.streams { tunnelExit?.routes.remove(channel: migrationPaths.channel(uid, stream)) }
+        try? FileManager.default.removeItem(atPath: "\(migrationPaths.directory)/\(uid)")
+        if failed {
+            let vmi = try? await client.get(Kinds.virtualMachineInstance, namespace: made.namespace, name: made.vmiName)
+            let runsHere = vmi?["status"]?["nodeName"]?.string == configuration.name
+            if !runsHere {
+                if let libvirt, let domain = try? await libvirt.domain(named: made.domainName) {
+                    try? await domain.destroy()
+                    try? await domain.undefine()
+                    logger.info("removed the half-arrived domain of a failed migration", metadata: ["domain": "\(made.domainName)"])
+                }
+                for file in made.files { try? FileManager.default.removeItem(atPath: file) }
+            }
+        }
+        savePrepared()
+        logger.info("migration target cleaned up", metadata: ["migration": "\(uid)", "failed": "\(failed)"])
+    }
+
+    /// Migrations this node prepared that no longer exist (deleted while the agent was not watching).
+    private func cleanupVanished(present: Set<String>) async {
+        for uid in prepared.keys where !present.contains(uid) { await cleanupTarget(uid: uid, failed: true) }
+    }
+
+    private var preparedFile: String { "\(migrationPaths.directory)/prepared.json" }
+
+    /// Remembers prepared targets on disk, so an agent restarted mid-migration still cleans up.
+    func savePrepared() {
+        try? FileManager.default.createDirectory(atPath: migrationPaths.directory, withIntermediateDirectories: true)
+        if let data = try? JSONEncoder().encode(Array(prepared.values)) {
+            try? data.write(to: URL(fileURLWithPath: preparedFile), options: .atomic)
+        }
+    }
+
+    func loadPrepared() {
+        guard let data = FileManager.default.contents(atPath: preparedFile),
+            let saved = try? JSONDecoder().decode([PreparedTarget].self, from: data)
+        else { return }
+        for entry in saved { prepared[entry.uid] = entry }
+    }
+
+    // MARK: Source
+
+    private func send(_ vmim: JSONValue, _ migration: OutgoingMigration) async {
+        let uid = vmim["metadata"]?["uid"]?.string ?? ""
+        let namespace = vmim["metadata"]?["namespace"]?.string ?? "default"
+        let vmiName = vmim["spec"]?["vmiName"]?.string ?? ""
+        let target = vmim["status"]?["migrationState"]?["targetNode"]?.string ?? ""
+        let domainName = Resources.domainName(namespace: namespace, name: vmiName)
+        var current = vmim
+        var entries: [TunnelEntry] = []
+        var vmi: JSONValue?
+        defer { outgoing[uid] = nil }
+        do {
+            let started = Migration.timestamp()
+            var state = current["status"]?["migrationState"] ?? [:]
+            state["startTimestamp"] = .string(started)
+            current = try await transition(current, to: "Running", ["migrationState": state])
+            let fetched = try await client.get(Kinds.virtualMachineInstance, namespace: namespace, name: vmiName)
+            vmi = fetched
+            await patchMigrationState(fetched, ["startTimestamp": .string(started), "targetNodeAddress": state["targetNodeAddress"] ?? .null])
+            guard let libvirt else { throw APIError.internalError("no libvirt connection") }
+            guard let address = state["targetNodeAddress"]?.string else { throw APIError.badRequest("the target published no tunnel address") }
+            let remote = try Endpoint(parsing: address)
+            let targetRunDirectory = state["targetRunDirectory"]?.string ?? configuration.runDirectory
+
+            // The streams: a local socket per stream, each a tunnel to the target's agent.
+            try FileManager.default.createDirectory(atPath: "\(migrationPaths.directory)/\(uid)", withIntermediateDirectories: true)
+            for stream in MigrationPaths.streams {
+                let path = migrationPaths.socket(uid, stream)
+                try? FileManager.default.removeItem(atPath: path)
+                entries.append(try await TunnelEntry.start(
+                    listeningOn: .unix(path: path), remote: remote, channel: migrationPaths.channel(uid, stream), provider: provider,
+                    exitPolicy: PeerPolicy(allowedRoles: [.node], allowedNames: [target]), logger: logger))
+            }
+
+            // What is copied: local DataVolumes and empty disks; shared DataVolumes stay; cloud-init is rebuilt there.
+            let targets = DomainMapping.diskTargets(of: fetched)
+            var copied: [String] = []
+            var shared = false
+            var copiedFiles: [String] = []
+            for volume in fetched["spec"]?["volumes"]?.array ?? [] {
+                guard let volumeName = volume["name"]?.string, let device = targets[volumeName] else { continue }
+                if let claim = volume["dataVolume"]?["name"]?.string ?? volume["persistentVolumeClaim"]?["claimName"]?.string {
+                    let disk = try await volumes.disk(for: try await client.get(Kinds.dataVolume, namespace: namespace, name: claim))
+                    if disk.shared {
+                        shared = true
+                    } else {
+                        copied.append(device)
+                        copiedFiles.append(disk.path)
+                    }
+                } else if volume["emptyDisk"] != nil {
+                    copied.append(device)
+                    copiedFiles.append(emptyDiskPath(domainName: domainName, volume: volumeName))
+                } else if volume["cloudInitNoCloud"] != nil {
+                    copiedFiles.append(cloudInitPath(domainName: domainName, volume: volumeName))
+                }
+            }
+            let domain = try await libvirt.domain(named: domainName)
+            let xml = DomainMapping.destinationXML(try await domain.xml(migratable: true), from: configuration.runDirectory, to: targetRunDirectory)
+            let settings = Self.migrationSettings(try? await client.get(Kinds.kubeVirt, namespace: "kubevirt", name: "kubevirt"))
+            let options = MigrationOptions(
+                destinationURI: "qemu+unix:///system?socket=\(migrationPaths.socket(uid, "libvirt"))",
+                migrationURI: "unix://\(migrationPaths.socket(uid, "memory"))",
+                disksURI: copied.isEmpty ? nil : "unix://\(migrationPaths.socket(uid, "disks"))",
+                destinationXML: xml, storage: copied.isEmpty ? .none : .full, disks: copied,
+                bandwidthMiBPerSecond: settings.bandwidthMiB, autoConverge: settings.autoConverge, allowPostCopy: settings.allowPostCopy,
+                allowUnsafe: shared)
+            let job = MigrationJob(domain: domain, options: options, timeouts: settings.timeouts, pollInterval: .milliseconds(250))
+            migration.job = job
+            if migration.abortRequested { await job.abort(reason: "the migration was aborted by request") }
+            let reporter = Task { await self.reportProgress(of: job, vmi: fetched) }
+            defer { reporter.cancel() }
+            logger.info("migration started", metadata: ["migration": "\(uid)", "target": "\(target)", "copied": "\(copied)", "shared": "\(shared)"])
+            let result: MigrationResult
+            do {
+                result = try await job.run()
+            } catch {
+                if migration.abortRequested {
+                    throw MigrationAborted(message: "the migration was aborted by request")
+                }
+                throw error
+            }
+
+            // Switchover done: the VMI now runs on the target.
+            let ended = Migration.timestamp()
+            handedOver[domainName] = .now
+            var finalState: JSONValue = ["completed": true, "failed": false, "endTimestamp": .string(ended)]
+            if let downtime = result.statistics?.downtimeMs { finalState["downtimeMilliseconds"] = .int(Int64(downtime)) }
+            try await client.patch(Kinds.virtualMachineInstance, namespace: namespace, name: vmiName,
+                                   ["status": ["nodeName": .string(target), "migrationState": finalState]], status: true)
+            var vmimState = current["status"]?["migrationState"] ?? [:]
+            for (key, value) in finalState.object ?? [:] { vmimState[key] = value }
+            _ = try await transition(current, to: "Succeeded", ["migrationState": vmimState])
+            for file in copiedFiles { try? FileManager.default.removeItem(atPath: file) }
+            logger.info("migration succeeded", metadata: ["migration": "\(uid)", "target": "\(target)", "wall": "\(result.duration)"])
+        } catch {
+            let aborted = error is MigrationAborted || migration.abortRequested
+            logger.warning("migration failed", metadata: ["migration": "\(uid)", "error": "\(error)"])
+            await failMigration(current, vmi: vmi, reason: aborted ? "Aborted" : "MigrationFailed", Self.describe(error), abortStatus: aborted ? "Succeeded" : nil)
+        }
+        for entry in entries { await entry.close() }
+        try? FileManager.default.removeItem(atPath: "\(migrationPaths.directory)/\(uid)")
+    }
+
+    /// Publishes the job's progress on the VMI's migration state, at most twice a second.
+    private func reportProgress(of job: MigrationJob, vmi: JSONValue) async {
+        var last = ContinuousClock.now - .seconds(1)
+        for await sample in job.progress {
+            guard ContinuousClock.now - last >= .milliseconds(500) else { continue }
+            last = .now
+            let statistics = sample.statistics
+            let elapsed = sample.elapsed.components
+            let milliseconds: Int64 = elapsed.seconds * 1000 + elapsed.attoseconds / 1_000_000_000_000_000
+            var progress: JSONValue = ["elapsedMilliseconds": .int(milliseconds)]
+            switch sample.phase {
+            case .setup: progress["phase"] = "Setup"
+            case .disks: progress["phase"] = "Disks"
+            case .memory(let iteration):
+                progress["phase"] = "Memory"
+                progress["iteration"] = .int(Int64(iteration))
+            }
+            func put(_ key: String, _ value: UInt64?) { if let value { progress[key] = .int(Int64(clamping: value)) } }
+            put("dataTotalBytes", statistics.dataTotal)
+            put("dataProcessedBytes", statistics.dataProcessed)
+            put("dataRemainingBytes", statistics.dataRemaining)
+            put("memoryDirtyRateBytesPerSecond", statistics.memoryDirtyRate)
+            put("memoryBytesPerSecond", statistics.memoryBytesPerSecond)
+            put("diskTotalBytes", statistics.diskTotal)
+            put("diskProcessedBytes", statistics.diskProcessed)
+            await patchMigrationState(vmi, ["progress": progress])
+        }
+    }
+
+    // MARK: Status writes
+
+    /// Moves the migration to `phase` (appending to its phase history); returns the stored object.
+    @discardableResult
+    func transition(_ vmim: JSONValue, to phase: String, _ changes: JSONValue) async throws(APIError) -> JSONValue {
+        let namespace = vmim["metadata"]?["namespace"]?.string ?? "default"
+        let name = vmim["metadata"]?["name"]?.string ?? ""
+        var status = changes
+        status["phase"] = .string(phase)
+        var history = vmim["status"]?["phaseTransitionTimestamps"]?.array ?? []
+        history.append(["phase": .string(phase), "phaseTransitionTimestamp": .string(Migration.timestamp())])
+        status["phaseTransitionTimestamps"] = .array(history)
+        return try await client.patch(Kinds.migration, namespace: namespace, name: name, ["status": status], status: true)
+    }
+
+    /// Fails a migration from this node: the migration says why; the VMI too when it is on this node.
+    func failMigration(_ vmim: JSONValue, vmi: JSONValue?, reason: String, _ message: String, abortStatus: String? = nil) async {
+        let ended = Migration.timestamp()
+        var state = vmim["status"]?["migrationState"] ?? [:]
+        state["failed"] = true
+        state["completed"] = true
+        state["failureReason"] = .string(message)
+        state["endTimestamp"] = .string(ended)
+        if let abortStatus { state["abortStatus"] = .string(abortStatus) }
+        let conditions = Resources.setting(Resources.condition("Failed", true, reason: reason, message: message), in: vmim["status"]?["conditions"])
+            ?? vmim["status"]?["conditions"] ?? []
+        do {
+            try await transition(vmim, to: "Failed", ["migrationState": state, "conditions": conditions])
+        } catch {
+            logger.warning("could not record the failed migration", metadata: ["error": "\(error)"])
+        }
+        if let vmi {
+            var changes: JSONValue = ["failed": true, "completed": true, "failureReason": .string(message), "endTimestamp": .string(ended)]
+            if let abortStatus { changes["abortStatus"] = .string(abortStatus) }
+            await patchMigrationState(vmi, changes)
+        }
+    }
+
+    func patchMigrationState(_ vmi: JSONValue, _ changes: JSONValue) async {
+        let namespace = vmi["metadata"]?["namespace"]?.string ?? "default"
+        let name = vmi["metadata"]?["name"]?.string ?? ""
+        do {
+            _ = try await client.patch(Kinds.virtualMachineInstance, namespace: namespace, name: name, ["status": ["migrationState": changes]], status: true)
+        } catch {
+            logger.warning("VMI migration state write failed", metadata: ["vmi": "\(namespace)/\(name)", "error": "\(error)"])
+        }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? APIError { return error.message }
+        if let error = error as? HypervisorError { return error.description }
+        if let error = error as? TransportError { return "\(error)" }
+        if let error = error as? MigrationAborted { return error.message }
+        return "\(error)"
+    }
+
+    // MARK: Settings
+
+    struct MigrationSettings {
+        var bandwidthMiB: UInt64?
+        var autoConverge = false
+        var allowPostCopy = false
+        var timeouts = MigrationTimeouts.kubeVirtDefaults
+    }
+
+    /// The KubeVirt configuration's migration settings (KubeVirt's defaults where unset).
+    static func migrationSettings(_ kubeVirt: JSONValue?) -> MigrationSettings {
+        let migrations = kubeVirt?["spec"]?["configuration"]?["migrations"]
+        var settings = MigrationSettings()
+        if let bandwidth = Quantity(migrations?["bandwidthPerMigration"])?.bytes, bandwidth > 0 { settings.bandwidthMiB = max(1, bandwidth >> 20) }
+        settings.autoConverge = migrations?["allowAutoConverge"]?.bool ?? false
+        settings.allowPostCopy = migrations?["allowPostCopy"]?.bool ?? false
+        let perGiB = migrations?["completionTimeoutPerGiB"]?.int ?? 150
+        let progress = migrations?["progressTimeout"]?.int ?? 150
+        settings.timeouts = MigrationTimeouts(completionPerGiB: .seconds(perGiB), progress: .seconds(progress))
+        return settings
+    }
+}
+
+struct MigrationAborted: Error {
+    let message: String
+}

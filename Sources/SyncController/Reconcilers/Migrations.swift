@@ -1,0 +1,369 @@
+import ClusterAPI
+import Foundation
+import Hypervisor
+import Logging
+
+/// The cluster side of live migration (VirtualMachineInstanceMigration): admission of new migrations, the parallel
+/// limits, choosing the target node, aborts by deletion, the finalizer, watchdogs for stuck phases, and drain
+/// evacuation. The node agents do the rest: the target prepares (PreparingTarget → TargetReady), the source runs the
+/// libvirt job (Running → Succeeded / Failed).
+extension ClusterReconciler {
+    /// The migration settings of the KubeVirt configuration object.
+    struct MigrationSettings {
+        var parallelPerCluster = 5
+        var parallelOutboundPerNode = 2
+        /// How long a migration may wait for a target node to fit before it fails.
+        var unschedulableTimeout: TimeInterval = 300
+        /// How long the target may take to get ready.
+        var prepareTimeout: TimeInterval = 120
+
+        init(_ kubeVirt: JSONValue?) {
+            let migrations = kubeVirt?["spec"]?["configuration"]?["migrations"]
+            parallelPerCluster = Int(max(1, migrations?["parallelMigrationsPerCluster"]?.int ?? 5))
+            parallelOutboundPerNode = Int(max(1, migrations?["parallelOutboundMigrationsPerNode"]?.int ?? 2))
+            if let seconds = migrations?["unschedulableTimeoutSeconds"]?.int { unschedulableTimeout = TimeInterval(seconds) }
+            if let seconds = migrations?["targetReadyTimeoutSeconds"]?.int { prepareTimeout = TimeInterval(seconds) }
+        }
+    }
+
+    func migrations(vmis: [JSONValue], nodes: [JSONValue], readyNodes: Set<String>, dataVolumes: [JSONValue], classes: [JSONValue]) async throws(APIError) {
+        let kubeVirt = try? await store.get(Kinds.kubeVirt, namespace: ClusterDefaults.namespace, name: ClusterDefaults.name)
+        let settings = MigrationSettings(kubeVirt)
+        try await evacuate(nodes: nodes, vmis: vmis, dataVolumes: dataVolumes, classes: classes, readyNodes: readyNodes)
+        let all = try await store.list(Kinds.migration, Selection()).items.sorted { Self.creationOrder($0) < Self.creationOrder($1) }
+        var active = all.filter { Migration.activePhases.contains($0["status"]?["phase"]?.string ?? "") }
+        for vmim in all {
+            let phase = vmim["status"]?["phase"]?.string ?? ""
+            let vmi = vmis.first { namespace($0) == namespace(vmim) && name($0) == vmim["spec"]?["vmiName"]?.string }
+            if vmim["metadata"]?["deletionTimestamp"] != nil {
+                try await abortDeleted(vmim, phase: phase, vmi: vmi)
+                continue
+            }
+            switch phase {
+            case "":
+                try await admit(vmim, vmi: vmi, others: all)
+            case "Pending":
+                let source = vmi?["status"]?["nodeName"]?.string ?? ""
+                let outbound = active.filter { $0["status"]?["migrationState"]?["sourceNode"]?.string == source }.count
+                guard vmi?["status"]?["phase"]?.string == "Running" else {
+                    try await fail(vmim, vmi: vmi, reason: "VMINotRunning", "the VMI is no longer running")
+                    continue
+                }
+                if active.count < settings.parallelPerCluster && outbound < settings.parallelOutboundPerNode {
+                    var state: JSONValue = ["sourceNode": .string(source)]
+                    state["migrationUid"] = vmim["metadata"]?["uid"] ?? .null
+                    try await transition(vmim, to: "Scheduling", ["migrationState": state])
+                    var counted = vmim
+                    counted["status"]?["migrationState"] = state
+                    active.append(counted)
+                } else {
+                    let why = active.count >= settings.parallelPerCluster
+                        ? "waiting: \(active.count) migrations run in the cluster (parallelMigrationsPerCluster \(settings.parallelPerCluster))"
+                        : "waiting: \(outbound) migrations leave node \(source) (parallelOutboundMigrationsPerNode \(settings.parallelOutboundPerNode))"
+                    try await setCondition(vmim, Resources.condition("Queued", true, reason: "ParallelLimit", message: why))
+                }
+            case "Scheduling":
+                try await chooseTarget(vmim, vmi: vmi, nodes: nodes, readyNodes: readyNodes, vmis: vmis, dataVolumes: dataVolumes, classes: classes, settings: settings)
+            case "Scheduled", "PreparingTarget", "TargetReady":
+                let target = vmim["status"]?["migrationState"]?["targetNode"]?.string ?? ""
+                if !readyNodes.contains(target) {
+                    try await fail(vmim, vmi: vmi, reason: "TargetNodeNotReady", "target node \(target) is not Ready")
+                } else if let since = Self.phaseSince(vmim), Date.now.timeIntervalSince(since) > settings.prepareTimeout {
+                    try await fail(vmim, vmi: vmi, reason: "TargetNotReady", "target node \(target) did not get ready within \(Int(settings.prepareTimeout)) s (phase \(phase))")
+                }
+            case "Running":
+                let source = vmim["status"]?["migrationState"]?["sourceNode"]?.string ?? ""
+                if !readyNodes.contains(source) {
+                    try await setCondition(vmim, Resources.condition("SourceNodeReady", false, reason: "NodeUnresponsive", message: "source node \(source) stopped posting status"))
+                }
+            case "Failed":
+                // A failure the target recorded: the VMI's migration state says so too.
+                if let vmi, vmi["status"]?["migrationState"]?["migrationUid"] == vmim["metadata"]?["uid"],
+                    vmi["status"]?["migrationState"]?["failed"]?.bool != true, let state = vmim["status"]?["migrationState"]
+                {
+                    var changes: JSONValue = ["failed": true, "completed": true]
+                    for key in ["failureReason", "endTimestamp", "abortStatus"] { if let value = state[key] { changes[key] = value } }
+                    try await patchVMIMigrationState(vmi, vmim: vmim, changes)
+                }
+            default:
+                break
+            }
+        }
+        try await printableMigration(vmis: vmis, migrations: try await store.list(Kinds.migration, Selection()).items)
+    }
+
+    // MARK: Phases
+
+    /// A new migration: the VMI must exist, run, be live-migratable and have no other migration in progress.
+    private func admit(_ vmim: JSONValue, vmi: JSONValue?, others: [JSONValue]) async throws(APIError) {
+        let vmiName = vmim["spec"]?["vmiName"]?.string ?? ""
+        guard let vmi else {
+            return try await fail(vmim, vmi: nil, reason: "VMINotFound", "virtualmachineinstance \"\(vmiName)\" does not exist in namespace \(namespace(vmim))")
+        }
+        guard vmi["status"]?["phase"]?.string == "Running", vmi["status"]?["nodeName"]?.string != nil else {
+            return try await fail(vmim, vmi: nil, reason: "VMINotRunning", "virtualmachineinstance \"\(vmiName)\" is not running (phase \(vmi["status"]?["phase"]?.string ?? "Pending"))")
+        }
+        if let condition = vmi["status"]?["conditions"]?.array?.first(where: { $0["type"] == "LiveMigratable" }), condition["status"] == "False" {
+            return try await fail(vmim, vmi: nil, reason: condition["reason"]?.string ?? "NotMigratable",
+                                  "virtualmachineinstance \"\(vmiName)\" is not live-migratable: \(condition["message"]?.string ?? "")")
+        }
+        if let other = others.first(where: {
+            $0["metadata"]?["uid"] != vmim["metadata"]?["uid"] && namespace($0) == namespace(vmim) && $0["spec"]?["vmiName"]?.string == vmiName
+                && $0["metadata"]?["deletionTimestamp"] == nil
+                && (["Pending"] + Migration.activePhases).contains($0["status"]?["phase"]?.string ?? "")
+        }) {
+            return try await fail(vmim, vmi: nil, reason: "MigrationInProgress",
+                                  "virtualmachineinstance \"\(vmiName)\" already has a running or pending migration (\(name(other)))")
+        }
+        var finalizers = vmim["metadata"]?["finalizers"]?.array ?? []
+        if !finalizers.contains(.string(Migration.finalizer)) { finalizers.append(.string(Migration.finalizer)) }
+        var labels = vmim["metadata"]?["labels"] ?? [:]
+        labels[Migration.vmiNameLabel] = .string(vmiName)
+        _ = try await store.patch(Kinds.migration, namespace: namespace(vmim), name: name(vmim),
+                                  mergePatch: ["metadata": ["finalizers": .array(finalizers), "labels": labels]], subresource: .main)
+        try await transition(vmim, to: "Pending", [:])
+        logger.info("migration admitted", metadata: ["migration": "\(namespace(vmim))/\(name(vmim))", "vmi": "\(vmiName)"])
+    }
+
+    /// Picks the target: a Ready node other than the source that fits the VMI (selectors, affinity, taints, memory)
+    /// and the `addedNodeSelector`, and can take its CPU from the source.
+    private func chooseTarget(_ vmim: JSONValue, vmi: JSONValue?, nodes: [JSONValue], readyNodes: Set<String>, vmis: [JSONValue],
+                              dataVolumes: [JSONValue], classes: [JSONValue], settings: MigrationSettings) async throws(APIError)
+    {
+        guard let vmi, let source = vmi["status"]?["nodeName"]?.string, vmi["status"]?["phase"]?.string == "Running" else {
+            return try await fail(vmim, vmi: vmi, reason: "VMINotRunning", "the VMI is no longer running")
+        }
+        let sourceLabels = nodes.first { name($0) == source }?["metadata"]?["labels"]?.stringMap ?? [:]
+        var used: [String: UInt64] = [:]
+        for other in vmis {
+            guard let node = other["status"]?["nodeName"]?.string, !["Succeeded", "Failed"].contains(other["status"]?["phase"]?.string ?? "") else { continue }
+            used[node, default: 0] += memory(other)
+            if let target = other["status"]?["migrationState"]?["targetNode"]?.string, other["status"]?["migrationState"]?["completed"]?.bool != true {
+                used[target, default: 0] += memory(other)
+            }
+        }
+        let cpu = DomainSpec.CPUMode(kubeVirtModel: Resources.cpuModel(of: vmi["spec"]))
+        var reasons: [String] = []
+        var best: (name: String, free: UInt64)?
+        for node in nodes {
+            let nodeName = name(node)
+            let labels = node["metadata"]?["labels"]?.stringMap ?? [:]
+            if nodeName == source { continue }
+            if let reason = unfit(vmi, on: node, readyNodes: readyNodes, dataVolumes: dataVolumes, classes: classes, checkVolumes: false) {
+                reasons.append("\(nodeName): \(reason)")
+                continue
+            }
+            if let (key, value) = (vmim["spec"]?["addedNodeSelector"]?.stringMap ?? [:]).first(where: { labels[$0.key] != $0.value }) {
+                reasons.append("\(nodeName): node does not match addedNodeSelector \(key)=\(value)")
+                continue
+            }
+            if let reason = cpu.unsatisfied(toMigrateFrom: sourceLabels, to: labels) {
+                reasons.append("\(nodeName): \(reason)")
+                continue
+            }
+            if node["status"]?["tunnelEndpoint"]?.string == nil {
+                reasons.append("\(nodeName): its node agent publishes no tunnel endpoint for migrations")
+                continue
+            }
+            let allocatable = Quantity(node["status"]?["allocatable"]?["memory"])?.bytes ?? 0
+            let free = allocatable > used[nodeName, default: 0] ? allocatable - used[nodeName, default: 0] : 0
+            guard free >= memory(vmi) else {
+                reasons.append("\(nodeName): insufficient memory (\(free >> 20) MiB free, \(memory(vmi) >> 20) MiB requested)")
+                continue
+            }
+            if best == nil || free > best!.free || (free == best!.free && nodeName < best!.name) { best = (nodeName, free) }
+        }
+        guard let best else {
+            let message = "no node can take the VMI: " + (reasons.isEmpty ? "the cluster has no other node" : reasons.sorted().joined(separator: "; "))
+            if let since = Self.phaseSince(vmim), Date.now.timeIntervalSince(since) > settings.unschedulableTimeout {
+                return try await fail(vmim, vmi: vmi, reason: "Unschedulable", message)
+            }
+            return try await setCondition(vmim, Resources.condition("TargetScheduled", false, reason: "Unschedulable", message: message))
+        }
+        var state = vmim["status"]?["migrationState"] ?? [:]
+        state["sourceNode"] = .string(source)
+        state["targetNode"] = .string(best.name)
+        state["migrationUid"] = vmim["metadata"]?["uid"] ?? .null
+        state["mode"] = "PreCopy"
+        var conditions = Resources.setting(Resources.condition("TargetScheduled", true, reason: "Scheduled", message: "target node \(best.name)"),
+                                           in: vmim["status"]?["conditions"]) ?? vmim["status"]?["conditions"] ?? []
+        conditions = Resources.setting(Resources.condition("Queued", false, reason: "Admitted"), in: conditions) ?? conditions
+        try await transition(vmim, to: "Scheduled", ["migrationState": state, "conditions": conditions])
+        try await patchVMIMigrationState(vmi, vmim: vmim, [
+            "migrationUid": vmim["metadata"]?["uid"] ?? .null, "migrationUID": vmim["metadata"]?["uid"] ?? .null,
+            "sourceNode": .string(source), "targetNode": .string(best.name), "mode": "PreCopy",
+            "completed": false, "failed": false, "abortRequested": false,
+            "startTimestamp": .null, "endTimestamp": .null, "abortStatus": .null, "failureReason": .null,
+            "migrationConfiguration": .null, "progress": .null,
+        ])
+        logger.info("migration scheduled", metadata: ["migration": "\(namespace(vmim))/\(name(vmim))", "source": "\(source)", "target": "\(best.name)"])
+    }
+
+    /// A deleted migration that has not finished is aborted: before the job runs it simply fails; while it runs the
+    /// source agent is asked (the VMI's `migrationState.abortRequested`). A finished one loses its finalizer.
+    private func abortDeleted(_ vmim: JSONValue, phase: String, vmi: JSONValue?) async throws(APIError) {
+        switch phase {
+        case "Succeeded", "Failed":
+            let finalizers = (vmim["metadata"]?["finalizers"]?.array ?? []).filter { $0 != .string(Migration.finalizer) }
+            if finalizers.count != vmim["metadata"]?["finalizers"]?.array?.count {
+                _ = try? await store.patch(Kinds.migration, namespace: namespace(vmim), name: name(vmim),
+                                           mergePatch: ["metadata": ["finalizers": .array(finalizers)]], subresource: .main)
+            }
+        case "Running":
+            guard vmi?["status"]?["migrationState"]?["migrationUid"] == vmim["metadata"]?["uid"] else { return }
+            if vmi?["status"]?["migrationState"]?["abortRequested"]?.bool != true, let vmi {
+                try await patchVMIMigrationState(vmi, vmim: vmim, ["abortRequested": true])
+                logger.info("migration abort requested", metadata: ["migration": "\(namespace(vmim))/\(name(vmim))"])
+            }
+        default:
+            try await fail(vmim, vmi: vmi, reason: "Aborted", "the migration was deleted before it started (phase \(phase.isEmpty ? "new" : phase))", abortStatus: "Succeeded")
+        }
+    }
+
+    // MARK: Writing
+
+    /// Moves the migration to `phase`, recording when.
+    func transition(_ vmim: JSONValue, to phase: String, _ changes: JSONValue) async throws(APIError) {
+        var status = changes
+        status["phase"] = .string(phase)
+        var history = vmim["status"]?["phaseTransitionTimestamps"]?.array ?? []
+        history.append(["phase": .string(phase), "phaseTransitionTimestamp": .string(Migration.timestamp())])
+        status["phaseTransitionTimestamps"] = .array(history)
+        _ = try await store.patch(Kinds.migration, namespace: namespace(vmim), name: name(vmim), mergePatch: ["status": status], subresource: .status)
+    }
+
+    /// Fails the migration with a reason; the VMI's migration state (if this migration owns it) says so too.
+    func fail(_ vmim: JSONValue, vmi: JSONValue?, reason: String, _ message: String, abortStatus: String? = nil) async throws(APIError) {
+        var state = vmim["status"]?["migrationState"] ?? [:]
+        state["failed"] = true
+        state["completed"] = true
+        state["failureReason"] = .string(message)
+        state["endTimestamp"] = .string(Migration.timestamp())
+        if let abortStatus { state["abortStatus"] = .string(abortStatus) }
+        let conditions = Resources.setting(Resources.condition("Failed", true, reason: reason, message: message), in: vmim["status"]?["conditions"]) ?? vmim["status"]?["conditions"] ?? []
+        try await transition(vmim, to: "Failed", ["migrationState": state, "conditions": conditions])
+        if let vmi, vmi["status"]?["migrationState"]?["migrationUid"] == vmim["metadata"]?["uid"], vmim["metadata"]?["uid"] != nil {
+            var changes: JSONValue = ["failed": true, "completed": true, "failureReason": .string(message), "endTimestamp": state["endTimestamp"] ?? .null]
+            if let abortStatus { changes["abortStatus"] = .string(abortStatus) }
+            try await patchVMIMigrationState(vmi, vmim: vmim, changes)
+        }
+        logger.notice("migration failed", metadata: ["migration": "\(namespace(vmim))/\(name(vmim))", "reason": "\(reason)", "message": "\(message)"])
+    }
+
+    private func setCondition(_ vmim: JSONValue, _ condition: JSONValue) async throws(APIError) {
+        guard let conditions = Resources.setting(condition, in: vmim["status"]?["conditions"]) else { return }
+        _ = try await store.patch(Kinds.migration, namespace: namespace(vmim), name: name(vmim), mergePatch: ["status": ["conditions": conditions]], subresource: .status)
+    }
+
+    func patchVMIMigrationState(_ vmi: JSONValue, vmim: JSONValue, _ changes: JSONValue) async throws(APIError) {
+        _ = try await store.patch(Kinds.virtualMachineInstance, namespace: namespace(vmi), name: name(vmi),
+                                  mergePatch: ["status": ["migrationState": changes]], subresource: .status)
+    }
+
+    /// The VMI column `syncctl get vmi` shows: "Pending migration" while a migration waits, "Migrating" while one
+    /// runs, empty otherwise.
+    private func printableMigration(vmis: [JSONValue], migrations: [JSONValue]) async throws(APIError) {
+        for vmi in vmis {
+            let mine = migrations.filter { namespace($0) == namespace(vmi) && $0["spec"]?["vmiName"]?.string == name(vmi) }
+            let phases = Set(mine.compactMap { $0["status"]?["phase"]?.string })
+            let text: JSONValue =
+                phases.contains("Running") || phases.contains("TargetReady") || phases.contains("PreparingTarget") || phases.contains("Scheduled")
+                ? "Migrating" : (phases.contains("Pending") || phases.contains("Scheduling") ? "Pending migration" : .null)
+            guard vmi["status"]?["printableMigration"] ?? .null != text else { continue }
+            _ = try? await store.patch(Kinds.virtualMachineInstance, namespace: namespace(vmi), name: name(vmi),
+                                       mergePatch: ["status": ["printableMigration": text]], subresource: .status)
+        }
+    }
+
+    // MARK: Helpers
+
+    /// Oldest first (creation time, then name), the order in which waiting migrations start.
+    static func creationOrder(_ object: JSONValue) -> String {
+        (object["metadata"]?["creationTimestamp"]?.string ?? "") + "/" + (object["metadata"]?["name"]?.string ?? "")
+    }
+
+    /// When the migration entered its current phase.
+    static func phaseSince(_ vmim: JSONValue) -> Date? {
+        guard let text = vmim["status"]?["phaseTransitionTimestamps"]?.array?.last?["phaseTransitionTimestamp"]?.string else { return nil }
+        return Migration.parseTimestamp(text)
+    }
+
+    // MARK: Drain
+
+    /// Seed 000's batch migration: a node tainted `kubevirt.io/drain=draining:NoSchedule` gets an evacuation migration
+    /// for every live-migratable VMI on it (queued behind the parallel limits like any other); VMIs that cannot
+    /// migrate are reported, not killed; the node's `Drained` condition says how far it is, and True once every
+    /// migratable VMI has left or its migration has finished (a failed one is not retried within the drain).
+    func evacuate(nodes: [JSONValue], vmis: [JSONValue], dataVolumes: [JSONValue], classes: [JSONValue], readyNodes: Set<String>) async throws(APIError) {
+        let migrations = try await store.list(Kinds.migration, Selection()).items
+        for node in nodes {
+            let nodeName = name(node)
+            let draining = (node["spec"]?["taints"]?.array ?? []).contains {
+                $0["key"]?.string == Resources.drainTaintKey && ["NoSchedule", "NoExecute"].contains($0["effect"]?.string ?? "")
+            }
+            let hasCondition = node["status"]?["conditions"]?.array?.contains { $0["type"]?.string == Migration.drainCondition } ?? false
+            guard draining else {
+                if hasCondition {
+                    let remaining = (node["status"]?["conditions"]?.array ?? []).filter { $0["type"]?.string != Migration.drainCondition }
+                    _ = try await store.patch(Kinds.node, namespace: nil, name: nodeName, mergePatch: ["status": ["conditions": .array(remaining)]], subresource: .status)
+                }
+                continue
+            }
+            let drainStarted = node["status"]?["conditions"]?.array?.first { $0["type"]?.string == Migration.drainCondition }?["drainStarted"]?.string
+                ?? Migration.timestamp()
+            var migrating: [String] = [], waiting: [String] = [], failed: [String] = [], blocked: [String] = []
+            for vmi in vmis where vmi["status"]?["nodeName"]?.string == nodeName && vmi["status"]?["phase"]?.string == "Running"
+                && vmi["metadata"]?["deletionTimestamp"] == nil
+            {
+                let label = "\(namespace(vmi))/\(name(vmi))"
+                let condition = vmi["status"]?["conditions"]?.array?.first { $0["type"]?.string == "LiveMigratable" }
+                if condition?["status"]?.string != "True" {
+                    blocked.append("\(label) (\(condition?["message"]?.string ?? "live-migratability not known yet"))")
+                    continue
+                }
+                let mine = migrations.filter { namespace($0) == namespace(vmi) && $0["spec"]?["vmiName"]?.string == name(vmi) }
+                if let open = mine.first(where: { !Migration.finalPhases.contains($0["status"]?["phase"]?.string ?? "") }) {
+                    (Migration.activePhases.contains(open["status"]?["phase"]?.string ?? "") ? { migrating.append(label) } : { waiting.append(label) })()
+                    continue
+                }
+                if mine.contains(where: {
+                    $0["metadata"]?["labels"]?[Migration.evacuationNodeLabel]?.string == nodeName && $0["status"]?["phase"]?.string == "Failed"
+                        && ($0["metadata"]?["creationTimestamp"]?.string ?? "") >= String(drainStarted.prefix(19))
+                }) {
+                    failed.append(label)
+                    continue
+                }
+                let vmim: JSONValue = [
+                    "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration",
+                    "metadata": [
+                        "name": .string(Migration.generatedName(Migration.evacuationPrefix)), "namespace": .string(namespace(vmi)),
+                        "labels": [.init(stringLiteral: Migration.evacuationNodeLabel): .string(nodeName), .init(stringLiteral: Migration.vmiNameLabel): .string(name(vmi))],
+                    ],
+                    "spec": ["vmiName": .string(name(vmi))],
+                ]
+                _ = try await store.create(Kinds.migration, vmim)
+                if vmi["status"]?["evacuationNodeName"]?.string != nodeName {
+                    _ = try await store.patch(Kinds.virtualMachineInstance, namespace: namespace(vmi), name: name(vmi),
+                                              mergePatch: ["status": ["evacuationNodeName": .string(nodeName)]], subresource: .status)
+                }
+                waiting.append(label)
+                logger.info("evacuation migration created", metadata: ["node": "\(nodeName)", "vmi": "\(label)"])
+            }
+            let done = migrating.isEmpty && waiting.isEmpty
+            var parts: [String] = []
+            if !migrating.isEmpty { parts.append("\(migrating.count) migrating (\(migrating.sorted().joined(separator: ", ")))") }
+            if !waiting.isEmpty { parts.append("\(waiting.count) waiting (\(waiting.sorted().joined(separator: ", ")))") }
+            if !failed.isEmpty { parts.append("\(failed.count) failed to migrate (\(failed.sorted().joined(separator: ", ")))") }
+            if !blocked.isEmpty { parts.append("\(blocked.count) not live-migratable, left running: \(blocked.sorted().joined(separator: "; "))") }
+            let message = parts.isEmpty ? "no VMI left to migrate" : parts.joined(separator: "; ")
+            let reason = done ? (failed.isEmpty && blocked.isEmpty ? "DrainComplete" : "DrainCompleteWithRemainingVMIs") : "Draining"
+            var condition = Resources.condition(Migration.drainCondition, done, reason: reason, message: message)
+            condition["drainStarted"] = .string(drainStarted)
+            let existing = node["status"]?["conditions"]?.array?.first { $0["type"]?.string == Migration.drainCondition }
+            if existing?["status"] != condition["status"] || existing?["reason"] != condition["reason"] || existing?["message"] != condition["message"] {
+                if let existing, existing["status"] == condition["status"] { condition["lastTransitionTime"] = existing["lastTransitionTime"] ?? .null }
+                _ = try await store.patch(Kinds.node, namespace: nil, name: nodeName, mergePatch: ["status": ["conditions": [condition]]], subresource: .status)
+            }
+        }
+    }
+}
