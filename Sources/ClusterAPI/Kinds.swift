@@ -57,6 +57,8 @@ public enum Kinds {
                         "parallelOutboundMigrationsPerNode": .integer(minimum: 1), "allowAutoConverge": .boolean,
                         "allowPostCopy": .boolean, "unsafeMigrationOverride": .boolean, "network": .string(),
                         "disableTLS": .boolean, "matchSELinuxLevelOnMigration": .boolean,
+                        // vmsync: how long a migration may wait for a fitting target, and for the target to get ready.
+                        "unschedulableTimeoutSeconds": .integer(minimum: 1), "targetReadyTimeoutSeconds": .integer(minimum: 1),
                     ]),
                     "cpuModel": .string(),
                     "developerConfiguration": .fields(["featureGates": .array(.string())]),

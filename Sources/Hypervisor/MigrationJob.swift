@@ -65,6 +65,11 @@ public final class MigrationJob: Sendable {
     /// The latest statistics sample.
     public var lastStatistics: JobStatistics? { state.withLock { $0.last } }
 
+    /// Why the job is being aborted (an abort request, cancellation, or a timeout that fired), nil while it is not.
+    /// An abort can take long when a stream is stalled (QEMU waits for in-flight disk writes); whoever owns the
+    /// transport may then break it.
+    public var abortReason: String? { state.withLock { $0.abortReason } }
+
     /// Asks for the job to be aborted (delivered as soon as libvirt has a job to abort).
     public func abort(reason: String = "abort requested") async {
         let monitor = state.withLock { state -> Domain? in

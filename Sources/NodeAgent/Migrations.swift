@@ -320,6 +320,24 @@ extension NodeAgent {
             if migration.abortRequested { await job.abort(reason: "the migration was aborted by request") }
             let reporter = Task { await self.reportProgress(of: job, vmi: fetched) }
             defer { reporter.cancel() }
+            // An abort that hangs (a stalled stream: QEMU waits for in-flight disk writes) is ended by breaking the
+            // tunnels, which fails the streams at once. The source domain keeps running either way.
+            let streams = entries
+            let breaker = Task {
+                var since: ContinuousClock.Instant?
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(250))
+                    guard job.abortReason != nil else { continue }
+                    let now = ContinuousClock.now
+                    if since == nil { since = now }
+                    if let since, now - since >= Self.abortGrace {
+                        self.logger.warning("migration abort is stuck: breaking its tunnels", metadata: ["migration": "\(uid)"])
+                        for entry in streams { await entry.close() }
+                        return
+                    }
+                }
+            }
+            defer { breaker.cancel() }
             logger.info("migration started", metadata: ["migration": "\(uid)", "target": "\(target)", "copied": "\(copied)", "shared": "\(shared)"])
             let result: MigrationResult
             do {
@@ -383,17 +401,34 @@ extension NodeAgent {
 
     // MARK: Status writes
 
-    /// Moves the migration to `phase` (appending to its phase history); returns the stored object.
+    /// Moves the migration to `phase` (appending to its phase history) if it is still in one of the phases this
+    /// step follows — a phase the controller wrote meanwhile (a failure, an abort) is never overwritten. A deleted
+    /// migration only moves to a final phase. Returns the stored object.
     @discardableResult
     func transition(_ vmim: JSONValue, to phase: String, _ changes: JSONValue) async throws(APIError) -> JSONValue {
         let namespace = vmim["metadata"]?["namespace"]?.string ?? "default"
         let name = vmim["metadata"]?["name"]?.string ?? ""
-        var status = changes
-        status["phase"] = .string(phase)
-        var history = vmim["status"]?["phaseTransitionTimestamps"]?.array ?? []
-        history.append(["phase": .string(phase), "phaseTransitionTimestamp": .string(Migration.timestamp())])
-        status["phaseTransitionTimestamps"] = .array(history)
-        return try await client.patch(Kinds.migration, namespace: namespace, name: name, ["status": status], status: true)
+        let expected: Set<String> = switch phase {
+        case "PreparingTarget": ["Scheduled"]
+        case "TargetReady": ["PreparingTarget"]
+        case "Running": ["TargetReady"]
+        case "Succeeded": ["Running"]
+        default: ["Scheduled", "PreparingTarget", "TargetReady", "Running"]
+        }
+        var current = vmim
+        for _ in 0..<5 {
+            let now = current["status"]?["phase"]?.string ?? ""
+            guard expected.contains(now), Migration.finalPhases.contains(phase) || current["metadata"]?["deletionTimestamp"] == nil else {
+                throw APIError.conflict("migration \(namespace)/\(name) is \(now)\(current["metadata"]?["deletionTimestamp"] == nil ? "" : " and deleted"); not moving it to \(phase)")
+            }
+            do {
+                return try await client.patch(Kinds.migration, namespace: namespace, name: name, Migration.transitionPatch(current, to: phase, changes), status: true)
+            } catch {
+                guard error.code == 409 else { throw error }
+            }
+            current = try await client.get(Kinds.migration, namespace: namespace, name: name)
+        }
+        throw APIError.conflict("migration \(namespace)/\(name) kept changing; not moving it to \(phase)")
     }
 
     /// Fails a migration from this node: the migration says why; the VMI too when it is on this node.
@@ -436,6 +471,9 @@ extension NodeAgent {
         if let error = error as? MigrationAborted { return error.message }
         return "\(error)"
     }
+
+    /// How long an abort may take before the tunnels are broken.
+    static let abortGrace: Duration = .seconds(3)
 
     // MARK: Settings
 

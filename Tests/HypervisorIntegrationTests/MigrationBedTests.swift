@@ -79,6 +79,177 @@ extension RealLibvirt {
             }
             for vm in ["local-vm", "shared-vm"] { _ = try await cluster.syncctl(["delete", "vm", vm]) }
         }
+
+        @Test("aborts: deleting the migration at PreparingTarget and while Running (syncctl abort); the source keeps running, the target keeps nothing")
+        func aborts() async throws {
+            let bed = try currentBed()
+            let cluster = try await BedCluster.start(bed)
+            defer { cluster.stopAll() }
+            try await cluster.apply(MigrationManifests.storageClasses(sharedDirectory: bed.report.sharedDirectory), as: "classes.yaml")
+            try await cluster.apply(MigrationManifests.bootableVM("abort-vm", storageClass: "local", image: bed.report.guest.bootDisk), as: "vm.yaml")
+            let source = try await cluster.waitForRunning("abort-vm")
+            let target = source == "a" ? "b" : "a"
+            let heartbeat = HeartbeatMonitor(paths: [bed.node(source).imagesDirectory + "/default_abort-vm.serial"])
+            defer { heartbeat.stop() }
+            #expect(await heartbeat.waitForTicks(3, timeout: 60))
+
+            // PreparingTarget: the target's libvirtd is frozen, so its agent stays in the middle of preparing.
+            let libvirtd = bed.node(target).libvirtdPID
+            kill(libvirtd, SIGSTOP)
+            var resumed = false
+            defer { if !resumed { kill(libvirtd, SIGCONT) } }
+            var result = try await cluster.syncctl(["migrate", "abort-vm"])
+            #expect(result.status == 0, "\(result.stderr)")
+            let first = try await cluster.waitForMigration(of: "abort-vm", phase: "PreparingTarget")
+            result = try await cluster.syncctl(["abort", "abort-vm"])
+            #expect(result.status == 0 && result.stdout.contains("aborted (phase PreparingTarget)"), "\(result.stdout)\(result.stderr)")
+            try await cluster.expectAborted(first, vm: "abort-vm")
+            kill(libvirtd, SIGCONT)
+            resumed = true
+            try await cluster.expectNothingLeft(on: target, vm: "abort-vm", migration: first)
+            #expect(await heartbeat.waitForTicks(5), "the guest keeps running on \(source)")
+
+            // Running: a bandwidth of 1 MiB/s keeps the disk copy going long enough to abort it.
+            try await cluster.setMigrations(["bandwidthPerMigration": "1Mi"])
+            result = try await cluster.syncctl(["migrate", "abort-vm"])
+            #expect(result.status == 0, "\(result.stderr)")
+            let second = try await cluster.waitForMigration(of: "abort-vm", phase: "Running")
+            _ = try await cluster.waitFor("progress published") {
+                let vmi = try await cluster.admin.get(Kinds.virtualMachineInstance, name: "abort-vm")
+                return (vmi["status"]?["migrationState"]?["progress"]?["dataProcessedBytes"]?.int ?? 0) > 0 ? true : nil
+            }
+            result = try await cluster.syncctl(["abort", "abort-vm"])
+            #expect(result.status == 0 && result.stdout.contains("aborted (phase Running)"), "\(result.stdout)\(result.stderr)")
+            try await cluster.expectAborted(second, vm: "abort-vm")
+            try await cluster.expectNothingLeft(on: target, vm: "abort-vm", migration: second)
+            #expect(await heartbeat.waitForTicks(5), "the guest keeps running on \(source)")
+            #expect(heartbeat.analysis().lost.isEmpty)
+            #expect(try await cluster.admin.get(Kinds.virtualMachineInstance, name: "abort-vm")["status"]?["nodeName"]?.string == source)
+
+            // Nothing to abort: one clear line.
+            result = try await cluster.syncctl(["abort", "abort-vm"])
+            #expect(result.status == 1 && result.stderr == "syncctl: vm abort-vm has no running or pending migration\n", "\(result.stderr)")
+            _ = try await cluster.syncctl(["delete", "vm", "abort-vm"])
+        }
+
+        @Test("timeouts from the KubeVirt configuration: completion and progress (link cut) fail the migration with a reason naming them; the source keeps running")
+        func timeouts() async throws {
+            let bed = try currentBed()
+            let cluster = try await BedCluster.start(bed)
+            defer { cluster.stopAll() }
+            try await cluster.apply(MigrationManifests.storageClasses(sharedDirectory: bed.report.sharedDirectory), as: "classes.yaml")
+            try await cluster.apply(MigrationManifests.bootableVM("slow-vm", storageClass: "local", image: bed.report.guest.bootDisk), as: "vm.yaml")
+            let source = try await cluster.waitForRunning("slow-vm")
+            let target = source == "a" ? "b" : "a"
+            let heartbeat = HeartbeatMonitor(paths: [bed.node(source).imagesDirectory + "/default_slow-vm.serial"])
+            defer { heartbeat.stop() }
+            #expect(await heartbeat.waitForTicks(3, timeout: 60))
+
+            // Completion: 2 s per GiB (the guest rounds up to 1 GiB) while 1 MiB/s cannot finish in time.
+            try await cluster.setMigrations(["bandwidthPerMigration": "1Mi", "completionTimeoutPerGiB": 2])
+            var result = try await cluster.syncctl(["migrate", "slow-vm", "--wait"])
+            #expect(result.status == 1, "\(result.stdout)")
+            #expect(result.stderr.contains("completion timeout of 2 s exceeded"), "\(result.stderr)")
+            var vmim = try await cluster.createdMigration(result)
+            #expect(vmim["status"]?["phase"] == "Failed")
+            try await cluster.expectNothingLeft(on: target, vm: "slow-vm", migration: vmim)
+            #expect(await heartbeat.waitForTicks(5))
+
+            // Progress: the link between the nodes is cut while the disk is copied; 3 s without progress fail it.
+            try await cluster.setMigrations(["bandwidthPerMigration": "1Mi", "completionTimeoutPerGiB": 150, "progressTimeout": 3])
+            result = try await cluster.syncctl(["migrate", "slow-vm"])
+            #expect(result.status == 0, "\(result.stderr)")
+            let cut = try await cluster.createdMigration(result)
+            _ = try await cluster.waitForMigration(of: "slow-vm", phase: "Running")
+            try await Task.sleep(for: .seconds(1))
+            try await bed.setLink(of: target, up: false)
+            let failed = try await cluster.waitFor("progress timeout", timeout: 60) {
+                let object = try await cluster.admin.get(Kinds.migration, name: cut["metadata"]?["name"]?.string ?? "")
+                return object["status"]?["phase"]?.string == "Failed" ? object : nil
+            }
+            try await bed.setLink(of: target, up: true)
+            let reason = failed["status"]?["migrationState"]?["failureReason"]?.string ?? ""
+            #expect(reason.contains("no progress within the progress timeout of 3 s"), "\(reason)")
+            vmim = failed
+            try await cluster.expectNothingLeft(on: target, vm: "slow-vm", migration: vmim)
+            #expect(await heartbeat.waitForTicks(5), "the source keeps running")
+            #expect(heartbeat.analysis().lost.isEmpty)
+            _ = try await cluster.syncctl(["delete", "vm", "slow-vm"])
+        }
+
+        @Test("a 5 s cut of the link between the nodes while Running: the migration resumes and completes, no tick lost")
+        func briefOutage() async throws {
+            let bed = try currentBed()
+            let cluster = try await BedCluster.start(bed)
+            defer { cluster.stopAll() }
+            try await cluster.apply(MigrationManifests.storageClasses(sharedDirectory: bed.report.sharedDirectory), as: "classes.yaml")
+            try await cluster.apply(MigrationManifests.bootableVM("outage-vm", storageClass: "local", image: bed.report.guest.bootDisk), as: "vm.yaml")
+            let source = try await cluster.waitForRunning("outage-vm")
+            let target = source == "a" ? "b" : "a"
+            let heartbeat = HeartbeatMonitor(paths: [bed.node(source).imagesDirectory + "/default_outage-vm.serial", bed.node(target).imagesDirectory + "/default_outage-vm.serial"])
+            defer { heartbeat.stop() }
+            #expect(await heartbeat.waitForTicks(3, timeout: 60))
+            // 16 MiB/s: the 64 MiB disk takes about 4 s, so the cut falls inside the copy.
+            try await cluster.setMigrations(["bandwidthPerMigration": "16Mi"])
+            async let migrated = cluster.syncctl(["migrate", "outage-vm", "--wait"])
+            _ = try await cluster.waitForMigration(of: "outage-vm", phase: "Running")
+            try await Task.sleep(for: .milliseconds(500))
+            try await bed.setLink(of: target, up: false)
+            try await Task.sleep(for: .seconds(5))
+            try await bed.setLink(of: target, up: true)
+            let result = try await migrated
+            #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+            #expect(try await cluster.admin.get(Kinds.virtualMachineInstance, name: "outage-vm")["status"]?["nodeName"]?.string == target)
+            #expect(await heartbeat.waitForTick(from: 1, timeout: 20))
+            #expect(await heartbeat.waitForTicks(3))
+            #expect(heartbeat.analysis().lost.isEmpty, "\(heartbeat.analysis())")
+            _ = try await cluster.syncctl(["delete", "vm", "outage-vm"])
+        }
+
+        @Test("the scheduler does not send a host-model guest to a node that cannot take its CPU, and says why; one migration per VMI; an unschedulable one fails after its timeout")
+        func cpuModelAndSingleMigration() async throws {
+            let bed = try currentBed()
+            let cluster = try await BedCluster.start(bed)
+            defer { cluster.stopAll() }
+            try await cluster.apply(MigrationManifests.storageClasses(sharedDirectory: bed.report.sharedDirectory), as: "classes.yaml")
+            try await cluster.apply(MigrationManifests.bootableVM("cpu-vm", storageClass: "shared", image: bed.report.guest.bootDisk), as: "vm.yaml")
+            let source = try await cluster.waitForRunning("cpu-vm")
+            let target = source == "a" ? "b" : "a"
+            // The target stops offering the source's host model for migration (as a node with another CPU would).
+            let labels = try await cluster.admin.get(Kinds.node, name: source)["metadata"]?["labels"]?.stringMap ?? [:]
+            let hostModel = try #require(labels.keys.first { $0.hasPrefix("host-model-cpu.node.kubevirt.io/") }).split(separator: "/").last.map(String.init) ?? ""
+            _ = try await cluster.admin.patch(Kinds.node, name: target, ["metadata": ["labels": [.init(stringLiteral: "cpu-model-migration.node.kubevirt.io/\(hostModel)"): .null]]])
+            try await cluster.setMigrations(["unschedulableTimeoutSeconds": 4])
+
+            var result = try await cluster.syncctl(["migrate", "cpu-vm"])
+            #expect(result.status == 0, "\(result.stderr)")
+            let first = try await cluster.createdMigration(result)
+            let condition = try await cluster.waitFor("the scheduler says why") {
+                let object = try await cluster.admin.get(Kinds.migration, name: first["metadata"]?["name"]?.string ?? "")
+                return object["status"]?["conditions"]?.array?.first { $0["type"] == "TargetScheduled" && $0["status"] == "False" }
+            }
+            let message = condition["message"]?.string ?? ""
+            #expect(message.contains("\(target): the target cannot take a host-model \"\(hostModel)\" guest"), "\(message)")
+
+            // A second migration of the same VMI while the first waits is refused.
+            result = try await cluster.syncctl(["migrate", "cpu-vm"])
+            let second = try await cluster.createdMigration(result)
+            let refused = try await cluster.waitFor("second migration refused") {
+                let object = try await cluster.admin.get(Kinds.migration, name: second["metadata"]?["name"]?.string ?? "")
+                return object["status"]?["phase"]?.string == "Failed" ? object : nil
+            }
+            #expect(refused["status"]?["conditions"]?.array?.first?["reason"] == "MigrationInProgress", "\(refused)")
+
+            // The first fails once the unschedulable timeout has passed; the guest never left.
+            let failed = try await cluster.waitFor("unschedulable migration failed", timeout: 30) {
+                let object = try await cluster.admin.get(Kinds.migration, name: first["metadata"]?["name"]?.string ?? "")
+                return object["status"]?["phase"]?.string == "Failed" ? object : nil
+            }
+            #expect(failed["status"]?["migrationState"]?["failureReason"]?.string?.contains("cannot take a host-model") == true)
+            let vmi = try await cluster.admin.get(Kinds.virtualMachineInstance, name: "cpu-vm")
+            #expect(vmi["status"]?["nodeName"]?.string == source && vmi["status"]?["phase"] == "Running")
+            _ = try await cluster.syncctl(["delete", "vm", "cpu-vm"])
+        }
     }
 }
 
@@ -152,6 +323,56 @@ extension BedCluster {
         try manifest.write(toFile: path, atomically: true, encoding: .utf8)
         let result = try await syncctl(["apply", "-f", path])
         guard result.status == 0 else { throw TestBedError("syncctl apply \(file): \(result.stderr)") }
+    }
+
+    /// Sets KubeVirt migration settings.
+    func setMigrations(_ settings: JSONValue) async throws {
+        _ = try await admin.patch(Kinds.kubeVirt, namespace: "kubevirt", name: "kubevirt", ["spec": ["configuration": ["migrations": settings]]])
+    }
+
+    /// The migration `syncctl migrate` said it created.
+    func createdMigration(_ result: ProcessResult) async throws -> JSONValue {
+        guard let line = result.stdout.split(separator: "\n").first(where: { $0.hasSuffix(" created") }),
+            let name = line.split(separator: "/").last?.split(separator: " ").first
+        else { throw TestBedError("syncctl migrate printed no name: \(result.stdout)\(result.stderr)") }
+        return try await admin.get(Kinds.migration, name: String(name))
+    }
+
+    /// Waits until the VMI's open migration reaches `phase`; returns it.
+    func waitForMigration(of vmi: String, phase: String, timeout: TimeInterval = 60) async throws -> JSONValue {
+        try await waitFor("migration of \(vmi) \(phase)", timeout: timeout) {
+            let items = try await admin.list(Kinds.migration, namespace: "default")["items"]?.array ?? []
+            return items.first { $0["spec"]?["vmiName"]?.string == vmi && $0["status"]?["phase"]?.string == phase }
+        }
+    }
+
+    /// The migration failed as aborted (or is gone after it), and the VMI's migration state says the abort succeeded.
+    func expectAborted(_ vmim: JSONValue, vm: String) async throws {
+        let uid = vmim["metadata"]?["uid"]
+        _ = try await waitFor("migration \(vmim["metadata"]?["name"]?.string ?? "") aborted and gone", timeout: 60) { () async throws -> Bool? in
+            do {
+                let object = try await admin.get(Kinds.migration, name: vmim["metadata"]?["name"]?.string ?? "")
+                return object["metadata"]?["uid"] != uid ? true : nil
+            } catch {
+                return (error as? APIError)?.code == 404 ? true : nil
+            }
+        }
+        let state = try await admin.get(Kinds.virtualMachineInstance, name: vm)["status"]?["migrationState"]
+        #expect(state?["migrationUid"] == uid && state?["failed"] == true && state?["abortStatus"] == "Succeeded", "\(state ?? .null)")
+    }
+
+    /// The target has no domain, no incoming disk and no migration sockets of `migration` left.
+    func expectNothingLeft(on target: String, vm: String, migration: JSONValue) async throws {
+        let node = bed.node(target)
+        let uid = migration["metadata"]?["uid"]?.string ?? "?"
+        let libvirt = try await Connection.open(node.uri)
+        defer { Task { await libvirt.close() } }
+        _ = try await waitFor("nothing of \(vm) left on \(target)", timeout: 30) {
+            let names = try await libvirt.domainNames()
+            let disk = node.localStorage + "/images/default-\(vm)-dv.qcow2"
+            let sockets = node.localStorage + "/migrations/\(uid)"
+            return !names.contains("default_\(vm)") && !FileManager.default.fileExists(atPath: disk) && !FileManager.default.fileExists(atPath: sockets) ? true : nil
+        }
     }
 
     /// Waits until the VM's VMI runs; returns its node.

@@ -33,6 +33,7 @@ extension ClusterReconciler {
         let all = try await store.list(Kinds.migration, Selection()).items.sorted { Self.creationOrder($0) < Self.creationOrder($1) }
         var active = all.filter { Migration.activePhases.contains($0["status"]?["phase"]?.string ?? "") }
         for vmim in all {
+          do {
             let phase = vmim["status"]?["phase"]?.string ?? ""
             let vmi = vmis.first { namespace($0) == namespace(vmim) && name($0) == vmim["spec"]?["vmiName"]?.string }
             if vmim["metadata"]?["deletionTimestamp"] != nil {
@@ -88,6 +89,10 @@ extension ClusterReconciler {
             default:
                 break
             }
+          } catch {
+            // 409: an agent moved the migration on after this pass read it; the next pass looks again.
+            guard error.code == 409 else { throw error }
+          }
         }
         try await printableMigration(vmis: vmis, migrations: try await store.list(Kinds.migration, Selection()).items)
     }
@@ -119,9 +124,9 @@ extension ClusterReconciler {
         if !finalizers.contains(.string(Migration.finalizer)) { finalizers.append(.string(Migration.finalizer)) }
         var labels = vmim["metadata"]?["labels"] ?? [:]
         labels[Migration.vmiNameLabel] = .string(vmiName)
-        _ = try await store.patch(Kinds.migration, namespace: namespace(vmim), name: name(vmim),
-                                  mergePatch: ["metadata": ["finalizers": .array(finalizers), "labels": labels]], subresource: .main)
-        try await transition(vmim, to: "Pending", [:])
+        let labelled = try await store.patch(Kinds.migration, namespace: namespace(vmim), name: name(vmim),
+                                             mergePatch: ["metadata": ["finalizers": .array(finalizers), "labels": labels]], subresource: .main)
+        try await transition(labelled, to: "Pending", [:])
         logger.info("migration admitted", metadata: ["migration": "\(namespace(vmim))/\(name(vmim))", "vmi": "\(vmiName)"])
     }
 
@@ -222,14 +227,11 @@ extension ClusterReconciler {
 
     // MARK: Writing
 
-    /// Moves the migration to `phase`, recording when.
+    /// Moves the migration to `phase`, recording when — only if nobody changed it since it was read (an agent may
+    /// have moved it on meanwhile; the next pass looks again).
     func transition(_ vmim: JSONValue, to phase: String, _ changes: JSONValue) async throws(APIError) {
-        var status = changes
-        status["phase"] = .string(phase)
-        var history = vmim["status"]?["phaseTransitionTimestamps"]?.array ?? []
-        history.append(["phase": .string(phase), "phaseTransitionTimestamp": .string(Migration.timestamp())])
-        status["phaseTransitionTimestamps"] = .array(history)
-        _ = try await store.patch(Kinds.migration, namespace: namespace(vmim), name: name(vmim), mergePatch: ["status": status], subresource: .status)
+        let patch = Migration.transitionPatch(vmim, to: phase, changes)
+        _ = try await store.patch(Kinds.migration, namespace: namespace(vmim), name: name(vmim), mergePatch: patch, subresource: .status)
     }
 
     /// Fails the migration with a reason; the VMI's migration state (if this migration owns it) says so too.
