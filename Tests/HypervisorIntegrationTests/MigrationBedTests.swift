@@ -250,6 +250,75 @@ extension RealLibvirt {
             #expect(vmi["status"]?["nodeName"]?.string == source && vmi["status"]?["phase"] == "Running")
             _ = try await cluster.syncctl(["delete", "vm", "cpu-vm"])
         }
+
+        @Test("drain: tainting a node kubevirt.io/drain=draining:NoSchedule migrates its live-migratable VMIs one at a time (the node limit), reports the one that cannot move, and says when it is done")
+        func drain() async throws {
+            let bed = try currentBed()
+            let cluster = try await BedCluster.start(bed)
+            defer { cluster.stopAll() }
+            try await cluster.apply(MigrationManifests.storageClasses(sharedDirectory: bed.report.sharedDirectory), as: "classes.yaml")
+            try await cluster.setMigrations(["parallelOutboundMigrationsPerNode": 1])
+            // Everything starts on a: b is cordoned meanwhile.
+            _ = try await cluster.admin.patch(Kinds.node, name: "b", ["spec": ["unschedulable": true]])
+            try await cluster.apply(MigrationManifests.bootableVM("drain-1", storageClass: "local", image: bed.report.guest.bootDisk), as: "d1.yaml")
+            try await cluster.apply(MigrationManifests.bootableVM("drain-2", storageClass: "shared", image: bed.report.guest.bootDisk), as: "d2.yaml")
+            try await cluster.apply(MigrationManifests.bootableVM("pinned", storageClass: "local", image: bed.report.guest.bootDisk,
+                                                                  extraSpec: "nodeSelector:\n  kubernetes.io/hostname: a"), as: "pinned.yaml")
+            for vm in ["drain-1", "drain-2", "pinned"] { #expect(try await cluster.waitForRunning(vm) == "a") }
+            _ = try await cluster.admin.patch(Kinds.node, name: "b", ["spec": ["unschedulable": false]])
+            let monitors = ["drain-1", "drain-2"].map { vm in
+                HeartbeatMonitor(paths: [bed.node("a").imagesDirectory + "/default_\(vm).serial", bed.node("b").imagesDirectory + "/default_\(vm).serial"])
+            }
+            defer { monitors.forEach { $0.stop() } }
+            for monitor in monitors { #expect(await monitor.waitForTicks(3, timeout: 60)) }
+            _ = try await cluster.waitFor("LiveMigratable known") {
+                let items = try await cluster.admin.list(Kinds.virtualMachineInstance)["items"]?.array ?? []
+                return items.allSatisfy { $0["status"]?["conditions"]?.array?.contains { $0["type"] == "LiveMigratable" } == true } ? true : nil
+            }
+
+            _ = try await cluster.admin.patch(Kinds.node, name: "a", ["spec": ["taints": [["key": "kubevirt.io/drain", "value": "draining", "effect": "NoSchedule"]]]])
+            var shown = Set<String>()
+            var mostActive = 0
+            let drained = try await cluster.waitFor("node a drained", timeout: 120) { () async throws -> JSONValue? in
+                let table = try await cluster.syncctl(["get", "vmi"])
+                for status in ["Pending migration", "Migrating"] where table.stdout.contains(status) { shown.insert(status) }
+                let migrations = try await cluster.admin.list(Kinds.migration)["items"]?.array ?? []
+                mostActive = max(mostActive, migrations.filter { Migration.activePhases.contains($0["status"]?["phase"]?.string ?? "") }.count)
+                let node = try await cluster.admin.get(Kinds.node, name: "a")
+                let condition = node["status"]?["conditions"]?.array?.first { $0["type"] == "Drained" }
+                return condition?["status"] == "True" ? condition : nil
+            }
+            #expect(drained["reason"] == "DrainCompleteWithRemainingVMIs", "\(drained)")
+            let message = drained["message"]?.string ?? ""
+            #expect(message.contains("default/pinned (nodeSelector kubernetes.io/hostname=a binds the VMI to one node)"), "\(message)")
+            #expect(shown == ["Pending migration", "Migrating"], "syncctl get vmi showed \(shown)")
+            #expect(mostActive == 1, "at most one migration left a at once")
+
+            let migrations = try await cluster.admin.list(Kinds.migration)["items"]?.array ?? []
+            #expect(migrations.count == 2, "one evacuation per migratable VMI: \(migrations.map { $0["metadata"]?["name"]?.string ?? "" })")
+            var windows: [(String, String)] = []
+            for migration in migrations {
+                let name = migration["metadata"]?["name"]?.string ?? ""
+                #expect(name.hasPrefix("kubevirt-evacuation-") && name.count == "kubevirt-evacuation-".count + 5, "\(name)")
+                #expect(migration["status"]?["phase"] == "Succeeded", "\(migration)")
+                let history = migration["status"]?["phaseTransitionTimestamps"]?.array ?? []
+                let start = history.first { $0["phase"] == "Scheduling" }?["phaseTransitionTimestamp"]?.string ?? ""
+                let end = history.last?["phaseTransitionTimestamp"]?.string ?? ""
+                windows.append((start, end))
+            }
+            windows.sort { $0.0 < $1.0 }
+            if windows.count == 2 { #expect(windows[0].1 <= windows[1].0, "the second started after the first finished: \(windows)") }
+            for vm in ["drain-1", "drain-2"] {
+                let vmi = try await cluster.admin.get(Kinds.virtualMachineInstance, name: vm)
+                #expect(vmi["status"]?["nodeName"] == "b" && vmi["status"]?["phase"] == "Running" && vmi["status"]?["evacuationNodeName"] == "a")
+            }
+            let pinned = try await cluster.admin.get(Kinds.virtualMachineInstance, name: "pinned")
+            #expect(pinned["status"]?["nodeName"] == "a" && pinned["status"]?["phase"] == "Running", "reported, not killed")
+            for monitor in monitors {
+                #expect(await monitor.waitForTick(from: 1, timeout: 10))
+                #expect(monitor.analysis().lost.isEmpty, "\(monitor.analysis())")
+            }
+        }
     }
 }
 

@@ -58,9 +58,14 @@ extension ClusterReconciler {
                     counted["status"]?["migrationState"] = state
                     active.append(counted)
                 } else {
-                    let why = active.count >= settings.parallelPerCluster
-                        ? "waiting: \(active.count) migrations run in the cluster (parallelMigrationsPerCluster \(settings.parallelPerCluster))"
-                        : "waiting: \(outbound) migrations leave node \(source) (parallelOutboundMigrationsPerNode \(settings.parallelOutboundPerNode))"
+                    var limits: [String] = []
+                    if outbound >= settings.parallelOutboundPerNode {
+                        limits.append("\(outbound) migrations leave node \(source) (parallelOutboundMigrationsPerNode \(settings.parallelOutboundPerNode))")
+                    }
+                    if active.count >= settings.parallelPerCluster {
+                        limits.append("\(active.count) migrations run in the cluster (parallelMigrationsPerCluster \(settings.parallelPerCluster))")
+                    }
+                    let why = "waiting: " + limits.joined(separator: "; ")
                     try await setCondition(vmim, Resources.condition("Queued", true, reason: "ParallelLimit", message: why))
                 }
             case "Scheduling":
