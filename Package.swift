@@ -141,6 +141,7 @@ let package = Package(
                 "TLSTransport",
                 "Hypervisor",
                 "TestBed",
+                "ClusterBed",
                 "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -167,6 +168,13 @@ let package = Package(
             name: "TestBed",
             dependencies: ["TestSupport"],
             path: "deploy/testbed/Sources/TestBed",
+            swiftSettings: strictSettings
+        ),
+        // A cluster on the bed (controller, an agent per node, syncctl), for tests, benchmarks and the demo.
+        .target(
+            name: "ClusterBed",
+            dependencies: ["ClusterAPI", "TLSTransport", "TestBed", "TestSupport"],
+            path: "deploy/testbed/Sources/ClusterBed",
             swiftSettings: strictSettings
         ),
         .executableTarget(
@@ -202,7 +210,7 @@ let package = Package(
         // Real libvirt + QEMU through the local test bed; needs root (CI runs as root).
         .testTarget(
             name: "HypervisorIntegrationTests",
-            dependencies: ["Hypervisor", "TestBed", "TestSupport", "ClusterAPI", "TLSTransport", "sync-controller", "node-agent", "syncctl"],
+            dependencies: ["Hypervisor", "TestBed", "ClusterBed", "TestSupport", "ClusterAPI", "TLSTransport", "sync-controller", "node-agent", "syncctl"],
             swiftSettings: strictSettings
         ),
         .testTarget(

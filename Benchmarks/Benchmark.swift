@@ -25,8 +25,8 @@ struct Benchmark {
         let bytes = option("--bytes", 1 << 30)
         let rounds = option("--rounds", 3)
         let seconds = option("--seconds", 5)
-        guard ["tunnel", "handshakes", "migration", "controlplane", "all"].contains(which) else {
-            FileHandle.standardError.write(Data("vmsync-bench: unknown benchmark \"\(which)\" (tunnel, handshakes, migration, controlplane, all)\n".utf8))
+        guard ["tunnel", "handshakes", "migration", "controlplane", "cluster-migration", "all"].contains(which) else {
+            FileHandle.standardError.write(Data("vmsync-bench: unknown benchmark \"\(which)\" (tunnel, handshakes, migration, controlplane, cluster-migration, all)\n".utf8))
             exit(2)
         }
         if ["tunnel", "all"].contains(which) { try await tunnel(bytes: bytes, rounds: rounds) }
@@ -35,6 +35,7 @@ struct Benchmark {
         if ["controlplane", "all"].contains(which) {
             try await ControlPlaneBenchmark.run(objects: option("--objects", 10_000), watchers: option("--watchers", 100))
         }
+        if ["cluster-migration", "all"].contains(which) { try await ClusterMigrationBenchmark.run(rounds: option("--rounds", 4)) }
     }
 
     // MARK: Tunnel throughput
@@ -69,6 +70,55 @@ struct Benchmark {
         await entry.close()
         await exitEnd.close()
         sink.close()
+        try await tunnelLatency(exitProvider: exitProvider, entryProvider: entryProvider)
+    }
+
+    /// Round trips of small messages (what libvirt's RPCs and NBD replies are): raw TCP to an echo server against
+    /// the same through a tunnel, alternating.
+    static func tunnelLatency(exitProvider: TLSContextProvider, entryProvider: TLSContextProvider, trips: Int = 2000) async throws {
+        let echo = try Echo()
+        let routes = TunnelRoutingTable()
+        try routes.allow(channel: "echo", to: .tcp(host: "127.0.0.1", port: echo.port), peers: PeerPolicy(allowedRoles: [.node]))
+        let exitEnd = try await TunnelExit.start(on: .tcp(host: "127.0.0.1", port: 0), provider: exitProvider, peers: .anyRole, routes: routes)
+        let entry = try await TunnelEntry.start(
+            listeningOn: .tcp(host: "127.0.0.1", port: 0), remote: exitEnd.endpoint, channel: "echo", provider: entryProvider, exitPolicy: .anyRole)
+        guard case .tcp(_, let entryPort) = entry.endpoint else { return }
+        print("tunnel latency, \(trips) round trips of 64 bytes (raw TCP and tunnel alternating)")
+        var medians: [String: [Double]] = [:]
+        for _ in 0..<3 {
+            for (name, port) in [("raw", echo.port), ("tunnel", entryPort)] {
+                let rtts = try await pingPong(port: port, trips: trips)
+                medians[name, default: []].append(rtts.sorted()[rtts.count / 2])
+            }
+        }
+        let raw = medians["raw"]!.sorted()[1], tunnelled = medians["tunnel"]!.sorted()[1]
+        print(String(format: "  median round trip: raw TCP %.1f µs, tunnel %.1f µs → +%.1f µs per round trip", raw * 1e6, tunnelled * 1e6, (tunnelled - raw) * 1e6))
+        await entry.close()
+        await exitEnd.close()
+        echo.close()
+    }
+
+    static func pingPong(port: Int, trips: Int) async throws -> [Double] {
+        try await onThread {
+            let fd = try connectTCP(port: port)
+            defer { close(fd) }
+            var one: Int32 = 1
+            setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            var message = [UInt8](repeating: 0x5a, count: 64)
+            var rtts: [Double] = []
+            for _ in 0..<trips {
+                let start = DispatchTime.now().uptimeNanoseconds
+                guard message.withUnsafeBytes({ send(fd, $0.baseAddress, 64, Int32(MSG_NOSIGNAL)) }) == 64 else { throw BenchError("send failed") }
+                var got = 0
+                while got < 64 {
+                    let count = message.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + got, 64 - got, 0) }
+                    guard count > 0 else { throw BenchError("echo closed") }
+                    got += count
+                }
+                rtts.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+            }
+            return rtts
+        }
     }
 
     /// Sends `bytes` to 127.0.0.1:`port` and waits until the sink has read all of them; returns bytes per second.
@@ -156,6 +206,38 @@ struct Benchmark {
 struct BenchError: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }
+}
+
+/// A TCP echo server on 127.0.0.1: every connection gets back what it sends.
+final class Echo: @unchecked Sendable {
+    let fd: Int32
+    let port: Int
+
+    init() throws {
+        let sink = try Sink()
+        fd = sink.fd
+        port = sink.port
+        let fd = self.fd
+        Thread.detachNewThread {
+            while true {
+                let connection = accept(fd, nil, nil)
+                guard connection >= 0 else { return }
+                var one: Int32 = 1
+                setsockopt(connection, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+                Thread.detachNewThread {
+                    defer { Glibc.close(connection) }
+                    var buffer = [UInt8](repeating: 0, count: 65536)
+                    while true {
+                        let count = buffer.withUnsafeMutableBytes { recv(connection, $0.baseAddress, $0.count, 0) }
+                        if count <= 0 { return }
+                        guard buffer.withUnsafeBytes({ send(connection, $0.baseAddress, count, Int32(MSG_NOSIGNAL)) }) == count else { return }
+                    }
+                }
+            }
+        }
+    }
+
+    func close() { shutdown(fd, Int32(SHUT_RDWR)); Glibc.close(fd) }
 }
 
 /// A TCP sink on 127.0.0.1 that counts what each connection sends.

@@ -1,5 +1,5 @@
 internal import CLibvirt
-import Foundation
+public import Foundation
 import Synchronization
 
 /// A sample of a running migration.
@@ -39,6 +39,7 @@ public final class MigrationJob: Sendable {
     public let progress: AsyncStream<MigrationProgress>
 
     private let continuation: AsyncStream<MigrationProgress>.Continuation
+    private let sharedMonitor: Connection?
     private let state = Mutex(State())
 
     private struct State {
@@ -48,22 +49,36 @@ public final class MigrationJob: Sendable {
         var verdict: MigrationWatchdog.Verdict?
         var monitor: Domain?
         var last: JobStatistics?
+        var callStarted: Date?
+        var prepared: Preparation?
+    }
+
+    private struct Preparation {
+        var connection: Connection
+        var monitor: Domain
+        var watchdog: MigrationWatchdog?
     }
 
     /// Prepares a migration of `domain`; nothing happens until `run()`.
+    /// `monitorConnection`, if given, is the second connection to the source's libvirtd the job polls and aborts
+    /// through (a long-lived one a daemon keeps saves opening one per job); the job does not close it.
     public init(
         domain: Domain, options: MigrationOptions, timeouts: MigrationTimeouts? = .kubeVirtDefaults,
-        pollInterval: Duration = .milliseconds(100)
+        pollInterval: Duration = .milliseconds(100), monitorConnection: Connection? = nil
     ) {
         self.domain = domain
         self.options = options
         self.timeouts = timeouts
         self.pollInterval = pollInterval
+        self.sharedMonitor = monitorConnection
         (progress, continuation) = AsyncStream.makeStream(of: MigrationProgress.self, bufferingPolicy: .bufferingNewest(256))
     }
 
     /// The latest statistics sample.
     public var lastStatistics: JobStatistics? { state.withLock { $0.last } }
+
+    /// When the libvirt migrate call began (nil before).
+    public var migrateCallStarted: Date? { state.withLock { $0.callStarted } }
 
     /// Why the job is being aborted (an abort request, cancellation, or a timeout that fired), nil while it is not.
     /// An abort can take long when a stream is stalled (QEMU waits for in-flight disk writes); whoever owns the
@@ -110,18 +125,8 @@ public final class MigrationJob: Sendable {
         defer { continuation.finish() }
         try options.validate(domain: domain.name)
 
-        // A second connection: job statistics and abort must not queue behind the migrate call's connection.
-        let monitorConnection = try await Connection.open(domain.connection.uri)
+        let (monitorConnection, monitor, watchdog) = try await preparation()
         do throws(HypervisorError) {
-            let monitor = try await monitorConnection.domain(named: domain.name)
-            var watchdog: MigrationWatchdog?
-            if let timeouts {
-                var bytes = try await monitor.memoryBytes()
-                if options.storage != .none {
-                    for disk in options.disks { bytes += try await monitor.diskCapacity(disk) }
-                }
-                watchdog = MigrationWatchdog(bytes: bytes, timeouts: timeouts)
-            }
             if let maxDowntime = options.maxDowntime { try await monitor.setMaxDowntime(maxDowntime) }
             if Task.isCancelled { state.withLock { $0.abortReason = $0.abortReason ?? "the migration task was cancelled" } }
             if let reason = state.withLock({ $0.abortReason }) {
@@ -163,16 +168,69 @@ public final class MigrationJob: Sendable {
                     statistics.diskRemaining = last.diskRemaining
                     completed = statistics
                 }
-                await monitorConnection.close()
+                await release(monitorConnection)
                 return MigrationResult(statistics: completed, lastProgress: last, duration: duration)
             case .failure(let error):
-                await monitorConnection.close()
+                await release(monitorConnection)
                 throw describe(error)
             }
         } catch {
-            await monitorConnection.close()
+            await release(monitorConnection)
             throw error
         }
+    }
+
+    /// Does what `run()` needs before the migrate call — a second connection (job statistics and abort must not
+    /// queue behind the migrate call's), the domain on it, the size the timeouts are computed from — so a caller
+    /// can do it while it waits for the destination. `run()` does it itself if this was not called; `discard()`
+    /// releases it when the job will not run.
+    public func prepare() async throws(HypervisorError) {
+        _ = try await preparation(keep: true)
+    }
+
+    /// Releases what `prepare()` opened, for a job that will not run.
+    public func discard() async {
+        let prepared = state.withLock { state -> Preparation? in
+            defer { state.prepared = nil }
+            return state.prepared
+        }
+        if let prepared { await release(prepared.connection) }
+    }
+
+    private func preparation(keep: Bool = false) async throws(HypervisorError) -> (Connection, Domain, MigrationWatchdog?) {
+        if let prepared = state.withLock({ state -> Preparation? in
+            defer { if !keep { state.prepared = nil } }
+            return state.prepared
+        }) {
+            return (prepared.connection, prepared.monitor, prepared.watchdog)
+        }
+        let connection: Connection
+        if let sharedMonitor {
+            connection = sharedMonitor
+        } else {
+            connection = try await Connection.open(domain.connection.uri)
+        }
+        do throws(HypervisorError) {
+            let monitor = try await connection.domain(named: domain.name)
+            var watchdog: MigrationWatchdog?
+            if let timeouts {
+                var bytes = try await monitor.memoryBytes()
+                if options.storage != .none {
+                    for disk in options.disks { bytes += try await monitor.diskCapacity(disk) }
+                }
+                watchdog = MigrationWatchdog(bytes: bytes, timeouts: timeouts)
+            }
+            if keep { state.withLock { $0.prepared = Preparation(connection: connection, monitor: monitor, watchdog: watchdog) } }
+            return (connection, monitor, watchdog)
+        } catch {
+            await release(connection)
+            throw error
+        }
+    }
+
+    /// Closes the monitor connection unless it is the caller's.
+    private func release(_ connection: Connection) async {
+        if connection !== sharedMonitor { await connection.close() }
     }
 
     // MARK: Parts
@@ -188,6 +246,7 @@ public final class MigrationJob: Sendable {
     private func perform() async -> Result<Void, HypervisorError> {
         let domain = domain
         let options = options
+        state.withLock { $0.callStarted = Date() }
         return await withCheckedContinuation { continuation in
             let thread = Thread {
                 continuation.resume(returning: Self.migrate(domain, options))

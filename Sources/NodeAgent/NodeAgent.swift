@@ -47,6 +47,8 @@ public actor NodeAgent {
     let provider: TLSContextProvider
     let logger: Logger
     var libvirt: Connection?
+    /// A second libvirt connection migration jobs poll and abort through (their migrate calls run on `libvirt`).
+    var monitorConnection: Connection?
     var volumes: Volumes { Volumes(client: client) }
     var tunnelExit: TunnelExit?
     var migrationPaths: MigrationPaths { MigrationPaths(directory: configuration.migrationDirectory) }
@@ -77,6 +79,7 @@ public actor NodeAgent {
     public func run() async throws {
         let libvirt = try await Connection.open(configuration.libvirtURI)
         self.libvirt = libvirt
+        monitorConnection = try await Connection.open(configuration.libvirtURI)
         if let listen = configuration.tunnelListen {
             let exit = try await TunnelExit.start(on: listen, provider: provider, peers: PeerPolicy(allowedRoles: [.node]), routes: TunnelRoutingTable(), logger: logger)
             tunnelExit = exit
@@ -95,6 +98,7 @@ public actor NodeAgent {
         }
         for migration in outgoing.values { await migration.requestAbort() }
         await tunnelExit?.close()
+        await monitorConnection?.close()
         await libvirt.close()
     }
 
@@ -265,7 +269,7 @@ public actor NodeAgent {
                 ])
             } else if let capacity = Quantity(volume["emptyDisk"]?["capacity"])?.bytes {
                 let path = emptyDiskPath(domainName: domainName, volume: volumeName)
-                if !FileManager.default.fileExists(atPath: path) { try await Volumes.qemuImg(["create", "-q", "-f", "qcow2", path, String(capacity)]) }
+                if !FileManager.default.fileExists(atPath: path) { try await Volumes.createEmpty(at: path, bytes: capacity) }
                 disks[volumeName] = (path, "qcow2")
             } else if let cloudInit = volume["cloudInitNoCloud"] {
                 let path = cloudInitPath(domainName: domainName, volume: volumeName)

@@ -62,7 +62,7 @@ struct Volumes: Sendable {
             }
         } else {
             guard disk.bytes > 0 else { throw APIError.badRequest("a blank DataVolume needs spec.storage.resources.requests.storage") }
-            try await Self.qemuImg(["create", "-q", "-f", disk.format, partial, String(disk.bytes)])
+            try await Self.createEmpty(at: partial, bytes: disk.bytes)
         }
         guard rename(partial, disk.path) == 0 else { throw APIError.internalError("cannot move \(partial) into place") }
     }
@@ -80,6 +80,15 @@ struct Volumes: Sendable {
     static func virtualSize(_ path: String) async throws(APIError) -> UInt64 {
         let output = try await qemuImg(["info", "--output=json", path])
         return UInt64((try? JSONValue.parse(Data(output.utf8)))?["virtual-size"]?.int ?? 0)
+    }
+
+    /// An empty qcow2 image (written directly; by qemu-img for sizes the direct writer does not do).
+    static func createEmpty(at path: String, bytes: UInt64) async throws(APIError) {
+        do {
+            try QCOW2.create(at: path, virtualSize: bytes)
+        } catch {
+            try await qemuImg(["create", "-q", "-f", "qcow2", path, String(bytes)])
+        }
     }
 
     /// Runs qemu-img; a failure is an error with its message.

@@ -111,3 +111,20 @@ struct ChildProcessTests {
         #expect(viaAgent == "0 1 2 3 ", "\(viaAgent)")
     }
 }
+
+@Suite("qcow2 images written without qemu-img")
+struct QCOW2Tests {
+    /// QEMU writing into such an image is shown by the migration bed tests: incoming disks are created this way and
+    /// compared after the block copy.
+    @Test("an empty image qemu-img checks clean, with the size asked for; an existing file is never overwritten", arguments: [UInt64(64 << 20), 80 << 20, 1 << 30, 3 << 40])
+    func emptyImage(size: UInt64) async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("empty-\(UUID().uuidString).qcow2").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try QCOW2.create(at: path, virtualSize: size)
+        let check = try await run("/usr/bin/qemu-img", ["check", path])
+        #expect(check.status == 0 && check.stdout.contains("No errors were found"), "\(check.stdout)\(check.stderr)")
+        let info = try JSONValue.parse(Data(try await run("/usr/bin/qemu-img", ["info", "--output", "json", path]).stdout.utf8))
+        #expect(info["virtual-size"]?.int == Int64(size) && info["format"] == "qcow2")
+        #expect(throws: (any Error).self) { try QCOW2.create(at: path, virtualSize: size) }
+    }
+}

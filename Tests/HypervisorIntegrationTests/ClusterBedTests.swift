@@ -3,6 +3,7 @@ import Foundation
 import Hypervisor
 import TLSTransport
 import TestBed
+import ClusterBed
 import TestSupport
 import Testing
 
@@ -10,7 +11,6 @@ import Testing
 import Glibc
 #endif
 
-let binaries = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? "/").deletingLastPathComponent()
 
 extension RealLibvirt {
     /// One cluster on the bed: a sync-controller and a node agent on each of two libvirt nodes, driven with syncctl.
@@ -323,114 +323,3 @@ extension RealLibvirt {
     }
 }
 
-/// A controller on a unix socket in the bed directory and an agent inside each node's namespaces.
-final class BedCluster: @unchecked Sendable {
-    let bed: TestBed
-    let pki: PKIDirectory
-    let socket: String
-    let heartbeat: Int
-    let gracePeriod: Int
-    private var controller: ChildProcess?
-    private var agents: [String: ChildProcess] = [:]
-    let admin: APIClient
-
-    private init(bed: TestBed, pki: PKIDirectory, socket: String, heartbeat: Int, gracePeriod: Int, admin: APIClient) {
-        self.gracePeriod = gracePeriod
-        self.bed = bed
-        self.pki = pki
-        self.socket = socket
-        self.heartbeat = heartbeat
-        self.admin = admin
-    }
-
-    static func start(_ bed: TestBed, heartbeat: Int = 2, gracePeriod: Int = 40) async throws -> BedCluster {
-        let directory = bed.report.directory + "/cluster-\(UUID().uuidString.prefix(6))"
-        let pki = PKIDirectory(url: URL(fileURLWithPath: directory + "/pki"))
-        _ = try pki.initialize(cluster: "bed")
-        _ = try pki.issue(LeafRequest(role: .controller, name: "controller", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"]))
-        let adminKey = try pki.issue(LeafRequest(role: .user, name: "admin"))
-        for node in bed.report.nodes { _ = try pki.issue(LeafRequest(role: .node, name: node.name)) }
-        let socket = directory + "/api.sock"
-        let provider = try TLSContextProvider(identity: adminKey.key, trust: try pki.bundle())
-        let cluster = BedCluster(
-            bed: bed, pki: pki, socket: socket, heartbeat: heartbeat, gracePeriod: gracePeriod,
-            admin: APIClient(endpoint: .unix(path: socket), provider: provider))
-        try await cluster.startController()
-        for node in bed.report.nodes { try cluster.startAgent(node.name) }
-        _ = try await cluster.waitFor("nodes Ready") {
-            let nodes = try await cluster.admin.list(Kinds.node)["items"]?.array ?? []
-            return nodes.filter { $0["status"]?["printableStatus"]?.string == "Ready" }.count == bed.report.nodes.count ? true : nil
-        }
-        return cluster
-    }
-
-    /// Starts the controller on the cluster's data directory (again, after `killController`).
-    func startController() async throws {
-        let issued = pki.url.appendingPathComponent("issued").path
-        let directory = pki.url.deletingLastPathComponent().path
-        let controller = try ChildProcess(binaries.appendingPathComponent("sync-controller").path, [
-            "--data", directory + "/data", "--listen", "unix:" + socket, "--cert", "\(issued)/controller-controller.pem",
-            "--key", "\(issued)/controller-controller-key.pem", "--ca", pki.bundleURL.path, "--node-grace-period", String(gracePeriod),
-        ])
-        self.controller = controller
-        let deadline = Date().addingTimeInterval(20)
-        while !controller.stdout.contains("serving the cluster API") {
-            guard Date() < deadline else { throw TestBedError("the controller did not start: \(await controller.stop())") }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-    }
-
-    /// kill -9 of the controller.
-    func killController() async {
-        guard let controller else { return }
-        self.controller = nil
-        kill(controller.pid, SIGKILL)
-        _ = await controller.wait(timeout: 10)
-    }
-
-    func startAgent(_ name: String) throws {
-        let node = bed.node(name)
-        let issued = pki.url.appendingPathComponent("issued").path
-        agents[name] = try bed.start(on: name, binaries.appendingPathComponent("node-agent").path, [
-            "--name", name, "--address", node.address, "--server", "unix://" + socket, "--cert", "\(issued)/node-\(name).pem",
-            "--key", "\(issued)/node-\(name)-key.pem", "--ca", pki.bundleURL.path, "--libvirt", node.uri,
-            "--run-dir", node.imagesDirectory, "--heartbeat", String(heartbeat),
-        ])
-    }
-
-    func killAgent(_ name: String) async {
-        guard let agent = agents.removeValue(forKey: name) else { return }
-        kill(agent.pid, SIGKILL)
-        _ = await agent.wait(timeout: 10)
-    }
-
-    func stopAll() {
-        for agent in agents.values { kill(agent.pid, SIGTERM) }
-        if let controller { kill(controller.pid, SIGTERM) }
-    }
-
-    func syncctl(_ arguments: [String], input: String = "") async throws -> ProcessResult {
-        let config = pki.url.deletingLastPathComponent().appendingPathComponent("kubeconfig").path
-        if !FileManager.default.fileExists(atPath: config) {
-            let made = try await run(binaries.appendingPathComponent("syncctl").path, ["config", "create", "--dir", pki.url.path, "--server", "unix://" + socket, "--output", config])
-            guard made.status == 0 else { throw TestBedError("syncctl config create: \(made.stderr)") }
-        }
-        return try await run(binaries.appendingPathComponent("syncctl").path, arguments + ["--kubeconfig", config], input: input)
-    }
-
-    /// Polls `probe` until it returns a value (errors count as "not yet").
-    func waitFor<T>(_ what: String, timeout: TimeInterval = 90, _ probe: () async throws -> T?) async throws -> T {
-        let deadline = Date().addingTimeInterval(timeout)
-        var lastError: (any Error)?
-        while Date() < deadline {
-            do {
-                if let value = try await probe() { return value }
-            } catch {
-                lastError = error
-            }
-            try await Task.sleep(for: .milliseconds(200))
-        }
-        let output = (agents.values.map { $0.stdout + $0.stderr } + [controller.map { $0.stdout + $0.stderr } ?? ""]).joined(separator: "\n---\n")
-        throw TestBedError("timed out waiting for \(what)\(lastError.map { " (last error: \($0))" } ?? "")\n\(output.suffix(3000))")
-    }
-}

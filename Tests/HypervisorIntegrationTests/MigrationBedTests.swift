@@ -3,6 +3,7 @@ import Foundation
 import Hypervisor
 import TLSTransport
 import TestBed
+import ClusterBed
 import TestSupport
 import Testing
 
@@ -322,99 +323,7 @@ extension RealLibvirt {
     }
 }
 
-/// Manifests the migration tests apply.
-enum MigrationManifests {
-    static func storageClasses(sharedDirectory: String) -> String {
-        """
-        apiVersion: storage.k8s.io/v1
-        kind: StorageClass
-        metadata:
-          name: local
-        directory: /var/lib/vmsync/images
-        shared: false
-        ---
-        apiVersion: storage.k8s.io/v1
-        kind: StorageClass
-        metadata:
-          name: shared
-        directory: \(sharedDirectory)
-        shared: true
-        """
-    }
-
-    /// A VM booting the tiny guest's disk image from a DataVolume on `storageClass`.
-    static func bootableVM(_ name: String, storageClass: String, image: String, extraSpec: String = "") -> String {
-        """
-        apiVersion: cdi.kubevirt.io/v1beta1
-        kind: DataVolume
-        metadata:
-          name: \(name)-dv
-        spec:
-          source:
-            http:
-              url: file://\(image)
-          storage:
-            storageClassName: \(storageClass)
-            resources:
-              requests:
-                storage: 64Mi
-        ---
-        apiVersion: kubevirt.io/v1
-        kind: VirtualMachine
-        metadata:
-          name: \(name)
-        spec:
-          runStrategy: Always
-          template:
-            spec:
-              domain:
-                devices:
-                  disks:
-                  - name: disk0
-                    disk:
-                      bus: virtio
-                resources:
-                  requests:
-                    memory: 128Mi
-        \(extraSpec.split(separator: "\n", omittingEmptySubsequences: false).map { "      " + $0 }.joined(separator: "\n"))
-              volumes:
-              - name: disk0
-                dataVolume:
-                  name: \(name)-dv
-        """
-    }
-}
-
 extension BedCluster {
-    /// `syncctl apply` of `manifest` (written into the bed directory as `file`).
-    func apply(_ manifest: String, as file: String) async throws {
-        let path = bed.report.directory + "/" + file
-        try manifest.write(toFile: path, atomically: true, encoding: .utf8)
-        let result = try await syncctl(["apply", "-f", path])
-        guard result.status == 0 else { throw TestBedError("syncctl apply \(file): \(result.stderr)") }
-    }
-
-    /// Sets KubeVirt migration settings.
-    func setMigrations(_ settings: JSONValue) async throws {
-        _ = try await admin.patch(Kinds.kubeVirt, namespace: "kubevirt", name: "kubevirt", ["spec": ["configuration": ["migrations": settings]]])
-    }
-
-    /// The migration `syncctl migrate` said it created.
-    func createdMigration(_ result: ProcessResult) async throws -> JSONValue {
-        guard let line = result.stdout.split(separator: "\n").first(where: { $0.hasSuffix(" created") }),
-            let name = line.split(separator: "/").last?.split(separator: " ").first
-        else { throw TestBedError("syncctl migrate printed no name: \(result.stdout)\(result.stderr)") }
-        return try await admin.get(Kinds.migration, name: String(name))
-    }
-
-    /// Waits until the VMI's open migration reaches `phase`; returns it.
-    func waitForMigration(of vmi: String, phase: String, timeout: TimeInterval = 60) async throws -> JSONValue {
-        try await waitFor("migration of \(vmi) \(phase)", timeout: timeout) {
-            let items = try await admin.list(Kinds.migration, namespace: "default")["items"]?.array ?? []
-            return items.first { $0["spec"]?["vmiName"]?.string == vmi && $0["status"]?["phase"]?.string == phase }
-        }
-    }
-
     /// The migration failed as aborted (or is gone after it), and the VMI's migration state says the abort succeeded.
     func expectAborted(_ vmim: JSONValue, vm: String) async throws {
         let uid = vmim["metadata"]?["uid"]
@@ -441,14 +350,6 @@ extension BedCluster {
             let disk = node.localStorage + "/images/default-\(vm)-dv.qcow2"
             let sockets = node.localStorage + "/migrations/\(uid)"
             return !names.contains("default_\(vm)") && !FileManager.default.fileExists(atPath: disk) && !FileManager.default.fileExists(atPath: sockets) ? true : nil
-        }
-    }
-
-    /// Waits until the VM's VMI runs; returns its node.
-    func waitForRunning(_ vm: String, timeout: TimeInterval = 90) async throws -> String {
-        try await waitFor("\(vm) Running", timeout: timeout) {
-            let vmi = try await admin.get(Kinds.virtualMachineInstance, name: vm)
-            return vmi["status"]?["phase"]?.string == "Running" ? vmi["status"]?["nodeName"]?.string : nil
         }
     }
 }

@@ -34,29 +34,34 @@ extension ClusterReconciler {
         var active = all.filter { Migration.activePhases.contains($0["status"]?["phase"]?.string ?? "") }
         for vmim in all {
           do {
-            let phase = vmim["status"]?["phase"]?.string ?? ""
             let vmi = vmis.first { namespace($0) == namespace(vmim) && name($0) == vmim["spec"]?["vmiName"]?.string }
             if vmim["metadata"]?["deletionTimestamp"] != nil {
-                try await abortDeleted(vmim, phase: phase, vmi: vmi)
+                try await abortDeleted(vmim, phase: vmim["status"]?["phase"]?.string ?? "", vmi: vmi)
                 continue
             }
+            // A new migration goes as far as it can in one pass (admitted, started within the limits, target chosen):
+            // each step is a write the next one needs no other pass for.
+            var current = vmim
+            var steps = 0
+            phases: while steps < 3 {
+            steps += 1
+            let phase = current["status"]?["phase"]?.string ?? ""
             switch phase {
             case "":
-                try await admit(vmim, vmi: vmi, others: all)
+                guard let admitted = try await admit(current, vmi: vmi, others: all) else { break phases }
+                current = admitted
             case "Pending":
                 let source = vmi?["status"]?["nodeName"]?.string ?? ""
                 let outbound = active.filter { $0["status"]?["migrationState"]?["sourceNode"]?.string == source }.count
                 guard vmi?["status"]?["phase"]?.string == "Running" else {
-                    try await fail(vmim, vmi: vmi, reason: "VMINotRunning", "the VMI is no longer running")
-                    continue
+                    try await fail(current, vmi: vmi, reason: "VMINotRunning", "the VMI is no longer running")
+                    break phases
                 }
                 if active.count < settings.parallelPerCluster && outbound < settings.parallelOutboundPerNode {
                     var state: JSONValue = ["sourceNode": .string(source)]
-                    state["migrationUid"] = vmim["metadata"]?["uid"] ?? .null
-                    try await transition(vmim, to: "Scheduling", ["migrationState": state])
-                    var counted = vmim
-                    counted["status"]?["migrationState"] = state
-                    active.append(counted)
+                    state["migrationUid"] = current["metadata"]?["uid"] ?? .null
+                    current = try await transition(current, to: "Scheduling", ["migrationState": state])
+                    active.append(current)
                 } else {
                     var limits: [String] = []
                     if outbound >= settings.parallelOutboundPerNode {
@@ -66,10 +71,18 @@ extension ClusterReconciler {
                         limits.append("\(active.count) migrations run in the cluster (parallelMigrationsPerCluster \(settings.parallelPerCluster))")
                     }
                     let why = "waiting: " + limits.joined(separator: "; ")
-                    try await setCondition(vmim, Resources.condition("Queued", true, reason: "ParallelLimit", message: why))
+                    try await setCondition(current, Resources.condition("Queued", true, reason: "ParallelLimit", message: why))
+                    break phases
                 }
             case "Scheduling":
-                try await chooseTarget(vmim, vmi: vmi, nodes: nodes, readyNodes: readyNodes, vmis: vmis, dataVolumes: dataVolumes, classes: classes, settings: settings)
+                try await chooseTarget(current, vmi: vmi, nodes: nodes, readyNodes: readyNodes, vmis: vmis, dataVolumes: dataVolumes, classes: classes, settings: settings)
+                break phases
+            default:
+                break phases
+            }
+            }
+            let phase = current["status"]?["phase"]?.string ?? ""
+            switch phase {
             case "Scheduled", "PreparingTarget", "TargetReady":
                 let target = vmim["status"]?["migrationState"]?["targetNode"]?.string ?? ""
                 if !readyNodes.contains(target) {
@@ -105,25 +118,31 @@ extension ClusterReconciler {
     // MARK: Phases
 
     /// A new migration: the VMI must exist, run, be live-migratable and have no other migration in progress.
-    private func admit(_ vmim: JSONValue, vmi: JSONValue?, others: [JSONValue]) async throws(APIError) {
+    private func admit(_ vmim: JSONValue, vmi: JSONValue?, others: [JSONValue]) async throws(APIError) -> JSONValue? {
         let vmiName = vmim["spec"]?["vmiName"]?.string ?? ""
         guard let vmi else {
-            return try await fail(vmim, vmi: nil, reason: "VMINotFound", "virtualmachineinstance \"\(vmiName)\" does not exist in namespace \(namespace(vmim))")
+            try await fail(vmim, vmi: nil, reason: "VMINotFound", "virtualmachineinstance \"\(vmiName)\" does not exist in namespace \(namespace(vmim))")
+            return nil
         }
         guard vmi["status"]?["phase"]?.string == "Running", vmi["status"]?["nodeName"]?.string != nil else {
-            return try await fail(vmim, vmi: nil, reason: "VMINotRunning", "virtualmachineinstance \"\(vmiName)\" is not running (phase \(vmi["status"]?["phase"]?.string ?? "Pending"))")
+            try await fail(vmim, vmi: nil, reason: "VMINotRunning", "virtualmachineinstance \"\(vmiName)\" is not running (phase \(vmi["status"]?["phase"]?.string ?? "Pending"))")
+            return nil
         }
         if let condition = vmi["status"]?["conditions"]?.array?.first(where: { $0["type"] == "LiveMigratable" }), condition["status"] == "False" {
-            return try await fail(vmim, vmi: nil, reason: condition["reason"]?.string ?? "NotMigratable",
+            try await fail(vmim, vmi: nil, reason: condition["reason"]?.string ?? "NotMigratable",
                                   "virtualmachineinstance \"\(vmiName)\" is not live-migratable: \(condition["message"]?.string ?? "")")
+            return nil
         }
         if let other = others.first(where: {
             $0["metadata"]?["uid"] != vmim["metadata"]?["uid"] && namespace($0) == namespace(vmim) && $0["spec"]?["vmiName"]?.string == vmiName
                 && $0["metadata"]?["deletionTimestamp"] == nil
-                && (["Pending"] + Migration.activePhases).contains($0["status"]?["phase"]?.string ?? "")
+                && ((["Pending"] + Migration.activePhases).contains($0["status"]?["phase"]?.string ?? "")
+                    // one created earlier and not admitted yet goes first
+                    || ($0["status"]?["phase"]?.string ?? "").isEmpty && Self.creationOrder($0) < Self.creationOrder(vmim))
         }) {
-            return try await fail(vmim, vmi: nil, reason: "MigrationInProgress",
+            try await fail(vmim, vmi: nil, reason: "MigrationInProgress",
                                   "virtualmachineinstance \"\(vmiName)\" already has a running or pending migration (\(name(other)))")
+            return nil
         }
         var finalizers = vmim["metadata"]?["finalizers"]?.array ?? []
         if !finalizers.contains(.string(Migration.finalizer)) { finalizers.append(.string(Migration.finalizer)) }
@@ -131,8 +150,9 @@ extension ClusterReconciler {
         labels[Migration.vmiNameLabel] = .string(vmiName)
         let labelled = try await store.patch(Kinds.migration, namespace: namespace(vmim), name: name(vmim),
                                              mergePatch: ["metadata": ["finalizers": .array(finalizers), "labels": labels]], subresource: .main)
-        try await transition(labelled, to: "Pending", [:])
+        let pending = try await transition(labelled, to: "Pending", [:])
         logger.info("migration admitted", metadata: ["migration": "\(namespace(vmim))/\(name(vmim))", "vmi": "\(vmiName)"])
+        return pending
     }
 
     /// Picks the target: a Ready node other than the source that fits the VMI (selectors, affinity, taints, memory)
@@ -234,9 +254,10 @@ extension ClusterReconciler {
 
     /// Moves the migration to `phase`, recording when — only if nobody changed it since it was read (an agent may
     /// have moved it on meanwhile; the next pass looks again).
-    func transition(_ vmim: JSONValue, to phase: String, _ changes: JSONValue) async throws(APIError) {
+    @discardableResult
+    func transition(_ vmim: JSONValue, to phase: String, _ changes: JSONValue) async throws(APIError) -> JSONValue {
         let patch = Migration.transitionPatch(vmim, to: phase, changes)
-        _ = try await store.patch(Kinds.migration, namespace: namespace(vmim), name: name(vmim), mergePatch: patch, subresource: .status)
+        return try await store.patch(Kinds.migration, namespace: namespace(vmim), name: name(vmim), mergePatch: patch, subresource: .status)
     }
 
     /// Fails the migration with a reason; the VMI's migration state (if this migration owns it) says so too.

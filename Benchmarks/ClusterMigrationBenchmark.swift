@@ -1,0 +1,193 @@
+import ClusterAPI
+import ClusterBed
+import Foundation
+import Hypervisor
+import TestBed
+import TestSupport
+
+/// A cluster on a 2-node test bed: `syncctl migrate --wait` of a VM (the agents tunnel libvirt's connection, memory
+/// and disk streams over mutual TLS) against `virsh migrate --live --p2p --copy-storage-all` of its twin — the same
+/// domain definition, disk image and size — directly between the same two libvirt daemons, alternating (ABBA).
+/// Reported: wall time and guest-visible gap as ratios, and the control plane's own latencies around the libvirt
+/// job, from the timestamps the controller and the agents record.
+enum ClusterMigrationBenchmark {
+    struct Sample {
+        var method: String
+        var wall: Double
+        var gap: Double
+        /// vmsync only: seconds from the migration's admission (Pending) to libvirt's migrate call.
+        var admittedToJob: Double?
+        /// vmsync only: from `syncctl` starting to libvirt's migrate call (includes the CLI's start and handshake).
+        var cliToJob: Double?
+        /// vmsync only: from the migrate call's return to the stored Succeeded phase.
+        var jobToSucceeded: Double?
+        /// vmsync only: from the migrate call's return to `syncctl` having seen Succeeded and exited.
+        var jobToCLI: Double?
+        /// vmsync only: milliseconds from each phase to the next (and to the libvirt job), where the time goes.
+        var steps: String = ""
+        /// The downtime libvirt reports for the switchover.
+        var libvirtDowntimeMs: Int64?
+    }
+
+    static func run(rounds: Int) async throws {
+        print("cluster migration: starting a 2-node test bed, a controller and two agents")
+        let bed = try await TestBed.start(nodes: 2)
+        do {
+            let cluster = try await BedCluster.start(bed)
+            defer { cluster.stopAll() }
+            try await measure(bed: bed, cluster: cluster, rounds: rounds)
+        } catch {
+            await bed.stop()
+            throw error
+        }
+        await bed.stop()
+    }
+
+    private static func measure(bed: TestBed, cluster: BedCluster, rounds: Int) async throws {
+        try await cluster.apply(MigrationManifests.storageClasses(sharedDirectory: bed.report.sharedDirectory), as: "classes.yaml")
+        try await cluster.apply(MigrationManifests.bootableVM("bench-vm", storageClass: "local", image: bed.report.guest.bootDisk), as: "vm.yaml")
+        var vmNode = try await cluster.waitForRunning("bench-vm")
+
+        // The twin: the agent's domain definition under another name, with its own copy of the disk.
+        let twin = "bench-twin"
+        let home = bed.node(vmNode)
+        let agentDomain = try await Connection.open(home.uri)
+        let xml = try await agentDomain.domain(named: "default_bench-vm").xml(migratable: true)
+        try await Volumes.copy(bed.report.guest.bootDisk, to: home.localStorage + "/images/\(twin).qcow2", bytes: 64 << 20)
+        let twinXML = xml.replacingOccurrences(of: "<name>default_bench-vm</name>", with: "<name>\(twin)</name>")
+            .replacingOccurrences(of: #"<uuid>[^<]*</uuid>"#, with: "", options: .regularExpression)
+            .replacingOccurrences(of: "/var/lib/vmsync/images/default-bench-vm-dv.qcow2", with: "/var/lib/vmsync/images/\(twin).qcow2")
+            .replacingOccurrences(of: "default_bench-vm.serial", with: "\(twin).serial")
+            .replacingOccurrences(of: #"<mac address='[^']*'/>"#, with: "<mac address='02:00:00:be:0c:01'/>", options: .regularExpression)
+        try await agentDomain.define(xml: twinXML, name: twin).start()
+        await agentDomain.close()
+        var twinNode = vmNode
+
+        var samples: [Sample] = []
+        for index in 0..<(rounds * 2) {
+            let method = [0, 3].contains(index % 4) ? "vmsync" : "virsh"
+            let here = method == "vmsync" ? vmNode : twinNode
+            let there = here == "a" ? "b" : "a"
+            let (source, target) = (bed.node(here), bed.node(there))
+            let domain = method == "vmsync" ? "default_bench-vm" : twin
+            let heartbeat = HeartbeatMonitor(paths: [source.imagesDirectory + "/\(domain).serial", target.imagesDirectory + "/\(domain).serial"])
+            guard await heartbeat.waitForTicks(5, timeout: 60) else { throw TestBedError("no heartbeat before migration \(index + 1)") }
+            var sample = Sample(method: method, wall: 0, gap: 0)
+            if method == "vmsync" {
+                let started = Date()
+                let result = try await cluster.syncctl(["migrate", "bench-vm", "--wait"])
+                let exited = Date()
+                sample.wall = exited.timeIntervalSince(started)
+                guard result.status == 0 else { throw TestBedError("syncctl migrate failed: \(result.stdout)\(result.stderr)") }
+                let vmim = try await cluster.createdMigration(result)
+                let state = vmim["status"]?["migrationState"]
+                let history = vmim["status"]?["phaseTransitionTimestamps"]?.array ?? []
+                func at(_ phase: String) -> Date? {
+                    (history.first { $0["phase"]?.string == phase }?["phaseTransitionTimestamp"]?.string).flatMap(Migration.parseTimestamp)
+                }
+                sample.libvirtDowntimeMs = state?["downtimeMilliseconds"]?.int
+                let jobStart = (state?["libvirtJobStartTimestamp"]?.string).flatMap(Migration.parseTimestamp)
+                let jobEnd = (state?["libvirtJobEndTimestamp"]?.string).flatMap(Migration.parseTimestamp)
+                if let jobStart, let admitted = at("Pending") { sample.admittedToJob = jobStart.timeIntervalSince(admitted) }
+                if let jobStart { sample.cliToJob = jobStart.timeIntervalSince(started) }
+                if let jobEnd, let succeeded = at("Succeeded") { sample.jobToSucceeded = succeeded.timeIntervalSince(jobEnd) }
+                if let jobEnd { sample.jobToCLI = exited.timeIntervalSince(jobEnd) }
+                var marks = history.compactMap { entry -> (String, Date)? in
+                    guard let phase = entry["phase"]?.string, let time = (entry["phaseTransitionTimestamp"]?.string).flatMap(Migration.parseTimestamp) else { return nil }
+                    return (phase, time)
+                }
+                if let jobStart { marks.insert(("job start", jobStart), at: max(0, marks.count - 1)) }
+                if let jobEnd { marks.insert(("job end", jobEnd), at: max(0, marks.count - 1)) }
+                sample.steps = zip(marks, marks.dropFirst()).map { String(format: "%@→%@ %.0f", $0.0 as NSString, $1.0 as NSString, $1.1.timeIntervalSince($0.1) * 1000) }
+                    .joined(separator: ", ")
+                vmNode = there
+            } else {
+                try await Volumes.blank(target.localStorage + "/images/\(twin).qcow2", bytes: 64 << 20)
+                let connection = try await Connection.open(source.uri)
+                let destination = try await connection.domain(named: twin).xml(migratable: true)
+                    .replacingOccurrences(of: source.imagesDirectory, with: target.imagesDirectory)
+                await connection.close()
+                let xmlPath = bed.report.directory + "/bench-twin-destination.xml"
+                try destination.write(toFile: xmlPath, atomically: true, encoding: .utf8)
+                let started = Date()
+                var arguments = [
+                    "-c", source.uri, "migrate", "--live", "--p2p", "--copy-storage-all", "--persistent", "--undefinesource",
+                    "--xml", xmlPath, twin, target.uri,
+                ]
+                if ProcessInfo.processInfo.environment["VMSYNC_BENCH_VIRSH_UNIX"] != nil {
+                    // Experiment: the anchor over unix sockets in the shared directory (no tunnel), as vmsync's URIs.
+                    let sockets = bed.report.sharedDirectory + "/bench-\(index)"
+                    try FileManager.default.createDirectory(atPath: sockets, withIntermediateDirectories: true)
+                    arguments += ["--migrateuri", "unix://\(sockets)/memory.sock", "--disks-uri", "unix://\(sockets)/disks.sock"]
+                }
+                let result = try await TestSupport.run("/usr/bin/virsh", arguments, timeout: 300)
+                sample.wall = Date().timeIntervalSince(started)
+                guard result.status == 0 else { throw TestBedError("virsh migrate failed: \(result.stderr)") }
+                try? FileManager.default.removeItem(atPath: source.localStorage + "/images/\(twin).qcow2")
+                let info = try await TestSupport.run("/usr/bin/virsh", ["-c", target.uri, "domjobinfo", "--completed", twin])
+                if let line = info.stdout.split(separator: "\n").first(where: { $0.hasPrefix("Total downtime:") }) {
+                    sample.libvirtDowntimeMs = Int64(line.split(separator: " ").dropFirst(2).first ?? "")
+                }
+                twinNode = there
+            }
+            guard await heartbeat.waitForTick(from: 1, timeout: 20), await heartbeat.waitForTicks(5) else {
+                throw TestBedError("no heartbeat after migration \(index + 1)")
+            }
+            let analysis = heartbeat.analysis()
+            heartbeat.stop()
+            guard analysis.lost.isEmpty else { throw TestBedError("migration \(index + 1) lost ticks \(analysis.lost)") }
+            sample.gap = analysis.largestGap
+            samples.append(sample)
+            var line = String(format: "  %2d %-6@ %@→%@  wall %.3f s  guest-visible gap %.3f s", index + 1, method as NSString,
+                              here as NSString, there as NSString, sample.wall, sample.gap)
+            if let downtime = sample.libvirtDowntimeMs { line += "  libvirt downtime \(downtime) ms" }
+            if let admitted = sample.admittedToJob, let done = sample.jobToSucceeded {
+                line += String(format: "  admitted→job %.0f ms  job→Succeeded %.0f ms", admitted * 1000, done * 1000)
+            }
+            print(line)
+            if !sample.steps.isEmpty { print("       ms: \(sample.steps)") }
+        }
+        if ProcessInfo.processInfo.environment["VMSYNC_BENCH_VERBOSE"] != nil {
+            for node in ["a", "b"] {
+                for line in cluster.agentOutput(node).split(separator: "\n") where line.contains("ms=") { print("  agent \(node): \(line)") }
+            }
+        }
+        await RemoveGuest.run(twin, bed: bed)
+        _ = try? await cluster.syncctl(["delete", "vm", "bench-vm"])
+
+        let ours = samples.filter { $0.method == "vmsync" }
+        let theirs = samples.filter { $0.method == "virsh" }
+        let wallRatio = median(ours.map(\.wall)) / median(theirs.map(\.wall))
+        let gapRatio = median(ours.map(\.gap)) / median(theirs.map(\.gap))
+        print(String(format: "cluster migration: median wall syncctl migrate %.3f s, virsh migrate %.3f s → ratio %.3f (goal ≤ 1.10)",
+                     median(ours.map(\.wall)), median(theirs.map(\.wall)), wallRatio))
+        print(String(format: "cluster migration: median guest-visible gap vmsync %.3f s, virsh %.3f s → ratio %.3f (goal ≤ 1.10)",
+                     median(ours.map(\.gap)), median(theirs.map(\.gap)), gapRatio))
+        print(String(format: "cluster migration: control plane, medians: admitted (Pending) → libvirt job %.0f ms; syncctl start → job %.0f ms; job done → Succeeded stored %.0f ms; job done → syncctl saw it %.0f ms (goal ≤ 100 ms each)",
+                     median(ours.compactMap(\.admittedToJob)) * 1000, median(ours.compactMap(\.cliToJob)) * 1000,
+                     median(ours.compactMap(\.jobToSucceeded)) * 1000, median(ours.compactMap(\.jobToCLI)) * 1000))
+    }
+
+    static func median(_ values: [Double]) -> Double {
+        guard !values.isEmpty else { return .nan }
+        let sorted = values.sorted()
+        return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+    }
+
+    /// Disk images for the twin, with qemu-img.
+    enum Volumes {
+        static func copy(_ image: String, to path: String, bytes: Int) async throws {
+            try? FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            var result = try await TestSupport.run("/usr/bin/qemu-img", ["convert", "-O", "qcow2", image, path])
+            guard result.status == 0 else { throw TestBedError("qemu-img convert: \(result.stdout)\(result.stderr)") }
+            result = try await TestSupport.run("/usr/bin/qemu-img", ["resize", "-q", "-f", "qcow2", path, String(bytes)])
+            guard result.status == 0 else { throw TestBedError("qemu-img resize: \(result.stdout)\(result.stderr)") }
+        }
+
+        static func blank(_ path: String, bytes: Int) async throws {
+            try? FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            let result = try await TestSupport.run("/usr/bin/qemu-img", ["create", "-q", "-f", "qcow2", path, String(bytes)])
+            guard result.status == 0 else { throw TestBedError("qemu-img create: \(result.stdout)\(result.stderr)") }
+        }
+    }
+}

@@ -1,0 +1,232 @@
+public import ClusterAPI
+public import Foundation
+public import TLSTransport
+public import TestBed
+public import TestSupport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The executables next to the running one (tests, benchmarks and the launcher are built beside them).
+public let siblingBinaries = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? "/").deletingLastPathComponent()
+
+/// A controller on a unix socket in the bed directory and an agent inside each node's namespaces.
+public final class BedCluster: @unchecked Sendable {
+    public let bed: TestBed
+    public let pki: PKIDirectory
+    public let socket: String
+    public let heartbeat: Int
+    public let gracePeriod: Int
+    private var controller: ChildProcess?
+    private var agents: [String: ChildProcess] = [:]
+    public let admin: APIClient
+
+    private init(bed: TestBed, pki: PKIDirectory, socket: String, heartbeat: Int, gracePeriod: Int, admin: APIClient) {
+        self.gracePeriod = gracePeriod
+        self.bed = bed
+        self.pki = pki
+        self.socket = socket
+        self.heartbeat = heartbeat
+        self.admin = admin
+    }
+
+    public static func start(_ bed: TestBed, heartbeat: Int = 2, gracePeriod: Int = 40) async throws -> BedCluster {
+        let directory = bed.report.directory + "/cluster-\(UUID().uuidString.prefix(6))"
+        let pki = PKIDirectory(url: URL(fileURLWithPath: directory + "/pki"))
+        _ = try pki.initialize(cluster: "bed")
+        _ = try pki.issue(LeafRequest(role: .controller, name: "controller", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"]))
+        let adminKey = try pki.issue(LeafRequest(role: .user, name: "admin"))
+        for node in bed.report.nodes { _ = try pki.issue(LeafRequest(role: .node, name: node.name)) }
+        let socket = directory + "/api.sock"
+        let provider = try TLSContextProvider(identity: adminKey.key, trust: try pki.bundle())
+        let cluster = BedCluster(
+            bed: bed, pki: pki, socket: socket, heartbeat: heartbeat, gracePeriod: gracePeriod,
+            admin: APIClient(endpoint: .unix(path: socket), provider: provider))
+        try await cluster.startController()
+        for node in bed.report.nodes { try cluster.startAgent(node.name) }
+        _ = try await cluster.waitFor("nodes Ready") {
+            let nodes = try await cluster.admin.list(Kinds.node)["items"]?.array ?? []
+            return nodes.filter { $0["status"]?["printableStatus"]?.string == "Ready" }.count == bed.report.nodes.count ? true : nil
+        }
+        return cluster
+    }
+
+    /// Starts the controller on the cluster's data directory (again, after `killController`).
+    public func startController() async throws {
+        let issued = pki.url.appendingPathComponent("issued").path
+        let directory = pki.url.deletingLastPathComponent().path
+        let controller = try ChildProcess(siblingBinaries.appendingPathComponent("sync-controller").path, [
+            "--data", directory + "/data", "--listen", "unix:" + socket, "--cert", "\(issued)/controller-controller.pem",
+            "--key", "\(issued)/controller-controller-key.pem", "--ca", pki.bundleURL.path, "--node-grace-period", String(gracePeriod),
+        ])
+        self.controller = controller
+        let deadline = Date().addingTimeInterval(20)
+        while !controller.stdout.contains("serving the cluster API") {
+            guard Date() < deadline else { throw TestBedError("the controller did not start: \(await controller.stop())") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    /// kill -9 of the controller.
+    public func killController() async {
+        guard let controller else { return }
+        self.controller = nil
+        kill(controller.pid, SIGKILL)
+        _ = await controller.wait(timeout: 10)
+    }
+
+    public func startAgent(_ name: String) throws {
+        let node = bed.node(name)
+        let issued = pki.url.appendingPathComponent("issued").path
+        agents[name] = try bed.start(on: name, siblingBinaries.appendingPathComponent("node-agent").path, [
+            "--name", name, "--address", node.address, "--server", "unix://" + socket, "--cert", "\(issued)/node-\(name).pem",
+            "--key", "\(issued)/node-\(name)-key.pem", "--ca", pki.bundleURL.path, "--libvirt", node.uri,
+            "--run-dir", node.imagesDirectory, "--heartbeat", String(heartbeat),
+        ])
+    }
+
+    public func killAgent(_ name: String) async {
+        guard let agent = agents.removeValue(forKey: name) else { return }
+        kill(agent.pid, SIGKILL)
+        _ = await agent.wait(timeout: 10)
+    }
+
+    /// What a node's agent has printed so far (its log).
+    public func agentOutput(_ name: String) -> String {
+        agents[name].map { $0.stdout + $0.stderr } ?? ""
+    }
+
+    public func stopAll() {
+        for agent in agents.values { kill(agent.pid, SIGTERM) }
+        if let controller { kill(controller.pid, SIGTERM) }
+    }
+
+    public func syncctl(_ arguments: [String], input: String = "") async throws -> ProcessResult {
+        let config = pki.url.deletingLastPathComponent().appendingPathComponent("kubeconfig").path
+        if !FileManager.default.fileExists(atPath: config) {
+            let made = try await run(siblingBinaries.appendingPathComponent("syncctl").path, ["config", "create", "--dir", pki.url.path, "--server", "unix://" + socket, "--output", config])
+            guard made.status == 0 else { throw TestBedError("syncctl config create: \(made.stderr)") }
+        }
+        return try await run(siblingBinaries.appendingPathComponent("syncctl").path, arguments + ["--kubeconfig", config], input: input)
+    }
+
+    /// Polls `probe` until it returns a value (errors count as "not yet").
+    public func waitFor<T>(_ what: String, timeout: TimeInterval = 90, _ probe: () async throws -> T?) async throws -> T {
+        let deadline = Date().addingTimeInterval(timeout)
+        var lastError: (any Error)?
+        while Date() < deadline {
+            do {
+                if let value = try await probe() { return value }
+            } catch {
+                lastError = error
+            }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        let output = (agents.values.map { $0.stdout + $0.stderr } + [controller.map { $0.stdout + $0.stderr } ?? ""]).joined(separator: "\n---\n")
+        throw TestBedError("timed out waiting for \(what)\(lastError.map { " (last error: \($0))" } ?? "")\n\(output.suffix(3000))")
+    }
+}
+
+extension BedCluster {
+    /// `syncctl apply` of `manifest` (written into the bed directory as `file`).
+    public func apply(_ manifest: String, as file: String) async throws {
+        let path = bed.report.directory + "/" + file
+        try manifest.write(toFile: path, atomically: true, encoding: .utf8)
+        let result = try await syncctl(["apply", "-f", path])
+        guard result.status == 0 else { throw TestBedError("syncctl apply \(file): \(result.stderr)") }
+    }
+
+    /// Sets KubeVirt migration settings.
+    public func setMigrations(_ settings: JSONValue) async throws {
+        _ = try await admin.patch(Kinds.kubeVirt, namespace: "kubevirt", name: "kubevirt", ["spec": ["configuration": ["migrations": settings]]])
+    }
+
+    /// The migration `syncctl migrate` said it created.
+    public func createdMigration(_ result: ProcessResult) async throws -> JSONValue {
+        guard let line = result.stdout.split(separator: "\n").first(where: { $0.hasSuffix(" created") }),
+            let name = line.split(separator: "/").last?.split(separator: " ").first
+        else { throw TestBedError("syncctl migrate printed no name: \(result.stdout)\(result.stderr)") }
+        return try await admin.get(Kinds.migration, name: String(name))
+    }
+
+    /// Waits until the VMI's open migration reaches `phase`; returns it.
+    public func waitForMigration(of vmi: String, phase: String, timeout: TimeInterval = 60) async throws -> JSONValue {
+        try await waitFor("migration of \(vmi) \(phase)", timeout: timeout) {
+            let items = try await admin.list(Kinds.migration, namespace: "default")["items"]?.array ?? []
+            return items.first { $0["spec"]?["vmiName"]?.string == vmi && $0["status"]?["phase"]?.string == phase }
+        }
+    }
+
+    /// Waits until the VM's VMI runs; returns its node.
+    public func waitForRunning(_ vm: String, timeout: TimeInterval = 90) async throws -> String {
+        try await waitFor("\(vm) Running", timeout: timeout) {
+            let vmi = try await admin.get(Kinds.virtualMachineInstance, name: vm)
+            return vmi["status"]?["phase"]?.string == "Running" ? vmi["status"]?["nodeName"]?.string : nil
+        }
+    }
+}
+
+/// Manifests the migration tests apply.
+public enum MigrationManifests {
+    public static func storageClasses(sharedDirectory: String) -> String {
+        """
+        apiVersion: storage.k8s.io/v1
+        kind: StorageClass
+        metadata:
+          name: local
+        directory: /var/lib/vmsync/images
+        shared: false
+        ---
+        apiVersion: storage.k8s.io/v1
+        kind: StorageClass
+        metadata:
+          name: shared
+        directory: \(sharedDirectory)
+        shared: true
+        """
+    }
+
+    /// A VM booting the tiny guest's disk image from a DataVolume on `storageClass`.
+    public static func bootableVM(_ name: String, storageClass: String, image: String, extraSpec: String = "") -> String {
+        """
+        apiVersion: cdi.kubevirt.io/v1beta1
+        kind: DataVolume
+        metadata:
+          name: \(name)-dv
+        spec:
+          source:
+            http:
+              url: file://\(image)
+          storage:
+            storageClassName: \(storageClass)
+            resources:
+              requests:
+                storage: 64Mi
+        ---
+        apiVersion: kubevirt.io/v1
+        kind: VirtualMachine
+        metadata:
+          name: \(name)
+        spec:
+          runStrategy: Always
+          template:
+            spec:
+              domain:
+                devices:
+                  disks:
+                  - name: disk0
+                    disk:
+                      bus: virtio
+                resources:
+                  requests:
+                    memory: 128Mi
+        \(extraSpec.split(separator: "\n", omittingEmptySubsequences: false).map { "      " + $0 }.joined(separator: "\n"))
+              volumes:
+              - name: disk0
+                dataVolume:
+                  name: \(name)-dv
+        """
+    }
+}
+
