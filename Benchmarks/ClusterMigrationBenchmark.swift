@@ -5,6 +5,10 @@ import Hypervisor
 import TestBed
 import TestSupport
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A cluster on a 2-node test bed: `syncctl migrate --wait` of a VM (the agents tunnel libvirt's connection, memory
 /// and disk streams over mutual TLS) against `virsh migrate --live --p2p --copy-storage-all` of its twin — the same
 /// domain definition, disk image and size — directly between the same two libvirt daemons, alternating (ABBA).
@@ -45,7 +49,8 @@ enum ClusterMigrationBenchmark {
 
     private static func measure(bed: TestBed, cluster: BedCluster, rounds: Int) async throws {
         try await cluster.apply(MigrationManifests.storageClasses(sharedDirectory: bed.report.sharedDirectory), as: "classes.yaml")
-        try await cluster.apply(MigrationManifests.bootableVM("bench-vm", storageClass: "local", image: bed.report.guest.bootDisk), as: "vm.yaml")
+        let sharedStorage = ProcessInfo.processInfo.environment["VMSYNC_BENCH_SHARED"] != nil
+        try await cluster.apply(MigrationManifests.bootableVM("bench-vm", storageClass: sharedStorage ? "shared" : "local", image: bed.report.guest.bootDisk), as: "vm.yaml")
         var vmNode = try await cluster.waitForRunning("bench-vm")
 
         // The twin: the agent's domain definition under another name, with its own copy of the disk.
@@ -53,10 +58,12 @@ enum ClusterMigrationBenchmark {
         let home = bed.node(vmNode)
         let agentDomain = try await Connection.open(home.uri)
         let xml = try await agentDomain.domain(named: "default_bench-vm").xml(migratable: true)
-        try await Volumes.copy(bed.report.guest.bootDisk, to: home.localStorage + "/images/\(twin).qcow2", bytes: 64 << 20)
+        let twinDisk = sharedStorage ? bed.report.sharedDirectory + "/\(twin).qcow2" : "/var/lib/vmsync/images/\(twin).qcow2"
+        try await Volumes.copy(bed.report.guest.bootDisk, to: sharedStorage ? twinDisk : home.localStorage + "/images/\(twin).qcow2", bytes: 64 << 20)
         let twinXML = xml.replacingOccurrences(of: "<name>default_bench-vm</name>", with: "<name>\(twin)</name>")
             .replacingOccurrences(of: #"<uuid>[^<]*</uuid>"#, with: "", options: .regularExpression)
-            .replacingOccurrences(of: "/var/lib/vmsync/images/default-bench-vm-dv.qcow2", with: "/var/lib/vmsync/images/\(twin).qcow2")
+            .replacingOccurrences(of: "/var/lib/vmsync/images/default-bench-vm-dv.qcow2", with: twinDisk)
+            .replacingOccurrences(of: bed.report.sharedDirectory + "/default-bench-vm-dv.qcow2", with: twinDisk)
             .replacingOccurrences(of: "default_bench-vm.serial", with: "\(twin).serial")
             .replacingOccurrences(of: #"<mac address='[^']*'/>"#, with: "<mac address='02:00:00:be:0c:01'/>", options: .regularExpression)
         try await agentDomain.define(xml: twinXML, name: twin).start()
@@ -73,6 +80,13 @@ enum ClusterMigrationBenchmark {
             let heartbeat = HeartbeatMonitor(paths: [source.imagesDirectory + "/\(domain).serial", target.imagesDirectory + "/\(domain).serial"])
             guard await heartbeat.waitForTicks(5, timeout: 60) else { throw TestBedError("no heartbeat before migration \(index + 1)") }
             var sample = Sample(method: method, wall: 0, gap: 0)
+            let cpuBefore = ["a", "b"].map { cluster.agentPID($0).map(Self.cpuSeconds) ?? 0 }
+            defer {
+                if method == "vmsync", ProcessInfo.processInfo.environment["VMSYNC_BENCH_VERBOSE"] != nil {
+                    let cpuAfter = ["a", "b"].map { cluster.agentPID($0).map(Self.cpuSeconds) ?? 0 }
+                    print(String(format: "       agent CPU: a %.3f s, b %.3f s", cpuAfter[0] - cpuBefore[0], cpuAfter[1] - cpuBefore[1]))
+                }
+            }
             if method == "vmsync" {
                 let started = Date()
                 let result = try await cluster.syncctl(["migrate", "bench-vm", "--wait"])
@@ -102,7 +116,7 @@ enum ClusterMigrationBenchmark {
                     .joined(separator: ", ")
                 vmNode = there
             } else {
-                try await Volumes.blank(target.localStorage + "/images/\(twin).qcow2", bytes: 64 << 20)
+                if !sharedStorage { try await Volumes.blank(target.localStorage + "/images/\(twin).qcow2", bytes: 64 << 20) }
                 let connection = try await Connection.open(source.uri)
                 let destination = try await connection.domain(named: twin).xml(migratable: true)
                     .replacingOccurrences(of: source.imagesDirectory, with: target.imagesDirectory)
@@ -111,9 +125,9 @@ enum ClusterMigrationBenchmark {
                 try destination.write(toFile: xmlPath, atomically: true, encoding: .utf8)
                 let started = Date()
                 var arguments = [
-                    "-c", source.uri, "migrate", "--live", "--p2p", "--copy-storage-all", "--persistent", "--undefinesource",
+                    "-c", source.uri, "migrate", "--live", "--p2p", "--persistent", "--undefinesource",
                     "--xml", xmlPath, twin, target.uri,
-                ]
+                ] + (sharedStorage ? ["--unsafe"] : ["--copy-storage-all"])
                 if ProcessInfo.processInfo.environment["VMSYNC_BENCH_VIRSH_UNIX"] != nil {
                     // Experiment: the anchor over unix sockets in the shared directory (no tunnel), as vmsync's URIs.
                     let sockets = bed.report.sharedDirectory + "/bench-\(index)"
@@ -123,7 +137,7 @@ enum ClusterMigrationBenchmark {
                 let result = try await TestSupport.run("/usr/bin/virsh", arguments, timeout: 300)
                 sample.wall = Date().timeIntervalSince(started)
                 guard result.status == 0 else { throw TestBedError("virsh migrate failed: \(result.stderr)") }
-                try? FileManager.default.removeItem(atPath: source.localStorage + "/images/\(twin).qcow2")
+                if !sharedStorage { try? FileManager.default.removeItem(atPath: source.localStorage + "/images/\(twin).qcow2") }
                 let info = try await TestSupport.run("/usr/bin/virsh", ["-c", target.uri, "domjobinfo", "--completed", twin])
                 if let line = info.stdout.split(separator: "\n").first(where: { $0.hasPrefix("Total downtime:") }) {
                     sample.libvirtDowntimeMs = Int64(line.split(separator: " ").dropFirst(2).first ?? "")
@@ -166,6 +180,16 @@ enum ClusterMigrationBenchmark {
         print(String(format: "cluster migration: control plane, medians: admitted (Pending) → libvirt job %.0f ms; syncctl start → job %.0f ms; job done → Succeeded stored %.0f ms; job done → syncctl saw it %.0f ms (goal ≤ 100 ms each)",
                      median(ours.compactMap(\.admittedToJob)) * 1000, median(ours.compactMap(\.cliToJob)) * 1000,
                      median(ours.compactMap(\.jobToSucceeded)) * 1000, median(ours.compactMap(\.jobToCLI)) * 1000))
+    }
+
+    /// User + system CPU seconds of a process.
+    static func cpuSeconds(_ pid: Int32) -> Double {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = text.lastIndex(of: ")")
+        else { return 0 }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
     static func median(_ values: [Double]) -> Double {

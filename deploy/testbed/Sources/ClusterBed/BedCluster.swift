@@ -92,6 +92,9 @@ public final class BedCluster: @unchecked Sendable {
         _ = await agent.wait(timeout: 10)
     }
 
+    /// The PID of a node's agent.
+    public func agentPID(_ name: String) -> Int32? { agents[name]?.pid }
+
     /// What a node's agent has printed so far (its log).
     public func agentOutput(_ name: String) -> String {
         agents[name].map { $0.stdout + $0.stderr } ?? ""
