@@ -182,6 +182,8 @@ let package = Package(
             dependencies: [
                 "CSpawn",
                 "CSubreaper",
+                "ClusterAPI",
+                "ClusterBed",
                 "Hypervisor",
                 "TestBed",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -1,18 +1,21 @@
 import ArgumentParser
+import ClusterAPI
+import ClusterBed
 import Foundation
-import Hypervisor
 import TestBed
+import TestSupport
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
 extension TestBedCommand {
-    /// The local demo, as far as the landed work reaches: two libvirt nodes, the tiny guest on the first, live-migrated
-    /// with its disk to the second and back through vmsync's Hypervisor, its heartbeat shown throughout.
+    /// The local demo, as far as the landed work reaches: a cluster of two libvirt nodes (a sync-controller, a node
+    /// agent on each), the seed's VM applied with syncctl, then live-migrated with `syncctl migrate` a → b → a, its
+    /// disk block-copied and its streams tunnelled between the agents over mutual TLS, the heartbeat shown throughout.
     struct Demo: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Two local nodes; the tiny guest live-migrated a → b → a with its disk, heartbeat shown.")
+            abstract: "A two-node cluster; the seed's VM applied, then live-migrated a → b → a with syncctl, heartbeat shown.")
         @OptionGroup var cache: CacheOption
 
         func validate() throws {
@@ -20,76 +23,120 @@ extension TestBedCommand {
         }
 
         func run() async throws {
-            try Reaper.shared.start()
-            Bed.removeStale()
-            let directory = NSTemporaryDirectory() + "vmsync-testbed-\(getpid())"
-            let bed = Bed(directory: directory, cacheDirectory: cache.cache)
-            defer {
-                bed.down()
-                try? FileManager.default.removeItem(atPath: directory)
+            setenv("VMSYNC_CACHE", cache.cache, 1)
+            print("demo: starting nodes a and b (libvirtd each in its own network and mount namespace; the first run builds the tiny guest)")
+            let bed = try await TestBed.start(nodes: 2)
+            do {
+                try await demo(bed)
+            } catch {
+                print("demo: failed: \(error)")
+                _ = await bed.stop()
                 print("demo: bed torn down")
+                throw ExitCode.failure
             }
-            print("demo: building the tiny guest (cached in \(cache.cache)/guest)")
-            let guest = try GuestBuilder(cacheDirectory: cache.cache + "/guest").build()
-            print("demo: starting nodes a and b (libvirtd each in its own network and mount namespace)")
-            try bed.up(count: 2)
-            let (a, b) = (bed.nodes[0], bed.nodes[1])
-            for node in bed.nodes { print("  node \(node.name): \(node.address)  \(node.uri)") }
-
-            let name = "demo-guest"
-            let disk = a.imagesDirectory + "/\(name).qcow2"
-            try await GuestDisk.create(at: disk, seed: 42)
-            let spec = DomainSpec(
-                name: name, memoryMiB: 128, tcgCacheMiB: 32,
-                boot: .init(kernel: guest.kernel, initrd: guest.initrd, commandLine: GuestFiles.commandLine),
-                disks: [.init(path: disk, target: "vda")], serialSocket: a.imagesDirectory + "/\(name).serial")
-            let onA = try await Connection.open(a.uri)
-            try await onA.define(spec).start()
-            await onA.close()
-            print("demo: guest \(name) started on node a; waiting for its heartbeat")
-            let boot = HeartbeatMonitor(paths: [spec.serialSocket!])
-            guard await boot.waitForTicks(5, timeout: 60) else { throw LaunchError("the guest printed no heartbeat") }
-            boot.stop()
-
-            for (source, target) in [(a, b), (b, a)] {
-                try await migrate(name, from: source, to: target)
-            }
-            print("demo: done — the guest went a → b → a live, disk copied each way, no heartbeat tick lost")
+            _ = await bed.stop()
+            print("demo: bed torn down")
         }
 
-        private func migrate(_ name: String, from source: TestBedNode, to target: TestBedNode) async throws {
-            try await GuestDisk.createBlank(at: target.imagesDirectory + "/\(name).qcow2")
-            let heartbeat = HeartbeatMonitor(paths: [source.imagesDirectory + "/\(name).serial", target.imagesDirectory + "/\(name).serial"])
-            defer { heartbeat.stop() }
-            _ = await heartbeat.waitForTicks(3)
-            let connection = try await Connection.open(source.uri)
-            let domain = try await connection.domain(named: name)
-            let xml = try await domain.xml(migratable: true).replacingOccurrences(of: source.imagesDirectory, with: target.imagesDirectory)
-            let options = MigrationOptions(destinationURI: target.uri, destinationXML: xml, storage: .full, disks: ["vda"])
-            let job = MigrationJob(domain: domain, options: options, pollInterval: .milliseconds(50))
-            print("demo: migrating \(name) \(source.name) → \(target.name) (live, disk copied)")
-            let reporter = Task {
-                var last: JobStatistics.Phase?
-                for await sample in job.progress where sample.phase != last {
-                    last = sample.phase
-                    switch sample.phase {
-                    case .setup: print("  setup: destination QEMU starting")
-                    case .disks: print("  disk mirror: \(sample.statistics.diskTotal.map { "\($0 >> 20) MiB" } ?? "?")")
-                    case .memory(let iteration):
-                        print("  memory iteration \(iteration): \((sample.statistics.memoryRemaining ?? 0) >> 20) MiB remaining")
-                    }
-                }
+        private func demo(_ bed: TestBed) async throws {
+            for node in bed.report.nodes { print("  node \(node.name): \(node.address)  \(node.uri)") }
+            let cluster = try await BedCluster.start(bed)
+            defer { cluster.stopAll() }
+            print("demo: cluster up — sync-controller on \(cluster.socket), node agents on a and b (tunnels on port 8444)")
+            try await step(cluster, ["get", "nodes"])
+
+            let manifest = """
+                apiVersion: storage.k8s.io/v1
+                kind: StorageClass
+                metadata:
+                  name: local
+                  annotations:
+                    storageclass.kubernetes.io/is-default-class: "true"
+                directory: /var/lib/vmsync/images
+                shared: false
+                ---
+                apiVersion: cdi.kubevirt.io/v1beta1
+                kind: DataVolume
+                metadata:
+                  name: example-decentralized-lm-vm-dv
+                spec:
+                  source:
+                    http:
+                      url: file://\(bed.report.guest.bootDisk)
+                  storage:
+                    storageClassName: local
+                    resources:
+                      requests:
+                        storage: 64Mi
+                ---
+                apiVersion: kubevirt.io/v1
+                kind: VirtualMachine
+                metadata:
+                  name: example-decentralized-lm-vm
+                spec:
+                  runStrategy: Always
+                  template:
+                    spec:
+                      domain:
+                        devices:
+                          disks:
+                          - disk:
+                              bus: virtio
+                            name: disk0
+                          interfaces:
+                          - masquerade: {}
+                            name: default
+                        resources:
+                          requests:
+                            memory: 128Mi
+                      networks:
+                      - name: default
+                        pod: {}
+                      volumes:
+                      - dataVolume:
+                          name: example-decentralized-lm-vm-dv
+                        name: disk0
+                """
+            let file = bed.report.directory + "/demo.yaml"
+            try manifest.write(toFile: file, atomically: true, encoding: .utf8)
+            print("demo: syncctl apply -f demo.yaml (a StorageClass, a DataVolume from the guest's disk image, the seed's VM)")
+            try await step(cluster, ["apply", "-f", file])
+            let vm = "example-decentralized-lm-vm"
+            var node = try await cluster.waitForRunning(vm)
+            let domain = "default_\(vm)"
+            let boot = HeartbeatMonitor(paths: [bed.node(node).imagesDirectory + "/\(domain).serial"])
+            guard await boot.waitForTicks(5, timeout: 60) else { throw TestBedError("the guest printed no heartbeat") }
+            boot.stop()
+            try await step(cluster, ["get", "vmi"])
+
+            for _ in 0..<2 {
+                let target = node == "a" ? "b" : "a"
+                let heartbeat = HeartbeatMonitor(paths: [bed.node(node).imagesDirectory + "/\(domain).serial", bed.node(target).imagesDirectory + "/\(domain).serial"])
+                defer { heartbeat.stop() }
+                _ = await heartbeat.waitForTicks(3)
+                print("demo: syncctl migrate \(vm) --node \(target) --wait   (live; the local disk is block-copied)")
+                try await step(cluster, ["migrate", vm, "--node", target, "--wait"])
+                _ = await heartbeat.waitForTick(from: 1)
+                _ = await heartbeat.waitForTicks(3)
+                let analysis = heartbeat.analysis()
+                let vmi = try await cluster.admin.get(Kinds.virtualMachineInstance, name: vm)
+                let state = vmi["status"]?["migrationState"]
+                print("  on \(vmi["status"]?["nodeName"]?.string ?? "?"); libvirt downtime \(state?["downtimeMilliseconds"]?.int.map(String.init) ?? "?") ms; heartbeat: \(analysis)")
+                if !analysis.lost.isEmpty { throw TestBedError("ticks lost: \(analysis.lost)") }
+                node = target
             }
-            let result = try await job.run()
-            await reporter.value
-            await connection.close()
-            _ = await heartbeat.waitForTick(from: 1)
-            _ = await heartbeat.waitForTicks(3)
-            let analysis = heartbeat.analysis()
-            let seconds = Double(result.duration.components.seconds) + Double(result.duration.components.attoseconds) / 1e18
-            print(String(format: "  done in %.2f s; libvirt downtime %@ ms; heartbeat: %@", seconds,
-                         result.statistics?.downtimeMs.map(String.init) ?? "?", analysis.description))
-            if !analysis.lost.isEmpty { throw LaunchError("ticks lost: \(analysis.lost)") }
+            try await step(cluster, ["get", "vmim"])
+            print("demo: syncctl delete -f demo.yaml")
+            try await step(cluster, ["delete", "-f", file])
+            print("demo: done — the seed's VM went a → b → a live through the cluster, no heartbeat tick lost")
+        }
+
+        /// Runs syncctl, printing what it printed; a failure ends the demo.
+        private func step(_ cluster: BedCluster, _ arguments: [String]) async throws {
+            let result = try await cluster.syncctl(arguments)
+            let output = (result.stdout + result.stderr).split(separator: "\n").map { "  | " + $0 }.joined(separator: "\n")
+            if !output.isEmpty { print(output) }
+            guard result.status == 0 else { throw TestBedError("syncctl \(arguments.joined(separator: " ")) failed") }
         }
     }
 }

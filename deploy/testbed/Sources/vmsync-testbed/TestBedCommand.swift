@@ -71,7 +71,7 @@ extension TestBedCommand {
                 throw error
             }
 
-            var timeout = timespec(tv_sec: 0, tv_nsec: 250_000_000)
+            var timeout = Glibc.timespec(tv_sec: 0, tv_nsec: 250_000_000)
             var reported = Set<String>()
             while true {
                 let received = sigtimedwait(&signals, nil, &timeout)
