@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import CSubreaper
 import TestBed
 
 #if canImport(Glibc)
@@ -71,10 +72,9 @@ extension TestBedCommand {
                 throw error
             }
 
-            var timeout = Glibc.timespec(tv_sec: 0, tv_nsec: 250_000_000)
             var reported = Set<String>()
             while true {
-                let received = sigtimedwait(&signals, nil, &timeout)
+                let received = vmsync_wait_signal(&signals, 250)
                 if received > 0 { break }
                 if let parent, kill(parent, 0) != 0, errno == ESRCH { break }
                 for node in report.nodes where !reported.contains(node.name) && Reaper.shared.hasExited(node.libvirtdPID) {
