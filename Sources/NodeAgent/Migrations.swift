@@ -137,6 +137,15 @@ extension NodeAgent {
                 outgoing[uid] = migration
                 Task { await self.send(vmim, migration) }
             }
+            if phase == "Running", outgoing[uid] == nil, !restartFailed.contains(uid) {
+                // Running here, but not by this agent: it restarted mid-migration; the job and its tunnels died with
+                // the previous process, and the guest stayed here.
+                restartFailed.insert(uid)
+                let namespace = vmim["metadata"]?["namespace"]?.string ?? "default"
+                let vmi = try? await client.get(Kinds.virtualMachineInstance, namespace: namespace, name: vmim["spec"]?["vmiName"]?.string ?? "")
+                logger.warning("failing a migration this node's previous agent was sending", metadata: ["migration": "\(uid)"])
+                await failMigration(vmim, vmi: vmi, reason: "SourceAgentRestarted", "the source node's agent restarted during the migration; the VM stayed on \(me)")
+            }
             if let migration = outgoing[uid] {
                 if phase == "TargetReady" && !deleted {
                     migration.targetReady(vmim)

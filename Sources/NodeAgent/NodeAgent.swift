@@ -57,6 +57,8 @@ public actor NodeAgent {
     var preparing: Set<String> = []
     /// Outgoing migrations running here, by migration uid.
     var outgoing: [String: OutgoingMigration] = [:]
+    /// Migrations found Running after a restart of this agent and failed.
+    var restartFailed: Set<String> = []
     /// Domains that just left this node by migration, and when.
     var handedOver: [String: Date] = [:]
 

@@ -133,6 +133,37 @@ extension RealLibvirt {
             _ = try await cluster.syncctl(["delete", "vm", "abort-vm"])
         }
 
+        @Test("kill -9 of the source agent while Running: its job and tunnels die with it, the restarted agent fails the migration, the guest stays, the target keeps nothing")
+        func sourceAgentDies() async throws {
+            let bed = try currentBed()
+            let cluster = try await BedCluster.start(bed)
+            defer { cluster.stopAll() }
+            try await cluster.apply(MigrationManifests.storageClasses(sharedDirectory: bed.report.sharedDirectory), as: "classes.yaml")
+            try await cluster.apply(MigrationManifests.bootableVM("orphan-vm", storageClass: "local", image: bed.report.guest.bootDisk), as: "vm.yaml")
+            let source = try await cluster.waitForRunning("orphan-vm")
+            let target = source == "a" ? "b" : "a"
+            let heartbeat = HeartbeatMonitor(paths: [bed.node(source).imagesDirectory + "/default_orphan-vm.serial"])
+            defer { heartbeat.stop() }
+            #expect(await heartbeat.waitForTicks(3, timeout: 60))
+            try await cluster.setMigrations(["bandwidthPerMigration": "1Mi"])
+            let result = try await cluster.syncctl(["migrate", "orphan-vm"])
+            let vmim = try await cluster.createdMigration(result)
+            _ = try await cluster.waitForMigration(of: "orphan-vm", phase: "Running")
+            await cluster.killAgent(source)
+            try cluster.startAgent(source)
+            let failed = try await cluster.waitFor("migration failed after the agent's restart", timeout: 60) {
+                let object = try await cluster.admin.get(Kinds.migration, name: vmim["metadata"]?["name"]?.string ?? "")
+                return object["status"]?["phase"]?.string == "Failed" ? object : nil
+            }
+            #expect(failed["status"]?["conditions"]?.array?.contains { $0["reason"] == "SourceAgentRestarted" } == true, "\(failed)")
+            try await cluster.expectNothingLeft(on: target, vm: "orphan-vm", migration: vmim)
+            #expect(await heartbeat.waitForTicks(5), "the guest keeps running on \(source)")
+            let vmi = try await cluster.admin.get(Kinds.virtualMachineInstance, name: "orphan-vm")
+            #expect(vmi["status"]?["nodeName"]?.string == source && vmi["status"]?["phase"] == "Running")
+            #expect(vmi["status"]?["migrationState"]?["failed"] == true)
+            _ = try await cluster.syncctl(["delete", "vm", "orphan-vm"])
+        }
+
         @Test("timeouts from the KubeVirt configuration: completion and progress (link cut) fail the migration with a reason naming them; the source keeps running")
         func timeouts() async throws {
             let bed = try currentBed()
