@@ -35,7 +35,10 @@ struct Benchmark {
         if ["controlplane", "all"].contains(which) {
             try await ControlPlaneBenchmark.run(objects: option("--objects", 10_000), watchers: option("--watchers", 100))
         }
-        if ["cluster-migration", "all"].contains(which) { try await ClusterMigrationBenchmark.run(rounds: option("--rounds", 4)) }
+        if ["cluster-migration", "all"].contains(which) {
+            let limit = option("--max-downtime-ms", 0)
+            try await ClusterMigrationBenchmark.run(rounds: option("--rounds", 4), maxDowntimeMs: limit > 0 ? limit : nil)
+        }
     }
 
     // MARK: Tunnel throughput

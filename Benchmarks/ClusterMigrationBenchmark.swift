@@ -31,15 +31,17 @@ enum ClusterMigrationBenchmark {
         var steps: String = ""
         /// The downtime libvirt reports for the switchover.
         var libvirtDowntimeMs: Int64?
+        /// libvirt's downtime without the time the data spent on the network.
+        var downtimeWithoutNetworkMs: Int64?
     }
 
-    static func run(rounds: Int) async throws {
+    static func run(rounds: Int, maxDowntimeMs: Int? = nil) async throws {
         print("cluster migration: starting a 2-node test bed, a controller and two agents")
         let bed = try await TestBed.start(nodes: 2)
         do {
             let cluster = try await BedCluster.start(bed)
             defer { cluster.stopAll() }
-            try await measure(bed: bed, cluster: cluster, rounds: rounds)
+            try await measure(bed: bed, cluster: cluster, rounds: rounds, maxDowntimeMs: maxDowntimeMs)
         } catch {
             await bed.stop()
             throw error
@@ -47,7 +49,13 @@ enum ClusterMigrationBenchmark {
         await bed.stop()
     }
 
-    private static func measure(bed: TestBed, cluster: BedCluster, rounds: Int) async throws {
+    private static func measure(bed: TestBed, cluster: BedCluster, rounds: Int, maxDowntimeMs: Int?) async throws {
+        if let maxDowntimeMs {
+            // Both sides get the same QEMU downtime limit: vmsync through the KubeVirt configuration, virsh through
+            // migrate-setmaxdowntime before each migration.
+            print("cluster migration: QEMU downtime limit \(maxDowntimeMs) ms for both")
+            try await cluster.setMigrations(["maxDowntimeMilliseconds": .int(Int64(maxDowntimeMs))])
+        }
         try await cluster.apply(MigrationManifests.storageClasses(sharedDirectory: bed.report.sharedDirectory), as: "classes.yaml")
         let sharedStorage = ProcessInfo.processInfo.environment["VMSYNC_BENCH_SHARED"] != nil
         try await cluster.apply(MigrationManifests.bootableVM("bench-vm", storageClass: sharedStorage ? "shared" : "local", image: bed.report.guest.bootDisk), as: "vm.yaml")
@@ -70,6 +78,15 @@ enum ClusterMigrationBenchmark {
         await agentDomain.close()
         var twinNode = vmNode
 
+        let libvirtLog = ProcessInfo.processInfo.environment["VMSYNC_BENCH_LIBVIRT_LOG"]
+        if let libvirtLog {
+            // Experiment: libvirt's migration and monitor debug log of each node, with timestamps, into DIR/<node>.log.
+            for node in bed.report.nodes {
+                let admin = "libvirtd:///system?socket=" + (node.uri.components(separatedBy: "socket=").last ?? "").replacingOccurrences(of: "libvirt-sock", with: "libvirt-admin-sock")
+                _ = try await TestSupport.run("/usr/bin/virt-admin", ["-c", admin, "daemon-log-filters", "1:qemu.qemu_migration 1:qemu.qemu_process 1:qemu.qemu_monitor 1:rpc.virnetclient"])
+                _ = try await TestSupport.run("/usr/bin/virt-admin", ["-c", admin, "daemon-log-outputs", "1:file:\(libvirtLog)/\(node.name).log"])
+            }
+        }
         var samples: [Sample] = []
         for index in 0..<(rounds * 2) {
             let method = [0, 3].contains(index % 4) ? "vmsync" : "virsh"
@@ -99,7 +116,9 @@ enum ClusterMigrationBenchmark {
                 func at(_ phase: String) -> Date? {
                     (history.first { $0["phase"]?.string == phase }?["phaseTransitionTimestamp"]?.string).flatMap(Migration.parseTimestamp)
                 }
-                sample.libvirtDowntimeMs = state?["downtimeMilliseconds"]?.int
+                let downtime = try await Self.downtime(of: "default_bench-vm", on: target.uri)
+                sample.libvirtDowntimeMs = downtime.total ?? state?["downtimeMilliseconds"]?.int
+                sample.downtimeWithoutNetworkMs = downtime.withoutNetwork
                 let jobStart = (state?["libvirtJobStartTimestamp"]?.string).flatMap(Migration.parseTimestamp)
                 let jobEnd = (state?["libvirtJobEndTimestamp"]?.string).flatMap(Migration.parseTimestamp)
                 if let jobStart, let admitted = at("Pending") { sample.admittedToJob = jobStart.timeIntervalSince(admitted) }
@@ -121,6 +140,10 @@ enum ClusterMigrationBenchmark {
                 let destination = try await connection.domain(named: twin).xml(migratable: true)
                     .replacingOccurrences(of: source.imagesDirectory, with: target.imagesDirectory)
                 await connection.close()
+                if let maxDowntimeMs {
+                    let set = try await TestSupport.run("/usr/bin/virsh", ["-c", source.uri, "migrate-setmaxdowntime", twin, String(maxDowntimeMs)])
+                    guard set.status == 0 else { throw TestBedError("virsh migrate-setmaxdowntime: \(set.stderr)") }
+                }
                 let xmlPath = bed.report.directory + "/bench-twin-destination.xml"
                 try destination.write(toFile: xmlPath, atomically: true, encoding: .utf8)
                 let started = Date()
@@ -138,10 +161,7 @@ enum ClusterMigrationBenchmark {
                 sample.wall = Date().timeIntervalSince(started)
                 guard result.status == 0 else { throw TestBedError("virsh migrate failed: \(result.stderr)") }
                 if !sharedStorage { try? FileManager.default.removeItem(atPath: source.localStorage + "/images/\(twin).qcow2") }
-                let info = try await TestSupport.run("/usr/bin/virsh", ["-c", target.uri, "domjobinfo", "--completed", twin])
-                if let line = info.stdout.split(separator: "\n").first(where: { $0.hasPrefix("Total downtime:") }) {
-                    sample.libvirtDowntimeMs = Int64(line.split(separator: " ").dropFirst(2).first ?? "")
-                }
+                sample.libvirtDowntimeMs = try await Self.downtime(of: twin, on: target.uri).total
                 twinNode = there
             }
             guard await heartbeat.waitForTick(from: 1, timeout: 20), await heartbeat.waitForTicks(5) else {
@@ -155,6 +175,7 @@ enum ClusterMigrationBenchmark {
             var line = String(format: "  %2d %-6@ %@→%@  wall %.3f s  guest-visible gap %.3f s", index + 1, method as NSString,
                               here as NSString, there as NSString, sample.wall, sample.gap)
             if let downtime = sample.libvirtDowntimeMs { line += "  libvirt downtime \(downtime) ms" }
+            if let downtime = sample.downtimeWithoutNetworkMs { line += " (w/o network \(downtime) ms)" }
             if let admitted = sample.admittedToJob, let done = sample.jobToSucceeded {
                 line += String(format: "  admitted→job %.0f ms  job→Succeeded %.0f ms", admitted * 1000, done * 1000)
             }
@@ -180,6 +201,16 @@ enum ClusterMigrationBenchmark {
         print(String(format: "cluster migration: control plane, medians: admitted (Pending) → libvirt job %.0f ms; syncctl start → job %.0f ms; job done → Succeeded stored %.0f ms; job done → syncctl saw it %.0f ms (goal ≤ 100 ms each)",
                      median(ours.compactMap(\.admittedToJob)) * 1000, median(ours.compactMap(\.cliToJob)) * 1000,
                      median(ours.compactMap(\.jobToSucceeded)) * 1000, median(ours.compactMap(\.jobToCLI)) * 1000))
+    }
+
+    /// libvirt's completed-job downtime on the destination: total, and without network time.
+    static func downtime(of domain: String, on uri: String) async throws -> (total: Int64?, withoutNetwork: Int64?) {
+        let info = try await TestSupport.run("/usr/bin/virsh", ["-c", uri, "domjobinfo", "--completed", domain])
+        func field(_ name: String) -> Int64? {
+            guard let line = info.stdout.split(separator: "\n").first(where: { $0.hasPrefix(name) }) else { return nil }
+            return Int64(line.dropFirst(name.count).trimmingCharacters(in: .whitespaces).split(separator: " ").first ?? "")
+        }
+        return (field("Total downtime:"), field("Downtime w/o network:"))
     }
 
     /// User + system CPU seconds of a process.

@@ -59,6 +59,8 @@ public enum Kinds {
                         "disableTLS": .boolean, "matchSELinuxLevelOnMigration": .boolean,
                         // vmsync: how long a migration may wait for a fitting target, and for the target to get ready.
                         "unschedulableTimeoutSeconds": .integer(minimum: 1), "targetReadyTimeoutSeconds": .integer(minimum: 1),
+                        // vmsync: QEMU's downtime limit for the switchover (QEMU's default, 300 ms, when unset).
+                        "maxDowntimeMilliseconds": .integer(minimum: 1),
                     ]),
                     "cpuModel": .string(),
                     "developerConfiguration": .fields(["featureGates": .array(.string())]),

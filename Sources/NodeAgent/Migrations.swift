@@ -374,8 +374,8 @@ extension NodeAgent {
                 migrationURI: "unix://\(migrationPaths.socket(uid, "memory"))",
                 disksURI: copied.isEmpty ? nil : "unix://\(migrationPaths.socket(uid, "disks"))",
                 destinationXML: xml, storage: copied.isEmpty ? .none : .full, disks: copied,
-                bandwidthMiBPerSecond: settings.bandwidthMiB, autoConverge: settings.autoConverge, allowPostCopy: settings.allowPostCopy,
-                allowUnsafe: shared)
+                bandwidthMiBPerSecond: settings.bandwidthMiB, maxDowntime: settings.maxDowntime, autoConverge: settings.autoConverge,
+                allowPostCopy: settings.allowPostCopy, allowUnsafe: shared)
             let job = MigrationJob(domain: domain, options: options, timeouts: settings.timeouts, pollInterval: .milliseconds(250), monitorConnection: monitorConnection)
             staged = job
             try await job.prepare()
@@ -592,6 +592,7 @@ extension NodeAgent {
         var autoConverge = false
         var allowPostCopy = false
         var timeouts = MigrationTimeouts.kubeVirtDefaults
+        var maxDowntime: Duration?
     }
 
     /// The KubeVirt configuration's migration settings (KubeVirt's defaults where unset).
@@ -604,6 +605,7 @@ extension NodeAgent {
         let perGiB = migrations?["completionTimeoutPerGiB"]?.int ?? 150
         let progress = migrations?["progressTimeout"]?.int ?? 150
         settings.timeouts = MigrationTimeouts(completionPerGiB: .seconds(perGiB), progress: .seconds(progress))
+        settings.maxDowntime = (migrations?["maxDowntimeMilliseconds"]?.int).map { .milliseconds($0) }
         return settings
     }
 }

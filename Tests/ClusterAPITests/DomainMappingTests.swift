@@ -5,6 +5,7 @@ import Glibc
 #endif
 import Hypervisor
 @testable import NodeAgent
+import SyncController
 import TestSupport
 import Testing
 
@@ -126,5 +127,26 @@ struct QCOW2Tests {
         let info = try JSONValue.parse(Data(try await run("/usr/bin/qemu-img", ["info", "--output", "json", path]).stdout.utf8))
         #expect(info["virtual-size"]?.int == Int64(size) && info["format"] == "qcow2")
         #expect(throws: (any Error).self) { try QCOW2.create(at: path, virtualSize: size) }
+    }
+}
+
+@Suite("Migration settings from the KubeVirt configuration")
+struct MigrationSettingsTests {
+    @Test("KubeVirt's defaults when unset; bandwidth, timeouts, auto-converge, post-copy and vmsync's downtime limit when set")
+    func settings() throws {
+        let defaults = NodeAgent.migrationSettings(nil)
+        #expect(defaults.bandwidthMiB == nil && defaults.maxDowntime == nil && !defaults.autoConverge && !defaults.allowPostCopy)
+        #expect(defaults.timeouts == .kubeVirtDefaults)
+        let kubeVirt: JSONValue = ["spec": ["configuration": ["migrations": [
+            "bandwidthPerMigration": "64Mi", "completionTimeoutPerGiB": 20, "progressTimeout": 30, "allowAutoConverge": true,
+            "allowPostCopy": true, "maxDowntimeMilliseconds": 100,
+        ]]]]
+        // The schema takes vmsync's fields beside KubeVirt's.
+        var object = ClusterDefaults.kubeVirt
+        object["spec"] = kubeVirt["spec"]
+        #expect(throws: Never.self) { try Kinds.kubeVirt.validate(object) }
+        let set = NodeAgent.migrationSettings(kubeVirt)
+        #expect(set.bandwidthMiB == 64 && set.autoConverge && set.allowPostCopy && set.maxDowntime == .milliseconds(100))
+        #expect(set.timeouts == MigrationTimeouts(completionPerGiB: .seconds(20), progress: .seconds(30)))
     }
 }
