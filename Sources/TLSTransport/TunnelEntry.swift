@@ -1,6 +1,7 @@
 public import Logging
 public import NIOCore
 public import NIOPosix
+import NIOConcurrencyHelpers
 
 /// The dialing end of a byte tunnel: a local listener whose every connection is carried over mutual TLS to a
 /// `TunnelExit` under one channel name.
@@ -40,7 +41,13 @@ public final class TunnelEntry: Sendable {
             throw TransportError(.invalidArgument, problem)
         }
         let connections = ConnectionSet()
-        let bootstrap = ServerBootstrap(group: group)
+        // Connections open their channels one after another, in the order they were accepted: the exit answers only
+        // once it has connected to the target, so the target sees them in the order the client made them (QEMU's
+        // parallel migration takes the first connection as the main stream).
+        let lastOpening = NIOLockedValueBox<EventLoopFuture<Void>?>(nil)
+        // One event loop accepts and sets up every connection of this entry, so they are set up in accept order.
+        let loop = group.next()
+        let bootstrap = ServerBootstrap(group: loop, childGroup: loop)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
@@ -53,16 +60,25 @@ public final class TunnelEntry: Sendable {
                 } catch {
                     return local.eventLoop.makeFailedFuture(error)
                 }
-                let reply = MutualTLSClient.dial(
-                    remote,
-                    provider: provider,
-                    policy: exitPolicy,
-                    bootstrap: ClientBootstrap(group: local.eventLoop),
-                    connectTimeout: connectTimeout
-                ).flatMap { tls, exitPeer in
+                let opened = local.eventLoop.makePromise(of: Void.self)
+                let previous = lastOpening.withLockedValue { last -> EventLoopFuture<Void>? in
+                    defer { last = opened.futureResult }
+                    return last
+                }
+                let turn = previous?.hop(to: local.eventLoop) ?? local.eventLoop.makeSucceededVoidFuture()
+                let reply = turn.flatMap {
+                    MutualTLSClient.dial(
+                        remote,
+                        provider: provider,
+                        policy: exitPolicy,
+                        bootstrap: ClientBootstrap(group: local.eventLoop),
+                        connectTimeout: connectTimeout
+                    )
+                }.flatMap { tls, exitPeer in
                     connections.track(tls)
                     return Self.request(channel: channel, on: tls).map { (tls, exitPeer, $0) }
                 }
+                reply.whenComplete { _ in opened.succeed(()) }
                 reply.assumeIsolated().whenComplete { result in
                     switch result {
                     case .success(let (tls, exitPeer, leftover)):

@@ -185,6 +185,42 @@ struct TunnelTests {
         await bed.exit.close()
     }
 
+    @Test("connections reach the target in the order the client made them (QEMU's parallel migration takes the first as its main stream)")
+    func connectionOrder() async throws {
+        let (listener, port) = try BlockingSocket.listen()
+        defer { listener.close() }
+        let bed = try await Bed(channel: channelName, target: .tcp(host: "127.0.0.1", port: port))
+        let entry = try await bed.entry(channel: channelName)
+        let count = 8
+        // The target accepts and reads each connection's id byte, in accept order.
+        async let order: [UInt8] = onThread {
+            var ids: [UInt8] = []
+            var accepted: [BlockingSocket] = []
+            for _ in 0..<count {
+                let connection = try listener.accept()
+                accepted.append(connection)
+                var byte = [UInt8](repeating: 0, count: 1)
+                guard try byte.withUnsafeMutableBytes({ try connection.read(into: $0) }) == 1 else { throw SocketError(description: "no id") }
+                ids.append(byte[0])
+            }
+            accepted.forEach { $0.close() }
+            return ids
+        }
+        // The client opens them back to back, each sending its id at once.
+        let clients = try await onThread {
+            try (0..<count).map { index -> BlockingSocket in
+                let socket = try BlockingSocket.connect(entry.endpoint)
+                try socket.write([UInt8(index)])
+                return socket
+            }
+        }
+        let seen = try await order
+        #expect(seen == (0..<count).map(UInt8.init), "the target saw \(seen)")
+        clients.forEach { $0.close() }
+        await entry.close()
+        await bed.exit.close()
+    }
+
     @Test("channels that are not served, or not for this peer, are refused with the reason")
     func refusedChannels() async throws {
         let sink = try DigestSink()
