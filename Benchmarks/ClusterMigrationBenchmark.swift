@@ -50,6 +50,13 @@ enum ClusterMigrationBenchmark {
     }
 
     private static func measure(bed: TestBed, cluster: BedCluster, rounds: Int, maxDowntimeMs: Int?) async throws {
+        let parallel = ProcessInfo.processInfo.environment["VMSYNC_BENCH_PARALLEL"].flatMap(Int64.init)
+        if let parallel {
+            // Both sides move memory over this many connections (vmsync: tunnelled; virsh: --parallel).
+            let both = ProcessInfo.processInfo.environment["VMSYNC_BENCH_PARALLEL_VMSYNC_ONLY"] == nil
+            print("cluster migration: memory over \(parallel) connections for \(both ? "both" : "vmsync only")")
+            try await cluster.setMigrations(["parallelMigrationConnections": .int(parallel)])
+        }
         if let maxDowntimeMs {
             // Both sides get the same QEMU downtime limit: vmsync through the KubeVirt configuration, virsh through
             // migrate-setmaxdowntime before each migration.
@@ -156,6 +163,9 @@ enum ClusterMigrationBenchmark {
                     let sockets = bed.report.sharedDirectory + "/bench-\(index)"
                     try FileManager.default.createDirectory(atPath: sockets, withIntermediateDirectories: true)
                     arguments += ["--migrateuri", "unix://\(sockets)/memory.sock", "--disks-uri", "unix://\(sockets)/disks.sock"]
+                }
+                if let parallel, ProcessInfo.processInfo.environment["VMSYNC_BENCH_PARALLEL_VMSYNC_ONLY"] == nil {
+                    arguments += ["--parallel", "--parallel-connections", String(parallel)]
                 }
                 let result = try await TestSupport.run("/usr/bin/virsh", arguments, timeout: 300)
                 sample.wall = Date().timeIntervalSince(started)

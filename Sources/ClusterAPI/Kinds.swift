@@ -61,6 +61,8 @@ public enum Kinds {
                         "unschedulableTimeoutSeconds": .integer(minimum: 1), "targetReadyTimeoutSeconds": .integer(minimum: 1),
                         // vmsync: QEMU's downtime limit for the switchover (QEMU's default, 300 ms, when unset).
                         "maxDowntimeMilliseconds": .integer(minimum: 1),
+                        // vmsync: memory over this many tunnelled connections (QEMU multifd); one stream when unset.
+                        "parallelMigrationConnections": .integer(minimum: 2),
                     ]),
                     "cpuModel": .string(),
                     "developerConfiguration": .fields(["featureGates": .array(.string())]),

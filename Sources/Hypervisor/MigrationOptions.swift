@@ -40,6 +40,8 @@ public struct MigrationOptions: Sendable, Hashable {
     /// recognises NFS, GlusterFS, Ceph and the like; a directory the operator knows every node sees — the test
     /// bed's shared directory, a cluster filesystem libvirt does not detect — needs this). `VIR_MIGRATE_UNSAFE`.
     public var allowUnsafe: Bool
+    /// Memory over this many connections at once (QEMU's multifd, `VIR_MIGRATE_PARALLEL`), or nil for one stream.
+    public var parallelConnections: Int?
 
     /// Options for a live, peer-to-peer migration to `destinationURI`.
     public init(
@@ -55,7 +57,8 @@ public struct MigrationOptions: Sendable, Hashable {
         allowPostCopy: Bool = false,
         persistOnDestination: Bool = true,
         undefineSource: Bool = true,
-        allowUnsafe: Bool = false
+        allowUnsafe: Bool = false,
+        parallelConnections: Int? = nil
     ) {
         self.destinationURI = destinationURI
         self.migrationURI = migrationURI
@@ -70,6 +73,7 @@ public struct MigrationOptions: Sendable, Hashable {
         self.persistOnDestination = persistOnDestination
         self.undefineSource = undefineSource
         self.allowUnsafe = allowUnsafe
+        self.parallelConnections = parallelConnections
     }
 
     /// Checks the combination; the error names what is wrong.
@@ -87,6 +91,9 @@ public struct MigrationOptions: Sendable, Hashable {
         }
         for uri in [migrationURI, disksURI].compactMap({ $0 }) where !(uri.hasPrefix("tcp://") || uri.hasPrefix("unix://")) {
             throw invalid("\"\(uri)\" must be a tcp:// or unix:// URI")
+        }
+        if let parallelConnections, !(2...255).contains(parallelConnections) {
+            throw invalid("parallel connections must be 2…255, not \(parallelConnections)")
         }
         if let bandwidthMiBPerSecond, bandwidthMiBPerSecond == 0 {
             throw invalid("a bandwidth of 0 MiB/s would never finish; leave it unset for unlimited")
@@ -106,6 +113,7 @@ public struct MigrationOptions: Sendable, Hashable {
         if autoConverge { flags |= VIR_MIGRATE_AUTO_CONVERGE.rawValue }
         if allowPostCopy { flags |= VIR_MIGRATE_POSTCOPY.rawValue }
         if allowUnsafe { flags |= VIR_MIGRATE_UNSAFE.rawValue }
+        if parallelConnections != nil { flags |= VIR_MIGRATE_PARALLEL.rawValue }
         return flags
     }
 
@@ -117,6 +125,7 @@ public struct MigrationOptions: Sendable, Hashable {
         if let destinationXML { result.append(("destination_xml", .string(destinationXML))) }
         for disk in disks { result.append(("migrate_disks", .string(disk))) }
         if let bandwidthMiBPerSecond { result.append(("bandwidth", .unsigned(bandwidthMiBPerSecond))) }
+        if let parallelConnections { result.append(("parallel.connections", .int(Int32(parallelConnections)))) }
         return result
     }
 
@@ -124,5 +133,6 @@ public struct MigrationOptions: Sendable, Hashable {
     enum TypedValue: Hashable {
         case string(String)
         case unsigned(UInt64)
+        case int(Int32)
     }
 }

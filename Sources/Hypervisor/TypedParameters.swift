@@ -19,6 +19,7 @@ enum TypedParameters {
             switch entry.value {
             case .string(let text): result = virTypedParamsAddString(&pointer, &count, &capacity, entry.name, text)
             case .unsigned(let number): result = virTypedParamsAddULLong(&pointer, &count, &capacity, entry.name, number)
+            case .int(let number): result = virTypedParamsAddInt(&pointer, &count, &capacity, entry.name, number)
             }
             if result < 0 {
                 let error = HypervisorError.last("\(operation): parameter \(entry.name)")

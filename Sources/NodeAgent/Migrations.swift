@@ -375,7 +375,7 @@ extension NodeAgent {
                 disksURI: copied.isEmpty ? nil : "unix://\(migrationPaths.socket(uid, "disks"))",
                 destinationXML: xml, storage: copied.isEmpty ? .none : .full, disks: copied,
                 bandwidthMiBPerSecond: settings.bandwidthMiB, maxDowntime: settings.maxDowntime, autoConverge: settings.autoConverge,
-                allowPostCopy: settings.allowPostCopy, allowUnsafe: shared)
+                allowPostCopy: settings.allowPostCopy, allowUnsafe: shared, parallelConnections: settings.parallelConnections)
             let job = MigrationJob(domain: domain, options: options, timeouts: settings.timeouts, pollInterval: .milliseconds(250), monitorConnection: monitorConnection)
             staged = job
             try await job.prepare()
@@ -593,6 +593,7 @@ extension NodeAgent {
         var allowPostCopy = false
         var timeouts = MigrationTimeouts.kubeVirtDefaults
         var maxDowntime: Duration?
+        var parallelConnections: Int?
     }
 
     /// The KubeVirt configuration's migration settings (KubeVirt's defaults where unset).
@@ -606,6 +607,7 @@ extension NodeAgent {
         let progress = migrations?["progressTimeout"]?.int ?? 150
         settings.timeouts = MigrationTimeouts(completionPerGiB: .seconds(perGiB), progress: .seconds(progress))
         settings.maxDowntime = (migrations?["maxDowntimeMilliseconds"]?.int).map { .milliseconds($0) }
+        settings.parallelConnections = (migrations?["parallelMigrationConnections"]?.int).map { Int($0) }
         return settings
     }
 }

@@ -139,7 +139,7 @@ struct MigrationSettingsTests {
         #expect(defaults.timeouts == .kubeVirtDefaults)
         let kubeVirt: JSONValue = ["spec": ["configuration": ["migrations": [
             "bandwidthPerMigration": "64Mi", "completionTimeoutPerGiB": 20, "progressTimeout": 30, "allowAutoConverge": true,
-            "allowPostCopy": true, "maxDowntimeMilliseconds": 100,
+            "allowPostCopy": true, "maxDowntimeMilliseconds": 100, "parallelMigrationConnections": 3,
         ]]]]
         // The schema takes vmsync's fields beside KubeVirt's.
         var object = ClusterDefaults.kubeVirt
@@ -147,6 +147,7 @@ struct MigrationSettingsTests {
         #expect(throws: Never.self) { try Kinds.kubeVirt.validate(object) }
         let set = NodeAgent.migrationSettings(kubeVirt)
         #expect(set.bandwidthMiB == 64 && set.autoConverge && set.allowPostCopy && set.maxDowntime == .milliseconds(100))
+        #expect(set.parallelConnections == 3 && defaults.parallelConnections == nil)
         #expect(set.timeouts == MigrationTimeouts(completionPerGiB: .seconds(20), progress: .seconds(30)))
     }
 }

@@ -81,6 +81,33 @@ extension RealLibvirt {
             for vm in ["local-vm", "shared-vm"] { _ = try await cluster.syncctl(["delete", "vm", vm]) }
         }
 
+        @Test("parallelMigrationConnections: memory over several tunnelled connections (QEMU multifd), there and back, no tick lost, disk identical")
+        func parallelConnections() async throws {
+            let bed = try currentBed()
+            let cluster = try await BedCluster.start(bed)
+            defer { cluster.stopAll() }
+            try await cluster.apply(MigrationManifests.storageClasses(sharedDirectory: bed.report.sharedDirectory), as: "classes.yaml")
+            try await cluster.apply(MigrationManifests.bootableVM("multi-vm", storageClass: "local", image: bed.report.guest.bootDisk), as: "vm.yaml")
+            try await cluster.setMigrations(["parallelMigrationConnections": 3])
+            var here = try await cluster.waitForRunning("multi-vm")
+            let first = try await GuestDisk.contents(of: bed.node(here).localStorage + "/images/default-multi-vm-dv.qcow2").prefix(GuestDisk.staticRegion)
+            for _ in 0..<2 {
+                let there = here == "a" ? "b" : "a"
+                let heartbeat = HeartbeatMonitor(paths: [bed.node(here).imagesDirectory + "/default_multi-vm.serial", bed.node(there).imagesDirectory + "/default_multi-vm.serial"])
+                defer { heartbeat.stop() }
+                #expect(await heartbeat.waitForTicks(3, timeout: 60))
+                let result = try await cluster.syncctl(["migrate", "multi-vm", "--wait"])
+                #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+                #expect(await heartbeat.waitForTick(from: 1, timeout: 20))
+                #expect(await heartbeat.waitForTicks(3))
+                #expect(heartbeat.analysis().lost.isEmpty, "\(heartbeat.analysis())")
+                let disk = try await GuestDisk.contents(of: bed.node(there).localStorage + "/images/default-multi-vm-dv.qcow2").prefix(GuestDisk.staticRegion)
+                #expect(disk == first)
+                here = there
+            }
+            _ = try await cluster.syncctl(["delete", "vm", "multi-vm"])
+        }
+
         @Test("aborts: deleting the migration at PreparingTarget and while Running (syncctl abort); the source keeps running, the target keeps nothing")
         func aborts() async throws {
             let bed = try currentBed()
