@@ -27,6 +27,10 @@ struct MigrationLogicTests {
         full.allowPostCopy = true
         #expect(full.flags & (1 << 6) != 0 && full.flags & (1 << 7) == 0)
         #expect(full.flags & (1 << 13) != 0 && full.flags & (1 << 15) != 0)
+        var parallel = options
+        parallel.parallelConnections = 3
+        #expect(parallel.flags & (1 << 17) != 0 && options.flags & (1 << 17) == 0, "VIR_MIGRATE_PARALLEL")
+        #expect(parallel.parameters.last?.name == "parallel.connections" && parallel.parameters.last?.value == .int(3))
     }
 
     @Test("inconsistent options are refused with the reason", arguments: [
@@ -35,6 +39,8 @@ struct MigrationLogicTests {
         (MigrationOptions(destinationURI: "qemu:///system", storage: .full), "needs the disks"),
         (MigrationOptions(destinationURI: "qemu:///system", migrationURI: "http://x"), "tcp:// or unix://"),
         (MigrationOptions(destinationURI: "qemu:///system", bandwidthMiBPerSecond: 0), "never finish"),
+        (MigrationOptions(destinationURI: "qemu:///system", parallelConnections: 1), "parallel connections must be 2…255"),
+        (MigrationOptions(destinationURI: "qemu:///system", parallelConnections: 300), "parallel connections must be 2…255"),
     ])
     func invalidOptions(options: MigrationOptions, expected: String) {
         let error = #expect(throws: HypervisorError.self) { try options.validate(domain: "vm1") }
