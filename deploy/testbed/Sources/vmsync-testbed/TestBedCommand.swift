@@ -39,11 +39,8 @@ extension TestBedCommand {
         }
 
         func run() throws {
-            // Signals are taken synchronously below; block them before any thread exists so all inherit the mask.
-            var signals = sigset_t()
-            sigemptyset(&signals)
-            for signal in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&signals, signal) }
-            pthread_sigmask(SIG_BLOCK, &signals, nil)
+            // SIGTERM, SIGINT and SIGHUP end the wait below (and so tear the bed down) instead of killing the launcher.
+            guard vmsync_install_stop_handlers() == 0 else { throw LaunchError("cannot install the signal handlers") }
             try Reaper.shared.start()
             Bed.removeStale()
 
@@ -74,7 +71,7 @@ extension TestBedCommand {
 
             var reported = Set<String>()
             while true {
-                let received = vmsync_wait_signal(&signals, 250)
+                let received = vmsync_wait_stop(250)
                 if received > 0 { break }
                 if let parent, kill(parent, 0) != 0, errno == ESRCH { break }
                 for node in report.nodes where !reported.contains(node.name) && Reaper.shared.hasExited(node.libvirtdPID) {

@@ -5,8 +5,10 @@
 /// Returns 0 on success, -1 with errno set otherwise.
 int vmsync_become_subreaper(void);
 
-/// sigtimedwait on `set` (a sigset_t) for at most `milliseconds`: the signal number, or -1 (errno EAGAIN on timeout).
-/// (Swift cannot build a timespec unambiguously on Linux when CoreFoundation is in the import graph.)
-int vmsync_wait_signal(const void *set, long milliseconds);
+/// Makes SIGTERM, SIGINT and SIGHUP wake `vmsync_wait_stop` instead of killing the process. Returns 0, or -1.
+int vmsync_install_stop_handlers(void);
+
+/// Waits at most `milliseconds` for one of those signals: its number, or 0 if none came.
+int vmsync_wait_stop(long milliseconds);
 
 #endif
