@@ -21,32 +21,7 @@ extension RealLibvirt {
             let bed = try currentBed()
             let cluster = try await BedCluster.start(bed)
             defer { cluster.stopAll() }
-            let manifest = """
-                apiVersion: storage.k8s.io/v1
-                kind: StorageClass
-                metadata:
-                  name: local
-                  annotations:
-                    storageclass.kubernetes.io/is-default-class: "true"
-                directory: /var/lib/vmsync/images
-                shared: false
-                ---
-                apiVersion: cdi.kubevirt.io/v1beta1
-                kind: DataVolume
-                metadata:
-                  name: example-decentralized-lm-vm-dv
-                spec:
-                  source:
-                    http:
-                      url: file://\(bed.report.guest.bootDisk)
-                  storage:
-                    storageClassName: local
-                    resources:
-                      requests:
-                        storage: 64Mi
-                ---
-                \(seedVirtualMachine)
-                """
+            let manifest = MigrationManifests.seedVM(image: bed.report.guest.bootDisk)
             let file = bed.report.directory + "/cluster.yaml"
             try manifest.write(toFile: file, atomically: true, encoding: .utf8)
             var result = try await cluster.syncctl(["apply", "-f", file])

@@ -174,7 +174,7 @@ extension ClusterReconciler {
         }
         let cpu = DomainSpec.CPUMode(kubeVirtModel: Resources.cpuModel(of: vmi["spec"]))
         var reasons: [String] = []
-        var best: (name: String, free: UInt64)?
+        var fit = MemoryFit()
         for node in nodes {
             let nodeName = name(node)
             let labels = node["metadata"]?["labels"]?.stringMap ?? [:]
@@ -195,15 +195,9 @@ extension ClusterReconciler {
                 reasons.append("\(nodeName): its node agent publishes no tunnel endpoint for migrations")
                 continue
             }
-            let allocatable = Quantity(node["status"]?["allocatable"]?["memory"])?.bytes ?? 0
-            let free = allocatable > used[nodeName, default: 0] ? allocatable - used[nodeName, default: 0] : 0
-            guard free >= memory(vmi) else {
-                reasons.append("\(nodeName): insufficient memory (\(free >> 20) MiB free, \(memory(vmi) >> 20) MiB requested)")
-                continue
-            }
-            if best == nil || free > best!.free || (free == best!.free && nodeName < best!.name) { best = (nodeName, free) }
+            if let reason = fit.consider(node, needing: memory(vmi), used: used) { reasons.append("\(nodeName): \(reason)") }
         }
-        guard let best else {
+        guard let best = fit.best else {
             let message = "no node can take the VMI: " + (reasons.isEmpty ? "the cluster has no other node" : reasons.sorted().joined(separator: "; "))
             if let since = Self.phaseSince(vmim), Date.now.timeIntervalSince(since) > settings.unschedulableTimeout {
                 return try await fail(vmim, vmi: vmi, reason: "Unschedulable", message)

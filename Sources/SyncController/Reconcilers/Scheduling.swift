@@ -75,21 +75,16 @@ extension ClusterReconciler {
             && ["Pending", nil].contains(vmi["status"]?["phase"]?.string)
         {
             var reasons: [String] = []
-            var best: (name: String, free: UInt64)?
+            var fit = MemoryFit()
             for node in nodes {
                 let nodeName = node["metadata"]?["name"]?.string ?? ""
                 if let reason = unfit(vmi, on: node, readyNodes: readyNodes, dataVolumes: dataVolumes, classes: classes) {
                     reasons.append("\(nodeName): \(reason)")
                     continue
                 }
-                let allocatable = Quantity(node["status"]?["allocatable"]?["memory"])?.bytes ?? 0
-                let free = allocatable > used[nodeName, default: 0] ? allocatable - used[nodeName, default: 0] : 0
-                guard free >= memory(vmi) else {
-                    reasons.append("\(nodeName): insufficient memory (\(free >> 20) MiB free, \(memory(vmi) >> 20) MiB requested)")
-                    continue
-                }
-                if best == nil || free > best!.free || (free == best!.free && nodeName < best!.name) { best = (nodeName, free) }
+                if let reason = fit.consider(node, needing: memory(vmi), used: used) { reasons.append("\(nodeName): \(reason)") }
             }
+            let best = fit.best
             if let best {
                 var status = vmi["status"] ?? [:]
                 status["phase"] = "Scheduled"
@@ -174,5 +169,21 @@ extension ClusterReconciler {
                 _ = try await store.patch(Kinds.dataVolume, namespace: namespace, name: name, mergePatch: ["status": status], subresource: .status)
             }
         }
+    }
+}
+
+/// Picks, among the nodes offered, the one with the most memory left (ties: by name).
+struct MemoryFit {
+    private(set) var best: (name: String, free: UInt64)?
+
+    /// Takes `node` into account for `bytes` of memory, with `used` bytes per node already taken; returns why it
+    /// does not fit, or nil.
+    mutating func consider(_ node: JSONValue, needing bytes: UInt64, used: [String: UInt64]) -> String? {
+        let name = node["metadata"]?["name"]?.string ?? ""
+        let allocatable = Quantity(node["status"]?["allocatable"]?["memory"])?.bytes ?? 0
+        let free = allocatable > used[name, default: 0] ? allocatable - used[name, default: 0] : 0
+        guard free >= bytes else { return "insufficient memory (\(free >> 20) MiB free, \(bytes >> 20) MiB requested)" }
+        if best == nil || free > best!.free || (free == best!.free && name < best!.name) { best = (name, free) }
+        return nil
     }
 }

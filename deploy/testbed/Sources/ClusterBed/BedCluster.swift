@@ -190,13 +190,13 @@ public enum MigrationManifests {
         """
     }
 
-    /// A VM booting the tiny guest's disk image from a DataVolume on `storageClass`.
-    public static func bootableVM(_ name: String, storageClass: String, image: String, extraSpec: String = "") -> String {
+    /// A DataVolume `name` copied from the disk image `image` (64 MiB) on `storageClass`.
+    public static func dataVolume(_ name: String, storageClass: String, image: String) -> String {
         """
         apiVersion: cdi.kubevirt.io/v1beta1
         kind: DataVolume
         metadata:
-          name: \(name)-dv
+          name: \(name)
         spec:
           source:
             http:
@@ -206,6 +206,32 @@ public enum MigrationManifests {
             resources:
               requests:
                 storage: 64Mi
+        """
+    }
+
+    /// The seed's VirtualMachine with what it needs: a default local StorageClass and its DataVolume made from the
+    /// tiny guest's bootable disk image.
+    public static func seedVM(image: String) -> String {
+        """
+        apiVersion: storage.k8s.io/v1
+        kind: StorageClass
+        metadata:
+          name: local
+          annotations:
+            storageclass.kubernetes.io/is-default-class: "true"
+        directory: /var/lib/vmsync/images
+        shared: false
+        ---
+        \(dataVolume("example-decentralized-lm-vm-dv", storageClass: "local", image: image))
+        ---
+        \(seedVirtualMachine)
+        """
+    }
+
+    /// A VM booting the tiny guest's disk image from a DataVolume on `storageClass`.
+    public static func bootableVM(_ name: String, storageClass: String, image: String, extraSpec: String = "") -> String {
+        """
+        \(dataVolume("\(name)-dv", storageClass: storageClass, image: image))
         ---
         apiVersion: kubevirt.io/v1
         kind: VirtualMachine

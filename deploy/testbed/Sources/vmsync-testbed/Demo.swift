@@ -45,58 +45,7 @@ extension TestBedCommand {
             print("demo: cluster up — sync-controller on \(cluster.socket), node agents on a and b (tunnels on port 8444)")
             try await step(cluster, ["get", "nodes"])
 
-            let manifest = """
-                apiVersion: storage.k8s.io/v1
-                kind: StorageClass
-                metadata:
-                  name: local
-                  annotations:
-                    storageclass.kubernetes.io/is-default-class: "true"
-                directory: /var/lib/vmsync/images
-                shared: false
-                ---
-                apiVersion: cdi.kubevirt.io/v1beta1
-                kind: DataVolume
-                metadata:
-                  name: example-decentralized-lm-vm-dv
-                spec:
-                  source:
-                    http:
-                      url: file://\(bed.report.guest.bootDisk)
-                  storage:
-                    storageClassName: local
-                    resources:
-                      requests:
-                        storage: 64Mi
-                ---
-                apiVersion: kubevirt.io/v1
-                kind: VirtualMachine
-                metadata:
-                  name: example-decentralized-lm-vm
-                spec:
-                  runStrategy: Always
-                  template:
-                    spec:
-                      domain:
-                        devices:
-                          disks:
-                          - disk:
-                              bus: virtio
-                            name: disk0
-                          interfaces:
-                          - masquerade: {}
-                            name: default
-                        resources:
-                          requests:
-                            memory: 128Mi
-                      networks:
-                      - name: default
-                        pod: {}
-                      volumes:
-                      - dataVolume:
-                          name: example-decentralized-lm-vm-dv
-                        name: disk0
-                """
+            let manifest = MigrationManifests.seedVM(image: bed.report.guest.bootDisk)
             let file = bed.report.directory + "/demo.yaml"
             try manifest.write(toFile: file, atomically: true, encoding: .utf8)
             print("demo: syncctl apply -f demo.yaml (a StorageClass, a DataVolume from the guest's disk image, the seed's VM)")
