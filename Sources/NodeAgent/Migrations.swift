@@ -174,7 +174,10 @@ extension NodeAgent {
         let state = vmi["status"]?["migrationState"]
         if let uid = state?["migrationUid"]?.string, outgoing[uid] != nil { return true }
         let domainName = Resources.domainName(namespace: vmi["metadata"]?["namespace"]?.string ?? "default", name: vmi["metadata"]?["name"]?.string ?? "")
-        if let handed = handedOver[domainName], Date.now.timeIntervalSince(handed) < 60 { return true }
+        // Just handed over (a list read before the handover may still say it is here) — unless it has come back.
+        if let handed = handedOver[domainName], Date.now.timeIntervalSince(handed) < 60, state?["targetNode"]?.string != configuration.name {
+            return true
+        }
         return false
     }
 

@@ -105,7 +105,14 @@ extension RealLibvirt {
                 #expect(disk == first)
                 here = there
             }
+            // Back where it started: deleting it now stops it at once (the node that handed it over and got it back
+            // treats it as its own again).
             _ = try await cluster.syncctl(["delete", "vm", "multi-vm"])
+            let libvirt = try await Connection.open(bed.node(here).uri)
+            _ = try await cluster.waitFor("domain gone after delete", timeout: 20) {
+                try await libvirt.domainNames().contains("default_multi-vm") ? nil : true
+            }
+            await libvirt.close()
         }
 
         @Test("aborts: deleting the migration at PreparingTarget and while Running (syncctl abort); the source keeps running, the target keeps nothing")
