@@ -57,11 +57,12 @@ enum ClusterMigrationBenchmark {
             print("cluster migration: memory over \(parallel) connections for \(both ? "both" : "vmsync only")")
             try await cluster.setMigrations(["parallelMigrationConnections": .int(parallel)])
         }
+        let downtimeBoth = ProcessInfo.processInfo.environment["VMSYNC_BENCH_DOWNTIME_VMSYNC_ONLY"] == nil
         if let maxDowntimeMs {
             // Both sides get the same QEMU downtime limit: vmsync through the KubeVirt configuration, virsh through
             // migrate-setmaxdowntime before each migration.
-            print("cluster migration: QEMU downtime limit \(maxDowntimeMs) ms for both")
-            try await cluster.setMigrations(["maxDowntimeMilliseconds": .int(Int64(maxDowntimeMs))])
+            print("cluster migration: QEMU downtime limit \(maxDowntimeMs) ms for \(downtimeBoth ? "both" : "vmsync only")")
+            try await cluster.setMigrations(["maxDowntimeMilliseconds": .int(Int64(maxDowntimeMs)), "initialDowntimeMilliseconds": .int(Int64(maxDowntimeMs))])
         }
         try await cluster.apply(MigrationManifests.storageClasses(sharedDirectory: bed.report.sharedDirectory), as: "classes.yaml")
         let sharedStorage = ProcessInfo.processInfo.environment["VMSYNC_BENCH_SHARED"] != nil
@@ -95,8 +96,11 @@ enum ClusterMigrationBenchmark {
             }
         }
         var samples: [Sample] = []
-        for index in 0..<(rounds * 2) {
-            let method = [0, 3].contains(index % 4) ? "vmsync" : "virsh"
+        // A warm-up pair first, not counted: the twin has only just booted (a booting TCG guest takes a whole core for
+        // seconds, which starved the first migration), and caches and connections are cold.
+        for index in -2..<(rounds * 2) {
+            let warmUp = index < 0
+            let method = (warmUp ? index == -2 : [0, 3].contains(index % 4)) ? "vmsync" : "virsh"
             let here = method == "vmsync" ? vmNode : twinNode
             let there = here == "a" ? "b" : "a"
             let (source, target) = (bed.node(here), bed.node(there))
@@ -104,11 +108,12 @@ enum ClusterMigrationBenchmark {
             let heartbeat = HeartbeatMonitor(paths: [source.imagesDirectory + "/\(domain).serial", target.imagesDirectory + "/\(domain).serial"])
             guard await heartbeat.waitForTicks(5, timeout: 60) else { throw TestBedError("no heartbeat before migration \(index + 1)") }
             var sample = Sample(method: method, wall: 0, gap: 0)
-            let cpuBefore = ["a", "b"].map { cluster.agentPID($0).map(Self.cpuSeconds) ?? 0 }
+            let migrationStarted = HeartbeatMonitor.monotonicNow
+            let cpuBefore = ["a", "b"].map { cluster.agentPID($0).map(Self.cpuSeconds) ?? 0 } + [cluster.controllerPID.map(Self.cpuSeconds) ?? 0]
             defer {
                 if method == "vmsync", ProcessInfo.processInfo.environment["VMSYNC_BENCH_VERBOSE"] != nil {
-                    let cpuAfter = ["a", "b"].map { cluster.agentPID($0).map(Self.cpuSeconds) ?? 0 }
-                    print(String(format: "       agent CPU: a %.3f s, b %.3f s", cpuAfter[0] - cpuBefore[0], cpuAfter[1] - cpuBefore[1]))
+                    let cpuAfter = ["a", "b"].map { cluster.agentPID($0).map(Self.cpuSeconds) ?? 0 } + [cluster.controllerPID.map(Self.cpuSeconds) ?? 0]
+                    print(String(format: "       CPU: agent a %.3f s, agent b %.3f s, controller %.3f s", cpuAfter[0] - cpuBefore[0], cpuAfter[1] - cpuBefore[1], cpuAfter[2] - cpuBefore[2]))
                 }
             }
             if method == "vmsync" {
@@ -138,6 +143,9 @@ enum ClusterMigrationBenchmark {
                 }
                 if let jobStart { marks.insert(("job start", jobStart), at: max(0, marks.count - 1)) }
                 if let jobEnd { marks.insert(("job end", jobEnd), at: max(0, marks.count - 1)) }
+                if ProcessInfo.processInfo.environment["VMSYNC_BENCH_VERBOSE"] != nil {
+                    print("       syncctl started \(Migration.timestamp(started)), libvirt job \(state?["libvirtJobStartTimestamp"]?.string ?? "?") → \(state?["libvirtJobEndTimestamp"]?.string ?? "?"), syncctl exited \(Migration.timestamp(exited))")
+                }
                 sample.steps = zip(marks, marks.dropFirst()).map { String(format: "%@→%@ %.0f", $0.0 as NSString, $1.0 as NSString, $1.1.timeIntervalSince($0.1) * 1000) }
                     .joined(separator: ", ")
                 vmNode = there
@@ -147,7 +155,7 @@ enum ClusterMigrationBenchmark {
                 let destination = try await connection.domain(named: twin).xml(migratable: true)
                     .replacingOccurrences(of: source.imagesDirectory, with: target.imagesDirectory)
                 await connection.close()
-                if let maxDowntimeMs {
+                if let maxDowntimeMs, downtimeBoth {
                     let set = try await TestSupport.run("/usr/bin/virsh", ["-c", source.uri, "migrate-setmaxdowntime", twin, String(maxDowntimeMs)])
                     guard set.status == 0 else { throw TestBedError("virsh migrate-setmaxdowntime: \(set.stderr)") }
                 }
@@ -178,11 +186,16 @@ enum ClusterMigrationBenchmark {
                 throw TestBedError("no heartbeat after migration \(index + 1)")
             }
             let analysis = heartbeat.analysis()
+            if ProcessInfo.processInfo.environment["VMSYNC_BENCH_VERBOSE"] != nil, let (before, after) = heartbeat.largestGapTicks() {
+                print(String(format: "       largest gap: tick %d (socket %d, +%.3f s, uptime %.3f) → tick %d (socket %d, +%.3f s, uptime %.3f), monotonic %.3f → %.3f",
+                             before.number, before.source, before.arrival - migrationStarted, before.guestUptime,
+                             after.number, after.source, after.arrival - migrationStarted, after.guestUptime, before.arrival, after.arrival))
+            }
             heartbeat.stop()
             guard analysis.lost.isEmpty else { throw TestBedError("migration \(index + 1) lost ticks \(analysis.lost)") }
             sample.gap = analysis.largestGap
-            samples.append(sample)
-            var line = String(format: "  %2d %-6@ %@→%@  wall %.3f s  guest-visible gap %.3f s", index + 1, method as NSString,
+            if !warmUp { samples.append(sample) }
+            var line = String(format: "  %@ %-6@ %@→%@  wall %.3f s  guest-visible gap %.3f s", (warmUp ? " w" : String(format: "%2d", index + 1)) as NSString, method as NSString,
                               here as NSString, there as NSString, sample.wall, sample.gap)
             if let downtime = sample.libvirtDowntimeMs { line += "  libvirt downtime \(downtime) ms" }
             if let downtime = sample.downtimeWithoutNetworkMs { line += " (w/o network \(downtime) ms)" }
@@ -219,6 +232,11 @@ enum ClusterMigrationBenchmark {
         func field(_ name: String) -> Int64? {
             guard let line = info.stdout.split(separator: "\n").first(where: { $0.hasPrefix(name) }) else { return nil }
             return Int64(line.dropFirst(name.count).trimmingCharacters(in: .whitespaces).split(separator: " ").first ?? "")
+        }
+        if ProcessInfo.processInfo.environment["VMSYNC_BENCH_VERBOSE"] != nil {
+            let wanted = ["Time elapsed:", "Data processed:", "Memory processed:", "Memory bandwidth:", "Iteration:", "Memory iteration:", "Disk processed:", "Total downtime:"]
+            let lines = info.stdout.split(separator: "\n").filter { line in wanted.contains { line.hasPrefix($0) } }
+            print("       \(domain) completed job: " + lines.map { $0.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " ") }.joined(separator: ", "))
         }
         return (field("Total downtime:"), field("Downtime w/o network:"))
     }

@@ -59,8 +59,10 @@ public enum Kinds {
                         "disableTLS": .boolean, "matchSELinuxLevelOnMigration": .boolean,
                         // vmsync: how long a migration may wait for a fitting target, and for the target to get ready.
                         "unschedulableTimeoutSeconds": .integer(minimum: 1), "targetReadyTimeoutSeconds": .integer(minimum: 1),
-                        // vmsync: QEMU's downtime limit for the switchover (QEMU's default, 300 ms, when unset).
-                        "maxDowntimeMilliseconds": .integer(minimum: 1),
+                        // vmsync: QEMU's downtime limit for the switchover (QEMU's default, 300 ms, when unset), and
+                        // the limit a migration starts with, doubled per memory pass after the second up to the
+                        // maximum (50 ms when unset; equal to the maximum for a fixed limit).
+                        "maxDowntimeMilliseconds": .integer(minimum: 1), "initialDowntimeMilliseconds": .integer(minimum: 1),
                         // vmsync: memory over this many tunnelled connections (QEMU multifd); one stream when unset.
                         "parallelMigrationConnections": .integer(minimum: 2),
                     ]),

@@ -107,14 +107,17 @@ public final class MigrationJob: Sendable {
         try await requireMonitor().setMigrationBandwidth(MiBPerSecond: bandwidth)
     }
 
-    /// Changes the tolerated downtime of the running job.
+    /// Changes the tolerated downtime of the running job (with `options.initialDowntime` set, the next memory pass
+    /// moves it along the ramp again).
     public func setMaxDowntime(_ downtime: Duration) async throws(HypervisorError) {
         try await requireMonitor().setMaxDowntime(downtime)
     }
 
     /// Performs the migration; returns the completed statistics, or throws `operationAborted` (abort or
     /// cancellation), `timeout` (naming the timeout that fired) or libvirt's error. Runs once.
-    public func run() async throws(HypervisorError) -> MigrationResult {
+    /// `fetchCompletedStatistics` false returns as soon as libvirt's call does, without the completed statistics
+    /// (the destination has them: `completedStatistics()` gets them while it is still reachable).
+    public func run(fetchCompletedStatistics: Bool = true) async throws(HypervisorError) -> MigrationResult {
         let first = state.withLock { state in
             defer { state.started = true }
             return !state.started
@@ -127,7 +130,7 @@ public final class MigrationJob: Sendable {
 
         let (monitorConnection, monitor, watchdog) = try await preparation()
         do throws(HypervisorError) {
-            if let maxDowntime = options.maxDowntime { try await monitor.setMaxDowntime(maxDowntime) }
+            if let limit = options.downtimeLimit(iteration: 0) { try await monitor.setMaxDowntime(limit) }
             if Task.isCancelled { state.withLock { $0.abortReason = $0.abortReason ?? "the migration task was cancelled" } }
             if let reason = state.withLock({ $0.abortReason }) {
                 throw HypervisorError(.operationAborted, "migration of domain \"\(domain.name)\" aborted before it started: \(reason)")
@@ -159,15 +162,7 @@ public final class MigrationJob: Sendable {
             let last = lastStatistics
             switch outcome {
             case .success:
-                var completed = await completedStatistics(monitor: monitor)
-                // The destination's copy of the completed statistics covers memory only; the disk mirror's totals
-                // come from the last sample (the mirror had converged before switchover).
-                if var statistics = completed, (statistics.diskTotal ?? 0) == 0, let last, (last.diskTotal ?? 0) > 0 {
-                    statistics.diskTotal = last.diskTotal
-                    statistics.diskProcessed = last.diskProcessed
-                    statistics.diskRemaining = last.diskRemaining
-                    completed = statistics
-                }
+                let completed = fetchCompletedStatistics ? await completedStatistics(monitor: monitor) : nil
                 await release(monitorConnection)
                 return MigrationResult(statistics: completed, lastProgress: last, duration: duration)
             case .failure(let error):
@@ -270,6 +265,7 @@ public final class MigrationJob: Sendable {
 
     private func poll(monitor: Domain, watchdog: MigrationWatchdog?, clock: ContinuousClock, start: ContinuousClock.Instant) async {
         var watchdog = watchdog
+        var downtimeLimit = options.downtimeLimit(iteration: 0)
         while !Task.isCancelled {
             try? await Task.sleep(for: pollInterval)
             if Task.isCancelled { break }
@@ -279,6 +275,13 @@ public final class MigrationJob: Sendable {
             let elapsed = clock.now - start
             state.withLock { $0.last = statistics }
             continuation.yield(MigrationProgress(statistics: statistics, elapsed: elapsed))
+            // The downtime limit follows the memory passes (a failed change leaves the previous limit, and the next
+            // sample tries again).
+            if let iteration = statistics.memoryIteration, let limit = options.downtimeLimit(iteration: iteration), limit != downtimeLimit,
+                (try? await monitor.setMaxDowntime(limit)) != nil
+            {
+                downtimeLimit = limit
+            }
             if let verdict = watchdog?.observe(statistics, elapsed: elapsed) {
                 let first = state.withLock { state -> Bool in
                     guard state.verdict == nil else { return false }
@@ -297,16 +300,31 @@ public final class MigrationJob: Sendable {
         }
     }
 
-    /// libvirt's statistics of the finished job: on the source while it still has the domain, else on the
-    /// destination, which receives them at the end of the migration.
-    private func completedStatistics(monitor: Domain) async -> JobStatistics? {
-        if let statistics = try? await monitor.jobStatistics(completed: true) { return statistics }
+    /// libvirt's statistics of the finished job, from the destination (the source has dropped the domain), with the
+    /// disk mirror's totals from the last sample (the destination's copy covers memory only; the mirror had converged
+    /// before switchover). Nil when the destination cannot be reached or has none.
+    public func completedStatistics() async -> JobStatistics? {
         guard let destination = try? await Connection.open(options.destinationURI) else { return nil }
         var statistics: JobStatistics?
         if let domain = try? await destination.domain(named: domain.name) {
             statistics = try? await domain.jobStatistics(completed: true)
         }
         await destination.close()
+        return statistics.map(withDiskTotals)
+    }
+
+    /// The finished job's statistics: on the source while it still has the domain, else on the destination.
+    private func completedStatistics(monitor: Domain) async -> JobStatistics? {
+        if let statistics = try? await monitor.jobStatistics(completed: true) { return withDiskTotals(statistics) }
+        return await completedStatistics()
+    }
+
+    private func withDiskTotals(_ completed: JobStatistics) -> JobStatistics {
+        guard (completed.diskTotal ?? 0) == 0, let last = lastStatistics, (last.diskTotal ?? 0) > 0 else { return completed }
+        var statistics = completed
+        statistics.diskTotal = last.diskTotal
+        statistics.diskProcessed = last.diskProcessed
+        statistics.diskRemaining = last.diskRemaining
         return statistics
     }
 

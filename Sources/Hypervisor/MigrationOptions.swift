@@ -26,8 +26,13 @@ public struct MigrationOptions: Sendable, Hashable {
     public var disks: [String]
     /// Bandwidth limit in MiB/s, or nil for unlimited.
     public var bandwidthMiBPerSecond: UInt64?
-    /// Maximum tolerated downtime, or nil for QEMU's default.
+    /// Maximum tolerated downtime, or nil for QEMU's default (300 ms).
     public var maxDowntime: Duration?
+    /// The tolerated downtime the job starts with, doubled with every memory pass after the second until it reaches
+    /// `maxDowntime`: a guest whose memory converges switches over after a short pause (the first pass finishes while
+    /// it runs), one that keeps dirtying memory still gets the full limit a few passes later. Nil: `maxDowntime`
+    /// throughout.
+    public var initialDowntime: Duration?
     /// Let QEMU throttle the guest's CPUs when memory does not converge.
     public var autoConverge: Bool
     /// Allow switching to post-copy (`startPostCopy` triggers the switch).
@@ -53,6 +58,7 @@ public struct MigrationOptions: Sendable, Hashable {
         disks: [String] = [],
         bandwidthMiBPerSecond: UInt64? = nil,
         maxDowntime: Duration? = nil,
+        initialDowntime: Duration? = nil,
         autoConverge: Bool = false,
         allowPostCopy: Bool = false,
         persistOnDestination: Bool = true,
@@ -68,6 +74,7 @@ public struct MigrationOptions: Sendable, Hashable {
         self.disks = disks
         self.bandwidthMiBPerSecond = bandwidthMiBPerSecond
         self.maxDowntime = maxDowntime
+        self.initialDowntime = initialDowntime
         self.autoConverge = autoConverge
         self.allowPostCopy = allowPostCopy
         self.persistOnDestination = persistOnDestination
@@ -95,9 +102,35 @@ public struct MigrationOptions: Sendable, Hashable {
         if let parallelConnections, !(2...255).contains(parallelConnections) {
             throw invalid("parallel connections must be 2…255, not \(parallelConnections)")
         }
+        if let maxDowntime, maxDowntime <= .zero { throw invalid("the maximum downtime must be positive") }
+        if let initialDowntime {
+            guard initialDowntime > .zero else { throw invalid("the initial downtime must be positive") }
+            let ceiling = maxDowntime ?? Self.qemuDefaultDowntime
+            if initialDowntime > ceiling {
+                throw invalid("the initial downtime (\(initialDowntime)) exceeds the maximum downtime (\(ceiling))")
+            }
+        }
         if let bandwidthMiBPerSecond, bandwidthMiBPerSecond == 0 {
             throw invalid("a bandwidth of 0 MiB/s would never finish; leave it unset for unlimited")
         }
+    }
+
+    /// QEMU's downtime limit when none is set.
+    public static let qemuDefaultDowntime: Duration = .milliseconds(300)
+
+    /// The downtime limit for memory pass `iteration` (libvirt's `memory_iteration`, 1 during the first pass): the
+    /// initial downtime for the first two passes, then doubled per pass up to the maximum; nil when nothing is set
+    /// (QEMU's default applies).
+    public func downtimeLimit(iteration: UInt64) -> Duration? {
+        guard let initialDowntime else { return maxDowntime }
+        let ceiling = maxDowntime ?? Self.qemuDefaultDowntime
+        var limit = initialDowntime
+        var pass: UInt64 = 2
+        while pass < iteration && limit < ceiling {
+            limit = limit * 2
+            pass += 1
+        }
+        return min(limit, ceiling)
     }
 
     /// The libvirt flags: always LIVE and PEER2PEER (the source daemon drives the destination).

@@ -126,7 +126,9 @@ extension NodeAgent {
                     preparing.remove(uid)
                 }
             case "Failed": await cleanupTarget(uid: uid, failed: true)
-            case "Succeeded": await cleanupTarget(uid: uid, failed: false)
+            case "Succeeded":
+                if let made = prepared[uid] { await recordCompletedStatistics(vmim, domainName: made.domainName) }
+                await cleanupTarget(uid: uid, failed: false)
             default: break
             }
         }
@@ -261,6 +263,32 @@ extension NodeAgent {
         made.files.append(path)
     }
 
+    /// Writes libvirt's account of the incoming job that just completed here (its downtime, the memory totals) into
+    /// the migration's record and the VMI's migration state — off the switchover's path: the source hands over and
+    /// reports success first. The disk mirror's figures stay as the source reported them (this copy covers memory).
+    func recordCompletedStatistics(_ vmim: JSONValue, domainName: String) async {
+        guard let libvirt, let domain = try? await libvirt.domain(named: domainName),
+            let completed = try? await domain.jobStatistics(completed: true)
+        else { return }
+        let elapsed = Duration.milliseconds(Int64(clamping: completed.timeElapsedMs ?? 0))
+        var progress = Self.finalProgress(completed, elapsed: elapsed)
+        for key in ["diskTotalBytes", "diskProcessedBytes"] { progress[key] = nil }
+        if completed.timeElapsedMs == nil { progress["elapsedMilliseconds"] = nil }
+        var record: JSONValue = ["progress": progress]
+        if let downtime = completed.downtimeMs { record["downtimeMilliseconds"] = .int(Int64(clamping: downtime)) }
+        let namespace = vmim["metadata"]?["namespace"]?.string ?? "default"
+        do {
+            _ = try await client.patch(Kinds.migration, namespace: namespace, name: vmim["metadata"]?["name"]?.string ?? "",
+                                       ["status": ["migrationState": record]], status: true)
+            if let vmiName = vmim["spec"]?["vmiName"]?.string {
+                _ = try await client.patch(Kinds.virtualMachineInstance, namespace: namespace, name: vmiName,
+                                           ["status": ["migrationState": record]], status: true)
+            }
+        } catch {
+            logger.warning("migration statistics write failed", metadata: ["migration": "\(vmim["metadata"]?["uid"]?.string ?? "")", "error": "\(error)"])
+        }
+    }
+
     /// Undoes a target's preparation. After a failure the half-arrived domain and the pre-created disks go (unless
     /// the VMI runs here after all); after success only the channels and sockets.
     func cleanupTarget(uid: String, failed: Bool) async {
@@ -337,13 +365,21 @@ extension NodeAgent {
 
             // The streams: a local socket per stream, each a tunnel to the target's agent.
             try FileManager.default.createDirectory(atPath: "\(migrationPaths.directory)/\(uid)", withIntermediateDirectories: true)
-            for stream in MigrationPaths.streams {
-                let path = migrationPaths.socket(uid, stream)
+            guard let streamGroup = streamThreads?.group else { throw APIError.internalError("node \(configuration.name) runs no migration stream threads") }
+            // Each entry dials its first tunnel connection at once, so the handshake is done by the time libvirt (and
+            // then QEMU) connects; the disks' entry only when disks are copied.
+            let paths = migrationPaths
+            let (provider, logger) = (provider, logger)
+            @Sendable func openEntry(_ stream: String, spare: Bool) async throws -> TunnelEntry {
+                let path = paths.socket(uid, stream)
                 try? FileManager.default.removeItem(atPath: path)
-                entries.append(try await TunnelEntry.start(
-                    listeningOn: .unix(path: path), remote: remote, channel: migrationPaths.channel(uid, stream), provider: provider,
-                    exitPolicy: PeerPolicy(allowedRoles: [.node], allowedNames: [target]), logger: logger))
+                return try await TunnelEntry.start(
+                    listeningOn: .unix(path: path), remote: remote, channel: paths.channel(uid, stream), provider: provider,
+                    exitPolicy: PeerPolicy(allowedRoles: [.node], allowedNames: [target]), group: streamGroup,
+                    spareConnections: spare ? 1 : 0, logger: logger)
             }
+            entries.append(try await openEntry("libvirt", spare: true))
+            entries.append(try await openEntry("memory", spare: true))
             timer.mark("tunnels")
 
             // What is copied: local DataVolumes and empty disks; shared DataVolumes stay; cloud-init is rebuilt there.
@@ -368,6 +404,7 @@ extension NodeAgent {
                     copiedFiles.append(cloudInitPath(domainName: domainName, volume: volumeName))
                 }
             }
+            entries.append(try await openEntry("disks", spare: !copied.isEmpty))
             timer.mark("volumes")
             let domain = try await libvirt.domain(named: domainName)
             let xml = DomainMapping.destinationXML(try await domain.xml(migratable: true), from: configuration.runDirectory, to: targetRunDirectory)
@@ -377,7 +414,8 @@ extension NodeAgent {
                 migrationURI: "unix://\(migrationPaths.socket(uid, "memory"))",
                 disksURI: copied.isEmpty ? nil : "unix://\(migrationPaths.socket(uid, "disks"))",
                 destinationXML: xml, storage: copied.isEmpty ? .none : .full, disks: copied,
-                bandwidthMiBPerSecond: settings.bandwidthMiB, maxDowntime: settings.maxDowntime, autoConverge: settings.autoConverge,
+                bandwidthMiBPerSecond: settings.bandwidthMiB, maxDowntime: settings.maxDowntime,
+                initialDowntime: settings.initialDowntime, autoConverge: settings.autoConverge,
                 allowPostCopy: settings.allowPostCopy, allowUnsafe: shared, parallelConnections: settings.parallelConnections)
             let job = MigrationJob(domain: domain, options: options, timeouts: settings.timeouts, pollInterval: .milliseconds(250), monitorConnection: monitorConnection)
             staged = job
@@ -403,7 +441,9 @@ extension NodeAgent {
             // aborted) before that write, the job is aborted.
             migration.job = job
             if migration.abortRequested { await job.abort(reason: "the migration was aborted by request") }
-            let runner = Task { () throws -> MigrationResult in try await job.run() }
+            // The completed statistics (libvirt's downtime, the totals) are the target's to record after the
+            // handover, off the switchover's path.
+            let runner = Task { () throws -> MigrationResult in try await job.run(fetchCompletedStatistics: false) }
             do {
                 current = try await transition(current, to: "Running", ["migrationState": state])
             } catch {
@@ -456,18 +496,19 @@ extension NodeAgent {
             // When libvirt's migrate call ran (the control-plane latency benchmark measures around it).
             if let callStarted = job.migrateCallStarted { finalState["libvirtJobStartTimestamp"] = .string(Migration.timestamp(callStarted)) }
             finalState["libvirtJobEndTimestamp"] = .string(Migration.timestamp(jobEnded))
-            if let downtime = result.statistics?.downtimeMs { finalState["downtimeMilliseconds"] = .int(Int64(downtime)) }
-            // The final figures (a short migration may end before its first progress report).
-            if let statistics = result.statistics ?? result.lastProgress {
-                var progress = Self.progress(statistics, phase: statistics.phase, elapsed: result.duration)
-                progress["phase"] = "Completed"
-                finalState["progress"] = progress
+            // The final figures: the last sample; a migration that ended before its first sample waits for the
+            // completed statistics.
+            let completedEarly = result.lastProgress == nil ? await job.completedStatistics() : nil
+            if let statistics = completedEarly ?? result.lastProgress {
+                finalState["progress"] = Self.finalProgress(statistics, elapsed: result.duration)
             }
+            if let downtime = completedEarly?.downtimeMs { finalState["downtimeMilliseconds"] = .int(Int64(downtime)) }
             try await client.patch(Kinds.virtualMachineInstance, namespace: namespace, name: vmiName,
                                    ["status": ["nodeName": .string(target), "migrationState": finalState]], status: true)
             var vmimState = current["status"]?["migrationState"] ?? [:]
             for (key, value) in finalState.object ?? [:] { vmimState[key] = value }
-            _ = try await transition(current, to: "Succeeded", ["migrationState": vmimState])
+            current = try await transition(current, to: "Succeeded", ["migrationState": vmimState])
+            // libvirt's account of the finished job (its downtime) is written by the target, which has it locally.
             for file in copiedFiles { try? FileManager.default.removeItem(atPath: file) }
             logger.info("migration succeeded", metadata: ["migration": "\(uid)", "target": "\(target)", "wall": "\(result.duration)"])
         } catch {
@@ -488,6 +529,13 @@ extension NodeAgent {
             last = .now
             await patchMigrationState(vmi, ["progress": Self.progress(sample.statistics, phase: sample.phase, elapsed: sample.elapsed)])
         }
+    }
+
+    /// The `migrationState.progress` object of a finished job.
+    static func finalProgress(_ statistics: JobStatistics, elapsed: Duration) -> JSONValue {
+        var progress = Self.progress(statistics, phase: statistics.phase, elapsed: elapsed)
+        progress["phase"] = "Completed"
+        return progress
     }
 
     /// The `migrationState.progress` object of a statistics sample.
@@ -596,8 +644,13 @@ extension NodeAgent {
         var allowPostCopy = false
         var timeouts = MigrationTimeouts.kubeVirtDefaults
         var maxDowntime: Duration?
+        var initialDowntime: Duration?
         var parallelConnections: Int?
     }
+
+    /// The downtime limit a migration starts with when the configuration names none (raised per memory pass up to
+    /// `maxDowntimeMilliseconds`, QEMU's 300 ms by default).
+    static let defaultInitialDowntime: Duration = .milliseconds(50)
 
     /// The KubeVirt configuration's migration settings (KubeVirt's defaults where unset).
     static func migrationSettings(_ kubeVirt: JSONValue?) -> MigrationSettings {
@@ -610,6 +663,8 @@ extension NodeAgent {
         let progress = migrations?["progressTimeout"]?.int ?? 150
         settings.timeouts = MigrationTimeouts(completionPerGiB: .seconds(perGiB), progress: .seconds(progress))
         settings.maxDowntime = (migrations?["maxDowntimeMilliseconds"]?.int).map { .milliseconds($0) }
+        let ceiling = settings.maxDowntime ?? MigrationOptions.qemuDefaultDowntime
+        settings.initialDowntime = min((migrations?["initialDowntimeMilliseconds"]?.int).map { .milliseconds($0) } ?? defaultInitialDowntime, ceiling)
         settings.parallelConnections = (migrations?["parallelMigrationConnections"]?.int).map { Int($0) }
         return settings
     }

@@ -22,10 +22,13 @@ public actor NodeAgent {
         public var tunnelListen: Endpoint?
         /// Where migration sockets go: the same path on every node.
         public var migrationDirectory: String
+        /// The nice value of the threads that carry migration streams (0: the agent's own): guests come first when
+        /// the node's CPUs are busy, as KubeVirt's pods' CPU weights put the VMs before its migration proxy.
+        public var tunnelNice: Int32
 
         public init(
             name: String, address: String, libvirtURI: String, runDirectory: String, heartbeatInterval: Duration = .seconds(10), memoryBytes: UInt64? = nil,
-            tunnelListen: Endpoint? = nil, migrationDirectory: String = "/var/lib/vmsync/migrations"
+            tunnelListen: Endpoint? = nil, migrationDirectory: String = "/var/lib/vmsync/migrations", tunnelNice: Int32 = 10
         ) {
             self.name = name
             self.address = address
@@ -35,6 +38,7 @@ public actor NodeAgent {
             self.memoryBytes = memoryBytes
             self.tunnelListen = tunnelListen
             self.migrationDirectory = migrationDirectory
+            self.tunnelNice = tunnelNice
         }
 
         /// The advertised tunnel endpoint, once bound ("host:port").
@@ -51,6 +55,8 @@ public actor NodeAgent {
     var monitorConnection: Connection?
     var volumes: Volumes { Volumes(client: client) }
     var tunnelExit: TunnelExit?
+    /// The threads migration streams run on (entries and exit), at `configuration.tunnelNice`.
+    var streamThreads: StreamThreads?
     var migrationPaths: MigrationPaths { MigrationPaths(directory: configuration.migrationDirectory) }
     /// Incoming migrations prepared here, by migration uid.
     var prepared: [String: PreparedTarget] = [:]
@@ -82,8 +88,11 @@ public actor NodeAgent {
         let libvirt = try await Connection.open(configuration.libvirtURI)
         self.libvirt = libvirt
         monitorConnection = try await Connection.open(configuration.libvirtURI)
+        let threads = try await StreamThreads.start(nice: configuration.tunnelNice)
+        streamThreads = threads
         if let listen = configuration.tunnelListen {
-            let exit = try await TunnelExit.start(on: listen, provider: provider, peers: PeerPolicy(allowedRoles: [.node]), routes: TunnelRoutingTable(), logger: logger)
+            let exit = try await TunnelExit.start(
+                on: listen, provider: provider, peers: PeerPolicy(allowedRoles: [.node]), routes: TunnelRoutingTable(), group: threads.group, logger: logger)
             tunnelExit = exit
             if case .tcp(let host, let port) = exit.endpoint { configuration.tunnelEndpoint = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
         }
@@ -100,6 +109,7 @@ public actor NodeAgent {
         }
         for migration in outgoing.values { await migration.requestAbort() }
         await tunnelExit?.close()
+        await threads.shutdown()
         await monitorConnection?.close()
         await libvirt.close()
     }

@@ -13,19 +13,33 @@ public final class TunnelEntry: Sendable {
 
     private let listener: any Channel
     private let connections: ConnectionSet
+    private let spares: NIOLockedValueBox<[Spare]>
 
-    private init(endpoint: Endpoint, channel: String, listener: any Channel, connections: ConnectionSet) {
+    private struct Spare {
+        var connection: EventLoopFuture<(any Channel, PeerIdentity)>
+        var dialled: NIODeadline
+    }
+
+    private init(endpoint: Endpoint, channel: String, listener: any Channel, connections: ConnectionSet, spares: NIOLockedValueBox<[Spare]>) {
         self.endpoint = endpoint
         self.channel = channel
         self.listener = listener
         self.connections = connections
+        self.spares = spares
     }
 
     /// The number of open connections (local and tunnel sides both count).
     public var openConnections: Int { connections.count }
 
+    /// How long a spare connection is used at most after it was dialled: well inside the exit's time for a channel
+    /// request, so an idle spare is never one the exit is about to drop.
+    public static let spareLifetime: TimeAmount = .seconds(5)
+
     /// Listens on `local`; each accepted connection dials `remote` with `provider`'s identity, checks the exit's
     /// certificate against `exitPolicy`, opens `channel`, and then relays bytes both ways.
+    /// `spareConnections` connections are dialled at once, ahead of the first clients, and handed to them handshake
+    /// done (one fewer round of TCP and TLS on the path of a client that must start fast, e.g. libvirt's migration
+    /// connection); a spare that failed, closed or waited longer than `spareLifetime` is replaced by a fresh dial.
     public static func start(
         listeningOn local: Endpoint,
         remote: Endpoint,
@@ -34,6 +48,7 @@ public final class TunnelEntry: Sendable {
         exitPolicy: PeerPolicy,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         connectTimeout: TimeAmount = .seconds(10),
+        spareConnections: Int = 0,
         logger: Logger = Logger(label: "vmsync.tunnel.entry"),
         onEvent: @escaping @Sendable (TunnelEvent) -> Void = { _ in }
     ) async throws(TransportError) -> TunnelEntry {
@@ -47,6 +62,31 @@ public final class TunnelEntry: Sendable {
         let lastOpening = NIOLockedValueBox<EventLoopFuture<Void>?>(nil)
         // One event loop accepts and sets up every connection of this entry, so they are set up in accept order.
         let loop = group.next()
+        @Sendable func dial() -> EventLoopFuture<(any Channel, PeerIdentity)> {
+            MutualTLSClient.dial(remote, provider: provider, policy: exitPolicy, bootstrap: ClientBootstrap(group: loop), connectTimeout: connectTimeout)
+                .map { ($0.channel, $0.server) }
+        }
+        let spares = NIOLockedValueBox<[Spare]>([])
+        for _ in 0..<max(0, spareConnections) {
+            let connection = dial()
+            connection.whenSuccess { tls, _ in connections.track(tls) }
+            spares.withLockedValue { $0.append(Spare(connection: connection, dialled: .now())) }
+        }
+        /// A spare if one is fresh enough (a failed or closed one falls back to a new dial), else a new dial.
+        @Sendable func connection() -> EventLoopFuture<(any Channel, PeerIdentity)> {
+            let spare = spares.withLockedValue { spares -> EventLoopFuture<(any Channel, PeerIdentity)>? in
+                while let first = spares.first {
+                    spares.removeFirst()
+                    if NIODeadline.now() - first.dialled < spareLifetime { return first.connection }
+                    first.connection.whenSuccess { tls, _ in ChannelTeardown.finish(tls) }
+                }
+                return nil
+            }
+            guard let spare else { return dial() }
+            return spare.flatMap { tls, peer in
+                tls.isActive ? loop.makeSucceededFuture((tls, peer)) : dial()
+            }.flatMapError { _ in dial() }
+        }
         let bootstrap = ServerBootstrap(group: loop, childGroup: loop)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -66,15 +106,7 @@ public final class TunnelEntry: Sendable {
                     return last
                 }
                 let turn = previous?.hop(to: local.eventLoop) ?? local.eventLoop.makeSucceededVoidFuture()
-                let reply = turn.flatMap {
-                    MutualTLSClient.dial(
-                        remote,
-                        provider: provider,
-                        policy: exitPolicy,
-                        bootstrap: ClientBootstrap(group: local.eventLoop),
-                        connectTimeout: connectTimeout
-                    )
-                }.flatMap { tls, exitPeer in
+                let reply = turn.flatMap { connection() }.flatMap { tls, exitPeer in
                     connections.track(tls)
                     return Self.request(channel: channel, on: tls).map { (tls, exitPeer, $0) }
                 }
@@ -100,16 +132,20 @@ public final class TunnelEntry: Sendable {
                 endpoint: Endpoint.bound(listener, requested: local),
                 channel: channel,
                 listener: listener,
-                connections: connections
+                connections: connections,
+                spares: spares
             )
         } catch {
             throw TransportError(.connectionFailed, "could not listen on \(local): \(error)")
         }
     }
 
-    /// Stops listening and closes every open tunnel.
+    /// Stops listening and closes every open tunnel (and the spares nobody used).
     public func close() async {
         try? await listener.close()
+        for spare in spares.withLockedValue({ spares in defer { spares.removeAll() }; return spares }) {
+            spare.connection.whenSuccess { tls, _ in ChannelTeardown.finish(tls) }
+        }
         await connections.closeAll()
     }
 

@@ -27,11 +27,14 @@ struct NodeAgentCommand: AsyncParsableCommand {
     @Option(help: "Where the migration tunnel listens for other nodes (HOST:PORT; default: the node's address, port 8444).")
     var tunnelListen: String?
     @Option(help: "Directory for migration sockets; must be the same path on every node.") var migrationDir = "/var/lib/vmsync/migrations"
+    @Option(help: "Nice value of the threads that carry migration streams (0-19; 0: the agent's own), so guests come first on a busy node.")
+    var tunnelNice: Int32 = 10
 
     func run() async throws {
         var logger = Logger(label: "vmsync.node-agent")
         logger.logLevel = .info
         do {
+            guard (0...19).contains(tunnelNice) else { throw ValidationError("--tunnel-nice must be 0…19, not \(tunnelNice)") }
             let endpoint = try APIClient.endpoint(server: server)
             let identity = try CertifiedKey(certificatePEM: try String(contentsOfFile: cert, encoding: .utf8), privateKeyPEM: try String(contentsOfFile: key, encoding: .utf8))
             let provider = try TLSContextProvider(identity: identity, trust: try TrustBundle(pem: try String(contentsOfFile: ca, encoding: .utf8)))
@@ -40,7 +43,7 @@ struct NodeAgentCommand: AsyncParsableCommand {
             let agent = NodeAgent(
                 configuration: .init(name: name, address: address, libvirtURI: libvirt, runDirectory: runDir,
                                      heartbeatInterval: .seconds(heartbeat), memoryBytes: memoryMiB.map { $0 << 20 },
-                                     tunnelListen: tunnel, migrationDirectory: migrationDir),
+                                     tunnelListen: tunnel, migrationDirectory: migrationDir, tunnelNice: tunnelNice),
                 client: client, provider: provider, logger: logger)
             print("node-agent \(name): starting (libvirt \(libvirt), cluster \(server))")
             fflush(nil)

@@ -37,25 +37,30 @@ struct Migrate: AsyncParsableCommand {
         }
     }
 
-    /// Prints each new phase until the migration finishes.
+    /// Prints each new phase until the migration finishes. One watch follows every change (a new one only when the
+    /// server ends it), so no phase costs a new connection.
     private func follow(_ client: APIClient, namespace: String, name: String, from created: JSONValue) async throws -> JSONValue {
         let deadline = Date().addingTimeInterval(TimeInterval(timeout))
         var printed = 0
         var current = created
-        while Date() < deadline {
+        func show() -> Bool {
             let history = current["status"]?["phaseTransitionTimestamps"]?.array ?? []
             for entry in history.dropFirst(printed) {
                 print("\(entry["phaseTransitionTimestamp"]?.string ?? "")  \(entry["phase"]?.string ?? "")")
             }
             printed = max(printed, history.count)
-            if Migration.finalPhases.contains(current["status"]?["phase"]?.string ?? "") { return current }
+            return Migration.finalPhases.contains(current["status"]?["phase"]?.string ?? "")
+        }
+        if show() { return current }
+        while Date() < deadline {
             let events = try await client.watch(
                 Kinds.migration, namespace: namespace, fieldSelector: "metadata.name=\(name)",
-                resourceVersion: current["metadata"]?["resourceVersion"]?.string, timeoutSeconds: 5)
+                resourceVersion: current["metadata"]?["resourceVersion"]?.string,
+                timeoutSeconds: max(1, min(60, Int(deadline.timeIntervalSinceNow.rounded(.up)))))
             for try await event in events {
                 if event.type == "DELETED" { throw CLIError("migration \(name) was deleted") }
                 current = event.object
-                break
+                if show() { return current }
             }
         }
         throw CLIError("migration \(name) did not finish within \(timeout) s (phase \(current["status"]?["phase"]?.string ?? "new"))")

@@ -137,6 +137,8 @@ struct MigrationSettingsTests {
         let defaults = NodeAgent.migrationSettings(nil)
         #expect(defaults.bandwidthMiB == nil && defaults.maxDowntime == nil && !defaults.autoConverge && !defaults.allowPostCopy)
         #expect(defaults.timeouts == .kubeVirtDefaults)
+        // vmsync's default: start at 50 ms and ramp up to QEMU's 300 ms.
+        #expect(defaults.initialDowntime == .milliseconds(50))
         let kubeVirt: JSONValue = ["spec": ["configuration": ["migrations": [
             "bandwidthPerMigration": "64Mi", "completionTimeoutPerGiB": 20, "progressTimeout": 30, "allowAutoConverge": true,
             "allowPostCopy": true, "maxDowntimeMilliseconds": 100, "parallelMigrationConnections": 3,
@@ -148,6 +150,12 @@ struct MigrationSettingsTests {
         let set = NodeAgent.migrationSettings(kubeVirt)
         #expect(set.bandwidthMiB == 64 && set.autoConverge && set.allowPostCopy && set.maxDowntime == .milliseconds(100))
         #expect(set.parallelConnections == 3 && defaults.parallelConnections == nil)
+        #expect(set.initialDowntime == .milliseconds(50))
+        // An initial limit above the maximum is capped to it (a fixed limit); one set explicitly is taken.
+        let fixed = NodeAgent.migrationSettings(["spec": ["configuration": ["migrations": ["maxDowntimeMilliseconds": 30]]]])
+        #expect(fixed.initialDowntime == .milliseconds(30) && fixed.maxDowntime == .milliseconds(30))
+        let ramp = NodeAgent.migrationSettings(["spec": ["configuration": ["migrations": ["initialDowntimeMilliseconds": 20]]]])
+        #expect(ramp.initialDowntime == .milliseconds(20) && ramp.maxDowntime == nil)
         #expect(set.timeouts == MigrationTimeouts(completionPerGiB: .seconds(20), progress: .seconds(30)))
     }
 }

@@ -60,6 +60,11 @@ extension RealLibvirt {
                 #expect(state["migrationUID"] == vmim["metadata"]?["uid"] && state["migrationUid"] == vmim["metadata"]?["uid"])
                 #expect(state["startTimestamp"]?.string != nil && state["endTimestamp"]?.string != nil && state["mode"] == "PreCopy")
                 #expect(state["progress"]?["dataTotalBytes"]?.int ?? 0 > 0, "progress was published: \(state)")
+                // libvirt's downtime and totals reach the migration's record right after the handover.
+                let record = try await cluster.waitFor("libvirt's completed statistics in \(name)", timeout: 30) {
+                    try await cluster.admin.get(Kinds.migration, name: name)["status"]?["migrationState"].flatMap { $0["downtimeMilliseconds"]?.int != nil ? $0 : nil }
+                }
+                #expect((record["downtimeMilliseconds"]?.int ?? -1) >= 0 && record["progress"]?["phase"] == "Completed", "\(record)")
 
                 // The disk: copied for local storage (the source's copy gone), the same file for shared storage.
                 let after = try await GuestDisk.contents(of: targetDisk).prefix(GuestDisk.staticRegion)

@@ -41,12 +41,28 @@ struct MigrationLogicTests {
         (MigrationOptions(destinationURI: "qemu:///system", bandwidthMiBPerSecond: 0), "never finish"),
         (MigrationOptions(destinationURI: "qemu:///system", parallelConnections: 1), "parallel connections must be 2…255"),
         (MigrationOptions(destinationURI: "qemu:///system", parallelConnections: 300), "parallel connections must be 2…255"),
+        (MigrationOptions(destinationURI: "qemu:///system", initialDowntime: .milliseconds(400)), "exceeds the maximum downtime"),
+        (MigrationOptions(destinationURI: "qemu:///system", maxDowntime: .milliseconds(40), initialDowntime: .milliseconds(50)),
+         "exceeds the maximum downtime"),
+        (MigrationOptions(destinationURI: "qemu:///system", initialDowntime: .zero), "initial downtime must be positive"),
     ])
     func invalidOptions(options: MigrationOptions, expected: String) {
         let error = #expect(throws: HypervisorError.self) { try options.validate(domain: "vm1") }
         #expect(error?.code == .invalidSpec)
         #expect(error?.message.contains("migration of domain \"vm1\"") == true)
         #expect(error?.message.contains(expected) == true, "\(String(describing: error))")
+    }
+
+    @Test("the downtime limit starts low and doubles per memory pass after the second, up to the maximum")
+    func downtimeRamp() {
+        let ramp = MigrationOptions(destinationURI: "qemu:///system", initialDowntime: .milliseconds(50))
+        #expect([0, 1, 2, 3, 4, 5, 6, 40].map { ramp.downtimeLimit(iteration: $0) }
+            == [50, 50, 50, 100, 200, 300, 300, 300].map { Duration.milliseconds($0) }, "up to QEMU's default")
+        let capped = MigrationOptions(destinationURI: "qemu:///system", maxDowntime: .milliseconds(120), initialDowntime: .milliseconds(50))
+        #expect([1, 3, 4].map { capped.downtimeLimit(iteration: $0) } == [50, 100, 120].map { Duration.milliseconds($0) })
+        let fixed = MigrationOptions(destinationURI: "qemu:///system", maxDowntime: .milliseconds(80))
+        #expect(fixed.downtimeLimit(iteration: 1) == .milliseconds(80) && fixed.downtimeLimit(iteration: 9) == .milliseconds(80))
+        #expect(MigrationOptions(destinationURI: "qemu:///system").downtimeLimit(iteration: 3) == nil, "QEMU's own default")
     }
 
     @Test("statistics show the disk phase, then memory iterations")

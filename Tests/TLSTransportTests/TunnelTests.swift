@@ -80,6 +80,89 @@ struct TunnelTests {
         await bed.exit.close()
     }
 
+    @Test("stream threads run at the nice value asked for, carry a tunnel, and leave the rest of the process as it was")
+    func niceStreamThreads() async throws {
+        let before = StreamThreads.currentNice()
+        let threads = try await StreamThreads.start(nice: 10)
+        #expect(await threads.nice() == 10)
+        #expect(StreamThreads.currentNice() == before, "only the stream threads are reniced")
+        let plain = try await StreamThreads.start(nice: 0)
+        #expect(await plain.nice() == before)
+        await plain.shutdown()
+
+        let sink = try DigestSink()
+        defer { sink.close() }
+        let alpha = try TestPKI.authority("alpha")
+        let routes = TunnelRoutingTable()
+        try routes.allow(channel: channelName, to: sink.endpoint, peers: PeerPolicy(allowedRoles: [.node]))
+        let exit = try await TunnelExit.start(
+            on: .tcp(host: "127.0.0.1", port: 0), provider: try TestPKI.provider(alpha, role: .node, name: "target-node"),
+            peers: PeerPolicy(allowedRoles: [.node]), routes: routes, group: threads.group)
+        let entry = try await TunnelEntry.start(
+            listeningOn: .tcp(host: "127.0.0.1", port: 0), remote: exit.endpoint, channel: channelName,
+            provider: try TestPKI.provider(alpha, role: .node, name: "source-node"), exitPolicy: PeerPolicy(allowedRoles: [.node]),
+            group: threads.group)
+        async let received = sink.serveOne()
+        let sent = try await onThread {
+            let socket = try BlockingSocket.connect(entry.endpoint)
+            defer { socket.close() }
+            let sent = try sendStream(on: socket, total: 32 << 20, seed: 11)
+            socket.shutdownWrite()
+            _ = try socket.readToEnd()
+            return sent
+        }
+        let (count, digest) = try await received
+        #expect(count == 32 << 20 && digest == sent)
+        await entry.close()
+        await exit.close()
+        await threads.shutdown()
+    }
+
+    @Test("a spare connection is dialled before any client and carries the first one; the next dials its own; an unused spare closes with its entry")
+    func spareConnection() async throws {
+        let directory = try TemporaryDirectory()
+        let path = directory.file("target.sock")
+        let listener = try BlockingSocket.listen(unixPath: path)
+        defer { listener.close() }
+        let bed = try await Bed(channel: channelName, target: .unix(path: path))
+        let entry = try await TunnelEntry.start(
+            listeningOn: .tcp(host: "127.0.0.1", port: 0), remote: bed.exit.endpoint, channel: channelName, provider: bed.entryProvider,
+            exitPolicy: PeerPolicy(allowedRoles: [.node]), spareConnections: 1)
+        // The spare's TLS connection reaches the exit with no client yet (no channel is opened for it).
+        #expect(await eventually { bed.exit.openConnections == 1 }, "the spare is dialled at once")
+        #expect(bed.exitEvents.openedPeers.isEmpty)
+        for round in 0..<2 {
+            async let served = onThread { () -> (Int, [UInt8]) in
+                let connection = try listener.accept()
+                defer { connection.close() }
+                let (count, digest) = try receiveStream(on: connection)
+                try connection.write(digest)
+                return (count, digest)
+            }
+            let (sent, answer) = try await onThread {
+                let socket = try BlockingSocket.connect(entry.endpoint)
+                defer { socket.close() }
+                let sent = try sendStream(on: socket, total: 4 << 20, seed: UInt64(round))
+                socket.shutdownWrite()
+                return (sent, try socket.readToEnd())
+            }
+            let (count, digest) = try await served
+            #expect(count == 4 << 20 && digest == sent && answer == sent, "client \(round + 1)")
+        }
+        #expect(bed.exitEvents.openedPeers.count == 2)
+        #expect(await eventually { bed.exit.openConnections == 0 && entry.openConnections == 0 })
+        await entry.close()
+
+        // A spare nobody used ends with its entry.
+        let unused = try await TunnelEntry.start(
+            listeningOn: .tcp(host: "127.0.0.1", port: 0), remote: bed.exit.endpoint, channel: channelName, provider: bed.entryProvider,
+            exitPolicy: PeerPolicy(allowedRoles: [.node]), spareConnections: 1)
+        #expect(await eventually { bed.exit.openConnections == 1 })
+        await unused.close()
+        #expect(await eventually { bed.exit.openConnections == 0 }, "the unused spare was closed")
+        await bed.exit.close()
+    }
+
     @Test("a unix-socket target (TCP entry to unix target) carries data both ways")
     func unixTarget() async throws {
         let directory = try TemporaryDirectory()

@@ -95,6 +95,9 @@ public final class BedCluster: @unchecked Sendable {
     /// The PID of a node's agent.
     public func agentPID(_ name: String) -> Int32? { agents[name]?.pid }
 
+    /// The controller's process ID (nil while none runs).
+    public var controllerPID: Int32? { controller?.pid }
+
     /// What a node's agent has printed so far (its log).
     public func agentOutput(_ name: String) -> String {
         agents[name].map { $0.stdout + $0.stderr } ?? ""

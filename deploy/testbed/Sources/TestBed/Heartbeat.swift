@@ -114,6 +114,17 @@ public final class HeartbeatMonitor: @unchecked Sendable {
         return Analysis(lost: lost, largestGap: gap, perSource: perSource, first: numbers.first, last: numbers.last)
     }
 
+    /// The two consecutive ticks (by number) with the largest gap between their arrivals.
+    public func largestGapTicks() -> (Tick, Tick)? {
+        var byNumber: [Int: Tick] = [:]
+        for tick in ticks where byNumber[tick.number] == nil { byNumber[tick.number] = tick }
+        let numbers = byNumber.keys.sorted()
+        return zip(numbers, numbers.dropFirst()).map { (byNumber[$0]!, byNumber[$1]!) }.max { ($0.1.arrival - $0.0.arrival) < ($1.1.arrival - $1.0.arrival) }
+    }
+
+    /// Monotonic seconds, the clock `Tick.arrival` uses.
+    public static var monotonicNow: Double { now() }
+
     deinit { stop() }
 
     private func follow(path: String, source: Int) {

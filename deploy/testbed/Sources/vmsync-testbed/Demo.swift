@@ -70,8 +70,11 @@ extension TestBedCommand {
                 _ = await heartbeat.waitForTicks(3)
                 let analysis = heartbeat.analysis()
                 let vmi = try await cluster.admin.get(Kinds.virtualMachineInstance, name: vm)
-                let state = vmi["status"]?["migrationState"]
-                print("  on \(vmi["status"]?["nodeName"]?.string ?? "?"); libvirt downtime \(state?["downtimeMilliseconds"]?.int.map(String.init) ?? "?") ms; heartbeat: \(analysis)")
+                // libvirt's downtime is in the migration's record (written just after the handover).
+                let uid = vmi["status"]?["migrationState"]?["migrationUid"]?.string
+                let migration = try? await cluster.admin.list(Kinds.migration)["items"]?.array?.first { $0["metadata"]?["uid"]?.string == uid }
+                let downtime = migration?["status"]?["migrationState"]?["downtimeMilliseconds"]?.int
+                print("  on \(vmi["status"]?["nodeName"]?.string ?? "?"); libvirt downtime \(downtime.map(String.init) ?? "?") ms; heartbeat: \(analysis)")
                 lost += analysis.lost
                 node = target
             }
