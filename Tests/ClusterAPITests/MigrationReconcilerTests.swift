@@ -105,7 +105,11 @@ struct MigrationReconcilerTests {
         try await migrate("stuck", name: "m-stuck")
         try await runningVMI("ok", on: "a")
         try await migrate("ok", name: "m-ok")
+        // Stored directly (past the API's admission): the later of two migrations of one VMI fails.
+        try await migrate("ok", name: "m-ok-twice")
         await reconciler.pass()
+        let twice = try await migration("m-ok-twice")
+        #expect(twice["status"]?["phase"] == "Failed" && twice["status"]?["conditions"]?.array?.first?["reason"] == "MigrationInProgress", "\(twice)")
         let missing = try await migration("m-missing")
         #expect(missing["status"]?["phase"] == "Failed")
         #expect(missing["status"]?["conditions"]?.array?.first?["reason"] == "VMINotFound")

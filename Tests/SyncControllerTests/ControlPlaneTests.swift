@@ -89,6 +89,29 @@ struct ControlPlaneTests {
         await cluster.stop()
     }
 
+    @Test("a migration of a VMI that is missing, not running or already migrating is refused at create with the reason (KubeVirt's admission); nothing is stored")
+    func migrationAdmission() async throws {
+        let cluster = try ClusterFixture()
+        try await cluster.start()
+        let admin = try cluster.client()
+        func migration(_ name: String, of vmi: String) -> JSONValue {
+            ["apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration", "metadata": ["name": .string(name)], "spec": ["vmiName": .string(vmi)]]
+        }
+        let missing = await #expect(throws: APIError.self) { try await admin.create(Kinds.migration, migration("m0", of: "nosuch")) }
+        #expect(missing?.code == 422 && missing?.reason == .invalid)
+        #expect(missing?.message.contains("virtualmachineinstance \"nosuch\" does not exist") == true, "\(String(describing: missing))")
+        _ = try await admin.create(Kinds.virtualMachineInstance, ["apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "metadata": ["name": "vmi1"], "spec": ["domain": [:]]])
+        let pending = await #expect(throws: APIError.self) { try await admin.create(Kinds.migration, migration("m1", of: "vmi1")) }
+        #expect(pending?.message.contains("is not running") == true && pending?.message.contains("VMINotRunning") == true, "\(String(describing: pending))")
+        _ = try await admin.patch(Kinds.virtualMachineInstance, name: "vmi1", ["status": ["nodeName": "a1", "phase": "Running"]], status: true)
+        _ = try await admin.create(Kinds.migration, migration("m2", of: "vmi1"))
+        let second = await #expect(throws: APIError.self) { try await admin.create(Kinds.migration, migration("m3", of: "vmi1")) }
+        #expect(second?.message.contains("already has a running or pending migration (m2)") == true, "\(String(describing: second))")
+        let stored = try await admin.list(Kinds.migration)["items"]?.array?.compactMap { $0["metadata"]?["name"]?.string }
+        #expect(stored == ["m2"])
+        await cluster.stop()
+    }
+
     @Test("bad input gets a precise Status and stores nothing")
     func badInput() async throws {
         let cluster = try ClusterFixture()

@@ -131,6 +131,7 @@ public final class ClusterAPIHandler: Sendable {
         case ("POST", nil):
             var object = try request.bodyValue()
             try Self.placeIn(&object, kind: kind, namespace: namespace)
+            if kind.kind == Kinds.migration.kind { try await admitMigration(object) }
             return .json(try await store.create(kind, object), status: 201, yaml: yaml)
         case ("PUT", let name?):
             var object = try request.bodyValue()
@@ -208,6 +209,18 @@ public final class ClusterAPIHandler: Sendable {
 
     /// A node writes the status of a VMI only while the VMI is on it — handing it to another node only at the end of a
     /// migration to that node — and the status of a migration only if it is the migration's source or target.
+    /// KubeVirt's admission of a new migration: refused with the reason when the VMI is missing, not running, not
+    /// live-migratable or already migrating (the reconciler checks again when it admits it).
+    private func admitMigration(_ object: JSONValue) async throws(APIError) {
+        let namespace = object["metadata"]?["namespace"]?.string ?? "default"
+        guard let vmiName = object["spec"]?["vmiName"]?.string, !vmiName.isEmpty else { return }
+        let vmi = try? await store.get(Kinds.virtualMachineInstance, namespace: namespace, name: vmiName)
+        let others = try await store.list(Kinds.migration, Selection(namespace: namespace)).items
+        if let problem = ClusterReconciler.admissionProblem(namespace: namespace, vmiName: vmiName, uid: nil, creationOrder: nil, vmi: vmi, others: others) {
+            throw APIError(.invalid, code: 422, "cannot migrate: \(problem.message) (\(problem.reason))")
+        }
+    }
+
     private func checkNodeStatusWrite(_ request: APIRequest, kind: ResourceKind, namespace: String?, name: String) async throws(APIError) {
         let node = request.peer.name
         let existing = try await store.get(kind, namespace: namespace, name: name)

@@ -117,31 +117,46 @@ extension ClusterReconciler {
 
     // MARK: Phases
 
-    /// A new migration: the VMI must exist, run, be live-migratable and have no other migration in progress.
-    private func admit(_ vmim: JSONValue, vmi: JSONValue?, others: [JSONValue]) async throws(APIError) -> JSONValue? {
-        let vmiName = vmim["spec"]?["vmiName"]?.string ?? ""
+    /// Why a migration of `vmiName` in `namespace` cannot be admitted, or nil: the VMI must exist, run, be
+    /// live-migratable and have no other migration in progress (one created earlier and not admitted yet goes first).
+    /// The API refuses such a create; the reconciler fails one that got in (stored directly, or the VMI changed).
+    static func admissionProblem(namespace: String, vmiName: String, uid: JSONValue?, creationOrder: String?, vmi: JSONValue?, others: [JSONValue])
+        -> (reason: String, message: String)?
+    {
         guard let vmi else {
-            try await fail(vmim, vmi: nil, reason: "VMINotFound", "virtualmachineinstance \"\(vmiName)\" does not exist in namespace \(namespace(vmim))")
-            return nil
+            return ("VMINotFound", "virtualmachineinstance \"\(vmiName)\" does not exist in namespace \(namespace)")
         }
         guard vmi["status"]?["phase"]?.string == "Running", vmi["status"]?["nodeName"]?.string != nil else {
-            try await fail(vmim, vmi: nil, reason: "VMINotRunning", "virtualmachineinstance \"\(vmiName)\" is not running (phase \(vmi["status"]?["phase"]?.string ?? "Pending"))")
-            return nil
+            return ("VMINotRunning", "virtualmachineinstance \"\(vmiName)\" is not running (phase \(vmi["status"]?["phase"]?.string ?? "Pending"))")
         }
         if let condition = vmi["status"]?["conditions"]?.array?.first(where: { $0["type"] == "LiveMigratable" }), condition["status"] == "False" {
-            try await fail(vmim, vmi: nil, reason: condition["reason"]?.string ?? "NotMigratable",
-                                  "virtualmachineinstance \"\(vmiName)\" is not live-migratable: \(condition["message"]?.string ?? "")")
-            return nil
+            return (condition["reason"]?.string ?? "NotMigratable",
+                    "virtualmachineinstance \"\(vmiName)\" is not live-migratable: \(condition["message"]?.string ?? "")")
         }
-        if let other = others.first(where: {
-            $0["metadata"]?["uid"] != vmim["metadata"]?["uid"] && namespace($0) == namespace(vmim) && $0["spec"]?["vmiName"]?.string == vmiName
-                && $0["metadata"]?["deletionTimestamp"] == nil
-                && ((["Pending"] + Migration.activePhases).contains($0["status"]?["phase"]?.string ?? "")
-                    // one created earlier and not admitted yet goes first
-                    || ($0["status"]?["phase"]?.string ?? "").isEmpty && Self.creationOrder($0) < Self.creationOrder(vmim))
-        }) {
-            try await fail(vmim, vmi: nil, reason: "MigrationInProgress",
-                                  "virtualmachineinstance \"\(vmiName)\" already has a running or pending migration (\(name(other)))")
+        func blocks(_ other: JSONValue) -> Bool {
+            if let uid, other["metadata"]?["uid"] == uid { return false }
+            guard (other["metadata"]?["namespace"]?.string ?? "default") == namespace, other["spec"]?["vmiName"]?.string == vmiName,
+                other["metadata"]?["deletionTimestamp"] == nil
+            else { return false }
+            let phase = other["status"]?["phase"]?.string ?? ""
+            if phase == "Pending" || Migration.activePhases.contains(phase) { return true }
+            guard phase.isEmpty else { return false }
+            guard let creationOrder else { return true }
+            return Self.creationOrder(other) < creationOrder
+        }
+        if let other = others.first(where: blocks) {
+            return ("MigrationInProgress",
+                    "virtualmachineinstance \"\(vmiName)\" already has a running or pending migration (\(other["metadata"]?["name"]?.string ?? ""))")
+        }
+        return nil
+    }
+
+    /// A new migration: admitted (finalizer, label, Pending) unless `admissionProblem` says why not.
+    private func admit(_ vmim: JSONValue, vmi: JSONValue?, others: [JSONValue]) async throws(APIError) -> JSONValue? {
+        let vmiName = vmim["spec"]?["vmiName"]?.string ?? ""
+        if let problem = Self.admissionProblem(namespace: namespace(vmim), vmiName: vmiName, uid: vmim["metadata"]?["uid"],
+                                               creationOrder: Self.creationOrder(vmim), vmi: vmi, others: others) {
+            try await fail(vmim, vmi: nil, reason: problem.reason, problem.message)
             return nil
         }
         var finalizers = vmim["metadata"]?["finalizers"]?.array ?? []
