@@ -1,6 +1,7 @@
 import Foundation
 import Hypervisor
 import TestBed
+import TestSupport
 import Testing
 
 extension RealLibvirt {
@@ -96,11 +97,14 @@ extension RealLibvirt.LiveMigrationTests {
             destinationURI: b.uri, migrationURI: "unix://\(sockets)/postcopy-memory.sock",
             disksURI: "unix://\(sockets)/postcopy-disks.sock",
             destinationXML: try await guest.destinationXML(from: a, to: b), storage: .full, disks: ["vda"],
-            bandwidthMiBPerSecond: 16, maxDowntime: .milliseconds(150), autoConverge: true, allowPostCopy: true)
+            bandwidthMiBPerSecond: 16, maxDowntime: .milliseconds(150), initialDowntime: .milliseconds(40), autoConverge: true, allowPostCopy: true)
         let job = MigrationJob(domain: guest.domain, options: options, pollInterval: .milliseconds(50))
         let switched = Task {
             for await sample in job.progress {
                 if case .memory = sample.phase, (sample.statistics.memoryProcessed ?? 0) > 4 << 20 {
+                    // The first passes run with the initial downtime limit, not the maximum (nor QEMU's 300 ms).
+                    let limit = try await TestSupport.run("/usr/bin/virsh", ["-c", a.uri, "migrate-getmaxdowntime", "mig-postcopy"])
+                    #expect(limit.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "40", "\(limit.stdout)\(limit.stderr)")
                     try await job.setBandwidth(MiBPerSecond: 64)
                     try await job.startPostCopy()
                     return true
