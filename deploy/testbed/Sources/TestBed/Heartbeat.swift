@@ -40,6 +40,8 @@ public final class HeartbeatMonitor: @unchecked Sendable {
     private var notices: [String] = []
     private var stopped = false
     private var descriptors: [Int32] = []
+    /// Each console's unfinished last line (bytes after its last newline).
+    private var partial: [Int: [UInt8]] = [:]
 
     /// Starts following `paths` (unix sockets of `<serial type='unix'>` consoles; one may not exist yet).
     public init(paths: [String]) {
@@ -146,10 +148,20 @@ public final class HeartbeatMonitor: @unchecked Sendable {
         guard registered else { return }
         var pending = [UInt8]()
         var buffer = [UInt8](repeating: 0, count: 4096)
+        var first = true
         while true {
             let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
             if count <= 0 { return }
             let arrival = Self.now()
+            if first, source > 0 {
+                // A switchover can fall in the middle of a line: the previous console sent its start before the guest
+                // paused, this one sends the rest once it runs here.
+                pending = lock.withLock { () -> [UInt8] in
+                    defer { partial[source - 1] = nil }
+                    return partial[source - 1] ?? []
+                }
+            }
+            first = false
             pending.append(contentsOf: buffer[0..<count])
             while let newline = pending.firstIndex(of: 10) {
                 let line = String(decoding: pending[..<newline], as: UTF8.self)
@@ -166,6 +178,8 @@ public final class HeartbeatMonitor: @unchecked Sendable {
                 else { continue }
                 lock.withLock { received.append(Tick(number: number, guestUptime: uptime, arrival: arrival, source: source)) }
             }
+            let unfinished = pending
+            lock.withLock { partial[source] = unfinished }
         }
     }
 
