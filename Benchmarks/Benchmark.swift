@@ -37,7 +37,7 @@ struct Benchmark {
         }
         if ["cluster-migration", "all"].contains(which) {
             let limit = option("--max-downtime-ms", 0)
-            try await ClusterMigrationBenchmark.run(rounds: option("--rounds", 4), maxDowntimeMs: limit > 0 ? limit : nil)
+            try await ClusterMigrationBenchmark.run(rounds: option("--rounds", 8), maxDowntimeMs: limit > 0 ? limit : nil)
         }
     }
 

@@ -57,6 +57,11 @@ enum ClusterMigrationBenchmark {
             print("cluster migration: memory over \(parallel) connections for \(both ? "both" : "vmsync only")")
             try await cluster.setMigrations(["parallelMigrationConnections": .int(parallel)])
         }
+        if let initial = ProcessInfo.processInfo.environment["VMSYNC_BENCH_INITIAL_DOWNTIME"].flatMap(Int64.init) {
+            // vmsync's starting downtime limit (its ramp up to the maximum stays).
+            print("cluster migration: vmsync starts with a downtime limit of \(initial) ms")
+            try await cluster.setMigrations(["initialDowntimeMilliseconds": .int(initial)])
+        }
         let downtimeBoth = ProcessInfo.processInfo.environment["VMSYNC_BENCH_DOWNTIME_VMSYNC_ONLY"] == nil
         if let maxDowntimeMs {
             // Both sides get the same QEMU downtime limit: vmsync through the KubeVirt configuration, virsh through
@@ -183,7 +188,13 @@ enum ClusterMigrationBenchmark {
                 twinNode = there
             }
             guard await heartbeat.waitForTick(from: 1, timeout: 20), await heartbeat.waitForTicks(5) else {
-                throw TestBedError("no heartbeat after migration \(index + 1)")
+                // What the guest looks like on both nodes, for the report.
+                var states: [String] = []
+                for node in [source, target] {
+                    let state = try? await TestSupport.run("/usr/bin/virsh", ["-c", node.uri, "domstate", "--reason", domain])
+                    states.append("\(node.name): \((state?.stdout ?? "").trimmingCharacters(in: .whitespacesAndNewlines))\((state?.stderr ?? "").trimmingCharacters(in: .whitespacesAndNewlines))")
+                }
+                throw TestBedError("no heartbeat after migration \(index + 1) (\(method)): \(heartbeat.analysis()); domain \(states.joined(separator: "; ")); console lines \(heartbeat.messages.suffix(3))")
             }
             let analysis = heartbeat.analysis()
             if ProcessInfo.processInfo.environment["VMSYNC_BENCH_VERBOSE"] != nil, let (before, after) = heartbeat.largestGapTicks() {
