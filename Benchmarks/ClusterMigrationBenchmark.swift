@@ -188,13 +188,7 @@ enum ClusterMigrationBenchmark {
                 twinNode = there
             }
             guard await heartbeat.waitForTick(from: 1, timeout: 20), await heartbeat.waitForTicks(5) else {
-                // What the guest looks like on both nodes, for the report.
-                var states: [String] = []
-                for node in [source, target] {
-                    let state = try? await TestSupport.run("/usr/bin/virsh", ["-c", node.uri, "domstate", "--reason", domain])
-                    states.append("\(node.name): \((state?.stdout ?? "").trimmingCharacters(in: .whitespacesAndNewlines))\((state?.stderr ?? "").trimmingCharacters(in: .whitespacesAndNewlines))")
-                }
-                throw TestBedError("no heartbeat after migration \(index + 1) (\(method)): \(heartbeat.analysis()); domain \(states.joined(separator: "; ")); console lines \(heartbeat.messages.suffix(3))")
+                throw TestBedError("no heartbeat after migration \(index + 1) (\(method)): \(heartbeat.analysis()); domain \(await cluster.guestReport(domain)); console lines \(heartbeat.messages.suffix(3))")
             }
             let analysis = heartbeat.analysis()
             if ProcessInfo.processInfo.environment["VMSYNC_BENCH_VERBOSE"] != nil, let (before, after) = heartbeat.largestGapTicks() {

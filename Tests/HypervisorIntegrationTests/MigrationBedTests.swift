@@ -271,8 +271,10 @@ extension RealLibvirt {
             let result = try await migrated
             #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
             #expect(try await cluster.admin.get(Kinds.virtualMachineInstance, name: "outage-vm")["status"]?["nodeName"]?.string == target)
-            #expect(await heartbeat.waitForTick(from: 1, timeout: 20))
-            #expect(await heartbeat.waitForTicks(3))
+            let arrived = await heartbeat.waitForTick(from: 1, timeout: 20)
+            let ticking = await heartbeat.waitForTicks(3)
+            let report = arrived && ticking ? "" : await cluster.guestReport("default_outage-vm")
+            #expect(arrived && ticking, "the guest ticks on \(target): \(heartbeat.analysis()); \(report); console \(heartbeat.messages.suffix(3))")
             #expect(heartbeat.analysis().lost.isEmpty, "\(heartbeat.analysis())")
             _ = try await cluster.syncctl(["delete", "vm", "outage-vm"])
         }

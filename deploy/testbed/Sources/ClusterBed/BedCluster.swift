@@ -165,6 +165,18 @@ extension BedCluster {
     }
 
     /// Waits until the VM's VMI runs; returns its node.
+    /// How a domain looks on every node (`virsh domstate --reason`, and its block errors), for a failure message.
+    public func guestReport(_ domain: String) async -> String {
+        var lines: [String] = []
+        for node in bed.report.nodes {
+            let state = try? await TestSupport.run("/usr/bin/virsh", ["-c", node.uri, "domstate", "--reason", domain])
+            let errors = try? await TestSupport.run("/usr/bin/virsh", ["-c", node.uri, "domblkerror", domain])
+            let text = [state?.stdout, state?.stderr, errors?.stdout].compactMap { $0?.trimmingCharacters(in: .whitespacesAndNewlines) }.filter { !$0.isEmpty }
+            lines.append("\(node.name): \(text.joined(separator: " / "))")
+        }
+        return lines.joined(separator: "; ")
+    }
+
     public func waitForRunning(_ vm: String, timeout: TimeInterval = 90) async throws -> String {
         try await waitFor("\(vm) Running", timeout: timeout) {
             let vmi = try await admin.get(Kinds.virtualMachineInstance, name: vm)
