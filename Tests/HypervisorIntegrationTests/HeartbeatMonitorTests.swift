@@ -33,6 +33,11 @@ struct HeartbeatMonitorTests {
             connection = Glibc.accept(listener, nil, nil)
         }
 
+        func hangUp() {
+            close(connection)
+            connection = -1
+        }
+
         func send(_ text: String) {
             let bytes = Array(text.utf8)
             _ = bytes.withUnsafeBytes { write(connection, $0.baseAddress, $0.count) }
@@ -67,5 +72,24 @@ struct HeartbeatMonitorTests {
         #expect(analysis.lost.isEmpty && analysis.first == 1 && analysis.last == 4, "\(analysis)")
         let third = monitor.ticks.first { $0.number == 3 }
         #expect(third?.source == 1 && third?.guestUptime == 0.3, "completed on the destination's console: \(String(describing: third))")
+    }
+
+    @Test("a console connection the QEMU side closes is reconnected, and the ticks after it still count")
+    func reconnect() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("heartbeat-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let console = try Console(path: directory + "/console.serial")
+        let monitor = HeartbeatMonitor(paths: [directory + "/console.serial"])
+        defer { monitor.stop() }
+        try await onThread { console.accept() }
+        console.send("TICK 1 0.10\r\n")
+        console.hangUp()
+        try await onThread { console.accept() }
+        console.send("TICK 2 0.20\r\n")
+        let deadline = Date().addingTimeInterval(10)
+        while monitor.ticks.count < 2 && Date() < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(monitor.ticks.map(\.number) == [1, 2])
+        #expect(monitor.connections.contains("reconnected 1 times"), "\(monitor.connections)")
     }
 }

@@ -273,7 +273,15 @@ extension RealLibvirt {
             #expect(try await cluster.admin.get(Kinds.virtualMachineInstance, name: "outage-vm")["status"]?["nodeName"]?.string == target)
             let arrived = await heartbeat.waitForTick(from: 1, timeout: 20)
             let ticking = await heartbeat.waitForTicks(3)
-            let report = arrived && ticking ? "" : await cluster.guestReport("default_outage-vm")
+            var report = ""
+            if !(arrived && ticking) {
+                // Is the guest ticking on its disk (it writes each tick there after printing it)?
+                let disk = bed.node(target).localStorage + "/images/default-outage-vm-dv.qcow2"
+                let before = (try? await GuestDisk.contents(of: disk)).flatMap(GuestDisk.lastTick)
+                try await Task.sleep(for: .seconds(2))
+                let after = (try? await GuestDisk.contents(of: disk)).flatMap(GuestDisk.lastTick)
+                report = "\(await cluster.guestReport("default_outage-vm")); tick on the target's disk \(before.map(String.init) ?? "?") then \(after.map(String.init) ?? "?") 2 s later; consoles \(heartbeat.connections)"
+            }
             #expect(arrived && ticking, "the guest ticks on \(target): \(heartbeat.analysis()); \(report); console \(heartbeat.messages.suffix(3))")
             #expect(heartbeat.analysis().lost.isEmpty, "\(heartbeat.analysis())")
             _ = try await cluster.syncctl(["delete", "vm", "outage-vm"])

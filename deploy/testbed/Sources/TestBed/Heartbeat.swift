@@ -42,6 +42,23 @@ public final class HeartbeatMonitor: @unchecked Sendable {
     private var descriptors: [Int32] = []
     /// Each console's unfinished last line (bytes after its last newline).
     private var partial: [Int: [UInt8]] = [:]
+    /// Per console: when it connected (monotonic seconds), bytes read, and how reading ended.
+    private var connected: [Int: Double] = [:]
+    private var bytesRead: [Int: Int] = [:]
+    private var ended: [Int: String] = [:]
+    private var reconnects: [Int: Int] = [:]
+    private var tookOver: Set<Int> = []
+
+    /// What each console connection did, for a failure message: "0: connected at 12.3, 4567 bytes; 1: …".
+    public var connections: String {
+        lock.withLock {
+            (0..<max(connected.count, 2)).map { index in
+                guard let at = connected[index] else { return "\(index): never connected" }
+                return "\(index): connected at \(String(format: "%.3f", at)), \(bytesRead[index] ?? 0) bytes\(ended[index].map { ", \($0)" } ?? "")"
+                    + (reconnects[index].map { ", reconnected \($0) times" } ?? "")
+            }.joined(separator: "; ")
+        }
+    }
 
     /// Starts following `paths` (unix sockets of `<serial type='unix'>` consoles; one may not exist yet).
     public init(paths: [String]) {
@@ -129,7 +146,16 @@ public final class HeartbeatMonitor: @unchecked Sendable {
 
     deinit { stop() }
 
+    /// Follows one console; when its connection ends while the monitor runs (the QEMU behind it closed it), it
+    /// connects again, as a console user would — the report says so.
     private func follow(path: String, source: Int) {
+        while !lock.withLock({ stopped }) {
+            followOnce(path: path, source: source)
+            if !lock.withLock({ stopped }) { usleep(5_000) }
+        }
+    }
+
+    private func followOnce(path: String, source: Int) {
         var descriptor: Int32 = -1
         while descriptor < 0 {
             if lock.withLock({ stopped }) { return }
@@ -139,6 +165,7 @@ public final class HeartbeatMonitor: @unchecked Sendable {
         let registered = lock.withLock { () -> Bool in
             guard !stopped else { return false }
             descriptors.append(descriptor)
+            if connected[source] != nil { reconnects[source, default: 0] += 1 } else { connected[source] = Self.now() }
             return true
         }
         defer {
@@ -151,12 +178,19 @@ public final class HeartbeatMonitor: @unchecked Sendable {
         var first = true
         while true {
             let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
-            if count <= 0 { return }
+            if count <= 0 {
+                let reason = count == 0 ? "closed by the other end" : "read failed: \(String(cString: strerror(errno)))"
+                lock.withLock { ended[source] = reason }
+                return
+            }
+            lock.withLock { bytesRead[source, default: 0] += count }
             let arrival = Self.now()
             if first, source > 0 {
                 // A switchover can fall in the middle of a line: the previous console sent its start before the guest
-                // paused, this one sends the rest once it runs here.
+                // paused, this one sends the rest once it runs here (on its first data only).
                 pending = lock.withLock { () -> [UInt8] in
+                    guard !tookOver.contains(source) else { return [] }
+                    tookOver.insert(source)
                     defer { partial[source - 1] = nil }
                     return partial[source - 1] ?? []
                 }
