@@ -22,13 +22,14 @@ public actor NodeAgent {
         public var tunnelListen: Endpoint?
         /// Where migration sockets go: the same path on every node.
         public var migrationDirectory: String
-        /// The nice value of the threads that carry migration streams (0: the agent's own): guests come first when
-        /// the node's CPUs are busy, as KubeVirt's pods' CPU weights put the VMs before its migration proxy.
+        /// The nice value of the threads that carry migration streams (0, the default: the agent's own): above 0
+        /// guests come first when the node's CPUs are busy. Experimental: at 10, a guest's disk writes on the target
+        /// hung after some migrations (the NBD stream's close then reaches the target late).
         public var tunnelNice: Int32
 
         public init(
             name: String, address: String, libvirtURI: String, runDirectory: String, heartbeatInterval: Duration = .seconds(10), memoryBytes: UInt64? = nil,
-            tunnelListen: Endpoint? = nil, migrationDirectory: String = "/var/lib/vmsync/migrations", tunnelNice: Int32 = 10
+            tunnelListen: Endpoint? = nil, migrationDirectory: String = "/var/lib/vmsync/migrations", tunnelNice: Int32 = 0
         ) {
             self.name = name
             self.address = address
