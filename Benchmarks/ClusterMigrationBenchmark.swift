@@ -188,7 +188,7 @@ enum ClusterMigrationBenchmark {
                 twinNode = there
             }
             guard await heartbeat.waitForTick(from: 1, timeout: 20), await heartbeat.waitForTicks(5) else {
-                throw TestBedError("no heartbeat after migration \(index + 1) (\(method)): \(heartbeat.analysis()); domain \(await cluster.guestReport(domain)); console lines \(heartbeat.messages.suffix(3)); consoles \(heartbeat.connections)")
+                throw TestBedError("no heartbeat after migration \(index + 1) (\(method)): \(heartbeat.analysis()); domain \(await cluster.guestReport(domain)); console lines \(heartbeat.messages.suffix(3)); consoles \(heartbeat.connections); other lines \(heartbeat.otherLines.suffix(12))")
             }
             let analysis = heartbeat.analysis()
             if ProcessInfo.processInfo.environment["VMSYNC_BENCH_VERBOSE"] != nil, let (before, after) = heartbeat.largestGapTicks() {

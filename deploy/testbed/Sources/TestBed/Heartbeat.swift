@@ -48,6 +48,11 @@ public final class HeartbeatMonitor: @unchecked Sendable {
     private var ended: [Int: String] = [:]
     private var reconnects: [Int: Int] = [:]
     private var tookOver: Set<Int> = []
+    /// Console lines that are neither ticks nor `vmsync-guest:` notices (kernel messages), the latest 40.
+    private var other: [String] = []
+
+    /// The guest's other console lines (kernel messages and the like), the latest 40, with the console's index.
+    public var otherLines: [String] { lock.withLock { other } }
 
     /// What each console connection did, for a failure message: "0: connected at 12.3, 4567 bytes; 1: …".
     public var connections: String {
@@ -205,7 +210,16 @@ public final class HeartbeatMonitor: @unchecked Sendable {
                     lock.withLock { notices.append(text) }
                     continue
                 }
-                guard let range = line.range(of: "TICK ") else { continue }
+                guard let range = line.range(of: "TICK ") else {
+                    let text = line.trimmingCharacters(in: .whitespacesAndNewlines)
+                    if !text.isEmpty {
+                        lock.withLock {
+                            other.append("\(source): \(text)")
+                            if other.count > 40 { other.removeFirst(other.count - 40) }
+                        }
+                    }
+                    continue
+                }
                 let fields = line[range.upperBound...].split(separator: " ")
                 guard fields.count >= 2, let number = Int(fields[0]),
                     let uptime = Double(fields[1].trimmingCharacters(in: .whitespacesAndNewlines))
