@@ -194,8 +194,8 @@ extension JSONValue {
     }
 }
 
-/// Compact JSON text of a `JSONValue`: members in sorted key order, `/` unescaped, control characters as `\uXXXX` or
-/// their short escapes, a whole-number double without its `.0` — as Foundation's `JSONEncoder` writes it — and a
+/// Compact JSON text of a `JSONValue`: members in sorted key order, `/` unescaped, control characters as `\u00`
+/// plus two lowercase hex digits or their short escapes, a whole-number double without its `.0` — as Foundation's `JSONEncoder` writes it — and a
 /// non-finite double (which JSON cannot hold) as null.
 struct JSONWriter {
     private(set) var bytes: [UInt8] = []

@@ -49,10 +49,16 @@ struct HeartbeatMonitorTests {
         }
     }
 
-    @Test("a line the switchover cut in two (its start on the source console, the rest on the destination's) is one tick, not a lost one")
-    func lineAcrossSwitchover() async throws {
+    /// A fresh directory for the consoles' sockets (the caller removes it).
+    static func temporaryDirectory() throws -> String {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("heartbeat-\(UUID().uuidString.prefix(8))").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        return directory
+    }
+
+    @Test("a line the switchover cut in two (its start on the source console, the rest on the destination's) is one tick, not a lost one")
+    func lineAcrossSwitchover() async throws {
+        let directory = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let source = try Console(path: directory + "/source.serial")
         let target = try Console(path: directory + "/target.serial")
@@ -76,8 +82,7 @@ struct HeartbeatMonitorTests {
 
     @Test("a console connection the QEMU side closes is reconnected, and the ticks after it still count")
     func reconnect() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("heartbeat-\(UUID().uuidString.prefix(8))").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let console = try Console(path: directory + "/console.serial")
         let monitor = HeartbeatMonitor(paths: [directory + "/console.serial"])
