@@ -65,6 +65,9 @@ public enum Kinds {
                         "maxDowntimeMilliseconds": .integer(minimum: 1), "initialDowntimeMilliseconds": .integer(minimum: 1),
                         // vmsync: memory over this many tunnelled connections (QEMU multifd); one stream when unset.
                         "parallelMigrationConnections": .integer(minimum: 2),
+                        // vmsync: copy memory live even where the node's QEMU loses guest writes doing so (TCG
+                        // guests on QEMU before 9.0 are otherwise paused for the copy).
+                        "allowUnsafeLiveMemoryCopy": .boolean,
                     ]),
                     "cpuModel": .string(),
                     "developerConfiguration": .fields(["featureGates": .array(.string())]),

@@ -47,8 +47,11 @@ public struct MigrationOptions: Sendable, Hashable {
     public var allowUnsafe: Bool
     /// Memory over this many connections at once (QEMU's multifd, `VIR_MIGRATE_PARALLEL`), or nil for one stream.
     public var parallelConnections: Int?
+    /// Whether the guest runs while its memory is copied (`.live`) or is paused for it (`.paused`, for guests whose
+    /// memory a live copy would corrupt: `Domain.liveMemoryCopyHazard()`).
+    public var memoryCopy: MemoryCopy
 
-    /// Options for a live, peer-to-peer migration to `destinationURI`.
+    /// Options for a peer-to-peer migration to `destinationURI` (live unless `memoryCopy` says otherwise).
     public init(
         destinationURI: String,
         migrationURI: String? = nil,
@@ -64,7 +67,8 @@ public struct MigrationOptions: Sendable, Hashable {
         persistOnDestination: Bool = true,
         undefineSource: Bool = true,
         allowUnsafe: Bool = false,
-        parallelConnections: Int? = nil
+        parallelConnections: Int? = nil,
+        memoryCopy: MemoryCopy = .live
     ) {
         self.destinationURI = destinationURI
         self.migrationURI = migrationURI
@@ -81,6 +85,7 @@ public struct MigrationOptions: Sendable, Hashable {
         self.undefineSource = undefineSource
         self.allowUnsafe = allowUnsafe
         self.parallelConnections = parallelConnections
+        self.memoryCopy = memoryCopy
     }
 
     /// Checks the combination; the error names what is wrong.
@@ -110,6 +115,9 @@ public struct MigrationOptions: Sendable, Hashable {
                 throw invalid("the initial downtime (\(initialDowntime)) exceeds the maximum downtime (\(ceiling))")
             }
         }
+        if memoryCopy == .paused && allowPostCopy {
+            throw invalid("post-copy needs a live memory copy; the guest is paused for this one")
+        }
         if let bandwidthMiBPerSecond, bandwidthMiBPerSecond == 0 {
             throw invalid("a bandwidth of 0 MiB/s would never finish; leave it unset for unlimited")
         }
@@ -120,8 +128,9 @@ public struct MigrationOptions: Sendable, Hashable {
 
     /// The downtime limit for memory pass `iteration` (libvirt's `memory_iteration`, 1 during the first pass): the
     /// initial downtime for the first two passes, then doubled per pass up to the maximum; nil when nothing is set
-    /// (QEMU's default applies).
+    /// (QEMU's default applies) or the memory copy is paused (the whole copy is downtime).
     public func downtimeLimit(iteration: UInt64) -> Duration? {
+        guard memoryCopy == .live else { return nil }
         guard let initialDowntime else { return maxDowntime }
         let ceiling = maxDowntime ?? Self.qemuDefaultDowntime
         var limit = initialDowntime
@@ -133,9 +142,10 @@ public struct MigrationOptions: Sendable, Hashable {
         return min(limit, ceiling)
     }
 
-    /// The libvirt flags: always LIVE and PEER2PEER (the source daemon drives the destination).
+    /// The libvirt flags: PEER2PEER (the source daemon drives the destination), LIVE unless the memory copy is paused.
     var flags: UInt32 {
-        var flags = VIR_MIGRATE_LIVE.rawValue | VIR_MIGRATE_PEER2PEER.rawValue | VIR_MIGRATE_ABORT_ON_ERROR.rawValue
+        var flags = VIR_MIGRATE_PEER2PEER.rawValue | VIR_MIGRATE_ABORT_ON_ERROR.rawValue
+        if memoryCopy == .live { flags |= VIR_MIGRATE_LIVE.rawValue }
         if persistOnDestination { flags |= VIR_MIGRATE_PERSIST_DEST.rawValue }
         if undefineSource { flags |= VIR_MIGRATE_UNDEFINE_SOURCE.rawValue }
         switch storage {

@@ -409,6 +409,8 @@ extension NodeAgent {
             let domain = try await libvirt.domain(named: domainName)
             let xml = DomainMapping.destinationXML(try await domain.xml(migratable: true), from: configuration.runDirectory, to: targetRunDirectory)
             let settings = Self.migrationSettings(try? await client.get(Kinds.kubeVirt, namespace: "kubevirt", name: "kubevirt"))
+            // A guest whose memory this node's QEMU cannot copy live without losing writes is paused for the copy.
+            let hazard = settings.allowUnsafeLiveMemoryCopy ? nil : try await domain.liveMemoryCopyHazard()
             let options = MigrationOptions(
                 destinationURI: "qemu+unix:///system?socket=\(migrationPaths.socket(uid, "libvirt"))",
                 migrationURI: "unix://\(migrationPaths.socket(uid, "memory"))",
@@ -416,7 +418,8 @@ extension NodeAgent {
                 destinationXML: xml, storage: copied.isEmpty ? .none : .full, disks: copied,
                 bandwidthMiBPerSecond: settings.bandwidthMiB, maxDowntime: settings.maxDowntime,
                 initialDowntime: settings.initialDowntime, autoConverge: settings.autoConverge,
-                allowPostCopy: settings.allowPostCopy, allowUnsafe: shared, parallelConnections: settings.parallelConnections)
+                allowPostCopy: settings.allowPostCopy && hazard == nil, allowUnsafe: shared, parallelConnections: settings.parallelConnections,
+                memoryCopy: hazard == nil ? .live : .paused)
             let job = MigrationJob(domain: domain, options: options, timeouts: settings.timeouts, pollInterval: .milliseconds(250), monitorConnection: monitorConnection)
             staged = job
             try await job.prepare()
@@ -437,6 +440,14 @@ extension NodeAgent {
             let started = Migration.timestamp()
             var state = current["status"]?["migrationState"] ?? [:]
             state["startTimestamp"] = .string(started)
+            var changes: JSONValue = ["migrationState": state]
+            if let hazard {
+                state["mode"] = .string(MemoryCopy.paused.rawValue)
+                changes["migrationState"] = state
+                changes["conditions"] = Resources.setting(
+                    Resources.condition("MemoryCopyPaused", true, reason: "LiveCopyUnsafe", message: "the guest is paused while its memory is copied: \(hazard)"),
+                    in: current["status"]?["conditions"]) ?? current["status"]?["conditions"] ?? []
+            }
             // The job starts at once; the phase is written meanwhile. Should the migration have moved on (failed,
             // aborted) before that write, the job is aborted.
             migration.job = job
@@ -445,7 +456,7 @@ extension NodeAgent {
             // handover, off the switchover's path.
             let runner = Task { () throws -> MigrationResult in try await job.run(fetchCompletedStatistics: false) }
             do {
-                current = try await transition(current, to: "Running", ["migrationState": state])
+                current = try await transition(current, to: "Running", changes)
             } catch {
                 await job.abort(reason: "the migration changed before it ran: \(Self.describe(error))")
                 _ = try? await runner.value
@@ -455,7 +466,9 @@ extension NodeAgent {
             let reporter = Task { await self.reportProgress(of: job, vmi: fetched) }
             defer { reporter.cancel() }
             let targetAddress = state["targetNodeAddress"] ?? .null
-            Task { await self.patchMigrationState(fetched, ["startTimestamp": .string(started), "targetNodeAddress": targetAddress]) }
+            var vmiState: JSONValue = ["startTimestamp": .string(started), "targetNodeAddress": targetAddress]
+            if hazard != nil { vmiState["mode"] = .string(MemoryCopy.paused.rawValue) }
+            Task { [vmiState] in await self.patchMigrationState(fetched, vmiState) }
             // An abort that hangs (a stalled stream: QEMU waits for in-flight disk writes) is ended by breaking the
             // tunnels, which fails the streams at once. The source domain keeps running either way.
             let streams = entries
@@ -503,7 +516,7 @@ extension NodeAgent {
                 finalState["progress"] = Self.finalProgress(statistics, elapsed: result.duration)
             }
             if let downtime = completedEarly?.downtimeMs { finalState["downtimeMilliseconds"] = .int(Int64(downtime)) }
-            try await client.patch(Kinds.virtualMachineInstance, namespace: namespace, name: vmiName,
+            _ = try await client.patch(Kinds.virtualMachineInstance, namespace: namespace, name: vmiName,
                                    ["status": ["nodeName": .string(target), "migrationState": finalState]], status: true)
             var vmimState = current["status"]?["migrationState"] ?? [:]
             for (key, value) in finalState.object ?? [:] { vmimState[key] = value }
@@ -646,6 +659,8 @@ extension NodeAgent {
         var maxDowntime: Duration?
         var initialDowntime: Duration?
         var parallelConnections: Int?
+        /// Copy memory live even where this node's QEMU would lose guest writes doing so (`MemoryCopy.liveCopyHazard`).
+        var allowUnsafeLiveMemoryCopy = false
     }
 
     /// The downtime limit a migration starts with when the configuration names none (raised per memory pass up to
@@ -666,6 +681,7 @@ extension NodeAgent {
         let ceiling = settings.maxDowntime ?? MigrationOptions.qemuDefaultDowntime
         settings.initialDowntime = min((migrations?["initialDowntimeMilliseconds"]?.int).map { .milliseconds($0) } ?? defaultInitialDowntime, ceiling)
         settings.parallelConnections = (migrations?["parallelMigrationConnections"]?.int).map { Int($0) }
+        settings.allowUnsafeLiveMemoryCopy = migrations?["allowUnsafeLiveMemoryCopy"]?.bool ?? false
         return settings
     }
 }

@@ -8,8 +8,9 @@ extension RealLibvirt {
     /// Live migration of the tiny guest between two real libvirt nodes (QEMU under TCG).
     @Suite("Live migration between real libvirt nodes", .serialized, .enabled(if: canRunTestBed), .testBed(nodes: 2))
     struct LiveMigrationTests {
-        @Test("the guest moves from A to B with its disk copied: no tick lost, disk identical and advancing")
-        func migrateWithDiskCopy() async throws {
+        @Test("the guest moves from A to B with its disk copied: no tick lost, disk identical and advancing; live, or paused for the memory copy",
+              arguments: [MemoryCopy.live, .paused])
+        func migrateWithDiskCopy(memoryCopy: MemoryCopy) async throws {
             let bed = try currentBed()
             let (a, b) = (bed.node("a"), bed.node("b"))
             let guest = try await RunningGuest.start("mig-copy", on: a, bed: bed, seed: 11)
@@ -20,7 +21,7 @@ extension RealLibvirt {
             try await GuestDisk.createBlank(at: b.imagesDirectory + "/mig-copy.qcow2")
             let options = MigrationOptions(
                 destinationURI: b.uri, destinationXML: try await guest.destinationXML(from: a, to: b), storage: .full,
-                disks: ["vda"])
+                disks: ["vda"], memoryCopy: memoryCopy)
             let job = MigrationJob(domain: guest.domain, options: options, pollInterval: .milliseconds(20))
             let onB = try await Connection.open(b.uri)
             let (eventsOnA, eventsOnB) = (try await guest.connection.lifecycleEvents(), try await onB.lifecycleEvents())
@@ -29,13 +30,23 @@ extension RealLibvirt {
                 async let fromB = eventsOnB.reduce(into: [DomainLifecycleEvent]()) { $0.append($1) }
                 return await (fromA, fromB)
             }
+            let domain = guest.domain
             let phases = Task {
                 var seen: [JobStatistics.Phase] = []
-                for await sample in job.progress where seen.last != sample.phase { seen.append(sample.phase) }
-                return seen
+                var statesInDisks: Set<DomainState> = [], statesInMemory: Set<DomainState> = []
+                for await sample in job.progress {
+                    if seen.last != sample.phase { seen.append(sample.phase) }
+                    guard let state = try? await domain.state() else { continue }
+                    if case .memory = sample.phase { statesInMemory.insert(state) } else if sample.phase == .disks { statesInDisks.insert(state) }
+                }
+                return (seen, statesInDisks, statesInMemory)
             }
             let result = try await job.run()
-            let seen = await phases.value
+            let (seen, statesInDisks, statesInMemory) = await phases.value
+            // The disks are mirrored while the guest runs either way; the memory is copied while it runs or paused.
+            #expect(statesInDisks == [.running], "guest states during the disk copy: \(statesInDisks)")
+            // (A live copy's samples can catch the final pause of the switchover.)
+            #expect(memoryCopy == .live ? statesInMemory.contains(.running) : statesInMemory == [.paused], "guest states during the memory copy: \(statesInMemory)")
 
             // Heartbeat continues on B; every tick arrived, on one socket or the other.
             #expect(await heartbeat.waitForTick(from: 1), "the heartbeat continues on B")
@@ -44,7 +55,10 @@ extension RealLibvirt {
             #expect(analysis.lost.isEmpty, "lost ticks: \(analysis.lost)")
             #expect((analysis.perSource[0] ?? 0) > 0 && (analysis.perSource[1] ?? 0) > 0)
             #expect(analysis.largestGap < 3, "guest-visible gap \(analysis.largestGap) s")
-            print("migrate with disk copy: \(analysis); libvirt downtime \(result.statistics?.downtimeMs.map { "\($0) ms" } ?? "?"), wall \(result.duration)")
+            if memoryCopy == .paused {
+                #expect(heartbeat.kernelProblems.isEmpty, "the guest kernel reports damage: \(heartbeat.kernelProblems)")
+            }
+            print("migrate with disk copy (\(memoryCopy)): \(analysis); kernel problems \(heartbeat.kernelProblems.count); libvirt downtime \(result.statistics?.downtimeMs.map { "\($0) ms" } ?? "?"), wall \(result.duration)")
 
             // Phases: disk mirror first, then memory iterations.
             let firstDisk = seen.firstIndex(of: .disks)

@@ -31,6 +31,23 @@ struct MigrationLogicTests {
         parallel.parallelConnections = 3
         #expect(parallel.flags & (1 << 17) != 0 && options.flags & (1 << 17) == 0, "VIR_MIGRATE_PARALLEL")
         #expect(parallel.parameters.last?.name == "parallel.connections" && parallel.parameters.last?.value == .int(3))
+        var paused = options
+        paused.memoryCopy = .paused
+        #expect(paused.flags == flags & ~1, "a paused memory copy is the same migration without VIR_MIGRATE_LIVE")
+        let pausedRamp = MigrationOptions(destinationURI: "qemu:///system", maxDowntime: .milliseconds(200), initialDowntime: .milliseconds(50), memoryCopy: .paused)
+        #expect(pausedRamp.downtimeLimit(iteration: 1) == nil && pausedRamp.downtimeLimit(iteration: 5) == nil, "no switchover limit: the whole copy is downtime")
+    }
+
+    @Test("a live memory copy is refused as unsafe for TCG guests on QEMU before 9.0 only")
+    func liveCopyHazard() {
+        #expect(HypervisorVersion(libvirt: 7_002_022) == HypervisorVersion(7, 2, 22))
+        #expect(HypervisorVersion(libvirt: 9_000_000).description == "9.0.0")
+        #expect(HypervisorVersion(8, 2, 10) < HypervisorVersion(9, 0, 0) && HypervisorVersion(9, 0, 0) < HypervisorVersion(9, 0, 1))
+        let hazard = MemoryCopy.liveCopyHazard(accelerator: .qemu, qemu: HypervisorVersion(7, 2, 22))
+        #expect(hazard?.contains("QEMU 7.2.22") == true && hazard?.contains("fix is in QEMU 9.0") == true, "\(hazard ?? "none")")
+        #expect(MemoryCopy.liveCopyHazard(accelerator: .qemu, qemu: HypervisorVersion(8, 2, 9)) != nil)
+        #expect(MemoryCopy.liveCopyHazard(accelerator: .qemu, qemu: HypervisorVersion(9, 0, 0)) == nil)
+        #expect(MemoryCopy.liveCopyHazard(accelerator: .kvm, qemu: HypervisorVersion(7, 2, 22)) == nil, "KVM tracks dirty pages itself")
     }
 
     @Test("inconsistent options are refused with the reason", arguments: [
@@ -45,6 +62,7 @@ struct MigrationLogicTests {
         (MigrationOptions(destinationURI: "qemu:///system", maxDowntime: .milliseconds(40), initialDowntime: .milliseconds(50)),
          "exceeds the maximum downtime"),
         (MigrationOptions(destinationURI: "qemu:///system", initialDowntime: .zero), "initial downtime must be positive"),
+        (MigrationOptions(destinationURI: "qemu:///system", allowPostCopy: true, memoryCopy: .paused), "post-copy needs a live memory copy"),
     ])
     func invalidOptions(options: MigrationOptions, expected: String) {
         let error = #expect(throws: HypervisorError.self) { try options.validate(domain: "vm1") }

@@ -50,9 +50,21 @@ public final class HeartbeatMonitor: @unchecked Sendable {
     private var tookOver: Set<Int> = []
     /// Console lines that are neither ticks nor `vmsync-guest:` notices (kernel messages), the latest 40.
     private var other: [String] = []
+    private var problems: [String] = []
 
     /// The guest's other console lines (kernel messages and the like), the latest 40, with the console's index.
     public var otherLines: [String] { lock.withLock { other } }
+
+    /// Every console line in which the guest kernel reports damage — `BUG:`, an oops, a general protection fault, a
+    /// panic, a soft lockup, a hung task — with the console's index: a guest whose memory or devices a migration
+    /// corrupted says so here, often before it stops ticking.
+    public var kernelProblems: [String] { lock.withLock { problems } }
+
+    /// Whether a console line is the guest kernel reporting damage.
+    public static func isKernelProblem(_ line: String) -> Bool {
+        ["BUG:", "Oops", "general protection fault", "Kernel panic", "soft lockup", "blocked for more than", "invalid opcode", "Bad page"]
+            .contains { line.contains($0) }
+    }
 
     /// What each console connection did, for a failure message: "0: connected at 12.3, 4567 bytes; 1: …".
     public var connections: String {
@@ -215,6 +227,7 @@ public final class HeartbeatMonitor: @unchecked Sendable {
                     if !text.isEmpty {
                         lock.withLock {
                             other.append("\(source): \(text)")
+                            if Self.isKernelProblem(text) { problems.append("\(source): \(text)") }
                             if other.count > 40 { other.removeFirst(other.count - 40) }
                         }
                     }
