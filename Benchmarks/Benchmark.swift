@@ -25,8 +25,8 @@ struct Benchmark {
         let bytes = option("--bytes", 1 << 30)
         let rounds = option("--rounds", 3)
         let seconds = option("--seconds", 5)
-        guard ["tunnel", "handshakes", "migration", "controlplane", "cluster-migration", "all"].contains(which) else {
-            FileHandle.standardError.write(Data("vmsync-bench: unknown benchmark \"\(which)\" (tunnel, handshakes, migration, controlplane, cluster-migration, all)\n".utf8))
+        guard ["tunnel", "handshakes", "migration", "controlplane", "cluster-migration", "tcg-memory-copy", "all"].contains(which) else {
+            FileHandle.standardError.write(Data("vmsync-bench: unknown benchmark \"\(which)\" (tunnel, handshakes, migration, controlplane, cluster-migration, tcg-memory-copy, all)\n".utf8))
             exit(2)
         }
         if ["tunnel", "all"].contains(which) { try await tunnel(bytes: bytes, rounds: rounds) }
@@ -35,6 +35,7 @@ struct Benchmark {
         if ["controlplane", "all"].contains(which) {
             try await ControlPlaneBenchmark.run(objects: option("--objects", 10_000), watchers: option("--watchers", 100))
         }
+        if ["tcg-memory-copy", "all"].contains(which) { try await TCGMemoryCopyBenchmark.run(rounds: option("--rounds", 6)) }
         if ["cluster-migration", "all"].contains(which) {
             let limit = option("--max-downtime-ms", 0)
             try await ClusterMigrationBenchmark.run(rounds: option("--rounds", 8), maxDowntimeMs: limit > 0 ? limit : nil)

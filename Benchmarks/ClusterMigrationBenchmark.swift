@@ -69,6 +69,16 @@ enum ClusterMigrationBenchmark {
             print("cluster migration: QEMU downtime limit \(maxDowntimeMs) ms for \(downtimeBoth ? "both" : "vmsync only")")
             try await cluster.setMigrations(["maxDowntimeMilliseconds": .int(Int64(maxDowntimeMs)), "initialDowntimeMilliseconds": .int(Int64(maxDowntimeMs))])
         }
+        let environment = ProcessInfo.processInfo.environment
+        if environment["VMSYNC_BENCH_UNSAFE_LIVE"] != nil {
+            // vmsync copies memory live even where this QEMU loses TCG guests' writes doing so, as virsh --live does.
+            print("cluster migration: vmsync copies memory live even where it is unsafe (allowUnsafeLiveMemoryCopy)")
+            try await cluster.setMigrations(["allowUnsafeLiveMemoryCopy": true])
+        }
+        let virshLive = environment["VMSYNC_BENCH_VIRSH_PAUSED"] == nil
+        if !virshLive { print("cluster migration: virsh migrates without --live (the guest paused for the memory copy)") }
+        var damage: [String: [String]] = [:]
+        var modes: [String: Int] = [:]
         try await cluster.apply(MigrationManifests.storageClasses(sharedDirectory: bed.report.sharedDirectory), as: "classes.yaml")
         let sharedStorage = ProcessInfo.processInfo.environment["VMSYNC_BENCH_SHARED"] != nil
         try await cluster.apply(MigrationManifests.bootableVM("bench-vm", storageClass: sharedStorage ? "shared" : "local", image: bed.report.guest.bootDisk), as: "vm.yaml")
@@ -129,6 +139,7 @@ enum ClusterMigrationBenchmark {
                 guard result.status == 0 else { throw TestBedError("syncctl migrate failed: \(result.stdout)\(result.stderr)") }
                 let vmim = try await cluster.createdMigration(result)
                 let state = vmim["status"]?["migrationState"]
+                modes[state?["mode"]?.string ?? "?", default: 0] += 1
                 let history = vmim["status"]?["phaseTransitionTimestamps"]?.array ?? []
                 func at(_ phase: String) -> Date? {
                     (history.first { $0["phase"]?.string == phase }?["phaseTransitionTimestamp"]?.string).flatMap(Migration.parseTimestamp)
@@ -168,9 +179,9 @@ enum ClusterMigrationBenchmark {
                 try destination.write(toFile: xmlPath, atomically: true, encoding: .utf8)
                 let started = Date()
                 var arguments = [
-                    "-c", source.uri, "migrate", "--live", "--p2p", "--persistent", "--undefinesource",
+                    "-c", source.uri, "migrate", "--p2p", "--persistent", "--undefinesource",
                     "--xml", xmlPath, twin, target.uri,
-                ] + (sharedStorage ? ["--unsafe"] : ["--copy-storage-all"])
+                ] + (sharedStorage ? ["--unsafe"] : ["--copy-storage-all"]) + (virshLive ? ["--live"] : [])
                 if ProcessInfo.processInfo.environment["VMSYNC_BENCH_VIRSH_UNIX"] != nil {
                     // Experiment: the anchor over unix sockets in the shared directory (no tunnel), as vmsync's URIs.
                     let sockets = bed.report.sharedDirectory + "/bench-\(index)"
@@ -188,7 +199,13 @@ enum ClusterMigrationBenchmark {
                 twinNode = there
             }
             guard await heartbeat.waitForTick(from: 1, timeout: 20), await heartbeat.waitForTicks(5) else {
-                throw TestBedError("no heartbeat after migration \(index + 1) (\(method)): \(heartbeat.analysis()); domain \(await cluster.guestReport(domain)); console lines \(heartbeat.messages.suffix(3)); consoles \(heartbeat.connections); other lines \(heartbeat.otherLines.suffix(12))")
+                throw TestBedError("no heartbeat after migration \(index + 1) (\(method)): \(heartbeat.analysis()); domain \(await cluster.guestReport(domain)); console lines \(heartbeat.messages.suffix(3)); consoles \(heartbeat.connections); other lines \(heartbeat.otherLines.suffix(12)); kernel damage so far \(damage)")
+            }
+            // Each guest is moved by one method only, so what its kernel reports is that method's doing.
+            let problems = heartbeat.kernelProblems
+            if !problems.isEmpty {
+                damage[method, default: []] += problems
+                print("       \(method) guest kernel: \(problems.joined(separator: " | "))")
             }
             let analysis = heartbeat.analysis()
             if ProcessInfo.processInfo.environment["VMSYNC_BENCH_VERBOSE"] != nil, let (before, after) = heartbeat.largestGapTicks() {
@@ -226,6 +243,8 @@ enum ClusterMigrationBenchmark {
                      median(ours.map(\.wall)), median(theirs.map(\.wall)), wallRatio))
         print(String(format: "cluster migration: median guest-visible gap vmsync %.3f s, virsh %.3f s → ratio %.3f (goal ≤ 1.10)",
                      median(ours.map(\.gap)), median(theirs.map(\.gap)), gapRatio))
+        print("cluster migration: vmsync's memory copy \(modes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)×" }.joined(separator: ", ")), virsh's \(virshLive ? "live (--live)" : "paused (no --live)")")
+        print("cluster migration: guest kernel damage reported (BUG/oops/lockup lines) — vmsync \(damage["vmsync"]?.count ?? 0), virsh \(damage["virsh"]?.count ?? 0)")
         print(String(format: "cluster migration: control plane, medians: admitted (Pending) → libvirt job %.0f ms; syncctl start → job %.0f ms; job done → Succeeded stored %.0f ms; job done → syncctl saw it %.0f ms (goal ≤ 100 ms each)",
                      median(ours.compactMap(\.admittedToJob)) * 1000, median(ours.compactMap(\.cliToJob)) * 1000,
                      median(ours.compactMap(\.jobToSucceeded)) * 1000, median(ours.compactMap(\.jobToCLI)) * 1000))

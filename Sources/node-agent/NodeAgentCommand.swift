@@ -27,7 +27,7 @@ struct NodeAgentCommand: AsyncParsableCommand {
     @Option(help: "Where the migration tunnel listens for other nodes (HOST:PORT; default: the node's address, port 8444).")
     var tunnelListen: String?
     @Option(help: "Directory for migration sockets; must be the same path on every node.") var migrationDir = "/var/lib/vmsync/migrations"
-    @Option(help: "Nice value of the threads that carry migration streams (0-19; 0: the agent's own; experimental above 0).")
+    @Option(help: "Nice value of the threads that carry migration streams (0-19; 0: the agent's own).")
     var tunnelNice: Int32 = 0
 
     func run() async throws {
