@@ -31,6 +31,8 @@ public final class Connection: @unchecked Sendable {
     private let isClosed = Mutex(false)
     /// Event callback registrations; libvirt keeps the connection alive while any exists, so `close` drops them.
     let eventRegistrations = Mutex<Set<Int32>>([])
+    /// The hypervisor's version once asked (`hypervisorVersion()`).
+    let knownVersion = Mutex<HypervisorVersion?>(nil)
 
     private init(uri: String, pointer: OpaquePointer) {
         self.uri = uri

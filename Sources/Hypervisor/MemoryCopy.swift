@@ -1,8 +1,6 @@
 internal import CLibvirt
 import Foundation
-#if canImport(FoundationXML)
-import FoundationXML
-#endif
+import Synchronization
 
 /// A hypervisor version as libvirt reports it (`virConnectGetVersion`: QEMU's for the QEMU driver).
 public struct HypervisorVersion: Sendable, Hashable, Comparable, CustomStringConvertible {
@@ -49,11 +47,32 @@ public enum MemoryCopy: String, Sendable, Hashable {
         guard accelerator == .qemu, qemu < tcgDirtyTrackingFixed else { return nil }
         return "QEMU \(qemu) misses guest writes while it copies the memory of a TCG (emulated) guest live; the fix is in QEMU \(tcgDirtyTrackingFixed.major).\(tcgDirtyTrackingFixed.minor)"
     }
+
+    /// `liveCopyHazard` for a domain given by its XML (its `<domain type=…>`; a type vmsync does not know is treated
+    /// as emulated, the cautious reading).
+    public static func liveCopyHazard(domainXML: String, qemu: HypervisorVersion) -> String? {
+        liveCopyHazard(accelerator: accelerator(ofDomainXML: domainXML) ?? .qemu, qemu: qemu)
+    }
+
+    /// The `type` attribute of the `<domain>` element, read without parsing the whole document.
+    static func accelerator(ofDomainXML xml: String) -> DomainSpec.Accelerator? {
+        guard let element = xml.split(separator: "<domain", maxSplits: 1, omittingEmptySubsequences: false).dropFirst().first,
+            let head = element.split(separator: ">", maxSplits: 1).first
+        else { return nil }
+        for quote in ["'", "\""] {
+            let parts = head.components(separatedBy: "type=\(quote)")
+            if parts.count > 1, let value = parts[1].components(separatedBy: quote).first {
+                return DomainSpec.Accelerator(rawValue: value)
+            }
+        }
+        return nil
+    }
 }
 
 extension Connection {
-    /// The hypervisor's version (QEMU's for the QEMU driver).
+    /// The hypervisor's version (QEMU's for the QEMU driver), asked once per connection.
     public func hypervisorVersion() async throws(HypervisorError) -> HypervisorVersion {
+        if let known = knownVersion.withLock({ $0 }) { return known }
         let value = try await run("hypervisor version query on \(uri)") { pointer throws(HypervisorError) -> UInt in
             var version: UInt = 0
             guard virConnectGetVersion(pointer, &version) == 0 else {
@@ -61,24 +80,15 @@ extension Connection {
             }
             return version
         }
-        return HypervisorVersion(libvirt: value)
+        let version = HypervisorVersion(libvirt: value)
+        knownVersion.withLock { $0 = version }
+        return version
     }
 }
 
 extension Domain {
-    /// The domain's accelerator (`<domain type=…>`).
-    public func accelerator() async throws(HypervisorError) -> DomainSpec.Accelerator {
-        let xml = try await xml()
-        guard let document = try? XMLDocument(xmlString: xml), let type = document.rootElement()?.attribute(forName: "type")?.stringValue,
-            let accelerator = DomainSpec.Accelerator(rawValue: type)
-        else {
-            throw HypervisorError(.operationInvalid, "\(operation("accelerator query")): no known <domain type> in its XML")
-        }
-        return accelerator
-    }
-
     /// Why a live memory copy of this domain would corrupt it (`MemoryCopy.liveCopyHazard`), or nil.
     public func liveMemoryCopyHazard() async throws(HypervisorError) -> String? {
-        MemoryCopy.liveCopyHazard(accelerator: try await accelerator(), qemu: try await connection.hypervisorVersion())
+        MemoryCopy.liveCopyHazard(domainXML: try await xml(), qemu: try await connection.hypervisorVersion())
     }
 }

@@ -407,10 +407,11 @@ extension NodeAgent {
             entries.append(try await openEntry("disks", spare: !copied.isEmpty))
             timer.mark("volumes")
             let domain = try await libvirt.domain(named: domainName)
-            let xml = DomainMapping.destinationXML(try await domain.xml(migratable: true), from: configuration.runDirectory, to: targetRunDirectory)
+            let sourceXML = try await domain.xml(migratable: true)
+            let xml = DomainMapping.destinationXML(sourceXML, from: configuration.runDirectory, to: targetRunDirectory)
             let settings = Self.migrationSettings(try? await client.get(Kinds.kubeVirt, namespace: "kubevirt", name: "kubevirt"))
             // A guest whose memory this node's QEMU cannot copy live without losing writes is paused for the copy.
-            let hazard = settings.allowUnsafeLiveMemoryCopy ? nil : try await domain.liveMemoryCopyHazard()
+            let hazard = settings.allowUnsafeLiveMemoryCopy ? nil : MemoryCopy.liveCopyHazard(domainXML: sourceXML, qemu: try await libvirt.hypervisorVersion())
             let options = MigrationOptions(
                 destinationURI: "qemu+unix:///system?socket=\(migrationPaths.socket(uid, "libvirt"))",
                 migrationURI: "unix://\(migrationPaths.socket(uid, "memory"))",

@@ -48,6 +48,12 @@ struct MigrationLogicTests {
         #expect(MemoryCopy.liveCopyHazard(accelerator: .qemu, qemu: HypervisorVersion(8, 2, 9)) != nil)
         #expect(MemoryCopy.liveCopyHazard(accelerator: .qemu, qemu: HypervisorVersion(9, 0, 0)) == nil)
         #expect(MemoryCopy.liveCopyHazard(accelerator: .kvm, qemu: HypervisorVersion(7, 2, 22)) == nil, "KVM tracks dirty pages itself")
+        // From a domain's XML: its <domain type=…>, single or double quotes, other attributes around it.
+        let old = HypervisorVersion(7, 2, 22)
+        #expect(MemoryCopy.liveCopyHazard(domainXML: "<domain type='kvm' id='4'>\n  <name>vm</name>\n</domain>", qemu: old) == nil)
+        #expect(MemoryCopy.liveCopyHazard(domainXML: "<domain id=\"4\" type=\"qemu\">\n<name>vm</name></domain>", qemu: old) != nil)
+        #expect(MemoryCopy.liveCopyHazard(domainXML: "<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'><name>vm</name></domain>", qemu: HypervisorVersion(9, 1, 0)) == nil)
+        #expect(MemoryCopy.liveCopyHazard(domainXML: "<domain><name>type='kvm'</name></domain>", qemu: old) != nil, "no type on <domain>: treated as emulated")
     }
 
     @Test("inconsistent options are refused with the reason", arguments: [
