@@ -36,7 +36,8 @@ extension RealLibvirt {
                 var statesInDisks: Set<DomainState> = [], statesInMemory: Set<DomainState> = []
                 for await sample in job.progress {
                     if seen.last != sample.phase { seen.append(sample.phase) }
-                    guard let state = try? await domain.state() else { continue }
+                    // (A sample read just before the handover can meet the source already shut off.)
+                    guard let state = try? await domain.state(), state != .shutOff else { continue }
                     if case .memory = sample.phase { statesInMemory.insert(state) } else if sample.phase == .disks { statesInDisks.insert(state) }
                 }
                 return (seen, statesInDisks, statesInMemory)

@@ -64,7 +64,7 @@ extension TestBedCommand {
                 let heartbeat = HeartbeatMonitor(paths: [bed.node(node).imagesDirectory + "/\(domain).serial", bed.node(target).imagesDirectory + "/\(domain).serial"])
                 defer { heartbeat.stop() }
                 _ = await heartbeat.waitForTicks(3)
-                print("demo: syncctl migrate \(vm) --node \(target) --wait   (live; the local disk is block-copied)")
+                print("demo: syncctl migrate \(vm) --node \(target) --wait   (the local disk is block-copied while the guest runs)")
                 try await step(cluster, ["migrate", vm, "--node", target, "--wait"])
                 _ = await heartbeat.waitForTick(from: 1)
                 _ = await heartbeat.waitForTicks(3)
@@ -75,6 +75,9 @@ extension TestBedCommand {
                 let migration = try? await cluster.admin.list(Kinds.migration)["items"]?.array?.first { $0["metadata"]?["uid"]?.string == uid }
                 let downtime = migration?["status"]?["migrationState"]?["downtimeMilliseconds"]?.int
                 print("  on \(vmi["status"]?["nodeName"]?.string ?? "?"); libvirt downtime \(downtime.map(String.init) ?? "?") ms; heartbeat: \(analysis)")
+                if let paused = (migration?["status"]?["conditions"]?.array ?? []).first(where: { $0["type"] == "MemoryCopyPaused" }) {
+                    print("  memory copied with the guest paused: \(paused["message"]?.string ?? "")")
+                }
                 lost += analysis.lost
                 node = target
             }
