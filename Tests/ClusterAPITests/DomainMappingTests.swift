@@ -141,7 +141,7 @@ struct MigrationSettingsTests {
         #expect(defaults.initialDowntime == .milliseconds(50))
         let kubeVirt: JSONValue = ["spec": ["configuration": ["migrations": [
             "bandwidthPerMigration": "64Mi", "completionTimeoutPerGiB": 20, "progressTimeout": 30, "allowAutoConverge": true,
-            "allowPostCopy": true, "maxDowntimeMilliseconds": 100, "parallelMigrationConnections": 3,
+            "allowPostCopy": true, "maxDowntimeMilliseconds": 100, "parallelMigrationConnections": 3, "allowUnsafeLiveMemoryCopy": true,
         ]]]]
         // The schema takes vmsync's fields beside KubeVirt's.
         var object = ClusterDefaults.kubeVirt
@@ -150,6 +150,7 @@ struct MigrationSettingsTests {
         let set = NodeAgent.migrationSettings(kubeVirt)
         #expect(set.bandwidthMiB == 64 && set.autoConverge && set.allowPostCopy && set.maxDowntime == .milliseconds(100))
         #expect(set.parallelConnections == 3 && defaults.parallelConnections == nil)
+        #expect(set.allowUnsafeLiveMemoryCopy && !defaults.allowUnsafeLiveMemoryCopy, "a TCG guest on old QEMU is paused for its memory copy unless this is set")
         #expect(set.initialDowntime == .milliseconds(50))
         // An initial limit above the maximum is capped to it (a fixed limit); one set explicitly is taken.
         let fixed = NodeAgent.migrationSettings(["spec": ["configuration": ["migrations": ["maxDowntimeMilliseconds": 30]]]])
