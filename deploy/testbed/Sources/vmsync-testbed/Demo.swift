@@ -76,7 +76,7 @@ extension TestBedCommand {
                 let downtime = migration?["status"]?["migrationState"]?["downtimeMilliseconds"]?.int
                 print("  on \(vmi["status"]?["nodeName"]?.string ?? "?"); libvirt downtime \(downtime.map(String.init) ?? "?") ms; heartbeat: \(analysis)")
                 if let paused = (migration?["status"]?["conditions"]?.array ?? []).first(where: { $0["type"] == "MemoryCopyPaused" }) {
-                    print("  memory copied with the guest paused: \(paused["message"]?.string ?? "")")
+                    print("  \(paused["message"]?.string ?? "the memory was copied with the guest paused")")
                 }
                 lost += analysis.lost
                 node = target
