@@ -85,10 +85,3 @@ extension Connection {
         return version
     }
 }
-
-extension Domain {
-    /// Why a live memory copy of this domain would corrupt it (`MemoryCopy.liveCopyHazard`), or nil.
-    public func liveMemoryCopyHazard() async throws(HypervisorError) -> String? {
-        MemoryCopy.liveCopyHazard(domainXML: try await xml(), qemu: try await connection.hypervisorVersion())
-    }
-}

@@ -48,7 +48,7 @@ public struct MigrationOptions: Sendable, Hashable {
     /// Memory over this many connections at once (QEMU's multifd, `VIR_MIGRATE_PARALLEL`), or nil for one stream.
     public var parallelConnections: Int?
     /// Whether the guest runs while its memory is copied (`.live`) or is paused for it (`.paused`, for guests whose
-    /// memory a live copy would corrupt: `Domain.liveMemoryCopyHazard()`).
+    /// memory a live copy would corrupt: `MemoryCopy.liveCopyHazard`).
     public var memoryCopy: MemoryCopy
 
     /// Options for a peer-to-peer migration to `destinationURI` (live unless `memoryCopy` says otherwise).

@@ -132,21 +132,7 @@ struct TunnelTests {
         #expect(await eventually { bed.exit.openConnections == 1 }, "the spare is dialled at once")
         #expect(bed.exitEvents.openedPeers.isEmpty)
         for round in 0..<2 {
-            async let served = onThread { () -> (Int, [UInt8]) in
-                let connection = try listener.accept()
-                defer { connection.close() }
-                let (count, digest) = try receiveStream(on: connection)
-                try connection.write(digest)
-                return (count, digest)
-            }
-            let (sent, answer) = try await onThread {
-                let socket = try BlockingSocket.connect(entry.endpoint)
-                defer { socket.close() }
-                let sent = try sendStream(on: socket, total: 4 << 20, seed: UInt64(round))
-                socket.shutdownWrite()
-                return (sent, try socket.readToEnd())
-            }
-            let (count, digest) = try await served
+            let (count, digest, sent, answer) = try await exchange(through: entry.endpoint, target: listener, total: 4 << 20, seed: UInt64(round))
             #expect(count == 4 << 20 && digest == sent && answer == sent, "client \(round + 1)")
         }
         #expect(bed.exitEvents.openedPeers.count == 2)
@@ -171,21 +157,7 @@ struct TunnelTests {
         defer { listener.close() }
         let bed = try await Bed(channel: channelName, target: .unix(path: path))
         let entry = try await bed.entry(channel: channelName)
-        async let received = onThread { () -> (Int, [UInt8]) in
-            let connection = try listener.accept()
-            defer { connection.close() }
-            let (count, digest) = try receiveStream(on: connection)
-            try connection.write(digest)
-            return (count, digest)
-        }
-        let (sent, answer) = try await onThread {
-            let socket = try BlockingSocket.connect(entry.endpoint)
-            defer { socket.close() }
-            let sent = try sendStream(on: socket, total: 32 << 20, seed: 3)
-            socket.shutdownWrite()
-            return (sent, try socket.readToEnd())
-        }
-        let (count, digest) = try await received
+        let (count, digest, sent, answer) = try await exchange(through: entry.endpoint, target: listener, total: 32 << 20, seed: 3)
         #expect(count == 32 << 20)
         #expect(digest == sent && answer == sent)
         await entry.close()

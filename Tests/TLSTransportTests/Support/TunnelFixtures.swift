@@ -122,3 +122,26 @@ final class CuttableRelay: @unchecked Sendable {
         listener.close()
     }
 }
+
+/// One client's stream through a tunnel entry to a target accepted on `target`: the target reads the seeded stream and
+/// answers with its digest, the client sends `total` bytes, half-closes and reads the answer.
+func exchange(through entry: Endpoint, target: BlockingSocket, total: Int, seed: UInt64) async throws
+    -> (received: Int, targetDigest: [UInt8], sent: [UInt8], answer: [UInt8])
+{
+    async let served = onThread { () -> (Int, [UInt8]) in
+        let connection = try target.accept()
+        defer { connection.close() }
+        let (count, digest) = try receiveStream(on: connection)
+        try connection.write(digest)
+        return (count, digest)
+    }
+    let (sent, answer) = try await onThread {
+        let socket = try BlockingSocket.connect(entry)
+        defer { socket.close() }
+        let sent = try sendStream(on: socket, total: total, seed: seed)
+        socket.shutdownWrite()
+        return (sent, try socket.readToEnd())
+    }
+    let (count, digest) = try await served
+    return (count, digest, sent, answer)
+}
