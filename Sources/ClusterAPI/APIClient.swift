@@ -14,13 +14,26 @@ public final class APIClient: Sendable {
     private let provider: TLSContextProvider
     private let serverPolicy: PeerPolicy
     private let idle = NIOLockedValueBox<[HTTPConnection]>([])
+    /// How long a request (connecting, the handshake, the exchange) may take; a watch may stay silent for its
+    /// `timeoutSeconds` plus this long. A server that stopped answering, or a link that went dark, ends in a
+    /// `Timeout` error instead of a caller that waits forever.
+    public let requestTimeout: Duration
 
     /// A client of the controller at `endpoint`, authenticating with `provider`'s identity; the server must present
     /// a `controller` certificate of a trusted CA.
-    public init(endpoint: Endpoint, provider: TLSContextProvider, serverPolicy: PeerPolicy = PeerPolicy(allowedRoles: [.controller])) {
+    public init(
+        endpoint: Endpoint, provider: TLSContextProvider, serverPolicy: PeerPolicy = PeerPolicy(allowedRoles: [.controller]),
+        requestTimeout: Duration = .seconds(30)
+    ) {
         self.endpoint = endpoint
         self.provider = provider
         self.serverPolicy = serverPolicy
+        self.requestTimeout = requestTimeout
+    }
+
+    private var timeoutAmount: TimeAmount {
+        let parts = requestTimeout.components
+        return .nanoseconds(parts.seconds * 1_000_000_000 + parts.attoseconds / 1_000_000_000)
     }
 
     deinit {
@@ -88,7 +101,7 @@ public final class APIClient: Sendable {
     public func raw(_ path: String) async throws(APIError) -> Data {
         let connection = try await takeConnection(fresh: false)
         do {
-            let (status, body, keepAlive) = try await connection.exchange(method: "GET", path: path, body: nil, contentType: "", host: endpoint.description)
+            let (status, body, keepAlive) = try await connection.exchange(method: "GET", path: path, body: nil, contentType: "", host: endpoint.description, timeout: timeoutAmount)
             if keepAlive { idle.withLockedValue { $0.append(connection) } } else { connection.channel.close(promise: nil) }
             guard (200..<300).contains(status) else {
                 throw APIError(status: (try? JSONValue.parse(body)) ?? .null) ?? APIError(.internalError, code: status, "GET \(path) answered \(status)")
@@ -111,7 +124,8 @@ public final class APIClient: Sendable {
         for attempt in 0..<2 {
             let connection = try await takeConnection(fresh: attempt > 0)
             do {
-                let (status, responseBody, keepAlive) = try await connection.exchange(method: method, path: path, body: data, contentType: contentType, host: endpoint.description)
+                let (status, responseBody, keepAlive) = try await connection.exchange(
+                    method: method, path: path, body: data, contentType: contentType, host: endpoint.description, timeout: timeoutAmount)
                 if keepAlive { idle.withLockedValue { $0.append(connection) } } else { connection.channel.close(promise: nil) }
                 let value = responseBody.isEmpty ? JSONValue.null : ((try? JSONValue.parse(responseBody)) ?? .string(String(decoding: responseBody, as: UTF8.self)))
                 guard (200..<300).contains(status) else {
@@ -144,7 +158,8 @@ public final class APIClient: Sendable {
         let connection = try await takeConnection(fresh: true)
         let lines: AsyncThrowingStream<Data, any Error>
         do {
-            lines = try await connection.stream(path: path, host: endpoint.description)
+            let silence = timeoutSeconds.map { TimeAmount.seconds(Int64(clamping: $0)) + timeoutAmount }
+            lines = try await connection.stream(path: path, host: endpoint.description, startTimeout: timeoutAmount, silenceTimeout: silence)
         } catch let error as APIError {
             throw error
         } catch {
@@ -179,7 +194,7 @@ public final class APIClient: Sendable {
         }
         do {
             let collector = ResponseCollector()
-            let (channel, _) = try await MutualTLSClient.connect(to: endpoint, provider: provider, policy: serverPolicy) { channel in
+            let (channel, _) = try await MutualTLSClient.connect(to: endpoint, provider: provider, policy: serverPolicy, connectTimeout: timeoutAmount) { channel in
                 try channel.pipeline.syncOperations.addHTTPClientHandlers()
                 try channel.pipeline.syncOperations.addHandler(collector)
             }
@@ -204,7 +219,7 @@ final class HTTPConnection: Sendable {
     /// Whether an exchange already ran on it (a failure then may just mean the server closed an idle connection).
     var reused: Bool { used.withLockedValue { $0 } }
 
-    func exchange(method: String, path: String, body: Data?, contentType: String, host: String) async throws -> (Int, Data, Bool) {
+    func exchange(method: String, path: String, body: Data?, contentType: String, host: String, timeout: TimeAmount) async throws -> (Int, Data, Bool) {
         used.withLockedValue { $0 = true }
         var headers = HTTPHeaders([("Host", host), ("Accept", "application/json"), ("User-Agent", "vmsync")])
         if let body {
@@ -223,10 +238,17 @@ final class HTTPConnection: Sendable {
             if let body { channel.write(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(bytes: body))), promise: nil) }
             channel.writeAndFlush(HTTPClientRequestPart.end(nil)).whenFailure { promise.fail($0) }
         }
+        let deadline = channel.eventLoop.scheduleTask(in: timeout) {
+            collector.timeOut(APIError(.timeout, code: 504, "\(method) \(path) on \(host): no answer within \(timeout.nanoseconds / 1_000_000) ms"))
+            channel.close(promise: nil)
+        }
+        defer { deadline.cancel() }
         return try await promise.futureResult.get()
     }
 
-    func stream(path: String, host: String) async throws -> AsyncThrowingStream<Data, any Error> {
+    /// Starts a streamed (watch) request: its head must come within `startTimeout`, and after that the stream ends
+    /// with a `Timeout` error when nothing arrives for `silenceTimeout` (nil: it may stay silent).
+    func stream(path: String, host: String, startTimeout: TimeAmount, silenceTimeout: TimeAmount?) async throws -> AsyncThrowingStream<Data, any Error> {
         used.withLockedValue { $0 = true }
         let headers = HTTPHeaders([("Host", host), ("Accept", "application/json"), ("User-Agent", "vmsync")])
         let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path, headers: headers)
@@ -236,9 +258,15 @@ final class HTTPConnection: Sendable {
         let collector = collector
         channel.eventLoop.execute {
             collector.expect(.stream(started: started, lines: continuation))
+            collector.silenceTimeout = silenceTimeout
             channel.write(HTTPClientRequestPart.head(head), promise: nil)
             channel.writeAndFlush(HTTPClientRequestPart.end(nil)).whenFailure { started.fail($0) }
         }
+        let deadline = channel.eventLoop.scheduleTask(in: startTimeout) {
+            collector.timeOut(APIError(.timeout, code: 504, "watch \(path) on \(host): no answer within \(startTimeout.nanoseconds / 1_000_000) ms"))
+            channel.close(promise: nil)
+        }
+        defer { deadline.cancel() }
         try await started.futureResult.get()
         return lines
     }
@@ -255,6 +283,9 @@ final class ResponseCollector: ChannelInboundHandler, @unchecked Sendable {
 
     // Touched only on the channel's event loop.
     private var expectation: Expectation?
+    /// A watch that stays silent this long after its head ends with a `Timeout` error.
+    var silenceTimeout: TimeAmount?
+    private var silence: Scheduled<Void>?
     private var status = 0
     private var keepAlive = true
     private var body = Data()
@@ -267,7 +298,24 @@ final class ResponseCollector: ChannelInboundHandler, @unchecked Sendable {
         streaming = false
     }
 
+    /// Fails the outstanding request with `error` (its deadline passed); the caller closes the channel.
+    func timeOut(_ error: APIError) {
+        fail(error)
+    }
+
+    /// Re-arms the silence deadline of a streaming watch.
+    private func heard(_ context: ChannelHandlerContext) {
+        silence?.cancel()
+        guard streaming, let timeout = silenceTimeout else { return }
+        let channel = context.channel
+        silence = context.eventLoop.scheduleTask(in: timeout) { [weak self] in
+            self?.fail(APIError(.timeout, code: 504, "the watch stayed silent for \(timeout.nanoseconds / 1_000_000) ms"))
+            channel.close(promise: nil)
+        }
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        defer { heard(context) }
         switch unwrapInboundIn(data) {
         case .head(let head):
             status = Int(head.status.code)
@@ -287,11 +335,13 @@ final class ResponseCollector: ChannelInboundHandler, @unchecked Sendable {
             }
         case .end:
             let finished = expectation
+            let wasStreaming = streaming
             expectation = nil
+            streaming = false
             switch finished {
             case .full(let promise): promise.succeed((status, body, keepAlive))
             case .stream(let started, let lines):
-                if streaming {
+                if wasStreaming {
                     lines.finish()
                 } else {
                     let error = APIError(status: (try? JSONValue.parse(body)) ?? .null)
@@ -326,6 +376,8 @@ final class ResponseCollector: ChannelInboundHandler, @unchecked Sendable {
     private func fail(_ error: any Error) {
         let pending = expectation
         expectation = nil
+        silence?.cancel()
+        silence = nil
         switch pending {
         case .full(let promise): promise.fail(error)
         case .stream(let started, let lines):

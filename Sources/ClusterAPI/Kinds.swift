@@ -52,19 +52,21 @@ public enum Kinds {
             "spec": .fields([
                 "configuration": .fields([
                     "migrations": .fields([
-                        "bandwidthPerMigration": .quantity, "completionTimeoutPerGiB": .integer(minimum: 1),
-                        "progressTimeout": .integer(minimum: 1), "parallelMigrationsPerCluster": .integer(minimum: 1),
-                        "parallelOutboundMigrationsPerNode": .integer(minimum: 1), "allowAutoConverge": .boolean,
+                        "bandwidthPerMigration": .quantity, "completionTimeoutPerGiB": .integer(minimum: 1, maximum: Schema.maxSeconds),
+                        "progressTimeout": .integer(minimum: 1, maximum: Schema.maxSeconds), "parallelMigrationsPerCluster": .integer(minimum: 1, maximum: 100_000),
+                        "parallelOutboundMigrationsPerNode": .integer(minimum: 1, maximum: 100_000), "allowAutoConverge": .boolean,
                         "allowPostCopy": .boolean, "unsafeMigrationOverride": .boolean, "network": .string(),
                         "disableTLS": .boolean, "matchSELinuxLevelOnMigration": .boolean,
                         // vmsync: how long a migration may wait for a fitting target, and for the target to get ready.
-                        "unschedulableTimeoutSeconds": .integer(minimum: 1), "targetReadyTimeoutSeconds": .integer(minimum: 1),
+                        "unschedulableTimeoutSeconds": .integer(minimum: 1, maximum: Schema.maxSeconds),
+                        "targetReadyTimeoutSeconds": .integer(minimum: 1, maximum: Schema.maxSeconds),
                         // vmsync: QEMU's downtime limit for the switchover (QEMU's default, 300 ms, when unset), and
                         // the limit a migration starts with, doubled per memory pass after the second up to the
                         // maximum (50 ms when unset; equal to the maximum for a fixed limit).
-                        "maxDowntimeMilliseconds": .integer(minimum: 1), "initialDowntimeMilliseconds": .integer(minimum: 1),
+                        "maxDowntimeMilliseconds": .integer(minimum: 1, maximum: 3_600_000),
+                        "initialDowntimeMilliseconds": .integer(minimum: 1, maximum: 3_600_000),
                         // vmsync: memory over this many tunnelled connections (QEMU multifd); one stream when unset.
-                        "parallelMigrationConnections": .integer(minimum: 2),
+                        "parallelMigrationConnections": .integer(minimum: 2, maximum: 64),
                         // vmsync: copy memory live even where the node's QEMU loses guest writes doing so (TCG
                         // guests on QEMU before 9.0 are otherwise paused for the copy).
                         "allowUnsafeLiveMemoryCopy": .boolean,
@@ -163,10 +165,7 @@ enum VirtualMachineSchema {
         "architecture": .string(),
         "domain": .object(
             [
-                "cpu": .fields([
-                    "model": .string(), "cores": .integer(minimum: 1), "sockets": .integer(minimum: 1),
-                    "threads": .integer(minimum: 1), "dedicatedCpuPlacement": .boolean, "features": .any,
-                ]),
+                "cpu": Schema.cpu,
                 "memory": .fields(["guest": .quantity, "hugepages": .any]),
                 "resources": .fields(["requests": .object([:], additional: .quantity), "limits": .object([:], additional: .quantity)]),
                 "devices": .fields([
@@ -201,7 +200,7 @@ enum VirtualMachineSchema {
                 "emptyDisk": .object(["capacity": .quantity], required: ["capacity"]),
             ], required: ["name"])),
         "nodeSelector": .stringMap, "affinity": .any, "tolerations": .any,
-        "terminationGracePeriodSeconds": .integer(minimum: 0), "evictionStrategy": .string(),
+        "terminationGracePeriodSeconds": .integer(minimum: 0, maximum: Schema.maxSeconds), "evictionStrategy": .string(),
         "hostname": .string(), "subdomain": .string(), "priorityClassName": .string(), "schedulerName": .string(),
     ])
 

@@ -61,7 +61,18 @@ public struct ResourceKind: Sendable {
 
     /// Checks a body of this kind; the error lists every problem, naming the field.
     public func validate(_ object: JSONValue) throws(APIError) {
-        let errors = schema.validate(object, at: "")
+        try report(schema.validate(object, at: ""), object)
+    }
+
+    /// Checks a changed body: a problem the stored object already had, left as it was (an earlier version accepted
+    /// the value), does not block the write — Kubernetes' validation ratcheting — so a status can still be recorded
+    /// on an object whose spec is no longer valid; anything new or changed is checked in full.
+    public func validate(_ object: JSONValue, ratchetingFrom existing: JSONValue) throws(APIError) {
+        let known = Set(schema.validate(existing, at: ""))
+        try report(schema.validate(object, at: "").filter { !known.contains($0) }, object)
+    }
+
+    private func report(_ errors: [FieldError], _ object: JSONValue) throws(APIError) {
         guard !errors.isEmpty else { return }
         let name = object["metadata"]?["name"]?.string ?? ""
         let text = errors.map(\.description).joined(separator: ", ")

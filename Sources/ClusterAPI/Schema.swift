@@ -10,8 +10,8 @@ public indirect enum Schema: Sendable {
     case array(Schema)
     /// A string, optionally one of `allowed`.
     case string(allowed: [String]? = nil)
-    /// An integer, optionally at least `minimum`.
-    case integer(minimum: Int64? = nil)
+    /// An integer, optionally at least `minimum` and at most `maximum`.
+    case integer(minimum: Int64? = nil, maximum: Int64? = nil)
     /// A number.
     case number
     /// A boolean.
@@ -20,6 +20,25 @@ public indirect enum Schema: Sendable {
     case quantity
     /// Anything (free-form parts such as affinity rules or status written by the system).
     case any
+    /// `schema`, then a rule across its members (run when the members themselves are valid).
+    case checked(Schema, @Sendable (JSONValue, String) -> [FieldError])
+
+    /// KubeVirt's `domain.cpu`: each count and their product at most `maxVCPUs`.
+    static let cpu = Schema.checked(.fields([
+        "model": .string(), "cores": .integer(minimum: 1, maximum: maxVCPUs), "sockets": .integer(minimum: 1, maximum: maxVCPUs),
+        "threads": .integer(minimum: 1, maximum: maxVCPUs), "dedicatedCpuPlacement": .boolean, "features": .any,
+    ])) { value, path in
+        let counts = ["cores", "sockets", "threads"].map { value[$0]?.int ?? 1 }
+        let product = counts.reduce(1, *)
+        guard product > maxVCPUs else { return [] }
+        return [FieldError(field: path, reason: .invalid,
+                           message: "Invalid value: cores × sockets × threads = \(counts.map(String.init).joined(separator: " × ")) = \(product) vCPUs: at most \(maxVCPUs)")]
+    }
+
+    /// The largest duration in seconds a setting may name (a year): products with sizes stay far from overflowing.
+    public static let maxSeconds: Int64 = 31_536_000
+    /// The most vCPUs a guest may have (cores × sockets × threads, and each of them).
+    public static let maxVCPUs: Int64 = 512
 
     /// An object whose members are all optional.
     static func fields(_ members: [String: Schema]) -> Schema { .object(members) }
@@ -33,6 +52,9 @@ public indirect enum Schema: Sendable {
         switch self {
         case .any:
             return []
+        case .checked(let schema, let rule):
+            let errors = schema.validate(value, at: path)
+            return errors.isEmpty ? rule(value, path) : errors
         case .object(let members, let required, let additional):
             guard case .object(let object) = value else { return [typeError(path, "object", value)] }
             var errors: [FieldError] = []
@@ -58,10 +80,13 @@ public indirect enum Schema: Sendable {
                 return [FieldError(field: path, reason: .notSupported, message: "Unsupported value: \"\(text)\": supported values: \(list)")]
             }
             return []
-        case .integer(let minimum):
+        case .integer(let minimum, let maximum):
             guard let number = value.int, value.typeName != "string" else { return [typeError(path, "integer", value)] }
             if let minimum, number < minimum {
                 return [FieldError(field: path, reason: .invalid, message: "Invalid value: \(number): must be at least \(minimum)")]
+            }
+            if let maximum, number > maximum {
+                return [FieldError(field: path, reason: .invalid, message: "Invalid value: \(number): must be at most \(maximum)")]
             }
             return []
         case .number:
@@ -74,14 +99,21 @@ public indirect enum Schema: Sendable {
             return []
         case .quantity:
             switch value {
-            case .int, .double: return []
+            case .int(let number):
+                return Quantity.inRange(Double(number)) ? [] : [Self.quantityRange(path, "\(number)")]
+            case .double(let number):
+                return Quantity.inRange(number) ? [] : [Self.quantityRange(path, "\(number)")]
             case .string(let text):
-                return Quantity(text) == nil
-                    ? [FieldError(field: path, reason: .invalid, message: "Invalid value: \"\(text)\": quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")]
-                    : []
+                if Quantity(text) != nil { return [] }
+                if let value = Quantity.unbounded(text), value.isFinite { return [Self.quantityRange(path, "\"\(text)\"")] }
+                return [FieldError(field: path, reason: .invalid, message: "Invalid value: \"\(text)\": quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")]
             default: return [typeError(path, "quantity", value)]
             }
         }
+    }
+
+    private static func quantityRange(_ path: String, _ text: String) -> FieldError {
+        FieldError(field: path, reason: .invalid, message: "Invalid value: \(text): quantities must be less than 2^63 (8Ei) in magnitude")
     }
 
     private func typeError(_ path: String, _ expected: String, _ value: JSONValue) -> FieldError {
@@ -91,13 +123,26 @@ public indirect enum Schema: Sendable {
     private func join(_ path: String, _ name: String) -> String { path.isEmpty ? name : "\(path).\(name)" }
 }
 
-/// A Kubernetes quantity ("128Mi", "2Gi", "1.5", "500m") as a number of base units.
+/// A Kubernetes quantity ("128Mi", "2Gi", "1.5", "500m") as a number of base units, less than 2^63 in magnitude
+/// (what fits the int64 counts Kubernetes keeps; `16Ei` or `1e20` is not a quantity here).
 public struct Quantity: Sendable, Hashable {
     /// The value in base units (bytes for memory, cores for CPU).
     public var value: Double
 
-    /// Parses a quantity string; nil if it is not one.
+    /// The largest magnitude a quantity may have: 2^63.
+    public static let limit = 9_223_372_036_854_775_808.0
+
+    /// Whether `value` is a quantity's value.
+    public static func inRange(_ value: Double) -> Bool { value.isFinite && abs(value) < limit }
+
+    /// Parses a quantity string; nil if it is not one or is out of range.
     public init?(_ text: String) {
+        guard let value = Self.unbounded(text), Self.inRange(value) else { return nil }
+        self.value = value
+    }
+
+    /// The value of a quantity string whatever its size (nil: not a quantity).
+    static func unbounded(_ text: String) -> Double? {
         let suffixes: [(String, Double)] = [
             ("Ki", 1024), ("Mi", Double(1 << 20)), ("Gi", Double(1 << 30)), ("Ti", Double(1 << 40)), ("Pi", Double(1 << 50)),
             ("Ei", Double(1 << 60)), ("k", 1e3), ("M", 1e6), ("G", 1e9), ("T", 1e12), ("P", 1e15), ("E", 1e18),
@@ -110,14 +155,16 @@ public struct Quantity: Sendable, Hashable {
             factor = multiplier
         }
         guard !number.isEmpty, let base = Double(number), base.isFinite else { return nil }
-        value = base * factor
+        return base * factor
     }
 
-    /// From a JSON value (number or quantity string).
+    /// From a JSON value (number or quantity string); nil if it is not one or is out of range.
     public init?(_ json: JSONValue?) {
         switch json {
         case .int(let number): value = Double(number)
-        case .double(let number): value = number
+        case .double(let number):
+            guard Self.inRange(number) else { return nil }
+            value = number
         case .string(let text):
             guard let parsed = Quantity(text) else { return nil }
             self = parsed
@@ -125,6 +172,14 @@ public struct Quantity: Sendable, Hashable {
         }
     }
 
-    /// Whole bytes (rounded up).
-    public var bytes: UInt64 { UInt64(max(0, value.rounded(.up))) }
+    /// Whole bytes (rounded up; never more than 2^63, so sums of a few stay representable).
+    public var bytes: UInt64 { UInt64(min(Self.limit, max(0, value.rounded(.up)))) }
+}
+
+extension UInt64 {
+    /// `self + other`, or `UInt64.max` where that overflows: sums of sizes that cannot trap.
+    public func saturatingAdd(_ other: UInt64) -> UInt64 {
+        let (sum, overflow) = addingReportingOverflow(other)
+        return overflow ? .max : sum
+    }
 }

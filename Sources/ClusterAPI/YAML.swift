@@ -37,6 +37,11 @@ public enum YAML {
     }
 
     private static func convert(_ node: Node) throws -> JSONValue {
+        // The parser expands an alias into the node its anchor names, so a small text can stand for an exponentially
+        // large document ("billion laughs"): anchors are refused where they are defined, before anything is expanded.
+        if let anchor = node.anchor {
+            throw APIError.badRequest("the YAML defines the anchor &\(anchor.rawValue) at line \(node.mark?.line ?? 0): anchors and aliases are not accepted")
+        }
         switch node {
         case .scalar(let scalar):
             if scalar.style != .plain { return .string(scalar.string) }

@@ -28,6 +28,37 @@ public enum DomainState: String, Sendable, Hashable {
     }
 }
 
+/// Whether a domain holds a live guest, read from libvirt's state and its reason — what decides whether a node may
+/// remove it. On a migration's destination only a domain still paused for the migration (waiting for its memory) or
+/// one without a process is disposable; anything else may be the guest's only running copy.
+public enum GuestPresence: String, Sendable, Hashable {
+    /// The guest runs here (or is paused for a reason of its own: an I/O error, a user).
+    case live
+    /// In a post-copy migration (running on the destination, paused on the source, or either after post-copy
+    /// failed): the guest's memory is split between the two nodes until the job ends; neither half may be removed.
+    case postCopy
+    /// Paused for a migration in progress: on its destination, starting up and waiting for the memory; on its
+    /// source, while the memory is copied with the guest paused.
+    case pausedForMigration
+    /// No process: shut off or crashed.
+    case inactive
+
+    init(state: Int32, reason: Int32) {
+        let reason = UInt32(bitPattern: reason)
+        switch UInt32(bitPattern: state) {
+        case VIR_DOMAIN_SHUTOFF.rawValue, VIR_DOMAIN_CRASHED.rawValue: self = .inactive
+        // A destination is "starting up" until its memory has arrived, then "migration" until it is resumed.
+        case VIR_DOMAIN_PAUSED.rawValue where reason == VIR_DOMAIN_PAUSED_MIGRATION.rawValue || reason == VIR_DOMAIN_PAUSED_STARTING_UP.rawValue:
+            self = .pausedForMigration
+        case VIR_DOMAIN_PAUSED.rawValue where reason == VIR_DOMAIN_PAUSED_POSTCOPY.rawValue || reason == VIR_DOMAIN_PAUSED_POSTCOPY_FAILED.rawValue:
+            self = .postCopy
+        case VIR_DOMAIN_RUNNING.rawValue where reason == VIR_DOMAIN_RUNNING_POSTCOPY.rawValue || reason == VIR_DOMAIN_RUNNING_POSTCOPY_FAILED.rawValue:
+            self = .postCopy
+        default: self = .live
+        }
+    }
+}
+
 /// One domain on one connection.
 public final class Domain: @unchecked Sendable {
     /// The domain's name.
@@ -76,6 +107,32 @@ public final class Domain: @unchecked Sendable {
             return state
         }
         return DomainState(libvirt: raw)
+    }
+
+    /// Pauses the guest's vCPUs (its process and memory stay).
+    public func suspend() async throws(HypervisorError) {
+        try await call("suspension") { virDomainSuspend($0) }
+    }
+
+    /// The domain's UUID, lower-case with dashes.
+    public func uuid() async throws(HypervisorError) -> String {
+        try await run("UUID query") { pointer throws(HypervisorError) -> String in
+            var buffer = [CChar](repeating: 0, count: Int(VIR_UUID_STRING_BUFLEN))
+            guard virDomainGetUUIDString(pointer, &buffer) == 0 else { throw HypervisorError.last(self.operation("UUID query")) }
+            return buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }.lowercased()
+        }
+    }
+
+    /// Whether the domain holds a live guest (`GuestPresence`).
+    public func presence() async throws(HypervisorError) -> GuestPresence {
+        try await run("state query") { pointer throws(HypervisorError) -> GuestPresence in
+            var state: Int32 = 0
+            var reason: Int32 = 0
+            guard virDomainGetState(pointer, &state, &reason, 0) == 0 else {
+                throw HypervisorError.last(self.operation("state query"))
+            }
+            return GuestPresence(state: state, reason: reason)
+        }
     }
 
     /// The domain's XML; `migratable` strips host-specific parts, as needed for a destination definition.

@@ -19,8 +19,9 @@ enum DomainMapping {
 
     static func vcpus(_ spec: JSONValue?) -> Int {
         let cpu = spec?["domain"]?["cpu"]
-        let count = (cpu?["cores"]?.int ?? 1) * (cpu?["sockets"]?.int ?? 1) * (cpu?["threads"]?.int ?? 1)
-        return Int(max(1, min(count, 64)))
+        // Each count clamped first: a stored object that bypassed validation cannot overflow the product.
+        let counts = ["cores", "sockets", "threads"].map { min(max(cpu?[$0]?.int ?? 1, 1), Schema.maxVCPUs) }
+        return Int(max(1, min(counts.reduce(1, *), 64)))
     }
 
     /// The domain for `vmi` with its disks at `disks` (volume name → image path and format).

@@ -119,12 +119,23 @@ extension NodeAgent {
         let me = configuration.name
         if state?["targetNode"]?.string == me {
             switch phase {
-            case "Scheduled":
-                if prepared[uid] == nil && !preparing.contains(uid) {
+            case "Scheduled", "PreparingTarget", "TargetReady":
+                guard !preparing.contains(uid), !routed.contains(uid), !givenUp.contains(uid) else { break }
+                if phase == "Scheduled" && prepared[uid] == nil {
                     preparing.insert(uid)
                     await prepareTarget(vmim)
                     preparing.remove(uid)
+                } else {
+                    // Begun by this node's previous agent: its tunnel ends died with it.
+                    givenUp.insert(uid)
+                    logger.warning("failing a migration this node's previous agent was preparing", metadata: ["migration": "\(uid)"])
+                    await cleanupTarget(uid: uid, failed: true)
+                    await failMigration(vmim, vmi: nil, reason: "TargetAgentRestarted",
+                                        "the target node's agent restarted while the migration was \(phase); the VM stays on \(state?["sourceNode"]?.string ?? "its node")")
                 }
+            case "Running":
+                // Normally the source hands the guest over; if libvirt moved it and that did not happen, claim it.
+                if let made = prepared[uid] { await claimIfRunningHere(made, vmim: vmim) }
             case "Failed": await cleanupTarget(uid: uid, failed: true)
             case "Succeeded":
                 if let made = prepared[uid] { await recordCompletedStatistics(vmim, domainName: made.domainName) }
@@ -140,13 +151,31 @@ extension NodeAgent {
                 Task { await self.send(vmim, migration) }
             }
             if phase == "Running", outgoing[uid] == nil, !restartFailed.contains(uid) {
-                // Running here, but not by this agent: it restarted mid-migration; the job and its tunnels died with
-                // the previous process, and the guest stayed here.
-                restartFailed.insert(uid)
+                // Running here, but not by this agent: it restarted mid-migration. Where the guest is, libvirt says.
                 let namespace = vmim["metadata"]?["namespace"]?.string ?? "default"
-                let vmi = try? await client.get(Kinds.virtualMachineInstance, namespace: namespace, name: vmim["spec"]?["vmiName"]?.string ?? "")
-                logger.warning("failing a migration this node's previous agent was sending", metadata: ["migration": "\(uid)"])
-                await failMigration(vmim, vmi: vmi, reason: "SourceAgentRestarted", "the source node's agent restarted during the migration; the VM stayed on \(me)")
+                let vmiName = vmim["spec"]?["vmiName"]?.string ?? ""
+                let domainName = Resources.domainName(namespace: namespace, name: vmiName)
+                let domain = try? await libvirt?.domain(named: domainName)
+                if !(await guestIsHere(domainName)) {
+                    // libvirt finished the job: the guest runs on the target, whose agent claims it.
+                    restartFailed.insert(uid)
+                    logger.warning("the guest of a migration this node's previous agent was sending has left; the target claims it", metadata: ["migration": "\(uid)"])
+                } else if let domain, (try? await domain.jobStatistics()) ?? nil != nil {
+                    // libvirtd still runs the job (its streams died with the previous agent): look again next pass.
+                } else {
+                    // The job and its tunnels died with the previous process, and the guest stayed here.
+                    restartFailed.insert(uid)
+                    let vmi = try? await client.get(Kinds.virtualMachineInstance, namespace: namespace, name: vmiName)
+                    logger.warning("failing a migration this node's previous agent was sending", metadata: ["migration": "\(uid)"])
+                    await failMigration(vmim, vmi: vmi, reason: "SourceAgentRestarted", "the source node's agent restarted during the migration; the VM stayed on \(me)")
+                }
+            }
+            if Migration.finalPhases.contains(phase), outgoing[uid] == nil {
+                // Ended without this process's sender (the agent restarted during it): its sockets, and after a
+                // success the copies the guest left here.
+                let sockets = "\(migrationPaths.directory)/\(uid)"
+                if FileManager.default.fileExists(atPath: sockets) { try? FileManager.default.removeItem(atPath: sockets) }
+                if phase == "Succeeded" { await removeStaleCopies(vmim) }
             }
             if let migration = outgoing[uid] {
                 if phase == "TargetReady" && !deleted {
@@ -171,10 +200,20 @@ extension NodeAgent {
         await migration.requestAbort()
     }
 
+    /// Whether a migration of the VMI from this node has not finished (this agent restarted during it, or its
+    /// hand-over has not landed): a guest missing here then is the migration's to account for — starting it again
+    /// here could make a second copy of one that runs on the target.
+    func migrationFromHereUnfinished(_ vmi: JSONValue) -> Bool {
+        let state = vmi["status"]?["migrationState"]
+        return state?["migrationUid"]?.string != nil && state?["sourceNode"]?.string == configuration.name && state?["targetNode"]?.string != nil
+            && state?["completed"]?.bool != true
+    }
+
     /// Whether the VMI is leaving or has just left this node (its domain going away is not a stop).
     func isMigratingAway(_ vmi: JSONValue) -> Bool {
         let state = vmi["status"]?["migrationState"]
         if let uid = state?["migrationUid"]?.string, outgoing[uid] != nil { return true }
+
         let domainName = Resources.domainName(namespace: vmi["metadata"]?["namespace"]?.string ?? "default", name: vmi["metadata"]?["name"]?.string ?? "")
         // Just handed over (a list read before the handover may still say it is here) — unless it has come back.
         if let handed = handedOver[domainName], Date.now.timeIntervalSince(handed) < 60, state?["targetNode"]?.string != configuration.name {
@@ -223,10 +262,12 @@ extension NodeAgent {
                     try await createIncomingDisk(emptyDiskPath(domainName: domainName, volume: volumeName), bytes: capacity, made: &made)
                 } else if let cloudInit = volume["cloudInitNoCloud"] {
                     let path = cloudInitPath(domainName: domainName, volume: volumeName)
+                    made.files.append(path)
+                    prepared[uid] = made
+                    savePrepared()
                     try await Volumes.cloudInitDisk(
                         at: path, userData: try DomainMapping.userData(of: cloudInit, volume: volumeName), metaData: DomainMapping.metaData(of: vmi),
                         networkData: cloudInit["networkData"]?.string)
-                    made.files.append(path)
                 }
             }
             timer.mark("disks")
@@ -236,6 +277,7 @@ extension NodeAgent {
             try tunnelExit.routes.allow(channel: migrationPaths.channel(uid, "memory"), to: .unix(path: migrationPaths.socket(uid, "memory")), peers: policy)
             try tunnelExit.routes.allow(channel: migrationPaths.channel(uid, "disks"), to: .unix(path: migrationPaths.socket(uid, "disks")), peers: policy)
             prepared[uid] = made
+            routed.insert(uid)
             savePrepared()
             timer.mark("routes")
             current = try await marked
@@ -248,19 +290,24 @@ extension NodeAgent {
             logger.info("migration target ready", metadata: ["migration": "\(uid)", "vmi": "\(namespace)/\(vmiName)", "disks": "\(made.files.count)", "ms": "\(timer.description)"])
         } catch {
             logger.warning("migration target preparation failed", metadata: ["migration": "\(uid)", "error": "\(error)"])
+            givenUp.insert(uid)
             prepared[uid] = made
             await cleanupTarget(uid: uid, failed: true)
             await failMigration(current, vmi: nil, reason: "TargetPreparationFailed", "node \(configuration.name) could not prepare the target: \(Self.describe(error))")
         }
     }
 
+    /// Creates a disk for an incoming migration — recorded (on disk too) before it exists, so an agent killed while
+    /// it is made still removes it.
     private func createIncomingDisk(_ path: String, bytes: UInt64, made: inout PreparedTarget) async throws(APIError) {
         guard !FileManager.default.fileExists(atPath: path) else {
             throw APIError.conflict("disk \(path) already exists on node \(configuration.name)")
         }
+        made.files.append(path)
+        prepared[made.uid] = made
+        savePrepared()
         try? FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         try await Volumes.createEmpty(at: path, bytes: bytes)
-        made.files.append(path)
     }
 
     /// Writes libvirt's account of the incoming job that just completed here (its downtime, the memory totals) into
@@ -294,12 +341,29 @@ extension NodeAgent {
     func cleanupTarget(uid: String, failed: Bool) async {
         guard let made = prepared.removeValue(forKey: uid) else { return }
         for stream in MigrationPaths.streams { tunnelExit?.routes.remove(channel: migrationPaths.channel(uid, stream)) }
+        routed.remove(uid)
         try? FileManager.default.removeItem(atPath: "\(migrationPaths.directory)/\(uid)")
         if failed {
+            // A guest that runs here is never removed, whatever the migration's record says: libvirt finished the job,
+            // so this is the guest now (the source has at most a paused remnant). It is claimed instead.
+            var domain: Domain?
+            var presence: GuestPresence?
+            if let libvirt {
+                domain = try? await libvirt.domain(named: made.domainName)
+                presence = try? await domain?.presence()
+            }
+            if domain != nil, presence != .inactive && presence != .pausedForMigration {
+                liveSince[uid] = .now - Self.claimDelay
+                await claimIfRunningHere(made, vmim: nil)
+                liveSince[uid] = nil
+                savePrepared()
+                logger.warning("kept the guest of a failed or vanished migration: it runs here", metadata: ["migration": "\(uid)", "domain": "\(made.domainName)"])
+                return
+            }
             let vmi = try? await client.get(Kinds.virtualMachineInstance, namespace: made.namespace, name: made.vmiName)
             let runsHere = vmi?["status"]?["nodeName"]?.string == configuration.name
             if !runsHere {
-                if let libvirt, let domain = try? await libvirt.domain(named: made.domainName) {
+                if let domain {
                     try? await domain.destroy()
                     try? await domain.undefine()
                     logger.info("removed the half-arrived domain of a failed migration", metadata: ["domain": "\(made.domainName)"])
@@ -307,6 +371,7 @@ extension NodeAgent {
                 for file in made.files { try? FileManager.default.removeItem(atPath: file) }
             }
         }
+        liveSince[uid] = nil
         savePrepared()
         logger.info("migration target cleaned up", metadata: ["migration": "\(uid)", "failed": "\(failed)"])
     }
@@ -348,6 +413,7 @@ extension NodeAgent {
         var entries: [TunnelEntry] = []
         var vmi: JSONValue?
         var staged: MigrationJob?
+        var jobStarted = false
         var timer = StepTimer()
         defer { outgoing[uid] = nil }
         do {
@@ -382,28 +448,7 @@ extension NodeAgent {
             entries.append(try await openEntry("memory", spare: true))
             timer.mark("tunnels")
 
-            // What is copied: local DataVolumes and empty disks; shared DataVolumes stay; cloud-init is rebuilt there.
-            let targets = DomainMapping.diskTargets(of: fetched)
-            var copied: [String] = []
-            var shared = false
-            var copiedFiles: [String] = []
-            for volume in fetched["spec"]?["volumes"]?.array ?? [] {
-                guard let volumeName = volume["name"]?.string, let device = targets[volumeName] else { continue }
-                if let claim = volume["dataVolume"]?["name"]?.string ?? volume["persistentVolumeClaim"]?["claimName"]?.string {
-                    let disk = try await volumes.disk(for: try await client.get(Kinds.dataVolume, namespace: namespace, name: claim))
-                    if disk.shared {
-                        shared = true
-                    } else {
-                        copied.append(device)
-                        copiedFiles.append(disk.path)
-                    }
-                } else if volume["emptyDisk"] != nil {
-                    copied.append(device)
-                    copiedFiles.append(emptyDiskPath(domainName: domainName, volume: volumeName))
-                } else if volume["cloudInitNoCloud"] != nil {
-                    copiedFiles.append(cloudInitPath(domainName: domainName, volume: volumeName))
-                }
-            }
+            let (copied, shared, copiedFiles) = try await copies(of: fetched)
             entries.append(try await openEntry("disks", spare: !copied.isEmpty))
             timer.mark("volumes")
             let domain = try await libvirt.domain(named: domainName)
@@ -452,12 +497,17 @@ extension NodeAgent {
             // The job starts at once; the phase is written meanwhile. Should the migration have moved on (failed,
             // aborted) before that write, the job is aborted.
             migration.job = job
+            jobStarted = true
             if migration.abortRequested { await job.abort(reason: "the migration was aborted by request") }
             // The completed statistics (libvirt's downtime, the totals) are the target's to record after the
             // handover, off the switchover's path.
             let runner = Task { () throws -> MigrationResult in try await job.run(fetchCompletedStatistics: false) }
             do {
-                current = try await transition(current, to: "Running", changes)
+                // The job already runs: a controller that is briefly unreachable (restarting) is waited for.
+                let ready = current
+                current = try await persistently("migration \(uid) Running", for: .seconds(60)) { () async throws(APIError) -> JSONValue in
+                    try await transition(ready, to: "Running", changes)
+                }
             } catch {
                 await job.abort(reason: "the migration changed before it ran: \(Self.describe(error))")
                 _ = try? await runner.value
@@ -517,22 +567,78 @@ extension NodeAgent {
                 finalState["progress"] = Self.finalProgress(statistics, elapsed: result.duration)
             }
             if let downtime = completedEarly?.downtimeMs { finalState["downtimeMilliseconds"] = .int(Int64(downtime)) }
-            _ = try await client.patch(Kinds.virtualMachineInstance, namespace: namespace, name: vmiName,
-                                   ["status": ["nodeName": .string(target), "migrationState": finalState]], status: true)
-            var vmimState = current["status"]?["migrationState"] ?? [:]
-            for (key, value) in finalState.object ?? [:] { vmimState[key] = value }
-            current = try await transition(current, to: "Succeeded", ["migrationState": vmimState])
+            current = await handOver(current, namespace: namespace, vmiName: vmiName, target: target, finalState: finalState)
             // libvirt's account of the finished job (its downtime) is written by the target, which has it locally.
             for file in copiedFiles { try? FileManager.default.removeItem(atPath: file) }
             logger.info("migration succeeded", metadata: ["migration": "\(uid)", "target": "\(target)", "wall": "\(result.duration)"])
         } catch {
             await staged?.discard()
             let aborted = error is MigrationAborted || migration.abortRequested
-            logger.warning("migration failed", metadata: ["migration": "\(uid)", "error": "\(error)"])
-            await failMigration(current, vmi: vmi, reason: aborted ? "Aborted" : "MigrationFailed", Self.describe(error), abortStatus: aborted ? "Succeeded" : nil)
+            if jobStarted, !(await guestIsHere(domainName)) {
+                // libvirt reports a failure, but the guest has left this node (a step after the switchover failed): it
+                // runs on the target, whose agent claims it. Recording a failure would be recording a lie.
+                handedOver[domainName] = .now
+                logger.error("the migration's job failed after the guest left this node; the target claims it", metadata: [
+                    "migration": "\(uid)", "error": "\(error)",
+                ])
+            } else {
+                logger.warning("migration failed", metadata: ["migration": "\(uid)", "error": "\(error)"])
+                await failMigration(current, vmi: vmi, reason: aborted ? "Aborted" : "MigrationFailed", Self.describe(error), abortStatus: aborted ? "Succeeded" : nil)
+            }
         }
         for entry in entries { await entry.close() }
         try? FileManager.default.removeItem(atPath: "\(migrationPaths.directory)/\(uid)")
+    }
+
+    /// What a migration of `vmi` copies from this node: the devices block-copied (local DataVolumes and empty
+    /// disks), whether a shared DataVolume stays where it is, and the files on this node that are stale once the
+    /// guest runs elsewhere (the copied images and the cloud-init seed, which the target rebuilds).
+    func copies(of vmi: JSONValue) async throws(APIError) -> (devices: [String], shared: Bool, files: [String]) {
+        let namespace = vmi["metadata"]?["namespace"]?.string ?? "default"
+        let domainName = Resources.domainName(namespace: namespace, name: vmi["metadata"]?["name"]?.string ?? "")
+        let targets = DomainMapping.diskTargets(of: vmi)
+        var devices: [String] = []
+        var shared = false
+        var files: [String] = []
+        for volume in vmi["spec"]?["volumes"]?.array ?? [] {
+            guard let volumeName = volume["name"]?.string, let device = targets[volumeName] else { continue }
+            if let claim = volume["dataVolume"]?["name"]?.string ?? volume["persistentVolumeClaim"]?["claimName"]?.string {
+                let disk = try await volumes.disk(for: try await client.get(Kinds.dataVolume, namespace: namespace, name: claim))
+                if disk.shared {
+                    shared = true
+                } else {
+                    devices.append(device)
+                    files.append(disk.path)
+                }
+            } else if volume["emptyDisk"] != nil {
+                devices.append(device)
+                files.append(emptyDiskPath(domainName: domainName, volume: volumeName))
+            } else if volume["cloudInitNoCloud"] != nil {
+                files.append(cloudInitPath(domainName: domainName, volume: volumeName))
+            }
+        }
+        return (devices, shared, files)
+    }
+
+    /// A migration from this node that succeeded without this process sending it to the end (the agent restarted at
+    /// the switchover, and the target claimed the guest): once the VMI runs on the target and no domain of it is
+    /// left here, the local copies its sender would have removed are removed.
+    func removeStaleCopies(_ vmim: JSONValue) async {
+        guard let uid = vmim["metadata"]?["uid"]?.string, !sourceCleaned.contains(uid),
+            let target = vmim["status"]?["migrationState"]?["targetNode"]?.string
+        else { return }
+        let namespace = vmim["metadata"]?["namespace"]?.string ?? "default"
+        let vmiName = vmim["spec"]?["vmiName"]?.string ?? ""
+        guard let vmi = try? await client.get(Kinds.virtualMachineInstance, namespace: namespace, name: vmiName),
+            vmi["status"]?["nodeName"]?.string == target, vmi["status"]?["migrationState"]?["migrationUid"]?.string == uid,
+            !(await guestIsHere(Resources.domainName(namespace: namespace, name: vmiName))),
+            let files = try? await copies(of: vmi).files
+        else { return }
+        sourceCleaned.insert(uid)
+        for file in files where FileManager.default.fileExists(atPath: file) {
+            try? FileManager.default.removeItem(atPath: file)
+            logger.info("removed a copy the guest left behind", metadata: ["migration": "\(uid)", "file": "\(file)"])
+        }
     }
 
     /// Publishes the job's progress on the VMI's migration state, at most twice a second.
@@ -593,6 +699,8 @@ extension NodeAgent {
         var current = vmim
         for _ in 0..<5 {
             let now = current["status"]?["phase"]?.string ?? ""
+            // Already there: an earlier attempt landed though its answer was lost.
+            if now == phase { return current }
             guard expected.contains(now), Migration.finalPhases.contains(phase) || current["metadata"]?["deletionTimestamp"] == nil else {
                 throw APIError.conflict("migration \(namespace)/\(name) is \(now)\(current["metadata"]?["deletionTimestamp"] == nil ? "" : " and deleted"); not moving it to \(phase)")
             }
@@ -618,7 +726,10 @@ extension NodeAgent {
         let conditions = Resources.setting(Resources.condition("Failed", true, reason: reason, message: message), in: vmim["status"]?["conditions"])
             ?? vmim["status"]?["conditions"] ?? []
         do {
-            try await transition(vmim, to: "Failed", ["migrationState": state, "conditions": conditions])
+            // Retried for a while: the controller may be restarting; until this lands the migration looks unfinished.
+            try await persistently("migration failure", for: .seconds(60)) { () async throws(APIError) in
+                try await transition(vmim, to: "Failed", ["migrationState": state, "conditions": conditions])
+            }
         } catch {
             logger.warning("could not record the failed migration", metadata: ["error": "\(error)"])
         }

@@ -67,6 +67,14 @@ public actor NodeAgent {
     var restartFailed: Set<String> = []
     /// Domains that just left this node by migration, and when.
     var handedOver: [String: Date] = [:]
+    /// Incoming migrations whose tunnel routes this process opened (a restarted agent has none).
+    var routed: Set<String> = []
+    /// Migrations from this node whose stale local copies this process has looked after.
+    var sourceCleaned: Set<String> = []
+    /// Incoming migrations this process failed (its preparation failed, or its previous process had begun it).
+    var givenUp: Set<String> = []
+    /// Since when the guest of an incoming migration has been seen running here, by migration uid.
+    var liveSince: [String: ContinuousClock.Instant] = [:]
 
     public init(configuration: Configuration, client: APIClient, provider: TLSContextProvider, logger: Logger = Logger(label: "vmsync.node-agent")) {
         self.configuration = configuration
@@ -96,7 +104,18 @@ public actor NodeAgent {
             tunnelExit = exit
             if case .tcp(let host, let port) = exit.endpoint { configuration.tunnelEndpoint = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
         }
-        try await register(libvirt)
+        // A controller that is not up yet (or restarting) is waited for, as a kubelet waits for its API server.
+        var delay = Duration.milliseconds(200)
+        while true {
+            do {
+                try await register(libvirt)
+                break
+            } catch let error as APIError where Self.isTransient(error) && !Task.isCancelled {
+                logger.warning("registration failed; retrying", metadata: ["error": "\(error)"])
+                try await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(5))
+            }
+        }
         try FileManager.default.createDirectory(atPath: configuration.runDirectory, withIntermediateDirectories: true)
         loadPrepared()
         await withTaskGroup(of: Void.self) { group in
@@ -190,7 +209,12 @@ public actor NodeAgent {
         while !Task.isCancelled {
             do {
                 let list = try await client.list(Kinds.virtualMachineInstance, fieldSelector: selector)
-                for vmi in list["items"]?.array ?? [] { await reconcile(vmi) }
+                let items = list["items"]?.array ?? []
+                for vmi in items { await reconcile(vmi) }
+                // With this node's VMIs known: what runs here that none of them claims?
+                await removeOrphans(claimed: Set(items.map {
+                    Resources.domainName(namespace: $0["metadata"]?["namespace"]?.string ?? "default", name: $0["metadata"]?["name"]?.string ?? "")
+                }))
                 let events = try await client.watch(
                     Kinds.virtualMachineInstance, fieldSelector: selector, resourceVersion: list["metadata"]?["resourceVersion"]?.string,
                     timeoutSeconds: 5)
@@ -227,6 +251,7 @@ public actor NodeAgent {
 
         await abortIfRequested(vmi)
         if isMigratingAway(vmi) { return }
+        if migrationFromHereUnfinished(vmi), state != .running && state != .paused && state != .blocked { return }
         if vmi["metadata"]?["deletionTimestamp"] != nil {
             if let existing {
                 try? await existing.destroy()

@@ -18,28 +18,56 @@ public final class MutualTLSServer: Sendable {
         self.channel = channel
     }
 
-    /// Binds `endpoint` and starts accepting.
+    /// How many connections a listener holds at most by default; one more is closed as soon as it is accepted.
+    public static let defaultMaximumConnections = 1024
+    /// How long a client may take to complete its handshake by default.
+    public static let defaultHandshakeTimeout = TimeAmount.seconds(10)
+
+    /// Binds `endpoint` and starts accepting. A client that has not completed its handshake within
+    /// `handshakeTimeout` is closed (a slow or silent peer holds no connection); beyond `maximumConnections` open
+    /// connections a new one is closed at once, before any TLS work, and reported to `onRejection`.
     public static func start(
         on endpoint: Endpoint,
         provider: TLSContextProvider,
         policy: PeerPolicy,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         logger: Logger = Logger(label: "vmsync.tls.server"),
+        handshakeTimeout: TimeAmount = defaultHandshakeTimeout,
+        maximumConnections: Int = defaultMaximumConnections,
         onRejection: @escaping @Sendable (HandshakeRejection) -> Void = { _ in },
         initializer: @escaping @Sendable (any Channel, PeerIdentity) -> EventLoopFuture<Void>
     ) async throws(TransportError) -> MutualTLSServer {
+        let open = NIOLockedValueBox(0)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
                 let remote = channel.remoteAddress?.description ?? "unknown peer"
+                let admitted = open.withLockedValue { count -> Bool in
+                    guard count < maximumConnections else { return false }
+                    count += 1
+                    return true
+                }
+                guard admitted else {
+                    logger.warning("connection refused: the listener is full", metadata: ["remote": "\(remote)", "limit": "\(maximumConnections)"])
+                    onRejection(HandshakeRejection(remote: remote, error: TransportError(.channelRefused, "the listener holds its maximum of \(maximumConnections) connections")))
+                    return channel.eventLoop.makeFailedFuture(TransportError(.channelRefused, "connection limit reached"))
+                }
+                channel.closeFuture.whenComplete { _ in open.withLockedValue { $0 -= 1 } }
                 let handshake: EventLoopFuture<PeerIdentity>
                 do {
                     handshake = try Handshake.addServerHandlers(to: channel, provider: provider, policy: policy)
                 } catch {
                     return channel.eventLoop.makeFailedFuture(error)
                 }
+                let deadline = channel.eventLoop.scheduleTask(in: handshakeTimeout) {
+                    logger.info("handshake timed out", metadata: ["remote": "\(remote)"])
+                    onRejection(HandshakeRejection(
+                        remote: remote, error: TransportError(.handshakeFailed, "the client did not complete its handshake within \(handshakeTimeout.nanoseconds / 1_000_000) ms")))
+                    channel.close(promise: nil)
+                }
+                handshake.whenComplete { _ in deadline.cancel() }
                 handshake.whenComplete { result in
                     switch result {
                     case .success(let peer):
@@ -137,8 +165,23 @@ public enum MutualTLSClient {
                         TransportError(.handshakeFailed, "TLS handlers were not installed for \(endpoint)")
                     )
                 }
-                return future.map { (channel, $0) }.flatMapError { error in
+                // A server that accepts but never answers (stopped, or its link gone) must not hold the dialer: the
+                // handshake gets the connect timeout too.
+                let expired = NIOLockedValueBox(false)
+                let deadline = channel.eventLoop.scheduleTask(in: connectTimeout) {
+                    expired.withLockedValue { $0 = true }
                     channel.close(promise: nil)
+                }
+                return future.map { identity in
+                    deadline.cancel()
+                    return (channel, identity)
+                }.flatMapError { error in
+                    deadline.cancel()
+                    channel.close(promise: nil)
+                    if expired.withLockedValue({ $0 }) {
+                        return channel.eventLoop.makeFailedFuture(TransportError(
+                            .handshakeFailed, "\(endpoint): the TLS handshake did not finish within \(connectTimeout.nanoseconds / 1_000_000) ms"))
+                    }
                     let reason = Handshake.describe(error, peer: "server")
                     return channel.eventLoop.makeFailedFuture(TransportError(reason.code, "\(endpoint): \(reason.message)"))
                 }

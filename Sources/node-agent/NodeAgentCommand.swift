@@ -29,16 +29,19 @@ struct NodeAgentCommand: AsyncParsableCommand {
     @Option(help: "Directory for migration sockets; must be the same path on every node.") var migrationDir = "/var/lib/vmsync/migrations"
     @Option(help: "Nice value of the threads that carry migration streams (0-19; 0: the agent's own).")
     var tunnelNice: Int32 = 0
+    @Option(help: "Seconds a request to the cluster API may take before it counts as failed (and is retried where it must land).")
+    var apiTimeout = 30
 
     func run() async throws {
         var logger = Logger(label: "vmsync.node-agent")
         logger.logLevel = .info
         do {
             guard (0...19).contains(tunnelNice) else { throw ValidationError("--tunnel-nice must be 0…19, not \(tunnelNice)") }
+            guard (1...3600).contains(apiTimeout) else { throw ValidationError("--api-timeout must be 1…3600 seconds, not \(apiTimeout)") }
             let endpoint = try APIClient.endpoint(server: server)
             let identity = try CertifiedKey(certificatePEM: try String(contentsOfFile: cert, encoding: .utf8), privateKeyPEM: try String(contentsOfFile: key, encoding: .utf8))
             let provider = try TLSContextProvider(identity: identity, trust: try TrustBundle(pem: try String(contentsOfFile: ca, encoding: .utf8)))
-            let client = APIClient(endpoint: endpoint, provider: provider)
+            let client = APIClient(endpoint: endpoint, provider: provider, requestTimeout: .seconds(apiTimeout))
             let tunnel = try Endpoint(parsing: tunnelListen ?? (address.contains(":") ? "[\(address)]:8444" : "\(address):8444"))
             let agent = NodeAgent(
                 configuration: .init(name: name, address: address, libvirtURI: libvirt, runDirectory: runDir,

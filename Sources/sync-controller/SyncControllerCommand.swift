@@ -24,6 +24,16 @@ struct SyncControllerCommand: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
     @Option(help: "Changes kept for watches to resume from; older resourceVersions get 410 Gone.") var retainChanges: Int64 = 100_000
     @Option(help: "Seconds without a heartbeat after which a node is NotReady.") var nodeGracePeriod = 40
+    @Option(help: "Seconds a client connection may stay silent between requests (or within one) before it is closed.")
+    var idleTimeout = 120
+    @Option(help: "Seconds a client may take to complete its TLS handshake.") var handshakeTimeout = 10
+    @Option(help: "Connections each listener holds at most; more are closed at once.") var maxConnections = 1024
+
+    func validate() throws {
+        guard (1...86_400).contains(idleTimeout) else { throw ValidationError("--idle-timeout must be 1…86400 seconds, not \(idleTimeout)") }
+        guard (1...600).contains(handshakeTimeout) else { throw ValidationError("--handshake-timeout must be 1…600 seconds, not \(handshakeTimeout)") }
+        guard (1...1_000_000).contains(maxConnections) else { throw ValidationError("--max-connections must be 1…1000000, not \(maxConnections)") }
+    }
 
     func run() async throws {
         var logger = Logger(label: "vmsync.sync-controller")
@@ -38,7 +48,9 @@ struct SyncControllerCommand: AsyncParsableCommand {
             let handler = ClusterAPIHandler(store: store)
             var servers: [APIServer] = []
             for address in listen {
-                let server = try await APIServer.start(on: try Endpoint(parsing: address), provider: provider, handler: handler, logger: logger)
+                let server = try await APIServer.start(
+                    on: try Endpoint(parsing: address), provider: provider, handler: handler, logger: logger, idleTimeout: .seconds(idleTimeout),
+                    handshakeTimeout: .seconds(handshakeTimeout), maximumConnections: maxConnections)
                 print("sync-controller: serving the cluster API on \(server.endpoint)")
                 servers.append(server)
             }

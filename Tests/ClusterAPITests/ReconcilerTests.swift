@@ -1,7 +1,9 @@
 import ClusterAPI
 import Foundation
+import TestSupport
 import Testing
 
+@testable import NodeAgent
 @testable import SyncController
 
 /// The controller's reconcilers against a real SQLite store, one pass at a time.
@@ -9,9 +11,10 @@ import Testing
 struct ReconcilerTests {
     let store: SQLiteStore
     let reconciler: ClusterReconciler
+    let path: String
 
     init() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("reconcile-\(UUID().uuidString.prefix(8)).sqlite").path
+        path = FileManager.default.temporaryDirectory.appendingPathComponent("reconcile-\(UUID().uuidString.prefix(8)).sqlite").path
         store = try SQLiteStore(path: path)
         reconciler = ClusterReconciler(store: store)
     }
@@ -145,5 +148,40 @@ struct ReconcilerTests {
         await reconciler.pass()
         let vm = try await store.get(Kinds.virtualMachine, namespace: "default", name: "always")
         #expect(vm["status"]?["printableStatus"] == "Stopped")
+    }
+
+    @Test("objects stored before validation refused them (memory 16Ei, 1e20, vCPU counts whose product overflows) do not trap a reconcile pass")
+    func outOfRangeStoredObjects() async throws {
+        try await node("a", memory: "4241Mi")
+        try await node("b", memory: "7Ei")
+        try await vmi("ei", spec: ["domain": ["resources": ["requests": ["memory": "4242Mi"]]]])
+        try await vmi("e20", spec: ["domain": ["memory": ["guest": 4243], "resources": ["requests": ["memory": "7Ei"]]]])
+        try await vmi("seven", spec: ["domain": ["resources": ["requests": ["memory": "6Ei"]]]])
+        try await vmi("cpus", spec: ["domain": ["cpu": ["cores": 511]]])
+        _ = try await store.create(Kinds.virtualMachine, [
+            "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": ["name": "huge"],
+            "spec": ["runStrategy": "Always", "template": ["spec": ["domain": ["resources": ["requests": ["memory": "4242Mi"]]]]]],
+        ])
+        // What an earlier version stored before these values were refused: written into the database as they were.
+        let rewrite = try await run("/usr/bin/sqlite3", [path, """
+            UPDATE objects SET body = replace(replace(replace(replace(body, '"4241Mi"', '"16Ei"'), '"4242Mi"', '"16Ei"'), ':4243', ':1e20'),
+                '"cores":511', '"cores":4294967296,"sockets":4294967296,"threads":4294967296')
+            """])
+        #expect(rewrite.status == 0, "\(rewrite.stderr)")
+        #expect(try await get("ei")["spec"]?["domain"]?["resources"]?["requests"]?["memory"] == "16Ei", "the stored object holds the value")
+        await reconciler.pass()
+        await reconciler.pass()
+        #expect(Quantity("16Ei") == nil && Quantity("1e20") == nil && Quantity(.double(1e20)) == nil && Quantity("8Ei") == nil)
+        #expect(Quantity("7Ei")?.bytes == 7 << 60)
+        #expect(UInt64.max.saturatingAdd(1) == .max && (UInt64(1) << 63).saturatingAdd(UInt64(1) << 63) == .max)
+        #expect(DomainMapping.vcpus(try await get("cpus")["spec"]) == 64, "clamped, not overflowed")
+        // The pass went on past them: the valid 7Ei VMI is placed on the node that has 7Ei, the others fit nowhere.
+        #expect(try await get("seven")["status"]?["nodeName"] == "b")
+        #expect(try await get("ei")["status"]?["nodeName"] == nil)
+        #expect(condition(try await get("ei"), "PodScheduled")?["reason"] == "Unschedulable")
+        // The VM whose template no longer validates gets no VMI and says why.
+        let vm = try await store.get(Kinds.virtualMachine, namespace: "default", name: "huge")
+        let failure = vm["status"]?["conditions"]?.array?.first { $0["type"] == "Failure" }
+        #expect(failure?["reason"] == "FailedCreate" && failure?["message"]?.string?.contains("16Ei") == true, "\(vm["status"] ?? .null)")
     }
 }

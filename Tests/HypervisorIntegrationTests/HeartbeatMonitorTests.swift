@@ -75,7 +75,7 @@ struct HeartbeatMonitorTests {
         #expect(await monitor.waitForTick(from: 1, timeout: 10))
         try await Task.sleep(for: .milliseconds(100))
         let analysis = monitor.analysis()
-        #expect(analysis.lost.isEmpty && analysis.first == 1 && analysis.last == 4, "\(analysis)")
+        #expect(analysis.continuous && analysis.first == 1 && analysis.last == 4, "\(analysis)")
         let third = monitor.ticks.first { $0.number == 3 }
         #expect(third?.source == 1 && third?.guestUptime == 0.3, "completed on the destination's console: \(String(describing: third))")
     }
@@ -96,5 +96,43 @@ struct HeartbeatMonitorTests {
         while monitor.ticks.count < 2 && Date() < deadline { try await Task.sleep(for: .milliseconds(10)) }
         #expect(monitor.ticks.map(\.number) == [1, 2])
         #expect(monitor.connections.contains("reconnected 1 times"), "\(monitor.connections)")
+    }
+
+    @Test("a guest that restarts its counter (TICK 5, then TICK 1) is reported as restarted, not as one that ran on")
+    func counterFalls() async throws {
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let console = try Console(path: directory + "/console.serial")
+        let monitor = HeartbeatMonitor(paths: [directory + "/console.serial"])
+        defer { monitor.stop() }
+        try await onThread { console.accept() }
+        console.send("TICK 4 0.40\r\nTICK 5 0.50\r\nTICK 1 0.08\r\nTICK 2 0.18\r\n")
+        let deadline = Date().addingTimeInterval(10)
+        while monitor.ticks.count < 4 && Date() < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        let analysis = monitor.analysis()
+        #expect(analysis.lost.isEmpty, "each boot on its own lost nothing: \(analysis)")
+        #expect(analysis.restarts.count == 1 && !analysis.continuous, "\(analysis)")
+        #expect(analysis.restarts.first?.before.number == 5 && analysis.restarts.first?.after.number == 1, "\(analysis)")
+        #expect(analysis.first == 1 && analysis.last == 2, "the numbers of the current boot: \(analysis)")
+    }
+
+    @Test("restarts are seen by a falling number or uptime; a line that arrives twice, or a little out of order from the other console, is neither a restart nor a lost tick", arguments: [
+        // (number, uptime, console) per line, restarts expected, lost expected
+        ([(1, 0.1, 0), (2, 0.2, 0), (3, 0.3, 0), (1, 0.1, 0), (2, 0.2, 0), (3, 0.3, 0), (4, 0.4, 0)], 1, [Int]()),  // rebooted and climbed past
+        ([(7, 9.0, 0), (8, 9.1, 0), (9, 0.2, 0), (10, 0.3, 0)], 1, []),  // the counter went on, the uptime fell: another boot
+        ([(30, 3.0, 0), (31, 3.1, 0), (1, 2.5, 1), (2, 2.6, 1)], 1, []),  // a fresh guest on the destination's console
+        ([(1, 0.1, 0), (2, 0.2, 0), (2, 0.2, 1), (3, 0.3, 1)], 0, []),  // the same line from both consoles
+        ([(1, 0.1, 0), (3, 0.3, 1), (2, 0.2, 0), (4, 0.4, 1)], 0, []),  // read out of order across the consoles
+        ([(1, 0.1, 0), (3, 0.3, 0), (2, 0.2, 0)], 1, [2]),  // out of order on one console: not a stream's order
+        ([(1, 0.1, 0), (2, 0.2, 0), (5, 0.5, 0)], 0, [3, 4]),
+    ] as [([(Int, Double, Int)], Int, [Int])])
+    func analysis(lines: [(Int, Double, Int)], restarts: Int, lost: [Int]) {
+        let ticks = lines.enumerated().map { index, line in
+            HeartbeatMonitor.Tick(number: line.0, guestUptime: line.1, arrival: Double(index) * 0.1, source: line.2)
+        }
+        let analysis = HeartbeatMonitor.analyze(ticks)
+        #expect(analysis.restarts.count == restarts, "\(analysis)")
+        #expect(analysis.lost == lost, "\(analysis)")
+        #expect(analysis.continuous == (restarts == 0 && lost.isEmpty))
     }
 }

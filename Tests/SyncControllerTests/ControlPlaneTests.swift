@@ -130,6 +130,30 @@ struct ControlPlaneTests {
              "unknown field \\\"spec.colour\\\""),
             (["-X", "POST", "-H", "Content-Type: application/yaml", "--data-binary", "@-", cluster.url + "/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstancemigrations"],
              "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstanceMigration\nmetadata:\n  name: m1\nspec: {}\n", "422", "spec.vmiName: Required value"),
+            // Sizes that do not fit 64 bits (the controller used to trap on them), and counts whose product would.
+            (["-X", "POST", "-H", "Content-Type: application/yaml", "--data-binary", "@-", cluster.url + vms],
+             seedVirtualMachine.replacingOccurrences(of: "memory: 128Mi", with: "memory: 16Ei"), "422",
+             "spec.template.spec.domain.resources.requests.memory: Invalid value: \\\"16Ei\\\": quantities must be less than 2^63"),
+            (["-X", "POST", "-H", "Content-Type: application/yaml", "--data-binary", "@-", cluster.url + vms],
+             seedVirtualMachine.replacingOccurrences(of: "memory: 128Mi", with: "memory: 1e20"), "422",
+             "spec.template.spec.domain.resources.requests.memory: Invalid value: 1e+20: quantities must be less than 2^63"),
+            (["-X", "POST", "-H", "Content-Type: application/yaml", "--data-binary", "@-", cluster.url + vms],
+             seedVirtualMachine.replacingOccurrences(of: "memory: 128Mi", with: "memory: 128Mi\n        cpu:\n          cores: 4294967296\n          sockets: 4294967296"), "422",
+             "spec.template.spec.domain.cpu.cores: Invalid value: 4294967296: must be at most 512"),
+            (["-X", "POST", "-H", "Content-Type: application/yaml", "--data-binary", "@-", cluster.url + vms],
+             seedVirtualMachine.replacingOccurrences(of: "memory: 128Mi", with: "memory: 128Mi\n        cpu:\n          cores: 64\n          sockets: 64"), "422",
+             "spec.template.spec.domain.cpu: Invalid value: cores × sockets × threads = 64 × 64 × 1 = 4096 vCPUs: at most 512"),
+            (["-X", "POST", "-H", "Content-Type: application/yaml", "--data-binary", "@-", cluster.url + "/apis/kubevirt.io/v1/namespaces/kubevirt/kubevirts"],
+             "apiVersion: kubevirt.io/v1\nkind: KubeVirt\nmetadata:\n  name: big\nspec:\n  configuration:\n    migrations:\n      completionTimeoutPerGiB: 9223372036854775807\n",
+             "422", "spec.configuration.migrations.completionTimeoutPerGiB: Invalid value: 9223372036854775807: must be at most 31536000"),
+            // A watch that would outlast any clock.
+            (["-X", "GET", cluster.url + vms + "?watch=true&timeoutSeconds=9223372036854775807"], "", "400",
+             "timeoutSeconds \\\"9223372036854775807\\\" must be a whole number of seconds from 0 to 86400"),
+            // "Billion laughs": 1 KB of YAML that aliases would expand to 10^9 strings.
+            (["-X", "POST", "-H", "Content-Type: application/yaml", "--data-binary", "@-", cluster.url + vms],
+             "apiVersion: kubevirt.io/v1\nkind: VirtualMachine\nmetadata:\n  name: lol\nspec:\n  a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+                + (1..<9).map { "  \(Character(UnicodeScalar(97 + $0)!)): &\(Character(UnicodeScalar(97 + $0)!)) [" + Array(repeating: "*\(Character(UnicodeScalar(96 + $0)!))", count: 10).joined(separator: ", ") + "]\n" }.joined(),
+             "400", "anchors and aliases are not accepted"),
         ]
         for item in cases {
             let result = try await cluster.curl(item.arguments + ["-w", "\n%{http_code}"], input: item.input)
@@ -162,6 +186,63 @@ struct ControlPlaneTests {
         let huge = String(repeating: "x", count: 4 << 20)
         let tooLarge = try await cluster.curl(["-X", "POST", "-H", "Content-Type: application/json", "--data-binary", "@-", "-w", "\n%{http_code}", cluster.url + self.vms], input: huge)
         #expect(tooLarge.stdout.hasSuffix("\n413"), "\(tooLarge.stdout.suffix(200))")
+        await cluster.stop()
+    }
+
+    @Test("slow clients cannot hold the controller: a silent TCP client and an idle TLS client (openssl s_client) are closed after their timeouts, a watch whose client does not read is closed after a bounded buffer; the API keeps serving")
+    func slowClients() async throws {
+        let cluster = try ClusterFixture()
+        try await cluster.start(["--idle-timeout", "1", "--handshake-timeout", "1"])
+        guard case .tcp(_, let port) = cluster.endpoint else { return }
+        // A TCP client that never starts its handshake.
+        var started = Date()
+        let silent = try await run("/bin/bash", ["-c", "exec 3<>/dev/tcp/127.0.0.1/\(port); cat <&3 >/dev/null"], timeout: 20)
+        var waited = Date().timeIntervalSince(started)
+        #expect(silent.status == 0 && waited >= 0.8 && waited < 5, "closed after the 1 s handshake timeout: \(waited) s, \(silent.stderr)")
+        // A TLS client that completes its handshake and then says nothing.
+        let (cert, key) = cluster.certificate("user-admin")
+        started = Date()
+        let idle = try await run("/usr/bin/openssl", [
+            "s_client", "-connect", "127.0.0.1:\(port)", "-cert", cert, "-key", key, "-CAfile", cluster.caPath, "-quiet", "-ign_eof",
+        ], timeout: 20)
+        waited = Date().timeIntervalSince(started)
+        #expect(waited >= 0.8 && waited < 5, "closed after the 1 s idle timeout: \(waited) s; \(idle.stderr.suffix(300))")
+        #expect(idle.stderr.contains("verify return:1") || idle.stderr.contains("depth=0"), "the handshake itself succeeded: \(idle.stderr.suffix(300))")
+
+        // A watch read at 1 byte per second while a ConfigMap changes 1,500 times (64 KiB each).
+        let reader = try ChildProcess("/usr/bin/curl", [
+            "-sS", "-N", "--limit-rate", "1", "--cacert", cluster.caPath, "--cert", cert, "--key", key,
+            cluster.url + "/api/v1/namespaces/default/configmaps?watch=true",
+        ])
+        defer { kill(reader.pid, SIGKILL) }
+        let admin = try cluster.client()
+        func watches() async throws -> Int {
+            let text = String(decoding: try await admin.raw("/metrics"), as: UTF8.self)
+            let line = text.split(separator: "\n").first { $0.hasPrefix("vmsync_apiserver_watches ") }
+            return Int(line?.split(separator: " ").last ?? "") ?? -1
+        }
+        let deadline = Date().addingTimeInterval(10)
+        while try await watches() < 1 && Date() < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(try await watches() == 1, "the slow watch is being served")
+        let payload = String(repeating: "x", count: 64 << 10)
+        _ = try await admin.create(Kinds.configMap, ["apiVersion": "v1", "kind": "ConfigMap", "metadata": ["name": "churn"], "data": ["v": "0"]])
+        var closedAfter: Int?
+        for index in 1...1500 {
+            _ = try await admin.patch(Kinds.configMap, name: "churn", ["data": ["v": .string("\(index)"), "blob": .string(payload)]])
+            if index % 100 == 0, try await watches() == 0 {
+                closedAfter = index
+                break
+            }
+        }
+        if closedAfter == nil {
+            let end = Date().addingTimeInterval(10)
+            while try await watches() != 0 && Date() < end { try await Task.sleep(for: .milliseconds(100)) }
+            if try await watches() == 0 { closedAfter = 1500 }
+        }
+        #expect(closedAfter != nil, "the watch of a client that does not read was closed")
+        print("slow watch closed after \(closedAfter.map(String.init) ?? "never") changes of 64 KiB")
+        // The controller serves on.
+        #expect(try await admin.get(Kinds.configMap, name: "churn")["data"]?["v"] != nil)
         await cluster.stop()
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import TestSupport
 import Testing
 
@@ -53,6 +54,44 @@ struct HandshakeTests {
         try serverProvider.reload(trust: trust)
         let (reply, _) = try await exchange("ping", with: server.endpoint, provider: client)
         #expect(reply == "controller/ctl-b: ping\n")
+    }
+
+    @Test("a client that connects and never completes its handshake is closed after the handshake timeout; beyond the connection limit a connection is closed at once")
+    func listenerLimits() async throws {
+        let alpha = try TestPKI.authority("alpha")
+        let log = RejectionLog()
+        let server = try await MutualTLSServer.start(
+            on: .tcp(host: "127.0.0.1", port: 0), provider: try TestPKI.provider(alpha, role: .node, name: "a1"), policy: nodes,
+            handshakeTimeout: .seconds(2), maximumConnections: 2, onRejection: { log.append($0) }
+        ) { channel, _ in channel.eventLoop.makeSucceededVoidFuture() }
+        defer { Task { await server.close() } }
+        let started = Date()
+        let silent = try BlockingSocket.connect(server.endpoint)
+        let second = try BlockingSocket.connect(server.endpoint)
+        try await Task.sleep(for: .milliseconds(100))
+        // The third is over the limit: closed before any TLS byte.
+        let thirdStarted = Date()
+        let third = try BlockingSocket.connect(server.endpoint)
+        third.setReceiveTimeout(seconds: 5)
+        let refused = third.readOutcome()
+        #expect(refused.bytes.isEmpty, "closed without a byte")
+        #expect(Date().timeIntervalSince(thirdStarted) < 1.5, "at once, not after the handshake timeout")
+        #expect(await eventually { log.codes.contains(.channelRefused) })
+        // The silent ones go when their handshake time is up.
+        silent.setReceiveTimeout(seconds: 5)
+        let outcome = silent.readOutcome()
+        let waited = Date().timeIntervalSince(started)
+        #expect(outcome.bytes.isEmpty && waited >= 1.9 && waited < 6, "closed after the handshake timeout: \(waited) s")
+        #expect(await eventually { log.all.contains { $0.error.message.contains("did not complete its handshake within 2000 ms") } })
+        // With them gone, a real client gets in.
+        second.close()
+        try await Task.sleep(for: .milliseconds(100))
+        let client = try TestPKI.provider(alpha, role: .node, name: "a2")
+        let (channel, identity) = try await MutualTLSClient.connect(to: server.endpoint, provider: client, policy: nodes)
+        #expect(identity.name == "a1")
+        try? await channel.close()
+        third.close()
+        silent.close()
     }
 
     @Test("an expired client certificate is refused as expired")

@@ -34,14 +34,28 @@ public final class APIServer: Sendable {
     }
 
     /// Listens on `endpoint`; call `run()` to serve.
+    /// How long a connection may wait between requests, or within one, before it is closed. A client that has not
+    /// completed its handshake within `handshakeTimeout` is closed, and beyond `maximumConnections` a new connection
+    /// is closed at once.
+    public static let defaultIdleTimeout = Duration.seconds(120)
+
     public static func start(
         on endpoint: Endpoint, provider: TLSContextProvider, handler: ClusterAPIHandler,
-        logger: Logger = Logger(label: "vmsync.apiserver")
+        logger: Logger = Logger(label: "vmsync.apiserver"), idleTimeout: Duration = defaultIdleTimeout,
+        handshakeTimeout: Duration = .seconds(10), maximumConnections: Int = MutualTLSServer.defaultMaximumConnections
     ) async throws(TransportError) -> APIServer {
         let (connections, continuation) = AsyncStream.makeStream(of: Connection.self)
+        func amount(_ duration: Duration) -> TimeAmount {
+            let parts = duration.components
+            return .nanoseconds(parts.seconds * 1_000_000_000 + parts.attoseconds / 1_000_000_000)
+        }
+        let idle = amount(idleTimeout)
         let policy = PeerPolicy(allowedRoles: [.user, .node, .controller, .syncClient, .syncServer])
-        let listener = try await MutualTLSServer.start(on: endpoint, provider: provider, policy: policy, logger: logger) { channel, peer in
+        let listener = try await MutualTLSServer.start(
+            on: endpoint, provider: provider, policy: policy, logger: logger, handshakeTimeout: amount(handshakeTimeout), maximumConnections: maximumConnections
+        ) { channel, peer in
             channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMapThrowing {
+                try channel.pipeline.syncOperations.addHandler(IdleRequestTimeout(timeout: idle))
                 let wrapped = try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
                 continuation.yield(Connection(channel: wrapped, peer: peer))
             }
@@ -130,5 +144,53 @@ public final class APIServer: Sendable {
         } catch {
             logger.debug("connection ended", metadata: ["peer": "\(connection.peer)", "error": "\(error)"])
         }
+    }
+}
+
+/// Closes a connection that stays silent too long while the server waits for it: between requests (kept alive) and
+/// within one (a head without its body). While a response is written — a watch may stream for its whole
+/// `timeoutSeconds` — it never fires.
+final class IdleRequestTimeout: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let timeout: TimeAmount
+    private var timer: Scheduled<Void>?
+
+    init(timeout: TimeAmount) {
+        self.timeout = timeout
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        arm(context)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .end = unwrapInboundIn(data) {
+            // The request is complete: the server answers now; the clock waits for the answer's end.
+            timer?.cancel()
+            timer = nil
+        } else {
+            arm(context)
+        }
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = unwrapOutboundIn(data) { arm(context) }
+        context.write(data, promise: promise)
+    }
+
+    private func arm(_ context: ChannelHandlerContext) {
+        timer?.cancel()
+        let channel = context.channel
+        timer = context.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
     }
 }

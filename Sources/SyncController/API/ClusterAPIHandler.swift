@@ -1,5 +1,6 @@
 import ClusterAPI
 import Foundation
+import Logging
 import Synchronization
 import TLSTransport
 
@@ -8,6 +9,7 @@ import TLSTransport
 public final class ClusterAPIHandler: Sendable {
     let store: any ResourceStore
     let metrics = APIMetrics()
+    let logger = Logger(label: "vmsync.api")
     /// Largest accepted body.
     public static let maximumBodyBytes = 3 << 20
     private let ready = Mutex(true)
@@ -170,6 +172,11 @@ public final class ClusterAPIHandler: Sendable {
         }
     }
 
+    /// The longest a watch may be asked to last (a day).
+    static let maxWatchSeconds = 86_400
+    /// How many events may wait for a watch's client before the watch is closed.
+    static let watchBufferEvents = 1024
+
     private func watch(_ kind: ResourceKind, _ selection: Selection, _ request: APIRequest) async throws(APIError) -> APIResponse {
         let from: Int64?
         if let text = request.query["resourceVersion"], !text.isEmpty {
@@ -178,7 +185,15 @@ public final class ClusterAPIHandler: Sendable {
         } else {
             from = nil
         }
-        let timeout = request.query["timeoutSeconds"].flatMap(Int.init) ?? 1800
+        let timeout: Int
+        if let text = request.query["timeoutSeconds"] {
+            guard let seconds = Int(text), (0...Self.maxWatchSeconds).contains(seconds) else {
+                throw APIError.badRequest("timeoutSeconds \"\(text)\" must be a whole number of seconds from 0 to \(Self.maxWatchSeconds)")
+            }
+            timeout = seconds
+        } else {
+            timeout = 1800
+        }
         let events: AsyncStream<WatchEvent>
         do {
             events = try await store.watch(kind, selection, from: from)
@@ -188,13 +203,23 @@ public final class ClusterAPIHandler: Sendable {
             return .stream(status: 200, contentType: "application/json", lines: AsyncStream { $0.yield(line); $0.finish() })
         }
         let metrics = metrics
-        let lines = AsyncStream<Data> { continuation in
+        let logger = logger
+        let watcher = "\(request.peer)"
+        let watched = kind.kind
+        // A client that does not read gets at most this many events queued for it; then its watch ends (it resumes
+        // from the last resourceVersion it saw, as after any watch that ends), instead of the controller's memory.
+        let lines = AsyncStream<Data>(bufferingPolicy: .bufferingOldest(Self.watchBufferEvents)) { continuation in
             let task = Task {
                 metrics.watchStarted()
                 defer { metrics.watchEnded() }
                 await withTaskGroup(of: Void.self) { group in
                     group.addTask {
-                        for await event in events { continuation.yield(event.line) }
+                        for await event in events {
+                            if case .dropped = continuation.yield(event.line) {
+                                logger.warning("watch closed: its client does not read", metadata: ["peer": "\(watcher)", "kind": "\(watched)"])
+                                return
+                            }
+                        }
                     }
                     group.addTask { try? await Task.sleep(for: .seconds(timeout)) }
                     await group.next()
@@ -226,6 +251,7 @@ public final class ClusterAPIHandler: Sendable {
         let existing = try await store.get(kind, namespace: namespace, name: name)
         switch kind.kind {
         case "VirtualMachineInstance":
+            if existing["status"]?["nodeName"]?.string != node, try await isClaim(request, of: existing, by: node, namespace: namespace) { return }
             guard existing["status"]?["nodeName"]?.string == node else {
                 throw APIError.forbidden(
                     "virtualmachineinstances.kubevirt.io \"\(name)\" is forbidden: it is not on node \"\(node)\", which may write only the status of VMIs on it")
@@ -246,6 +272,21 @@ public final class ClusterAPIHandler: Sendable {
         default:
             break
         }
+    }
+
+    /// Whether a write by `node` to a VMI that is not on it is the target of its migration claiming the guest
+    /// libvirt moved there (when the source could not hand it over): the write names `node` as the VMI's node, the
+    /// VMI's migration state names `node` as the target, and that migration — stored, with `node` as its target —
+    /// has reached the switchover (Running or later).
+    private func isClaim(_ request: APIRequest, of vmi: JSONValue, by node: String, namespace: String?) async throws(APIError) -> Bool {
+        let state = vmi["status"]?["migrationState"]
+        guard let body = try? request.bodyValue(), body["status"]?["nodeName"]?.string == node, state?["targetNode"]?.string == node,
+            let uid = state?["migrationUid"]?.string
+        else { return false }
+        let migrations = try await store.list(Kinds.migration, Selection(namespace: namespace)).items
+        guard let migration = migrations.first(where: { $0["metadata"]?["uid"]?.string == uid }) else { return false }
+        return migration["status"]?["migrationState"]?["targetNode"]?.string == node
+            && ["Running", "Succeeded", "Failed"].contains(migration["status"]?["phase"]?.string ?? "")
     }
 
     static func selection(_ request: APIRequest, namespace: String?) throws(APIError) -> Selection {

@@ -64,7 +64,14 @@ public actor ClusterReconciler {
             let dataVolumes = try await store.list(Kinds.dataVolume, Selection()).items
             let classes = try await store.list(Kinds.storageClass, Selection()).items
             let readyNodes = try await nodeLifecycle(nodes, vmis: vmis)
-            for vm in vms { try await reconcileVirtualMachine(vm, vmis: vmis) }
+            for vm in vms {
+                do {
+                    try await reconcileVirtualMachine(vm, vmis: vmis)
+                } catch where [400, 422].contains(error.code) {
+                    // One VM that cannot be acted on (its template no longer valid) says so and stops nothing else.
+                    try await recordFailure(vm, error)
+                }
+            }
             vmis = try await store.list(Kinds.virtualMachineInstance, Selection()).items
             try await releaseFinalizers(vmis, readyNodes: readyNodes)
             try await schedule(vmis, nodes: nodes, readyNodes: readyNodes, dataVolumes: dataVolumes, classes: classes)
@@ -75,6 +82,14 @@ public actor ClusterReconciler {
         } catch {
             logger.warning("reconcile pass failed", metadata: ["error": "\(error)"])
         }
+    }
+
+    /// KubeVirt's `Failure` condition on a VM whose instance could not be created.
+    private func recordFailure(_ vm: JSONValue, _ error: APIError) async throws(APIError) {
+        let condition = Resources.condition("Failure", true, reason: "FailedCreate", message: error.message)
+        guard let conditions = Resources.setting(condition, in: vm["status"]?["conditions"]) else { return }
+        _ = try await store.patch(Kinds.virtualMachine, namespace: namespace(vm), name: name(vm), mergePatch: ["status": ["conditions": conditions]], subresource: .status)
+        logger.warning("VM cannot be acted on", metadata: ["vm": "\(namespace(vm))/\(name(vm))", "error": "\(error)"])
     }
 
     // MARK: Nodes

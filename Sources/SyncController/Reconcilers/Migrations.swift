@@ -182,9 +182,9 @@ extension ClusterReconciler {
         var used: [String: UInt64] = [:]
         for other in vmis {
             guard let node = other["status"]?["nodeName"]?.string, !["Succeeded", "Failed"].contains(other["status"]?["phase"]?.string ?? "") else { continue }
-            used[node, default: 0] += memory(other)
+            used[node, default: 0] = used[node, default: 0].saturatingAdd(memory(other))
             if let target = other["status"]?["migrationState"]?["targetNode"]?.string, other["status"]?["migrationState"]?["completed"]?.bool != true {
-                used[target, default: 0] += memory(other)
+                used[target, default: 0] = used[target, default: 0].saturatingAdd(memory(other))
             }
         }
         let cpu = DomainSpec.CPUMode(kubeVirtModel: Resources.cpuModel(of: vmi["spec"]))

@@ -59,17 +59,22 @@ extension ClusterReconciler {
         return nil
     }
 
-    /// Memory a VMI asks for, in bytes.
+    /// Memory a VMI asks for, in bytes; a value that is there but is no quantity (one stored before such values were
+    /// refused) asks for more than any node has, so it fits nowhere instead of being taken for the default.
     func memory(_ vmi: JSONValue) -> UInt64 {
         let domain = vmi["spec"]?["domain"]
-        return Quantity(domain?["memory"]?["guest"])?.bytes ?? Quantity(domain?["resources"]?["requests"]?["memory"])?.bytes ?? (128 << 20)
+        for value in [domain?["memory"]?["guest"], domain?["resources"]?["requests"]?["memory"]] {
+            guard let value, value != .null else { continue }
+            return Quantity(value)?.bytes ?? .max
+        }
+        return 128 << 20
     }
 
     func schedule(_ vmis: [JSONValue], nodes: [JSONValue], readyNodes: Set<String>, dataVolumes: [JSONValue], classes: [JSONValue]) async throws(APIError) {
         var used: [String: UInt64] = [:]
         for vmi in vmis {
             guard let node = vmi["status"]?["nodeName"]?.string, !["Succeeded", "Failed"].contains(vmi["status"]?["phase"]?.string ?? "") else { continue }
-            used[node, default: 0] += memory(vmi)
+            used[node, default: 0] = used[node, default: 0].saturatingAdd(memory(vmi))
         }
         for vmi in vmis where vmi["metadata"]?["deletionTimestamp"] == nil && vmi["status"]?["nodeName"] == nil
             && ["Pending", nil].contains(vmi["status"]?["phase"]?.string)
@@ -91,7 +96,7 @@ extension ClusterReconciler {
                 status["nodeName"] = .string(best.name)
                 status["conditions"] = Resources.setting(Resources.condition("PodScheduled", true, reason: "Scheduled", message: "placed on node \(best.name)"), in: status["conditions"]) ?? status["conditions"]
                 _ = try await store.patch(Kinds.virtualMachineInstance, namespace: namespace(vmi), name: name(vmi), mergePatch: ["status": status], subresource: .status)
-                used[best.name, default: 0] += memory(vmi)
+                used[best.name, default: 0] = used[best.name, default: 0].saturatingAdd(memory(vmi))
                 logger.info("VMI scheduled", metadata: ["vmi": "\(namespace(vmi))/\(name(vmi))", "node": "\(best.name)"])
             } else {
                 let message = "0/\(nodes.count) nodes are available" + (reasons.isEmpty ? "" : ": " + reasons.joined(separator: "; "))

@@ -424,7 +424,7 @@ extension SQLiteStore {
         result["metadata"]?["resourceVersion"] = nil
         result["apiVersion"] = .string(kind.apiVersion)
         result["kind"] = .string(kind.kind)
-        try kind.validate(result)
+        try kind.validate(result, ratchetingFrom: existing)
         var comparable = existing
         comparable["metadata"]?["resourceVersion"] = nil
         if comparable == result {

@@ -18,8 +18,12 @@ public final class BedCluster: @unchecked Sendable {
     public let socket: String
     public let heartbeat: Int
     public let gracePeriod: Int
+    /// The agents' `--api-timeout` (seconds): short on the bed, so tests that stop the controller need not wait long.
+    public let apiTimeout = 5
     private var controller: ChildProcess?
     private var agents: [String: ChildProcess] = [:]
+    /// Each agent's own link to the controller, when the cluster was started with them (`start(…, controllerLinks:)`).
+    private var links: [String: ControllerLink] = [:]
     public let admin: APIClient
 
     private init(bed: TestBed, pki: PKIDirectory, socket: String, heartbeat: Int, gracePeriod: Int, admin: APIClient) {
@@ -31,7 +35,9 @@ public final class BedCluster: @unchecked Sendable {
         self.admin = admin
     }
 
-    public static func start(_ bed: TestBed, heartbeat: Int = 2, gracePeriod: Int = 40) async throws -> BedCluster {
+    /// Starts a controller and an agent per node. With `controllerLinks` each agent reaches the controller through
+    /// its own `ControllerLink`, which a test can cut (`setControllerLink`).
+    public static func start(_ bed: TestBed, heartbeat: Int = 2, gracePeriod: Int = 40, controllerLinks: Bool = false) async throws -> BedCluster {
         let directory = bed.report.directory + "/cluster-\(UUID().uuidString.prefix(6))"
         let pki = PKIDirectory(url: URL(fileURLWithPath: directory + "/pki"))
         _ = try pki.initialize(cluster: "bed")
@@ -44,6 +50,11 @@ public final class BedCluster: @unchecked Sendable {
             bed: bed, pki: pki, socket: socket, heartbeat: heartbeat, gracePeriod: gracePeriod,
             admin: APIClient(endpoint: .unix(path: socket), provider: provider))
         try await cluster.startController()
+        if controllerLinks {
+            for node in bed.report.nodes {
+                cluster.links[node.name] = try ControllerLink(path: directory + "/api-\(node.name).sock", upstream: socket)
+            }
+        }
         for node in bed.report.nodes { try cluster.startAgent(node.name) }
         _ = try await cluster.waitFor("nodes Ready") {
             let nodes = try await cluster.admin.list(Kinds.node)["items"]?.array ?? []
@@ -68,6 +79,20 @@ public final class BedCluster: @unchecked Sendable {
         }
     }
 
+    /// Cuts (`up: false`) or restores the link between a node's agent and the controller; the cluster must have
+    /// been started with `controllerLinks`.
+    public func setControllerLink(of name: String, up: Bool) throws {
+        guard let link = links[name] else { throw TestBedError("node \(name) has no controller link: start the cluster with controllerLinks") }
+        if up { link.restore() } else { link.cut() }
+    }
+
+    /// SIGSTOP (`running: false`) or SIGCONT of the controller: a controller that accepts connections but answers
+    /// nothing, as one that hangs.
+    public func setControllerRunning(_ running: Bool) {
+        guard let controller else { return }
+        kill(controller.pid, running ? SIGCONT : SIGSTOP)
+    }
+
     /// kill -9 of the controller.
     public func killController() async {
         guard let controller else { return }
@@ -80,9 +105,9 @@ public final class BedCluster: @unchecked Sendable {
         let node = bed.node(name)
         let issued = pki.url.appendingPathComponent("issued").path
         agents[name] = try bed.start(on: name, siblingBinaries.appendingPathComponent("node-agent").path, [
-            "--name", name, "--address", node.address, "--server", "unix://" + socket, "--cert", "\(issued)/node-\(name).pem",
+            "--name", name, "--address", node.address, "--server", "unix://" + (links[name]?.path ?? socket), "--cert", "\(issued)/node-\(name).pem",
             "--key", "\(issued)/node-\(name)-key.pem", "--ca", pki.bundleURL.path, "--libvirt", node.uri,
-            "--run-dir", node.imagesDirectory, "--heartbeat", String(heartbeat),
+            "--run-dir", node.imagesDirectory, "--heartbeat", String(heartbeat), "--api-timeout", String(apiTimeout),
         ])
     }
 
@@ -92,11 +117,32 @@ public final class BedCluster: @unchecked Sendable {
         _ = await agent.wait(timeout: 10)
     }
 
+    /// Waits until a restarted agent has registered its node again and posted a heartbeat after that (its loops —
+    /// VMIs, migrations — have listed what is on its node by then); returns when (monotonic seconds, the heartbeat
+    /// monitor's clock).
+    public func waitForAgentBack(_ name: String, timeout: TimeInterval = 60) async throws -> Double {
+        _ = try await waitFor("agent \(name) registered again", timeout: timeout) { agentOutput(name).contains("node registered") ? true : nil }
+        let registered = try await admin.get(Kinds.node, name: name)["status"]?["conditions"]?.array?.first { $0["type"] == "Ready" }?["lastHeartbeatTime"]
+        _ = try await waitFor("agent \(name) heartbeat after registering", timeout: timeout) { () async throws -> Bool? in
+            let node = try await admin.get(Kinds.node, name: name)
+            let beat = node["status"]?["conditions"]?.array?.first { $0["type"] == "Ready" }?["lastHeartbeatTime"]
+            return beat != registered ? true : nil
+        }
+        return HeartbeatMonitor.monotonicNow
+    }
+
     /// The PID of a node's agent.
     public func agentPID(_ name: String) -> Int32? { agents[name]?.pid }
 
     /// The controller's process ID (nil while none runs).
     public var controllerPID: Int32? { controller?.pid }
+
+    /// Everything the controller and the agents have printed so far, each under a heading.
+    public var allOutput: String {
+        var parts = agents.sorted { $0.key < $1.key }.map { "=== agent \($0.key)\n\($0.value.stdout)\($0.value.stderr)" }
+        if let controller { parts.append("=== controller\n\(controller.stdout)\(controller.stderr)") }
+        return parts.joined(separator: "\n")
+    }
 
     /// What a node's agent has printed so far (its log).
     public func agentOutput(_ name: String) -> String {
@@ -105,7 +151,11 @@ public final class BedCluster: @unchecked Sendable {
 
     public func stopAll() {
         for agent in agents.values { kill(agent.pid, SIGTERM) }
-        if let controller { kill(controller.pid, SIGTERM) }
+        if let controller {
+            kill(controller.pid, SIGCONT)
+            kill(controller.pid, SIGTERM)
+        }
+        for link in links.values { link.stop() }
     }
 
     public func syncctl(_ arguments: [String], input: String = "") async throws -> ProcessResult {

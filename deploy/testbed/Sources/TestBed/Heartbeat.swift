@@ -17,21 +17,45 @@ public final class HeartbeatMonitor: @unchecked Sendable {
         public var arrival: Double
         /// Index of the socket it came from (0 = the first path).
         public var source: Int
+
+        /// A tick as the monitor records it.
+        public init(number: Int, guestUptime: Double, arrival: Double, source: Int) {
+            self.number = number
+            self.guestUptime = guestUptime
+            self.arrival = arrival
+            self.source = source
+        }
     }
 
     /// What a run of ticks shows.
     public struct Analysis: Sendable, CustomStringConvertible {
-        /// Tick numbers missing between the first and the last seen.
+        /// Tick numbers missing between the first and the last seen (within each boot of the guest).
         public var lost: [Int]
+        /// Each time the guest's tick counter or its uptime went back: the guest restarted (rebooted, or a new guest
+        /// booted in its place). A migration that is meant to be live has none.
+        public var restarts: [Restart]
         /// The largest gap between consecutive ticks' arrivals (seconds): the guest-visible downtime at switchover.
         public var largestGap: Double
         /// Ticks received per socket.
         public var perSource: [Int: Int]
-        /// The first and last tick numbers.
+        /// The first and last tick numbers (of the last boot).
         public var first: Int?, last: Int?
 
+        /// No tick lost and no restart: the guest ran on without a break.
+        public var continuous: Bool { lost.isEmpty && restarts.isEmpty }
+
         public var description: String {
-            "ticks \(first ?? 0)…\(last ?? 0), lost \(lost.count), largest gap \(String(format: "%.3f", largestGap)) s, per socket \(perSource.sorted { $0.key < $1.key })"
+            "ticks \(first ?? 0)…\(last ?? 0), lost \(lost.count), restarts \(restarts.count)\(restarts.isEmpty ? "" : " \(restarts)"), largest gap \(String(format: "%.3f", largestGap)) s, per socket \(perSource.sorted { $0.key < $1.key })"
+        }
+    }
+
+    /// The guest started over: a tick whose number or uptime is below the one before it.
+    public struct Restart: Sendable, Hashable, CustomStringConvertible {
+        /// The last tick of the previous run and the first of the new one.
+        public var before: Tick, after: Tick
+
+        public var description: String {
+            "TICK \(before.number) (\(before.guestUptime) s) then TICK \(after.number) (\(after.guestUptime) s) on socket \(after.source)"
         }
     }
 
@@ -133,21 +157,58 @@ public final class HeartbeatMonitor: @unchecked Sendable {
         for descriptor in open { shutdown(descriptor, Int32(SHUT_RDWR)) }
     }
 
-    /// Lost ticks and the largest gap over everything received.
-    public func analysis() -> Analysis {
-        let all = ticks
-        var byNumber: [Int: Tick] = [:]
-        for tick in all where byNumber[tick.number] == nil { byNumber[tick.number] = tick }
-        let numbers = byNumber.keys.sorted()
+    /// How many ticks a line from the other console may arrive behind the newest one before it counts as a restart.
+    public static let reorderTolerance = 10
+
+    /// Lost ticks, restarts and the largest gap over everything received.
+    public func analysis() -> Analysis { Self.analyze(ticks) }
+
+    /// The analysis of `ticks` (in arrival order). The same line can arrive twice (once from each console around a
+    /// switchover) and counts once. A tick whose number or uptime falls below the previous one from its console is a
+    /// restart; one from another console may arrive a little out of order (the two consoles are read apart), so there
+    /// a fall of more than `reorderTolerance` ticks or a second of uptime is one. Ticks are numbered per boot from a
+    /// restart on — so a guest that rebooted, or a fresh one started in its place, never passes as one that ran on.
+    public static func analyze(_ ticks: [Tick]) -> Analysis {
+        var boots: [[Tick]] = [[]]
+        var restarts: [Restart] = []
+        var lastPerSource: [Int: Tick] = [:]
+        for tick in ticks {
+            let boot = boots[boots.count - 1]
+            guard let previous = boot.last, let highest = boot.max(by: { $0.number < $1.number }) else {
+                boots[boots.count - 1].append(tick)
+                lastPerSource[tick.source] = tick
+                continue
+            }
+            // The other console's copy of a line already seen in this boot (same number and uptime) is neither new nor
+            // a restart; one console never repeats a line.
+            if boot.contains(where: { $0.number == tick.number && $0.guestUptime == tick.guestUptime && $0.source != tick.source }) { continue }
+            let sameConsole = lastPerSource[tick.source]
+            let fellOnItsConsole = sameConsole.map { tick.number <= $0.number || tick.guestUptime + 0.001 < $0.guestUptime } ?? false
+            let fellAcross = tick.number < highest.number - reorderTolerance || tick.guestUptime + 1.0 < highest.guestUptime
+            lastPerSource[tick.source] = tick
+            if fellOnItsConsole || fellAcross {
+                restarts.append(Restart(before: previous, after: tick))
+                boots.append([tick])
+                lastPerSource = [tick.source: tick]
+                continue
+            }
+            boots[boots.count - 1].append(tick)
+        }
         var lost: [Int] = []
         var gap = 0.0
-        for (previous, next) in zip(numbers, numbers.dropFirst()) {
-            if next > previous + 1 { lost.append(contentsOf: (previous + 1)..<next) }
-            gap = max(gap, byNumber[next]!.arrival - byNumber[previous]!.arrival)
+        for boot in boots {
+            let ordered = boot.sorted { $0.number < $1.number }
+            for (previous, next) in zip(ordered, ordered.dropFirst()) {
+                if next.number > previous.number + 1 { lost.append(contentsOf: (previous.number + 1)..<next.number) }
+                gap = max(gap, next.arrival - previous.arrival)
+            }
         }
+        // Across a restart the gap counts too: the guest was gone for that long.
+        for restart in restarts { gap = max(gap, restart.after.arrival - restart.before.arrival) }
         var perSource: [Int: Int] = [:]
-        for tick in all { perSource[tick.source, default: 0] += 1 }
-        return Analysis(lost: lost, largestGap: gap, perSource: perSource, first: numbers.first, last: numbers.last)
+        for tick in ticks { perSource[tick.source, default: 0] += 1 }
+        let last = boots[boots.count - 1].map(\.number)
+        return Analysis(lost: lost, restarts: restarts, largestGap: gap, perSource: perSource, first: last.min(), last: last.max())
     }
 
     /// The two consecutive ticks (by number) with the largest gap between their arrivals.

@@ -59,6 +59,7 @@ extension TestBedCommand {
             try await step(cluster, ["get", "vmi"])
 
             var lost: [Int] = []
+            var restarts: [HeartbeatMonitor.Restart] = []
             for _ in 0..<2 {
                 let target = node == "a" ? "b" : "a"
                 let heartbeat = HeartbeatMonitor(paths: [bed.node(node).imagesDirectory + "/\(domain).serial", bed.node(target).imagesDirectory + "/\(domain).serial"])
@@ -79,6 +80,7 @@ extension TestBedCommand {
                     print("  \(paused["message"]?.string ?? "the memory was copied with the guest paused")")
                 }
                 lost += analysis.lost
+                restarts += analysis.restarts
                 node = target
             }
             try await step(cluster, ["get", "vmim"])
@@ -94,7 +96,8 @@ extension TestBedCommand {
             }
             // The console shows what the guest printed; a line printed at the very switchover can miss the console
             // reader on a loaded machine (the tests assert on the guest's disk and ticks as well).
-            print("demo: done — the seed's VM went a → b → a live through the cluster, " + (lost.isEmpty ? "no heartbeat tick lost" : "console missed tick(s) \(lost)"))
+            guard restarts.isEmpty else { throw TestBedError("the guest restarted during a migration: \(restarts)") }
+            print("demo: done — the seed's VM went a → b → a live through the cluster without a restart, " + (lost.isEmpty ? "no heartbeat tick lost" : "console missed tick(s) \(lost)"))
         }
 
         /// Runs syncctl, printing what it printed; a failure ends the demo.
