@@ -25,11 +25,15 @@ public actor NodeAgent {
         /// The nice value of the threads that carry migration streams (0, the default: the agent's own): above 0
         /// guests come first when the node's CPUs are busy (on 2 cores, 10 measured no better than 0).
         public var tunnelNice: Int32
+        /// Where API input may make this node read and write (storage roots, import directories).
+        public var hostPaths: HostPaths
 
         public init(
             name: String, address: String, libvirtURI: String, runDirectory: String, heartbeatInterval: Duration = .seconds(10), memoryBytes: UInt64? = nil,
-            tunnelListen: Endpoint? = nil, migrationDirectory: String = "/var/lib/vmsync/migrations", tunnelNice: Int32 = 0
+            tunnelListen: Endpoint? = nil, migrationDirectory: String = "/var/lib/vmsync/migrations", tunnelNice: Int32 = 0,
+            hostPaths: HostPaths = HostPaths()
         ) {
+            self.hostPaths = hostPaths
             self.name = name
             self.address = address
             self.libvirtURI = libvirtURI
@@ -53,7 +57,7 @@ public actor NodeAgent {
     var libvirt: Connection?
     /// A second libvirt connection migration jobs poll and abort through (their migrate calls run on `libvirt`).
     var monitorConnection: Connection?
-    var volumes: Volumes { Volumes(client: client) }
+    var volumes: Volumes { Volumes(client: client, hostPaths: configuration.hostPaths) }
     var tunnelExit: TunnelExit?
     /// The threads migration streams run on (entries and exit), at `configuration.tunnelNice`.
     var streamThreads: StreamThreads?
@@ -317,6 +321,11 @@ public actor NodeAgent {
             } else if volume["containerDisk"] != nil {
                 throw APIError.badRequest("volume \"\(volumeName)\": containerDisk volumes are not supported by vmsync nodes")
             }
+        }
+        // A kernel and initrd to boot directly are host files: only from an import directory.
+        let container = vmi["spec"]?["domain"]?["firmware"]?["kernelBoot"]?["container"]
+        for field in ["kernelPath", "initrdPath"] {
+            if let path = container?[field]?.string { _ = try configuration.hostPaths.bootFile(path, field: "spec.domain.firmware.kernelBoot.container.\(field)") }
         }
         let kubeVirt = try? await client.get(Kinds.kubeVirt, namespace: "kubevirt", name: "kubevirt")
         let spec = try DomainMapping.spec(

@@ -10,6 +10,8 @@ import Glibc
 /// removing it when its DataVolume goes. Image work runs `qemu-img` on a thread of its own.
 struct Volumes: Sendable {
     let client: APIClient
+    /// Where API input may make this node read and write.
+    var hostPaths = HostPaths()
 
     /// A DataVolume's disk as this node sees it.
     struct Disk: Sendable {
@@ -27,8 +29,11 @@ struct Volumes: Sendable {
         let storage = dataVolume["spec"]?["storage"] ?? dataVolume["spec"]?["pvc"] ?? [:]
         let storageClass = try await self.storageClass(named: storage["storageClassName"]?.string, for: "datavolume \(namespace)/\(name)")
         let size = Quantity(storage["resources"]?["requests"]?["storage"])?.bytes ?? 0
-        guard let directory = storageClass["directory"]?.string else {
-            throw APIError.badRequest("storageclass \"\(storageClass["metadata"]?["name"]?.string ?? "")\" has no directory")
+        let directory = try hostPaths.storageDirectory(storageClass["directory"]?.string, of: storageClass["metadata"]?["name"]?.string ?? "")
+        // Names are RFC 1123 (no "/", none is "." or ".."), so the image stays in the directory; checked all the same.
+        let file = "\(namespace)-\(name).qcow2"
+        guard !file.contains("/"), !namespace.isEmpty, !name.isEmpty, !name.hasPrefix(".") else {
+            throw APIError.badRequest("datavolume \(namespace)/\(name): the name cannot be an image file name")
         }
         return Disk(
             path: "\(directory)/\(namespace)-\(name).qcow2", format: "qcow2", bytes: size, shared: storageClass["shared"]?.bool ?? false,
@@ -52,10 +57,18 @@ struct Volumes: Sendable {
         try? FileManager.default.createDirectory(atPath: (disk.path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         let partial = disk.path + ".partial"
         if let url = source?["http"]?["url"]?.string {
-            guard url.hasPrefix("file://") else {
-                throw APIError.badRequest("data source \(url) is not supported here; use file:///path/to/image")
+            let user = "the DataVolume of \(disk.path)"
+            let file = try hostPaths.importSource(url, classDirectory: (disk.path as NSString).deletingLastPathComponent, for: user)
+            // Only a self-contained raw or qcow2 image: a backing or data file would be read from wherever it names.
+            let info = (try? JSONValue.parse(Data(try await Self.qemuImg(["info", "--output=json", file]).utf8))) ?? [:]
+            let format = info["format"]?.string ?? ""
+            guard ["raw", "qcow2"].contains(format) else {
+                throw APIError.badRequest("\(user): data source \(url) is a \(format.isEmpty ? "unknown" : format) image; raw or qcow2 only")
             }
-            try await Self.qemuImg(["convert", "-O", disk.format, String(url.dropFirst("file://".count)), partial])
+            if let backing = info["backing-filename"]?.string ?? info["format-specific"]?["data"]?["data-file"]?.string {
+                throw APIError.forbidden("\(user): data source \(url) refers to another file (\(backing)); only self-contained images are imported")
+            }
+            try await Self.qemuImg(["convert", "-f", format, "-O", disk.format, file, partial])
             if disk.bytes > 0 {
                 let current = try await Self.virtualSize(partial)
                 if disk.bytes > current { try await Self.qemuImg(["resize", "-f", disk.format, partial, String(disk.bytes)]) }
@@ -70,10 +83,21 @@ struct Volumes: Sendable {
     /// Removes the image of a deleted DataVolume, if this node has it (where the status says it was written, which
     /// still works when its StorageClass went first).
     func remove(_ dataVolume: JSONValue) async {
-        if let path = dataVolume["status"]?["path"]?.string {
-            try? FileManager.default.removeItem(atPath: path)
-        } else if let disk = try? await disk(for: dataVolume) {
-            try? FileManager.default.removeItem(atPath: disk.path)
+        // The status's path is written from what agents report: it is used only when it is such an image — a regular
+        // file named for this DataVolume under a storage root — and never removed recursively.
+        let namespace = dataVolume["metadata"]?["namespace"]?.string ?? "default"
+        let name = dataVolume["metadata"]?["name"]?.string ?? ""
+        var candidates: [String] = []
+        if let path = dataVolume["status"]?["path"]?.string, let resolved = HostPaths.resolve(path),
+            (resolved as NSString).lastPathComponent == "\(namespace)-\(name).qcow2", hostPaths.storageRoots.contains(where: { HostPaths.isWithin(resolved, $0) })
+        {
+            candidates.append(resolved)
+        }
+        if let disk = try? await disk(for: dataVolume) { candidates.append(disk.path) }
+        for path in candidates {
+            var status = stat()
+            guard lstat(path, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG else { continue }
+            unlink(path)
         }
     }
 

@@ -31,12 +31,19 @@ struct NodeAgentCommand: AsyncParsableCommand {
     var tunnelNice: Int32 = 0
     @Option(help: "Seconds a request to the cluster API may take before it counts as failed (and is retried where it must land).")
     var apiTimeout = 30
+    @Option(help: "A directory StorageClass directories may lie under (repeatable; default /var/lib/vmsync).")
+    var storageRoot: [String] = []
+    @Option(help: "A directory images (file:// DataVolume sources), kernels and initrds may be taken from (repeatable; default none: images only from their StorageClass directory).")
+    var importDir: [String] = []
 
     func run() async throws {
         var logger = Logger(label: "vmsync.node-agent")
         logger.logLevel = .info
         do {
             guard (0...19).contains(tunnelNice) else { throw ValidationError("--tunnel-nice must be 0…19, not \(tunnelNice)") }
+            for directory in storageRoot + importDir where !directory.hasPrefix("/") {
+                throw ValidationError("--storage-root and --import-dir take absolute paths, not \(directory)")
+            }
             guard (1...3600).contains(apiTimeout) else { throw ValidationError("--api-timeout must be 1…3600 seconds, not \(apiTimeout)") }
             let endpoint = try APIClient.endpoint(server: server)
             let identity = try CertifiedKey(certificatePEM: try String(contentsOfFile: cert, encoding: .utf8), privateKeyPEM: try String(contentsOfFile: key, encoding: .utf8))
@@ -46,7 +53,8 @@ struct NodeAgentCommand: AsyncParsableCommand {
             let agent = NodeAgent(
                 configuration: .init(name: name, address: address, libvirtURI: libvirt, runDirectory: runDir,
                                      heartbeatInterval: .seconds(heartbeat), memoryBytes: memoryMiB.map { $0 << 20 },
-                                     tunnelListen: tunnel, migrationDirectory: migrationDir, tunnelNice: tunnelNice),
+                                     tunnelListen: tunnel, migrationDirectory: migrationDir, tunnelNice: tunnelNice,
+                                     hostPaths: HostPaths(storageRoots: storageRoot.isEmpty ? HostPaths.defaultStorageRoots : storageRoot, importDirectories: importDir)),
                 client: client, provider: provider, logger: logger)
             print("node-agent \(name): starting (libvirt \(libvirt), cluster \(server))")
             fflush(nil)

@@ -100,6 +100,90 @@ extension RealLibvirt {
             await libvirt.close()
         }
 
+        @Test("host paths belong to the cluster's storage: an image outside the StorageClass and import directories, a pseudo-filename, a StorageClass directory outside the storage roots (also through ..), a kernel outside the import directories — each refused with the reason on the VMI, nothing written")
+        func hostPaths() async throws {
+            let bed = try currentBed()
+            let cluster = try await BedCluster.start(bed)
+            defer { cluster.stopAll() }
+            let secretDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("vmsync-secret-\(UUID().uuidString.prefix(6))").path
+            try FileManager.default.createDirectory(atPath: secretDirectory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: secretDirectory) }
+            let secret = secretDirectory + "/secret.img"
+            try Data(repeating: 0x5a, count: 1 << 20).write(to: URL(fileURLWithPath: secret))
+            let evil = "/etc/vmsync-evil-\(UUID().uuidString.prefix(6))"
+            try await cluster.apply("""
+                apiVersion: storage.k8s.io/v1
+                kind: StorageClass
+                metadata:
+                  name: local
+                  annotations:
+                    storageclass.kubernetes.io/is-default-class: "true"
+                provisioner: vmsync.io/local
+                directory: /var/lib/vmsync/images
+                shared: false
+                ---
+                apiVersion: storage.k8s.io/v1
+                kind: StorageClass
+                metadata:
+                  name: evil
+                provisioner: vmsync.io/local
+                directory: \(evil)
+                shared: false
+                ---
+                apiVersion: storage.k8s.io/v1
+                kind: StorageClass
+                metadata:
+                  name: dotdot
+                provisioner: vmsync.io/local
+                directory: /var/lib/vmsync/../../..\(evil)
+                shared: false
+                """, as: "classes.yaml")
+            func dataVolume(_ name: String, class storageClass: String, source: JSONValue) -> JSONValue {
+                ["apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume", "metadata": ["name": .string(name)],
+                 "spec": ["source": source, "storage": ["storageClassName": .string(storageClass), "resources": ["requests": ["storage": "64Mi"]]]]]
+            }
+            func vmi(_ name: String, volume: String? = nil, kernel: String? = nil) -> JSONValue {
+                var domain: JSONValue = ["resources": ["requests": ["memory": "128Mi"]], "devices": ["disks": [["name": "disk0", "disk": ["bus": "virtio"]]]]]
+                if let kernel {
+                    domain["firmware"] = ["kernelBoot": ["kernelArgs": "console=ttyS0", "container": ["image": "local", "kernelPath": .string(kernel),
+                                                                                                       "initrdPath": .string(bed.report.guest.initrd)]]]
+                }
+                let disk: JSONValue = volume.map { ["name": "disk0", "dataVolume": ["name": .string($0)]] } ?? ["name": "disk0", "emptyDisk": ["capacity": "64Mi"]]
+                return ["apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "metadata": ["name": .string(name)],
+                        "spec": ["domain": domain, "volumes": [disk]]]
+            }
+            let cases: [(vmi: String, dataVolume: JSONValue?, kernel: String?, reason: String)] = [
+                ("secret", dataVolume("secret-dv", class: "local", source: ["http": ["url": .string("file://" + secret)]]), nil,
+                 "is outside the StorageClass directory and this node's import directories"),
+                ("pseudo", dataVolume("pseudo-dv", class: "local", source: ["http": ["url": .string("file://json:{\"driver\":\"file\",\"filename\":\"\(secret)\"}")]]), nil,
+                 "does not name an absolute file path"),
+                ("evil", dataVolume("evil-dv", class: "evil", source: ["blank": [:]]), nil, "is not under this node's storage roots"),
+                ("dotdot", dataVolume("dotdot-dv", class: "dotdot", source: ["blank": [:]]), nil, "is not under this node's storage roots"),
+                ("kernel", nil, secret, "is not in this node's import directories"),
+            ]
+            for item in cases {
+                if let dataVolume = item.dataVolume { _ = try await cluster.admin.create(Kinds.dataVolume, dataVolume) }
+                _ = try await cluster.admin.create(Kinds.virtualMachineInstance, vmi(item.vmi, volume: item.dataVolume?["metadata"]?["name"]?.string, kernel: item.kernel))
+            }
+            for item in cases {
+                let failed = try await cluster.waitFor("\(item.vmi) refused", timeout: 60) { () async throws -> JSONValue? in
+                    let object = try await cluster.admin.get(Kinds.virtualMachineInstance, name: item.vmi)
+                    return object["status"]?["phase"]?.string == "Failed" ? object : nil
+                }
+                let message = failed["status"]?["message"]?.string ?? ""
+                #expect(message.contains(item.reason), "\(item.vmi): \(message)")
+            }
+            // Nothing written: no image from the secret, nothing made under /etc, no domain.
+            for node in bed.report.nodes {
+                let images = (try? FileManager.default.contentsOfDirectory(atPath: node.localStorage + "/images")) ?? []
+                #expect(!images.contains { $0.hasPrefix("default-secret-dv") || $0.hasPrefix("default-pseudo-dv") }, "\(node.name): \(images)")
+                let libvirt = try await Connection.open(node.uri)
+                #expect(try await libvirt.domainNames().isEmpty, "\(node.name) started nothing")
+                await libvirt.close()
+            }
+            #expect(!FileManager.default.fileExists(atPath: evil), "nothing made at \(evil)")
+        }
+
         @Test("a VMI that fits no node says why; when a node's agent dies the node goes NotReady and its VMIs Unknown (not deleted), and both recover")
         func unschedulableAndNotReady() async throws {
             let bed = try currentBed()

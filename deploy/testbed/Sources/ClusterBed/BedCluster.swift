@@ -108,13 +108,21 @@ public final class BedCluster: @unchecked Sendable {
             "--name", name, "--address", node.address, "--server", "unix://" + (links[name]?.path ?? socket), "--cert", "\(issued)/node-\(name).pem",
             "--key", "\(issued)/node-\(name)-key.pem", "--ca", pki.bundleURL.path, "--libvirt", node.uri,
             "--run-dir", node.imagesDirectory, "--heartbeat", String(heartbeat), "--api-timeout", String(apiTimeout),
-        ])
+        ] + hostPathArguments)
     }
 
     public func killAgent(_ name: String) async {
         guard let agent = agents.removeValue(forKey: name) else { return }
         kill(agent.pid, SIGKILL)
         _ = await agent.wait(timeout: 10)
+    }
+
+    /// The agents' storage roots (the nodes' own storage and the bed's shared directory) and import directories
+    /// (where the bed keeps the tiny guest's kernel, initrd and boot disk).
+    public var hostPathArguments: [String] {
+        let guest = bed.report.guest
+        let imports = Set([guest.kernel, guest.initrd, guest.bootDisk].map { ($0 as NSString).deletingLastPathComponent })
+        return ["--storage-root", "/var/lib/vmsync", "--storage-root", bed.report.sharedDirectory] + imports.sorted().flatMap { ["--import-dir", $0] }
     }
 
     /// Waits until a restarted agent has registered its node again and posted a heartbeat after that (its loops —
