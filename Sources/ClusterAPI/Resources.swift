@@ -12,6 +12,19 @@ public enum Resources {
     /// The libvirt domain name of a VMI.
     public static func domainName(namespace: String, name: String) -> String { "\(namespace)_\(name)" }
 
+    /// Where a DataVolume's image lives in its StorageClass's directory: the one rule the agents (which make and
+    /// remove it) and the controller (which records it in the DataVolume's status) share.
+    public static func imagePath(directory: String, namespace: String, name: String) -> String {
+        "\(directory)/\(namespace)-\(name).qcow2"
+    }
+
+    /// The StorageClass a DataVolume uses: the one it names, else the default one (annotated, or the only one).
+    public static func storageClass(of dataVolume: JSONValue, in classes: [JSONValue]) -> JSONValue? {
+        let storage = dataVolume["spec"]?["storage"] ?? dataVolume["spec"]?["pvc"]
+        if let name = storage?["storageClassName"]?.string { return classes.first { $0["metadata"]?["name"]?.string == name } }
+        return classes.first { $0["metadata"]?["annotations"]?[defaultClassAnnotation]?.string == "true" } ?? (classes.count == 1 ? classes.first : nil)
+    }
+
     /// The CPU model a VMI spec asks for: its `domain.cpu.model`, else the cluster's default (KubeVirt CR
     /// `spec.configuration.cpuModel`), else "host-model".
     public static func cpuModel(of spec: JSONValue?, clusterDefault: String? = nil) -> String {

@@ -31,12 +31,12 @@ struct Volumes: Sendable {
         let size = Quantity(storage["resources"]?["requests"]?["storage"])?.bytes ?? 0
         let directory = try hostPaths.storageDirectory(storageClass["directory"]?.string, of: storageClass["metadata"]?["name"]?.string ?? "")
         // Names are RFC 1123 (no "/", none is "." or ".."), so the image stays in the directory; checked all the same.
-        let file = "\(namespace)-\(name).qcow2"
-        guard !file.contains("/"), !namespace.isEmpty, !name.isEmpty, !name.hasPrefix(".") else {
+        let file = (Resources.imagePath(directory: "", namespace: namespace, name: name) as NSString).lastPathComponent
+        guard !"\(namespace)-\(name)".contains("/"), !file.isEmpty, !namespace.isEmpty, !name.isEmpty, !name.hasPrefix(".") else {
             throw APIError.badRequest("datavolume \(namespace)/\(name): the name cannot be an image file name")
         }
         return Disk(
-            path: "\(directory)/\(namespace)-\(name).qcow2", format: "qcow2", bytes: size, shared: storageClass["shared"]?.bool ?? false,
+            path: Resources.imagePath(directory: directory, namespace: namespace, name: name), format: "qcow2", bytes: size, shared: storageClass["shared"]?.bool ?? false,
             storageClass: storageClass["metadata"]?["name"]?.string ?? "")
     }
 
@@ -44,7 +44,7 @@ struct Volumes: Sendable {
     func storageClass(named name: String?, for user: String) async throws(APIError) -> JSONValue {
         if let name { return try await client.get(Kinds.storageClass, name: name) }
         let classes = try await client.list(Kinds.storageClass)["items"]?.array ?? []
-        guard let preferred = classes.first(where: { $0["metadata"]?["annotations"]?[Resources.defaultClassAnnotation]?.string == "true" }) ?? (classes.count == 1 ? classes.first : nil) else {
+        guard let preferred = Resources.storageClass(of: [:], in: classes) else {
             throw APIError.badRequest("\(user) names no storageClassName and the cluster has no default StorageClass")
         }
         return preferred
@@ -89,7 +89,7 @@ struct Volumes: Sendable {
         let name = dataVolume["metadata"]?["name"]?.string ?? ""
         var candidates: [String] = []
         if let path = dataVolume["status"]?["path"]?.string, let resolved = HostPaths.resolve(path),
-            (resolved as NSString).lastPathComponent == "\(namespace)-\(name).qcow2", hostPaths.storageRoots.contains(where: { HostPaths.isWithin(resolved, $0) })
+            resolved == Resources.imagePath(directory: (resolved as NSString).deletingLastPathComponent, namespace: namespace, name: name), hostPaths.storageRoots.contains(where: { HostPaths.isWithin(resolved, $0) })
         {
             candidates.append(resolved)
         }

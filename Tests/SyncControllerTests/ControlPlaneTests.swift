@@ -89,6 +89,120 @@ struct ControlPlaneTests {
         await cluster.stop()
     }
 
+    @Test("a node certificate acts only on its own work (curl with node certificates): no migrations of its own, no labels, taints or spec on its Node beyond what it reports, no Secrets, migration status only forward and only its side's fields, no planted volume paths — each a 403 with the reason, nothing stored")
+    func nodeScope() async throws {
+        let cluster = try ClusterFixture()
+        try await cluster.start()
+        let admin = try cluster.client()
+        let a1 = try cluster.client("node-a1")
+        func curl(_ stem: String, _ method: String, _ path: String, _ body: String = "", status: Bool = false) async throws -> (code: String, body: String) {
+            let type = method == "PATCH" ? "application/merge-patch+json" : "application/json"
+            var arguments = ["-X", method, "-w", "\n%{http_code}", cluster.url + path]
+            if !body.isEmpty { arguments = ["-H", "Content-Type: \(type)", "--data-binary", "@-"] + arguments }
+            let result = try await cluster.curl(arguments, as: stem, input: body)
+            let code = String(result.stdout.split(separator: "\n").last ?? "")
+            return (code, result.stdout)
+        }
+        // Its own Node, registered with the labels an agent reports.
+        _ = try await a1.create(Kinds.node, ["apiVersion": "v1", "kind": "Node", "metadata": ["name": "a1", "labels": ["kubernetes.io/hostname": "a1", "cpu-model.node.kubevirt.io/Westmere": "true"]]])
+        _ = try await a1.patch(Kinds.node, name: "a1", ["metadata": ["labels": ["host-model-cpu.node.kubevirt.io/EPYC": "true", "cpu-model.node.kubevirt.io/Westmere": .null]]])
+        _ = try await admin.patch(Kinds.node, name: "a1", ["spec": ["unschedulable": true, "taints": [["key": "example.com/maintenance", "value": "soon", "effect": "NoSchedule"]]]])
+        for (body, reason) in [
+            (#"{"metadata":{"labels":{"team":"mine"}}}"#, "may change only the labels a node agent reports"),
+            (#"{"metadata":{"labels":{"kubernetes.io/hostname":"a2"}}}"#, "may change only the labels a node agent reports"),
+            (#"{"spec":{"taints":[]}}"#, "may not change spec"),
+            (#"{"spec":{"unschedulable":false}}"#, "may not change spec"),
+            (#"{"metadata":{"annotations":{"x":"y"}}}"#, "may not change metadata.annotations"),
+        ] {
+            let result = try await curl("node-a1", "PATCH", "/api/v1/nodes/a1", body)
+            #expect(result.code == "403" && result.body.contains(reason), "\(body): \(result.body)")
+        }
+        let node = try await admin.get(Kinds.node, name: "a1")
+        #expect(node["spec"]?["unschedulable"] == true && node["spec"]?["taints"]?.array?.count == 1 && node["metadata"]?["labels"]?["team"] == nil, "nothing stored: \(node)")
+
+        // Secrets: no VMI of a node uses one.
+        _ = try await admin.create(Kinds.secret, ["apiVersion": "v1", "kind": "Secret", "metadata": ["name": "db"], "stringData": ["password": "hunter2"]])
+        for path in ["/api/v1/namespaces/default/secrets/db", "/api/v1/namespaces/default/secrets", "/api/v1/secrets?watch=true&timeoutSeconds=1"] {
+            let result = try await curl("node-a1", "GET", path)
+            #expect(result.code == "403" && result.body.contains("may read only the Secrets") && !result.body.contains("hunter2"), "\(path): \(result.body)")
+        }
+
+        // A migration a1 → a2, Running.
+        _ = try await admin.create(Kinds.virtualMachineInstance, ["apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "metadata": ["name": "vmi1"], "spec": ["domain": [:]]])
+        var ready = Resources.condition("Ready", true, reason: "AgentReady")
+        ready["lastHeartbeatTime"] = .string(Resources.now())
+        _ = try await a1.patch(Kinds.node, name: "a1", ["status": ["conditions": [ready], "allocatable": ["memory": "4Gi"]]], status: true)
+        _ = try await admin.patch(Kinds.virtualMachineInstance, name: "vmi1", ["status": ["nodeName": "a1", "phase": "Running"]], status: true)
+        let created = try await curl("node-a1", "POST", "/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstancemigrations",
+                                     #"{"apiVersion":"kubevirt.io/v1","kind":"VirtualMachineInstanceMigration","metadata":{"name":"mine"},"spec":{"vmiName":"vmi1"}}"#)
+        #expect(created.code == "403", "a node creates no migration: \(created.body)")
+        // The controller's scheduler may still be writing the VMI's status of its own: create once it is Running.
+        var admitted: JSONValue?
+        var refusal: APIError?
+        for _ in 0..<50 where admitted == nil {
+            do {
+                admitted = try await admin.create(Kinds.migration, ["apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration", "metadata": ["name": "m1"], "spec": ["vmiName": "vmi1"]])
+            } catch {
+                refusal = error
+            }
+            if admitted == nil {
+                _ = try await admin.patch(Kinds.virtualMachineInstance, name: "vmi1", ["status": ["nodeName": "a1", "phase": "Running"]], status: true)
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        let migration = try #require(admitted, "\(String(describing: refusal))")
+        let uid = migration["metadata"]?["uid"] ?? .null
+        let state: JSONValue = ["sourceNode": "a1", "targetNode": "a2", "migrationUid": uid]
+        // The controller first looks for a target (there is none); then the migration is put at Running as if a2 took it.
+        let deadline0 = Date().addingTimeInterval(20)
+        while try await admin.get(Kinds.migration, name: "m1")["status"]?["conditions"]?.array?.contains(where: { $0["type"] == "TargetScheduled" }) != true,
+            Date() < deadline0
+        {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        _ = try await admin.patch(Kinds.migration, name: "m1", ["status": ["phase": "Running", "migrationState": state]], status: true)
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(try await admin.get(Kinds.migration, name: "m1")["status"]?["phase"] == "Running")
+        _ = try await admin.patch(Kinds.virtualMachineInstance, name: "vmi1", ["status": ["migrationState": state]], status: true)
+        let statusPath = "/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstancemigrations/m1/status"
+        for (stem, body, reason) in [
+            ("node-a2", #"{"status":{"phase":"Scheduled"}}"#, "only forward"),
+            ("node-a1", #"{"status":{"phase":"Pending"}}"#, "only forward"),
+            ("node-a1", #"{"status":{"migrationState":{"targetNode":"a1"}}}"#, "migrationState.targetNode is the controller's"),
+            ("node-a2", #"{"status":{"migrationState":{"sourceNode":"a2"}}}"#, "migrationState.sourceNode is the controller's"),
+            ("node-a1", #"{"status":{"migrationState":{"targetNodeAddress":"10.9.9.9:1"}}}"#, "migrationState.targetNodeAddress is the target's"),
+            ("node-a2", #"{"status":{"migrationState":{"startTimestamp":"2026-01-01T00:00:00Z"}}}"#, "migrationState.startTimestamp is the source's"),
+        ] {
+            let result = try await curl(stem, "PATCH", statusPath, body)
+            #expect(result.code == "403" && result.body.contains(reason), "\(stem) \(body): \(result.body)")
+        }
+        let stored = try await admin.get(Kinds.migration, name: "m1")
+        #expect(stored["status"]?["phase"] == "Running" && stored["status"]?["migrationState"] == state, "nothing stored: \(stored["status"] ?? .null)")
+        // Its own side's fields and a forward move do go through.
+        let progress = try await curl("node-a1", "PATCH", statusPath, #"{"status":{"migrationState":{"startTimestamp":"2026-01-01T00:00:00Z"}}}"#)
+        #expect(progress.code == "200", "\(progress.body)")
+        let done = try await curl("node-a1", "PATCH", statusPath, #"{"status":{"phase":"Succeeded"}}"#)
+        #expect(done.code == "200", "\(done.body)")
+        let back = try await curl("node-a1", "PATCH", statusPath, #"{"status":{"phase":"Running"}}"#)
+        #expect(back.code == "403" && back.body.contains("is Succeeded"), "nothing leaves a final phase: \(back.body)")
+
+        // A node reports its volumes; the path it reports is not what the controller records (or what agents delete).
+        _ = try await admin.create(Kinds.storageClass, ["apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": ["name": "local"], "directory": "/var/lib/vmsync/images"])
+        _ = try await admin.create(Kinds.dataVolume, ["apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume", "metadata": ["name": "dv1"],
+                                                      "spec": ["source": ["blank": [:]], "storage": ["storageClassName": "local", "resources": ["requests": ["storage": "64Mi"]]]]])
+        let planted = try await curl("node-a1", "PATCH", "/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstances/vmi1/status",
+                                     #"{"status":{"volumeStatus":[{"name":"disk0","persistentVolumeClaimInfo":{"claimName":"dv1","path":"/etc","storageClass":"local"}}]}}"#)
+        #expect(planted.code == "200", "\(planted.body)")
+        var recorded = try await admin.get(Kinds.dataVolume, name: "dv1")
+        let deadline = Date().addingTimeInterval(20)
+        while recorded["status"]?["phase"] != "Succeeded" && Date() < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+            recorded = try await admin.get(Kinds.dataVolume, name: "dv1")
+        }
+        #expect(recorded["status"]?["path"] == "/var/lib/vmsync/images/default-dv1.qcow2", "the path is the StorageClass's, not the node's word: \(recorded["status"] ?? .null)")
+        await cluster.stop()
+    }
+
     @Test("a migration of a VMI that is missing, not running or already migrating is refused at create with the reason (KubeVirt's admission); nothing is stored")
     func migrationAdmission() async throws {
         let cluster = try ClusterFixture()

@@ -10,6 +10,11 @@ enum Authorization {
         case .controller, .user:
             return
         case .node:
+            if kind.kind == Kinds.secret.kind {
+                // vmsync's VMIs name no Secret, so no node needs one.
+                throw APIError.forbidden(
+                    "secrets is forbidden: node \"\(peer.name)\" may read only the Secrets a VMI on it uses, and none does (\(request.method) \(request.path))")
+            }
             if request.method == "GET" { return }
             if kind.kind == "Node", name == peer.name || (request.method == "POST" && bodyName(request) == peer.name) { return }
             if kind.kind == "VirtualMachineInstance", subresource == .status, request.method == "PUT" || request.method == "PATCH" {

@@ -102,6 +102,9 @@ public final class ClusterAPIHandler: Sendable {
         if request.peer.role == .node, subresource == .status, let name, request.method != "GET" {
             try await checkNodeStatusWrite(request, kind: kind, namespace: namespace, name: name)
         }
+        if request.peer.role == .node, subresource == .main, kind.kind == Kinds.node.kind, let name, ["PATCH", "PUT"].contains(request.method) {
+            try await checkNodeWrite(request, name: name)
+        }
         let yaml = request.wantsYAML
         switch (request.method, name) {
         case ("GET", nil):
@@ -133,6 +136,10 @@ public final class ClusterAPIHandler: Sendable {
         case ("POST", nil):
             var object = try request.bodyValue()
             try Self.placeIn(&object, kind: kind, namespace: namespace)
+            if request.peer.role == .node, kind.kind == Kinds.node.kind {
+                // Registering: what an agent reports, nothing an operator sets.
+                try Self.checkRegistration(object, registeredBy: request.peer.name)
+            }
             if kind.kind == Kinds.migration.kind { try await admitMigration(object) }
             return .json(try await store.create(kind, object), status: 201, yaml: yaml)
         case ("PUT", let name?):
@@ -269,8 +276,88 @@ public final class ClusterAPIHandler: Sendable {
                 throw APIError.forbidden(
                     "virtualmachineinstancemigrations.kubevirt.io \"\(name)\" is forbidden: node \"\(node)\" is neither its source nor its target")
             }
+            try Self.checkMigrationStatusChange(existing, after: try Self.result(of: request, on: existing), by: node, name: name)
         default:
             break
+        }
+    }
+
+    /// The object a node's write would leave: a merge patch applied to `existing`, or the PUT body.
+    static func result(of request: APIRequest, on existing: JSONValue) throws(APIError) -> JSONValue {
+        let body = try request.bodyValue()
+        return request.method == "PATCH" ? existing.merged(with: body) : body
+    }
+
+    /// The labels a node agent reports on its Node (CPU models and features, its hostname, schedulable).
+    static func isAgentLabel(_ key: String) -> Bool {
+        key.hasPrefix("cpu-model") || key.hasPrefix("host-model") || key.hasPrefix("cpu-feature") || key == "kubevirt.io/schedulable"
+    }
+
+    /// A node writes its own Node as its agent does — the labels it reports — and nothing an operator or the
+    /// controller owns: not its spec (taints, unschedulable), not other labels, annotations or finalizers.
+    private func checkNodeWrite(_ request: APIRequest, name: String) async throws(APIError) {
+        let existing = try await store.get(Kinds.node, namespace: nil, name: name)
+        let after = try Self.result(of: request, on: existing)
+        let denied = { (what: String) -> APIError in
+            APIError.forbidden("nodes \"\(name)\" is forbidden: node \"\(request.peer.name)\" may not change \(what) of its Node")
+        }
+        if (after["spec"] ?? [:]) != (existing["spec"] ?? [:]) { throw denied("spec (taints, unschedulable: an operator's)") }
+        for field in ["annotations", "finalizers", "ownerReferences"] where (after["metadata"]?[field] ?? .null) != (existing["metadata"]?[field] ?? .null) {
+            throw denied("metadata.\(field)")
+        }
+        let before = existing["metadata"]?["labels"]?.stringMap ?? [:]
+        let labels = after["metadata"]?["labels"]?.stringMap ?? [:]
+        for key in Set(before.keys).union(labels.keys) where before[key] != labels[key] && !Self.isAgentLabel(key) {
+            throw APIError.forbidden(
+                "nodes \"\(name)\" is forbidden: label \(key): node \"\(request.peer.name)\" may change only the labels a node agent reports (CPU models and features, kubevirt.io/schedulable)")
+        }
+    }
+
+    /// A Node a node registers carries only its hostname label and the labels an agent reports: no spec, no
+    /// annotations.
+    static func checkRegistration(_ object: JSONValue, registeredBy node: String) throws(APIError) {
+        let denied = { (what: String) -> APIError in
+            APIError.forbidden("nodes \"\(node)\" is forbidden: node \"\(node)\" may not register its Node with \(what)")
+        }
+        if let spec = object["spec"], spec != .null, spec != [:] { throw denied("a spec (taints, unschedulable: an operator's)") }
+        if let annotations = object["metadata"]?["annotations"], annotations != .null, annotations != [:] { throw denied("annotations") }
+        for (key, value) in object["metadata"]?["labels"]?.stringMap ?? [:] where !Self.isAgentLabel(key) {
+            guard key == Resources.hostnameLabel, value == node else { throw denied("the label \(key)=\(value)") }
+        }
+    }
+
+    /// The fields of a migration's `migrationState` that only the controller sets, and those each side owns.
+    static let controllerFields = ["sourceNode", "targetNode", "migrationUid", "migrationUID", "sourcePod", "targetPod"]
+    static let sourceFields = ["startTimestamp", "mode", "libvirtJobStartTimestamp", "libvirtJobEndTimestamp"]
+    static let targetFields = ["targetNodeAddress", "targetRunDirectory"]
+    /// The order a migration's phases follow (Failed may follow any of them).
+    static let phaseOrder = ["", "Pending", "Scheduling", "Scheduled", "PreparingTarget", "TargetReady", "Running", "Succeeded"]
+
+    /// A node moves a migration only forward, never out of a final phase, and writes only its side's fields.
+    static func checkMigrationStatusChange(_ existing: JSONValue, after: JSONValue, by node: String, name: String) throws(APIError) {
+        let resource = "virtualmachineinstancemigrations.kubevirt.io \"\(name)\""
+        let phase = existing["status"]?["phase"]?.string ?? ""
+        let next = after["status"]?["phase"]?.string ?? ""
+        if next != phase {
+            guard !Migration.finalPhases.contains(phase) else {
+                throw APIError.forbidden("\(resource) is forbidden: it is \(phase); node \"\(node)\" may not move it to \(next.isEmpty ? "no phase" : next)")
+            }
+            let forward = next == "Failed" || (phaseOrder.firstIndex(of: next) ?? -1) > (phaseOrder.firstIndex(of: phase) ?? Int.max)
+            guard forward else {
+                throw APIError.forbidden("\(resource) is forbidden: node \"\(node)\" moves a migration only forward, not from \(phase) to \(next.isEmpty ? "no phase" : next)")
+            }
+        }
+        let state = existing["status"]?["migrationState"]
+        let source = state?["sourceNode"]?.string == node
+        let target = state?["targetNode"]?.string == node
+        for key in controllerFields + sourceFields + targetFields {
+            let before = existing["status"]?["migrationState"]?[key] ?? .null
+            let now = after["status"]?["migrationState"]?[key] ?? .null
+            guard before != now else { continue }
+            let owner = controllerFields.contains(key) ? "the controller's" : sourceFields.contains(key) ? (source ? nil : "the source's") : (target ? nil : "the target's")
+            if let owner {
+                throw APIError.forbidden("\(resource) is forbidden: migrationState.\(key) is \(owner); node \"\(node)\" may not change it")
+            }
         }
     }
 

@@ -151,7 +151,7 @@ extension ClusterReconciler {
     }
 
     /// DataVolume phases from what the nodes report in VMI volumeStatus.
-    func dataVolumePhases(_ dataVolumes: [JSONValue], vmis: [JSONValue]) async throws(APIError) {
+    func dataVolumePhases(_ dataVolumes: [JSONValue], vmis: [JSONValue], classes: [JSONValue]) async throws(APIError) {
         for dataVolume in dataVolumes {
             let name = name(dataVolume)
             let namespace = namespace(dataVolume)
@@ -166,7 +166,11 @@ extension ClusterReconciler {
                 status["progress"] = "100.0%"
                 // A local volume is where its VMI runs (it moves with a migration that copied it).
                 if entry["persistentVolumeClaimInfo"]?["shared"]?.bool != true, let node { status["nodeName"] = .string(node) }
-                if let path = entry["persistentVolumeClaimInfo"]?["path"] { status["path"] = path }
+                // Where the image is follows from its StorageClass; the path a node reports is not taken on its word
+                // (agents delete what this says).
+                if let directory = Resources.storageClass(of: dataVolume, in: classes)?["directory"]?.string {
+                    status["path"] = .string(Resources.imagePath(directory: directory, namespace: namespace, name: name))
+                }
             } else if status["phase"] == nil {
                 status["phase"] = dataVolume["spec"]?["source"]?["blank"] != nil || dataVolume["spec"]?["source"]?["http"] != nil ? "WaitForFirstConsumer" : "Pending"
             }
