@@ -193,6 +193,12 @@ final class ChannelRequestHandler: ChannelInboundHandler, RemovableChannelHandle
             ChannelTeardown.abort(target)
             return
         }
+        // Withdrawn while the target was being connected: refused after all.
+        guard routes.carry(channel: name, on: [context.channel, target]) else {
+            ChannelTeardown.abort(target)
+            refuse(context: context, channel: name, TransportError(.channelRefused, "channel \"\(name)\" was withdrawn"))
+            return
+        }
         connections.track(target)
         var reply = context.channel.allocator.buffer(capacity: 16)
         TunnelProtocol.encodeReply(accepted: true, message: "ok", into: &reply)

@@ -1,4 +1,5 @@
 import NIOConcurrencyHelpers
+import NIOCore
 
 /// What the receiving end of a tunnel does with a named channel.
 public enum TunnelRoute: Sendable, Hashable {
@@ -19,6 +20,8 @@ public final class TunnelRoutingTable: Sendable {
     }
 
     private let entries = NIOLockedValueBox<[String: Entry]>([:])
+    /// The connections carrying each channel (tunnel and target sides), closed when its route is withdrawn.
+    private let carrying = NIOLockedValueBox<[String: [ObjectIdentifier: any Channel]]>([:])
 
     /// An empty table.
     public init() {}
@@ -31,9 +34,38 @@ public final class TunnelRoutingTable: Sendable {
         entries.withLockedValue { $0[channel] = Entry(target: target, peers: peers) }
     }
 
-    /// Stops serving `channel`; connections already open stay.
+    /// Stops serving `channel` and closes the connections that carry it: a withdrawn route leaves nothing open.
     public func remove(channel: String) {
-        _ = entries.withLockedValue { $0.removeValue(forKey: channel) }
+        let open = entries.withLockedValue { entries -> [ObjectIdentifier: any Channel] in
+            entries.removeValue(forKey: channel)
+            return carrying.withLockedValue { $0.removeValue(forKey: channel) } ?? [:]
+        }
+        for connection in open.values { connection.close(promise: nil) }
+    }
+
+    /// Records `connections` as carrying `channel` until they close; false (nothing recorded) when the route was
+    /// withdrawn meanwhile — the caller closes them.
+    func carry(channel: String, on connections: [any Channel]) -> Bool {
+        let recorded = entries.withLockedValue { entries -> Bool in
+            guard entries[channel] != nil else { return false }
+            carrying.withLockedValue { carrying in
+                for connection in connections { carrying[channel, default: [:]][ObjectIdentifier(connection)] = connection }
+            }
+            return true
+        }
+        guard recorded else { return false }
+        for connection in connections {
+            let key = ObjectIdentifier(connection)
+            connection.closeFuture.whenComplete { [weak self] _ in
+                _ = self?.carrying.withLockedValue { $0[channel]?.removeValue(forKey: key) }
+            }
+        }
+        return true
+    }
+
+    /// How many connections carry `channel` now.
+    public func connections(carrying channel: String) -> Int {
+        carrying.withLockedValue { $0[channel]?.count ?? 0 }
     }
 
     /// The channels currently served.

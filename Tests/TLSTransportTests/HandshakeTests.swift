@@ -65,23 +65,31 @@ struct HandshakeTests {
             handshakeTimeout: .seconds(2), maximumConnections: 2, onRejection: { log.append($0) }
         ) { channel, _ in channel.eventLoop.makeSucceededVoidFuture() }
         defer { Task { await server.close() } }
-        let started = Date()
-        let silent = try BlockingSocket.connect(server.endpoint)
-        let second = try BlockingSocket.connect(server.endpoint)
-        try await Task.sleep(for: .milliseconds(100))
-        // The third is over the limit: closed before any TLS byte.
-        let thirdStarted = Date()
-        let third = try BlockingSocket.connect(server.endpoint)
-        third.setReceiveTimeout(seconds: 5)
-        let refused = third.readOutcome()
-        #expect(refused.bytes.isEmpty, "closed without a byte")
-        #expect(Date().timeIntervalSince(thirdStarted) < 1.5, "at once, not after the handshake timeout")
+        // Blocking socket work runs on threads of its own, never on the cooperative pool.
+        let endpoint = server.endpoint
+        let (silent, second, refusedBytes, refusedAfter, started) = try await onThread { () -> (BlockingSocket, BlockingSocket, [UInt8], Double, Date) in
+            let started = Date()
+            let silent = try BlockingSocket.connect(endpoint)
+            let second = try BlockingSocket.connect(endpoint)
+            usleep(100_000)
+            // The third is over the limit: closed before any TLS byte.
+            let thirdStarted = Date()
+            let third = try BlockingSocket.connect(endpoint)
+            defer { third.close() }
+            third.setReceiveTimeout(seconds: 5)
+            let refused = third.readOutcome()
+            return (silent, second, refused.bytes, Date().timeIntervalSince(thirdStarted), started)
+        }
+        #expect(refusedBytes.isEmpty, "closed without a byte")
+        #expect(refusedAfter < 1.5, "at once, not after the handshake timeout: \(refusedAfter) s")
         #expect(await eventually { log.codes.contains(.channelRefused) })
         // The silent ones go when their handshake time is up.
-        silent.setReceiveTimeout(seconds: 5)
-        let outcome = silent.readOutcome()
-        let waited = Date().timeIntervalSince(started)
-        #expect(outcome.bytes.isEmpty && waited >= 1.9 && waited < 6, "closed after the handshake timeout: \(waited) s")
+        let (outcome, waited) = try await onThread { () -> ([UInt8], Double) in
+            silent.setReceiveTimeout(seconds: 5)
+            let outcome = silent.readOutcome()
+            return (outcome.bytes, Date().timeIntervalSince(started))
+        }
+        #expect(outcome.isEmpty && waited >= 1.9 && waited < 6, "closed after the handshake timeout: \(waited) s")
         #expect(await eventually { log.all.contains { $0.error.message.contains("did not complete its handshake within 2000 ms") } })
         // With them gone, a real client gets in.
         second.close()
@@ -90,7 +98,6 @@ struct HandshakeTests {
         let (channel, identity) = try await MutualTLSClient.connect(to: server.endpoint, provider: client, policy: nodes)
         #expect(identity.name == "a1")
         try? await channel.close()
-        third.close()
         silent.close()
     }
 

@@ -149,6 +149,47 @@ struct TunnelTests {
         await bed.exit.close()
     }
 
+    @Test("withdrawing a channel's route closes the connections that carry it, both sides; a new one is refused")
+    func withdrawnRoute() async throws {
+        let (listener, port) = try BlockingSocket.listen()
+        defer { listener.close() }
+        let bed = try await Bed(channel: channelName, target: .tcp(host: "127.0.0.1", port: port))
+        let entry = try await bed.entry(channel: channelName)
+        // Blocking socket work runs on threads of its own, never on the cooperative pool.
+        let (client, target, greeting) = try await onThread { () -> (BlockingSocket, BlockingSocket, [UInt8]) in
+            let client = try BlockingSocket.connect(entry.endpoint)
+            try client.write(Array("hello".utf8))
+            let target = try listener.accept()
+            target.setReceiveTimeout(seconds: 5)
+            var buffer = [UInt8](repeating: 0, count: 5)
+            let read = try buffer.withUnsafeMutableBytes { try target.read(into: $0) }
+            return (client, target, Array(buffer.prefix(read)))
+        }
+        #expect(greeting == Array("hello".utf8))
+        #expect(await eventually { bed.exit.routes.connections(carrying: channelName) == 2 }, "the tunnel side and the target side")
+        bed.exit.routes.remove(channel: channelName)
+        let ends = try await onThread { () -> ([UInt8], [UInt8]) in
+            client.setReceiveTimeout(seconds: 5)
+            return (target.readOutcome().bytes, client.readOutcome().bytes)
+        }
+        #expect(ends.0.isEmpty, "the target side was closed")
+        #expect(ends.1.isEmpty, "and so was the client's, through the tunnel")
+        #expect(bed.exit.routes.connections(carrying: channelName) == 0)
+        // A new connection on the withdrawn channel is refused (the entry closes it).
+        let refused = try await onThread { () -> [UInt8] in
+            let again = try BlockingSocket.connect(entry.endpoint)
+            defer { again.close() }
+            again.setReceiveTimeout(seconds: 5)
+            try? again.write(Array("again".utf8))
+            return again.readOutcome().bytes
+        }
+        #expect(refused.isEmpty)
+        client.close()
+        target.close()
+        await entry.close()
+        await bed.exit.close()
+    }
+
     @Test("a unix-socket target (TCP entry to unix target) carries data both ways")
     func unixTarget() async throws {
         let directory = try TemporaryDirectory()
