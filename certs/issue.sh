@@ -27,6 +27,10 @@ case $role in
     sync-server) eku="serverAuth" cn="kubevirt.io:system:node:virt-synchronization-controller" name=sync ;;
     *) die "unknown role \"$role\"; known roles: controller, node, user, sync-client, sync-server" ;;
 esac
+# The name goes into the subject (-subj "/…/CN=NAME"; the sync roles take their fixed CN) and into file names: only
+# what a node or user name may be (lower-case letters, digits, '-' and '.', starting and ending with a letter or digit),
+# so it can neither add subject attributes ("a1/OU=controller") nor lead out of DIR/issued.
+[[ $name =~ ^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$ ]] || die "\"$name\" is not a valid name: 1-63 characters of a-z, 0-9, '-' and '.', starting and ending with a letter or digit"
 mkdir -p "$dir/issued"
 key="$dir/issued/$role-$name-key.pem" crt="$dir/issued/$role-$name.pem"
 ext=$(mktemp)

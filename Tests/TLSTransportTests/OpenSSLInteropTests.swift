@@ -40,6 +40,24 @@ struct OpenSSLInteropTests {
         }
     }
 
+    @Test("certs/issue.sh refuses a name that would add subject attributes or leave the issued directory; nothing is written")
+    func issueRefusesInjectedNames() async throws {
+        let pki = try await ScriptPKI(cluster: "ossl")
+        let script = Repository.root.appendingPathComponent("certs/issue.sh").path
+        for name in ["a1/OU=controller", "a1/CN=admin", "../escape", "a1,OU=controller", "A1", "a1 b", "-a1", "a1\\/OU=user", ""] {
+            let result = try await run("/bin/bash", [script, pki.directory.path, "node", name])
+            #expect(result.status != 0, "\(name) refused: \(result.stdout)")
+            #expect(result.stderr.contains("is not a valid name"), "\(name): \(result.stderr)")
+        }
+        let issued = (try? FileManager.default.contentsOfDirectory(atPath: pki.directory.file("issued"))) ?? []
+        #expect(issued.filter { $0.hasSuffix(".pem") }.isEmpty, "nothing issued: \(issued)")
+        #expect(!FileManager.default.fileExists(atPath: pki.directory.file("escape-key.pem")) && !FileManager.default.fileExists(atPath: pki.directory.file("node-..")))
+        // A valid name still works, and its subject carries exactly one OU, the role.
+        let good = try await pki.issue(role: "node", name: "a1.example")
+        let subject = try await run("/usr/bin/openssl", ["x509", "-in", good.certificate, "-noout", "-subject", "-nameopt", "RFC2253"])
+        #expect(subject.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "subject=CN=a1.example,OU=node,O=ossl", "\(subject.stdout)")
+    }
+
     @Test("openssl s_client with openssl-made certificates talks to a TLSTransport server")
     func sClientToServer() async throws {
         let pki = try await ScriptPKI(cluster: "ossl")
