@@ -132,18 +132,7 @@ public struct PKIDirectory: Sendable {
     }
 
     func write(_ text: String, to file: URL, secret: Bool = false) throws(TransportError) {
-        let temporary = file.deletingLastPathComponent().appendingPathComponent(".\(file.lastPathComponent).tmp")
-        let created = FileManager.default.createFile(
-            atPath: temporary.path,
-            contents: Data(text.utf8),
-            attributes: [.posixPermissions: secret ? 0o600 : 0o644]
-        )
-        guard created else {
-            throw TransportError(.fileSystem, "cannot write \(file.path)")
-        }
-        guard rename(temporary.path, file.path) == 0 else {
-            throw TransportError(.fileSystem, "cannot replace \(file.path): \(String(cString: strerror(errno)))")
-        }
+        try SecretFile.write(Data(text.utf8), to: file.path, mode: secret ? 0o600 : 0o644)
     }
 
     private func createDirectory(_ directory: URL) throws(TransportError) {

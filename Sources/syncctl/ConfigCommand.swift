@@ -27,8 +27,13 @@ struct ConfigCommand: AsyncParsableCommand {
                     cluster: cluster, server: server, caPEM: ca, user: user, certificatePEM: try issued.key.certificatePEM,
                     keyPEM: try issued.key.privateKeyPEM, namespace: namespace)
                 let path = Kubeconfig.path(output)
-                try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-                _ = FileManager.default.createFile(atPath: path, contents: Data(YAML.text(document).utf8), attributes: [.posixPermissions: 0o600])
+                do {
+                    try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                } catch {
+                    throw CLIError("cannot write \(path): its directory cannot be made (\((error as NSError).localizedFailureReason ?? "\(error)"))")
+                }
+                // The kubeconfig holds the user's private key.
+                try SecretFile.write(Data(YAML.text(document).utf8), to: path, mode: 0o600)
                 print("wrote kubeconfig \(path) (cluster \(cluster) at \(server), user \(user))")
             }
         }

@@ -20,6 +20,31 @@ func temporaryDirectory() throws -> String {
 
 @Suite("syncctl ca")
 struct CACommandTests {
+    @Test("config create: a kubeconfig it cannot write is an error in one line, not a success; keys and kubeconfig are 0600 whatever the umask")
+    func kubeconfigWrites() async throws {
+        let dir = try temporaryDirectory()
+        #expect(try await syncctl("ca", "init", "--cluster", "alpha", "--dir", dir).status == 0)
+        // A file where the kubeconfig's directory should be: nothing can be written there.
+        try Data("x".utf8).write(to: URL(fileURLWithPath: dir + "/blocker"))
+        let failed = try await syncctl("config", "create", "--dir", dir, "--server", "https://127.0.0.1:8443", "--output", dir + "/blocker/kubeconfig")
+        #expect(failed.status != 0, "\(failed.stdout)")
+        #expect(!failed.stdout.contains("wrote kubeconfig"), "\(failed.stdout)")
+        #expect(failed.stderr.hasPrefix("syncctl: cannot write \(dir)/blocker/kubeconfig") && failed.stderr.split(separator: "\n").count == 1, "\(failed.stderr)")
+        // A directory where the file should be.
+        try FileManager.default.createDirectory(atPath: dir + "/taken", withIntermediateDirectories: true)
+        let taken = try await syncctl("config", "create", "--dir", dir, "--server", "https://127.0.0.1:8443", "--output", dir + "/taken")
+        #expect(taken.status != 0 && !taken.stdout.contains("wrote kubeconfig"), "\(taken.stdout)")
+        #expect(taken.stderr.hasPrefix("syncctl: cannot write \(dir)/taken"), "\(taken.stderr)")
+        // With umask 000 the secrets are still 0600.
+        let made = try await run("/bin/bash", ["-c", "umask 000; exec \"$0\" \"$@\"", syncctlPath, "config", "create", "--dir", dir, "--server", "https://127.0.0.1:8443",
+                                               "--user", "bob", "--output", dir + "/kubeconfig"])
+        #expect(made.status == 0, "\(made.stderr)")
+        for file in [dir + "/kubeconfig", dir + "/issued/user-bob-key.pem"] {
+            let mode = try FileManager.default.attributesOfItem(atPath: file)[.posixPermissions] as? Int
+            #expect(mode == 0o600, "\(file): \(String(mode ?? 0, radix: 8))")
+        }
+    }
+
     @Test("init, issue, show and export; openssl verifies what was issued")
     func lifecycle() async throws {
         let dir = try temporaryDirectory()
