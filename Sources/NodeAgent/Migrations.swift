@@ -346,18 +346,24 @@ extension NodeAgent {
         if failed {
             // A guest that runs here is never removed, whatever the migration's record says: libvirt finished the job,
             // so this is the guest now (the source has at most a paused remnant). It is claimed instead.
-            var domain: Domain?
-            var presence: GuestPresence?
-            if let libvirt {
-                domain = try? await libvirt.domain(named: made.domainName)
-                presence = try? await domain?.presence()
+            let (domain, presence) = await incomingDomain(made.domainName)
+            if domain != nil, presence == nil {
+                // libvirt cannot say what the domain is doing: nothing is removed now; the next pass looks again.
+                prepared[uid] = made
+                logger.warning("kept a failed migration's target for now: libvirt does not report its domain's state", metadata: ["migration": "\(uid)"])
+                return
             }
             if domain != nil, presence != .inactive && presence != .pausedForMigration {
                 liveSince[uid] = .now - Self.claimDelay
-                await claimIfRunningHere(made, vmim: nil)
+                let live = await claimIfRunningHere(made, vmim: nil)
                 liveSince[uid] = nil
+                guard live || presence == .postCopy else {
+                    // It changed while it was looked at (libvirt tearing it down): the next pass looks again.
+                    prepared[uid] = made
+                    return
+                }
                 savePrepared()
-                logger.warning("kept the guest of a failed or vanished migration: it runs here", metadata: ["migration": "\(uid)", "domain": "\(made.domainName)"])
+                logger.warning("kept the guest of a failed or vanished migration: it runs here", metadata: ["migration": "\(uid)", "domain": "\(made.domainName)", "presence": "\(presence.map { "\($0)" } ?? "unknown")"])
                 return
             }
             let vmi = try? await client.get(Kinds.virtualMachineInstance, namespace: made.namespace, name: made.vmiName)
@@ -374,6 +380,26 @@ extension NodeAgent {
         liveSince[uid] = nil
         savePrepared()
         logger.info("migration target cleaned up", metadata: ["migration": "\(uid)", "failed": "\(failed)"])
+    }
+
+    /// The domain of an incoming migration and whether it holds a live guest. A domain that vanishes while it is
+    /// looked at (libvirt tearing down a failed incoming migration) is gone; one whose state libvirt does not report
+    /// after a few tries comes back without a presence — unknown, so nothing may be removed.
+    func incomingDomain(_ name: String) async -> (Domain?, GuestPresence?) {
+        guard let libvirt else { return (nil, nil) }
+        for attempt in 0..<3 {
+            if attempt > 0 { try? await Task.sleep(for: .milliseconds(200)) }
+            let domain: Domain
+            do {
+                domain = try await libvirt.domain(named: name)
+            } catch where (error as HypervisorError).code == .domainNotFound {
+                return (nil, nil)
+            } catch {
+                continue
+            }
+            if let presence = try? await domain.presence() { return (domain, presence) }
+        }
+        return ((try? await libvirt.domain(named: name)), nil)
     }
 
     /// Migrations this node prepared that no longer exist (deleted while the agent was not watching).
