@@ -33,14 +33,18 @@ extension RealLibvirt {
             let domain = guest.domain
             let phases = Task {
                 var seen: [JobStatistics.Phase] = []
-                var statesInDisks: Set<DomainState> = [], statesInMemory: Set<DomainState> = []
+                var statesInMemory: Set<DomainState> = []
+                var diskSamples: [DomainState] = []
                 for await sample in job.progress {
                     if seen.last != sample.phase { seen.append(sample.phase) }
                     // (A sample read just before the handover can meet the source already shut off.)
                     guard let state = try? await domain.state(), state != .shutOff else { continue }
-                    if case .memory = sample.phase { statesInMemory.insert(state) } else if sample.phase == .disks { statesInDisks.insert(state) }
+                    if case .memory = sample.phase { statesInMemory.insert(state) } else if sample.phase == .disks { diskSamples.append(state) }
                 }
-                return (seen, statesInDisks, statesInMemory)
+                // The state is read after its sample: the last disk-copy sample may meet the guest already paused for
+                // the memory copy that began in between.
+                if diskSamples.last == .paused, !statesInMemory.isEmpty { diskSamples.removeLast() }
+                return (seen, Set(diskSamples), statesInMemory)
             }
             let result = try await job.run()
             let (seen, statesInDisks, statesInMemory) = await phases.value
