@@ -25,7 +25,7 @@ enum Handshake {
         policy: PeerPolicy
     ) throws -> EventLoopFuture<PeerIdentity> {
         let material = provider.snapshot()
-        let verifier = PeerVerifier(trust: material.trust, policy: policy, side: .client)
+        let verifier = PeerVerifier(trust: material.trust, policy: policy, side: .client, homeCluster: material.homeCluster)
         let outcome = VerificationOutcome()
         let promise = channel.eventLoop.makePromise(of: PeerIdentity.self)
         let tls = NIOSSLServerHandler(
@@ -47,7 +47,7 @@ enum Handshake {
         policy: PeerPolicy
     ) throws -> EventLoopFuture<PeerIdentity> {
         let material = provider.snapshot()
-        let verifier = PeerVerifier(trust: material.trust, policy: policy, side: .server)
+        let verifier = PeerVerifier(trust: material.trust, policy: policy, side: .server, homeCluster: material.homeCluster)
         let outcome = VerificationOutcome()
         let promise = channel.eventLoop.makePromise(of: PeerIdentity.self)
         let tls = try NIOSSLClientHandler(

@@ -15,11 +15,14 @@ public struct PeerIdentity: Sendable, Hashable, CustomStringConvertible {
     public var name: String { subject.name }
     /// The cluster that issued the peer's certificate.
     public var cluster: String? { subject.cluster }
+    /// Whether the certificate chains to a CA imported from another cluster (trusted only for the sync roles).
+    public var imported: Bool
 
-    init(certificate: Certificate) {
+    init(certificate: Certificate, imported: Bool = false) {
         self.certificate = certificate
         self.subject = CertificateSubject(certificate)
         self.fingerprint = PEM.fingerprint(certificate)
+        self.imported = imported
     }
 
     public var description: String { subject.description }

@@ -18,12 +18,19 @@ public struct PeerVerifier: Sendable {
     public var policy: PeerPolicy
     /// The peer's side.
     public var side: PeerSide
+    /// This cluster's name (the `O` of its CAs). CAs of other clusters in the bundle — imported with
+    /// `import-external` — are trusted only for the sync roles; nil trusts no CA for more than that.
+    public var homeCluster: String?
+
+    /// The roles a CA imported from another cluster may vouch for.
+    public static let importedRoles: Set<PeerRole> = [.syncClient, .syncServer]
 
     /// Creates a verifier.
-    public init(trust: TrustBundle, policy: PeerPolicy, side: PeerSide) {
+    public init(trust: TrustBundle, policy: PeerPolicy, side: PeerSide, homeCluster: String?) {
         self.trust = trust
         self.policy = policy
         self.side = side
+        self.homeCluster = homeCluster
     }
 
     /// Verifies `chain` (leaf first, as presented) at `now`.
@@ -52,11 +59,32 @@ public struct PeerVerifier: Sendable {
             RFC5280Policy(fixedExpiryValidationTime: now)
         }
         let result = await verifier.validate(leaf: leaf, intermediates: CertificateStore(chain.dropFirst()))
-        guard case .validCertificate = result else {
+        guard case .validCertificate(let validated) = result, let anchor = validated.last else {
             return .failure(untrusted(leaf: leaf, subject: subject, now: now, result: result))
+        }
+        // The CA that vouches for the peer decides what it may be: its cluster is the peer's cluster, and a CA of
+        // another cluster vouches only for sync identities.
+        let issuingCluster = CertificateSubject(anchor).cluster
+        if subject.cluster != issuingCluster {
+            return .failure(
+                TransportError(
+                    .untrustedCertificate,
+                    "certificate of \(subject) claims cluster \"\(subject.cluster ?? "")\" but chains to the CA of cluster \"\(issuingCluster ?? "")\""
+                )
+            )
         }
         guard let role = subject.role else {
             return .failure(TransportError(.roleNotAllowed, "certificate of \(subject) carries no vmsync role"))
+        }
+        let imported = homeCluster == nil || issuingCluster != homeCluster
+        if imported, !Self.importedRoles.contains(role) {
+            return .failure(
+                TransportError(
+                    .roleNotAllowed,
+                    "role \(role.rawValue) of \(subject) is refused: the CA of cluster \"\(issuingCluster ?? "")\" is imported "
+                        + "and trusted only for synchronization (sync-client, sync-server)"
+                )
+            )
         }
         guard policy.allowedRoles.contains(role) else {
             let allowed = policy.allowedRoles.map(\.rawValue).sorted().joined(separator: ", ")
@@ -76,7 +104,7 @@ public struct PeerVerifier: Sendable {
                 )
             }
         }
-        return .success(PeerIdentity(certificate: leaf))
+        return .success(PeerIdentity(certificate: leaf, imported: imported))
     }
 
     private func untrusted(

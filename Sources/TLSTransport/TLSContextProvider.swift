@@ -24,6 +24,9 @@ public final class TLSContextProvider: Sendable {
         var versions: TLSVersionPolicy
         var serverContext: NIOSSLContext
         var clientContext: NIOSSLContext
+
+        /// The cluster this process belongs to: the one that issued its own certificate.
+        var homeCluster: String? { CertificateSubject(identity.certificate).cluster }
     }
 
     private let material: NIOLockedValueBox<Material>

@@ -97,6 +97,7 @@ public struct TrustBundle: Sendable, Hashable {
     ) -> [BundleDecision] {
         var decisions: [BundleDecision] = []
         var known = Set(certificates.map(PEM.fingerprint))
+        let home = currentCA.flatMap { CertificateSubject($0).cluster }
         for entry in PEMScanner.entries(in: inbox) {
             let certificate: Certificate
             switch entry {
@@ -130,6 +131,13 @@ public struct TrustBundle: Sendable, Hashable {
                 decide(.droppedNotYetValid, "not valid before \(Self.format(certificate.notValidBefore))")
             } else if !Self.isCA(certificate) {
                 decide(.rejected, "not a CA certificate (basicConstraints CA:TRUE missing)")
+            } else if let home, CertificateSubject(certificate).cluster == home {
+                // Imported CAs are trusted for sync only, told apart from this cluster's own by their cluster name.
+                decide(
+                    .rejected,
+                    "claims cluster \"\(home)\", this cluster's own name; only a rotation adds this cluster's CAs "
+                        + "(clusters that federate need distinct names)"
+                )
             } else {
                 known.insert(print)
                 certificates.append(certificate)

@@ -55,6 +55,35 @@ struct ControlPlaneTests {
         #expect(output.contains("sync-controller: stopped"), "graceful stop on SIGTERM: \(output)")
     }
 
+    @Test("a CA imported from another cluster (syncctl ca import-external) is trusted for the sync roles only: its user, controller and node certificates are refused by the cluster API with the reason (curl)")
+    func importedCAScope() async throws {
+        let cluster = try ClusterFixture()
+        let beta = PKIDirectory(url: URL(fileURLWithPath: cluster.directory + "/beta"))
+        _ = try beta.initialize(cluster: "beta")
+        for request in [LeafRequest(role: .user, name: "admin"), LeafRequest(role: .controller, name: "controller"),
+                        LeafRequest(role: .node, name: "a1"), LeafRequest(role: .syncClient, name: "-")] {
+            _ = try beta.issue(request)
+        }
+        let imported = try await run(syncctlPath, ["ca", "import-external", beta.bundleURL.path, "--dir", cluster.directory + "/pki"])
+        #expect(imported.status == 0 && imported.stdout.contains("added: "), "\(imported.stdout)\(imported.stderr)")
+        try await cluster.start()
+        let betaIssued = cluster.directory + "/beta/issued/"
+        for stem in ["user-admin", "controller-controller", "node-a1"] {
+            let result = try await run("/usr/bin/curl", [
+                "-sS", "--max-time", "10", "--cacert", cluster.caPath, "--cert", betaIssued + stem + ".pem", "--key", betaIssued + stem + "-key.pem",
+                "-w", "\n%{http_code}", cluster.url + "/apis/kubevirt.io/v1/namespaces/default/virtualmachines",
+            ])
+            #expect(result.status != 0 && !result.stdout.contains("\"items\""), "beta \(stem) refused: \(result.stdout) \(result.stderr)")
+        }
+        // The same names from this cluster's own CA are served.
+        let own = try await cluster.curl([cluster.url + "/apis/kubevirt.io/v1/namespaces/default/virtualmachines"])
+        #expect(own.status == 0 && own.stdout.contains("\"items\""), "\(own.stdout) \(own.stderr)")
+        let output = await cluster.stop()
+        for role in ["user", "controller", "node"] {
+            #expect(output.contains("role \(role) of \(role) ") && output.contains("the CA of cluster \"beta\" is imported and trusted only for synchronization"), "\(role): \(output)")
+        }
+    }
+
     @Test("a node certificate writes only its own Node and the status of VMIs on it")
     func nodeAuthorization() async throws {
         let cluster = try ClusterFixture()

@@ -21,16 +21,16 @@ struct HandshakeTests {
         #expect(serverIdentity.cluster == "alpha")
     }
 
-    @Test("another cluster's peer is refused until its CA is imported; the listener keeps running")
+    @Test("another cluster's peer is refused until its CA is imported, and then trusted for the sync roles only; the listener keeps running")
     func crossCluster() async throws {
         let alpha = try TestPKI.authority("alpha")
         let beta = try TestPKI.authority("beta")
         let log = RejectionLog()
-        let serverProvider = try TestPKI.provider(alpha, role: .controller, name: "ctl-a")
-        let server = try await startReplyServer(provider: serverProvider, policy: nodes, log: log)
+        let serverProvider = try TestPKI.provider(alpha, role: .syncServer, name: "-")
+        let server = try await startReplyServer(provider: serverProvider, policy: PeerPolicy(allowedRoles: [.syncClient, .controller, .node]), log: log)
         defer { Task { await server.close() } }
         // The beta client trusts alpha already, so only the server's refusal is tested first.
-        let client = try TestPKI.provider(beta, role: .controller, name: "ctl-b", trusting: [beta, alpha])
+        let client = try TestPKI.provider(beta, role: .syncClient, name: "-", trusting: [beta, alpha])
 
         let refused = await #expect(throws: TransportError.self) {
             try await exchange("ping", with: server.endpoint, provider: client)
@@ -40,20 +40,45 @@ struct HandshakeTests {
         #expect(log.all.first?.error.message.contains("not in the trust bundle") == true)
 
         // A client that does not trust the server's CA refuses the server itself, with the reason.
-        let unaware = try TestPKI.provider(beta, role: .controller, name: "ctl-b")
+        let unaware = try TestPKI.provider(beta, role: .syncClient, name: "-")
         let clientSide = await #expect(throws: TransportError.self) {
             try await exchange("ping", with: server.endpoint, provider: unaware)
         }
         #expect(clientSide?.code == .untrustedCertificate)
         #expect(clientSide?.message.contains("O=alpha") == true)
 
-        // Import beta's bundle into alpha through the external inbox and reload: the same listener now accepts.
+        // Import beta's bundle into alpha through the external inbox and reload: the same listener now accepts
+        // beta's sync client, and each side sees the other's sync identity vouched for by an imported CA.
         var trust = serverProvider.trust
         let decisions = trust.mergeExternal(try PEM.encode([beta.certificate]), currentCA: alpha.certificate)
         #expect(decisions.contains { $0.action == .added })
         try serverProvider.reload(trust: trust)
-        let (reply, _) = try await exchange("ping", with: server.endpoint, provider: client)
-        #expect(reply == "controller/ctl-b: ping\n")
+        let (reply, syncPeer) = try await exchange("ping", with: server.endpoint, provider: client)
+        #expect(reply == "sync-client/\(PeerRole.syncClientCommonName): ping\n")
+        #expect(syncPeer.role == .syncServer && syncPeer.cluster == "alpha" && syncPeer.imported)
+
+        // Beta's controller and node certificates are refused by the same listener, with the reason: the imported CA
+        // does not mint this cluster's controller or nodes.
+        for role in [PeerRole.controller, .node] {
+            let other = try TestPKI.provider(beta, role: role, name: "b-\(role.rawValue)", trusting: [beta, alpha])
+            let scoped = await #expect(throws: TransportError.self) {
+                try await exchange("ping", with: server.endpoint, provider: other)
+            }
+            #expect(scoped?.code == .rejectedByPeer)
+            #expect(await eventually { log.all.last?.error.code == .roleNotAllowed })
+            let reason = log.all.last?.error.message ?? ""
+            #expect(reason.contains("role \(role.rawValue)") && reason.contains("cluster \"beta\"") && reason.contains("only for synchronization"), "\(reason)")
+        }
+
+        // The scope holds on the client side too: an alpha node trusting beta's CA refuses a beta node as its server.
+        let betaNode = try await startReplyServer(provider: try TestPKI.provider(beta, role: .node, name: "b1"), policy: .anyRole)
+        defer { Task { await betaNode.close() } }
+        let alphaNode = try TestPKI.provider(alpha, role: .node, name: "a9", trusting: [alpha, beta])
+        let clientRefusal = await #expect(throws: TransportError.self) {
+            try await exchange("ping", with: betaNode.endpoint, provider: alphaNode, serverPolicy: .anyRole)
+        }
+        #expect(clientRefusal?.code == .roleNotAllowed)
+        #expect(clientRefusal?.message.contains("only for synchronization") == true, "\(clientRefusal?.message ?? "")")
     }
 
     @Test("a client that connects and never completes its handshake is closed after the handshake timeout; beyond the connection limit a connection is closed at once")

@@ -129,7 +129,7 @@ struct OpenSSLInteropTests {
     @Test("openssl s_server that does not trust our CA refuses our client")
     func sServerRefusesUntrusted() async throws {
         let pki = try await ScriptPKI(cluster: "ossl")
-        let files = try await pki.issue(role: "node", name: "srv", extra: ["--ip", "127.0.0.1"])
+        let files = try await pki.issue(role: "sync-server", name: "-", extra: ["--ip", "127.0.0.1"])
         let port = try freePort()
         let server = try ChildProcess(
             opensslPath,
@@ -138,8 +138,9 @@ struct OpenSSLInteropTests {
         )
         #expect(await eventually { isListening(port: port) })
         let alpha = try TestPKI.authority("alpha")
-        // Our client trusts the openssl CA (so it accepts the server), but the server does not trust alpha.
-        let identity = try alpha.issue(LeafRequest(role: .user, name: "alice"))
+        // Our client trusts the openssl CA for sync (so it accepts the server's sync identity), but the server does not
+        // trust alpha.
+        let identity = try alpha.issue(LeafRequest(role: .syncClient, name: "-"))
         let client = try TLSContextProvider(
             identity: identity,
             trust: try TrustBundle(pem: try String(contentsOfFile: pki.bundle, encoding: .utf8))
@@ -171,26 +172,51 @@ struct OpenSSLInteropTests {
             #expect((verified.status == 0) == ok, "\(file) \(purpose): \(verified.stdout) \(verified.stderr)")
         }
 
-        // A server with a TLSTransport certificate, trusting the openssl CA after importing it, accepts an
-        // openssl-issued client; that client's role is read from the script's subject.
-        let serverProvider = try TestPKI.provider(alpha, role: .node, name: "srv")
+        // A server with a TLSTransport certificate imports the openssl CA: it is another cluster's, so it is trusted
+        // for the sync roles only. KubeVirt's sync identity made by the script is recognised by its common name.
+        let serverProvider = try TestPKI.provider(alpha, role: .syncServer, name: "-")
         var trust = serverProvider.trust
         let decisions = trust.mergeExternal(try String(contentsOfFile: pki.bundle, encoding: .utf8), currentCA: alpha.certificate)
         #expect(decisions.filter { $0.action == .added }.count == 1)
         try serverProvider.reload(trust: trust)
-        let server = try await startReplyServer(provider: serverProvider, policy: PeerPolicy(allowedRoles: [.node, .syncClient]))
+        let log = RejectionLog()
+        let server = try await startReplyServer(provider: serverProvider, policy: PeerPolicy(allowedRoles: [.node, .syncClient]), log: log)
         defer { Task { await server.close() } }
 
+        let syncClient = try await pki.provider(role: "sync-client", name: "-")
+        try syncClient.reload(trust: TrustBundle([alpha.certificate, try PEM.certificates(from: String(contentsOfFile: pki.bundle, encoding: .utf8), source: "ossl")[0]]))
+        let syncReply = try await exchange("hi", with: server.endpoint, provider: syncClient, serverPolicy: PeerPolicy(allowedRoles: [.syncServer])).reply
+        #expect(syncReply == "sync-client/kubevirt.io:system:client:virt-synchronization-controller: hi\n")
+
+        // The script's node certificate is refused: the imported CA cannot mint this cluster's nodes.
         let scriptClient = try await pki.provider(role: "node", name: "ocli")
         try scriptClient.reload(trust: TrustBundle([alpha.certificate]))
-        let reply = try await exchange("hi", with: server.endpoint, provider: scriptClient).reply
-        #expect(reply == "node/ocli: hi\n")
+        await #expect(throws: TransportError.self) { try await exchange("hi", with: server.endpoint, provider: scriptClient) }
+        #expect(await eventually { log.all.contains { $0.error.code == .roleNotAllowed && $0.error.message.contains("cluster \"ossl\"") } }, "\(log.all)")
 
-        // KubeVirt's sync identity made by the script is recognised by its common name.
-        let syncClient = try await pki.provider(role: "sync-client", name: "-")
-        try syncClient.reload(trust: TrustBundle([alpha.certificate]))
-        let syncReply = try await exchange("hi", with: server.endpoint, provider: syncClient).reply
-        #expect(syncReply == "sync-client/kubevirt.io:system:client:virt-synchronization-controller: hi\n")
+        // Nor can it claim this cluster's name: a leaf signed by the openssl CA with O=alpha is refused as such.
+        let forgedKey = directory.file("forged-key.pem"), forgedRequest = directory.file("forged.csr"), forged = directory.file("forged.pem")
+        let extensions = try directory.write("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth,serverAuth\n", to: "forged.ext")
+        for arguments in [
+            ["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", forgedKey],
+            ["req", "-new", "-key", forgedKey, "-subj", "/O=alpha/OU=node/CN=forged", "-out", forgedRequest],
+            ["x509", "-req", "-in", forgedRequest, "-CA", pki.directory.file("ca.pem"), "-CAkey", pki.directory.file("ca-key.pem"),
+             "-CAcreateserial", "-days", "1", "-extfile", extensions, "-out", forged],
+        ] {
+            let made = try await run(opensslPath, arguments)
+            #expect(made.status == 0, "openssl \(arguments[0]): \(made.stderr)")
+        }
+        let forgedClient = try TLSContextProvider(
+            identity: try CertifiedKey(
+                certificatePEM: try String(contentsOfFile: forged, encoding: .utf8),
+                privateKeyPEM: try String(contentsOfFile: forgedKey, encoding: .utf8)
+            ),
+            trust: TrustBundle([alpha.certificate])
+        )
+        await #expect(throws: TransportError.self) { try await exchange("hi", with: server.endpoint, provider: forgedClient) }
+        #expect(await eventually {
+            log.all.contains { $0.error.code == .untrustedCertificate && $0.error.message.contains("claims cluster \"alpha\"") && $0.error.message.contains("\"ossl\"") }
+        }, "\(log.all)")
     }
 
     @Test("TLS 1.3 by default; TLS 1.2 only when configured")

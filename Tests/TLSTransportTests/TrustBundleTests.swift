@@ -68,6 +68,23 @@ struct TrustBundleTests {
         #expect(decisions.filter { $0.action != .rejected || $0.subject != nil }.allSatisfy { $0.subject != nil })
     }
 
+    @Test("an external CA that claims this cluster's own name is rejected: only this cluster's rotation adds its CAs")
+    func externalClaimingOwnCluster() throws {
+        let own = try TestPKI.authority("alpha", now: now)
+        let impostor = try TestPKI.authority("alpha", now: now)
+        let remote = try TestPKI.authority("beta", now: now)
+        var bundle = TrustBundle([own.certificate])
+        let decisions = bundle.mergeExternal(try PEM.encode([impostor.certificate, remote.certificate]), currentCA: own.certificate, now: now)
+        #expect(decision(decisions, for: impostor.certificate) == .rejected)
+        #expect(decisions.contains { $0.action == .rejected && $0.reason.contains("cluster \"alpha\"") && $0.reason.contains("this cluster's own name") })
+        #expect(decision(decisions, for: remote.certificate) == .added)
+        #expect(!bundle.contains(impostor.certificate) && bundle.contains(remote.certificate))
+        // The cluster's own rotation still adds its successor CA.
+        let next = try own.renewed(now: now)
+        bundle.insert(next.certificate)
+        #expect(bundle.contains(next.certificate))
+    }
+
     @Test("the strict parser refuses anything but certificates")
     func strictParse() throws {
         let own = try TestPKI.authority("alpha")

@@ -347,13 +347,14 @@ struct TunnelTests {
         await bed.exit.close()
     }
 
-    @Test("a peer of another cluster cannot open a tunnel")
+    @Test("a peer of another CA cannot open a tunnel, even one whose CA names itself like this cluster")
     func foreignPeer() async throws {
         let sink = try DigestSink()
         defer { sink.close() }
         let bed = try await Bed(channel: channelName, target: sink.endpoint)
-        let beta = try TestPKI.authority("beta")
-        let foreign = try TestPKI.provider(beta, role: .node, name: "intruder", trusting: [beta, bed.alpha])
+        // The impostor CA's node takes the exit for one of its own (same cluster name) and speaks; the exit refuses it.
+        let impostor = try TestPKI.authority("alpha")
+        let foreign = try TestPKI.provider(impostor, role: .node, name: "intruder", trusting: [impostor, bed.alpha])
         let events = EventLog()
         let entry = try await bed.entry(channel: channelName, provider: foreign, events: events)
         let outcome = try await onThread {
