@@ -70,13 +70,27 @@ public struct PKIDirectory: Sendable {
     ) throws(TransportError) -> (key: CertifiedKey, certificate: URL, privateKey: URL) {
         let issued = try authority().issue(request, now: now)
         try createDirectory(issuedURL)
-        let stem = "\(request.role.rawValue)-\(request.role.fixedCommonName == nil ? request.name : "sync")"
-        let certificateURL = issuedURL.appendingPathComponent("\(stem).pem")
-        let keyURL = issuedURL.appendingPathComponent("\(stem)-key.pem")
+        let (certificateURL, keyURL) = issuedFiles(role: request.role, name: request.name)
         try write(try issued.certificatePEM, to: certificateURL)
         try write(try issued.privateKeyPEM, to: keyURL, secret: true)
         return (issued, certificateURL, keyURL)
     }
+
+    /// Where the certificate and key issued for `role` and `name` are kept.
+    public func issuedFiles(role: PeerRole, name: String) -> (certificate: URL, privateKey: URL) {
+        let stem = "\(role.rawValue)-\(role.fixedCommonName == nil ? name : "sync")"
+        return (issuedURL.appendingPathComponent("\(stem).pem"), issuedURL.appendingPathComponent("\(stem)-key.pem"))
+    }
+
+    /// The certificate and key issued earlier for `role` and `name`, if both are stored.
+    public func storedIssue(role: PeerRole, name: String) throws(TransportError) -> CertifiedKey? {
+        let files = issuedFiles(role: role, name: name)
+        guard FileManager.default.fileExists(atPath: files.certificate.path) else { return nil }
+        return try CertifiedKey(certificatePEM: try read(files.certificate), privateKeyPEM: try read(files.privateKey))
+    }
+
+    /// Whether this directory holds the CA's private key (only the CA's host does; users and nodes get issued files).
+    public var holdsCAKey: Bool { FileManager.default.fileExists(atPath: caKeyURL.path) }
 
     /// The certificates issued so far, as stored.
     public func issued() throws(TransportError) -> [Certificate] {

@@ -84,6 +84,27 @@ struct ControlPlaneTests {
         }
     }
 
+    @Test("a kubeconfig written without the CA key (syncctl config create --cert --key --ca) serves syncctl and kubectl")
+    func kubeconfigFromIssuedCertificate() async throws {
+        let cluster = try ClusterFixture()
+        try await cluster.start()
+        _ = try cluster.pki.issue(LeafRequest(role: .user, name: "alice"))
+        let home = cluster.directory + "/alice"
+        try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
+        for file in ["issued/user-alice.pem", "issued/user-alice-key.pem", "ca-bundle.pem"] {
+            try FileManager.default.copyItem(atPath: "\(cluster.directory)/pki/\(file)", toPath: "\(home)/\((file as NSString).lastPathComponent)")
+        }
+        let made = try await run(syncctlPath, ["config", "create", "--server", cluster.url, "--cert", home + "/user-alice.pem", "--key", home + "/user-alice-key.pem",
+                                               "--ca", home + "/ca-bundle.pem", "--output", home + "/kubeconfig", "--dir", home + "/no-pki"])
+        #expect(made.status == 0, "\(made.stderr)")
+        let admin = try cluster.client()
+        _ = try await admin.create(Kinds.virtualMachine, ["apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": ["name": "vm1"], "spec": ["runStrategy": "Halted", "template": ["spec": ["domain": [:]]]]])
+        let listed = try await run(syncctlPath, ["get", "vm", "--kubeconfig", home + "/kubeconfig"])
+        #expect(listed.status == 0 && listed.stdout.contains("vm1"), "\(listed.stdout)\(listed.stderr)")
+        let kubectl = try await run("/usr/bin/kubectl", ["--kubeconfig", home + "/kubeconfig", "get", "vm", "-o", "name"], timeout: 60)
+        #expect(kubectl.status == 0 && kubectl.stdout.contains("vm1"), "\(kubectl.stdout)\(kubectl.stderr)")
+    }
+
     @Test("a node certificate writes only its own Node and the status of VMIs on it")
     func nodeAuthorization() async throws {
         let cluster = try ClusterFixture()

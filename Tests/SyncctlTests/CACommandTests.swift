@@ -45,6 +45,50 @@ struct CACommandTests {
         }
     }
 
+    @Test("config create without the CA key: from a user certificate issued once (--cert, --key, --ca), or the PKI directory's fresh one; bad credentials are one line")
+    func kubeconfigWithoutCAKey() async throws {
+        let admin = try temporaryDirectory()
+        #expect(try await syncctl("ca", "init", "--cluster", "alpha", "--dir", admin).status == 0)
+        #expect(try await syncctl("ca", "issue", "--role", "user", "--name", "alice", "--dir", admin).status == 0)
+        #expect(try await syncctl("ca", "issue", "--role", "node", "--name", "n1", "--dir", admin).status == 0)
+        // Alice's machine gets her certificate, key and the bundle — never the CA key.
+        let home = try temporaryDirectory()
+        for file in ["issued/user-alice.pem", "issued/user-alice-key.pem", "issued/node-n1.pem", "issued/node-n1-key.pem", "ca-bundle.pem"] {
+            try FileManager.default.copyItem(atPath: "\(admin)/\(file)", toPath: "\(home)/\((file as NSString).lastPathComponent)")
+        }
+        let made = try await syncctl("config", "create", "--server", "https://127.0.0.1:8443", "--cert", "\(home)/user-alice.pem",
+                                     "--key", "\(home)/user-alice-key.pem", "--ca", "\(home)/ca-bundle.pem", "--output", "\(home)/kubeconfig", "--dir", "\(home)/no-pki")
+        #expect(made.status == 0 && made.stdout.contains("user alice, certificate from \(home)/user-alice.pem"), "\(made.stdout)\(made.stderr)")
+        let written = try String(contentsOfFile: "\(home)/kubeconfig", encoding: .utf8)
+        let certificate = Data(try String(contentsOfFile: "\(home)/user-alice.pem", encoding: .utf8).utf8).base64EncodedString()
+        #expect(written.contains(certificate), "the kubeconfig carries the issued certificate itself")
+        #expect(!FileManager.default.fileExists(atPath: "\(home)/no-pki"), "nothing was issued or written into a PKI directory")
+
+        // With the PKI directory: the certificate issued once is reused, not issued again.
+        let first = try await syncctl("config", "create", "--dir", admin, "--server", "https://127.0.0.1:8443", "--user", "alice", "--output", "\(admin)/k1")
+        #expect(first.status == 0 && first.stdout.contains("certificate issued earlier"), "\(first.stdout)\(first.stderr)")
+        #expect(try String(contentsOfFile: "\(admin)/k1", encoding: .utf8).contains(certificate))
+        // A directory without the CA key and without a certificate for the user says what to do.
+        let keyless = try await syncctl("config", "create", "--dir", home, "--server", "https://127.0.0.1:8443", "--user", "bob", "--ca", "\(home)/ca-bundle.pem")
+        #expect(keyless.status != 0 && keyless.stderr.contains("nor the CA key") && keyless.stderr.contains("--cert and --key"), "\(keyless.stderr)")
+
+        // Bad credentials: one line each, nothing written.
+        let other = try temporaryDirectory()
+        #expect(try await syncctl("ca", "init", "--cluster", "beta", "--dir", other).status == 0)
+        for (arguments, expected) in [
+            (["--cert", "\(home)/user-alice.pem", "--key", "\(home)/node-n1-key.pem", "--ca", "\(home)/ca-bundle.pem"], "private key does not match"),
+            (["--cert", "\(home)/node-n1.pem", "--key", "\(home)/node-n1-key.pem", "--ca", "\(home)/ca-bundle.pem"], "role node"),
+            (["--cert", "\(home)/user-alice.pem", "--key", "\(home)/user-alice-key.pem", "--ca", "\(other)/ca-bundle.pem"], "not in the trust bundle"),
+            (["--cert", "\(home)/user-alice.pem"], "--cert and --key go together"),
+            (["--cert", "\(home)/missing.pem", "--key", "\(home)/user-alice-key.pem", "--ca", "\(home)/ca-bundle.pem"], "cannot read the certificate \(home)/missing.pem"),
+            (["--cert", "\(home)/user-alice-key.pem", "--key", "\(home)/user-alice-key.pem", "--ca", "\(home)/ca-bundle.pem"], "not a usable certificate and key"),
+        ] {
+            let result = try await run(syncctlPath, ["config", "create", "--server", "https://127.0.0.1:8443", "--output", "\(home)/bad", "--dir", "\(home)/no-pki"] + arguments)
+            #expect(result.status != 0 && result.stderr.split(separator: "\n").count == 1 && result.stderr.contains(expected), "\(arguments): \(result.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: "\(home)/bad"))
+        }
+    }
+
     @Test("init, issue, show and export; openssl verifies what was issued")
     func lifecycle() async throws {
         let dir = try temporaryDirectory()
