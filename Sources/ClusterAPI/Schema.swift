@@ -161,7 +161,10 @@ public struct Quantity: Sendable, Hashable {
     /// From a JSON value (number or quantity string); nil if it is not one or is out of range.
     public init?(_ json: JSONValue?) {
         switch json {
-        case .int(let number): value = Double(number)
+        case .int(let number):
+            // Int64.max as a Double rounds up to 2^63, out of range.
+            guard Self.inRange(Double(number)) else { return nil }
+            value = Double(number)
         case .double(let number):
             guard Self.inRange(number) else { return nil }
             value = number

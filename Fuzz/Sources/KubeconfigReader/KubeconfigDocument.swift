@@ -1,0 +1,1 @@
+../../../Sources/syncctl/KubeconfigDocument.swift

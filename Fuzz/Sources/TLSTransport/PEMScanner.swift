@@ -1,0 +1,1 @@
+../../../Sources/TLSTransport/PEMScanner.swift

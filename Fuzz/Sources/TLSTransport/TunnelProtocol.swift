@@ -1,0 +1,1 @@
+../../../Sources/TLSTransport/TunnelProtocol.swift
