@@ -83,6 +83,7 @@ let package = Package(
                 "Hypervisor",
                 "TLSTransport",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "X509", package: "swift-certificates"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -222,7 +223,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SyncControllerTests",
-            dependencies: ["ClusterAPI", "SyncController", "TLSTransport", "TestSupport", "sync-controller", "syncctl"],
+            dependencies: ["ClusterAPI", "SyncController", "NodeAgent", "TLSTransport", "TestSupport", "sync-controller", "syncctl"],
             swiftSettings: strictSettings
         ),
         .testTarget(

@@ -126,10 +126,25 @@ public enum Kinds {
         singular: "usbdevice", shortNames: ["usb"], namespaced: true, body: ["spec": .any], requiredBody: [],
         hasStatus: true, columns: [.init(name: "NODE", path: ["status", "nodeName"])])
 
+    /// A node agent's request to renew its certificate (Kubernetes' `certificates.k8s.io/v1`): the controller, which
+    /// holds the CA key, approves a node's request for its own identity and signs it at create.
+    public static let certificateSigningRequest = ResourceKind(
+        group: "certificates.k8s.io", version: "v1", kind: "CertificateSigningRequest", plural: "certificatesigningrequests",
+        singular: "certificatesigningrequest", shortNames: ["csr"], namespaced: false,
+        body: [
+            "spec": .object(
+                [
+                    "request": .string(), "signerName": .string(), "usages": .array(.string()),
+                    "expirationSeconds": .integer(minimum: 600, maximum: Schema.maxSeconds), "username": .string(),
+                ], required: ["request", "signerName"])
+        ], requiredBody: ["spec"], hasStatus: true,
+        columns: [.init(name: "AGE", path: ["metadata", "creationTimestamp"]), .init(name: "SIGNERNAME", path: ["spec", "signerName"]),
+                  .init(name: "REQUESTOR", path: ["spec", "username"])])
+
     /// Every served kind.
     public static let all: [ResourceKind] = [
         virtualMachine, virtualMachineInstance, migration, dataVolume, kubeVirt, configMap, secret, node, storageClass,
-        nodeUSBDevice, usbDevice,
+        nodeUSBDevice, usbDevice, certificateSigningRequest,
     ]
 
     /// The kind with this apiVersion and kind.

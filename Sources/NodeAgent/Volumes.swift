@@ -154,7 +154,7 @@ struct Volumes: Sendable {
         guard rename(partial, path) == 0 else { throw APIError.internalError("cannot move \(partial) into place") }
     }
 
-    private static func run(_ executable: String, _ arguments: [String]) -> Result<String, APIError> {
+    static func run(_ executable: String, _ arguments: [String]) -> Result<String, APIError> {
         var output: [Int32] = [0, 0]
         guard pipe(&output) == 0 else { return .failure(.internalError("pipe failed")) }
         var actions = posix_spawn_file_actions_t()
@@ -173,7 +173,13 @@ struct Volumes: Sendable {
         var empty = sigset_t()
         sigemptyset(&empty)
         posix_spawnattr_setsigmask(&attributes, &empty)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
+        // The agent ignores SIGTERM and SIGINT (it shuts down gracefully on them); an ignored signal stays ignored
+        // across exec, so the child gets the default actions back.
+        var reset = sigset_t()
+        sigemptyset(&reset)
+        for number in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGQUIT] { sigaddset(&reset, number) }
+        posix_spawnattr_setsigdefault(&attributes, &reset)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
         var pid: pid_t = 0

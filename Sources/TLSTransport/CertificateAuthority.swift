@@ -136,9 +136,16 @@ public struct CertificateAuthority: Sendable, Hashable {
         }
     }
 
-    /// Issues a leaf certificate for `request`, valid from `now` for the policy's leaf lifetime
+    /// Issues a leaf certificate for `request` with a new key, valid from `now` for the policy's leaf lifetime
     /// (never beyond the CA's own expiry).
     public func issue(_ request: LeafRequest, now: Date = Date()) throws(TransportError) -> CertifiedKey {
+        let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
+        return try CertifiedKey(chain: [try sign(request, publicKey: key.publicKey, now: now)], privateKey: key)
+    }
+
+    /// Signs a leaf certificate for `request` and a key its holder keeps (a certificate signing request's), valid
+    /// from `now` for the policy's leaf lifetime (never beyond the CA's own expiry).
+    public func sign(_ request: LeafRequest, publicKey: Certificate.PublicKey, now: Date = Date()) throws(TransportError) -> Certificate {
         let commonName = request.role.fixedCommonName ?? request.name
         guard request.role.fixedCommonName != nil || Self.isValidName(request.name) else {
             throw TransportError(
@@ -157,7 +164,6 @@ public struct CertificateAuthority: Sendable, Hashable {
         if request.role.servesTLS { usages.append(.serverAuth) }
         if request.role.actsAsTLSClient { usages.append(.clientAuth) }
 
-        let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
         let notAfter = min(now.addingTimeInterval(policy.leafValidity.timeInterval), certificate.notValidAfter)
         do {
             let subject = try DistinguishedName {
@@ -170,7 +176,7 @@ public struct CertificateAuthority: Sendable, Hashable {
                 Critical(BasicConstraints.notCertificateAuthority)
                 Critical(KeyUsage(digitalSignature: true))
                 try ExtendedKeyUsage(usages)
-                SubjectKeyIdentifier(hash: key.publicKey)
+                SubjectKeyIdentifier(hash: publicKey)
                 if let authorityKey = try? certificate.extensions.subjectKeyIdentifier {
                     AuthorityKeyIdentifier(keyIdentifier: authorityKey.keyIdentifier)
                 }
@@ -178,10 +184,10 @@ public struct CertificateAuthority: Sendable, Hashable {
                     SubjectAlternativeNames(sanList)
                 }
             }
-            let leaf = try Certificate(
+            return try Certificate(
                 version: .v3,
                 serialNumber: Certificate.SerialNumber(),
-                publicKey: key.publicKey,
+                publicKey: publicKey,
                 notValidBefore: now.addingTimeInterval(-policy.backdating.timeInterval),
                 notValidAfter: notAfter,
                 issuer: certificate.subject,
@@ -190,9 +196,6 @@ public struct CertificateAuthority: Sendable, Hashable {
                 extensions: extensions,
                 issuerPrivateKey: certifiedKey.privateKey
             )
-            return try CertifiedKey(chain: [leaf], privateKey: key)
-        } catch let error as TransportError {
-            throw error
         } catch {
             throw TransportError(
                 .issuanceFailed,

@@ -11,10 +11,15 @@ public struct CertificateSubject: Sendable, Hashable, CustomStringConvertible {
 
     /// Reads cluster, role and name from a certificate's subject.
     public init(_ certificate: Certificate) {
+        self.init(subject: certificate.subject)
+    }
+
+    /// Reads cluster, role and name from a distinguished name.
+    public init(subject distinguishedName: DistinguishedName) {
         var cluster: String?
         var unit: String?
         var commonName = ""
-        for rdn in certificate.subject {
+        for rdn in distinguishedName {
             for attribute in rdn {
                 let value = String(attribute.value) ?? attribute.value.description
                 switch attribute.type {

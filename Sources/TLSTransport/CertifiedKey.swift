@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 public import X509
 import Crypto
 import SwiftASN1
@@ -12,6 +12,8 @@ public struct CertifiedKey: Sendable, Hashable {
 
     /// The certificate this key certifies.
     public var certificate: Certificate { chain[0] }
+    /// When the certificate expires.
+    public var notValidAfter: Date { chain[0].notValidAfter }
 
     /// Pairs a chain with its key, checking that the key belongs to the leaf.
     public init(chain: [Certificate], privateKey: Certificate.PrivateKey) throws(TransportError) {
@@ -38,6 +40,13 @@ public struct CertifiedKey: Sendable, Hashable {
             throw TransportError(.malformedInput, "private key PEM could not be parsed: \(error)")
         }
         try self.init(chain: chain, privateKey: key)
+    }
+
+    /// Replaces the files a daemon was started with (`--cert`, `--key`), so a restart presents this certificate: the
+    /// key with mode 0600 from its first byte, each file replaced atomically, the key first.
+    public func write(certificateTo certificatePath: String, keyTo keyPath: String) throws(TransportError) {
+        try SecretFile.write(Data(try privateKeyPEM.utf8), to: keyPath, mode: 0o600)
+        try SecretFile.write(Data(try certificatePEM.utf8), to: certificatePath, mode: 0o644)
     }
 
     /// The chain as PEM, leaf first.

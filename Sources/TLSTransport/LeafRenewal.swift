@@ -1,4 +1,5 @@
 public import Foundation
+import X509
 
 /// Keeps a process's own certificate fresh: once the leaf in `provider` passes the policy's renewal point, a new one
 /// is issued for the same request and loaded, so the next handshake presents it while open connections stay up.
@@ -36,9 +37,17 @@ public struct LeafRenewal: Sendable {
         return true
     }
 
+    /// How often to look: a twentieth of the current certificate's lifetime, between 1 s and 60 s.
+    public var checkInterval: Duration {
+        let certificate = provider.identity.certificate
+        let lifetime = certificate.notValidAfter.timeIntervalSince(certificate.notValidBefore)
+        return .milliseconds(Int64(min(60, max(1, lifetime / 20)) * 1000))
+    }
+
     /// Checks periodically until cancelled. A failed renewal is retried at the next check; the current certificate
     /// stays in use until it expires.
-    public func run(checkingEvery interval: Duration = .seconds(60), onError: @Sendable (any Error) -> Void = { _ in }) async {
+    public func run(checkingEvery interval: Duration? = nil, onError: @Sendable (any Error) -> Void = { _ in }) async {
+        let interval = interval ?? checkInterval
         while !Task.isCancelled {
             do {
                 try await renewIfDue()

@@ -58,8 +58,20 @@ struct NodeAgentCommand: AsyncParsableCommand {
                 client: client, provider: provider, logger: logger)
             print("node-agent \(name): starting (libvirt \(libvirt), cluster \(server))")
             fflush(nil)
+            // The certificate is renewed through the controller before it expires (and written back to --cert/--key).
+            let cluster = CertificateSubject(identity.certificate).cluster ?? ""
+            let log = logger
+            let (certificatePath, keyPath) = (cert, key)
+            let renewal = LeafRenewal(request: LeafRequest(renewing: identity.certificate), provider: provider) { request in
+                let renewed = try await CertificateRenewal.renew(through: client, request, cluster: cluster, certificatePath: certificatePath, keyPath: keyPath)
+                log.info("renewed the node certificate", metadata: ["valid-until": "\(renewed.notValidAfter)"])
+                return renewed
+            }
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await agent.run() }
+                group.addTask {
+                    await renewal.run { error in log.warning("certificate renewal failed; retrying", metadata: ["error": "\(error)"]) }
+                }
                 group.addTask { await Termination.wait() }
                 try await group.next()
                 group.cancelAll()

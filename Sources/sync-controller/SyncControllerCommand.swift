@@ -28,11 +28,15 @@ struct SyncControllerCommand: AsyncParsableCommand {
     var idleTimeout = 120
     @Option(help: "Seconds a client may take to complete its TLS handshake.") var handshakeTimeout = 10
     @Option(help: "Connections each listener holds at most; more are closed at once.") var maxConnections = 1024
+    @Option(help: "The cluster's PKI directory (ca.pem, ca-key.pem): the controller then renews its own certificate and signs the node agents' renewals.")
+    var pki: String?
+    @Option(help: "Lifetime in seconds of the certificates the controller issues (its own and the nodes' renewals).") var leafValidity = 86_400
 
     func validate() throws {
         guard (1...86_400).contains(idleTimeout) else { throw ValidationError("--idle-timeout must be 1…86400 seconds, not \(idleTimeout)") }
         guard (1...600).contains(handshakeTimeout) else { throw ValidationError("--handshake-timeout must be 1…600 seconds, not \(handshakeTimeout)") }
         guard (1...1_000_000).contains(maxConnections) else { throw ValidationError("--max-connections must be 1…1000000, not \(maxConnections)") }
+        guard (60...31_536_000).contains(leafValidity) else { throw ValidationError("--leaf-validity must be 60…31536000 seconds, not \(leafValidity)") }
     }
 
     func run() async throws {
@@ -45,7 +49,23 @@ struct SyncControllerCommand: AsyncParsableCommand {
             let provider = try TLSContextProvider(identity: identity, trust: trust)
             let store = try SQLiteStore(path: data + "/cluster.sqlite", retainedChanges: retainChanges)
             try await ClusterDefaults.ensure(in: store)
-            let handler = ClusterAPIHandler(store: store)
+            // With the CA at hand the controller signs: its own renewals and the agents'.
+            let policy = PKIPolicy(
+                caValidity: PKIPolicy.default.caValidity, leafValidity: .seconds(leafValidity), renewalFraction: PKIPolicy.default.renewalFraction,
+                backdating: .seconds(min(300, leafValidity / 4)))
+            let directory = pki.map { PKIDirectory(url: URL(fileURLWithPath: $0), policy: policy) }
+            if let directory { _ = try directory.authority() }
+            let log = logger
+            let handler = ClusterAPIHandler(store: store, signer: directory.map { CertificateSigner(pki: $0) })
+            let (certificatePath, keyPath) = (cert, key)
+            let renewal = directory.map { directory in
+                LeafRenewal(request: LeafRequest(renewing: identity.certificate), provider: provider, policy: policy) { request in
+                    let renewed = try directory.authority().issue(request)
+                    try renewed.write(certificateTo: certificatePath, keyTo: keyPath)
+                    log.info("renewed the controller certificate", metadata: ["valid-until": "\(renewed.notValidAfter)"])
+                    return renewed
+                }
+            }
             var servers: [APIServer] = []
             for address in listen {
                 let server = try await APIServer.start(
@@ -59,6 +79,11 @@ struct SyncControllerCommand: AsyncParsableCommand {
             await withTaskGroup(of: Void.self) { group in
                 for server in servers { group.addTask { await server.run() } }
                 group.addTask { await reconciler.run() }
+                if let renewal {
+                    group.addTask {
+                        await renewal.run { error in log.warning("certificate renewal failed; retrying", metadata: ["error": "\(error)"]) }
+                    }
+                }
                 group.addTask { await Termination.wait() }
                 await group.next()
                 group.cancelAll()

@@ -17,6 +17,10 @@ enum Authorization {
             }
             if request.method == "GET" { return }
             if kind.kind == "Node", name == peer.name || (request.method == "POST" && bodyName(request) == peer.name) { return }
+            if kind.kind == Kinds.certificateSigningRequest.kind, request.method == "POST", name == nil {
+                // Its own renewal; the handler checks that the request is for this node.
+                return
+            }
             if kind.kind == "VirtualMachineInstance", subresource == .status, request.method == "PUT" || request.method == "PATCH" {
                 // That the VMI is on this node now (and, when it hands the VMI over, that the new node is the target of
                 // its migration), the handler checks against the store.

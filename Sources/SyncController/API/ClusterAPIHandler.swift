@@ -13,9 +13,12 @@ public final class ClusterAPIHandler: Sendable {
     /// Largest accepted body.
     public static let maximumBodyBytes = 3 << 20
     private let ready = Mutex(true)
+    /// Signs node agents' certificate renewals; nil when the controller was started without the CA (`--pki`).
+    let signer: CertificateSigner?
 
-    public init(store: any ResourceStore) {
+    public init(store: any ResourceStore, signer: CertificateSigner? = nil) {
         self.store = store
+        self.signer = signer
     }
 
     /// Answers one request.
@@ -141,6 +144,9 @@ public final class ClusterAPIHandler: Sendable {
                 try Self.checkRegistration(object, registeredBy: request.peer.name)
             }
             if kind.kind == Kinds.migration.kind { try await admitMigration(object) }
+            if kind.kind == Kinds.certificateSigningRequest.kind {
+                return .json(try await signCertificate(object, for: request.peer), status: 201, yaml: yaml)
+            }
             return .json(try await store.create(kind, object), status: 201, yaml: yaml)
         case ("PUT", let name?):
             var object = try request.bodyValue()
@@ -177,6 +183,46 @@ public final class ClusterAPIHandler: Sendable {
         default:
             throw Self.methodNotAllowed(request)
         }
+    }
+
+    /// A node's certificate renewal: signed at create (auto-approved: a node renewing its own identity), stored with
+    /// its certificate in `status.certificate`; the node's earlier requests go.
+    private func signCertificate(_ object: JSONValue, for peer: PeerIdentity) async throws(APIError) -> JSONValue {
+        guard let signer else {
+            throw APIError(.serviceUnavailable, code: 503, "this controller signs no certificates: it was started without the cluster CA (--pki)")
+        }
+        let certificate = try signer.sign(object, by: peer)
+        let kind = Kinds.certificateSigningRequest
+        var request = object
+        request["status"] = nil
+        var metadata = request["metadata"]?.object ?? [:]
+        if metadata["name"] == nil, metadata["generateName"] == nil { metadata["generateName"] = .string("node-\(peer.name)-") }
+        var labels = metadata["labels"]?.object ?? [:]
+        labels[CertificateSigner.nodeLabel] = .string(peer.name)
+        metadata["labels"] = .object(labels)
+        request["metadata"] = .object(metadata)
+        var spec = request["spec"]?.object ?? [:]
+        spec["username"] = .string("node:\(peer.name)")
+        request["spec"] = .object(spec)
+        var created = try await store.create(kind, request)
+        let now = Resources.now()
+        created["status"] = [
+            "conditions": [[
+                "type": "Approved", "status": "True", "reason": "AutoApproved", "lastUpdateTime": .string(now), "lastTransitionTime": .string(now),
+                "message": .string("node \(peer.name) renews its own certificate"),
+            ]],
+            "certificate": .string(Data(certificate.utf8).base64EncodedString()),
+        ]
+        let stored = try await store.update(kind, created, subresource: .status)
+        // One request per node is kept: the latest.
+        let name = stored["metadata"]?["name"]?.string
+        let selection = Selection(labels: try LabelSelector("\(CertificateSigner.nodeLabel)=\(peer.name)"))
+        for earlier in try await store.list(kind, selection).items {
+            guard let earlierName = earlier["metadata"]?["name"]?.string, earlierName != name else { continue }
+            _ = try? await store.delete(kind, namespace: nil, name: earlierName, precondition: nil)
+        }
+        logger.info("signed a certificate", metadata: ["node": "\(peer.name)", "request": "\(name ?? "")"])
+        return stored
     }
 
     /// The longest a watch may be asked to last (a day).

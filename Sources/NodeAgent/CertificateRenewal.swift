@@ -1,0 +1,35 @@
+public import ClusterAPI
+import Foundation
+public import TLSTransport
+
+/// A node agent renews its certificate through the controller: it makes a new key, sends a signing request for its own
+/// identity as a `CertificateSigningRequest`, and takes the certificate the controller signed with the cluster CA.
+/// The key never leaves the node, and the node never holds the CA key.
+public enum CertificateRenewal {
+    /// The signer a node's request names (the controller's `CertificateSigner.nodeSignerName`).
+    public static let signerName = "vmsync.io/node"
+
+    /// Asks the controller for a certificate for `request`; with `certificatePath` and `keyPath` the result also
+    /// replaces the files the agent was started with.
+    public static func renew(
+        through client: APIClient, _ request: LeafRequest, cluster: String, certificatePath: String? = nil, keyPath: String? = nil
+    ) async throws -> CertifiedKey {
+        let signing = try SigningRequest.make(for: request, cluster: cluster)
+        let object: JSONValue = [
+            "apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+            "metadata": ["generateName": .string("node-\(request.name)-")],
+            "spec": [
+                "request": .string(Data(signing.pem.utf8).base64EncodedString()), "signerName": .string(signerName),
+                "usages": ["digital signature", "client auth", "server auth"],
+            ],
+        ]
+        let created = try await client.create(Kinds.certificateSigningRequest, object)
+        guard let encoded = created["status"]?["certificate"]?.string, let data = Data(base64Encoded: encoded) else {
+            throw APIError.internalError("the controller answered the signing request without a certificate")
+        }
+        let chain = try PEM.certificates(from: String(decoding: data, as: UTF8.self), source: "the signed certificate")
+        let renewed = try CertifiedKey(chain: chain, privateKey: signing.privateKey)
+        if let certificatePath, let keyPath { try renewed.write(certificateTo: certificatePath, keyTo: keyPath) }
+        return renewed
+    }
+}
