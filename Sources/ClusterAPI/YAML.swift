@@ -49,7 +49,7 @@ public enum YAML {
             case Tag.Name.null.rawValue: return .null
             case Tag.Name.bool.rawValue: return .bool(Bool.construct(from: scalar) ?? false)
             case Tag.Name.int.rawValue:
-                if let number = Int.construct(from: scalar) { return .int(Int64(number)) }
+                if let number = integer(scalar.string) { return .int(number) }
                 return .string(scalar.string)
             case Tag.Name.float.rawValue:
                 if let number = Double.construct(from: scalar) { return .double(number) }
@@ -70,6 +70,24 @@ public enum YAML {
         case .alias:
             throw APIError.badRequest("the YAML uses an alias, which the API does not accept")
         }
+    }
+
+    /// A YAML integer (decimal, `0x`, `0o`, `0b`, with `_` separators), nil beyond Int64 or in base 60 (`1:30`, which
+    /// Kubernetes' reader takes as text too). Yams' own conversion multiplies base-60 parts without overflow checks.
+    static func integer(_ text: String) -> Int64? {
+        var digits = Substring(text.replacingOccurrences(of: "_", with: ""))
+        var negative = false
+        if let sign = digits.first, sign == "-" || sign == "+" {
+            negative = sign == "-"
+            digits = digits.dropFirst()
+        }
+        var radix = 10
+        for (prefix, base) in [("0x", 16), ("0o", 8), ("0b", 2)] where digits.hasPrefix(prefix) {
+            digits = digits.dropFirst(2)
+            radix = base
+        }
+        guard !digits.isEmpty, digits.allSatisfy({ $0.isHexDigit }) else { return nil }
+        return Int64((negative ? "-" : "") + digits, radix: radix)
     }
 
     private static func node(_ value: JSONValue) -> Node {

@@ -30,6 +30,13 @@ public struct PKIPolicy: Sendable, Hashable {
         self.backdating = backdating
     }
 
+    /// The default policy with leaves of `seconds` (the controller's `--leaf-validity`), backdated a quarter of that
+    /// at most 5 minutes, so a short leaf still renews well before it expires.
+    public static func leaves(validFor seconds: Int) -> PKIPolicy {
+        PKIPolicy(caValidity: Self.default.caValidity, leafValidity: .seconds(seconds), renewalFraction: Self.default.renewalFraction,
+                  backdating: .seconds(min(300, seconds / 4)))
+    }
+
     /// How long a superseded CA stays in the bundle after its successor appears: the rest of its life.
     public var caOverlap: Duration {
         .milliseconds(Int64((caValidity.timeInterval * (1 - renewalFraction) * 1000).rounded()))

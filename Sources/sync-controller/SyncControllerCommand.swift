@@ -50,9 +50,7 @@ struct SyncControllerCommand: AsyncParsableCommand {
             let store = try SQLiteStore(path: data + "/cluster.sqlite", retainedChanges: retainChanges)
             try await ClusterDefaults.ensure(in: store)
             // With the CA at hand the controller signs: its own renewals and the agents'.
-            let policy = PKIPolicy(
-                caValidity: PKIPolicy.default.caValidity, leafValidity: .seconds(leafValidity), renewalFraction: PKIPolicy.default.renewalFraction,
-                backdating: .seconds(min(300, leafValidity / 4)))
+            let policy = PKIPolicy.leaves(validFor: leafValidity)
             let directory = pki.map { PKIDirectory(url: URL(fileURLWithPath: $0), policy: policy) }
             if let directory { _ = try directory.authority() }
             let log = logger

@@ -13,4 +13,14 @@ struct FuzzFindingsTests {
         #expect(Quantity(JSONValue.int(1 << 62))?.bytes == 1 << 62)
         #expect(Quantity(JSONValue.int(-5))?.value == -5)
     }
+
+    @Test("a YAML 1.1 sexagesimal integer too large for Int is a string, not a trap (fuzz-kubeconfig: Yams multiplies without overflow checks); other integer forms still read")
+    func sexagesimalOverflow() throws {
+        let value = try YAML.document("a: 2122122:1:0:1:02:1:0:1:0\nb: 1:30\nc: 0x1F\nd: -12\ne: 0o17\nf: 99999999999999999999\ng: 1_000\n")
+        #expect(value["a"] == "2122122:1:0:1:02:1:0:1:0")
+        #expect(value["b"] == "1:30", "base 60 is not read as a number (as Kubernetes' YAML reader does not)")
+        #expect(value["c"] == .int(31) && value["d"] == .int(-12) && value["e"] == .int(15))
+        #expect(value["f"] == "99999999999999999999", "beyond Int64: kept as text")
+        #expect(value["g"] == .int(1000))
+    }
 }

@@ -105,6 +105,18 @@ struct ControlPlaneTests {
         #expect(kubectl.status == 0 && kubectl.stdout.contains("vm1"), "\(kubectl.stdout)\(kubectl.stderr)")
     }
 
+    @Test("a YAML body with the base-60 integer the fuzzer found (it trapped the YAML reader) is stored as text; the controller keeps serving (curl)")
+    func sexagesimalBody() async throws {
+        let cluster = try ClusterFixture()
+        try await cluster.start()
+        let body = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: base60}\ndata: {value: 2122122:1:0:1:02:1:0:1:0}\n"
+        let posted = try await cluster.curl(["-H", "Content-Type: application/yaml", "--data-binary", "@-", "-w", "\n%{http_code}",
+                                             cluster.url + "/api/v1/namespaces/default/configmaps"], input: body)
+        #expect(posted.stdout.hasSuffix("201"), "\(posted.stdout)\(posted.stderr)")
+        let stored = try await cluster.client().get(Kinds.configMap, namespace: "default", name: "base60")
+        #expect(stored["data"]?["value"] == "2122122:1:0:1:02:1:0:1:0")
+    }
+
     @Test("a node certificate writes only its own Node and the status of VMIs on it")
     func nodeAuthorization() async throws {
         let cluster = try ClusterFixture()

@@ -25,8 +25,11 @@ public final class BedCluster: @unchecked Sendable {
     /// Each agent's own link to the controller, when the cluster was started with them (`start(…, controllerLinks:)`).
     private var links: [String: ControllerLink] = [:]
     public let admin: APIClient
+    /// The lifetime (seconds) of the controller's and the agents' certificates, when shorter than the default.
+    public let leafValidity: Int?
 
-    private init(bed: TestBed, pki: PKIDirectory, socket: String, heartbeat: Int, gracePeriod: Int, admin: APIClient) {
+    private init(bed: TestBed, pki: PKIDirectory, socket: String, heartbeat: Int, gracePeriod: Int, admin: APIClient, leafValidity: Int?) {
+        self.leafValidity = leafValidity
         self.gracePeriod = gracePeriod
         self.bed = bed
         self.pki = pki
@@ -36,19 +39,24 @@ public final class BedCluster: @unchecked Sendable {
     }
 
     /// Starts a controller and an agent per node. With `controllerLinks` each agent reaches the controller through
-    /// its own `ControllerLink`, which a test can cut (`setControllerLink`).
-    public static func start(_ bed: TestBed, heartbeat: Int = 2, gracePeriod: Int = 40, controllerLinks: Bool = false) async throws -> BedCluster {
+    /// its own `ControllerLink`, which a test can cut (`setControllerLink`). With `leafValidity` (seconds) the
+    /// controller's and the agents' certificates live that long, and the daemons renew them (through the controller,
+    /// which holds the CA); the admin's certificate keeps the default lifetime.
+    public static func start(
+        _ bed: TestBed, heartbeat: Int = 2, gracePeriod: Int = 40, controllerLinks: Bool = false, leafValidity: Int? = nil
+    ) async throws -> BedCluster {
         let directory = bed.report.directory + "/cluster-\(UUID().uuidString.prefix(6))"
         let pki = PKIDirectory(url: URL(fileURLWithPath: directory + "/pki"))
         _ = try pki.initialize(cluster: "bed")
-        _ = try pki.issue(LeafRequest(role: .controller, name: "controller", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"]))
+        let daemons = leafValidity.map { PKIDirectory(url: pki.url, policy: .leaves(validFor: $0)) } ?? pki
+        _ = try daemons.issue(LeafRequest(role: .controller, name: "controller", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"]))
         let adminKey = try pki.issue(LeafRequest(role: .user, name: "admin"))
-        for node in bed.report.nodes { _ = try pki.issue(LeafRequest(role: .node, name: node.name)) }
+        for node in bed.report.nodes { _ = try daemons.issue(LeafRequest(role: .node, name: node.name)) }
         let socket = directory + "/api.sock"
         let provider = try TLSContextProvider(identity: adminKey.key, trust: try pki.bundle())
         let cluster = BedCluster(
             bed: bed, pki: pki, socket: socket, heartbeat: heartbeat, gracePeriod: gracePeriod,
-            admin: APIClient(endpoint: .unix(path: socket), provider: provider))
+            admin: APIClient(endpoint: .unix(path: socket), provider: provider), leafValidity: leafValidity)
         try await cluster.startController()
         if controllerLinks {
             for node in bed.report.nodes {
@@ -70,7 +78,8 @@ public final class BedCluster: @unchecked Sendable {
         let controller = try ChildProcess(siblingBinaries.appendingPathComponent("sync-controller").path, [
             "--data", directory + "/data", "--listen", "unix:" + socket, "--cert", "\(issued)/controller-controller.pem",
             "--key", "\(issued)/controller-controller-key.pem", "--ca", pki.bundleURL.path, "--node-grace-period", String(gracePeriod),
-        ])
+            "--pki", pki.url.path,
+        ] + (leafValidity.map { ["--leaf-validity", String($0)] } ?? []))
         self.controller = controller
         let deadline = Date().addingTimeInterval(20)
         while !controller.stdout.contains("serving the cluster API") {
