@@ -130,6 +130,70 @@ extension RealLibvirt {
             await libvirt.close()
         }
 
+        @Test("with 2-minute leaves the controller and both agents renew their certificates (the agents through the controller, never holding the CA key) and keep serving and migrating across three renewals each, on past the first certificates' expiry")
+        func shortLivedCertificates() async throws {
+            let bed = try currentBed()
+            let cluster = try await BedCluster.start(bed, leafValidity: 120)
+            defer { cluster.stopAll() }
+            try await cluster.apply(MigrationManifests.storageClasses(sharedDirectory: bed.report.sharedDirectory), as: "classes.yaml")
+            try await cluster.apply(MigrationManifests.bootableVM("renew-vm", storageClass: "shared", image: bed.report.guest.bootDisk), as: "vm.yaml")
+            var here = try await cluster.waitForRunning("renew-vm")
+            let issued = cluster.pki.url.appendingPathComponent("issued").path
+            let stems = ["controller-controller"] + bed.report.nodes.map { "node-\($0.name)" }
+            var seen: [String: [String]] = [:]
+            var firstExpiry = Date.distantFuture
+            func sample() {
+                for stem in stems {
+                    guard let pem = try? String(contentsOfFile: "\(issued)/\(stem).pem", encoding: .utf8),
+                        let key = try? String(contentsOfFile: "\(issued)/\(stem)-key.pem", encoding: .utf8),
+                        let pair = try? CertifiedKey(certificatePEM: pem, privateKeyPEM: key)
+                    else { continue }
+                    let print = PEM.fingerprint(pair.certificate)
+                    if seen[stem]?.last != print { seen[stem, default: []].append(print) }
+                    if seen[stem]?.count == 1 { firstExpiry = min(firstExpiry, pair.notValidAfter) }
+                }
+            }
+            sample()
+            let heartbeat = HeartbeatMonitor(paths: bed.report.nodes.map { bed.node($0.name).imagesDirectory + "/default_renew-vm.serial" })
+            defer { heartbeat.stop() }
+            #expect(await heartbeat.waitForTicks(3, timeout: 60))
+            var migrations = 0
+            var migratedAfterExpiry = false
+            let deadline = Date().addingTimeInterval(540)
+            while Date() < deadline {
+                sample()
+                if stems.allSatisfy({ (seen[$0]?.count ?? 0) >= 4 }), migratedAfterExpiry { break }
+                let there = here == "a" ? "b" : "a"
+                let result = try await cluster.syncctl(["migrate", "renew-vm", "--wait"])
+                #expect(result.status == 0, "migration \(migrations + 1): \(result.stdout)\(result.stderr)")
+                guard result.status == 0 else { break }
+                migrations += 1
+                if Date() > firstExpiry { migratedAfterExpiry = true }
+                here = there
+                #expect(try await cluster.waitForRunning("renew-vm") == here)
+                for _ in 0..<5 {
+                    sample()
+                    try await Task.sleep(for: .seconds(2))
+                }
+            }
+            for stem in stems {
+                #expect((seen[stem]?.count ?? 0) >= 4, "three renewals of \(stem): \((seen[stem]?.count ?? 1) - 1)")
+            }
+            #expect(migratedAfterExpiry, "a migration after the first certificates expired (\(firstExpiry)); \(migrations) migrations")
+            #expect(await heartbeat.waitForTicks(3))
+            #expect(heartbeat.analysis().continuous, "\(heartbeat.analysis())")
+            // Everything still serves: the nodes are Ready (their heartbeats arrive), and the controller presents a
+            // certificate that is valid now (openssl s_client on its socket).
+            let nodes = try await cluster.admin.list(Kinds.node)["items"]?.array ?? []
+            #expect(nodes.filter { $0["status"]?["printableStatus"]?.string == "Ready" }.count == bed.report.nodes.count, "\(nodes)")
+            let admin = "\(issued)/user-admin"
+            let served = try await run("/bin/bash", ["-c", "openssl s_client -unix \(cluster.socket) -cert \(admin).pem -key \(admin)-key.pem </dev/null 2>/dev/null | openssl x509 -noout -checkend 0"])
+            #expect(served.status == 0 && served.stdout.contains("will not expire"), "\(served.stdout)\(served.stderr)")
+            let output = cluster.allOutput
+            #expect(output.contains("renewed the node certificate") && output.contains("renewed the controller certificate") && output.contains("signed a certificate"))
+            _ = try await cluster.syncctl(["delete", "vm", "renew-vm"])
+        }
+
         @Test("aborts: deleting the migration at PreparingTarget and while Running (syncctl abort); the source keeps running, the target keeps nothing")
         func aborts() async throws {
             let bed = try currentBed()
