@@ -102,11 +102,16 @@ public final class ClusterAPIHandler: Sendable {
             throw APIError.notFound("the server could not find the requested resource (path \(request.path))")
         }
         try Authorization.check(request, kind: kind, namespace: namespace, name: name, subresource: subresource)
+        // A node's writes are checked against the object as stored when the write lands (inside its transaction), so
+        // a change in between — the VMI handed to another node, the migration moved on — cannot slip through.
+        var admission: Admission?
         if request.peer.role == .node, subresource == .status, let name, request.method != "GET" {
-            try await checkNodeStatusWrite(request, kind: kind, namespace: namespace, name: name)
+            admission = try await nodeStatusAdmission(request, kind: kind, namespace: namespace, name: name)
         }
         if request.peer.role == .node, subresource == .main, kind.kind == Kinds.node.kind, let name, ["PATCH", "PUT"].contains(request.method) {
-            try await checkNodeWrite(request, name: name)
+            let check: Admission = { existing throws(APIError) in try Self.checkNodeWrite(request, name: name, existing: existing) }
+            try check(try await store.get(Kinds.node, namespace: nil, name: name))
+            admission = check
         }
         let yaml = request.wantsYAML
         switch (request.method, name) {
@@ -154,14 +159,14 @@ public final class ClusterAPIHandler: Sendable {
             guard object["metadata"]?["name"]?.string == name else {
                 throw APIError.badRequest("the name of the object (\(object["metadata"]?["name"]?.string ?? "none")) does not match the name on the URL (\(name))")
             }
-            return .json(try await store.update(kind, object, subresource: subresource), yaml: yaml)
+            return .json(try await store.update(kind, object, subresource: subresource, admit: admission), yaml: yaml)
         case ("PATCH", let name?):
             let type = (request.header("Content-Type") ?? "").lowercased()
             guard type.contains("merge-patch") || type.contains("strategic-merge-patch") else {
                 throw APIError(.unsupportedMediaType, code: 415, "the patch type \"\(type)\" is not supported; use application/merge-patch+json")
             }
             let patch = try request.bodyValue()
-            return .json(try await store.patch(kind, namespace: namespace, name: name, mergePatch: patch, subresource: subresource), yaml: yaml)
+            return .json(try await store.patch(kind, namespace: namespace, name: name, mergePatch: patch, subresource: subresource, admit: admission), yaml: yaml)
         case ("DELETE", let name?):
             var precondition: DeletePrecondition?
             if !request.body.isEmpty, let options = try? request.bodyValue(), let conditions = options["preconditions"] {
@@ -299,18 +304,38 @@ public final class ClusterAPIHandler: Sendable {
         }
     }
 
-    private func checkNodeStatusWrite(_ request: APIRequest, kind: ResourceKind, namespace: String?, name: String) async throws(APIError) {
+    /// The check of a node's status write: read once here (a claim needs the migration, read from the store), and
+    /// returned to be run again on the object as stored when the write lands.
+    private func nodeStatusAdmission(_ request: APIRequest, kind: ResourceKind, namespace: String?, name: String) async throws(APIError) -> Admission {
         let node = request.peer.name
         let existing = try await store.get(kind, namespace: namespace, name: name)
+        var claimedFrom: String??
+        if kind.kind == Kinds.virtualMachineInstance.kind, existing["status"]?["nodeName"]?.string != node,
+            try await isClaim(request, of: existing, by: node, namespace: namespace)
+        {
+            claimedFrom = .some(existing["status"]?["nodeName"]?.string)
+        }
+        let claim = claimedFrom
+        let check: Admission = { existing throws(APIError) in
+            try Self.checkNodeStatusWrite(request, kind: kind, name: name, existing: existing, claimedFrom: claim)
+        }
+        try check(existing)
+        return check
+    }
+
+    /// Whether `request.peer` may write the status of `existing`: a VMI on it (or one it claims, still where it was when
+    /// the claim was recognised), a migration it is the source or target of, moved only forward.
+    static func checkNodeStatusWrite(_ request: APIRequest, kind: ResourceKind, name: String, existing: JSONValue, claimedFrom: String??) throws(APIError) {
+        let node = request.peer.name
         switch kind.kind {
         case "VirtualMachineInstance":
-            if existing["status"]?["nodeName"]?.string != node, try await isClaim(request, of: existing, by: node, namespace: namespace) { return }
+            let state = existing["status"]?["migrationState"]
+            if let from = claimedFrom, existing["status"]?["nodeName"]?.string == from, state?["targetNode"]?.string == node { return }
             guard existing["status"]?["nodeName"]?.string == node else {
                 throw APIError.forbidden(
                     "virtualmachineinstances.kubevirt.io \"\(name)\" is forbidden: it is not on node \"\(node)\", which may write only the status of VMIs on it")
             }
             if let after = (try? request.bodyValue())?["status"]?["nodeName"]?.string, after != node {
-                let state = existing["status"]?["migrationState"]
                 guard state?["sourceNode"]?.string == node, state?["targetNode"]?.string == after else {
                     throw APIError.forbidden(
                         "virtualmachineinstances.kubevirt.io \"\(name)\" is forbidden: node \"\(node)\" may hand the VMI only to the target of its migration, not to \"\(after)\"")
@@ -322,7 +347,7 @@ public final class ClusterAPIHandler: Sendable {
                 throw APIError.forbidden(
                     "virtualmachineinstancemigrations.kubevirt.io \"\(name)\" is forbidden: node \"\(node)\" is neither its source nor its target")
             }
-            try Self.checkMigrationStatusChange(existing, after: try Self.result(of: request, on: existing), by: node, name: name)
+            try checkMigrationStatusChange(existing, after: try result(of: request, on: existing), by: node, name: name)
         default:
             break
         }
@@ -341,8 +366,7 @@ public final class ClusterAPIHandler: Sendable {
 
     /// A node writes its own Node as its agent does — the labels it reports — and nothing an operator or the
     /// controller owns: not its spec (taints, unschedulable), not other labels, annotations or finalizers.
-    private func checkNodeWrite(_ request: APIRequest, name: String) async throws(APIError) {
-        let existing = try await store.get(Kinds.node, namespace: nil, name: name)
+    static func checkNodeWrite(_ request: APIRequest, name: String, existing: JSONValue) throws(APIError) {
         let after = try Self.result(of: request, on: existing)
         let denied = { (what: String) -> APIError in
             APIError.forbidden("nodes \"\(name)\" is forbidden: node \"\(request.peer.name)\" may not change \(what) of its Node")

@@ -70,8 +70,10 @@ public protocol ResourceStore: Sendable {
     func get(_ kind: ResourceKind, namespace: String?, name: String) async throws(APIError) -> JSONValue
     func list(_ kind: ResourceKind, _ selection: Selection) async throws(APIError) -> (items: [JSONValue], resourceVersion: Int64)
     func create(_ kind: ResourceKind, _ object: JSONValue) async throws(APIError) -> JSONValue
-    func update(_ kind: ResourceKind, _ object: JSONValue, subresource: Subresource) async throws(APIError) -> JSONValue
-    func patch(_ kind: ResourceKind, namespace: String?, name: String, mergePatch: JSONValue, subresource: Subresource)
+    /// Replaces an object; `admit`, when given, sees the stored object inside the write's transaction and may refuse.
+    func update(_ kind: ResourceKind, _ object: JSONValue, subresource: Subresource, admit: Admission?) async throws(APIError) -> JSONValue
+    /// Merge-patches an object; `admit`, when given, sees the stored object inside the write's transaction and may refuse.
+    func patch(_ kind: ResourceKind, namespace: String?, name: String, mergePatch: JSONValue, subresource: Subresource, admit: Admission?)
         async throws(APIError) -> JSONValue
     func delete(_ kind: ResourceKind, namespace: String?, name: String, precondition: DeletePrecondition?)
         async throws(APIError) -> JSONValue
@@ -81,7 +83,21 @@ public protocol ResourceStore: Sendable {
     func listEncoded(_ kind: ResourceKind, _ selection: Selection) async throws(APIError) -> (items: [Data], resourceVersion: Int64)
 }
 
+/// A check of a write against the object as stored when the write lands (not as it was read earlier): what makes
+/// "is this node allowed to write this" and the write one step.
+public typealias Admission = @Sendable (_ existing: JSONValue) throws(APIError) -> Void
+
 extension ResourceStore {
+    public func update(_ kind: ResourceKind, _ object: JSONValue, subresource: Subresource) async throws(APIError) -> JSONValue {
+        try await update(kind, object, subresource: subresource, admit: nil)
+    }
+
+    public func patch(_ kind: ResourceKind, namespace: String?, name: String, mergePatch: JSONValue, subresource: Subresource)
+        async throws(APIError) -> JSONValue
+    {
+        try await patch(kind, namespace: namespace, name: name, mergePatch: mergePatch, subresource: subresource, admit: nil)
+    }
+
     public func listEncoded(_ kind: ResourceKind, _ selection: Selection) async throws(APIError) -> (items: [Data], resourceVersion: Int64) {
         let (items, version) = try await list(kind, selection)
         return (items.map { $0.jsonData() }, version)

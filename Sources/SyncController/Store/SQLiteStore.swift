@@ -109,7 +109,7 @@ public final class SQLiteStore: ResourceStore, Sendable {
         }
     }
 
-    public func update(_ kind: ResourceKind, _ object: JSONValue, subresource: Subresource) async throws(APIError) -> JSONValue {
+    public func update(_ kind: ResourceKind, _ object: JSONValue, subresource: Subresource, admit: Admission?) async throws(APIError) -> JSONValue {
         try await write { db throws -> (JSONValue, [WatchEvent]) in
             try Self.checkIdentity(kind, object)
             let name = object["metadata"]?["name"]?.string ?? ""
@@ -117,6 +117,7 @@ public final class SQLiteStore: ResourceStore, Sendable {
             guard let existing = try Self.load(db, Self.key(kind, namespace: namespace, name: name)) else {
                 throw Self.notFound(kind, name)
             }
+            try admit?(existing)
             if let version = object["metadata"]?["resourceVersion"]?.string, !version.isEmpty,
                 version != existing["metadata"]?["resourceVersion"]?.string
             {
@@ -129,13 +130,14 @@ public final class SQLiteStore: ResourceStore, Sendable {
         }
     }
 
-    public func patch(_ kind: ResourceKind, namespace: String?, name: String, mergePatch: JSONValue, subresource: Subresource)
+    public func patch(_ kind: ResourceKind, namespace: String?, name: String, mergePatch: JSONValue, subresource: Subresource, admit: Admission?)
         async throws(APIError) -> JSONValue
     {
         guard case .object = mergePatch else { throw APIError.badRequest("a merge patch must be a JSON object") }
         return try await write { db throws -> (JSONValue, [WatchEvent]) in
             let key = Self.key(kind, namespace: namespace, name: name)
             guard let existing = try Self.load(db, key) else { throw Self.notFound(kind, name) }
+            try admit?(existing)
             var patched = existing.merged(with: mergePatch)
             // Conditions merge by type, as a strategic merge patch does: writers of different conditions (the
             // scheduler, the node agent, the LiveMigratable check) never erase each other's.
