@@ -95,8 +95,8 @@ struct Volumes: Sendable {
         }
         if let disk = try? await disk(for: dataVolume) { candidates.append(disk.path) }
         for path in candidates {
-            var status = stat()
-            guard lstat(path, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG else { continue }
+            // Regular files only (attributesOfItem does not follow a symbolic link).
+            guard (try? FileManager.default.attributesOfItem(atPath: path)[.type] as? FileAttributeType) == .typeRegular else { continue }
             unlink(path)
         }
     }
