@@ -139,6 +139,7 @@ let package = Package(
             name: "Benchmarks",
             dependencies: [
                 "ClusterAPI",
+                "SyncController",
                 "TLSTransport",
                 "Hypervisor",
                 "TestBed",

@@ -25,8 +25,8 @@ struct Benchmark {
         let bytes = option("--bytes", 1 << 30)
         let rounds = option("--rounds", 3)
         let seconds = option("--seconds", 5)
-        guard ["tunnel", "handshakes", "migration", "controlplane", "cluster-migration", "tcg-memory-copy", "all"].contains(which) else {
-            FileHandle.standardError.write(Data("vmsync-bench: unknown benchmark \"\(which)\" (tunnel, handshakes, migration, controlplane, cluster-migration, tcg-memory-copy, all)\n".utf8))
+        guard ["tunnel", "handshakes", "migration", "controlplane", "cluster-migration", "tcg-memory-copy", "reconcile-scale", "all"].contains(which) else {
+            FileHandle.standardError.write(Data("vmsync-bench: unknown benchmark \"\(which)\" (tunnel, handshakes, migration, controlplane, cluster-migration, tcg-memory-copy, reconcile-scale, all)\n".utf8))
             exit(2)
         }
         if ["tunnel", "all"].contains(which) { try await tunnel(bytes: bytes, rounds: rounds) }
@@ -34,6 +34,9 @@ struct Benchmark {
         if ["migration", "all"].contains(which) { try await MigrationBenchmark.run(rounds: option("--rounds", 4)) }
         if ["controlplane", "all"].contains(which) {
             try await ControlPlaneBenchmark.run(objects: option("--objects", 10_000), watchers: option("--watchers", 100))
+        }
+        if ["reconcile-scale", "all"].contains(which) {
+            try await ReconcileScaleBenchmark.run(nodes: option("--nodes", 100), vms: option("--vms", 1000), rounds: option("--rounds", 20))
         }
         if ["tcg-memory-copy", "all"].contains(which) { try await TCGMemoryCopyBenchmark.run(rounds: option("--rounds", 6)) }
         if ["cluster-migration", "all"].contains(which) {
