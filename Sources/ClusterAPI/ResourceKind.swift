@@ -83,7 +83,7 @@ public struct ResourceKind: Sendable {
 }
 
 /// The common `metadata` of every object.
-public enum ObjectMeta {
+extension ObjectMeta {
     static let ownerReference = Schema.object(
         [
             "apiVersion": .string(), "kind": .string(), "name": .string(), "uid": .string(), "controller": .boolean,

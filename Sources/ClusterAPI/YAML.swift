@@ -36,7 +36,7 @@ public enum YAML {
         (try? Yams.serialize(node: node(value), sortKeys: true)) ?? "null\n"
     }
 
-    private static func convert(_ node: Node) throws -> JSONValue {
+    private static func convert(_ node: Yams.Node) throws -> JSONValue {
         // The parser expands an alias into the node its anchor names, so a small text can stand for an exponentially
         // large document ("billion laughs"): anchors are refused where they are defined, before anything is expanded.
         if let anchor = node.anchor {
@@ -90,22 +90,22 @@ public enum YAML {
         return Int64((negative ? "-" : "") + digits, radix: radix)
     }
 
-    private static func node(_ value: JSONValue) -> Node {
+    private static func node(_ value: JSONValue) -> Yams.Node {
         switch value {
-        case .null: return Node("null", Tag(.null))
-        case .bool(let flag): return Node(flag ? "true" : "false", Tag(.bool))
-        case .int(let number): return Node(String(number), Tag(.int))
-        case .double(let number): return Node(String(number), Tag(.float))
+        case .null: return Yams.Node("null", Tag(.null))
+        case .bool(let flag): return Yams.Node(flag ? "true" : "false", Tag(.bool))
+        case .int(let number): return Yams.Node(String(number), Tag(.int))
+        case .double(let number): return Yams.Node(String(number), Tag(.float))
         case .string(let text):
             // Quote strings a YAML reader would take for something else ("true", "1", "null", "").
-            let node = Node(text, Tag(.str))
+            let node = Yams.Node(text, Tag(.str))
             if case .scalar(var scalar) = node, (try? Yams.compose(yaml: text))??.tag.description != Tag.Name.str.rawValue || text.isEmpty {
                 scalar.style = .doubleQuoted
                 return .scalar(scalar)
             }
             return node
-        case .array(let elements): return Node(elements.map(node))
-        case .object(let members): return Node(members.sorted { $0.key < $1.key }.map { (Node($0.key), node($0.value)) })
+        case .array(let elements): return Yams.Node(elements.map(node))
+        case .object(let members): return Yams.Node(members.sorted { $0.key < $1.key }.map { (Yams.Node($0.key), node($0.value)) })
         }
     }
 

@@ -1,0 +1,70 @@
+/// KubeVirt's `VirtualMachineInstanceMigrationState`, as both a VMI's and a VMIM's `status.migrationState`: the flat
+/// fields of one cluster's migration, and for a decentralized one the two halves each side owns.
+public struct MigrationState: Codable, Sendable, Hashable {
+    public var migrationUid: String?
+    public var sourceNode: String?
+    public var targetNode: String?
+    public var sourcePod: String?
+    public var targetPod: String?
+    public var targetNodeAddress: String?
+    public var targetDirectMigrationNodePorts: [String: Int]?
+    public var targetNodeDomainDetected: Bool?
+    public var targetNodeDomainReadyTimestamp: String?
+    public var mode: String?
+    public var startTimestamp: String?
+    public var endTimestamp: String?
+    public var completed: Bool?
+    public var failed: Bool?
+    public var abortRequested: Bool?
+    public var abortStatus: String?
+    public var failureReason: String?
+    public var migrationConfiguration: JSONValue?
+    /// vmsync: what the job copied so far (memory, disks, passes).
+    public var progress: JSONValue?
+    /// The source side's half of a decentralized migration (the source cluster owns it).
+    public var sourceState: SourceState?
+    /// The target side's half (the target cluster owns it).
+    public var targetState: TargetState?
+
+    public init() {}
+
+    /// Whether the migration has ended (either way).
+    public var isCompleted: Bool { completed ?? false }
+
+    /// The fields both halves carry (KubeVirt's `MigrationCommonState`).
+    public struct SourceState: Codable, Sendable, Hashable {
+        public var node: String?
+        public var pod: String?
+        public var migrationUID: String?
+        public var domainName: String?
+        public var domainNamespace: String?
+        public var syncAddress: String?
+        public var persistentStatePVCName: String?
+        public var selinuxContext: String?
+        public var virtualMachineInstanceUID: String?
+        /// The labels the source's node selection used.
+        public var nodeSelectors: [String: String]?
+
+        public init() {}
+    }
+
+    /// The target's half: the common fields plus where and when the destination domain is ready.
+    public struct TargetState: Codable, Sendable, Hashable {
+        public var node: String?
+        public var pod: String?
+        public var migrationUID: String?
+        public var domainName: String?
+        public var domainNamespace: String?
+        public var syncAddress: String?
+        public var persistentStatePVCName: String?
+        public var selinuxContext: String?
+        public var virtualMachineInstanceUID: String?
+        public var nodeAddress: String?
+        public var directMigrationNodePorts: [String: Int]?
+        public var domainDetected: Bool?
+        public var domainReadyTimestamp: String?
+        public var attachmentPodUID: String?
+
+        public init() {}
+    }
+}

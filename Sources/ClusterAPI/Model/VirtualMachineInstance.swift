@@ -1,0 +1,193 @@
+/// KubeVirt's VirtualMachineInstance: one running (or starting, or finished) guest.
+public struct VirtualMachineInstance: Resource {
+    public static let kind = Kinds.virtualMachineInstance
+
+    /// `status.phase`.
+    public enum Phase: String, LenientStringEnum {
+        case pending = "Pending", scheduling = "Scheduling", scheduled = "Scheduled", running = "Running"
+        case succeeded = "Succeeded", failed = "Failed", unknown = "Unknown"
+        /// The receiving side of a decentralized migration, waiting for its source.
+        case waitingForSync = "WaitingForSync"
+        public static let fallback = Phase.unknown
+
+        /// Whether the guest has ended for good.
+        public var isFinal: Bool { self == .succeeded || self == .failed }
+    }
+
+    public var apiVersion: String? = "kubevirt.io/v1"
+    public var kind: String? = "VirtualMachineInstance"
+    public var metadata: ObjectMeta
+    public var spec: VirtualMachineInstanceSpec
+    public var status: Status?
+
+    public init(metadata: ObjectMeta, spec: VirtualMachineInstanceSpec, status: Status? = nil) {
+        self.metadata = metadata
+        self.spec = spec
+        self.status = status
+    }
+
+    /// `status`.
+    public struct Status: Codable, Sendable, Hashable {
+        public var phase: Phase?
+        public var reason: String?
+        public var nodeName: String?
+        public var conditions: [Condition]?
+        public var migrationState: MigrationState?
+        /// vmsync's MIGRATION column: "Migrating", "Pending migration" or absent.
+        public var printableMigration: String?
+        /// The node a drain moves the VMI off.
+        public var evacuationNodeName: String?
+        public var volumeStatus: [VolumeStatus]?
+
+        public init(phase: Phase? = nil) { self.phase = phase }
+    }
+
+    /// One entry of `status.volumeStatus`: what the node made of a volume.
+    public struct VolumeStatus: Codable, Sendable, Hashable {
+        public var name: String
+        public var persistentVolumeClaimInfo: ClaimInfo?
+
+        /// The claim's name, size and whether its storage is shared by all nodes.
+        public struct ClaimInfo: Codable, Sendable, Hashable {
+            public var claimName: String?
+            public var capacity: [String: JSONValue]?
+            public var shared: Bool?
+        }
+    }
+
+    /// The phase, `Pending` for a VMI nobody has given one yet.
+    public var phase: Phase { status?.phase ?? .pending }
+
+    /// The node the VMI is placed on.
+    public var nodeName: String? { status?.nodeName }
+
+    /// Memory the VMI asks for, in bytes (128 MiB when it says nothing). A value that is there but is no quantity
+    /// (stored before such values were refused) asks for more than any node has, so it fits nowhere.
+    public var requestedMemory: UInt64 {
+        for value in [spec.domain?.memory?.guest, spec.domain?.resources?.requests?["memory"]] {
+            guard let value, value != .null else { continue }
+            return Quantity(value)?.bytes ?? .max
+        }
+        return 128 << 20
+    }
+}
+
+/// A VMI's `spec` (and a VM template's): the parts vmsync acts on; the rest travels in the envelope.
+public struct VirtualMachineInstanceSpec: Codable, Sendable, Hashable {
+    public var domain: Domain?
+    public var nodeSelector: [String: String]?
+    public var affinity: Affinity?
+    public var tolerations: [Toleration]?
+    public var volumes: [Volume]?
+
+    public init() {}
+
+    /// `spec.domain`.
+    public struct Domain: Codable, Sendable, Hashable {
+        public var cpu: CPU?
+        public var memory: Memory?
+        public var resources: Resources?
+        public var devices: Devices?
+
+        /// `domain.cpu`.
+        public struct CPU: Codable, Sendable, Hashable {
+            public var model: String?
+        }
+
+        /// `domain.memory`.
+        public struct Memory: Codable, Sendable, Hashable {
+            /// A quantity, kept as written.
+            public var guest: JSONValue?
+        }
+
+        /// `domain.resources`: quantities kept as written.
+        public struct Resources: Codable, Sendable, Hashable {
+            public var requests: [String: JSONValue]?
+            public var limits: [String: JSONValue]?
+        }
+
+        /// `domain.devices`.
+        public struct Devices: Codable, Sendable, Hashable {
+            public var disks: [Disk]?
+            public var hostDevices: [JSONValue]?
+            public var gpus: [JSONValue]?
+        }
+
+        /// One disk device.
+        public struct Disk: Codable, Sendable, Hashable {
+            public var name: String
+            public var cdrom: JSONValue?
+        }
+    }
+
+    /// `spec.affinity`: only required node affinity is acted on.
+    public struct Affinity: Codable, Sendable, Hashable {
+        public var nodeAffinity: NodeAffinity?
+
+        public struct NodeAffinity: Codable, Sendable, Hashable {
+            public var requiredDuringSchedulingIgnoredDuringExecution: NodeSelector?
+        }
+
+        public struct NodeSelector: Codable, Sendable, Hashable {
+            public var nodeSelectorTerms: [Term]?
+        }
+
+        /// Every expression of a term must hold.
+        public struct Term: Codable, Sendable, Hashable {
+            public var matchExpressions: [Expression]?
+        }
+
+        public struct Expression: Codable, Sendable, Hashable {
+            public var key: String
+            public var `operator`: String
+            public var values: [String]?
+
+            /// Whether a node with `labels` satisfies the expression.
+            public func matches(_ labels: [String: String]) -> Bool {
+                let values = values ?? []
+                switch self.operator {
+                case "In": return labels[key].map(values.contains) ?? false
+                case "NotIn": return !(labels[key].map(values.contains) ?? false)
+                case "Exists": return labels[key] != nil
+                case "DoesNotExist": return labels[key] == nil
+                default: return false
+                }
+            }
+        }
+    }
+
+    /// A toleration of node taints.
+    public struct Toleration: Codable, Sendable, Hashable {
+        public var key: String?
+        public var `operator`: String?
+        public var value: String?
+        public var effect: String?
+
+        /// Whether this toleration tolerates `taint` (Kubernetes' rule).
+        public func tolerates(_ taint: Node.Taint) -> Bool {
+            let keyMatches = key == nil || key == taint.key
+            let valueMatches = self.operator == "Exists" || value == taint.value || taint.value == nil
+            let effectMatches = effect == nil || effect == taint.effect
+            return keyMatches && valueMatches && effectMatches
+        }
+    }
+
+    /// A volume; only the sources vmsync distinguishes are modelled.
+    public struct Volume: Codable, Sendable, Hashable {
+        public var name: String
+        public var dataVolume: DataVolumeSource?
+        public var persistentVolumeClaim: ClaimSource?
+        public var containerDisk: JSONValue?
+
+        public struct DataVolumeSource: Codable, Sendable, Hashable {
+            public var name: String
+        }
+
+        public struct ClaimSource: Codable, Sendable, Hashable {
+            public var claimName: String
+        }
+
+        /// The DataVolume (or claim of the same name) the volume uses.
+        public var claimName: String? { dataVolume?.name ?? persistentVolumeClaim?.claimName }
+    }
+}
