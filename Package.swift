@@ -75,11 +75,21 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // Informers into indexed caches and rate-limited work queues: the controller's and the agents' reconcile loops.
+        .target(
+            name: "ControllerRuntime",
+            dependencies: [
+                "ClusterAPI",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
         // The sync controller: store, cluster API server, reconcilers, scheduler.
         .target(
             name: "SyncController",
             dependencies: [
                 "ClusterAPI",
+                "ControllerRuntime",
                 "Hypervisor",
                 "TLSTransport",
                 .product(name: "GRDB", package: "GRDB.swift"),
@@ -225,6 +235,11 @@ let package = Package(
         .testTarget(
             name: "SyncControllerTests",
             dependencies: ["ClusterAPI", "SyncController", "NodeAgent", "TLSTransport", "TestSupport", "sync-controller", "syncctl"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "ControllerRuntimeTests",
+            dependencies: ["ClusterAPI", "ControllerRuntime", "SyncController"],
             swiftSettings: strictSettings
         ),
         .testTarget(

@@ -1,4 +1,5 @@
 public import ClusterAPI
+public import ControllerRuntime
 public import Foundation
 
 /// Which part of an object a write replaces.
@@ -16,7 +17,7 @@ public enum Subresource: String, Sendable, Hashable {
 /// optimistic concurrency (a write carrying a stale resourceVersion is refused with 409), finalizers with
 /// deletionTimestamp, owner references (deleting an owner deletes its dependents), and a change feed that watches
 /// resume from (410 Gone when the requested version is compacted away).
-public protocol ResourceStore: Sendable {
+public protocol ResourceStore: ResourceSource {
     func get(_ kind: ResourceKind, namespace: String?, name: String) async throws(APIError) -> JSONValue
     func list(_ kind: ResourceKind, _ selection: Selection) async throws(APIError) -> (items: [JSONValue], resourceVersion: Int64)
     func create(_ kind: ResourceKind, _ object: JSONValue) async throws(APIError) -> JSONValue

@@ -1,0 +1,112 @@
+public import ClusterAPI
+public import Logging
+
+/// Lists and then watches one kind into a `Cache`, telling `handlers` of every change (event handlers only enqueue
+/// keys; reconcilers read the cache). A watch that ends (the source restarted, the version was compacted) is followed
+/// by a fresh list, and objects that disappeared meanwhile are reported deleted.
+public final class Informer<R: Resource>: Sendable {
+    /// One change: the object before (nil when added) and after (nil when deleted).
+    public struct Change: Sendable {
+        public var old: R?
+        public var new: R?
+        /// The key of the object that changed.
+        public var key: ObjectKey { (new ?? old)!.key }
+    }
+
+    public typealias Handler = @Sendable (Change) async -> Void
+
+    public let cache: Cache<R>
+    private let source: any ResourceSource
+    private let selection: Selection
+    private let handler: Handler
+    private let logger: Logger
+    private let synced = SyncSignal()
+
+    public init(source: any ResourceSource, selection: Selection = Selection(), indexes: [String: Cache<R>.IndexFunction] = [:],
+                logger: Logger = Logger(label: "vmsync.informer"), handler: @escaping Handler)
+    {
+        self.source = source
+        self.selection = selection
+        self.cache = Cache(indexes: indexes)
+        self.handler = handler
+        self.logger = logger
+    }
+
+    /// Waits until the first list is in the cache.
+    public func waitForSync() async { await synced.wait() }
+
+    /// Lists and watches until cancelled.
+    public func run() async {
+        var retry = Duration.milliseconds(100)
+        while !Task.isCancelled {
+            do {
+                try await listAndWatch()
+                retry = .milliseconds(100)
+            } catch {
+                logger.warning("informer list or watch failed", metadata: ["kind": "\(R.kind.kind)", "error": "\(error.message)"])
+                try? await Task.sleep(for: retry)
+                retry = min(retry * 2, .seconds(5))
+            }
+        }
+    }
+
+    private func listAndWatch() async throws(APIError) {
+        let (items, version) = try await source.list(R.kind, selection)
+        let decoded = items.compactMap { item in decode(item).map { ($0, item) } }
+        let previous = Dictionary(cache.all.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
+        let gone = cache.replace(decoded, resourceVersion: version)
+        await synced.signal()
+        for object in gone { await handler(Change(old: object, new: nil)) }
+        for (object, _) in decoded where previous[object.key] != object { await handler(Change(old: previous[object.key], new: object)) }
+        let events = try await source.watch(R.kind, selection, from: version)
+        for await event in events {
+            if Task.isCancelled { return }
+            await apply(event)
+        }
+    }
+
+    private func apply(_ event: WatchEvent) async {
+        guard let object = decode(event.object) else {
+            // What cannot be read is out of the cache rather than stale in it.
+            let key = ObjectKey(namespace: R.kind.namespaced ? event.object["metadata"]?["namespace"]?.string ?? "default" : nil,
+                                name: event.object["metadata"]?["name"]?.string ?? "")
+            if let old = cache.delete(key, resourceVersion: event.resourceVersion) { await handler(Change(old: old, new: nil)) }
+            return
+        }
+        switch event.type {
+        case .added, .modified:
+            let old = cache.put(object, envelope: event.object, resourceVersion: event.resourceVersion)
+            if old != object { await handler(Change(old: old, new: object)) }
+        case .deleted:
+            let old = cache.delete(object.key, resourceVersion: event.resourceVersion)
+            await handler(Change(old: old ?? object, new: nil))
+        }
+    }
+
+    private func decode(_ json: JSONValue) -> R? {
+        do {
+            return try R(json: json)
+        } catch {
+            logger.warning("object cannot be read", metadata: ["kind": "\(R.kind.kind)", "error": "\(error.message)"])
+            return nil
+        }
+    }
+}
+
+/// A one-time signal: `wait` returns once `signal` was called.
+actor SyncSignal {
+    private var done = false
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+
+    func signal() {
+        guard !done else { return }
+        done = true
+        for waiter in waiters { waiter.resume() }
+        waiters.removeAll()
+    }
+
+    func wait() async {
+        if done { return }
+        await withCheckedContinuation { waiters.append($0) }
+    }
+}

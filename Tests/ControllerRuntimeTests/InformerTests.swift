@@ -1,0 +1,74 @@
+import ClusterAPI
+import ControllerRuntime
+import Foundation
+import SyncController
+import Synchronization
+import Testing
+
+/// Informers against the real SQLite store: list, then watch, into an indexed cache.
+@Suite("Informer and cache")
+struct InformerTests {
+    let store: SQLiteStore
+
+    init() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("informer-\(UUID().uuidString.prefix(8)).sqlite").path
+        store = try SQLiteStore(path: path)
+    }
+
+    func vmi(_ name: String, node: String?) async throws {
+        _ = try await store.create(Kinds.virtualMachineInstance, ["apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "metadata": ["name": .string(name)], "spec": [:]])
+        if let node {
+            _ = try await store.patch(Kinds.virtualMachineInstance, namespace: "default", name: name, mergePatch: ["status": ["nodeName": .string(node), "phase": "Running"]], subresource: .status)
+        }
+    }
+
+    /// Waits until `condition` holds (the informer applies watch events asynchronously).
+    func eventually(_ what: String, _ condition: () -> Bool) async {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !condition() && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(5)) }
+        #expect(condition(), "\(what)")
+    }
+
+    @Test("list fills the cache and the index; watched changes move objects between index entries; deletes leave")
+    func listAndWatch() async throws {
+        try await vmi("a", node: "n1")
+        try await vmi("b", node: "n2")
+        try await vmi("c", node: nil)
+        let changes = Mutex<[ObjectKey]>([])
+        let informer = Informer<VirtualMachineInstance>(source: store, indexes: ["node": { [$0.nodeName].compactMap { $0 } }]) { change in
+            changes.withLock { $0.append(change.key) }
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await informer.run() }
+            await informer.waitForSync()
+            #expect(informer.cache.count == 3)
+            #expect(informer.cache.objects(in: "node", "n1").map(\.metadata.name) == ["a"])
+            _ = try await store.patch(Kinds.virtualMachineInstance, namespace: "default", name: "c", mergePatch: ["status": ["nodeName": "n1"]], subresource: .status)
+            await eventually("c filed under n1") { informer.cache.keys(in: "node", "n1").count == 2 }
+            _ = try await store.patch(Kinds.virtualMachineInstance, namespace: "default", name: "a", mergePatch: ["status": ["nodeName": "n2"]], subresource: .status)
+            await eventually("a moved to n2") { informer.cache.keys(in: "node", "n2") == [ObjectKey(namespace: "default", name: "a"), ObjectKey(namespace: "default", name: "b")] }
+            #expect(informer.cache.keys(in: "node", "n1") == [ObjectKey(namespace: "default", name: "c")])
+            _ = try await store.delete(Kinds.virtualMachineInstance, namespace: "default", name: "b", precondition: nil)
+            await eventually("b gone") { informer.cache[ObjectKey(namespace: "default", name: "b")] == nil }
+            #expect(informer.cache.keys(in: "node", "n2") == [ObjectKey(namespace: "default", name: "a")])
+            #expect(informer.cache.resourceVersion > 0)
+            let seen = changes.withLock { $0 }
+            #expect(seen.filter { $0.name == "b" }.count == 2, "added by the list, then deleted: \(seen)")
+            group.cancelAll()
+        }
+    }
+
+    @Test("the envelope keeps what the typed view does not model")
+    func envelope() async throws {
+        _ = try await store.create(Kinds.virtualMachineInstance, ["apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "metadata": ["name": "e"], "spec": ["domain": ["firmware": ["bootloader": ["efi": [:]]]]]])
+        let informer = Informer<VirtualMachineInstance>(source: store) { _ in }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await informer.run() }
+            await informer.waitForSync()
+            let key = ObjectKey(namespace: "default", name: "e")
+            #expect(informer.cache.envelope(key)?["spec"]?["domain"]?["firmware"]?["bootloader"] == ["efi": [:]])
+            #expect(informer.cache[key]?.json["spec"]?["domain"]?["firmware"] == nil, "not modelled, so not in the typed view")
+            group.cancelAll()
+        }
+    }
+}
