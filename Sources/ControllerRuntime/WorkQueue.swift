@@ -1,10 +1,11 @@
 public import Foundation
+import Synchronization
 
 /// Keys of objects to reconcile, as client-go's rate-limited work queue hands them out: a key waiting is not added
 /// twice; a key being processed is not handed to a second worker (added meanwhile, it comes back once its worker is
 /// done); a key that failed comes back after a per-key exponential backoff; and every retry also waits for a token of
 /// an overall rate limit, so a cluster-wide failure cannot turn into a busy loop.
-public actor WorkQueue<Key: Hashable & Sendable> {
+public final class WorkQueue<Key: Hashable & Sendable>: Sendable {
     /// Per-key backoff: `base` doubled per consecutive failure, at most `maximum`.
     public struct Backoff: Sendable {
         public var base: Duration
@@ -18,9 +19,7 @@ public actor WorkQueue<Key: Hashable & Sendable> {
         func delay(failures: Int) -> Duration {
             guard failures > 0 else { return .zero }
             let factor = Double(1 << min(failures - 1, 40))
-            let seconds = min(Double(base.components.seconds) + Double(base.components.attoseconds) / 1e18, 1e9) * factor
-            let maximumSeconds = Double(maximum.components.seconds) + Double(maximum.components.attoseconds) / 1e18
-            return .milliseconds(Int64(min(seconds, maximumSeconds) * 1000))
+            return .milliseconds(Int64(min(min(base.seconds, 1e9) * factor, maximum.seconds) * 1000))
         }
     }
 
@@ -35,98 +34,36 @@ public actor WorkQueue<Key: Hashable & Sendable> {
         }
     }
 
-    private let backoff: Backoff
-    private let rateLimit: RateLimit
-    private var queue: [Key] = []
-    private var head = 0
-    private var dirty: Set<Key> = []
-    private var processing: Set<Key> = []
-    private var failures: [Key: Int] = [:]
-    private var waiters: [CheckedContinuation<Key?, Never>] = []
-    private var shuttingDown = false
-    private var tokens: Double
-    private var tokensAt = ContinuousClock.now
-    private var timers: [Key: ContinuousClock.Instant] = [:]
+    private struct State {
+        var queue: [Key] = []
+        var head = 0
+        var dirty: Set<Key> = []
+        var processing: Set<Key> = []
+        var failures: [Key: Int] = [:]
+        var waiters: [(id: Int, continuation: CheckedContinuation<Key?, Never>)] = []
+        var nextWaiter = 0
+        var shuttingDown = false
+        var tokens: Double
+        var tokensAt = ContinuousClock.now
+        var timers: [Key: ContinuousClock.Instant] = [:]
 
-    public init(backoff: Backoff = Backoff(), rateLimit: RateLimit = RateLimit()) {
-        self.backoff = backoff
-        self.rateLimit = rateLimit
-        self.tokens = Double(rateLimit.burst)
-    }
-
-    /// Keys waiting to be handed out.
-    public var depth: Int { queue.count - head }
-
-    /// How often `key` failed in a row.
-    public func failureCount(_ key: Key) -> Int { failures[key, default: 0] }
-
-    /// Queues `key` unless it is already waiting.
-    public func add(_ key: Key) {
-        guard !shuttingDown, !dirty.contains(key) else { return }
-        dirty.insert(key)
-        guard !processing.contains(key) else { return }  // comes back when its worker is done
-        if let waiter = waiters.first {
-            waiters.removeFirst()
-            dirty.remove(key)
-            processing.insert(key)
-            waiter.resume(returning: key)
-            return
-        }
-        queue.append(key)
-    }
-
-    /// Queues `key` after `delay` (an earlier pending add of the same key wins). Delayed keys are queued by
-    /// `runTimers`, which the queue's owner runs as a child task.
-    public func add(_ key: Key, after delay: Duration) {
-        guard delay > .zero else { return add(key) }
-        let due = ContinuousClock.now + delay
-        if let pending = timers[key], pending <= due { return }
-        timers[key] = due
-    }
-
-    /// Keys waiting for their delay.
-    public var delayed: Int { timers.count }
-
-    /// Queues delayed keys when they are due, until cancelled. A delay is kept to within `granularity` (a new
-    /// earlier timer is seen at the next wake-up).
-    public func runTimers(granularity: Duration = .milliseconds(20)) async {
-        while !Task.isCancelled && !shuttingDown {
-            let now = ContinuousClock.now
-            for (key, due) in timers where due <= now {
-                timers[key] = nil
-                add(key)
+        /// Queues `key` unless it waits already; a waiting worker gets it at once (returned to resume outside the lock).
+        mutating func add(_ key: Key) -> (CheckedContinuation<Key?, Never>, Key)? {
+            guard !shuttingDown, !dirty.contains(key) else { return nil }
+            dirty.insert(key)
+            guard !processing.contains(key) else { return nil }  // comes back when its worker is done
+            if !waiters.isEmpty {
+                let waiter = waiters.removeFirst()
+                dirty.remove(key)
+                processing.insert(key)
+                return (waiter.continuation, key)
             }
-            let earliest = timers.values.min() ?? now + granularity
-            try? await Task.sleep(until: min(earliest, now + granularity), clock: .continuous)
+            queue.append(key)
+            return nil
         }
-    }
 
-    /// Queues `key` again after its backoff and a token of the rate limit: what a worker does when reconciling failed.
-    public func retry(_ key: Key) {
-        failures[key, default: 0] += 1
-        let perKey = backoff.delay(failures: failures[key, default: 0])
-        add(key, after: max(perKey, takeToken()))
-    }
-
-    /// Forgets `key`'s failures: what a worker does when reconciling succeeded.
-    public func forget(_ key: Key) {
-        failures[key] = nil
-    }
-
-    /// The delay until a token is free (zero when one is), taking it.
-    private func takeToken() -> Duration {
-        let now = ContinuousClock.now
-        let elapsed = tokensAt.duration(to: now)
-        tokensAt = now
-        tokens = min(Double(rateLimit.burst), tokens + (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18) * rateLimit.perSecond)
-        tokens -= 1
-        guard tokens < 0 else { return .zero }
-        return .milliseconds(Int64(-tokens / rateLimit.perSecond * 1000))
-    }
-
-    /// The next key to work on, waiting for one; nil once the queue shut down. The caller must call `done` with it.
-    public func next() async -> Key? {
-        if head < queue.count {
+        mutating func take() -> Key? {
+            guard head < queue.count else { return nil }
             let key = queue[head]
             head += 1
             if head > 1024 && head * 2 > queue.count {
@@ -137,23 +74,129 @@ public actor WorkQueue<Key: Hashable & Sendable> {
             processing.insert(key)
             return key
         }
-        if shuttingDown { return nil }
-        return await withCheckedContinuation { waiters.append($0) }
+    }
+
+    private let backoff: Backoff
+    private let rateLimit: RateLimit
+    private let state: Mutex<State>
+
+    public init(backoff: Backoff = Backoff(), rateLimit: RateLimit = RateLimit()) {
+        self.backoff = backoff
+        self.rateLimit = rateLimit
+        self.state = Mutex(State(tokens: Double(rateLimit.burst)))
+    }
+
+    /// Keys waiting to be handed out.
+    public var depth: Int { state.withLock { $0.queue.count - $0.head } }
+
+    /// Keys waiting for their delay.
+    public var delayed: Int { state.withLock { $0.timers.count } }
+
+    /// How often `key` failed in a row.
+    public func failureCount(_ key: Key) -> Int { state.withLock { $0.failures[key, default: 0] } }
+
+    /// Queues `key` unless it is already waiting.
+    public func add(_ key: Key) {
+        if let (waiter, key) = state.withLock({ $0.add(key) }) { waiter.resume(returning: key) }
+    }
+
+    /// Queues `key` after `delay` (an earlier pending add of the same key wins). Delayed keys are queued by
+    /// `runTimers`, which the queue's owner runs as a child task.
+    public func add(_ key: Key, after delay: Duration) {
+        guard delay > .zero else { return add(key) }
+        let due = ContinuousClock.now + delay
+        state.withLock { state in
+            if let pending = state.timers[key], pending <= due { return }
+            state.timers[key] = due
+        }
+    }
+
+    /// Queues delayed keys when they are due, until cancelled or shut down. A delay is kept to within `granularity`
+    /// (a new earlier timer is seen at the next wake-up).
+    public func runTimers(granularity: Duration = .milliseconds(20)) async {
+        while !Task.isCancelled {
+            let now = ContinuousClock.now
+            let (due, earliest, stop) = state.withLock { state -> ([Key], ContinuousClock.Instant?, Bool) in
+                let due = state.timers.filter { $0.value <= now }.map(\.key)
+                for key in due { state.timers[key] = nil }
+                return (due, state.timers.values.min(), state.shuttingDown)
+            }
+            if stop { return }
+            for key in due { add(key) }
+            try? await Task.sleep(until: min(earliest ?? now + granularity, now + granularity), clock: .continuous)
+        }
+    }
+
+    /// Queues `key` again after its backoff and a token of the rate limit: what a worker does when reconciling failed.
+    public func retry(_ key: Key) {
+        let delay = state.withLock { state -> Duration in
+            state.failures[key, default: 0] += 1
+            let perKey = backoff.delay(failures: state.failures[key, default: 0])
+            // A token of the overall limit (the wait until one is free).
+            let now = ContinuousClock.now
+            let elapsed = state.tokensAt.duration(to: now)
+            state.tokensAt = now
+            state.tokens = min(Double(rateLimit.burst), state.tokens + elapsed.seconds * rateLimit.perSecond)
+            state.tokens -= 1
+            let limited: Duration = state.tokens < 0 ? .milliseconds(Int64(-state.tokens / rateLimit.perSecond * 1000)) : .zero
+            return max(perKey, limited)
+        }
+        add(key, after: delay)
+    }
+
+    /// Forgets `key`'s failures: what a worker does when reconciling succeeded.
+    public func forget(_ key: Key) {
+        state.withLock { _ = $0.failures.removeValue(forKey: key) }
+    }
+
+    /// The next key to work on, waiting for one; nil once the queue shut down or the task is cancelled. The caller
+    /// must call `done` with it.
+    public func next() async -> Key? {
+        let id = state.withLock { state -> Int in
+            state.nextWaiter += 1
+            return state.nextWaiter
+        }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Key?, Never>) in
+                // (give now, what) or wait for an add.
+                let (now, key) = state.withLock { state -> (Bool, Key?) in
+                    if let key = state.take() { return (true, key) }
+                    if state.shuttingDown || Task.isCancelled { return (true, nil) }
+                    state.waiters.append((id, continuation))
+                    return (false, nil)
+                }
+                if now { continuation.resume(returning: key) }
+            }
+        } onCancel: {
+            let waiter = state.withLock { state -> CheckedContinuation<Key?, Never>? in
+                guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+                return state.waiters.remove(at: index).continuation
+            }
+            waiter?.resume(returning: nil)
+        }
     }
 
     /// Marks `key` processed; if it was added meanwhile it is queued again.
     public func done(_ key: Key) {
-        processing.remove(key)
-        if dirty.contains(key) {
-            dirty.remove(key)
-            add(key)
+        let again = state.withLock { state -> Bool in
+            state.processing.remove(key)
+            return state.dirty.remove(key) != nil
         }
+        if again { add(key) }
     }
 
     /// Hands out nothing more: waiting workers get nil.
     public func shutDown() {
-        shuttingDown = true
+        let waiters = state.withLock { state -> [CheckedContinuation<Key?, Never>] in
+            state.shuttingDown = true
+            defer { state.waiters.removeAll() }
+            return state.waiters.map(\.continuation)
+        }
         for waiter in waiters { waiter.resume(returning: nil) }
-        waiters.removeAll()
     }
+}
+
+extension Duration {
+    /// The duration in seconds.
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }

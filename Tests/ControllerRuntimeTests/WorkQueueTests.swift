@@ -6,27 +6,27 @@ struct WorkQueueTests {
     @Test("a key added while waiting is handed out once")
     func deduplicates() async {
         let queue = WorkQueue<String>()
-        for key in ["a", "b", "a", "a", "b", "c"] { await queue.add(key) }
-        #expect(await queue.depth == 3)
+        for key in ["a", "b", "a", "a", "b", "c"] { queue.add(key) }
+        #expect(queue.depth == 3)
         var seen: [String] = []
         for _ in 0..<3 {
             guard let key = await queue.next() else { break }
             seen.append(key)
-            await queue.done(key)
+            queue.done(key)
         }
         #expect(seen == ["a", "b", "c"])
-        #expect(await queue.depth == 0)
+        #expect(queue.depth == 0)
     }
 
     @Test("a key added while being processed comes back after done, not to a second worker")
     func oneWorkerPerKey() async {
         let queue = WorkQueue<String>()
-        await queue.add("a")
+        queue.add("a")
         let first = await queue.next()
-        await queue.add("a")
-        #expect(await queue.depth == 0, "not handed out while its worker runs")
-        await queue.done("a")
-        #expect(await queue.depth == 1)
+        queue.add("a")
+        #expect(queue.depth == 0, "not handed out while its worker runs")
+        queue.done("a")
+        #expect(queue.depth == 1)
         #expect(first == "a")
         #expect(await queue.next() == "a")
     }
@@ -36,11 +36,11 @@ struct WorkQueueTests {
         let queue = WorkQueue<Int>()
         async let got = queue.next()
         try? await Task.sleep(for: .milliseconds(20))
-        await queue.add(7)
+        queue.add(7)
         #expect(await got == 7)
         async let none = queue.next()
         try? await Task.sleep(for: .milliseconds(20))
-        await queue.shutDown()
+        queue.shutDown()
         #expect(await none == nil)
     }
 
@@ -53,16 +53,16 @@ struct WorkQueueTests {
             var delays: [Duration] = []
             for _ in 0..<4 {
                 let start = clock.now
-                await queue.retry("k")
+                queue.retry("k")
                 _ = await queue.next()
                 delays.append(start.duration(to: clock.now))
-                await queue.done("k")
+                queue.done("k")
             }
-            #expect(await queue.failureCount("k") == 4)
+            #expect(queue.failureCount("k") == 4)
             #expect(delays[0] >= .milliseconds(40) && delays[1] >= .milliseconds(80) && delays[2] >= .milliseconds(160), "\(delays)")
             #expect(delays[3] >= .milliseconds(200) && delays[3] < .milliseconds(320), "capped at the maximum: \(delays)")
-            await queue.forget("k")
-            #expect(await queue.failureCount("k") == 0)
+            queue.forget("k")
+            #expect(queue.failureCount("k") == 0)
             group.cancelAll()
         }
     }
@@ -74,10 +74,10 @@ struct WorkQueueTests {
             group.addTask { await queue.runTimers(granularity: .milliseconds(5)) }
             let clock = ContinuousClock()
             let start = clock.now
-            for key in 0..<25 { await queue.retry(key) }
+            for key in 0..<25 { queue.retry(key) }
             for _ in 0..<25 {
                 let key = await queue.next()
-                if let key { await queue.done(key) }
+                if let key { queue.done(key) }
             }
             // 5 at once from the burst, 20 more at 50 a second: about 400 ms.
             let elapsed = start.duration(to: clock.now)
@@ -91,9 +91,9 @@ struct WorkQueueTests {
         let queue = WorkQueue<String>()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await queue.runTimers(granularity: .milliseconds(5)) }
-            await queue.add("x", after: .seconds(30))
-            await queue.add("x", after: .milliseconds(10))
-            #expect(await queue.delayed == 1)
+            queue.add("x", after: .seconds(30))
+            queue.add("x", after: .milliseconds(10))
+            #expect(queue.delayed == 1)
             let clock = ContinuousClock()
             let start = clock.now
             #expect(await queue.next() == "x")
