@@ -77,7 +77,6 @@ public actor ClusterReconciler {
             try await schedule(vmis, nodes: nodes, readyNodes: readyNodes, dataVolumes: dataVolumes, classes: classes)
             vmis = try await store.list(Kinds.virtualMachineInstance, Selection()).items
             try await liveMigratable(vmis, nodes: nodes, readyNodes: readyNodes, dataVolumes: dataVolumes, classes: classes)
-            try await dataVolumePhases(dataVolumes, vmis: vmis, classes: classes)
             try await migrations(vmis: vmis, nodes: nodes, readyNodes: readyNodes, dataVolumes: dataVolumes, classes: classes)
         } catch {
             logger.warning("reconcile pass failed", metadata: ["error": "\(error)"])

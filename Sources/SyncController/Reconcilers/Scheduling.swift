@@ -3,7 +3,7 @@ import Foundation
 import Hypervisor
 import Logging
 
-/// Placing pending VMIs on nodes, the LiveMigratable condition, and DataVolume phases.
+/// Placing pending VMIs on nodes and the LiveMigratable condition.
 extension ClusterReconciler {
     /// Why `vmi` cannot run on `node` (nil: it can). Capacity is checked separately.
     func unfit(_ vmi: JSONValue, on node: JSONValue, readyNodes: Set<String>, dataVolumes: [JSONValue], classes: [JSONValue],
@@ -148,36 +148,6 @@ extension ClusterReconciler {
             return (false, "SchedulingRulesMatchOneNode", "the VMI's scheduling rules (nodeSelector, affinity, CPU model) match only \(which)")
         }
         return (true, "Migratable", "")
-    }
-
-    /// DataVolume phases from what the nodes report in VMI volumeStatus.
-    func dataVolumePhases(_ dataVolumes: [JSONValue], vmis: [JSONValue], classes: [JSONValue]) async throws(APIError) {
-        for dataVolume in dataVolumes {
-            let name = name(dataVolume)
-            let namespace = namespace(dataVolume)
-            var status = dataVolume["status"] ?? [:]
-            let users = vmis.filter { namespace == self.namespace($0) }
-            let report = users.lazy.compactMap { vmi -> (JSONValue, String?)? in
-                guard let entry = vmi["status"]?["volumeStatus"]?.array?.first(where: { $0["persistentVolumeClaimInfo"]?["claimName"]?.string == name }) else { return nil }
-                return (entry, vmi["status"]?["nodeName"]?.string)
-            }.first
-            if let (entry, node) = report {
-                status["phase"] = "Succeeded"
-                status["progress"] = "100.0%"
-                // A local volume is where its VMI runs (it moves with a migration that copied it).
-                if entry["persistentVolumeClaimInfo"]?["shared"]?.bool != true, let node { status["nodeName"] = .string(node) }
-                // Where the image is follows from its StorageClass; the path a node reports is not taken on its word
-                // (agents delete what this says).
-                if let directory = Resources.storageClass(of: dataVolume, in: classes)?["directory"]?.string {
-                    status["path"] = .string(Resources.imagePath(directory: directory, namespace: namespace, name: name))
-                }
-            } else if status["phase"] == nil {
-                status["phase"] = dataVolume["spec"]?["source"]?["blank"] != nil || dataVolume["spec"]?["source"]?["http"] != nil ? "WaitForFirstConsumer" : "Pending"
-            }
-            if status != (dataVolume["status"] ?? [:]) {
-                _ = try await store.patch(Kinds.dataVolume, namespace: namespace, name: name, mergePatch: ["status": status], subresource: .status)
-            }
-        }
     }
 }
 
