@@ -239,7 +239,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ControllerRuntimeTests",
-            dependencies: ["ClusterAPI", "ControllerRuntime", "SyncController"],
+            dependencies: ["ClusterAPI", "ControllerRuntime", "SyncController", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings
         ),
         .testTarget(

@@ -13,9 +13,9 @@ public enum Migration {
     /// The node condition that reports a drain.
     public static let drainCondition = "Drained"
     /// Phases in which a migration counts against the parallel limits.
-    public static let activePhases = ["Scheduling", "Scheduled", "PreparingTarget", "TargetReady", "Running"]
+    public static let activePhases = VirtualMachineInstanceMigration.Phase.allCases.filter(\.isActive).map(\.rawValue)
     /// Phases a migration ends in.
-    public static let finalPhases = ["Succeeded", "Failed"]
+    public static let finalPhases = VirtualMachineInstanceMigration.Phase.allCases.filter(\.isFinal).map(\.rawValue)
 
     /// `prefix` followed by 5 random lowercase alphanumerics (as Kubernetes' generateName).
     public static func generatedName(_ prefix: String) -> String {

@@ -31,6 +31,17 @@ public enum Resources {
         spec?["domain"]?["cpu"]?["model"]?.string ?? clusterDefault ?? "host-model"
     }
 
+    /// Memory a VMI asks for, in bytes, from its `domain.memory.guest` or else its memory request (128 MiB when it
+    /// says neither). A value that is there but is no quantity (stored before such values were refused) asks for more
+    /// than any node has, so it fits nowhere instead of being taken for the default.
+    public static func requestedMemory(guest: JSONValue?, request: JSONValue?) -> UInt64 {
+        for value in [guest, request] {
+            guard let value, value != .null else { continue }
+            return Quantity(value)?.bytes ?? .max
+        }
+        return 128 << 20
+    }
+
     /// "5s", "3m", "2h", "4d" since an RFC 3339 time, as kubectl prints ages.
     public static func age(_ timestamp: String?) -> String {
         guard let timestamp, let date = try? Date(timestamp, strategy: .iso8601) else { return "<unknown>" }

@@ -16,7 +16,8 @@ public final class WorkQueue<Key: Hashable & Sendable>: Sendable {
             self.maximum = maximum
         }
 
-        func delay(failures: Int) -> Duration {
+        /// The wait before the next try after `failures` failures in a row.
+        public func delay(failures: Int) -> Duration {
             guard failures > 0 else { return .zero }
             let factor = Double(1 << min(failures - 1, 40))
             return .milliseconds(Int64(min(min(base.seconds, 1e9) * factor, maximum.seconds) * 1000))

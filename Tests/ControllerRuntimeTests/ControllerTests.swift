@@ -1,5 +1,6 @@
 import ClusterAPI
 import ControllerRuntime
+import Logging
 import Synchronization
 import Testing
 
@@ -34,6 +35,13 @@ final class ScriptedReconciler: Reconciler {
 
 @Suite("Controller: workers over the queue")
 struct ControllerTests {
+    /// The failures these tests provoke on purpose are not worth a log line each.
+    let quiet: Logger = {
+        var logger = Logger(label: "test.controller")
+        logger.logLevel = .critical
+        return logger
+    }()
+
     func waitFor(_ what: String, _ condition: () -> Bool) async {
         let deadline = ContinuousClock.now + .seconds(10)
         while !condition() && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(5)) }
@@ -44,7 +52,7 @@ struct ControllerTests {
     func retriesFailures() async {
         let reconciler = ScriptedReconciler(failuresPerKey: 2)
         let outcomes = Mutex<[Controller<ScriptedReconciler>.Outcome]>([])
-        let controller = Controller(reconciler, workers: 3, queue: WorkQueue(backoff: .init(base: .milliseconds(10), maximum: .seconds(1)))) { _, outcome in
+        let controller = Controller(reconciler, workers: 3, queue: WorkQueue(backoff: .init(base: .milliseconds(10), maximum: .seconds(1))), logger: quiet) { _, outcome in
             outcomes.withLock { $0.append(outcome) }
         }
         await withTaskGroup(of: Void.self) { group in
@@ -63,7 +71,7 @@ struct ControllerTests {
     @Test("requeue comes back after its delay; one key is never reconciled twice at once")
     func requeueAndExclusivity() async {
         let reconciler = ScriptedReconciler(failuresPerKey: 0, requeueOnce: true)
-        let controller = Controller(reconciler, workers: 4)
+        let controller = Controller(reconciler, workers: 4, logger: quiet)
         let key = ObjectKey(namespace: "default", name: "only")
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await controller.run() }
@@ -77,7 +85,7 @@ struct ControllerTests {
 
     @Test("cancelling the controller ends run, idle workers included")
     func cancellation() async {
-        let controller = Controller(ScriptedReconciler(failuresPerKey: 0), workers: 2)
+        let controller = Controller(ScriptedReconciler(failuresPerKey: 0), workers: 2, logger: quiet)
         let task = Task { await controller.run() }
         try? await Task.sleep(for: .milliseconds(30))
         task.cancel()

@@ -60,7 +60,11 @@ struct WorkQueueTests {
             }
             #expect(queue.failureCount("k") == 4)
             #expect(delays[0] >= .milliseconds(40) && delays[1] >= .milliseconds(80) && delays[2] >= .milliseconds(160), "\(delays)")
-            #expect(delays[3] >= .milliseconds(200) && delays[3] < .milliseconds(320), "capped at the maximum: \(delays)")
+            #expect(delays[3] >= .milliseconds(200), "\(delays)")
+            // The cap, from the rule itself (a loaded machine may stretch any measured wait).
+            let rule = WorkQueue<String>.Backoff(base: .milliseconds(40), maximum: .milliseconds(200))
+            #expect(rule.delay(failures: 1) == .milliseconds(40) && rule.delay(failures: 3) == .milliseconds(160))
+            #expect(rule.delay(failures: 4) == .milliseconds(200) && rule.delay(failures: 60) == .milliseconds(200))
             queue.forget("k")
             #expect(queue.failureCount("k") == 0)
             group.cancelAll()
@@ -81,7 +85,7 @@ struct WorkQueueTests {
             }
             // 5 at once from the burst, 20 more at 50 a second: about 400 ms.
             let elapsed = start.duration(to: clock.now)
-            #expect(elapsed >= .milliseconds(350) && elapsed < .seconds(2), "\(elapsed)")
+            #expect(elapsed >= .milliseconds(350) && elapsed < .seconds(20), "\(elapsed)")
             group.cancelAll()
         }
     }

@@ -1,5 +1,3 @@
-public import Foundation
-
 /// A status condition (type, status, reason, message), as every kind's `status.conditions` holds them.
 public struct Condition: Codable, Sendable, Hashable {
     /// `True`, `False` or `Unknown`.

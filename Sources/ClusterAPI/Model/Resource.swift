@@ -1,5 +1,3 @@
-public import Foundation
-
 /// A kind of cluster object with a typed view: what reconcilers and agents read and change. The stored object stays a
 /// `JSONValue` (the lossless envelope); a typed object is decoded from it and written back only as the merge patch of
 /// the fields it changed, so fields this view does not model are never lost.

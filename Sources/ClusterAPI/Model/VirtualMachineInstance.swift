@@ -61,14 +61,9 @@ public struct VirtualMachineInstance: Resource {
     /// The node the VMI is placed on.
     public var nodeName: String? { status?.nodeName }
 
-    /// Memory the VMI asks for, in bytes (128 MiB when it says nothing). A value that is there but is no quantity
-    /// (stored before such values were refused) asks for more than any node has, so it fits nowhere.
+    /// Memory the VMI asks for, in bytes (`Resources.requestedMemory`).
     public var requestedMemory: UInt64 {
-        for value in [spec.domain?.memory?.guest, spec.domain?.resources?.requests?["memory"]] {
-            guard let value, value != .null else { continue }
-            return Quantity(value)?.bytes ?? .max
-        }
-        return 128 << 20
+        Resources.requestedMemory(guest: spec.domain?.memory?.guest, request: spec.domain?.resources?.requests?["memory"])
     }
 }
 

@@ -8,27 +8,12 @@ import Logging
 /// evacuation. The node agents do the rest: the target prepares (PreparingTarget → TargetReady), the source runs the
 /// libvirt job (Running → Succeeded / Failed).
 extension ClusterReconciler {
-    /// The migration settings of the KubeVirt configuration object.
-    struct MigrationSettings {
-        var parallelPerCluster = 5
-        var parallelOutboundPerNode = 2
-        /// How long a migration may wait for a target node to fit before it fails.
-        var unschedulableTimeout: TimeInterval = 300
-        /// How long the target may take to get ready.
-        var prepareTimeout: TimeInterval = 120
-
-        init(_ kubeVirt: JSONValue?) {
-            let migrations = kubeVirt?["spec"]?["configuration"]?["migrations"]
-            parallelPerCluster = Int(max(1, migrations?["parallelMigrationsPerCluster"]?.int ?? 5))
-            parallelOutboundPerNode = Int(max(1, migrations?["parallelOutboundMigrationsPerNode"]?.int ?? 2))
-            if let seconds = migrations?["unschedulableTimeoutSeconds"]?.int { unschedulableTimeout = TimeInterval(seconds) }
-            if let seconds = migrations?["targetReadyTimeoutSeconds"]?.int { prepareTimeout = TimeInterval(seconds) }
-        }
-    }
+    /// The migration settings of the KubeVirt configuration object (its defaults where it is silent or absent).
+    typealias MigrationSettings = KubeVirt.Migrations
 
     func migrations(vmis: [JSONValue], nodes: [JSONValue], readyNodes: Set<String>, dataVolumes: [JSONValue], classes: [JSONValue]) async throws(APIError) {
         let kubeVirt = try? await store.get(Kinds.kubeVirt, namespace: ClusterDefaults.namespace, name: ClusterDefaults.name)
-        let settings = MigrationSettings(kubeVirt)
+        let settings = (kubeVirt.flatMap { try? KubeVirt(json: $0) } ?? KubeVirt()).migrations
         try await evacuate(nodes: nodes, vmis: vmis, dataVolumes: dataVolumes, classes: classes, readyNodes: readyNodes)
         let all = try await store.list(Kinds.migration, Selection()).items.sorted { Self.creationOrder($0) < Self.creationOrder($1) }
         var active = all.filter { Migration.activePhases.contains($0["status"]?["phase"]?.string ?? "") }

@@ -59,15 +59,10 @@ extension ClusterReconciler {
         return nil
     }
 
-    /// Memory a VMI asks for, in bytes; a value that is there but is no quantity (one stored before such values were
-    /// refused) asks for more than any node has, so it fits nowhere instead of being taken for the default.
+    /// Memory a VMI asks for, in bytes (`Resources.requestedMemory`).
     func memory(_ vmi: JSONValue) -> UInt64 {
         let domain = vmi["spec"]?["domain"]
-        for value in [domain?["memory"]?["guest"], domain?["resources"]?["requests"]?["memory"]] {
-            guard let value, value != .null else { continue }
-            return Quantity(value)?.bytes ?? .max
-        }
-        return 128 << 20
+        return Resources.requestedMemory(guest: domain?["memory"]?["guest"], request: domain?["resources"]?["requests"]?["memory"])
     }
 
     func schedule(_ vmis: [JSONValue], nodes: [JSONValue], readyNodes: Set<String>, dataVolumes: [JSONValue], classes: [JSONValue]) async throws(APIError) {
