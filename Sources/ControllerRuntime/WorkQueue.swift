@@ -1,4 +1,3 @@
-public import Foundation
 import Synchronization
 
 /// Keys of objects to reconcile, as client-go's rate-limited work queue hands them out: a key waiting is not added

@@ -62,7 +62,7 @@ struct InformerTests {
     func envelope() async throws {
         _ = try await store.create(Kinds.virtualMachineInstance, ["apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "metadata": ["name": "e"], "spec": ["domain": ["firmware": ["bootloader": ["efi": [:]]]]]])
         let informer = Informer<VirtualMachineInstance>(source: store) { _ in }
-        try await withThrowingTaskGroup(of: Void.self) { group in
+        await withTaskGroup(of: Void.self) { group in
             group.addTask { await informer.run() }
             await informer.waitForSync()
             let key = ObjectKey(namespace: "default", name: "e")
