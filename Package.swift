@@ -90,7 +90,6 @@ let package = Package(
             dependencies: [
                 "ClusterAPI",
                 "ControllerRuntime",
-                "Hypervisor",
                 "TLSTransport",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "X509", package: "swift-certificates"),
@@ -149,6 +148,7 @@ let package = Package(
             name: "Benchmarks",
             dependencies: [
                 "ClusterAPI",
+                "ControllerRuntime",
                 "SyncController",
                 "TLSTransport",
                 "Hypervisor",
@@ -224,7 +224,12 @@ let package = Package(
         // Real libvirt + QEMU through the local test bed; needs root (CI runs as root).
         .testTarget(
             name: "HypervisorIntegrationTests",
-            dependencies: ["Hypervisor", "TestBed", "ClusterBed", "TestSupport", "ClusterAPI", "TLSTransport", "sync-controller", "node-agent", "syncctl"],
+            dependencies: ["Hypervisor", "NodeAgent", "TestBed", "ClusterBed", "TestSupport", "ClusterAPI", "TLSTransport", "sync-controller", "node-agent", "syncctl"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "NodeAgentTests",
+            dependencies: ["ClusterAPI", "Hypervisor", "NodeAgent", "TestSupport"],
             swiftSettings: strictSettings
         ),
         .testTarget(
@@ -234,7 +239,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SyncControllerTests",
-            dependencies: ["ClusterAPI", "SyncController", "NodeAgent", "TLSTransport", "TestSupport", "sync-controller", "syncctl"],
+            dependencies: ["ClusterAPI", "ControllerRuntime", "SyncController", "NodeAgent", "TLSTransport", "TestSupport", "sync-controller", "syncctl"],
             swiftSettings: strictSettings
         ),
         .testTarget(

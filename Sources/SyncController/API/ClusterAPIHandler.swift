@@ -297,9 +297,9 @@ public final class ClusterAPIHandler: Sendable {
     private func admitMigration(_ object: JSONValue) async throws(APIError) {
         let namespace = object["metadata"]?["namespace"]?.string ?? "default"
         guard let vmiName = object["spec"]?["vmiName"]?.string, !vmiName.isEmpty else { return }
-        let vmi = try? await store.get(Kinds.virtualMachineInstance, namespace: namespace, name: vmiName)
-        let others = try await store.list(Kinds.migration, Selection(namespace: namespace)).items
-        if let problem = ClusterReconciler.admissionProblem(namespace: namespace, vmiName: vmiName, uid: nil, creationOrder: nil, vmi: vmi, others: others) {
+        let vmi = (try? await store.get(Kinds.virtualMachineInstance, namespace: namespace, name: vmiName)).flatMap { try? VirtualMachineInstance(json: $0) }
+        let others = try await store.list(Kinds.migration, Selection(namespace: namespace)).items.compactMap { try? VirtualMachineInstanceMigration(json: $0) }
+        if let problem = MigrationReconciler.admissionProblem(namespace: namespace, vmiName: vmiName, uid: nil, creationOrder: nil, vmi: vmi, others: others) {
             throw APIError(.invalid, code: 422, "cannot migrate: \(problem.message) (\(problem.reason))")
         }
     }
