@@ -5,7 +5,7 @@ import Synchronization
 import TLSTransport
 
 /// The Kubernetes-style REST surface over a `ResourceStore`: paths, verbs, authorization by certificate role,
-/// JSON/YAML bodies, watches, tables, discovery, health and metrics.
+/// JSON/YAML bodies, watches, tables, discovery, OpenAPI, health and metrics.
 public final class ClusterAPIHandler: Sendable {
     let store: any ResourceStore
     let metrics = APIMetrics()
@@ -42,6 +42,7 @@ public final class ClusterAPIHandler: Sendable {
         case "version":
             return .json(["major": "1", "minor": "32", "gitVersion": "v1.32.0-vmsync", "platform": "linux/amd64"])
         case "api", "apis": return try await resourceRoute(request, segments)
+        case "openapi": return try OpenAPIDocuments.answer(request, segments.dropFirst())
         default:
             throw APIError.notFound("the server could not find the requested resource (path \(request.path))")
         }
