@@ -62,12 +62,21 @@ let package = Package(
             exclude: ["CLibvirt"],
             swiftSettings: strictSettings
         ),
-        // Resource model shared by the controller, the agents and the CLI: JSON/YAML bodies, kinds and schemas, Status.
+        // Resource model shared by the controller, the agents and the CLI: JSON/YAML bodies, kinds and schemas, typed
+        // resources, Status. No networking.
         .target(
             name: "ClusterAPI",
             dependencies: [
-                "TLSTransport",
                 .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // The cluster API's HTTP client over mutual TLS (agents, syncctl, tests).
+        .target(
+            name: "ClusterClient",
+            dependencies: [
+                "ClusterAPI",
+                "TLSTransport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -107,6 +116,7 @@ let package = Package(
             dependencies: [
                 "CSpawn",
                 "ClusterAPI",
+                "ClusterClient",
                 "Hypervisor",
                 "TLSTransport",
                 .product(name: "Logging", package: "swift-log"),
@@ -117,6 +127,7 @@ let package = Package(
             name: "node-agent",
             dependencies: [
                 "ClusterAPI",
+                "ClusterClient",
                 "NodeAgent",
                 "TLSTransport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -138,7 +149,9 @@ let package = Package(
         .executableTarget(
             name: "syncctl",
             dependencies: [
+                .product(name: "X509", package: "swift-certificates"),
                 "ClusterAPI",
+                "ClusterClient",
                 "TLSTransport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -147,7 +160,9 @@ let package = Package(
         .executableTarget(
             name: "Benchmarks",
             dependencies: [
+                .product(name: "X509", package: "swift-certificates"),
                 "ClusterAPI",
+                "ClusterClient",
                 "ControllerRuntime",
                 "SyncController",
                 "TLSTransport",
@@ -185,13 +200,15 @@ let package = Package(
         // A cluster on the bed (controller, an agent per node, syncctl), for tests, benchmarks and the demo.
         .target(
             name: "ClusterBed",
-            dependencies: ["ClusterAPI", "TLSTransport", "TestBed", "TestSupport"],
+            dependencies: ["ClusterAPI", "ClusterClient", "TLSTransport", "TestBed", "TestSupport"],
             path: "deploy/testbed/Sources/ClusterBed",
             swiftSettings: strictSettings
         ),
         .executableTarget(
             name: "vmsync-testbed",
             dependencies: [
+                "TestSupport",
+                "ClusterClient",
                 "CSpawn",
                 "CSubreaper",
                 "ClusterAPI",
@@ -206,6 +223,7 @@ let package = Package(
         .testTarget(
             name: "TLSTransportTests",
             dependencies: [
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 "TLSTransport",
                 "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -224,7 +242,7 @@ let package = Package(
         // Real libvirt + QEMU through the local test bed; needs root (CI runs as root).
         .testTarget(
             name: "HypervisorIntegrationTests",
-            dependencies: ["Hypervisor", "NodeAgent", "TestBed", "ClusterBed", "TestSupport", "ClusterAPI", "TLSTransport", "sync-controller", "node-agent", "syncctl"],
+            dependencies: ["Hypervisor", "NodeAgent", "TestBed", "ClusterBed", "TestSupport", "ClusterAPI", "ClusterClient", "TLSTransport", "sync-controller", "node-agent", "syncctl"],
             swiftSettings: strictSettings
         ),
         .testTarget(
@@ -234,12 +252,12 @@ let package = Package(
         ),
         .testTarget(
             name: "ClusterAPITests",
-            dependencies: ["ClusterAPI", "SyncController", "NodeAgent", "TestSupport"],
+            dependencies: ["Hypervisor", "ClusterAPI", "SyncController", "NodeAgent", "TestSupport"],
             swiftSettings: strictSettings
         ),
         .testTarget(
             name: "SyncControllerTests",
-            dependencies: ["ClusterAPI", "ControllerRuntime", "SyncController", "NodeAgent", "TLSTransport", "TestSupport", "sync-controller", "syncctl"],
+            dependencies: ["ClusterAPI", "ClusterClient", "ControllerRuntime", "SyncController", "NodeAgent", "TLSTransport", "TestSupport", "sync-controller", "syncctl"],
             swiftSettings: strictSettings
         ),
         .testTarget(

@@ -1,4 +1,5 @@
 public import ClusterAPI
+public import ClusterClient
 import Foundation
 import Hypervisor
 public import Logging
