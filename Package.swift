@@ -117,6 +117,7 @@ let package = Package(
                 "CSpawn",
                 "ClusterAPI",
                 "ClusterClient",
+                "ControllerRuntime",
                 "Hypervisor",
                 "TLSTransport",
                 .product(name: "Logging", package: "swift-log"),

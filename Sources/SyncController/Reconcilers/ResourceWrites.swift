@@ -10,6 +10,9 @@ extension ResourceStore {
     @discardableResult
     func write<R: Resource>(_ changed: R, from original: R, guarded: Bool = false, cache: Cache<R>? = nil) async throws(APIError) -> R {
         let (main, status) = original.patch(to: changed)
+        // A merge patch writes an array whole (conditions, finalizers): written over another writer's newer version,
+        // it would undo that writer's entries. Such a write lands only on the version it was computed from.
+        let guarded = guarded || [main, status].contains { $0.map(Self.holdsArray) ?? false }
         var version = guarded ? original.metadata.resourceVersion : nil
         var stored: JSONValue?
         for (patch, subresource) in [(main, Subresource.main), (status, Subresource.status)] {
@@ -26,6 +29,15 @@ extension ResourceStore {
         }
         guard let stored else { return original }
         return try R(json: stored)
+    }
+
+    /// Whether `value` is or contains an array.
+    static func holdsArray(_ value: JSONValue) -> Bool {
+        switch value {
+        case .array: true
+        case .object(let members): members.values.contains(where: holdsArray)
+        default: false
+        }
     }
 
     /// Creates `object` and hands the stored result to `cache`.
