@@ -106,7 +106,11 @@ public struct VirtualMachineReconciler: Reconciler {
             let created = try await store.create(vmi, as: VirtualMachineInstance.self, cache: instances)
             var pending = created
             pending.status = VirtualMachineInstance.Status(phase: .pending)
-            try await store.write(pending, from: created, cache: instances)
+            // Only onto the VMI as created: the scheduler may have placed it already, and a late Pending would undo
+            // that placement's phase (the VMI would wait on its node forever).
+            do {
+                try await store.write(pending, from: created, guarded: true, cache: instances)
+            } catch where error.code == 409 {}
             logger.info("VMI created", metadata: ["vm": "\(vm.key)"])
         } catch where error.code == 409 {
             return
