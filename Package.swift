@@ -234,7 +234,11 @@ let package = Package(
         ),
         .testTarget(
             name: "SyncControllerTests",
-            dependencies: ["ClusterAPI", "SyncController", "NodeAgent", "TLSTransport", "TestSupport", "sync-controller", "syncctl"],
+            dependencies: [
+                "ClusterAPI", "SyncController", "NodeAgent", "TLSTransport", "TestSupport", "sync-controller", "syncctl",
+                // Writes a store file as an earlier schema left it (the upgrade test).
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
             swiftSettings: strictSettings
         ),
         .testTarget(
