@@ -62,12 +62,21 @@ let package = Package(
             exclude: ["CLibvirt"],
             swiftSettings: strictSettings
         ),
-        // Resource model shared by the controller, the agents and the CLI: JSON/YAML bodies, kinds and schemas, Status.
+        // Resource model shared by the controller, the agents and the CLI: JSON/YAML bodies, kinds and schemas, typed
+        // resources, Status. No networking.
         .target(
             name: "ClusterAPI",
             dependencies: [
-                "TLSTransport",
                 .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // The cluster API's HTTP client over mutual TLS (agents, syncctl, tests).
+        .target(
+            name: "ClusterClient",
+            dependencies: [
+                "ClusterAPI",
+                "TLSTransport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -90,7 +99,6 @@ let package = Package(
             dependencies: [
                 "ClusterAPI",
                 "ControllerRuntime",
-                "Hypervisor",
                 "TLSTransport",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "X509", package: "swift-certificates"),
@@ -108,6 +116,8 @@ let package = Package(
             dependencies: [
                 "CSpawn",
                 "ClusterAPI",
+                "ClusterClient",
+                "ControllerRuntime",
                 "Hypervisor",
                 "TLSTransport",
                 .product(name: "Logging", package: "swift-log"),
@@ -118,6 +128,7 @@ let package = Package(
             name: "node-agent",
             dependencies: [
                 "ClusterAPI",
+                "ClusterClient",
                 "NodeAgent",
                 "TLSTransport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -139,7 +150,9 @@ let package = Package(
         .executableTarget(
             name: "syncctl",
             dependencies: [
+                .product(name: "X509", package: "swift-certificates"),
                 "ClusterAPI",
+                "ClusterClient",
                 "TLSTransport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -148,7 +161,10 @@ let package = Package(
         .executableTarget(
             name: "Benchmarks",
             dependencies: [
+                .product(name: "X509", package: "swift-certificates"),
                 "ClusterAPI",
+                "ClusterClient",
+                "ControllerRuntime",
                 "SyncController",
                 "TLSTransport",
                 "Hypervisor",
@@ -185,13 +201,15 @@ let package = Package(
         // A cluster on the bed (controller, an agent per node, syncctl), for tests, benchmarks and the demo.
         .target(
             name: "ClusterBed",
-            dependencies: ["ClusterAPI", "TLSTransport", "TestBed", "TestSupport"],
+            dependencies: ["ClusterAPI", "ClusterClient", "TLSTransport", "TestBed", "TestSupport"],
             path: "deploy/testbed/Sources/ClusterBed",
             swiftSettings: strictSettings
         ),
         .executableTarget(
             name: "vmsync-testbed",
             dependencies: [
+                "TestSupport",
+                "ClusterClient",
                 "CSpawn",
                 "CSubreaper",
                 "ClusterAPI",
@@ -206,6 +224,7 @@ let package = Package(
         .testTarget(
             name: "TLSTransportTests",
             dependencies: [
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 "TLSTransport",
                 "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -224,18 +243,24 @@ let package = Package(
         // Real libvirt + QEMU through the local test bed; needs root (CI runs as root).
         .testTarget(
             name: "HypervisorIntegrationTests",
-            dependencies: ["Hypervisor", "TestBed", "ClusterBed", "TestSupport", "ClusterAPI", "TLSTransport", "sync-controller", "node-agent", "syncctl"],
+            dependencies: ["Hypervisor", "NodeAgent", "TestBed", "ClusterBed", "TestSupport", "ClusterAPI", "ClusterClient", "TLSTransport", "sync-controller", "node-agent", "syncctl"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "NodeAgentTests",
+            dependencies: ["ClusterAPI", "Hypervisor", "NodeAgent", "TestSupport"],
             swiftSettings: strictSettings
         ),
         .testTarget(
             name: "ClusterAPITests",
-            dependencies: ["ClusterAPI", "SyncController", "NodeAgent", "TestSupport"],
+            dependencies: ["Hypervisor", "ClusterAPI", "SyncController", "NodeAgent", "TestSupport"],
             swiftSettings: strictSettings
         ),
         .testTarget(
             name: "SyncControllerTests",
             dependencies: [
-                "ClusterAPI", "SyncController", "NodeAgent", "TLSTransport", "TestSupport", "sync-controller", "syncctl",
+                "ClusterAPI", "ClusterClient", "ControllerRuntime", "SyncController", "NodeAgent", "TLSTransport", "TestSupport",
+                "sync-controller", "syncctl",
                 // Writes a store file as an earlier schema left it (the upgrade test).
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],

@@ -1,4 +1,5 @@
 import ClusterAPI
+import ClusterClient
 import Foundation
 import TLSTransport
 import TestSupport

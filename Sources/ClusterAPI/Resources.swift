@@ -28,7 +28,7 @@ public enum Resources {
     /// The CPU model a VMI spec asks for: its `domain.cpu.model`, else the cluster's default (KubeVirt CR
     /// `spec.configuration.cpuModel`), else "host-model".
     public static func cpuModel(of spec: JSONValue?, clusterDefault: String? = nil) -> String {
-        spec?["domain"]?["cpu"]?["model"]?.string ?? clusterDefault ?? "host-model"
+        VirtualMachineInstanceSpec.cpuModel(asked: spec?["domain"]?["cpu"]?["model"]?.string, clusterDefault: clusterDefault)
     }
 
     /// Memory a VMI asks for, in bytes, from its `domain.memory.guest` or else its memory request (128 MiB when it

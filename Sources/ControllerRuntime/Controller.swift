@@ -18,19 +18,28 @@ public protocol Reconciler: Sendable {
     func reconcile(_ key: ObjectKey) async throws -> ReconcileResult
 }
 
+/// How one reconcile ended, for metrics.
+public enum ReconcileOutcome: String, Sendable {
+    case success, requeue, error
+}
+
+/// What a group of controllers needs of each whatever its reconciler: run it, and tell whether it has work.
+public protocol RunnableController: Sendable {
+    func run() async
+    /// Whether its queue holds no key, works on none and has none due soon.
+    var isIdle: Bool { get }
+}
+
 /// Runs a reconciler over the keys its informers' handlers enqueue: `workers` keys at a time (never one key twice at
 /// once), failures retried with backoff, requeues at their delay.
-public struct Controller<R: Reconciler>: Sendable {
+public struct Controller<R: Reconciler>: RunnableController {
     public let reconciler: R
     public let queue: WorkQueue<ObjectKey>
     private let workers: Int
     private let logger: Logger
     private let observe: (@Sendable (_ controller: String, _ outcome: Outcome) -> Void)?
 
-    /// How one reconcile ended, for metrics.
-    public enum Outcome: String, Sendable {
-        case success, requeue, error
-    }
+    public typealias Outcome = ReconcileOutcome
 
     public init(_ reconciler: R, workers: Int = 1, queue: WorkQueue<ObjectKey> = WorkQueue(), logger: Logger = Logger(label: "vmsync.controller"),
                 observe: (@Sendable (_ controller: String, _ outcome: Outcome) -> Void)? = nil)
@@ -44,6 +53,8 @@ public struct Controller<R: Reconciler>: Sendable {
 
     /// Queues `key` for reconciling.
     public func enqueue(_ key: ObjectKey) { queue.add(key) }
+
+    public var isIdle: Bool { queue.isIdle() }
 
     /// Reconciles until cancelled; then hands out no more keys and lets running reconciles finish.
     public func run() async {
@@ -81,7 +92,10 @@ public struct Controller<R: Reconciler>: Sendable {
         } catch {
             queue.retry(key)
             observe?(reconciler.name, .error)
-            logger.warning("reconcile failed", metadata: ["controller": "\(reconciler.name)", "key": "\(key)", "error": "\(error)"])
+            // A conflict means the cache was behind a write (the watch brings the change): expected, not news.
+            let conflict = (error as? APIError)?.code == 409
+            logger.log(level: conflict ? .debug : .warning, "reconcile failed",
+                       metadata: ["controller": "\(reconciler.name)", "key": "\(key)", "error": "\(error)"])
         }
     }
 }

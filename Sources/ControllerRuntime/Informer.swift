@@ -1,10 +1,23 @@
 public import ClusterAPI
 public import Logging
+import Synchronization
+
+/// What a group of controllers needs of an informer whatever its kind: run it, wait for its first list, and tell
+/// whether it has seen every change.
+public protocol SharedInformer: Sendable {
+    func run() async
+    func waitForSync() async
+    func caughtUp() async throws(APIError) -> Bool
+    /// The kind it watches (`ResourceKind.kind`).
+    var kindName: String { get }
+    /// Whether it has applied every change up to `resourceVersion` of its kind and told its handlers.
+    func hasSeen(_ resourceVersion: Int64) -> Bool
+}
 
 /// Lists and then watches one kind into a `Cache`, telling `handlers` of every change (event handlers only enqueue
 /// keys; reconcilers read the cache). A watch that ends (the source restarted, the version was compacted) is followed
 /// by a fresh list, and objects that disappeared meanwhile are reported deleted.
-public final class Informer<R: Resource>: Sendable {
+public final class Informer<R: Resource>: SharedInformer {
     /// One change: the object before (nil when added) and after (nil when deleted).
     public struct Change: Sendable {
         public var old: R?
@@ -21,15 +34,42 @@ public final class Informer<R: Resource>: Sendable {
     private let handler: Handler
     private let logger: Logger
     private let synced = SyncSignal()
+    /// Events taken from the watch whose handlers have not returned yet.
+    private let inFlight = Mutex(0)
 
-    public init(source: any ResourceSource, selection: Selection = Selection(), indexes: [String: Cache<R>.IndexFunction] = [:],
+    public convenience init(source: any ResourceSource, selection: Selection = Selection(), indexes: [String: Cache<R>.IndexFunction] = [:],
+                            logger: Logger = Logger(label: "vmsync.informer"), handler: @escaping Handler)
+    {
+        self.init(source: source, cache: Cache(indexes: indexes), selection: selection, logger: logger, handler: handler)
+    }
+
+    /// An informer filling a cache made beforehand (so handlers of several informers can read each other's caches).
+    public init(source: any ResourceSource, cache: Cache<R>, selection: Selection = Selection(),
                 logger: Logger = Logger(label: "vmsync.informer"), handler: @escaping Handler)
     {
         self.source = source
         self.selection = selection
-        self.cache = Cache(indexes: indexes)
+        self.cache = cache
         self.handler = handler
         self.logger = logger
+    }
+
+    public var kindName: String { R.kind.kind }
+
+    public func hasSeen(_ resourceVersion: Int64) -> Bool {
+        cache.resourceVersion >= resourceVersion && inFlight.withLock { $0 } == 0
+    }
+
+    /// Whether the cache holds exactly the objects `source` lists now, at the versions it lists them (tests and
+    /// benchmarks waiting for the controllers to see every write).
+    public func caughtUp() async throws(APIError) -> Bool {
+        let (items, _) = try await source.list(R.kind, selection)
+        var listed: [ObjectKey: String] = [:]
+        for item in items {
+            guard let object = try? R(json: item) else { continue }
+            listed[object.key] = object.metadata.resourceVersion ?? ""
+        }
+        return listed == cache.versions && inFlight.withLock { $0 } == 0
     }
 
     /// Waits until the first list is in the cache.
@@ -66,6 +106,8 @@ public final class Informer<R: Resource>: Sendable {
     }
 
     private func apply(_ event: WatchEvent) async {
+        inFlight.withLock { $0 += 1 }
+        defer { inFlight.withLock { $0 -= 1 } }
         guard let object = decode(event.object) else {
             // What cannot be read is out of the cache rather than stale in it.
             let key = ObjectKey(namespace: R.kind.namespaced ? event.object["metadata"]?["namespace"]?.string ?? "default" : nil,

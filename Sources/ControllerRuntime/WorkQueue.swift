@@ -89,6 +89,15 @@ public final class WorkQueue<Key: Hashable & Sendable>: Sendable {
     /// Keys waiting to be handed out.
     public var depth: Int { state.withLock { $0.queue.count - $0.head } }
 
+    /// Whether no key waits, none is being worked on and none is due within `horizon` (a retry after a failure is
+    /// due soon; a requeue for a timeout minutes away is not work in flight).
+    public func isIdle(horizon: Duration = .milliseconds(500)) -> Bool {
+        let limit = ContinuousClock.now + horizon
+        return state.withLock { state in
+            state.queue.count == state.head && state.processing.isEmpty && !state.timers.values.contains { $0 <= limit }
+        }
+    }
+
     /// Keys waiting for their delay.
     public var delayed: Int { state.withLock { $0.timers.count } }
 

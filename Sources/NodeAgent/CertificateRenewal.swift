@@ -1,4 +1,5 @@
 public import ClusterAPI
+public import ClusterClient
 import Foundation
 public import TLSTransport
 

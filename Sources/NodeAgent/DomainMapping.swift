@@ -14,7 +14,7 @@ enum DomainMapping {
     /// The CPU the VMI asks for (KubeVirt's default: host-model; the cluster default from the KubeVirt CR applies
     /// when the VMI names none).
     static func cpu(_ spec: JSONValue?, clusterDefault: String?) -> DomainSpec.CPUMode {
-        DomainSpec.CPUMode(kubeVirtModel: Resources.cpuModel(of: spec, clusterDefault: clusterDefault))
+        DomainSpec.CPUMode(CPURequirement(kubeVirtModel: Resources.cpuModel(of: spec, clusterDefault: clusterDefault)))
     }
 
     static func vcpus(_ spec: JSONValue?) -> Int {

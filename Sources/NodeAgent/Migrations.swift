@@ -1,4 +1,6 @@
 import ClusterAPI
+import ClusterClient
+import ControllerRuntime
 import Foundation
 import Hypervisor
 import Logging
@@ -89,27 +91,19 @@ final class OutgoingMigration: @unchecked Sendable {
 extension NodeAgent {
     // MARK: Loop
 
-    /// Lists the migrations, acts on each, then follows a watch; re-lists every few seconds.
-    func migrationLoop() async {
-        while !Task.isCancelled {
-            do {
-                let list = try await client.list(Kinds.migration)
-                let items = list["items"]?.array ?? []
-                for vmim in items { await handle(vmim) }
-                await cleanupVanished(present: Set(items.compactMap { $0["metadata"]?["uid"]?.string }))
-                let events = try await client.watch(Kinds.migration, resourceVersion: list["metadata"]?["resourceVersion"]?.string, timeoutSeconds: 5)
-                for try await event in events {
-                    if event.type == "DELETED" {
-                        if let uid = event.object["metadata"]?["uid"]?.string { await cleanupTarget(uid: uid, failed: true) }
-                    } else {
-                        await handle(event.object)
-                    }
-                }
-            } catch {
-                logger.warning("migration watch failed", metadata: ["error": "\(error)"])
-                try? await Task.sleep(for: .seconds(1))
-            }
-        }
+    /// One migration this node takes part in (as source or target), as the informers last saw it. One that has not
+    /// ended is looked at again every couple of seconds: a target claims a guest libvirt moved once it has run for
+    /// `claimDelay`, a cleanup libvirt could not answer for is retried, a restarted agent's job is checked on.
+    func syncMigration(_ key: ObjectKey) async -> ReconcileResult {
+        guard let vmim = outgoingMigrations.envelope(key) ?? incomingMigrations.envelope(key) else { return .done }
+        await handle(vmim)
+        let phase = vmim["status"]?["phase"]?.string ?? ""
+        return Migration.finalPhases.contains(phase) && prepared[vmim["metadata"]?["uid"]?.string ?? ""] == nil ? .done : .requeue(after: .seconds(2))
+    }
+
+    /// A migration this node took part in is gone (deleted, or no longer listed): what was prepared for it goes.
+    func migrationGone(uid: String) async {
+        await cleanupTarget(uid: uid, failed: true)
     }
 
     private func handle(_ vmim: JSONValue) async {
@@ -148,7 +142,7 @@ extension NodeAgent {
             if ["Scheduled", "PreparingTarget", "TargetReady"].contains(phase), outgoing[uid] == nil, !deleted {
                 let migration = OutgoingMigration()
                 outgoing[uid] = migration
-                Task { await self.send(vmim, migration) }
+                senders?.send { await self.send(vmim, migration) }
             }
             if phase == "Running", outgoing[uid] == nil, !restartFailed.contains(uid) {
                 // Running here, but not by this agent: it restarted mid-migration. Where the guest is, libvirt says.
@@ -400,11 +394,6 @@ extension NodeAgent {
             if let presence = try? await domain.presence() { return (domain, presence) }
         }
         return ((try? await libvirt.domain(named: name)), nil)
-    }
-
-    /// Migrations this node prepared that no longer exist (deleted while the agent was not watching).
-    private func cleanupVanished(present: Set<String>) async {
-        for uid in prepared.keys where !present.contains(uid) { await cleanupTarget(uid: uid, failed: true) }
     }
 
     private var preparedFile: String { "\(migrationPaths.directory)/prepared.json" }

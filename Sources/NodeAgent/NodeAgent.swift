@@ -1,4 +1,6 @@
-public import ClusterAPI
+import ClusterAPI
+public import ClusterClient
+import ControllerRuntime
 import Foundation
 import Hypervisor
 public import Logging
@@ -80,6 +82,17 @@ public actor NodeAgent {
     /// Since when the guest of an incoming migration has been seen running here, by migration uid.
     var liveSince: [String: ContinuousClock.Instant] = [:]
 
+    /// Where outgoing migrations run: child tasks of the agent's controllers.
+    var senders: Senders?
+
+    func setSenders(_ senders: Senders) { self.senders = senders }
+
+    /// The VMIs on this node, as the cluster API last said (filled by an informer).
+    let instances = Cache<VirtualMachineInstance>()
+    /// Migrations from this node and to it.
+    let outgoingMigrations = Cache<VirtualMachineInstanceMigration>()
+    let incomingMigrations = Cache<VirtualMachineInstanceMigration>()
+
     public init(configuration: Configuration, client: APIClient, provider: TLSContextProvider, logger: Logger = Logger(label: "vmsync.node-agent")) {
         self.configuration = configuration
         self.client = client
@@ -122,12 +135,19 @@ public actor NodeAgent {
         }
         try FileManager.default.createDirectory(atPath: configuration.runDirectory, withIntermediateDirectories: true)
         loadPrepared()
+        let controllers = try AgentControllers(agent: self, client: client, node: configuration.name, logger: logger)
+        let events = try await libvirt.lifecycleEvents()
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.heartbeatLoop() }
-            group.addTask { await self.vmiLoop() }
-            group.addTask { await self.dataVolumeLoop() }
-            group.addTask { await self.migrationLoop() }
+            group.addTask { await controllers.run() }
+            group.addTask {
+                // What libvirt says happened to a domain brings its VMI back to the reconciler; a domain no VMI here
+                // knows is looked at as a possible orphan.
+                for await event in events { await controllers.domainChanged(event.domain) }
+            }
             await group.next()
+            // Outgoing jobs are aborted (the guests stay here) before their senders are waited for.
+            for migration in outgoing.values { await migration.requestAbort() }
             group.cancelAll()
         }
         for migration in outgoing.values { await migration.requestAbort() }
@@ -169,13 +189,13 @@ public actor NodeAgent {
             "capacity": ["cpu": .string(String(cpus)), "memory": .string("\(memory >> 20)Mi")],
             "allocatable": ["cpu": .string(String(cpus)), "memory": .string("\(memory >> 20)Mi")],
             "addresses": [["type": "InternalIP", "address": .string(configuration.address)], ["type": "Hostname", "address": .string(configuration.name)]],
-            "conditions": [readyCondition()],
             "nodeInfo": ["kubeletVersion": "vmsync-node-agent", "architecture": "amd64", "operatingSystem": "linux"],
             "libvirtURI": .string(configuration.libvirtURI),
             "runDirectory": .string(configuration.runDirectory),
             "tunnelEndpoint": configuration.tunnelEndpoint.map(JSONValue.string) ?? .null,
         ]
         _ = try await client.patch(Kinds.node, name: configuration.name, ["status": status], status: true)
+        try await postReady()
         logger.info("node registered", metadata: ["node": "\(configuration.name)", "labels": "\(labels.count)"])
     }
 
@@ -189,11 +209,31 @@ public actor NodeAgent {
         while !Task.isCancelled {
             try? await Task.sleep(for: configuration.heartbeatInterval)
             do {
-                _ = try await client.patch(Kinds.node, name: configuration.name, ["status": ["conditions": [readyCondition()]]], status: true)
+                try await postReady()
             } catch {
                 logger.warning("heartbeat failed", metadata: ["error": "\(error)"])
             }
         }
+    }
+
+    /// Puts a fresh Ready condition among the node's conditions (the controller keeps others there, e.g. a drain's
+    /// `Drained`): read, merged by type, and written only over the version read.
+    private func postReady() async throws(APIError) {
+        for _ in 0..<5 {
+            let node = try await client.get(Kinds.node, name: configuration.name)
+            var conditions = (node["status"]?["conditions"]?.array ?? []).filter { $0["type"]?.string != "Ready" }
+            conditions.insert(readyCondition(), at: 0)
+            do {
+                _ = try await client.patch(Kinds.node, name: configuration.name, [
+                    "metadata": ["resourceVersion": node["metadata"]?["resourceVersion"] ?? .null],
+                    "status": ["conditions": .array(conditions)],
+                ], status: true)
+                return
+            } catch where error.code == 409 {
+                continue
+            }
+        }
+        throw APIError.conflict("node \(configuration.name) kept changing; its heartbeat was not written")
     }
 
     static func machineMemory() -> UInt64 {
@@ -206,42 +246,54 @@ public actor NodeAgent {
 
     // MARK: VMIs
 
-    /// Lists the VMIs on this node, reconciles them, then follows a watch; re-lists every few seconds and after any
-    /// watch failure (level-based: each pass looks at the current state).
-    private func vmiLoop() async {
-        let selector = "status.nodeName=\(configuration.name)"
-        while !Task.isCancelled {
-            do {
-                let list = try await client.list(Kinds.virtualMachineInstance, fieldSelector: selector)
-                let items = list["items"]?.array ?? []
-                for vmi in items { await reconcile(vmi) }
-                // With this node's VMIs known: what runs here that none of them claims?
-                await removeOrphans(claimed: Set(items.map {
-                    Resources.domainName(namespace: $0["metadata"]?["namespace"]?.string ?? "default", name: $0["metadata"]?["name"]?.string ?? "")
-                }))
-                let events = try await client.watch(
-                    Kinds.virtualMachineInstance, fieldSelector: selector, resourceVersion: list["metadata"]?["resourceVersion"]?.string,
-                    timeoutSeconds: 5)
-                for try await event in events where event.type != "DELETED" {
-                    await reconcile(event.object)
-                }
-            } catch {
-                logger.warning("VMI watch failed", metadata: ["error": "\(error)"])
-                try? await Task.sleep(for: .seconds(1))
-            }
-        }
+    /// Once the informers have listed: prepared targets whose migrations are gone are undone, and domains no VMI
+    /// here claims are looked at.
+    func afterSync() async {
+        let present = Set((outgoingMigrations.unordered + incomingMigrations.unordered).compactMap { $0.metadata.uid })
+        for uid in prepared.keys where !present.contains(uid) { await cleanupTarget(uid: uid, failed: true) }
+        await sweepOrphans()
     }
 
-    private func reconcile(_ vmi: JSONValue) async {
-        let namespace = vmi["metadata"]?["namespace"]?.string ?? "default"
-        let name = vmi["metadata"]?["name"]?.string ?? ""
+    /// Removes or holds domains that no VMI on this node claims (`removeOrphans`).
+    func sweepOrphans() async {
+        await removeOrphans(claimed: Set(instances.unordered.map { Resources.domainName(namespace: $0.key.namespace ?? "default", name: $0.key.name) }))
+    }
+
+    /// One VMI on this node: its domain brought to what the VMI asks. A failure that may pass (the API or libvirt
+    /// unreachable, a DataVolume or StorageClass not there yet) is a `Synchronized` condition and a retry with backoff;
+    /// only a VMI that can never run as asked (refused input, a spec libvirt rejects) fails.
+    func syncInstance(_ key: ObjectKey) async throws -> ReconcileResult {
+        guard let vmi = instances.envelope(key) else { return .done }
         do {
             try await reconcileOrThrow(vmi)
         } catch {
-            logger.warning("VMI reconcile failed", metadata: ["vmi": "\(namespace)/\(name)", "error": "\(error)"])
             let message: String = (error as? APIError)?.message ?? (error as? HypervisorError)?.description ?? "\(error)"
-            await patchStatus(vmi, ["phase": "Failed", "reason": "DomainFailed", "message": .string(message)])
+            logger.warning("VMI reconcile failed", metadata: ["vmi": "\(key)", "error": "\(error)", "final": "\(Self.isFinal(error))"])
+            if Self.isFinal(error) {
+                await patchStatus(vmi, ["phase": "Failed", "reason": "DomainFailed", "message": .string(message)])
+                return .done
+            }
+            await patchStatus(vmi, ["conditions": [Resources.condition("Synchronized", false, reason: "SyncFailed", message: message)]])
+            throw error
         }
+        let conditions = vmi["status"]?["conditions"]?.array ?? []
+        let unsynchronized = conditions.contains { (condition: JSONValue) -> Bool in
+            condition["type"]?.string == "Synchronized" && condition["status"]?.string == "False"
+        }
+        if unsynchronized {
+            await patchStatus(vmi, ["conditions": [Resources.condition("Synchronized", true, reason: "Synchronized")]])
+        }
+        // Level-based: a VMI that has not ended is looked at again now and then, whatever the events said.
+        let phase = vmi["status"]?["phase"]?.string
+        return phase == "Succeeded" || phase == "Failed" ? .done : .requeue(after: .seconds(30))
+    }
+
+    /// Whether a failure to run a VMI is for good: the input is refused (400, 403, 422) or libvirt rejects the
+    /// domain itself. Anything else may pass and is retried.
+    static func isFinal(_ error: any Error) -> Bool {
+        if let error = error as? APIError { return [400, 403, 422].contains(error.code) }
+        if let error = error as? HypervisorError { return [.invalidSpec, .invalidConfiguration, .unsupported].contains(error.code) }
+        return false
     }
 
     private func reconcileOrThrow(_ vmi: JSONValue) async throws {
@@ -378,38 +430,32 @@ public actor NodeAgent {
         }
     }
 
+    /// Writes `changes` into the VMI's status. Conditions are merged into the VMI's own by type and the list is
+    /// written only over the version it was merged into (a merge patch writes the list whole, and the controller
+    /// writes conditions of its own): a conflict reads the VMI again and merges anew.
     private func patchStatus(_ vmi: JSONValue, _ changes: JSONValue) async {
         let namespace = vmi["metadata"]?["namespace"]?.string ?? "default"
         let name = vmi["metadata"]?["name"]?.string ?? ""
-        var status = changes
-        if let conditions = changes["conditions"]?.array {
-            var merged = vmi["status"]?["conditions"]
-            for condition in conditions { merged = Resources.setting(condition, in: merged) ?? merged }
-            status["conditions"] = merged
-        }
-        do {
-            _ = try await client.patch(Kinds.virtualMachineInstance, namespace: namespace, name: name, ["status": status], status: true)
-        } catch {
-            logger.warning("VMI status write failed", metadata: ["vmi": "\(namespace)/\(name)", "error": "\(error)"])
-        }
-    }
-
-    // MARK: DataVolumes
-
-    private func dataVolumeLoop() async {
-        while !Task.isCancelled {
+        var current = vmi
+        for _ in 0..<5 {
+            var patch: JSONValue = ["status": changes]
+            if let conditions = changes["conditions"]?.array {
+                var merged = current["status"]?["conditions"]
+                for condition in conditions { merged = Resources.setting(condition, in: merged) ?? merged }
+                patch["status"]?["conditions"] = merged
+                patch["metadata"] = ["resourceVersion": current["metadata"]?["resourceVersion"] ?? .null]
+            }
             do {
-                let events = try await client.watch(Kinds.dataVolume, resourceVersion: String(try await currentVersion()), timeoutSeconds: 30)
-                for try await event in events where event.type == "DELETED" {
-                    await volumes.remove(event.object)
-                }
+                _ = try await client.patch(Kinds.virtualMachineInstance, namespace: namespace, name: name, patch, status: true)
+                return
+            } catch where error.code == 409 {
+                guard let fresh = try? await client.get(Kinds.virtualMachineInstance, namespace: namespace, name: name) else { break }
+                current = fresh
             } catch {
-                try? await Task.sleep(for: .seconds(1))
+                logger.warning("VMI status write failed", metadata: ["vmi": "\(namespace)/\(name)", "error": "\(error)"])
+                return
             }
         }
-    }
-
-    private func currentVersion() async throws(APIError) -> Int64 {
-        Int64(try await client.list(Kinds.dataVolume)["metadata"]?["resourceVersion"]?.string ?? "0") ?? 0
+        logger.warning("VMI status write failed: the VMI kept changing", metadata: ["vmi": "\(namespace)/\(name)"])
     }
 }

@@ -1,5 +1,6 @@
 import CSpawn
 import ClusterAPI
+import ClusterClient
 import Foundation
 
 #if canImport(Glibc)

@@ -123,8 +123,8 @@ public struct CertificateAuthority: Sendable, Hashable {
                 version: .v3,
                 serialNumber: Certificate.SerialNumber(),
                 publicKey: key.publicKey,
-                notValidBefore: now.addingTimeInterval(-policy.backdating.timeInterval),
-                notValidAfter: now.addingTimeInterval(policy.caValidity.timeInterval),
+                notValidBefore: Self.wholeSecond(now.addingTimeInterval(-policy.backdating.timeInterval)),
+                notValidAfter: Self.wholeSecond(now.addingTimeInterval(policy.caValidity.timeInterval)),
                 issuer: name,
                 subject: name,
                 signatureAlgorithm: .ecdsaWithSHA256,
@@ -141,6 +141,12 @@ public struct CertificateAuthority: Sendable, Hashable {
         } catch {
             throw TransportError(.issuanceFailed, "creating the CA of cluster \"\(cluster)\" failed: \(error)")
         }
+    }
+
+    /// `date` down to its whole second: X.509 times hold whole seconds and encoding rounds to the nearest, so a time
+    /// left fractional could make a certificate valid up to half a second longer (or earlier) than asked.
+    static func wholeSecond(_ date: Date) -> Date {
+        Date(timeIntervalSince1970: date.timeIntervalSince1970.rounded(.down))
     }
 
     /// Issues a leaf certificate for `request` with a new key, valid from `now` for the policy's leaf lifetime
@@ -171,7 +177,7 @@ public struct CertificateAuthority: Sendable, Hashable {
         if request.role.servesTLS { usages.append(.serverAuth) }
         if request.role.actsAsTLSClient { usages.append(.clientAuth) }
 
-        let notAfter = min(now.addingTimeInterval(policy.leafValidity.timeInterval), certificate.notValidAfter)
+        let notAfter = min(Self.wholeSecond(now.addingTimeInterval(policy.leafValidity.timeInterval)), certificate.notValidAfter)
         do {
             let subject = try DistinguishedName {
                 OrganizationName(clusterName)
@@ -195,7 +201,7 @@ public struct CertificateAuthority: Sendable, Hashable {
                 version: .v3,
                 serialNumber: Certificate.SerialNumber(),
                 publicKey: publicKey,
-                notValidBefore: now.addingTimeInterval(-policy.backdating.timeInterval),
+                notValidBefore: Self.wholeSecond(now.addingTimeInterval(-policy.backdating.timeInterval)),
                 notValidAfter: notAfter,
                 issuer: certificate.subject,
                 subject: subject,

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ClusterAPI
+import ClusterClient
 import Foundation
 import Logging
 import NodeAgent

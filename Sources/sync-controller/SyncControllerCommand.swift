@@ -73,12 +73,10 @@ struct SyncControllerCommand: AsyncParsableCommand {
                 servers.append(server)
             }
             fflush(nil)
-            let reconciler = ClusterReconciler(store: store, nodeGracePeriod: .seconds(nodeGracePeriod), logger: logger)
-            let dataVolumeController = DataVolumeController(store: store, logger: logger)
+            let controllers = ClusterControllers(store: store, nodeGracePeriod: .seconds(nodeGracePeriod), logger: logger)
             await withTaskGroup(of: Void.self) { group in
                 for server in servers { group.addTask { await server.run() } }
-                group.addTask { await reconciler.run() }
-                group.addTask { await dataVolumeController.run() }
+                group.addTask { await controllers.run() }
                 if let renewal {
                     group.addTask {
                         await renewal.run { error in log.warning("certificate renewal failed; retrying", metadata: ["error": "\(error)"]) }

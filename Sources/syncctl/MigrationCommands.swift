@@ -1,5 +1,6 @@
 import ArgumentParser
 import ClusterAPI
+import ClusterClient
 import Foundation
 
 /// `syncctl migrate VM [--node N]`: creates a VirtualMachineInstanceMigration named `<vm>-xxxxx` (virtctl migrate).

@@ -71,4 +71,46 @@ struct InformerTests {
             group.cancelAll()
         }
     }
+
+    @Test("a recorded write is read at once; an older watch event does not replace it; handlers still hear every change; caughtUp tells when the cache holds what the store lists")
+    func recordedWrites() async throws {
+        try await vmi("w", node: nil)
+        let changes = Mutex<[String?]>([])
+        let informer = Informer<VirtualMachineInstance>(source: store, indexes: ["node": { [$0.nodeName].compactMap { $0 } }]) { change in
+            changes.withLock { $0.append(change.new?.nodeName) }
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await informer.run() }
+            await informer.waitForSync()
+            let key = ObjectKey(namespace: "default", name: "w")
+            #expect(try await informer.caughtUp())
+            // Two writes back to back; the first is recorded only after the second, as a slow writer would.
+            let first = try await store.patch(Kinds.virtualMachineInstance, namespace: "default", name: "w", mergePatch: ["status": ["nodeName": "n1"]], subresource: .status)
+            let second = try await store.patch(Kinds.virtualMachineInstance, namespace: "default", name: "w", mergePatch: ["status": ["nodeName": "n2"]], subresource: .status)
+            informer.cache.record(written: second)
+            #expect(informer.cache[key]?.nodeName == "n2", "the write is read before its watch event arrives")
+            #expect(informer.cache.keys(in: "node", "n2") == [key])
+            informer.cache.record(written: first)
+            #expect(informer.cache[key]?.nodeName == "n2", "an older version does not replace a newer one")
+            await eventually("the watch delivered both changes") { informer.cache.resourceVersion >= Int64(second["metadata"]?["resourceVersion"]?.string ?? "") ?? .max }
+            #expect(informer.cache[key]?.nodeName == "n2")
+            #expect(informer.cache.keys(in: "node", "n1").isEmpty && informer.cache.keys(in: "node", "n2") == [key])
+            let seen = changes.withLock { $0 }
+            #expect(seen.suffix(2) == ["n1", "n2"], "handlers hear the changes as the watch delivers them: \(seen)")
+            #expect(try await informer.caughtUp())
+            // A write the cache has not seen yet: not caught up until the watch brings it.
+            let third = try await store.patch(Kinds.virtualMachineInstance, namespace: "default", name: "w", mergePatch: ["status": ["nodeName": "n3"]], subresource: .status)
+            let version = Int64(third["metadata"]?["resourceVersion"]?.string ?? "") ?? .max
+            await eventually("n3 seen") { informer.hasSeen(version) }
+            #expect(try await informer.caughtUp())
+            // The answer to a write that released the last finalizer of a deleted object is not taken in.
+            var gone = third
+            gone["metadata"]?["deletionTimestamp"] = "2026-12-07T00:00:00Z"
+            gone["metadata"]?["resourceVersion"] = .string(String(version + 100))
+            gone["status"]?["nodeName"] = "ghost"
+            informer.cache.record(written: gone)
+            #expect(informer.cache[key]?.nodeName == "n3")
+            group.cancelAll()
+        }
+    }
 }

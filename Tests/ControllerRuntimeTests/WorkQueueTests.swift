@@ -105,4 +105,20 @@ struct WorkQueueTests {
             group.cancelAll()
         }
     }
+
+    @Test("idle: nothing waiting, nothing in work, nothing due within the horizon")
+    func idle() async {
+        let queue = WorkQueue<String>()
+        #expect(queue.isIdle())
+        queue.add("a")
+        #expect(!queue.isIdle(), "a key waits")
+        let key = await queue.next()
+        #expect(key == "a" && !queue.isIdle(), "a key is in work")
+        queue.done("a")
+        #expect(queue.isIdle())
+        queue.add("b", after: .seconds(60))
+        #expect(queue.isIdle(), "a requeue a minute away is not work in flight")
+        queue.add("c", after: .milliseconds(100))
+        #expect(!queue.isIdle(), "a retry due soon is")
+    }
 }

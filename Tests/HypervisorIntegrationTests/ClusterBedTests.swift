@@ -1,4 +1,5 @@
 import ClusterAPI
+import ClusterClient
 import Foundation
 import Hypervisor
 import TLSTransport
@@ -182,6 +183,42 @@ extension RealLibvirt {
                 await libvirt.close()
             }
             #expect(!FileManager.default.fileExists(atPath: evil), "nothing made at \(evil)")
+        }
+
+        @Test("a VM whose DataVolume's StorageClass does not exist yet waits — a Synchronized condition on its VMI says why, it is not Failed — and runs once the class is there")
+        func waitsForStorageClass() async throws {
+            let bed = try currentBed()
+            let cluster = try await BedCluster.start(bed)
+            defer { cluster.stopAll() }
+            try await cluster.apply(MigrationManifests.bootableVM("late", storageClass: "late", image: bed.report.guest.bootDisk), as: "late.yaml")
+            let waiting = try await cluster.waitFor("the VMI says what it waits for", timeout: 60) { () async throws -> JSONValue? in
+                let vmi = try await cluster.admin.get(Kinds.virtualMachineInstance, name: "late")
+                let condition = vmi["status"]?["conditions"]?.array?.first { $0["type"] == "Synchronized" }
+                return condition?["status"] == "False" ? condition : nil
+            }
+            #expect(waiting["reason"] == "SyncFailed" && waiting["message"]?.string?.contains("late") == true, "\(waiting)")
+            // It keeps waiting (retried with backoff), never turned into a failure.
+            try await Task.sleep(for: .seconds(3))
+            let vmi = try await cluster.admin.get(Kinds.virtualMachineInstance, name: "late")
+            #expect(vmi["status"]?["phase"] != "Failed", "\(vmi["status"] ?? .null)")
+            try await cluster.apply("""
+                apiVersion: storage.k8s.io/v1
+                kind: StorageClass
+                metadata:
+                  name: late
+                directory: /var/lib/vmsync/images
+                shared: false
+                """, as: "late-class.yaml")
+            let node = try await cluster.waitForRunning("late")
+            let synchronized = try await cluster.waitFor("the condition clears once it runs", timeout: 20) { () async throws -> JSONValue? in
+                let vmi = try await cluster.admin.get(Kinds.virtualMachineInstance, name: "late")
+                let condition = vmi["status"]?["conditions"]?.array?.first { $0["type"] == "Synchronized" }
+                return condition?["status"] == "True" ? condition : nil
+            }
+            #expect(synchronized["reason"] == "Synchronized")
+            let heartbeat = HeartbeatMonitor(paths: [bed.node(node).imagesDirectory + "/default_late.serial"])
+            defer { heartbeat.stop() }
+            #expect(await heartbeat.waitForTicks(2, timeout: 60), "the guest boots")
         }
 
         @Test("a VMI that fits no node says why; when a node's agent dies the node goes NotReady and its VMIs Unknown (not deleted), and both recover")

@@ -1,5 +1,7 @@
+import ClusterAPI
 import Foundation
 import Hypervisor
+import NodeAgent
 import TestBed
 import Testing
 
@@ -14,22 +16,22 @@ extension RealLibvirt {
             let capabilities = try await connection.cpuCapabilities()
             let labels = capabilities.nodeLabels()
             let hostModel = try #require(capabilities.hostModel, "TCG offers a host-model CPU")
-            #expect(labels[CPUCapabilities.Label.hostModel + hostModel] == "true")
-            #expect(labels[CPUCapabilities.Label.migration + hostModel] == "true")
+            #expect(labels[CPULabels.hostModel + hostModel] == "true")
+            #expect(labels[CPULabels.migration + hostModel] == "true")
             #expect(!capabilities.hostModelFeatures.isEmpty, "the expanded host-model CPU lists its features")
             for feature in capabilities.hostModelRequiredFeatures {
-                #expect(labels[CPUCapabilities.Label.requiredFeature + feature] == "true")
+                #expect(labels[CPULabels.requiredFeature + feature] == "true")
             }
-            let usable = try #require(capabilities.usableModels.first { !CPUCapabilities.kubeVirtObsoleteModels.contains($0) })
+            let usable = try #require(capabilities.usableModels.first { !CPULabels.obsoleteModels.contains($0) })
             let unusable = try #require(capabilities.unusableModels.first, "some named models need features TCG lacks")
-            #expect(labels[CPUCapabilities.Label.model + usable] == "true")
-            #expect(labels[CPUCapabilities.Label.model + unusable] == nil)
-            #expect(labels[CPUCapabilities.Label.model + "qemu64"] == nil, "obsolete models get no label")
+            #expect(labels[CPULabels.model + usable] == "true")
+            #expect(labels[CPULabels.model + unusable] == nil)
+            #expect(labels[CPULabels.model + "qemu64"] == nil, "obsolete models get no label")
             print("node a: host model \(hostModel), \(capabilities.usableModels.count) usable models, e.g. \(usable); unusable e.g. \(unusable); \(labels.count) labels")
 
             // Runnable: by the labels, and by the node itself.
-            #expect(DomainSpec.CPUMode.custom(model: usable).unsatisfied(toRunOn: labels) == nil)
-            let reason = try #require(DomainSpec.CPUMode.custom(model: unusable).unsatisfied(toRunOn: labels))
+            #expect(CPURequirement.model(usable).unsatisfied(toRunOn: labels) == nil)
+            let reason = try #require(CPURequirement.model(unusable).unsatisfied(toRunOn: labels))
             #expect(reason.contains("\"\(unusable)\" is not usable"))
             var spec = DomainSpec(name: "cpu-check", memoryMiB: 64, cpu: .custom(model: unusable))
             let error = await #expect(throws: HypervisorError.self) { try await connection.checkCPU(of: spec) }
@@ -47,13 +49,13 @@ extension RealLibvirt {
 
             // Migration: a host-model guest needs the target to take its host model and features.
             var target = labels
-            #expect(DomainSpec.CPUMode.hostModel.unsatisfied(toMigrateFrom: labels, to: target) == nil)
-            target[CPUCapabilities.Label.migration + hostModel] = nil
-            #expect(DomainSpec.CPUMode.hostModel.unsatisfied(toMigrateFrom: labels, to: target)?.contains(hostModel) == true)
+            #expect(CPURequirement.hostModel.unsatisfied(toMigrateFrom: labels, to: target) == nil)
+            target[CPULabels.migration + hostModel] = nil
+            #expect(CPURequirement.hostModel.unsatisfied(toMigrateFrom: labels, to: target)?.contains(hostModel) == true)
             if let feature = capabilities.hostModelRequiredFeatures.first {
                 var lacking = labels
-                lacking[CPUCapabilities.Label.feature + feature] = nil
-                #expect(DomainSpec.CPUMode.hostModel.unsatisfied(toMigrateFrom: labels, to: lacking)?.contains(feature) == true)
+                lacking[CPULabels.feature + feature] = nil
+                #expect(CPURequirement.hostModel.unsatisfied(toMigrateFrom: labels, to: lacking)?.contains(feature) == true)
             }
             await connection.close()
         }

@@ -1,4 +1,5 @@
 import ClusterAPI
+import ClusterClient
 import ClusterBed
 import Foundation
 import Hypervisor

@@ -40,9 +40,7 @@ struct DataVolumeReconcilerTests {
         for name in ["vm", "other"] {
             _ = try await store.create(Kinds.virtualMachineInstance, ["apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "metadata": ["name": .string(name)], "spec": [:]])
         }
-        let controller = DataVolumeController(store: store)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { await controller.run() }
+        try await ClusterControllers.running(on: store) { controllers in
             try await eventually("blank waits for its consumer") { try await dataVolume("root")["status"]?["phase"] == "WaitForFirstConsumer" }
             try await eventually("a cloned one is Pending") { try await dataVolume("imported")["status"]?["phase"] == "Pending" }
             try await report("vm", claim: "root", node: "n1")
@@ -53,12 +51,11 @@ struct DataVolumeReconcilerTests {
             // A change of a VMI that uses no DataVolume, and one of the same VMI's unrelated status, write nothing.
             _ = try await store.patch(Kinds.virtualMachineInstance, namespace: "default", name: "other", mergePatch: ["status": ["phase": "Running"]], subresource: .status)
             _ = try await store.patch(Kinds.virtualMachineInstance, namespace: "default", name: "vm", mergePatch: ["status": ["reason": "x"]], subresource: .status)
-            try await Task.sleep(for: .milliseconds(200))
+            try await controllers.settle()
             #expect(try await dataVolume("root")["metadata"]?["resourceVersion"] == made["metadata"]?["resourceVersion"])
             // The VMI moved (a migration copied the local image): the DataVolume follows.
             try await report("vm", claim: "root", node: "n2")
             try await eventually("moved to n2") { try await dataVolume("root")["status"]?["nodeName"] == "n2" }
-            group.cancelAll()
         }
     }
 }

@@ -83,6 +83,19 @@ struct CertificateAuthorityTests {
         #expect(leaf.certificate.notValidAfter == authority.certificate.notValidAfter)
     }
 
+    @Test("issued at a fractional second, a certificate is never valid longer than the policy says (X.509 keeps whole seconds)")
+    func wholeSeconds() throws {
+        let start = Date(timeIntervalSince1970: 1_800_000_000.9)
+        let policy = PKIPolicy.leaves(validFor: 600)
+        let authority = try TestPKI.authority("alpha", now: start, policy: policy)
+        #expect(authority.certificate.notValidAfter <= start.addingTimeInterval(policy.caValidity.timeInterval))
+        #expect(authority.certificate.notValidBefore <= start.addingTimeInterval(-policy.backdating.timeInterval))
+        let leaf = try authority.issue(LeafRequest(role: .node, name: "n1"), now: start)
+        #expect(leaf.certificate.notValidAfter <= start.addingTimeInterval(600), "\(leaf.certificate.notValidAfter.timeIntervalSince(start))")
+        #expect(leaf.certificate.notValidAfter > start.addingTimeInterval(599))
+        #expect(leaf.certificate.notValidBefore <= start.addingTimeInterval(-policy.backdating.timeInterval))
+    }
+
     @Test("PEM in and out round-trips; a key that does not match is refused")
     func pemRoundTrip() throws {
         let authority = try TestPKI.authority("alpha")

@@ -35,3 +35,23 @@ public let seedVirtualMachine = """
             name: disk0
 
     """
+
+/// The target DataVolume of seed 001, as the seed gives it: `storageClassName` is the placeholder
+/// `<other storage class>`, which a test replaces with a StorageClass it creates.
+public let seedDataVolume = """
+    apiVersion: cdi.kubevirt.io/v1beta1
+    kind: DataVolume
+    metadata:
+      annotations:
+        cdi.kubevirt.io/storage.usePopulator: "true"
+      name: example-decentralized-lm-vm-dv
+    spec:
+      source:
+        blank: {}
+      storage:
+        storageClassName: <other storage class>
+        resources:
+          requests:
+            storage: 10Gi
+
+    """

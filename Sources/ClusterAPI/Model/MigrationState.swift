@@ -2,6 +2,9 @@
 /// fields of one cluster's migration, and for a decentralized one the two halves each side owns.
 public struct MigrationState: Codable, Sendable, Hashable {
     public var migrationUid: String?
+    /// The same uid under the spelling the two halves use (`sourceState.migrationUID`), which clients reading the flat
+    /// state of a VMI look for too.
+    public var migrationUID: String?
     public var sourceNode: String?
     public var targetNode: String?
     public var sourcePod: String?

@@ -46,7 +46,7 @@ public struct ObjectKey: Sendable, Hashable, Comparable, CustomStringConvertible
 
     public var description: String { namespace.map { "\($0)/\(name)" } ?? name }
 
-    public static func < (lhs: ObjectKey, rhs: ObjectKey) -> Bool { lhs.description < rhs.description }
+    public static func < (lhs: ObjectKey, rhs: ObjectKey) -> Bool { (lhs.namespace ?? "", lhs.name) < (rhs.namespace ?? "", rhs.name) }
 }
 
 extension JSONValue {

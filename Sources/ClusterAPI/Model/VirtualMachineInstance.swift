@@ -77,6 +77,15 @@ public struct VirtualMachineInstanceSpec: Codable, Sendable, Hashable {
 
     public init() {}
 
+    /// The CPU model the VMI asks for: its `domain.cpu.model`, else the cluster's default (KubeVirt CR
+    /// `spec.configuration.cpuModel`), else "host-model".
+    public func cpuModel(clusterDefault: String? = nil) -> String {
+        Self.cpuModel(asked: domain?.cpu?.model, clusterDefault: clusterDefault)
+    }
+
+    /// The rule of `cpuModel(clusterDefault:)`, for a model read from an untyped spec.
+    public static func cpuModel(asked: String?, clusterDefault: String?) -> String { asked ?? clusterDefault ?? "host-model" }
+
     /// `spec.domain`.
     public struct Domain: Codable, Sendable, Hashable {
         public var cpu: CPU?

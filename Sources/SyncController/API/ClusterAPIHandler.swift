@@ -5,7 +5,7 @@ import Synchronization
 import TLSTransport
 
 /// The Kubernetes-style REST surface over a `ResourceStore`: paths, verbs, authorization by certificate role,
-/// JSON/YAML bodies, watches, tables, discovery, health and metrics.
+/// JSON/YAML bodies, watches, tables, discovery, OpenAPI, health and metrics.
 public final class ClusterAPIHandler: Sendable {
     let store: any ResourceStore
     let metrics = APIMetrics()
@@ -42,6 +42,7 @@ public final class ClusterAPIHandler: Sendable {
         case "version":
             return .json(["major": "1", "minor": "32", "gitVersion": "v1.32.0-vmsync", "platform": "linux/amd64"])
         case "api", "apis": return try await resourceRoute(request, segments)
+        case "openapi": return try OpenAPIDocuments.answer(request, segments.dropFirst())
         default:
             throw APIError.notFound("the server could not find the requested resource (path \(request.path))")
         }
@@ -297,9 +298,9 @@ public final class ClusterAPIHandler: Sendable {
     private func admitMigration(_ object: JSONValue) async throws(APIError) {
         let namespace = object["metadata"]?["namespace"]?.string ?? "default"
         guard let vmiName = object["spec"]?["vmiName"]?.string, !vmiName.isEmpty else { return }
-        let vmi = try? await store.get(Kinds.virtualMachineInstance, namespace: namespace, name: vmiName)
-        let others = try await store.list(Kinds.migration, Selection(namespace: namespace)).items
-        if let problem = ClusterReconciler.admissionProblem(namespace: namespace, vmiName: vmiName, uid: nil, creationOrder: nil, vmi: vmi, others: others) {
+        let vmi = (try? await store.get(Kinds.virtualMachineInstance, namespace: namespace, name: vmiName)).flatMap { try? VirtualMachineInstance(json: $0) }
+        let others = try await store.list(Kinds.migration, Selection(namespace: namespace)).items.compactMap { try? VirtualMachineInstanceMigration(json: $0) }
+        if let problem = MigrationReconciler.admissionProblem(namespace: namespace, vmiName: vmiName, uid: nil, creationOrder: nil, vmi: vmi, others: others) {
             throw APIError(.invalid, code: 422, "cannot migrate: \(problem.message) (\(problem.reason))")
         }
     }

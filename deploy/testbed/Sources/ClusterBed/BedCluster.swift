@@ -1,4 +1,5 @@
 public import ClusterAPI
+public import ClusterClient
 public import Foundation
 public import TLSTransport
 public import TestBed

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ClusterAPI
+import ClusterClient
 import ClusterBed
 import Foundation
 import TestBed

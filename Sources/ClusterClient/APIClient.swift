@@ -1,3 +1,4 @@
+public import ClusterAPI
 public import Foundation
 import NIOConcurrencyHelpers
 import NIOCore

@@ -6,17 +6,16 @@ import Testing
 @testable import NodeAgent
 @testable import SyncController
 
-/// The controller's reconcilers against a real SQLite store, one pass at a time.
+/// The controller's reconcilers on the controller runtime against a real SQLite store: each change, then the
+/// controllers settle.
 @Suite("Reconcilers: runStrategy, scheduling, LiveMigratable")
 struct ReconcilerTests {
     let store: SQLiteStore
-    let reconciler: ClusterReconciler
     let path: String
 
     init() throws {
         path = FileManager.default.temporaryDirectory.appendingPathComponent("reconcile-\(UUID().uuidString.prefix(8)).sqlite").path
         store = try SQLiteStore(path: path)
-        reconciler = ClusterReconciler(store: store)
     }
 
     func node(_ name: String, labels: [String: String] = [:], memory: String = "1Gi", taints: [JSONValue] = [], ready: Bool = true) async throws {
@@ -53,18 +52,19 @@ struct ReconcilerTests {
         try await vmi("huge", spec: ["domain": ["resources": ["requests": ["memory": "8Gi"]]]])
         try await vmi("tolerant", spec: ["domain": ["resources": ["requests": ["memory": "128Mi"]]], "nodeSelector": ["zone": "west"],
                                          "tolerations": [["key": "kubevirt.io/drain", "operator": "Exists", "effect": "NoSchedule"]]])
-        await reconciler.pass()
-        #expect(try await get("east")["status"]?["nodeName"] == "a")
-        #expect(try await get("tolerant")["status"]?["nodeName"] == "b", "tolerates the drain taint")
-        let west = try #require(condition(try await get("west"), "PodScheduled"))
-        #expect(west["status"] == "False" && west["reason"] == "Unschedulable")
-        let message = west["message"]?.string ?? ""
-        #expect(message.contains("a: node does not match nodeSelector zone=west"), "\(message)")
-        #expect(message.contains("b: node has taint kubevirt.io/drain=draining:NoSchedule"), "\(message)")
-        #expect(message.contains("c: node is not Ready"), "\(message)")
-        #expect(condition(try await get("skylake"), "PodScheduled")?["message"]?.string?.contains("CPU model \"Skylake-Client\" is not usable") == true)
-        #expect(condition(try await get("huge"), "PodScheduled")?["message"]?.string?.contains("insufficient memory") == true)
-        #expect(try await get("east")["status"]?["phase"] == "Scheduled")
+        try await ClusterControllers.running(on: store) { controllers in
+            #expect(try await get("east")["status"]?["nodeName"] == "a")
+            #expect(try await get("tolerant")["status"]?["nodeName"] == "b", "tolerates the drain taint")
+            let west = try #require(condition(try await get("west"), "PodScheduled"))
+            #expect(west["status"] == "False" && west["reason"] == "Unschedulable")
+            let message = west["message"]?.string ?? ""
+            #expect(message.contains("a: node does not match nodeSelector zone=west"), "\(message)")
+            #expect(message.contains("b: node has taint kubevirt.io/drain=draining:NoSchedule"), "\(message)")
+            #expect(message.contains("c: node is not Ready"), "\(message)")
+            #expect(condition(try await get("skylake"), "PodScheduled")?["message"]?.string?.contains("CPU model \"Skylake-Client\" is not usable") == true)
+            #expect(condition(try await get("huge"), "PodScheduled")?["message"]?.string?.contains("insufficient memory") == true)
+            #expect(try await get("east")["status"]?["phase"] == "Scheduled")
+        }
     }
 
     @Test("LiveMigratable is False with the seed's reasons, True otherwise")
@@ -89,16 +89,17 @@ struct ReconcilerTests {
         try await vmi("gpu", spec: ["domain": ["devices": ["gpus": [["name": "g", "deviceName": "nvidia.com/A100"]]]]])
         try await vmi("pinned", spec: ["domain": [:], "nodeSelector": ["kubernetes.io/hostname": "a"]])
         try await vmi("one-rule", spec: ["domain": [:], "affinity": ["nodeAffinity": ["requiredDuringSchedulingIgnoredDuringExecution": ["nodeSelectorTerms": [["matchExpressions": [["key": "kubernetes.io/hostname", "operator": "In", "values": ["b"]]]]]]]]])
-        await reconciler.pass()
-        let expected: [(String, String, String)] = [
-            ("plain", "True", "Migratable"), ("cdrom", "False", "DisksNotLiveMigratable"), ("container", "False", "DisksNotLiveMigratable"),
-            ("rwo-local", "False", "DisksNotLiveMigratable"), ("rwo-shared", "True", "Migratable"), ("rwx-local", "True", "Migratable"),
-            ("gpu", "False", "HostDeviceNotLiveMigratable"), ("pinned", "False", "NodeSelectorBindsOneNode"),
-            ("one-rule", "False", "SchedulingRulesMatchOneNode"),
-        ]
-        for (name, status, reason) in expected {
-            let live = try #require(condition(try await get(name), "LiveMigratable"), "\(name) has the condition")
-            #expect(live["status"]?.string == status && live["reason"]?.string == reason, "\(name): \(live)")
+        try await ClusterControllers.running(on: store) { controllers in
+            let expected: [(String, String, String)] = [
+                ("plain", "True", "Migratable"), ("cdrom", "False", "DisksNotLiveMigratable"), ("container", "False", "DisksNotLiveMigratable"),
+                ("rwo-local", "False", "DisksNotLiveMigratable"), ("rwo-shared", "True", "Migratable"), ("rwx-local", "True", "Migratable"),
+                ("gpu", "False", "HostDeviceNotLiveMigratable"), ("pinned", "False", "NodeSelectorBindsOneNode"),
+                ("one-rule", "False", "SchedulingRulesMatchOneNode"),
+            ]
+            for (name, status, reason) in expected {
+                let live = try #require(condition(try await get(name), "LiveMigratable"), "\(name) has the condition")
+                #expect(live["status"]?.string == status && live["reason"]?.string == reason, "\(name): \(live)")
+            }
         }
     }
 
@@ -114,40 +115,41 @@ struct ReconcilerTests {
         try await vm("manual", "Manual")
         try await vm("once", "Once")
         try await vm("rerun", "RerunOnFailure")
-        await reconciler.pass()
-        let names = Set(try await store.list(Kinds.virtualMachineInstance, Selection()).items.compactMap { $0["metadata"]?["name"]?.string })
-        #expect(names == ["always", "once", "rerun"])
-        let owned = try await get("always")
-        #expect(owned["metadata"]?["ownerReferences"]?.array?.first?["kind"] == "VirtualMachine")
-        #expect(owned["metadata"]?["finalizers"]?.array?.contains(.string(Resources.vmiFinalizer)) == true)
+        try await ClusterControllers.running(on: store) { controllers in
+            let names = Set(try await store.list(Kinds.virtualMachineInstance, Selection()).items.compactMap { $0["metadata"]?["name"]?.string })
+            #expect(names == ["always", "once", "rerun"])
+            let owned = try await get("always")
+            #expect(owned["metadata"]?["ownerReferences"]?.array?.first?["kind"] == "VirtualMachine")
+            #expect(owned["metadata"]?["finalizers"]?.array?.contains(.string(Resources.vmiFinalizer)) == true)
 
-        // A failed VMI: Always and RerunOnFailure start a new one, Once does not.
-        for name in ["always", "once", "rerun"] {
-            _ = try await store.patch(Kinds.virtualMachineInstance, namespace: "default", name: name, mergePatch: ["status": ["phase": "Running", "nodeName": "a"]], subresource: .status)
-        }
-        await reconciler.pass()
-        for name in ["always", "once", "rerun"] {
-            _ = try await store.patch(Kinds.virtualMachineInstance, namespace: "default", name: name, mergePatch: ["status": ["phase": "Failed"]], subresource: .status)
-        }
-        await reconciler.pass()  // deletes the failed ones (finalizer released: the phase is final)
-        await reconciler.pass()  // creates the replacements
-        let after = try await store.list(Kinds.virtualMachineInstance, Selection()).items
-        for name in ["always", "rerun"] {
-            let phase = after.first { $0["metadata"]?["name"]?.string == name }?["status"]?["phase"]?.string
-            #expect(phase == "Pending" || phase == "Scheduled", "\(name) recreated: \(phase ?? "gone")")
-        }
-        #expect(after.first { $0["metadata"]?["name"] == "once" }?["status"]?["phase"] == "Failed", "Once does not restart")
+            // A failed VMI: Always and RerunOnFailure start a new one, Once does not.
+            for name in ["always", "once", "rerun"] {
+                _ = try await store.patch(Kinds.virtualMachineInstance, namespace: "default", name: name, mergePatch: ["status": ["phase": "Running", "nodeName": "a"]], subresource: .status)
+            }
+            try await controllers.settle()
+            for name in ["always", "once", "rerun"] {
+                _ = try await store.patch(Kinds.virtualMachineInstance, namespace: "default", name: name, mergePatch: ["status": ["phase": "Failed"]], subresource: .status)
+            }
+            try await controllers.settle()  // deletes the failed ones (finalizer released: the phase is final)
+            try await controllers.settle()  // creates the replacements
+            let after = try await store.list(Kinds.virtualMachineInstance, Selection()).items
+            for name in ["always", "rerun"] {
+                let phase = after.first { $0["metadata"]?["name"]?.string == name }?["status"]?["phase"]?.string
+                #expect(phase == "Pending" || phase == "Scheduled", "\(name) recreated: \(phase ?? "gone")")
+            }
+            #expect(after.first { $0["metadata"]?["name"] == "once" }?["status"]?["phase"] == "Failed", "Once does not restart")
 
-        // Halted: the VMI goes once the node reports the domain gone.
-        _ = try await store.patch(Kinds.virtualMachine, namespace: "default", name: "always", mergePatch: ["spec": ["runStrategy": "Halted"]], subresource: .main)
-        await reconciler.pass()
-        #expect(try await get("always")["metadata"]?["deletionTimestamp"] != nil, "marked for deletion, waiting for its node")
-        _ = try await store.patch(Kinds.virtualMachineInstance, namespace: "default", name: "always", mergePatch: ["status": ["phase": "Succeeded"]], subresource: .status)
-        await reconciler.pass()
-        await #expect(throws: APIError.self) { try await get("always") }
-        await reconciler.pass()
-        let vm = try await store.get(Kinds.virtualMachine, namespace: "default", name: "always")
-        #expect(vm["status"]?["printableStatus"] == "Stopped")
+            // Halted: the VMI goes once the node reports the domain gone.
+            _ = try await store.patch(Kinds.virtualMachine, namespace: "default", name: "always", mergePatch: ["spec": ["runStrategy": "Halted"]], subresource: .main)
+            try await controllers.settle()
+            #expect(try await get("always")["metadata"]?["deletionTimestamp"] != nil, "marked for deletion, waiting for its node")
+            _ = try await store.patch(Kinds.virtualMachineInstance, namespace: "default", name: "always", mergePatch: ["status": ["phase": "Succeeded"]], subresource: .status)
+            try await controllers.settle()
+            await #expect(throws: APIError.self) { try await get("always") }
+            try await controllers.settle()
+            let vm = try await store.get(Kinds.virtualMachine, namespace: "default", name: "always")
+            #expect(vm["status"]?["printableStatus"] == "Stopped")
+        }
     }
 
     @Test("objects stored before validation refused them (memory 16Ei, 1e20, vCPU counts whose product overflows) do not trap a reconcile pass")
@@ -169,19 +171,20 @@ struct ReconcilerTests {
             """])
         #expect(rewrite.status == 0, "\(rewrite.stderr)")
         #expect(try await get("ei")["spec"]?["domain"]?["resources"]?["requests"]?["memory"] == "16Ei", "the stored object holds the value")
-        await reconciler.pass()
-        await reconciler.pass()
-        #expect(Quantity("16Ei") == nil && Quantity("1e20") == nil && Quantity(.double(1e20)) == nil && Quantity("8Ei") == nil)
-        #expect(Quantity("7Ei")?.bytes == 7 << 60)
-        #expect(UInt64.max.saturatingAdd(1) == .max && (UInt64(1) << 63).saturatingAdd(UInt64(1) << 63) == .max)
-        #expect(DomainMapping.vcpus(try await get("cpus")["spec"]) == 64, "clamped, not overflowed")
-        // The pass went on past them: the valid 7Ei VMI is placed on the node that has 7Ei, the others fit nowhere.
-        #expect(try await get("seven")["status"]?["nodeName"] == "b")
-        #expect(try await get("ei")["status"]?["nodeName"] == nil)
-        #expect(condition(try await get("ei"), "PodScheduled")?["reason"] == "Unschedulable")
-        // The VM whose template no longer validates gets no VMI and says why.
-        let vm = try await store.get(Kinds.virtualMachine, namespace: "default", name: "huge")
-        let failure = vm["status"]?["conditions"]?.array?.first { $0["type"] == "Failure" }
-        #expect(failure?["reason"] == "FailedCreate" && failure?["message"]?.string?.contains("16Ei") == true, "\(vm["status"] ?? .null)")
+        try await ClusterControllers.running(on: store) { controllers in
+            try await controllers.settle()
+            #expect(Quantity("16Ei") == nil && Quantity("1e20") == nil && Quantity(.double(1e20)) == nil && Quantity("8Ei") == nil)
+            #expect(Quantity("7Ei")?.bytes == 7 << 60)
+            #expect(UInt64.max.saturatingAdd(1) == .max && (UInt64(1) << 63).saturatingAdd(UInt64(1) << 63) == .max)
+            #expect(DomainMapping.vcpus(try await get("cpus")["spec"]) == 64, "clamped, not overflowed")
+            // The pass went on past them: the valid 7Ei VMI is placed on the node that has 7Ei, the others fit nowhere.
+            #expect(try await get("seven")["status"]?["nodeName"] == "b")
+            #expect(try await get("ei")["status"]?["nodeName"] == nil)
+            #expect(condition(try await get("ei"), "PodScheduled")?["reason"] == "Unschedulable")
+            // The VM whose template no longer validates gets no VMI and says why.
+            let vm = try await store.get(Kinds.virtualMachine, namespace: "default", name: "huge")
+            let failure = vm["status"]?["conditions"]?.array?.first { $0["type"] == "Failure" }
+            #expect(failure?["reason"] == "FailedCreate" && failure?["message"]?.string?.contains("16Ei") == true, "\(vm["status"] ?? .null)")
+        }
     }
 }

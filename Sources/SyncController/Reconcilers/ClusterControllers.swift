@@ -1,0 +1,234 @@
+import ClusterAPI
+public import ControllerRuntime
+import Foundation
+public import Logging
+
+/// The controller's reconcilers on the controller runtime: one shared informer per kind (its cache indexed for what
+/// the reconcilers look up), one work queue per concern, and the event handlers that turn a change into the keys it
+/// concerns — never a pass over the whole cluster. Reads come from the caches; each reconciler writes only its own
+/// object's changes.
+public struct ClusterControllers: Sendable {
+    /// The names of the caches' indexes.
+    enum Index {
+        /// VMIs by `status.nodeName`; migrations by source and target node.
+        static let node = "node"
+        /// VMIs by the claims of their spec's volumes (`namespace/claim`).
+        static let specClaim = "specClaim"
+        /// VMIs waiting for a node (value `waiting`).
+        static let unscheduled = "unscheduled"
+        /// Migrations by their VMI (`namespace/vmiName`).
+        static let vmi = "vmi"
+        /// Migrations by phase.
+        static let phase = "phase"
+        /// Evacuation migrations by the node they drain.
+        static let evacuation = "evacuation"
+    }
+
+    let machines: Informer<VirtualMachine>
+    let instances: Informer<VirtualMachineInstance>
+    let migrations: Informer<VirtualMachineInstanceMigration>
+    let nodes: Informer<Node>
+    let dataVolumes: Informer<DataVolume>
+    let classes: Informer<StorageClass>
+    let configuration: Informer<KubeVirt>
+
+    public let virtualMachine: Controller<VirtualMachineReconciler>
+    public let scheduling: Controller<SchedulingReconciler>
+    public let instance: Controller<InstanceReconciler>
+    public let nodeLifecycle: Controller<NodeLifecycleReconciler>
+    public let migration: Controller<MigrationReconciler>
+    public let evacuation: Controller<EvacuationReconciler>
+    public let dataVolume: Controller<DataVolumeReconciler>
+
+    private var informers: [any SharedInformer] { [machines, instances, migrations, nodes, dataVolumes, classes, configuration] }
+    private var controllers: [any RunnableController] {
+        [virtualMachine, scheduling, instance, nodeLifecycle, migration, evacuation, dataVolume]
+    }
+
+    /// `observe` hears how every reconcile ended (for `vmsync_reconcile_total`).
+    public init(store: any ResourceStore, nodeGracePeriod: Duration = .seconds(40), logger: Logger = Logger(label: "vmsync.controllers"),
+                observe: (@Sendable (_ controller: String, _ outcome: ReconcileOutcome) -> Void)? = nil)
+    {
+        let readiness = NodeReadiness(gracePeriod: nodeGracePeriod)
+        let machineCache = Cache<VirtualMachine>()
+        let instanceCache = Cache<VirtualMachineInstance>(indexes: [
+            Index.node: { [$0.nodeName].compactMap { $0 } },
+            Index.specClaim: { vmi in (vmi.spec.volumes ?? []).compactMap(\.claimName).map { "\(vmi.metadata.namespace ?? "default")/\($0)" } },
+            Index.unscheduled: { SchedulingReconciler.awaitsNode($0) ? ["waiting"] : [] },
+            DataVolumeReconciler.claimIndex: DataVolumeReconciler.claims,
+        ])
+        let migrationCache = Cache<VirtualMachineInstanceMigration>(indexes: [
+            Index.vmi: { [Self.vmiIndexValue(of: $0)] },
+            Index.phase: { [$0.phase.rawValue] },
+            Index.node: { Array(Set([$0.status?.migrationState?.sourceNode, $0.status?.migrationState?.targetNode].compactMap { $0 })) },
+            Index.evacuation: { [$0.metadata.labels?[Migration.evacuationNodeLabel]].compactMap { $0 } },
+        ])
+        let nodeCache = Cache<Node>()
+        let dataVolumeCache = Cache<DataVolume>()
+        let classCache = Cache<StorageClass>()
+        let configurationCache = Cache<KubeVirt>()
+        let placement = Placement(readiness: readiness, dataVolumes: dataVolumeCache)
+
+        func controller<R: Reconciler>(_ reconciler: R) -> Controller<R> {
+            Controller(reconciler, logger: logger, observe: observe)
+        }
+        let virtualMachine = controller(VirtualMachineReconciler(store: store, machines: machineCache, instances: instanceCache, logger: logger))
+        let scheduling = controller(SchedulingReconciler(store: store, instances: instanceCache, nodes: nodeCache, placement: placement, logger: logger))
+        let instance = controller(InstanceReconciler(
+            store: store, instances: instanceCache, nodes: nodeCache, migrations: migrationCache, dataVolumes: dataVolumeCache, classes: classCache,
+            placement: placement))
+        let nodeLifecycle = controller(NodeLifecycleReconciler(store: store, nodes: nodeCache, instances: instanceCache, readiness: readiness, logger: logger))
+        let migration = controller(MigrationReconciler(
+            store: store, migrations: migrationCache, instances: instanceCache, nodes: nodeCache, configuration: configurationCache,
+            placement: placement, logger: logger))
+        let evacuation = controller(EvacuationReconciler(store: store, nodes: nodeCache, instances: instanceCache, migrations: migrationCache, logger: logger))
+        let dataVolume = controller(DataVolumeReconciler(store: store, dataVolumes: dataVolumeCache, instances: instanceCache, classes: classCache))
+        (self.virtualMachine, self.scheduling, self.instance, self.nodeLifecycle) = (virtualMachine, scheduling, instance, nodeLifecycle)
+        (self.migration, self.evacuation, self.dataVolume) = (migration, evacuation, dataVolume)
+
+        /// Keys of every object in `keys` into `controller`.
+        @Sendable func enqueue<R: Reconciler>(_ keys: any Sequence<ObjectKey>, into controller: Controller<R>) {
+            for key in keys { controller.enqueue(key) }
+        }
+        /// Migrations waiting for room or a target: what a freed place or a changed node may let go on.
+        @Sendable func waitingMigrations() -> [ObjectKey] {
+            [VirtualMachineInstanceMigration.Phase.pending, .scheduling].flatMap { migrationCache.keys(in: Index.phase, $0.rawValue) }
+        }
+        /// A drain in progress on `node` (or its condition still to clear) is told of changes of the VMIs on it.
+        @Sendable func evacuationConcerns(_ node: String?) {
+            guard let node, let object = nodeCache[ObjectKey(namespace: nil, name: node)],
+                object.isDraining || object.status?.conditions[Migration.drainCondition] != nil
+            else { return }
+            evacuation.enqueue(object.key)
+        }
+
+        machines = Informer(source: store, cache: machineCache, logger: logger) { change in
+            virtualMachine.enqueue(change.key)
+        }
+        instances = Informer(source: store, cache: instanceCache, logger: logger) { change in
+            let key = change.key
+            virtualMachine.enqueue(key)
+            instance.enqueue(key)
+            if let new = change.new, SchedulingReconciler.awaitsNode(new) { scheduling.enqueue(key) }
+            // Memory freed on a node (the VMI left it, ended or went): waiting VMIs and migrations may fit now.
+            if let old = change.old, let node = old.nodeName, old.status?.phase?.isFinal != true,
+                change.new?.nodeName != node || change.new?.status?.phase?.isFinal == true
+            {
+                enqueue(instanceCache.keys(in: Index.unscheduled, "waiting"), into: scheduling)
+                enqueue(migrationCache.keys(in: Index.phase, VirtualMachineInstanceMigration.Phase.scheduling.rawValue), into: migration)
+            }
+            enqueue(migrationCache.keys(in: Index.vmi, key.description), into: migration)
+            for claim in Set([change.old, change.new].compactMap { $0 }.flatMap(DataVolumeReconciler.claims)) {
+                let parts = claim.split(separator: "/", maxSplits: 1).map(String.init)
+                dataVolume.enqueue(ObjectKey(namespace: parts[0], name: parts[1]))
+            }
+            // A VMI that runs on a node nobody hears from is Unknown.
+            if let new = change.new, new.status?.phase == .running, let node = new.nodeName,
+                let object = nodeCache[ObjectKey(namespace: nil, name: node)], !readiness.isReady(object)
+            {
+                nodeLifecycle.enqueue(object.key)
+            }
+            evacuationConcerns(change.old?.nodeName)
+            if change.new?.nodeName != change.old?.nodeName { evacuationConcerns(change.new?.nodeName) }
+        }
+        migrations = Informer(source: store, cache: migrationCache, logger: logger) { change in
+            migration.enqueue(change.key)
+            let vmi = ObjectKey(namespace: change.key.namespace, name: (change.new ?? change.old)!.spec.vmiName)
+            instance.enqueue(vmi)
+            // A place taken or freed under the parallel limits: the waiting migrations may start, or say what they
+            // wait for now.
+            if change.old?.phase != change.new?.phase || change.new?.metadata.isDeleting != change.old?.metadata.isDeleting {
+                enqueue(waitingMigrations(), into: migration)
+            }
+            for node in Set([change.old, change.new].compactMap { $0?.metadata.labels?[Migration.evacuationNodeLabel] }) {
+                evacuation.enqueue(ObjectKey(namespace: nil, name: node))
+            }
+            evacuationConcerns(instanceCache[vmi]?.nodeName)
+        }
+        nodes = Informer(source: store, cache: nodeCache, logger: logger) { change in
+            let key = change.key
+            nodeLifecycle.enqueue(key)
+            evacuation.enqueue(key)
+            // What scheduling reads of a node; a heartbeat alone changes none of it.
+            func placementView(_ node: Node?) -> [AnyHashable?]? {
+                node.map { [$0.labels, $0.spec, $0.status?.allocatable, $0.status?.tunnelEndpoint, readiness.isReady($0)] }
+            }
+            guard placementView(change.old) != placementView(change.new) else { return }
+            enqueue(instanceCache.keys(in: Index.unscheduled, "waiting"), into: scheduling)
+            enqueue(instanceCache.keys(in: Index.node, key.name), into: instance)
+            enqueue(waitingMigrations(), into: migration)
+            enqueue(migrationCache.keys(in: Index.node, key.name), into: migration)
+            if change.old?.labels != change.new?.labels || change.old == nil || change.new == nil {
+                // LiveMigratable counts the nodes a VMI's rules match.
+                enqueue(instanceCache.unordered.map(\.key), into: instance)
+            }
+        }
+        dataVolumes = Informer(source: store, cache: dataVolumeCache, logger: logger) { change in
+            dataVolume.enqueue(change.key)
+            let users = instanceCache.keys(in: Index.specClaim, change.key.description)
+            enqueue(users, into: instance)
+            enqueue(users.filter { instanceCache[$0].map(SchedulingReconciler.awaitsNode) ?? false }, into: scheduling)
+        }
+        classes = Informer(source: store, cache: classCache, logger: logger) { _ in
+            // A class's directory and sharing decide every path and LiveMigratable: look at all again (classes change rarely).
+            enqueue(dataVolumeCache.unordered.map(\.key), into: dataVolume)
+            enqueue(instanceCache.unordered.map(\.key), into: instance)
+        }
+        configuration = Informer(source: store, cache: configurationCache, logger: logger) { _ in
+            enqueue(waitingMigrations(), into: migration)
+        }
+    }
+
+    /// The value the migration index `vmi` files a migration under.
+    static func vmiIndexValue(of migration: VirtualMachineInstanceMigration) -> String {
+        "\(migration.metadata.namespace ?? "default")/\(migration.spec.vmiName)"
+    }
+
+    /// Runs the informers and, once every one has listed, the controllers, until cancelled.
+    public func run() async {
+        await withTaskGroup(of: Void.self) { group in
+            for informer in informers { group.addTask { await informer.run() } }
+            group.addTask {
+                await waitForSync()
+                await withTaskGroup(of: Void.self) { controllers in
+                    for controller in self.controllers { controllers.addTask { await controller.run() } }
+                }
+            }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// Waits until every informer has listed.
+    public func waitForSync() async {
+        for informer in informers { await informer.waitForSync() }
+    }
+
+    /// Whether the informers have applied every change up to the given resourceVersions (by kind) and the queues are
+    /// idle: what a caller that knows which writes happened (a benchmark counting them) waits for.
+    public func isQuiet(after revisions: [String: Int64]) -> Bool {
+        informers.allSatisfy { $0.hasSeen(revisions[$0.kindName] ?? 0) } && controllers.allSatisfy(\.isIdle)
+    }
+
+    /// Waits until the controllers have nothing left to do: every informer has seen every object as the store holds
+    /// it and every queue is idle, twice in a row (tests and benchmarks; the controllers themselves never wait so).
+    public func settle(timeout: Duration = .seconds(30)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        var quiet = 0
+        while quiet < 2 {
+            guard ContinuousClock.now < deadline else {
+                throw APIError(.timeout, code: 504, "the controllers did not settle within \(timeout)")
+            }
+            var settled = controllers.allSatisfy(\.isIdle)
+            if settled {
+                for informer in informers where try await !informer.caughtUp() {
+                    settled = false
+                    break
+                }
+            }
+            settled = settled && controllers.allSatisfy(\.isIdle)
+            quiet = settled ? quiet + 1 : 0
+            try await Task.sleep(for: .milliseconds(quiet == 0 ? 2 : 10))
+        }
+    }
+}
