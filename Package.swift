@@ -258,7 +258,12 @@ let package = Package(
         ),
         .testTarget(
             name: "SyncControllerTests",
-            dependencies: ["ClusterAPI", "ClusterClient", "ControllerRuntime", "SyncController", "NodeAgent", "TLSTransport", "TestSupport", "sync-controller", "syncctl"],
+            dependencies: [
+                "ClusterAPI", "ClusterClient", "ControllerRuntime", "SyncController", "NodeAgent", "TLSTransport", "TestSupport",
+                "sync-controller", "syncctl",
+                // Writes a store file as an earlier schema left it (the upgrade test).
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
             swiftSettings: strictSettings
         ),
         .testTarget(

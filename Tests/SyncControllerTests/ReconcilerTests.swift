@@ -166,8 +166,8 @@ struct ReconcilerTests {
         ])
         // What an earlier version stored before these values were refused: written into the database as they were.
         let rewrite = try await run("/usr/bin/sqlite3", [path, """
-            UPDATE objects SET body = replace(replace(replace(replace(body, '"4241Mi"', '"16Ei"'), '"4242Mi"', '"16Ei"'), ':4243', ':1e20'),
-                '"cores":511', '"cores":4294967296,"sockets":4294967296,"threads":4294967296')
+            UPDATE kv SET value = CAST(replace(replace(replace(replace(CAST(value AS TEXT), '"4241Mi"', '"16Ei"'), '"4242Mi"', '"16Ei"'), ':4243', ':1e20'),
+                '"cores":511', '"cores":4294967296,"sockets":4294967296,"threads":4294967296') AS BLOB)
             """])
         #expect(rewrite.status == 0, "\(rewrite.stderr)")
         #expect(try await get("ei")["spec"]?["domain"]?["resources"]?["requests"]?["memory"] == "16Ei", "the stored object holds the value")

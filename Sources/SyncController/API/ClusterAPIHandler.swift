@@ -471,11 +471,11 @@ public final class ClusterAPIHandler: Sendable {
 
     private func metricsText() async -> String {
         var text = metrics.text()
-        if let store = store as? SQLiteStore {
+        if let statistics = await store.statistics() {
             text += "# HELP vmsync_store_resource_version The newest resourceVersion in the store.\n# TYPE vmsync_store_resource_version gauge\n"
-            text += "vmsync_store_resource_version \((try? await store.currentResourceVersion()) ?? 0)\n"
+            text += "vmsync_store_resource_version \(statistics.resourceVersion)\n"
             text += "# HELP vmsync_store_watchers Open watches on the store.\n# TYPE vmsync_store_watchers gauge\n"
-            text += "vmsync_store_watchers \(store.watcherCount)\n"
+            text += "vmsync_store_watchers \(statistics.watchers)\n"
         }
         return text
     }

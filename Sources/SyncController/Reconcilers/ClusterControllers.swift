@@ -39,11 +39,15 @@ public struct ClusterControllers: Sendable {
     public let migration: Controller<MigrationReconciler>
     public let evacuation: Controller<EvacuationReconciler>
     public let dataVolume: Controller<DataVolumeReconciler>
+    /// Deletes objects whose owners are gone (owner references).
+    public let garbageCollector: GarbageCollector
 
     private var informers: [any SharedInformer] { [machines, instances, migrations, nodes, dataVolumes, classes, configuration] }
     private var controllers: [any RunnableController] {
         [virtualMachine, scheduling, instance, nodeLifecycle, migration, evacuation, dataVolume]
     }
+    /// Everything whose queue must be empty for the controllers to be quiet.
+    private var queues: [any RunnableController] { controllers + [garbageCollector.controller] }
 
     /// `observe` hears how every reconcile ended (for `vmsync_reconcile_total`).
     public init(store: any ResourceStore, nodeGracePeriod: Duration = .seconds(40), logger: Logger = Logger(label: "vmsync.controllers"),
@@ -85,6 +89,7 @@ public struct ClusterControllers: Sendable {
         let dataVolume = controller(DataVolumeReconciler(store: store, dataVolumes: dataVolumeCache, instances: instanceCache, classes: classCache))
         (self.virtualMachine, self.scheduling, self.instance, self.nodeLifecycle) = (virtualMachine, scheduling, instance, nodeLifecycle)
         (self.migration, self.evacuation, self.dataVolume) = (migration, evacuation, dataVolume)
+        garbageCollector = GarbageCollector(store: store, logger: logger)
 
         /// Keys of every object in `keys` into `controller`.
         @Sendable func enqueue<R: Reconciler>(_ keys: any Sequence<ObjectKey>, into controller: Controller<R>) {
@@ -188,6 +193,7 @@ public struct ClusterControllers: Sendable {
     public func run() async {
         await withTaskGroup(of: Void.self) { group in
             for informer in informers { group.addTask { await informer.run() } }
+            group.addTask { await garbageCollector.run() }
             group.addTask {
                 await waitForSync()
                 await withTaskGroup(of: Void.self) { controllers in
@@ -207,7 +213,7 @@ public struct ClusterControllers: Sendable {
     /// Whether the informers have applied every change up to the given resourceVersions (by kind) and the queues are
     /// idle: what a caller that knows which writes happened (a benchmark counting them) waits for.
     public func isQuiet(after revisions: [String: Int64]) -> Bool {
-        informers.allSatisfy { $0.hasSeen(revisions[$0.kindName] ?? 0) } && controllers.allSatisfy(\.isIdle)
+        informers.allSatisfy { $0.hasSeen(revisions[$0.kindName] ?? 0) } && queues.allSatisfy(\.isIdle)
     }
 
     /// Waits until the controllers have nothing left to do: every informer has seen every object as the store holds
@@ -219,14 +225,14 @@ public struct ClusterControllers: Sendable {
             guard ContinuousClock.now < deadline else {
                 throw APIError(.timeout, code: 504, "the controllers did not settle within \(timeout)")
             }
-            var settled = controllers.allSatisfy(\.isIdle)
+            var settled = queues.allSatisfy(\.isIdle)
             if settled {
                 for informer in informers where try await !informer.caughtUp() {
                     settled = false
                     break
                 }
             }
-            settled = settled && controllers.allSatisfy(\.isIdle)
+            settled = settled && queues.allSatisfy(\.isIdle)
             quiet = settled ? quiet + 1 : 0
             try await Task.sleep(for: .milliseconds(quiet == 0 ? 2 : 10))
         }

@@ -15,8 +15,9 @@ public enum Subresource: String, Sendable, Hashable {
 ///
 /// Kubernetes semantics live here: uid, cluster-wide increasing resourceVersion, generation bumped on spec changes,
 /// optimistic concurrency (a write carrying a stale resourceVersion is refused with 409), finalizers with
-/// deletionTimestamp, owner references (deleting an owner deletes its dependents), and a change feed that watches
-/// resume from (410 Gone when the requested version is compacted away).
+/// deletionTimestamp, and a change feed that watches resume from (410 Gone when the requested version is compacted
+/// away). Owner references are the `GarbageCollector`'s: it deletes dependents whose owners are gone, through this
+/// protocol like any other client. `ObjectStore` implements it over any `StorageBackend`.
 public protocol ResourceStore: ResourceSource {
     func get(_ kind: ResourceKind, namespace: String?, name: String) async throws(APIError) -> JSONValue
     func list(_ kind: ResourceKind, _ selection: Selection) async throws(APIError) -> (items: [JSONValue], resourceVersion: Int64)
@@ -32,6 +33,21 @@ public protocol ResourceStore: ResourceSource {
         -> AsyncStream<WatchEvent>
     /// The selected objects as JSON documents, for answering a list without decoding each object.
     func listEncoded(_ kind: ResourceKind, _ selection: Selection) async throws(APIError) -> (items: [Data], resourceVersion: Int64)
+    /// What `/metrics` reports of the store; nil when it cannot tell (a store wrapping another, a store it cannot reach).
+    func statistics() async -> StoreStatistics?
+}
+
+/// The store's gauges for `/metrics`.
+public struct StoreStatistics: Sendable, Hashable {
+    /// The newest resourceVersion.
+    public var resourceVersion: Int64
+    /// Watches open on the store.
+    public var watchers: Int
+
+    public init(resourceVersion: Int64, watchers: Int) {
+        self.resourceVersion = resourceVersion
+        self.watchers = watchers
+    }
 }
 
 /// A check of a write against the object as stored when the write lands (not as it was read earlier): what makes
@@ -53,6 +69,8 @@ extension ResourceStore {
         let (items, version) = try await list(kind, selection)
         return (items.map { $0.jsonData() }, version)
     }
+
+    public func statistics() async -> StoreStatistics? { nil }
 }
 
 /// `DeleteOptions.preconditions`.

@@ -3,7 +3,7 @@ import Foundation
 import SyncController
 import Testing
 
-@Suite("SQLite resource store")
+@Suite("SQLite resource store (object semantics over the SQLite backend)")
 struct StoreTests {
     let directory: String
     let store: SQLiteStore
@@ -89,28 +89,35 @@ struct StoreTests {
         #expect(try await store.get(Kinds.virtualMachine, namespace: "default", name: "vm2")["spec"]?["runStrategy"] == "Manual")
     }
 
-    @Test("finalizers hold a deleted object until the last one is removed; owners take their dependents along")
+    @Test("finalizers hold a deleted object until the last one is removed; owners take their dependents along (the garbage collector running)")
     func finalizersAndOwners() async throws {
-        var owner = Self.configMap("owner")
-        owner["metadata"]?["finalizers"] = ["vmsync.io/test"]
-        let created = try await store.create(Kinds.configMap, owner)
-        var dependent = Self.configMap("dependent")
-        dependent["metadata"]?["ownerReferences"] = [[
-            "apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": created["metadata"]!["uid"]!,
-        ]]
-        _ = try await store.create(Kinds.configMap, dependent)
+        try await withGarbageCollector(store) {
+            var owner = Self.configMap("owner")
+            owner["metadata"]?["finalizers"] = ["vmsync.io/test"]
+            let created = try await store.create(Kinds.configMap, owner)
+            var dependent = Self.configMap("dependent")
+            dependent["metadata"]?["ownerReferences"] = [[
+                "apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": created["metadata"]!["uid"]!,
+            ]]
+            let stored = try await store.create(Kinds.configMap, dependent)
+            let version = try #require(Int64(stored["metadata"]?["resourceVersion"]?.string ?? ""))
 
-        let marked = try await store.delete(Kinds.configMap, namespace: "default", name: "owner", precondition: nil)
-        #expect(marked["metadata"]?["deletionTimestamp"] != nil)
-        #expect(try await store.list(Kinds.configMap, Selection(namespace: "default")).items.count == 2, "still there while finalized")
+            let marked = try await store.delete(Kinds.configMap, namespace: "default", name: "owner", precondition: nil)
+            #expect(marked["metadata"]?["deletionTimestamp"] != nil)
+            #expect(try await store.list(Kinds.configMap, Selection(namespace: "default")).items.count == 2, "still there while finalized")
 
-        var release = marked
-        release["metadata"]?["finalizers"] = []
-        _ = try await store.update(Kinds.configMap, release, subresource: .main)
-        #expect(try await store.list(Kinds.configMap, Selection(namespace: "default")).items.isEmpty, "owner and dependent gone")
-        let error = await #expect(throws: APIError.self) { try await store.get(Kinds.configMap, namespace: "default", name: "dependent") }
-        #expect(error?.code == 404)
-        #expect(error?.message == "configmaps \"dependent\" not found")
+            var release = marked
+            release["metadata"]?["finalizers"] = []
+            let changes = try await store.watch(Kinds.configMap, Selection(namespace: "default"), from: version)
+            _ = try await store.update(Kinds.configMap, release, subresource: .main)
+            let events = await collect(changes, until: { $0.filter { $0.type == .deleted }.count == 2 })
+            let deleted = events.filter { $0.type == .deleted }.map { $0.object["metadata"]?["name"]?.string ?? "" }
+            #expect(deleted == ["owner", "dependent"], "the owner goes, then the collector takes its dependent")
+            #expect(try await store.list(Kinds.configMap, Selection(namespace: "default")).items.isEmpty, "owner and dependent gone")
+            let error = await #expect(throws: APIError.self) { try await store.get(Kinds.configMap, namespace: "default", name: "dependent") }
+            #expect(error?.code == 404)
+            #expect(error?.message == "configmaps \"dependent\" not found")
+        }
     }
 
     @Test("watches resume from a resourceVersion, see ADDED/MODIFIED/DELETED in order, filter by label; compacted history is 410")
