@@ -1,45 +1,14 @@
 import ClusterAPI
 import Foundation
 import GRDB
-import SyncController
+@testable import SyncController
 import Testing
 
 /// A store file as the object schema (migration `2026-11-21-objects-changes-counters`, before the backend split) left
-/// it, written here with raw SQL exactly as that code wrote its tables, then opened by today's code.
+/// it — that released migration run alone (released migrations are never edited), rows written with raw SQL as that
+/// code wrote them — then opened by today's code.
 @Suite("Upgrading a store written by the object schema")
 struct StoreUpgradeTests {
-    /// The released migration's schema, as it ran (copied, so that this fixture never changes with the code).
-    static let objectSchema = """
-        CREATE TABLE grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY);
-        INSERT INTO grdb_migrations (identifier) VALUES ('2026-11-21-objects-changes-counters');
-        CREATE TABLE objects (
-            resource TEXT NOT NULL,
-            namespace TEXT NOT NULL,
-            name TEXT NOT NULL,
-            uid TEXT NOT NULL UNIQUE,
-            resource_version INTEGER NOT NULL CHECK (resource_version > 0),
-            body TEXT NOT NULL CHECK (json_valid(body)),
-            PRIMARY KEY (resource, namespace, name)
-        );
-        CREATE TABLE owner_references (
-            owner_uid TEXT NOT NULL,
-            dependent_uid TEXT NOT NULL REFERENCES objects (uid) ON DELETE CASCADE,
-            PRIMARY KEY (owner_uid, dependent_uid)
-        );
-        CREATE INDEX owner_references_by_dependent ON owner_references (dependent_uid);
-        CREATE TABLE changes (
-            resource_version INTEGER PRIMARY KEY,
-            type TEXT NOT NULL CHECK (type IN ('ADDED', 'MODIFIED', 'DELETED')),
-            resource TEXT NOT NULL,
-            namespace TEXT NOT NULL,
-            name TEXT NOT NULL,
-            body TEXT NOT NULL
-        );
-        CREATE INDEX changes_by_resource ON changes (resource, resource_version);
-        CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-        INSERT INTO counters (name, value) VALUES ('resourceVersion', 0), ('compactedThrough', 0);
-        """
-
     static func configMap(_ name: String, uid: String, version: Int64, data: String, owner: String? = nil) -> JSONValue
     {
         var metadata: JSONValue = [
@@ -67,8 +36,8 @@ struct StoreUpgradeTests {
     /// created (4) and deleted (5); cm-a is owned by node-1.
     static func writeObjectSchemaStore(at path: String) throws {
         let queue = try DatabaseQueue(path: path)
+        try StoreMigrations.migrator.migrate(queue, upTo: "2026-11-21-objects-changes-counters")
         try queue.write { db in
-            try db.execute(sql: objectSchema)
             let rows: [(Int64, String, String, String, String, JSONValue)] = [
                 (
                     1, "ADDED", "configmaps", "default", "cm-a",
