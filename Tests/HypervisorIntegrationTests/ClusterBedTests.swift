@@ -73,7 +73,7 @@ extension RealLibvirt {
             let libvirt = try await Connection.open(node.uri)
             #expect(try await libvirt.domain(named: domainName).state() == .running)
             #expect(heartbeat.ticks.count > ticksBefore && heartbeat.ticks.contains { $0.arrival > back }, "ticks from after the agent's return")
-            #expect(heartbeat.analysis().continuous, "no restart: the tick counter went on across the agent's return: \(heartbeat.analysis())")
+            #expect(heartbeat.analysis().continuous, "no restart: the tick counter went on across the agent's return: \(heartbeat.report)")
             #expect(try await cluster.admin.get(Kinds.virtualMachineInstance, name: "example-decentralized-lm-vm")["status"]?["phase"] == "Running")
 
             // Stop and start through runStrategy; the disk survives.
@@ -287,7 +287,7 @@ extension RealLibvirt {
             let adopted = HeartbeatMonitor.monotonicNow
             #expect(await heartbeat.waitForTicks(5))
             #expect(heartbeat.ticks.contains { $0.arrival > adopted }, "ticks from after the re-adoption")
-            #expect(heartbeat.analysis().continuous, "re-adopted, not restarted: \(heartbeat.analysis())")
+            #expect(heartbeat.analysis().continuous, "re-adopted, not restarted: \(heartbeat.report)")
             _ = try await cluster.admin.delete(Kinds.virtualMachineInstance, name: "on-b")
             _ = try await cluster.waitFor("on-b gone") { () async throws -> Bool? in
                 do {
@@ -408,7 +408,7 @@ extension RealLibvirt {
                 let beat = node["status"]?["conditions"]?.array?.first { $0["type"] == "Ready" }?["lastHeartbeatTime"]?.string ?? ""
                 return node["status"]?["printableStatus"] == "Ready" && beat > restartedAt ? true : nil
             }
-            #expect(heartbeat.analysis().continuous, "the guest never stopped")
+            #expect(heartbeat.analysis().continuous, "the guest never stopped: \(heartbeat.report)")
 
             // The restarted controller and the reconnected agent still act: Halted stops the domain.
             _ = try await cluster.admin.patch(Kinds.virtualMachine, name: "blank-vm", ["spec": ["runStrategy": "Halted"]])

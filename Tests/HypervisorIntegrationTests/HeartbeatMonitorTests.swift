@@ -80,6 +80,42 @@ struct HeartbeatMonitorTests {
         #expect(third?.source == 1 && third?.guestUptime == 0.3, "completed on the destination's console: \(String(describing: third))")
     }
 
+    @Test("lines cut by every switchover of a guest moved back and forth (the start on one node's console, the rest on the other's, the first node's console reconnected) are whole ticks")
+    func linesAcrossSwitchoversBackAndForth() async throws {
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let a = try Console(path: directory + "/a.serial")
+        let b = try Console(path: directory + "/b.serial")
+        let monitor = HeartbeatMonitor(paths: [directory + "/a.serial", directory + "/b.serial"])
+        defer { monitor.stop() }
+        func waitFor(_ count: Int) async throws {
+            let deadline = Date().addingTimeInterval(10)
+            while monitor.ticks.count < count && Date() < deadline { try await Task.sleep(for: .milliseconds(10)) }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        try await onThread { a.accept() }
+        try await onThread { b.accept() }
+        a.send("TICK 1 0.10\r\nTICK 2 0.")
+        try await waitFor(1)
+        // a → b: the destination finishes the line; the source's QEMU goes away and its console is reconnected later.
+        b.send("20\r\nTICK 3 0.30\r\nTICK 4 0.")
+        a.hangUp()
+        try await waitFor(3)
+        // b → a: a new QEMU on a, the same socket path.
+        try await onThread { a.accept() }
+        a.send("40\r\nTICK 5 0.50\r\nTICK 6 0.6")
+        b.hangUp()
+        try await waitFor(5)
+        // a → b again.
+        try await onThread { b.accept() }
+        b.send("0\r\nTICK 7 0.70\r\n")
+        a.hangUp()
+        try await waitFor(7)
+        let analysis = monitor.analysis()
+        #expect(analysis.continuous && analysis.first == 1 && analysis.last == 7, "\(analysis); \(monitor.connections); other lines \(monitor.otherLines)")
+        #expect(monitor.ticks.map(\.source) == [0, 1, 1, 0, 0, 1, 1], "\(monitor.ticks)")
+    }
+
     @Test("a console connection the QEMU side closes is reconnected, and the ticks after it still count")
     func reconnect() async throws {
         let directory = try Self.temporaryDirectory()

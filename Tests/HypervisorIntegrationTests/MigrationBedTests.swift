@@ -115,7 +115,7 @@ extension RealLibvirt {
                 #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
                 #expect(await heartbeat.waitForTick(from: 1, timeout: 20))
                 #expect(await heartbeat.waitForTicks(3))
-                #expect(heartbeat.analysis().continuous, "\(heartbeat.analysis())")
+                #expect(heartbeat.analysis().continuous, "\(heartbeat.report)")
                 #expect(heartbeat.kernelProblems.isEmpty, "the guest kernel reports damage: \(heartbeat.kernelProblems)")
                 let disk = try await GuestDisk.contents(of: bed.node(there).localStorage + "/images/default-multi-vm-dv.qcow2").prefix(GuestDisk.staticRegion)
                 #expect(disk == first)
@@ -182,7 +182,7 @@ extension RealLibvirt {
             }
             #expect(migratedAfterExpiry, "a migration after the first certificates expired (\(firstExpiry)); \(migrations) migrations")
             #expect(await heartbeat.waitForTicks(3))
-            #expect(heartbeat.analysis().continuous, "\(heartbeat.analysis())")
+            #expect(heartbeat.analysis().continuous, "\(heartbeat.report)")
             // Everything still serves: the nodes are Ready (their heartbeats arrive), and the controller presents a
             // certificate that is valid now (openssl s_client on its socket).
             let nodes = try await cluster.admin.list(Kinds.node)["items"]?.array ?? []
@@ -238,7 +238,7 @@ extension RealLibvirt {
             try await cluster.expectAborted(second, vm: "abort-vm")
             try await cluster.expectNothingLeft(on: target, vm: "abort-vm", migration: second)
             #expect(await heartbeat.waitForTicks(5), "the guest keeps running on \(source)")
-            #expect(heartbeat.analysis().continuous)
+            #expect(heartbeat.analysis().continuous, "\(heartbeat.report)")
             #expect(try await cluster.admin.get(Kinds.virtualMachineInstance, name: "abort-vm")["status"]?["nodeName"]?.string == source)
 
             // Nothing to abort: one clear line.
@@ -319,7 +319,7 @@ extension RealLibvirt {
             vmim = failed
             try await cluster.expectNothingLeft(on: target, vm: "slow-vm", migration: vmim)
             #expect(await heartbeat.waitForTicks(5), "the source keeps running")
-            #expect(heartbeat.analysis().continuous)
+            #expect(heartbeat.analysis().continuous, "\(heartbeat.report)")
             _ = try await cluster.syncctl(["delete", "vm", "slow-vm"])
         }
 
@@ -375,7 +375,7 @@ extension RealLibvirt {
             }
             #expect(arrived && ticking, "the guest ticks on \(target): \(heartbeat.analysis()); \(report); console \(heartbeat.messages.suffix(3)); other lines \(heartbeat.otherLines.suffix(12))")
             #expect(heartbeat.kernelProblems.isEmpty, "the guest kernel reports damage after the migration: \(heartbeat.kernelProblems)")
-            #expect(heartbeat.analysis().continuous, "\(heartbeat.analysis())")
+            #expect(heartbeat.analysis().continuous, "\(heartbeat.report)")
             _ = try await cluster.syncctl(["delete", "vm", "outage-vm"])
         }
 

@@ -226,7 +226,7 @@ final class SafetyScenario: @unchecked Sendable {
         }
         let report = await cluster.guestReport(scenario.domainName)
         #expect(heartbeat.ticks.contains { $0.arrival > after && $0.source == console }, "the guest ticks on \(home): \(heartbeat.analysis()); \(report)")
-        #expect(heartbeat.analysis().continuous, "\(heartbeat.analysis())")
+        #expect(heartbeat.analysis().continuous, "\(heartbeat.report)")
         #expect(heartbeat.kernelProblems.isEmpty, "the guest kernel reports damage: \(heartbeat.kernelProblems)")
         _ = try await cluster.syncctl(["delete", "vm", vm])
         _ = try await cluster.waitFor("\(vm) gone from every node", timeout: 60) { () async throws -> Bool? in

@@ -71,7 +71,8 @@ public final class HeartbeatMonitor: @unchecked Sendable {
     private var bytesRead: [Int: Int] = [:]
     private var ended: [Int: String] = [:]
     private var reconnects: [Int: Int] = [:]
-    private var tookOver: Set<Int> = []
+    /// Per console: when its latest data arrived (monotonic seconds).
+    private var lastData: [Int: Double] = [:]
     /// Console lines that are neither ticks nor `vmsync-guest:` notices (kernel messages), the latest 40.
     private var other: [String] = []
     private var problems: [String] = []
@@ -99,6 +100,12 @@ public final class HeartbeatMonitor: @unchecked Sendable {
                     + (reconnects[index].map { ", reconnected \($0) times" } ?? "")
             }.joined(separator: "; ")
         }
+    }
+
+    /// The analysis with what each console connection did and the guest's latest other lines: a failure message that
+    /// tells a lost line from a lost console.
+    public var report: String {
+        "\(analysis()); consoles: \(connections); other lines: \(otherLines.suffix(6))"
     }
 
     /// Starts following `paths` (unix sockets of `<serial type='unix'>` consoles; one may not exist yet).
@@ -261,16 +268,20 @@ public final class HeartbeatMonitor: @unchecked Sendable {
                 lock.withLock { ended[source] = reason }
                 return
             }
-            lock.withLock { bytesRead[source, default: 0] += count }
             let arrival = Self.now()
-            if first, source > 0 {
-                // A switchover can fall in the middle of a line: the previous console sent its start before the guest
-                // paused, this one sends the rest once it runs here (on its first data only).
+            lock.withLock {
+                bytesRead[source, default: 0] += count
+                lastData[source] = arrival
+            }
+            if first {
+                // A switchover can fall in the middle of a line: the console that spoke last sent its start before the
+                // guest paused, this connection sends the rest once the guest runs here — at every switchover of a
+                // guest moved back and forth, so on the first data of each connection.
                 pending = lock.withLock { () -> [UInt8] in
-                    guard !tookOver.contains(source) else { return [] }
-                    tookOver.insert(source)
-                    defer { partial[source - 1] = nil }
-                    return partial[source - 1] ?? []
+                    let previous = lastData.filter { $0.key != source && !(partial[$0.key] ?? []).isEmpty }.max { $0.value < $1.value }
+                    guard let previous else { return [] }
+                    defer { partial[previous.key] = nil }
+                    return partial[previous.key] ?? []
                 }
             }
             first = false
