@@ -4,12 +4,16 @@ import ControllerRuntime
 import Foundation
 import Hypervisor
 public import Logging
+public import ServiceLifecycle
 public import TLSTransport
 
 /// The node daemon: registers its Node (capacity, addresses, CPU-model labels), renews its heartbeat, runs the VMIs
 /// scheduled to it through the local libvirt, reports their status, re-adopts domains that already run, and keeps
 /// DataVolume images on this node in step with their objects.
-public actor NodeAgent {
+///
+/// As a service it runs until the service group shuts down or the task is cancelled: outgoing migration jobs are
+/// aborted (their guests stay here) and their senders waited for before the tunnel exit and libvirt connections close.
+public actor NodeAgent: Service {
     /// What the agent needs to know about its node.
     public struct Configuration: Sendable {
         public var name: String
@@ -108,8 +112,12 @@ public actor NodeAgent {
         return "/var/run/libvirt/libvirt-sock"
     }
 
-    /// Runs until cancelled.
+    /// Runs until cancelled or the service group shuts down.
     public func run() async throws {
+        try await cancelWhenGracefulShutdown { try await self.runUntilCancelled() }
+    }
+
+    private func runUntilCancelled() async throws {
         let libvirt = try await Connection.open(configuration.libvirtURI)
         self.libvirt = libvirt
         monitorConnection = try await Connection.open(configuration.libvirtURI)
@@ -138,6 +146,7 @@ public actor NodeAgent {
         let controllers = try AgentControllers(agent: self, client: client, node: configuration.name, logger: logger)
         let events = try await libvirt.lifecycleEvents()
         await withTaskGroup(of: Void.self) { group in
+            if let exit = tunnelExit { group.addTask { await exit.run() } }
             group.addTask { await self.heartbeatLoop() }
             group.addTask { await controllers.run() }
             group.addTask {
@@ -151,7 +160,6 @@ public actor NodeAgent {
             group.cancelAll()
         }
         for migration in outgoing.values { await migration.requestAbort() }
-        await tunnelExit?.close()
         await threads.shutdown()
         await monitorConnection?.close()
         await libvirt.close()

@@ -1,12 +1,14 @@
 public import Foundation
+public import ServiceLifecycle
 import X509
 
 /// Keeps a process's own certificate fresh: once the leaf in `provider` passes the policy's renewal point, a new one
 /// is issued for the same request and loaded, so the next handshake presents it while open connections stay up.
 ///
 /// `issue` is where certificates come from — the cluster CA directly on the controller, a signing request to the
-/// controller on a node. Daemons run `run(checkingEvery:)` as one of their services.
-public struct LeafRenewal: Sendable {
+/// controller on a node. Daemons run it as one of their services; a failed renewal goes to `onFailure` and is retried
+/// at the next check.
+public struct LeafRenewal: Service {
     /// What to ask for on every renewal.
     public var request: LeafRequest
     /// Whose identity is renewed.
@@ -15,18 +17,27 @@ public struct LeafRenewal: Sendable {
     public var policy: PKIPolicy
     /// Issues a certificate for a request.
     public var issue: @Sendable (LeafRequest) async throws -> CertifiedKey
+    /// Hears every failed renewal (the daemons log it); the current certificate stays in use meanwhile.
+    public var onFailure: @Sendable (any Error) -> Void
 
     /// Creates a renewal driver.
     public init(
         request: LeafRequest,
         provider: TLSContextProvider,
         policy: PKIPolicy = .default,
+        onFailure: @escaping @Sendable (any Error) -> Void = { _ in },
         issue: @escaping @Sendable (LeafRequest) async throws -> CertifiedKey
     ) {
         self.request = request
         self.provider = provider
         self.policy = policy
+        self.onFailure = onFailure
         self.issue = issue
+    }
+
+    /// Checks at `checkInterval` until cancelled or the service group shuts down.
+    public func run() async {
+        await cancelWhenGracefulShutdown { await self.run(checkingEvery: nil, onError: self.onFailure) }
     }
 
     /// Renews if due at `now`; returns whether it did.

@@ -1,9 +1,13 @@
 public import Logging
 public import NIOCore
 public import NIOPosix
+public import ServiceLifecycle
 
 /// The receiving end of byte tunnels: an mTLS listener that joins each authorized, named channel to a local target.
-public final class TunnelExit: Sendable {
+///
+/// As a service it serves from `start` on, and `run` closes it when the service group shuts down or the task is
+/// cancelled.
+public final class TunnelExit: Service {
     /// The mTLS endpoint peers dial.
     public var endpoint: Endpoint { server.endpoint }
     /// The routes this exit serves; change them while it runs.
@@ -57,6 +61,12 @@ public final class TunnelExit: Sendable {
             }
         }
         return TunnelExit(server: server, routes: routes, connections: connections)
+    }
+
+    /// Waits for graceful shutdown or cancellation, then closes.
+    public func run() async {
+        try? await gracefulShutdown()
+        await close()
     }
 
     /// Stops listening and closes every open tunnel.

@@ -4,7 +4,9 @@ import ClusterClient
 import Foundation
 import Logging
 import NodeAgent
+import ServiceLifecycle
 import TLSTransport
+import UnixSignals
 
 #if canImport(Glibc)
 import Glibc
@@ -63,20 +65,17 @@ struct NodeAgentCommand: AsyncParsableCommand {
             let cluster = CertificateSubject(identity.certificate).cluster ?? ""
             let log = logger
             let (certificatePath, keyPath) = (cert, key)
-            let renewal = LeafRenewal(request: LeafRequest(renewing: identity.certificate), provider: provider) { request in
+            let renewal = LeafRenewal(
+                request: LeafRequest(renewing: identity.certificate), provider: provider,
+                onFailure: { log.warning("certificate renewal failed; retrying", metadata: ["error": "\($0)"]) }
+            ) { request in
                 let renewed = try await CertificateRenewal.renew(through: client, request, cluster: cluster, certificatePath: certificatePath, keyPath: keyPath)
                 log.info("renewed the node certificate", metadata: ["valid-until": "\(renewed.notValidAfter)"])
                 return renewed
             }
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { try await agent.run() }
-                group.addTask {
-                    await renewal.run { error in log.warning("certificate renewal failed; retrying", metadata: ["error": "\(error)"]) }
-                }
-                group.addTask { await Termination.wait() }
-                try await group.next()
-                group.cancelAll()
-            }
+            // On SIGTERM/SIGINT the agent stops first (outgoing jobs aborted, guests left running), then renewal.
+            let group = ServiceGroup(services: [renewal, agent], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            try await group.run()
             print("node-agent \(name): stopped")
         } catch {
             FileHandle.standardError.write(Data("node-agent: \(error)\n".utf8))

@@ -2,8 +2,10 @@ import ArgumentParser
 import ClusterAPI
 import Foundation
 import Logging
+import ServiceLifecycle
 import SyncController
 import TLSTransport
+import UnixSignals
 
 #if canImport(Glibc)
 import Glibc
@@ -57,7 +59,10 @@ struct SyncControllerCommand: AsyncParsableCommand {
             let handler = ClusterAPIHandler(store: store, signer: directory.map { CertificateSigner(pki: $0) })
             let (certificatePath, keyPath) = (cert, key)
             let renewal = directory.map { directory in
-                LeafRenewal(request: LeafRequest(renewing: identity.certificate), provider: provider, policy: policy) { request in
+                LeafRenewal(
+                    request: LeafRequest(renewing: identity.certificate), provider: provider, policy: policy,
+                    onFailure: { log.warning("certificate renewal failed; retrying", metadata: ["error": "\($0)"]) }
+                ) { request in
                     let renewed = try directory.authority().issue(request)
                     try renewed.write(certificateTo: certificatePath, keyTo: keyPath)
                     log.info("renewed the controller certificate", metadata: ["valid-until": "\(renewed.notValidAfter)"])
@@ -74,19 +79,13 @@ struct SyncControllerCommand: AsyncParsableCommand {
             }
             fflush(nil)
             let controllers = ClusterControllers(store: store, nodeGracePeriod: .seconds(nodeGracePeriod), logger: logger)
-            await withTaskGroup(of: Void.self) { group in
-                for server in servers { group.addTask { await server.run() } }
-                group.addTask { await controllers.run() }
-                if let renewal {
-                    group.addTask {
-                        await renewal.run { error in log.warning("certificate renewal failed; retrying", metadata: ["error": "\(error)"]) }
-                    }
-                }
-                group.addTask { await Termination.wait() }
-                await group.next()
-                group.cancelAll()
-            }
-            for server in servers { await server.close() }
+            // Started in this order, shut down in reverse on SIGTERM/SIGINT: the API servers stop taking requests
+            // first, the controllers finish their reconciles last.
+            var services: [any Service] = [controllers]
+            if let renewal { services.append(renewal) }
+            services += servers
+            let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            try await group.run()
             print("sync-controller: stopped")
         } catch {
             FileHandle.standardError.write(Data("sync-controller: \(error)\n".utf8))

@@ -12,7 +12,7 @@ import Glibc
 struct SpawnTests {
     @Test("a child of the agent does not inherit its ignored SIGTERM and SIGINT (the agent ignores them to shut down gracefully), nor a blocked signal mask")
     func signalsReset() throws {
-        // As Termination.wait() does in the daemons.
+        // As the daemons' service group does for graceful shutdown.
         let previousTerm = signal(SIGTERM, SIG_IGN)
         let previousInt = signal(SIGINT, SIG_IGN)
         defer {

@@ -76,6 +76,16 @@ extension RealLibvirt {
             #expect(heartbeat.analysis().continuous, "no restart: the tick counter went on across the agent's return: \(heartbeat.report)")
             #expect(try await cluster.admin.get(Kinds.virtualMachineInstance, name: "example-decentralized-lm-vm")["status"]?["phase"] == "Running")
 
+            // SIGTERM of the agent: its service group stops it gracefully (exit 0, "stopped"); the guest runs on, and a
+            // new agent re-adopts it.
+            let stopped = await cluster.stopAgent(nodeName)
+            #expect(stopped.status == 0 && stopped.output.contains("node-agent \(nodeName): stopped"), "exit \(stopped.status): \(stopped.output.suffix(2000))")
+            #expect(await heartbeat.waitForTicks(3), "the guest keeps running after its agent stopped")
+            try cluster.startAgent(nodeName)
+            _ = try await cluster.waitForAgentBack(nodeName)
+            #expect(try await libvirt.domain(named: domainName).state() == .running)
+            #expect(heartbeat.analysis().continuous, "no restart across the agent's graceful stop: \(heartbeat.report)")
+
             // Stop and start through runStrategy; the disk survives.
             _ = try await cluster.admin.patch(Kinds.virtualMachine, name: "example-decentralized-lm-vm", ["spec": ["runStrategy": "Halted"]])
             _ = try await cluster.waitFor("vm Stopped") {

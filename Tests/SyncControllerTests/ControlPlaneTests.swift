@@ -56,6 +56,35 @@ struct ControlPlaneTests {
         #expect(output.contains("sync-controller: stopped"), "graceful stop on SIGTERM: \(output)")
     }
 
+    @Test("SIGTERM and SIGINT each stop the controller through its service group: an open watch ends, the process exits 0 within 5 s and says it stopped, the store reopens", arguments: [SIGTERM, SIGINT])
+    func gracefulStop(signal: Int32) async throws {
+        let cluster = try ClusterFixture()
+        try await cluster.start()
+        let created = try await cluster.curl(["-X", "POST", "-H", "Content-Type: application/yaml", "--data-binary", "@-", "-o", "/dev/null", "-w", "%{http_code}", cluster.url + vms], input: seedVirtualMachine)
+        #expect(created.stdout == "201", "\(created.stderr)")
+        let watch = try ChildProcess("/usr/bin/curl", [
+            "-sS", "-N", "--max-time", "60", "--cacert", cluster.caPath, "--cert", cluster.certificate("user-admin").cert,
+            "--key", cluster.certificate("user-admin").key, cluster.url + vms + "?watch=true",
+        ])
+        let deadline = Date().addingTimeInterval(10)
+        while !watch.stdout.contains("ADDED") && Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(watch.stdout.contains("ADDED"), "the watch is open: \(watch.stdout)\(watch.stderr)")
+        let controller = try #require(cluster.controller)
+        let started = Date()
+        kill(controller.pid, signal)
+        let status = await controller.wait(timeout: 5)
+        #expect(status == 0, "exit status \(status) after signal \(signal): \(controller.stdout)\(controller.stderr)")
+        #expect(Date().timeIntervalSince(started) < 5)
+        #expect(controller.stdout.contains("sync-controller: stopped"), "\(controller.stdout)\(controller.stderr)")
+        // The watch's connection was closed by the server, not left hanging until curl's own timeout.
+        #expect(await watch.wait(timeout: 5) != 137, "the watch ended when the server stopped: \(watch.stderr)")
+        // What was written before the stop is there after a restart.
+        await cluster.stop()
+        try await cluster.start()
+        let got = try await cluster.curl(["-o", "/dev/null", "-w", "%{http_code}", cluster.url + vms + "/example-decentralized-lm-vm"])
+        #expect(got.stdout == "200")
+    }
+
     @Test("a CA imported from another cluster (syncctl ca import-external) is trusted for the sync roles only: its user, controller and node certificates are refused by the cluster API with the reason (curl)")
     func importedCAScope() async throws {
         let cluster = try ClusterFixture()

@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+public import ServiceLifecycle
 public import TLSTransport
 import Foundation
 import ClusterAPI
@@ -10,7 +11,9 @@ import ClusterAPI
 /// The cluster API over HTTPS with mutual TLS: `MutualTLSServer` authenticates each client by its certificate, then
 /// HTTP/1.1 requests on the connection go to `ClusterAPIHandler` one after another (keep-alive); a watch streams its
 /// events as chunked JSON lines until the client goes.
-public final class APIServer: Sendable {
+///
+/// As a service it serves until the service group shuts down (or the task is cancelled), then stops listening.
+public final class APIServer: Service {
     /// Where it listens.
     public let endpoint: Endpoint
     private let listener: MutualTLSServer
@@ -33,7 +36,7 @@ public final class APIServer: Sendable {
         self.logger = logger
     }
 
-    /// Listens on `endpoint`; call `run()` to serve.
+    /// Listens on `endpoint`; `run()` serves.
     /// How long a connection may wait between requests, or within one, before it is closed. A client that has not
     /// completed its handshake within `handshakeTimeout` is closed, and beyond `maximumConnections` a new connection
     /// is closed at once.
@@ -63,9 +66,16 @@ public final class APIServer: Sendable {
         return APIServer(endpoint: listener.endpoint, listener: listener, connections: connections, handler: handler, logger: logger)
     }
 
+    /// Serves until graceful shutdown or cancellation: then every open connection is closed (watches included) and
+    /// the listener stops.
+    public func run() async {
+        await cancelWhenGracefulShutdown { await self.serveConnections() }
+        await close()
+    }
+
     /// Serves connections until the task is cancelled (then closes every open connection, watches included); each
     /// connection handles its own errors.
-    public func run() async {
+    private func serveConnections() async {
         await withTaskCancellationHandler {
             await withDiscardingTaskGroup { group in
                 for await connection in connections {

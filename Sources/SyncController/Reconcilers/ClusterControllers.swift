@@ -2,12 +2,13 @@ import ClusterAPI
 public import ControllerRuntime
 import Foundation
 public import Logging
+public import ServiceLifecycle
 
 /// The controller's reconcilers on the controller runtime: one shared informer per kind (its cache indexed for what
 /// the reconcilers look up), one work queue per concern, and the event handlers that turn a change into the keys it
 /// concerns — never a pass over the whole cluster. Reads come from the caches; each reconciler writes only its own
 /// object's changes.
-public struct ClusterControllers: Sendable {
+public struct ClusterControllers: Service {
     /// The names of the caches' indexes.
     enum Index {
         /// VMIs by `status.nodeName`; migrations by source and target node.
@@ -189,8 +190,13 @@ public struct ClusterControllers: Sendable {
         "\(migration.metadata.namespace ?? "default")/\(migration.spec.vmiName)"
     }
 
-    /// Runs the informers and, once every one has listed, the controllers, until cancelled.
+    /// Runs the informers and, once every one has listed, the controllers, until cancelled or the service group shuts
+    /// down (reconciles in progress finish; no new key is handed out).
     public func run() async {
+        await cancelWhenGracefulShutdown { await self.runUntilCancelled() }
+    }
+
+    private func runUntilCancelled() async {
         await withTaskGroup(of: Void.self) { group in
             for informer in informers { group.addTask { await informer.run() } }
             group.addTask { await garbageCollector.run() }

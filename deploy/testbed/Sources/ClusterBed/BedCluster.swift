@@ -121,6 +121,15 @@ public final class BedCluster: @unchecked Sendable {
         ] + hostPathArguments)
     }
 
+    /// SIGTERM of node `name`'s agent (a graceful stop); returns its exit status (137 if it had to be killed after
+    /// `timeout` seconds) and everything it printed.
+    public func stopAgent(_ name: String, timeout: TimeInterval = 10) async -> (status: Int32, output: String) {
+        guard let agent = agents.removeValue(forKey: name) else { return (-1, "") }
+        kill(agent.pid, SIGTERM)
+        let status = await agent.wait(timeout: timeout)
+        return (status, agent.stdout + agent.stderr)
+    }
+
     public func killAgent(_ name: String) async {
         guard let agent = agents.removeValue(forKey: name) else { return }
         kill(agent.pid, SIGKILL)
