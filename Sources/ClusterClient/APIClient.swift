@@ -166,27 +166,9 @@ public final class APIClient: Sendable {
         } catch {
             throw APIError(.serviceUnavailable, code: 503, "watch of \(path) on \(endpoint): \(error)")
         }
-        return AsyncThrowingStream { continuation in
-            let task = Task {
-                do {
-                    for try await line in lines {
-                        guard let event = try? JSONValue.parse(line), let type = event["type"]?.string else { continue }
-                        if type == "ERROR" {
-                            throw APIError(status: event["object"] ?? .null) ?? APIError.internalError("watch error: \(event.jsonString())")
-                        }
-                        continuation.yield((type, event["object"] ?? .null))
-                    }
-                    continuation.finish()
-                } catch {
-                    continuation.finish(throwing: error)
-                }
-                connection.channel.close(promise: nil)
-            }
-            continuation.onTermination = { _ in
-                task.cancel()
-                connection.channel.close(promise: nil)
-            }
-        }
+        // Read on the consumer's task, as it asks: no task of the client's own outlives the consumer.
+        let reader = WatchReader(lines: lines, channel: connection.channel)
+        return AsyncThrowingStream { try await reader.next() }
     }
 
     private func takeConnection(fresh: Bool) async throws(APIError) -> HTTPConnection {
@@ -204,6 +186,38 @@ public final class APIClient: Sendable {
             throw APIError(.serviceUnavailable, code: 503, "cannot reach the cluster API at \(endpoint): \(error.message)")
         }
     }
+}
+
+/// A watch's lines as events, for the one consumer of its stream: the connection closes when the watch ends, fails or
+/// the stream is dropped — with close_notify and FIN at once (a plain close would hold the connection for NIOSSL's
+/// shutdown timeout).
+private final class WatchReader: @unchecked Sendable {
+    private var lines: AsyncThrowingStream<Data, any Error>.Iterator
+    private let channel: any Channel
+
+    init(lines: AsyncThrowingStream<Data, any Error>, channel: any Channel) {
+        self.lines = lines.makeAsyncIterator()
+        self.channel = channel
+    }
+
+    func next() async throws -> (type: String, object: JSONValue)? {
+        do {
+            while let line = try await lines.next() {
+                guard let event = try? JSONValue.parse(line), let type = event["type"]?.string else { continue }
+                if type == "ERROR" {
+                    throw APIError(status: event["object"] ?? .null) ?? APIError.internalError("watch error: \(event.jsonString())")
+                }
+                return (type, event["object"] ?? .null)
+            }
+        } catch {
+            ChannelTeardown.finish(channel)
+            throw error
+        }
+        ChannelTeardown.finish(channel)
+        return nil
+    }
+
+    deinit { ChannelTeardown.finish(channel) }
 }
 
 /// One HTTP/1.1 connection: one exchange at a time, answered through `ResponseCollector` on the event loop.

@@ -46,6 +46,8 @@ public final class MigrationJob: Sendable {
         var started = false
         var abortReason: String?
         var abortDelivered = false
+        /// The migrate call has returned: cancelling the poller after that is no abort.
+        var performed = false
         var verdict: MigrationWatchdog.Verdict?
         var monitor: Domain?
         var last: JobStatistics?
@@ -140,22 +142,24 @@ public final class MigrationJob: Sendable {
             let clock = ContinuousClock()
             let start = clock.now
             let initialWatchdog = watchdog
-            let outcome = await withTaskCancellationHandler {
-                await withTaskGroup(of: Result<Void, HypervisorError>?.self) { group in
-                    group.addTask { await self.perform() }
-                    group.addTask {
-                        await self.poll(monitor: monitor, watchdog: initialWatchdog, clock: clock, start: start)
-                        return nil
+            let outcome = await withTaskGroup(of: Result<Void, HypervisorError>?.self) { group in
+                group.addTask { await self.perform() }
+                group.addTask {
+                    await self.poll(monitor: monitor, watchdog: initialWatchdog, clock: clock, start: start)
+                    // Cancelled from above while the migrate call still runs: the job is aborted (the guest stays on
+                    // the source) and the call returns with that.
+                    if Task.isCancelled, !self.state.withLock({ $0.performed }) {
+                        await self.abort(reason: "the migration task was cancelled")
                     }
-                    var result: Result<Void, HypervisorError> = .success(())
-                    for await case let finished? in group {
-                        result = finished
-                        group.cancelAll()
-                    }
-                    return result
+                    return nil
                 }
-            } onCancel: {
-                Task { await self.abort(reason: "the migration task was cancelled") }
+                var result: Result<Void, HypervisorError> = .success(())
+                for await case let finished? in group {
+                    result = finished
+                    state.withLock { $0.performed = true }
+                    group.cancelAll()
+                }
+                return result
             }
             let duration = clock.now - start
             state.withLock { $0.monitor = nil }

@@ -85,6 +85,35 @@ struct ControlPlaneTests {
         #expect(got.stdout == "200")
     }
 
+    @Test("the API client's watch is read on its consumer's task: events arrive as they happen, and dropping the stream closes its connection")
+    func clientWatchEndsWithItsConsumer() async throws {
+        let cluster = try ClusterFixture()
+        try await cluster.start()
+        let client = try cluster.client()
+        let port = try #require(cluster.url.split(separator: ":").last.map(String.init))
+        func established() async throws -> Int {
+            let result = try await run("/usr/bin/ss", ["-Htn", "state", "established", "dst", "127.0.0.1:\(port)"])
+            return result.stdout.split(separator: "\n").count
+        }
+        do {
+            let events = try await client.watch(Kinds.virtualMachine, namespace: "default")
+            let created = try await cluster.curl(["-X", "POST", "-H", "Content-Type: application/yaml", "--data-binary", "@-", "-o", "/dev/null", "-w", "%{http_code}", cluster.url + vms], input: seedVirtualMachine)
+            #expect(created.stdout == "201")
+            var iterator = events.makeAsyncIterator()
+            let first = try await iterator.next()
+            #expect(first?.type == "ADDED" && first?.object["metadata"]?["name"] == "example-decentralized-lm-vm", "\(String(describing: first))")
+            #expect(try await established() == 1, "the watch's connection")
+        }
+        // Within 2 s: close_notify and FIN at once, not a close that waits out the TLS shutdown timeout (5 s).
+        let deadline = Date().addingTimeInterval(2)
+        var open = try await established()
+        while open > 0 && Date() < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+            open = try await established()
+        }
+        #expect(open == 0, "the dropped watch's connection was closed")
+    }
+
     @Test("a CA imported from another cluster (syncctl ca import-external) is trusted for the sync roles only: its user, controller and node certificates are refused by the cluster API with the reason (curl)")
     func importedCAScope() async throws {
         let cluster = try ClusterFixture()
