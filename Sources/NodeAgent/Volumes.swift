@@ -1,14 +1,15 @@
-import CSpawn
 import ClusterAPI
 import ClusterClient
 import Foundation
+import Subprocess
+import SystemPackage
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// Disks of DataVolumes on this node: where a volume's image lives, creating it (blank, or from an image file), and
-/// removing it when its DataVolume goes. Image work runs `qemu-img` on a thread of its own.
+/// removing it when its DataVolume goes. Image work runs `qemu-img` as a child process (swift-subprocess).
 struct Volumes: Sendable {
     let client: APIClient
     /// Where API input may make this node read and write.
@@ -122,16 +123,31 @@ struct Volumes: Sendable {
         try await tool("/usr/bin/qemu-img", arguments)
     }
 
-    /// Runs a tool on a thread of its own; a failure is an error with its output.
+    /// Runs a tool to its end; a failure is an error with what it printed. swift-subprocess gives the child
+    /// `/dev/null` for input, none of the agent's other descriptors (a socket not close-on-exec would otherwise stay
+    /// open in it), an empty signal mask and default signal actions (the agent's service group ignores SIGTERM and
+    /// SIGINT, and an ignored signal stays ignored across exec).
     @discardableResult
     static func tool(_ executable: String, _ arguments: [String]) async throws(APIError) -> String {
-        let result: Result<String, APIError> = await withCheckedContinuation { continuation in
-            Thread.detachNewThread {
-                continuation.resume(returning: run(executable, arguments))
+        let name = (executable as NSString).lastPathComponent
+        do {
+            let result = try await Subprocess.run(
+                .path(FilePath(executable)), arguments: Arguments(arguments), output: .string(limit: Self.toolOutputLimit),
+                error: .string(limit: Self.toolOutputLimit))
+            guard result.terminationStatus.isSuccess else {
+                let printed = [result.standardError, result.standardOutput].compactMap { $0 }.joined(separator: "\n")
+                throw APIError.internalError("\(name) \(arguments.joined(separator: " ")): \(printed.trimmingCharacters(in: .whitespacesAndNewlines))")
             }
+            return result.standardOutput ?? ""
+        } catch let error as APIError {
+            throw error
+        } catch {
+            throw APIError.internalError("cannot run \(executable): \(error)")
         }
-        return try result.get()
     }
+
+    /// The most a tool may print on each of its outputs (qemu-img's JSON about an image is a few KiB).
+    static let toolOutputLimit = 1 << 20
 
     /// A cloud-init NoCloud seed: a small FAT image labelled CIDATA holding `user-data`, `meta-data` and, if given,
     /// `network-config` (written with mtools; no mount). Replaced atomically.
@@ -155,48 +171,4 @@ struct Volumes: Sendable {
         guard rename(partial, path) == 0 else { throw APIError.internalError("cannot move \(partial) into place") }
     }
 
-    static func run(_ executable: String, _ arguments: [String]) -> Result<String, APIError> {
-        var output: [Int32] = [0, 0]
-        guard pipe(&output) == 0 else { return .failure(.internalError("pipe failed")) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, output[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, output[1], 2)
-        posix_spawn_file_actions_addclose(&actions, output[0])
-        // Nothing else of ours goes to the child: sockets are not close-on-exec (SwiftNIO's accepted ones neither), and a
-        // child holding a copy would keep a connection open after we close it.
-        vmsync_spawn_closefrom(&actions, 3)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        // The agent ignores SIGTERM and SIGINT (it shuts down gracefully on them); an ignored signal stays ignored
-        // across exec, so the child gets the default actions back.
-        var reset = sigset_t()
-        sigemptyset(&reset)
-        for number in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGQUIT] { sigaddset(&reset, number) }
-        posix_spawnattr_setsigdefault(&attributes, &reset)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
-        close(output[1])
-        guard spawned == 0 else {
-            close(output[0])
-            return .failure(.internalError("cannot run \(executable): \(String(cString: strerror(spawned)))"))
-        }
-        let text = String(decoding: FileHandle(fileDescriptor: output[0], closeOnDealloc: true).readDataToEndOfFile(), as: UTF8.self)
-        var status: Int32 = 0
-        waitpid(pid, &status, 0)
-        guard status == 0 else {
-            let name = (executable as NSString).lastPathComponent
-            return .failure(.internalError("\(name) \(arguments.joined(separator: " ")): \(text.trimmingCharacters(in: .whitespacesAndNewlines))"))
-        }
-        return .success(text)
-    }
 }

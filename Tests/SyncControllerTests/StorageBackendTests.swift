@@ -1,6 +1,7 @@
 import ClusterAPI
 import Foundation
-import SyncController
+import GRDB
+@testable import SyncController
 import Synchronization
 import Testing
 
@@ -244,6 +245,38 @@ struct StorageBackendTests {
 
 @Suite("SQLite backend")
 struct SQLiteBackendTests {
+    @Test("an access that loses SQLite's WAL locking race (SQLITE_PROTOCOL, 'locking protocol', seen on a loaded machine) is tried again rather than failed; other errors fail at once; a race lost every time fails naming the operation")
+    func lockRaceRetried() async throws {
+        let attempts = Mutex(0)
+        let value = try await SQLiteBackend.access("update of /k") {
+            let attempt = attempts.withLock {
+                $0 += 1
+                return $0
+            }
+            if attempt < 3 { throw DatabaseError(resultCode: .SQLITE_PROTOCOL, message: "locking protocol") }
+            return 42
+        }
+        #expect(value == 42 && attempts.withLock { $0 } == 3)
+
+        attempts.withLock { $0 = 0 }
+        let refused = await #expect(throws: APIError.self) {
+            try await SQLiteBackend.access("update of /k") { () async throws -> Int in
+                attempts.withLock { $0 += 1 }
+                throw DatabaseError(resultCode: .SQLITE_CONSTRAINT, message: "CHECK constraint failed")
+            }
+        }
+        #expect(attempts.withLock { $0 } == 1 && refused?.message.contains("update of /k") == true, "\(String(describing: refused))")
+
+        attempts.withLock { $0 = 0 }
+        let lost = await #expect(throws: APIError.self) {
+            try await SQLiteBackend.access("update of /k") { () async throws -> Int in
+                attempts.withLock { $0 += 1 }
+                throw DatabaseError(resultCode: .SQLITE_PROTOCOL, message: "locking protocol")
+            }
+        }
+        #expect(attempts.withLock { $0 } == SQLiteBackend.lockRaceAttempts && lost?.message.contains("update of /k") == true, "\(String(describing: lost))")
+    }
+
     @Test("values, revisions and history survive reopening; the revision goes on from where it was")
     func durable() async throws {
         let path = try BackendUnderTest.temporaryFile()

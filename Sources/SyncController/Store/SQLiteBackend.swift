@@ -170,18 +170,36 @@ public final class SQLiteBackend: StorageBackend {
         }
     }
 
-    /// Runs a database access: an `APIError` passes through, anything else becomes an internal error naming the
-    /// operation.
     private func access<T: Sendable>(_ operation: @autoclosure () -> String, _ body: () async throws -> T)
         async throws(APIError) -> T
     {
-        do {
-            return try await body()
-        } catch let error as APIError {
-            throw error
-        } catch {
-            throw APIError.internalError("store: \(operation()) failed: \(error)")
+        try await Self.access(operation(), body)
+    }
+
+    /// How many times an access that lost SQLite's WAL locking race is tried in all.
+    static let lockRaceAttempts = 5
+
+    /// Runs a database access: an `APIError` passes through, anything else becomes an internal error naming the
+    /// operation. SQLITE_PROTOCOL — the transaction could not start because it lost the WAL locking race for
+    /// seconds (SQLite's own retries exhausted; seen on a loaded machine) — means nothing was done, so the access is
+    /// tried again after a pause rather than failing a write the caller would have to repeat.
+    static func access<T: Sendable>(_ operation: @autoclosure () -> String, _ body: () async throws -> T)
+        async throws(APIError) -> T
+    {
+        var pause = Duration.milliseconds(20)
+        for attempt in 1...lockRaceAttempts {
+            do {
+                return try await body()
+            } catch let error as APIError {
+                throw error
+            } catch let error as DatabaseError where error.resultCode == .SQLITE_PROTOCOL && attempt < lockRaceAttempts {
+                try? await Task.sleep(for: pause)
+                pause *= 2
+            } catch {
+                throw APIError.internalError("store: \(operation()) failed: \(error)")
+            }
         }
+        throw APIError.internalError("store: \(operation()) failed")
     }
 
     static func load(_ db: Database, _ key: String) throws -> StoredValue? {
