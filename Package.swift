@@ -190,15 +190,17 @@ let package = Package(
             exclude: ["README.md"],
             swiftSettings: strictSettings
         ),
-        // posix_spawn's closefrom file action, which Swift's Glibc module does not expose.
-        .target(name: "CSpawn"),
+        // The local test bed (deploy/testbed): the launcher, and what tests, benchmarks and the demo use to drive it.
+        // posix_spawn's closefrom file action, which Swift's Glibc module does not expose (the bed's process spawners,
+        // which outlive a scope or share a subreaper, where swift-subprocess does not fit).
+        .target(name: "CSpawn", path: "deploy/testbed/Sources/CSpawn"),
+        // Processes started and stopped by PID, certificates minted at run time: for tests, the bed and benchmarks.
         .target(
             name: "TestSupport",
             dependencies: ["CSpawn"],
-            path: "Tests/TestSupport",
+            path: "deploy/testbed/Sources/TestSupport",
             swiftSettings: strictSettings
         ),
-        // The local test bed (deploy/testbed): the launcher, and what tests, benchmarks and the demo use to drive it.
         .target(
             name: "CSubreaper",
             path: "deploy/testbed/Sources/CSubreaper"
@@ -259,12 +261,13 @@ let package = Package(
         ),
         .testTarget(
             name: "NodeAgentTests",
-            dependencies: ["ClusterAPI", "Hypervisor", "NodeAgent", "TestSupport"],
+            // SyncController: the cluster's KubeVirt defaults a VMI is mapped with.
+            dependencies: ["ClusterAPI", "Hypervisor", "NodeAgent", "SyncController", "TestSupport"],
             swiftSettings: strictSettings
         ),
         .testTarget(
             name: "ClusterAPITests",
-            dependencies: ["Hypervisor", "ClusterAPI", "SyncController", "NodeAgent", "TestSupport"],
+            dependencies: ["ClusterAPI", "TestSupport"],
             swiftSettings: strictSettings
         ),
         .testTarget(
