@@ -91,7 +91,12 @@ enum Handshake {
 
 /// Holds the result of the custom verification so the gate can report the precise reason for a failed handshake.
 final class VerificationOutcome: Sendable {
-    private let result = NIOLockedValueBox<Result<PeerIdentity, TransportError>?>(nil)
+    private let result: NIOLockedValueBox<Result<PeerIdentity, TransportError>?>
+
+    /// An outcome still to be decided by `callback`, or (tests) one already decided.
+    init(_ decided: Result<PeerIdentity, TransportError>? = nil) {
+        result = NIOLockedValueBox(decided)
+    }
 
     var value: Result<PeerIdentity, TransportError>? { result.withLockedValue { $0 } }
 
