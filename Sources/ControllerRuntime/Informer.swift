@@ -95,7 +95,7 @@ public final class Informer<R: Resource>: SharedInformer {
         let decoded = items.compactMap { item in decode(item).map { ($0, item) } }
         let previous = Dictionary(cache.all.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
         let gone = cache.replace(decoded, resourceVersion: version)
-        await synced.signal()
+        synced.signal()
         for object in gone { await handler(Change(old: object, new: nil)) }
         for (object, _) in decoded where previous[object.key] != object { await handler(Change(old: previous[object.key], new: object)) }
         let events = try await source.watch(R.kind, selection, from: version)
@@ -135,20 +135,41 @@ public final class Informer<R: Resource>: SharedInformer {
     }
 }
 
-/// A one-time signal: `wait` returns once `signal` was called.
-actor SyncSignal {
-    private var done = false
-    private var waiters: [CheckedContinuation<Void, Never>] = []
+/// A one-time signal: `wait` returns once `signal` was called, or at once when the waiting task is cancelled (a
+/// controller stopped before its informers listed must not hang its shutdown).
+final class SyncSignal: Sendable {
+    private struct State {
+        var done = false
+        var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+        var nextWaiter = 0
+    }
+    private let state = Mutex(State())
 
     func signal() {
-        guard !done else { return }
-        done = true
+        let waiters = state.withLock { state in
+            defer { state.waiters.removeAll() }
+            state.done = true
+            return Array(state.waiters.values)
+        }
         for waiter in waiters { waiter.resume() }
-        waiters.removeAll()
     }
 
     func wait() async {
-        if done { return }
-        await withCheckedContinuation { waiters.append($0) }
+        let id = state.withLock { state in
+            defer { state.nextWaiter += 1 }
+            return state.nextWaiter
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let now = state.withLock { state in
+                    if state.done || Task.isCancelled { return true }
+                    state.waiters[id] = continuation
+                    return false
+                }
+                if now { continuation.resume() }
+            }
+        } onCancel: {
+            state.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
+        }
     }
 }

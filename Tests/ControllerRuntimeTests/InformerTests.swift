@@ -58,6 +58,24 @@ struct InformerTests {
         }
     }
 
+    @Test("waiting for an informer's first list ends when the waiting task is cancelled (a stop before the list must not hang)")
+    func waitForSyncCancelled() async throws {
+        // Never run: it never lists.
+        let informer = Informer<VirtualMachineInstance>(source: store) { _ in }
+        final class Count: Sendable { let value = Mutex(0) }
+        let ended = Count()
+        let waiters = (0..<2).map { index in
+            Task {
+                if index == 1 { withUnsafeCurrentTask { $0?.cancel() } }  // cancelled before it waits
+                await informer.waitForSync()
+                ended.value.withLock { $0 += 1 }
+            }
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        waiters[0].cancel()
+        await eventually("both cancelled waits ended") { ended.value.withLock { $0 } == 2 }
+    }
+
     @Test("the envelope keeps what the typed view does not model")
     func envelope() async throws {
         _ = try await store.create(Kinds.virtualMachineInstance, ["apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "metadata": ["name": "e"], "spec": ["domain": ["firmware": ["bootloader": ["efi": [:]]]]]])

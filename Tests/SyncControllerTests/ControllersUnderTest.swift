@@ -9,6 +9,7 @@ extension ClusterControllers {
         let controllers = ClusterControllers(store: store)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await controllers.run() }
+            await controllers.waitForSync()
             try await controllers.settle()
             try await body(controllers)
             group.cancelAll()

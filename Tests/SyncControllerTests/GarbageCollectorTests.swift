@@ -3,9 +3,22 @@ import Foundation
 import SyncController
 import Testing
 
+/// Where a garbage collector runs: alone (its own informers for every kind), or in the cluster controllers, sharing
+/// their typed caches for the kinds they watch.
+enum CollectorHost: CaseIterable, CustomStringConvertible {
+    case alone, clusterControllers
+    var description: String { self == .alone ? "alone" : "in the cluster controllers" }
+}
+
 /// Runs `body` with a garbage collector working on `store` (its informers have listed before `body` starts) and stops
 /// it afterwards: what tests of cascading deletion need now that the store itself no longer cascades.
-func withGarbageCollector(_ store: any ResourceStore, _ body: () async throws -> Void) async throws {
+func withGarbageCollector(
+    _ store: any ResourceStore, host: CollectorHost = .alone, _ body: () async throws -> Void
+) async throws {
+    if host == .clusterControllers {
+        try await ClusterControllers.running(on: store) { _ in try await body() }
+        return
+    }
     let collector = GarbageCollector(store: store)
     try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask { await collector.run() }
@@ -56,9 +69,9 @@ struct GarbageCollectorTests {
         }
     }
 
-    @Test("an owner deleted: its dependents go, and theirs in turn (across kinds)")
-    func cascade() async throws {
-        try await withGarbageCollector(store) {
+    @Test("an owner deleted: its dependents go, and theirs in turn (across kinds)", arguments: CollectorHost.allCases)
+    func cascade(host: CollectorHost) async throws {
+        try await withGarbageCollector(store, host: host) {
             let owner = try await store.create(Kinds.configMap, Self.object(Kinds.configMap, "owner"))
             let child = try await store.create(
                 Kinds.secret, Self.object(Kinds.secret, "child", owners: [Self.reference(to: owner)]))
@@ -79,9 +92,35 @@ struct GarbageCollectorTests {
         }
     }
 
-    @Test("a dependent with another live owner stays; it goes with its last owner")
-    func lastOwner() async throws {
-        try await withGarbageCollector(store) {
+    @Test(
+        "a kind the cluster controllers cache (StorageClass) as owner and as dependent, through a kind only the collector watches",
+        arguments: CollectorHost.allCases)
+    func sharedKinds(host: CollectorHost) async throws {
+        func storageClass(_ name: String, owners: [JSONValue] = []) -> JSONValue {
+            var object = Self.object(Kinds.storageClass, name, owners: owners)
+            object["directory"] = .string("/var/lib/vmsync/\(name)")
+            return object
+        }
+        try await withGarbageCollector(store, host: host) {
+            let owner = try await store.create(Kinds.storageClass, storageClass("class-owner"))
+            let child = try await store.create(
+                Kinds.storageClass, storageClass("class-child", owners: [Self.reference(to: owner)]))
+            let grandchild = try await store.create(
+                Kinds.configMap, Self.object(Kinds.configMap, "grandchild", owners: [Self.reference(to: child)]))
+            let version = try #require(Int64(grandchild["metadata"]?["resourceVersion"]?.string ?? ""))
+            let classes = try await store.watch(Kinds.storageClass, Selection(), from: version)
+            let configMaps = try await store.watch(Kinds.configMap, Selection(), from: version)
+            _ = try await store.delete(Kinds.storageClass, namespace: nil, name: "class-owner", precondition: nil)
+            let deletedClasses = await collect(classes, until: { $0.filter { $0.type == .deleted }.count == 2 })
+            #expect(Self.deleted(deletedClasses) == ["class-owner", "class-child"])
+            let deletedMaps = await collect(configMaps, until: { $0.contains { $0.type == .deleted } })
+            #expect(Self.deleted(deletedMaps) == ["grandchild"])
+        }
+    }
+
+    @Test("a dependent with another live owner stays; it goes with its last owner", arguments: CollectorHost.allCases)
+    func lastOwner(host: CollectorHost) async throws {
+        try await withGarbageCollector(store, host: host) {
             let first = try await store.create(Kinds.configMap, Self.object(Kinds.configMap, "first"))
             let second = try await store.create(Kinds.node, Self.object(Kinds.node, "second"))
             let shared = try await store.create(
@@ -101,9 +140,9 @@ struct GarbageCollectorTests {
         }
     }
 
-    @Test("an owner marked for deletion (a finalizer pending) still owns; released, it takes its dependent along")
-    func finalizedOwner() async throws {
-        try await withGarbageCollector(store) {
+    @Test("an owner marked for deletion (a finalizer pending) still owns; released, it takes its dependent along", arguments: CollectorHost.allCases)
+    func finalizedOwner(host: CollectorHost) async throws {
+        try await withGarbageCollector(store, host: host) {
             let owner = try await store.create(
                 Kinds.configMap, Self.object(Kinds.configMap, "owner", finalizers: ["vmsync.io/test"]))
             let dependent = try await store.create(

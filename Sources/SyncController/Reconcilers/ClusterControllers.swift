@@ -55,23 +55,27 @@ public struct ClusterControllers: Service {
                 observe: (@Sendable (_ controller: String, _ outcome: ReconcileOutcome) -> Void)? = nil)
     {
         let readiness = NodeReadiness(gracePeriod: nodeGracePeriod)
-        let machineCache = Cache<VirtualMachine>()
-        let instanceCache = Cache<VirtualMachineInstance>(indexes: [
+        // Every cache also answers the garbage collector's questions (by uid, by owner uid), so it watches none of
+        // these kinds again.
+        let machineCache = Cache<VirtualMachine>(indexes: GarbageCollector.indexes(for: VirtualMachine.self))
+        let instanceIndexes: [String: Cache<VirtualMachineInstance>.IndexFunction] = [
             Index.node: { [$0.nodeName].compactMap { $0 } },
             Index.specClaim: { vmi in (vmi.spec.volumes ?? []).compactMap(\.claimName).map { "\(vmi.metadata.namespace ?? "default")/\($0)" } },
             Index.unscheduled: { SchedulingReconciler.awaitsNode($0) ? ["waiting"] : [] },
             DataVolumeReconciler.claimIndex: DataVolumeReconciler.claims,
-        ])
-        let migrationCache = Cache<VirtualMachineInstanceMigration>(indexes: [
+        ]
+        let instanceCache = Cache(indexes: instanceIndexes.merging(GarbageCollector.indexes(for: VirtualMachineInstance.self)) { own, _ in own })
+        let migrationIndexes: [String: Cache<VirtualMachineInstanceMigration>.IndexFunction] = [
             Index.vmi: { [Self.vmiIndexValue(of: $0)] },
             Index.phase: { [$0.phase.rawValue] },
             Index.node: { Array(Set([$0.status?.migrationState?.sourceNode, $0.status?.migrationState?.targetNode].compactMap { $0 })) },
             Index.evacuation: { [$0.metadata.labels?[Migration.evacuationNodeLabel]].compactMap { $0 } },
-        ])
-        let nodeCache = Cache<Node>()
-        let dataVolumeCache = Cache<DataVolume>()
-        let classCache = Cache<StorageClass>()
-        let configurationCache = Cache<KubeVirt>()
+        ]
+        let migrationCache = Cache(indexes: migrationIndexes.merging(GarbageCollector.indexes(for: VirtualMachineInstanceMigration.self)) { own, _ in own })
+        let nodeCache = Cache<Node>(indexes: GarbageCollector.indexes(for: Node.self))
+        let dataVolumeCache = Cache<DataVolume>(indexes: GarbageCollector.indexes(for: DataVolume.self))
+        let classCache = Cache<StorageClass>(indexes: GarbageCollector.indexes(for: StorageClass.self))
+        let configurationCache = Cache<KubeVirt>(indexes: GarbageCollector.indexes(for: KubeVirt.self))
         let placement = Placement(readiness: readiness, dataVolumes: dataVolumeCache)
 
         func controller<R: Reconciler>(_ reconciler: R) -> Controller<R> {
@@ -90,7 +94,10 @@ public struct ClusterControllers: Service {
         let dataVolume = controller(DataVolumeReconciler(store: store, dataVolumes: dataVolumeCache, instances: instanceCache, classes: classCache))
         (self.virtualMachine, self.scheduling, self.instance, self.nodeLifecycle) = (virtualMachine, scheduling, instance, nodeLifecycle)
         (self.migration, self.evacuation, self.dataVolume) = (migration, evacuation, dataVolume)
-        garbageCollector = GarbageCollector(store: store, logger: logger)
+        let collectorQueue = WorkQueue<ObjectKey>()
+        @Sendable func collect<R: Resource>(_ change: Informer<R>.Change) {
+            GarbageCollector.observe(old: change.old?.metadata, new: change.new?.metadata, into: collectorQueue)
+        }
 
         /// Keys of every object in `keys` into `controller`.
         @Sendable func enqueue<R: Reconciler>(_ keys: any Sequence<ObjectKey>, into controller: Controller<R>) {
@@ -109,9 +116,11 @@ public struct ClusterControllers: Service {
         }
 
         machines = Informer(source: store, cache: machineCache, logger: logger) { change in
+            collect(change)
             virtualMachine.enqueue(change.key)
         }
         instances = Informer(source: store, cache: instanceCache, logger: logger) { change in
+            collect(change)
             let key = change.key
             virtualMachine.enqueue(key)
             instance.enqueue(key)
@@ -138,6 +147,7 @@ public struct ClusterControllers: Service {
             if change.new?.nodeName != change.old?.nodeName { evacuationConcerns(change.new?.nodeName) }
         }
         migrations = Informer(source: store, cache: migrationCache, logger: logger) { change in
+            collect(change)
             migration.enqueue(change.key)
             let vmi = ObjectKey(namespace: change.key.namespace, name: (change.new ?? change.old)!.spec.vmiName)
             instance.enqueue(vmi)
@@ -152,6 +162,7 @@ public struct ClusterControllers: Service {
             evacuationConcerns(instanceCache[vmi]?.nodeName)
         }
         nodes = Informer(source: store, cache: nodeCache, logger: logger) { change in
+            collect(change)
             let key = change.key
             nodeLifecycle.enqueue(key)
             evacuation.enqueue(key)
@@ -170,19 +181,31 @@ public struct ClusterControllers: Service {
             }
         }
         dataVolumes = Informer(source: store, cache: dataVolumeCache, logger: logger) { change in
+            collect(change)
             dataVolume.enqueue(change.key)
             let users = instanceCache.keys(in: Index.specClaim, change.key.description)
             enqueue(users, into: instance)
             enqueue(users.filter { instanceCache[$0].map(SchedulingReconciler.awaitsNode) ?? false }, into: scheduling)
         }
-        classes = Informer(source: store, cache: classCache, logger: logger) { _ in
+        classes = Informer(source: store, cache: classCache, logger: logger) { change in
+            collect(change)
             // A class's directory and sharing decide every path and LiveMigratable: look at all again (classes change rarely).
             enqueue(dataVolumeCache.unordered.map(\.key), into: dataVolume)
             enqueue(instanceCache.unordered.map(\.key), into: instance)
         }
-        configuration = Informer(source: store, cache: configurationCache, logger: logger) { _ in
+        configuration = Informer(source: store, cache: configurationCache, logger: logger) { change in
+            collect(change)
             enqueue(waitingMigrations(), into: migration)
         }
+        garbageCollector = GarbageCollector(
+            store: store,
+            shared: [
+                .init(cache: machineCache, informer: machines), .init(cache: instanceCache, informer: instances),
+                .init(cache: migrationCache, informer: migrations), .init(cache: nodeCache, informer: nodes),
+                .init(cache: dataVolumeCache, informer: dataVolumes), .init(cache: classCache, informer: classes),
+                .init(cache: configurationCache, informer: configuration),
+            ],
+            queue: collectorQueue, logger: logger)
     }
 
     /// The value the migration index `vmi` files a migration under.
@@ -211,9 +234,10 @@ public struct ClusterControllers: Service {
         }
     }
 
-    /// Waits until every informer has listed.
+    /// Waits until every informer has listed, the garbage collector's own too.
     public func waitForSync() async {
         for informer in informers { await informer.waitForSync() }
+        await garbageCollector.waitForSync()
     }
 
     /// Whether the informers have applied every change up to the given resourceVersions (by kind) and the queues are

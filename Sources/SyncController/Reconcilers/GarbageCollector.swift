@@ -58,8 +58,10 @@ public struct GarbageCollectionReconciler: Reconciler {
     private func held(_ uid: String) -> Bool { kinds.contains { $0.holds(uid) } }
 }
 
-/// The garbage collector: an informer per served kind keeping every object's metadata (indexed by uid and by owner
-/// uid), feeding one queue of owner uids to `GarbageCollectionReconciler`.
+/// The garbage collector: every served kind's objects indexed by uid and by owner uid, feeding one queue of owner uids
+/// to `GarbageCollectionReconciler`. A kind whose cache another informer keeps (the cluster controllers' typed caches,
+/// given as `shared`, their informers calling `observe`) is read there; for every other kind it runs a metadata-only
+/// informer of its own — so no kind is watched and cached twice.
 public struct GarbageCollector: Sendable {
     public let controller: Controller<GarbageCollectionReconciler>
     let kinds: [CollectedKind]
@@ -67,20 +69,63 @@ public struct GarbageCollector: Sendable {
     /// The kinds it watches: every served kind.
     public static var watchedKinds: [ResourceKind] { KindMarkers.all.map { $0.kind } }
 
-    public init(store: any ResourceStore, logger: Logger = Logger(label: "vmsync.garbagecollector")) {
-        let queue = WorkQueue<ObjectKey>()
+    /// `queue` is the one the sharing informers' handlers feed through `observe(old:new:into:)`.
+    public init(
+        store: any ResourceStore, shared: [SharedKind] = [], queue: WorkQueue<ObjectKey> = WorkQueue(),
+        logger: Logger = Logger(label: "vmsync.garbagecollector")
+    ) {
         let kinds = KindMarkers.all.map { marker in
-            CollectedKind.watching(marker, store: store, queue: queue, logger: logger)
+            shared.first { $0.kind.plural == marker.kind.plural && $0.kind.group == marker.kind.group }?.collected
+                ?? CollectedKind.watching(marker, store: store, queue: queue, logger: logger)
         }
         self.kinds = kinds
         controller = Controller(
             GarbageCollectionReconciler(store: store, kinds: kinds, logger: logger), queue: queue, logger: logger)
     }
 
+    /// The indexes a cache shared with the collector carries.
+    public static func indexes<R: Resource>(for type: R.Type) -> [String: Cache<R>.IndexFunction] {
+        [
+            CollectedKind.uidIndex: { [$0.metadata.uid].compactMap { $0 } },
+            CollectedKind.ownerIndex: { ($0.metadata.ownerReferences ?? []).map(\.uid) },
+        ]
+    }
+
+    /// A kind another informer caches (its cache carrying `indexes(for:)`), and how to wait for its first list.
+    public struct SharedKind: Sendable {
+        let kind: ResourceKind
+        let collected: CollectedKind
+
+        public init<R: Resource>(cache: Cache<R>, informer: Informer<R>) {
+            kind = R.kind
+            collected = CollectedKind(
+                kind: R.kind, run: nil, waitForSync: { await informer.waitForSync() },
+                holds: { !cache.keys(in: CollectedKind.uidIndex, $0).isEmpty },
+                dependents: { cache.objects(in: CollectedKind.ownerIndex, $0).map(\.metadata) })
+        }
+    }
+
+    /// What a change of an object means for the collector: the sharing informers' handlers call it with the
+    /// collector's queue.
+    public static func observe(old: ObjectMeta?, new: ObjectMeta?, into queue: WorkQueue<ObjectKey>) {
+        for owner in ownersConcerned(old: old, new: new) { queue.add(ObjectKey(namespace: nil, name: owner)) }
+    }
+
+    /// The owner uids to look at after a change: an object gone (what it owned may have no owner left), and the owners
+    /// an object names when it first names them (they may be gone already).
+    static func ownersConcerned(old: ObjectMeta?, new: ObjectMeta?) -> Set<String> {
+        var owners: Set<String> = []
+        if new == nil, let uid = old?.uid { owners.insert(uid) }
+        let named = Set((new?.ownerReferences ?? []).map(\.uid))
+        if !named.isEmpty, old == nil || named != Set((old?.ownerReferences ?? []).map(\.uid)) { owners.formUnion(named) }
+        return owners
+    }
+
     /// Runs the informers and, once all have listed, the reconciler, until cancelled.
     public func run() async {
         await withTaskGroup(of: Void.self) { group in
-            for kind in kinds { group.addTask { await kind.run() } }
+            // Only its own informers: a shared kind's informer runs with its owner's controllers.
+            for kind in kinds { if let run = kind.run { group.addTask { await run() } } }
             group.addTask {
                 await waitForSync()
                 await controller.run()
@@ -103,7 +148,8 @@ struct CollectedKind: Sendable {
     static let ownerIndex = "ownerUID"
 
     let kind: ResourceKind
-    let run: @Sendable () async -> Void
+    /// Its own informer's run, nil for a kind whose informer someone else runs.
+    let run: (@Sendable () async -> Void)?
     let waitForSync: @Sendable () async -> Void
     /// Whether an object with this uid is in the cache.
     let holds: @Sendable (_ uid: String) -> Bool
@@ -121,14 +167,8 @@ struct CollectedKind: Sendable {
             ],
             logger: logger
         ) { change in
-            // An object gone: the objects it owned may have no owner left.
-            if change.new == nil, let uid = change.old?.metadata.uid { queue.add(ObjectKey(namespace: nil, name: uid)) }
-            // An object naming owners (new, or naming others now): they may be gone already.
-            let owners = Set((change.new?.metadata.ownerReferences ?? []).map(\.uid))
-            if !owners.isEmpty,
-                change.old == nil || owners != Set((change.old?.metadata.ownerReferences ?? []).map(\.uid))
-            {
-                for owner in owners { queue.add(ObjectKey(namespace: nil, name: owner)) }
+            for owner in GarbageCollector.ownersConcerned(old: change.old?.metadata, new: change.new?.metadata) {
+                queue.add(ObjectKey(namespace: nil, name: owner))
             }
         }
         return CollectedKind(
