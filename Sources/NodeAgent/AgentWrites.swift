@@ -12,7 +12,7 @@ extension APIClient {
 
     /// Every object of the kind that reads as its typed view.
     func list<R: Resource>(_ type: R.Type) async throws(APIError) -> [R] {
-        (try await list(R.kind)["items"]?.array ?? []).compactMap { try? R(json: $0) }
+        ((try? await list(R.kind).decode(ObjectList.self))?.items ?? []).compactMap { try? R(json: $0) }
     }
 
     /// Creates `object`; returns it as stored.

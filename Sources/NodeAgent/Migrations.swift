@@ -555,7 +555,7 @@ extension NodeAgent {
         }
         do {
             // Retried for a while: the controller may be restarting; until this lands the migration looks unfinished.
-            try await persistently("migration failure", for: .seconds(60)) { () async throws(APIError) in
+            _ = try await persistently("migration failure", for: .seconds(60)) { () async throws(APIError) in
                 try await transition(vmim, to: .failed) { vmim in
                     var state = vmim.status?.migrationState ?? MigrationState()
                     failed(&state)

@@ -403,9 +403,7 @@ public actor NodeAgent {
             status.message = nil
             status.conditions.set(Condition("Ready", true, reason: "DomainRunning"))
             status.volumeStatus = volumeStatus
-            var guestOSInfo = status.guestOSInfo ?? [:]
-            guestOSInfo["name"] = "vmsync tiny guest"
-            status.guestOSInfo = guestOSInfo
+            status.guestOSInfo = (status.guestOSInfo ?? [:]).merged(with: ["name": "vmsync tiny guest"])
             status.interfaces = interfaces
             status.launcherDomain = domainName
             status.serialConsole = spec.serialSocket ?? ""

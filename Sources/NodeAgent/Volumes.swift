@@ -60,12 +60,12 @@ struct Volumes: Sendable {
             let user = "the DataVolume of \(disk.path)"
             let file = try hostPaths.importSource(url, classDirectory: (disk.path as NSString).deletingLastPathComponent, for: user)
             // Only a self-contained raw or qcow2 image: a backing or data file would be read from wherever it names.
-            let info = (try? JSONValue.parse(Data(try await Self.qemuImg(["info", "--output=json", file]).utf8))) ?? [:]
-            let format = info["format"]?.string ?? ""
+            let info = try await Self.imageInfo(file)
+            let format = info.format ?? ""
             guard ["raw", "qcow2"].contains(format) else {
                 throw APIError.badRequest("\(user): data source \(url) is a \(format.isEmpty ? "unknown" : format) image; raw or qcow2 only")
             }
-            if let backing = info["backing-filename"]?.string ?? info["format-specific"]?["data"]?["data-file"]?.string {
+            if let backing = info.backingFilename ?? info.formatSpecific?.data?.dataFile {
                 throw APIError.forbidden("\(user): data source \(url) refers to another file (\(backing)); only self-contained images are imported")
             }
             try await Self.qemuImg(["convert", "-f", format, "-O", disk.format, file, partial])
@@ -102,8 +102,34 @@ struct Volumes: Sendable {
     }
 
     static func virtualSize(_ path: String) async throws(APIError) -> UInt64 {
+        UInt64(clamping: try await imageInfo(path).virtualSize ?? 0)
+    }
+
+    /// What `qemu-img info` says of an image (what it cannot say reads as absent).
+    struct ImageInfo: Decodable {
+        var format: String?
+        var virtualSize: Int64?
+        var backingFilename: String?
+        var formatSpecific: FormatSpecific?
+
+        struct FormatSpecific: Decodable {
+            var data: Data?
+
+            struct Data: Decodable {
+                var dataFile: String?
+
+                enum CodingKeys: String, CodingKey { case dataFile = "data-file" }
+            }
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case format, virtualSize = "virtual-size", backingFilename = "backing-filename", formatSpecific = "format-specific"
+        }
+    }
+
+    static func imageInfo(_ path: String) async throws(APIError) -> ImageInfo {
         let output = try await qemuImg(["info", "--output=json", path])
-        return UInt64((try? JSONValue.parse(Data(output.utf8)))?["virtual-size"]?.int ?? 0)
+        return (try? JSONDecoder().decode(ImageInfo.self, from: Foundation.Data(output.utf8))) ?? ImageInfo()
     }
 
     /// An empty qcow2 image (written directly; by qemu-img for sizes the direct writer does not do).
