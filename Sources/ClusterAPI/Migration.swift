@@ -35,17 +35,4 @@ public enum Migration {
         }
         return try? Date(text, strategy: .iso8601)
     }
-
-    /// The status merge patch that moves `vmim` to `phase` (appending to its phase history), with `vmim`'s
-    /// resourceVersion as precondition, so a phase somebody else wrote meanwhile is not overwritten.
-    public static func transitionPatch(_ vmim: JSONValue, to phase: String, _ changes: JSONValue) -> JSONValue {
-        var status = changes
-        status["phase"] = .string(phase)
-        var history = vmim["status"]?["phaseTransitionTimestamps"]?.array ?? []
-        history.append(["phase": .string(phase), "phaseTransitionTimestamp": .string(timestamp())])
-        status["phaseTransitionTimestamps"] = .array(history)
-        var patch: JSONValue = ["status": status]
-        if let version = vmim["metadata"]?["resourceVersion"] { patch["metadata"] = ["resourceVersion": version] }
-        return patch
-    }
 }

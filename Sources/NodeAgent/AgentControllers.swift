@@ -4,14 +4,15 @@ import ControllerRuntime
 import Logging
 
 /// The node agent on the controller runtime: informers on the VMIs on this node (a field selector on
-/// `status.nodeName`), on the migrations from and to it, and on DataVolumes (whose deletion removes their images
-/// here); a work queue of VMIs and one of migrations; libvirt's lifecycle events enqueue the domain's VMI. No loop
+/// `status.nodeName`), on the migrations from and to it, on DataVolumes (whose deletion removes their images
+/// here) and on the KubeVirt configuration (CPU model, migration settings); a work queue of VMIs and one of migrations; libvirt's lifecycle events enqueue the domain's VMI. No loop
 /// polls the API.
 struct AgentControllers: Sendable {
     let instances: Informer<VirtualMachineInstance>
     let outgoing: Informer<VirtualMachineInstanceMigration>
     let incoming: Informer<VirtualMachineInstanceMigration>
     let dataVolumes: Informer<DataVolume>
+    let kubeVirt: Informer<KubeVirt>
     let instanceController: Controller<InstanceSync>
     let migrationController: Controller<MigrationSync>
     let senders = Senders()
@@ -50,15 +51,16 @@ struct AgentControllers: Sendable {
             source: source, cache: agent.incomingMigrations,
             selection: Selection(fields: try FieldSelector("status.migrationState.targetNode=\(node)")), logger: logger, handler: migrationChanged)
         dataVolumes = Informer(source: source, logger: logger) { change in
-            if change.new == nil, let gone = change.old { await agent.volumes.remove(gone.json) }
+            if change.new == nil, let gone = change.old { await agent.volumes.remove(gone) }
         }
+        kubeVirt = Informer(source: source, cache: agent.kubeVirts, selection: Selection(namespace: KubeVirt.namespace), logger: logger) { _ in }
     }
 
     /// Runs the informers, and once they have listed the controllers and the senders, until cancelled.
     func run() async {
         await agent.setSenders(senders)
         await withTaskGroup(of: Void.self) { group in
-            for informer in [instances, outgoing, incoming, dataVolumes] as [any SharedInformer] {
+            for informer in [instances, outgoing, incoming, dataVolumes, kubeVirt] as [any SharedInformer] {
                 group.addTask { await informer.run() }
             }
             group.addTask { await senders.run() }
@@ -76,7 +78,7 @@ struct AgentControllers: Sendable {
     }
 
     func waitForSync() async {
-        for informer in [instances, outgoing, incoming, dataVolumes] as [any SharedInformer] { await informer.waitForSync() }
+        for informer in [instances, outgoing, incoming, dataVolumes, kubeVirt] as [any SharedInformer] { await informer.waitForSync() }
     }
 
     /// libvirt says `domain` changed: its VMI is looked at, or, if no VMI here has it, whether it is an orphan.

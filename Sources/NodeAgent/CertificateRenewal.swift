@@ -1,4 +1,4 @@
-public import ClusterAPI
+import ClusterAPI
 public import ClusterClient
 import Foundation
 public import TLSTransport
@@ -16,16 +16,13 @@ public enum CertificateRenewal {
         through client: APIClient, _ request: LeafRequest, cluster: String, certificatePath: String? = nil, keyPath: String? = nil
     ) async throws -> CertifiedKey {
         let signing = try SigningRequest.make(for: request, cluster: cluster)
-        let object: JSONValue = [
-            "apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
-            "metadata": ["generateName": .string("node-\(request.name)-")],
-            "spec": [
-                "request": .string(Data(signing.pem.utf8).base64EncodedString()), "signerName": .string(signerName),
-                "usages": ["digital signature", "client auth", "server auth"],
-            ],
-        ]
-        let created = try await client.create(Kinds.certificateSigningRequest, object)
-        guard let encoded = created["status"]?["certificate"]?.string, let data = Data(base64Encoded: encoded) else {
+        var metadata = ObjectMeta()
+        metadata.generateName = "node-\(request.name)-"
+        let object = CertificateSigningRequest(metadata: metadata, spec: .init(
+            request: Data(signing.pem.utf8).base64EncodedString(), signerName: signerName,
+            usages: ["digital signature", "client auth", "server auth"]))
+        let created = try await client.create(object)
+        guard let encoded = created.status?.certificate, let data = Data(base64Encoded: encoded) else {
             throw APIError.internalError("the controller answered the signing request without a certificate")
         }
         let chain = try PEM.certificates(from: String(decoding: data, as: UTF8.self), source: "the signed certificate")

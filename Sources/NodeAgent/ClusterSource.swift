@@ -10,9 +10,12 @@ struct ClusterSource: ResourceSource {
     var resync = 60
 
     func list(_ kind: ResourceKind, _ selection: Selection) async throws(APIError) -> (items: [JSONValue], resourceVersion: Int64) {
-        let list = try await client.list(kind, namespace: selection.namespace, labelSelector: selection.labels?.description,
+        let body = try await client.list(kind, namespace: selection.namespace, labelSelector: selection.labels?.description,
                                          fieldSelector: selection.fields?.description)
-        return (list["items"]?.array ?? [], Int64(list["metadata"]?["resourceVersion"]?.string ?? "") ?? 0)
+        guard let list = try? body.decode(ObjectList.self) else {
+            throw APIError.internalError("the list of \(kind.resource) the cluster API answered is not a list")
+        }
+        return (list.items ?? [], list.resourceVersion)
     }
 
     func watch(_ kind: ResourceKind, _ selection: Selection, from resourceVersion: Int64?) async throws(APIError) -> AsyncStream<WatchEvent> {
@@ -33,7 +36,7 @@ struct ClusterSource: ResourceSource {
             while true {
                 guard let (type, object) = try? await base.next() else { return nil }
                 guard let kind = WatchEvent.Kind(rawValue: type) else { continue }
-                return WatchEvent(type: kind, object: object, resourceVersion: Int64(object["metadata"]?["resourceVersion"]?.string ?? "") ?? 0)
+                return WatchEvent(type: kind, object: object, resourceVersion: ObjectHeader.resourceVersion(of: object))
             }
         }
     }

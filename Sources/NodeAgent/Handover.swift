@@ -40,22 +40,26 @@ extension NodeAgent {
 
     // MARK: Source
 
-    /// After libvirt moved the guest to `target`: the VMI goes to the target node (with the migration's final state)
-    /// and the migration to Succeeded, each retried until it lands or is already true — the guest runs on the target
-    /// now, so a failed write must never turn into a failed migration (whose cleanup would remove that guest). Returns
-    /// the migration as last stored.
-    func handOver(_ vmim: JSONValue, namespace: String, vmiName: String, target: String, finalState: JSONValue) async -> JSONValue {
-        let uid = vmim["metadata"]?["uid"]?.string ?? ""
+    /// After libvirt moved the guest to `target`: the VMI goes to the target node (with the migration's final state,
+    /// what `final` sets) and the migration to Succeeded, each retried until it lands or is already true — the guest
+    /// runs on the target now, so a failed write must never turn into a failed migration (whose cleanup would remove
+    /// that guest). Returns the migration as last stored.
+    func handOver(
+        _ vmim: VirtualMachineInstanceMigration, vmi: VirtualMachineInstance, target: String, final: @escaping @Sendable (inout MigrationState) -> Void
+    ) async -> VirtualMachineInstanceMigration {
+        let uid = vmim.metadata.uid ?? ""
+        var handed = VirtualMachineInstance.Status()
+        handed.nodeName = target
+        handed.migrationState = MigrationState()
+        final(&handed.migrationState!)
         do {
-            try await persistently("hand-over of \(namespace)/\(vmiName) to \(target)") { () async throws(APIError) in
+            try await persistently("hand-over of \(vmi.key) to \(target)") { () async throws(APIError) in
                 do throws(APIError) {
-                    _ = try await client.patch(
-                        Kinds.virtualMachineInstance, namespace: namespace, name: vmiName,
-                        ["status": ["nodeName": .string(target), "migrationState": finalState]], status: true)
+                    try await client.set(\.status, of: vmi, to: handed)
                 } catch where error.code == 403 || error.code == 409 {
                     // An earlier attempt landed (its answer was lost), or the target claimed the guest first.
-                    let vmi = try await client.get(Kinds.virtualMachineInstance, namespace: namespace, name: vmiName)
-                    guard vmi["status"]?["nodeName"]?.string == target else { throw error }
+                    let vmi = try await client.get(VirtualMachineInstance.self, namespace: vmi.key.namespace, name: vmi.key.name)
+                    guard vmi.nodeName == target else { throw error }
                 }
             }
         } catch {
@@ -64,16 +68,18 @@ extension NodeAgent {
         }
         var current = vmim
         do {
-            current = try await persistently("migration \(uid) Succeeded") { () async throws(APIError) -> JSONValue in
-                var state = current["status"]?["migrationState"] ?? [:]
-                for (key, value) in finalState.object ?? [:] { state[key] = value }
+            current = try await persistently("migration \(uid) Succeeded") { () async throws(APIError) -> VirtualMachineInstanceMigration in
                 do throws(APIError) {
-                    return try await transition(current, to: "Succeeded", ["migrationState": state])
+                    return try await transition(current, to: .succeeded) { vmim in
+                        var state = vmim.status?.migrationState ?? MigrationState()
+                        final(&state)
+                        vmim.status?.migrationState = state
+                    }
                 } catch where error.code == 409 {
                     // Moved on meanwhile: done if it says Succeeded (the target's claim); a failure recorded before the
                     // guest moved stays as it is — the VMI says where the guest runs.
-                    current = try await client.get(Kinds.migration, namespace: namespace, name: vmim["metadata"]?["name"]?.string ?? "")
-                    if Migration.finalPhases.contains(current["status"]?["phase"]?.string ?? "") { return current }
+                    current = try await client.get(VirtualMachineInstanceMigration.self, namespace: vmim.key.namespace, name: vmim.key.name)
+                    if current.phase.isFinal { return current }
                     throw APIError(.serviceUnavailable, code: 503, error.message)
                 }
             }
@@ -105,7 +111,7 @@ extension NodeAgent {
     /// this node, the migration Succeeded — once it has been seen running for `claimDelay`. Returns whether the guest
     /// runs here.
     @discardableResult
-    func claimIfRunningHere(_ made: PreparedTarget, vmim: JSONValue?) async -> Bool {
+    func claimIfRunningHere(_ made: PreparedTarget, vmim: VirtualMachineInstanceMigration?) async -> Bool {
         guard let libvirt, let domain = try? await libvirt.domain(named: made.domainName), (try? await domain.presence()) == .live else {
             liveSince[made.uid] = nil
             return false
@@ -113,36 +119,42 @@ extension NodeAgent {
         let since = liveSince[made.uid] ?? .now
         liveSince[made.uid] = since
         guard ContinuousClock.now - since >= Self.claimDelay else { return true }
+        let me = configuration.name
         do {
             try await persistently("claim of \(made.namespace)/\(made.vmiName)", for: .seconds(60)) { () async throws(APIError) in
-                let vmi = try await client.get(Kinds.virtualMachineInstance, namespace: made.namespace, name: made.vmiName)
-                let state = vmi["status"]?["migrationState"]
-                guard vmi["status"]?["nodeName"]?.string != configuration.name else { return }
-                guard state?["migrationUid"]?.string == made.uid else {
+                let vmi = try await client.get(VirtualMachineInstance.self, namespace: made.namespace, name: made.vmiName)
+                let state = vmi.status?.migrationState
+                guard vmi.nodeName != me else { return }
+                guard state?.migrationUid == made.uid else {
                     logger.error("a guest runs here for a migration the VMI no longer names", metadata: [
-                        "migration": "\(made.uid)", "vmi": "\(made.namespace)/\(made.vmiName)", "names": "\(state?["migrationUid"]?.string ?? "none")",
+                        "migration": "\(made.uid)", "vmi": "\(made.namespace)/\(made.vmiName)", "names": "\(state?.migrationUid ?? "none")",
                     ])
                     return
                 }
-                var changes: JSONValue = ["completed": true, "failed": false, "targetNode": .string(configuration.name)]
-                if state?["endTimestamp"]?.string == nil { changes["endTimestamp"] = .string(Migration.timestamp()) }
-                _ = try await client.patch(
-                    Kinds.virtualMachineInstance, namespace: made.namespace, name: made.vmiName,
-                    ["status": ["nodeName": .string(configuration.name), "migrationState": changes]], status: true)
+                var claimed = VirtualMachineInstance.Status()
+                claimed.nodeName = me
+                var changes = MigrationState()
+                changes.completed = true
+                changes.failed = false
+                changes.targetNode = me
+                if state?.endTimestamp == nil { changes.endTimestamp = Migration.timestamp() }
+                claimed.migrationState = changes
+                try await client.set(\.status, of: vmi, to: claimed)
                 logger.warning("claimed a guest that libvirt moved here but nobody handed over", metadata: [
                     "migration": "\(made.uid)", "vmi": "\(made.namespace)/\(made.vmiName)",
                 ])
             }
-            if let vmim, vmim["status"]?["phase"]?.string == "Running" {
-                var state = vmim["status"]?["migrationState"] ?? [:]
-                state["completed"] = true
-                state["failed"] = false
-                if state["endTimestamp"]?.string == nil { state["endTimestamp"] = .string(Migration.timestamp()) }
-                let conditions = Resources.setting(
-                    Resources.condition("ClaimedByTarget", true, reason: "HandoverMissing",
-                                        message: "the guest runs on \(configuration.name); the source did not hand it over, so the target did"),
-                    in: vmim["status"]?["conditions"]) ?? vmim["status"]?["conditions"] ?? []
-                _ = try? await transition(vmim, to: "Succeeded", ["migrationState": state, "conditions": conditions])
+            if let vmim, vmim.phase == .running {
+                _ = try? await transition(vmim, to: .succeeded) { vmim in
+                    var state = vmim.status?.migrationState ?? MigrationState()
+                    state.completed = true
+                    state.failed = false
+                    if state.endTimestamp == nil { state.endTimestamp = Migration.timestamp() }
+                    vmim.status?.migrationState = state
+                    vmim.status?.conditions.set(Condition(
+                        "ClaimedByTarget", true, reason: "HandoverMissing",
+                        message: "the guest runs on \(me); the source did not hand it over, so the target did"))
+                }
             }
         } catch {
             logger.error("could not claim a guest that runs here", metadata: ["migration": "\(made.uid)", "error": "\(error)"])
@@ -165,25 +177,25 @@ extension NodeAgent {
             let namespace = String(domainName[..<separator])
             let name = String(domainName[domainName.index(after: separator)...])
             guard let domain = try? await libvirt.domain(named: domainName) else { continue }
-            let vmi: JSONValue?
+            let vmi: VirtualMachineInstance?
             do {
-                vmi = try await client.get(Kinds.virtualMachineInstance, namespace: namespace, name: name)
+                vmi = try await client.get(VirtualMachineInstance.self, namespace: namespace, name: name)
             } catch where error.code == 404 {
                 vmi = nil
             } catch {
                 continue
             }
-            let identity = (vmi?["spec"]?["domain"]?["firmware"]?["uuid"]?.string ?? vmi?["metadata"]?["uid"]?.string)?.lowercased()
+            let identity = (vmi?.spec.domain?.firmware?.uuid ?? vmi?.metadata.uid)?.lowercased()
             let uuid = try? await domain.uuid()
-            let state = vmi?["status"]?["migrationState"]
-            if let vmi, vmi["metadata"]?["deletionTimestamp"] == nil, identity == uuid || identity == nil {
-                if vmi["status"]?["nodeName"]?.string == configuration.name { continue }
-                if state?["targetNode"]?.string == configuration.name, state?["completed"]?.bool != true { continue }
+            let state = vmi?.status?.migrationState
+            if let vmi, !vmi.metadata.isDeleting, identity == uuid || identity == nil {
+                if vmi.nodeName == configuration.name { continue }
+                if state?.targetNode == configuration.name, state?.completed != true { continue }
                 // Its VMI runs elsewhere: hold this copy (a post-copy half is left to its job).
                 if (try? await domain.presence()) == .live, (try? await domain.state()) != .paused {
                     try? await domain.suspend()
                     logger.error("paused a guest whose VMI runs on another node", metadata: [
-                        "domain": "\(domainName)", "vmi node": "\(vmi["status"]?["nodeName"]?.string ?? "none")",
+                        "domain": "\(domainName)", "vmi node": "\(vmi.nodeName ?? "none")",
                     ])
                 }
                 continue
@@ -191,7 +203,7 @@ extension NodeAgent {
             try? await domain.destroy()
             try? await domain.undefine()
             logger.warning("removed a domain that no VMI claims", metadata: [
-                "domain": "\(domainName)", "why": "\(vmi == nil ? "the VMI is gone" : vmi?["metadata"]?["deletionTimestamp"] != nil ? "the VMI is being deleted" : "another VMI has its name")",
+                "domain": "\(domainName)", "why": "\(vmi == nil ? "the VMI is gone" : vmi?.metadata.isDeleting == true ? "the VMI is being deleted" : "another VMI has its name")",
             ])
         }
     }

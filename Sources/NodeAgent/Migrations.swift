@@ -61,12 +61,12 @@ final class OutgoingMigration: @unchecked Sendable {
     }
     var abortRequested: Bool { lock.withLock { _abortRequested } }
 
-    private var outcome: JSONValue??
-    private var waiter: CheckedContinuation<JSONValue?, Never>?
+    private var outcome: VirtualMachineInstanceMigration??
+    private var waiter: CheckedContinuation<VirtualMachineInstanceMigration?, Never>?
 
     /// The target is ready (the migration as it says so), or nil: the migration ended before.
-    func targetReady(_ vmim: JSONValue?) {
-        let waiting = lock.withLock { () -> CheckedContinuation<JSONValue?, Never>? in
+    func targetReady(_ vmim: VirtualMachineInstanceMigration?) {
+        let waiting = lock.withLock { () -> CheckedContinuation<VirtualMachineInstanceMigration?, Never>? in
             guard outcome == nil else { return nil }
             outcome = .some(vmim)
             defer { waiter = nil }
@@ -76,9 +76,9 @@ final class OutgoingMigration: @unchecked Sendable {
     }
 
     /// Waits for `targetReady`.
-    func waitForTarget() async -> JSONValue? {
+    func waitForTarget() async -> VirtualMachineInstanceMigration? {
         await withCheckedContinuation { continuation in
-            let known = lock.withLock { () -> JSONValue?? in
+            let known = lock.withLock { () -> VirtualMachineInstanceMigration?? in
                 if let outcome { return outcome }
                 waiter = continuation
                 return nil
@@ -95,10 +95,9 @@ extension NodeAgent {
     /// ended is looked at again every couple of seconds: a target claims a guest libvirt moved once it has run for
     /// `claimDelay`, a cleanup libvirt could not answer for is retried, a restarted agent's job is checked on.
     func syncMigration(_ key: ObjectKey) async -> ReconcileResult {
-        guard let vmim = outgoingMigrations.envelope(key) ?? incomingMigrations.envelope(key) else { return .done }
+        guard let vmim = outgoingMigrations[key] ?? incomingMigrations[key] else { return .done }
         await handle(vmim)
-        let phase = vmim["status"]?["phase"]?.string ?? ""
-        return Migration.finalPhases.contains(phase) && prepared[vmim["metadata"]?["uid"]?.string ?? ""] == nil ? .done : .requeue(after: .seconds(2))
+        return vmim.phase.isFinal && prepared[vmim.metadata.uid ?? ""] == nil ? .done : .requeue(after: .seconds(2))
     }
 
     /// A migration this node took part in is gone (deleted, or no longer listed): what was prepared for it goes.
@@ -106,16 +105,16 @@ extension NodeAgent {
         await cleanupTarget(uid: uid, failed: true)
     }
 
-    private func handle(_ vmim: JSONValue) async {
-        guard let uid = vmim["metadata"]?["uid"]?.string else { return }
-        let phase = vmim["status"]?["phase"]?.string ?? ""
-        let state = vmim["status"]?["migrationState"]
+    private func handle(_ vmim: VirtualMachineInstanceMigration) async {
+        guard let uid = vmim.metadata.uid else { return }
+        let phase = vmim.phase
+        let state = vmim.status?.migrationState
         let me = configuration.name
-        if state?["targetNode"]?.string == me {
+        if state?.targetNode == me {
             switch phase {
-            case "Scheduled", "PreparingTarget", "TargetReady":
+            case .scheduled, .preparingTarget, .targetReady:
                 guard !preparing.contains(uid), !routed.contains(uid), !givenUp.contains(uid) else { break }
-                if phase == "Scheduled" && prepared[uid] == nil {
+                if phase == .scheduled && prepared[uid] == nil {
                     preparing.insert(uid)
                     await prepareTarget(vmim)
                     preparing.remove(uid)
@@ -125,29 +124,29 @@ extension NodeAgent {
                     logger.warning("failing a migration this node's previous agent was preparing", metadata: ["migration": "\(uid)"])
                     await cleanupTarget(uid: uid, failed: true)
                     await failMigration(vmim, vmi: nil, reason: "TargetAgentRestarted",
-                                        "the target node's agent restarted while the migration was \(phase); the VM stays on \(state?["sourceNode"]?.string ?? "its node")")
+                                        "the target node's agent restarted while the migration was \(phase.rawValue); the VM stays on \(state?.sourceNode ?? "its node")")
                 }
-            case "Running":
+            case .running:
                 // Normally the source hands the guest over; if libvirt moved it and that did not happen, claim it.
                 if let made = prepared[uid] { await claimIfRunningHere(made, vmim: vmim) }
-            case "Failed": await cleanupTarget(uid: uid, failed: true)
-            case "Succeeded":
+            case .failed: await cleanupTarget(uid: uid, failed: true)
+            case .succeeded:
                 if let made = prepared[uid] { await recordCompletedStatistics(vmim, domainName: made.domainName) }
                 await cleanupTarget(uid: uid, failed: false)
             default: break
             }
         }
-        if state?["sourceNode"]?.string == me {
-            let deleted = vmim["metadata"]?["deletionTimestamp"] != nil
-            if ["Scheduled", "PreparingTarget", "TargetReady"].contains(phase), outgoing[uid] == nil, !deleted {
+        if state?.sourceNode == me {
+            let deleted = vmim.metadata.isDeleting
+            if [.scheduled, .preparingTarget, .targetReady].contains(phase), outgoing[uid] == nil, !deleted {
                 let migration = OutgoingMigration()
                 outgoing[uid] = migration
                 senders?.send { await self.send(vmim, migration) }
             }
-            if phase == "Running", outgoing[uid] == nil, !restartFailed.contains(uid) {
+            if phase == .running, outgoing[uid] == nil, !restartFailed.contains(uid) {
                 // Running here, but not by this agent: it restarted mid-migration. Where the guest is, libvirt says.
-                let namespace = vmim["metadata"]?["namespace"]?.string ?? "default"
-                let vmiName = vmim["spec"]?["vmiName"]?.string ?? ""
+                let namespace = vmim.key.namespace ?? "default"
+                let vmiName = vmim.spec.vmiName
                 let domainName = Resources.domainName(namespace: namespace, name: vmiName)
                 let domain = try? await libvirt?.domain(named: domainName)
                 if !(await guestIsHere(domainName)) {
@@ -159,24 +158,24 @@ extension NodeAgent {
                 } else {
                     // The job and its tunnels died with the previous process, and the guest stayed here.
                     restartFailed.insert(uid)
-                    let vmi = try? await client.get(Kinds.virtualMachineInstance, namespace: namespace, name: vmiName)
+                    let vmi = try? await client.get(VirtualMachineInstance.self, namespace: namespace, name: vmiName)
                     logger.warning("failing a migration this node's previous agent was sending", metadata: ["migration": "\(uid)"])
                     await failMigration(vmim, vmi: vmi, reason: "SourceAgentRestarted", "the source node's agent restarted during the migration; the VM stayed on \(me)")
                 }
             }
-            if Migration.finalPhases.contains(phase), outgoing[uid] == nil {
+            if phase.isFinal, outgoing[uid] == nil {
                 // Ended without this process's sender (the agent restarted during it): its sockets, and after a
                 // success the copies the guest left here.
                 let sockets = "\(migrationPaths.directory)/\(uid)"
                 if FileManager.default.fileExists(atPath: sockets) { try? FileManager.default.removeItem(atPath: sockets) }
-                if phase == "Succeeded" { await removeStaleCopies(vmim) }
+                if phase == .succeeded { await removeStaleCopies(vmim) }
             }
             if let migration = outgoing[uid] {
-                if phase == "TargetReady" && !deleted {
+                if phase == .targetReady && !deleted {
                     migration.targetReady(vmim)
-                } else if Migration.finalPhases.contains(phase) || deleted {
+                } else if phase.isFinal || deleted {
                     migration.targetReady(nil)
-                    if deleted && phase == "Running" && !migration.abortRequested {
+                    if deleted && phase == .running && !migration.abortRequested {
                         logger.info("migration deleted while running: aborting", metadata: ["migration": "\(uid)"])
                         await migration.requestAbort()
                     }
@@ -186,9 +185,9 @@ extension NodeAgent {
     }
 
     /// Called for each VMI on this node: an abort requested on its migration reaches the job.
-    func abortIfRequested(_ vmi: JSONValue) async {
-        guard vmi["status"]?["migrationState"]?["abortRequested"]?.bool == true,
-            let uid = vmi["status"]?["migrationState"]?["migrationUid"]?.string, let migration = outgoing[uid], !migration.abortRequested
+    func abortIfRequested(_ vmi: VirtualMachineInstance) async {
+        guard let state = vmi.status?.migrationState, state.abortRequested == true, let uid = state.migrationUid,
+            let migration = outgoing[uid], !migration.abortRequested
         else { return }
         logger.info("migration abort requested", metadata: ["migration": "\(uid)"])
         await migration.requestAbort()
@@ -197,20 +196,19 @@ extension NodeAgent {
     /// Whether a migration of the VMI from this node has not finished (this agent restarted during it, or its
     /// hand-over has not landed): a guest missing here then is the migration's to account for — starting it again
     /// here could make a second copy of one that runs on the target.
-    func migrationFromHereUnfinished(_ vmi: JSONValue) -> Bool {
-        let state = vmi["status"]?["migrationState"]
-        return state?["migrationUid"]?.string != nil && state?["sourceNode"]?.string == configuration.name && state?["targetNode"]?.string != nil
-            && state?["completed"]?.bool != true
+    func migrationFromHereUnfinished(_ vmi: VirtualMachineInstance) -> Bool {
+        let state = vmi.status?.migrationState
+        return state?.migrationUid != nil && state?.sourceNode == configuration.name && state?.targetNode != nil && state?.completed != true
     }
 
     /// Whether the VMI is leaving or has just left this node (its domain going away is not a stop).
-    func isMigratingAway(_ vmi: JSONValue) -> Bool {
-        let state = vmi["status"]?["migrationState"]
-        if let uid = state?["migrationUid"]?.string, outgoing[uid] != nil { return true }
+    func isMigratingAway(_ vmi: VirtualMachineInstance) -> Bool {
+        let state = vmi.status?.migrationState
+        if let uid = state?.migrationUid, outgoing[uid] != nil { return true }
 
-        let domainName = Resources.domainName(namespace: vmi["metadata"]?["namespace"]?.string ?? "default", name: vmi["metadata"]?["name"]?.string ?? "")
+        let domainName = Resources.domainName(namespace: vmi.metadata.namespace ?? "default", name: vmi.metadata.name ?? "")
         // Just handed over (a list read before the handover may still say it is here) — unless it has come back.
-        if let handed = handedOver[domainName], Date.now.timeIntervalSince(handed) < 60, state?["targetNode"]?.string != configuration.name {
+        if let handed = handedOver[domainName], Date.now.timeIntervalSince(handed) < 60, state?.targetNode != configuration.name {
             return true
         }
         return false
@@ -218,11 +216,11 @@ extension NodeAgent {
 
     // MARK: Target
 
-    private func prepareTarget(_ vmim: JSONValue) async {
-        let uid = vmim["metadata"]?["uid"]?.string ?? ""
-        let namespace = vmim["metadata"]?["namespace"]?.string ?? "default"
-        let vmiName = vmim["spec"]?["vmiName"]?.string ?? ""
-        let source = vmim["status"]?["migrationState"]?["sourceNode"]?.string ?? ""
+    private func prepareTarget(_ vmim: VirtualMachineInstanceMigration) async {
+        let uid = vmim.metadata.uid ?? ""
+        let namespace = vmim.key.namespace ?? "default"
+        let vmiName = vmim.spec.vmiName
+        let source = vmim.status?.migrationState?.sourceNode ?? ""
         let domainName = Resources.domainName(namespace: namespace, name: vmiName)
         var current = vmim
         var timer = StepTimer()
@@ -230,38 +228,35 @@ extension NodeAgent {
         do {
             // The phase is written while the work goes on.
             let scheduled = current
-            async let marked = transition(scheduled, to: "PreparingTarget", [:])
+            async let marked = transition(scheduled, to: .preparingTarget)
             guard let tunnelExit, let tunnelEndpoint = configuration.tunnelEndpoint else {
                 throw APIError.badRequest("node \(configuration.name) has no tunnel endpoint for migrations")
             }
-            let vmi = try await client.get(Kinds.virtualMachineInstance, namespace: namespace, name: vmiName)
+            let vmi = try await client.get(VirtualMachineInstance.self, namespace: namespace, name: vmiName)
             timer.mark("vmi")
             if let libvirt, (try? await libvirt.domain(named: domainName)) != nil {
                 throw APIError.conflict("a domain \(domainName) already exists on node \(configuration.name)")
             }
             timer.mark("libvirt")
-            let reported = Dictionary((vmi["status"]?["volumeStatus"]?.array ?? []).compactMap { entry -> (String, JSONValue)? in
-                guard let name = entry["name"]?.string else { return nil }
-                return (name, entry)
-            }, uniquingKeysWith: { first, _ in first })
-            for volume in vmi["spec"]?["volumes"]?.array ?? [] {
-                guard let volumeName = volume["name"]?.string else { continue }
-                if let claim = volume["dataVolume"]?["name"]?.string ?? volume["persistentVolumeClaim"]?["claimName"]?.string {
-                    let dataVolume = try await client.get(Kinds.dataVolume, namespace: namespace, name: claim)
+            let reported = Dictionary((vmi.status?.volumeStatus ?? []).map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+            for volume in vmi.spec.volumes ?? [] {
+                let volumeName = volume.name
+                if let claim = volume.claimName {
+                    let dataVolume = try await client.get(DataVolume.self, namespace: namespace, name: claim)
                     let disk = try await volumes.disk(for: dataVolume)
                     guard !disk.shared else { continue }
-                    let bytes = Quantity(reported[volumeName]?["persistentVolumeClaimInfo"]?["capacity"]?["storage"])?.bytes ?? disk.bytes
+                    let bytes = Quantity(reported[volumeName]?.persistentVolumeClaimInfo?.capacity?["storage"])?.bytes ?? disk.bytes
                     try await createIncomingDisk(disk.path, bytes: bytes, made: &made)
-                } else if let capacity = Quantity(volume["emptyDisk"]?["capacity"])?.bytes {
+                } else if let capacity = Quantity(volume.emptyDisk?.capacity)?.bytes {
                     try await createIncomingDisk(emptyDiskPath(domainName: domainName, volume: volumeName), bytes: capacity, made: &made)
-                } else if let cloudInit = volume["cloudInitNoCloud"] {
+                } else if let cloudInit = volume.cloudInitNoCloud {
                     let path = cloudInitPath(domainName: domainName, volume: volumeName)
                     made.files.append(path)
                     prepared[uid] = made
                     savePrepared()
                     try await Volumes.cloudInitDisk(
                         at: path, userData: try DomainMapping.userData(of: cloudInit, volume: volumeName), metaData: DomainMapping.metaData(of: vmi),
-                        networkData: cloudInit["networkData"]?.string)
+                        networkData: cloudInit.networkData)
                 }
             }
             timer.mark("disks")
@@ -276,10 +271,13 @@ extension NodeAgent {
             timer.mark("routes")
             current = try await marked
             timer.mark("phase")
-            var state = current["status"]?["migrationState"] ?? [:]
-            state["targetNodeAddress"] = .string(tunnelEndpoint)
-            state["targetRunDirectory"] = .string(configuration.runDirectory)
-            _ = try await transition(current, to: "TargetReady", ["migrationState": state])
+            let runDirectory = configuration.runDirectory
+            _ = try await transition(current, to: .targetReady) { vmim in
+                var state = vmim.status?.migrationState ?? MigrationState()
+                state.targetNodeAddress = tunnelEndpoint
+                state.targetRunDirectory = runDirectory
+                vmim.status?.migrationState = state
+            }
             timer.mark("phase")
             logger.info("migration target ready", metadata: ["migration": "\(uid)", "vmi": "\(namespace)/\(vmiName)", "disks": "\(made.files.count)", "ms": "\(timer.description)"])
         } catch {
@@ -307,26 +305,24 @@ extension NodeAgent {
     /// Writes libvirt's account of the incoming job that just completed here (its downtime, the memory totals) into
     /// the migration's record and the VMI's migration state — off the switchover's path: the source hands over and
     /// reports success first. The disk mirror's figures stay as the source reported them (this copy covers memory).
-    func recordCompletedStatistics(_ vmim: JSONValue, domainName: String) async {
+    func recordCompletedStatistics(_ vmim: VirtualMachineInstanceMigration, domainName: String) async {
         guard let libvirt, let domain = try? await libvirt.domain(named: domainName),
             let completed = try? await domain.jobStatistics(completed: true)
         else { return }
         let elapsed = Duration.milliseconds(Int64(clamping: completed.timeElapsedMs ?? 0))
         var progress = Self.finalProgress(completed, elapsed: elapsed)
-        for key in ["diskTotalBytes", "diskProcessedBytes"] { progress[key] = nil }
-        if completed.timeElapsedMs == nil { progress["elapsedMilliseconds"] = nil }
-        var record: JSONValue = ["progress": progress]
-        if let downtime = completed.downtimeMs { record["downtimeMilliseconds"] = .int(Int64(clamping: downtime)) }
-        let namespace = vmim["metadata"]?["namespace"]?.string ?? "default"
+        progress.diskTotalBytes = nil
+        progress.diskProcessedBytes = nil
+        if completed.timeElapsedMs == nil { progress.elapsedMilliseconds = nil }
+        var record = MigrationState()
+        record.progress = progress
+        record.downtimeMilliseconds = completed.downtimeMs.map { Int64(clamping: $0) }
         do {
-            _ = try await client.patch(Kinds.migration, namespace: namespace, name: vmim["metadata"]?["name"]?.string ?? "",
-                                       ["status": ["migrationState": record]], status: true)
-            if let vmiName = vmim["spec"]?["vmiName"]?.string {
-                _ = try await client.patch(Kinds.virtualMachineInstance, namespace: namespace, name: vmiName,
-                                           ["status": ["migrationState": record]], status: true)
-            }
+            try await client.set(\.status, of: vmim, to: VirtualMachineInstanceMigration.Status(migrationState: record))
+            let vmi = VirtualMachineInstance(metadata: ObjectMeta(name: vmim.spec.vmiName, namespace: vmim.key.namespace), spec: VirtualMachineInstanceSpec())
+            try await client.set(\.status, of: vmi, to: VirtualMachineInstance.Status(migrationState: record))
         } catch {
-            logger.warning("migration statistics write failed", metadata: ["migration": "\(vmim["metadata"]?["uid"]?.string ?? "")", "error": "\(error)"])
+            logger.warning("migration statistics write failed", metadata: ["migration": "\(vmim.metadata.uid ?? "")", "error": "\(error)"])
         }
     }
 
@@ -360,8 +356,8 @@ extension NodeAgent {
                 logger.warning("kept the guest of a failed or vanished migration: it runs here", metadata: ["migration": "\(uid)", "domain": "\(made.domainName)", "presence": "\(presence.map { "\($0)" } ?? "unknown")"])
                 return
             }
-            let vmi = try? await client.get(Kinds.virtualMachineInstance, namespace: made.namespace, name: made.vmiName)
-            let runsHere = vmi?["status"]?["nodeName"]?.string == configuration.name
+            let vmi = try? await client.get(VirtualMachineInstance.self, namespace: made.namespace, name: made.vmiName)
+            let runsHere = vmi?.nodeName == configuration.name
             if !runsHere {
                 if let domain {
                     try? await domain.destroy()
@@ -415,221 +411,38 @@ extension NodeAgent {
 
     // MARK: Source
 
-    /// Sends one migration: stages everything while the target prepares (the VMI, the volumes to copy, the tunnel
-    /// entries, the destination XML, the libvirt job's second connection), waits for `TargetReady`, then runs the
-    /// job and hands the VMI over.
-    private func send(_ vmim: JSONValue, _ migration: OutgoingMigration) async {
-        let uid = vmim["metadata"]?["uid"]?.string ?? ""
-        let namespace = vmim["metadata"]?["namespace"]?.string ?? "default"
-        let vmiName = vmim["spec"]?["vmiName"]?.string ?? ""
-        let target = vmim["status"]?["migrationState"]?["targetNode"]?.string ?? ""
-        let domainName = Resources.domainName(namespace: namespace, name: vmiName)
-        var current = vmim
-        var entries: [TunnelEntry] = []
-        var vmi: JSONValue?
-        var staged: MigrationJob?
-        var jobStarted = false
-        var timer = StepTimer()
-        defer { outgoing[uid] = nil }
-        do {
-            // Staging, while the target prepares.
-            let fetched = try await client.get(Kinds.virtualMachineInstance, namespace: namespace, name: vmiName)
-            vmi = fetched
-            guard let libvirt else { throw APIError.internalError("no libvirt connection") }
-            let targetNode = try await client.get(Kinds.node, name: target)
-            guard let address = targetNode["status"]?["tunnelEndpoint"]?.string else {
-                throw APIError.badRequest("target node \(target) publishes no tunnel endpoint")
-            }
-            let remote = try Endpoint(parsing: address)
-            let targetRunDirectory = targetNode["status"]?["runDirectory"]?.string ?? configuration.runDirectory
-            timer.mark("vmi+node")
-
-            // The streams: a local socket per stream, each a tunnel to the target's agent.
-            try FileManager.default.createDirectory(atPath: "\(migrationPaths.directory)/\(uid)", withIntermediateDirectories: true)
-            guard let streamGroup = streamThreads?.group else { throw APIError.internalError("node \(configuration.name) runs no migration stream threads") }
-            // Each entry dials its first tunnel connection at once, so the handshake is done by the time libvirt (and
-            // then QEMU) connects; the disks' entry only when disks are copied.
-            let paths = migrationPaths
-            let (provider, logger) = (provider, logger)
-            @Sendable func openEntry(_ stream: String, spare: Bool) async throws -> TunnelEntry {
-                let path = paths.socket(uid, stream)
-                try? FileManager.default.removeItem(atPath: path)
-                return try await TunnelEntry.start(
-                    listeningOn: .unix(path: path), remote: remote, channel: paths.channel(uid, stream), provider: provider,
-                    exitPolicy: PeerPolicy(allowedRoles: [.node], allowedNames: [target]), group: streamGroup,
-                    spareConnections: spare ? 1 : 0, logger: logger)
-            }
-            entries.append(try await openEntry("libvirt", spare: true))
-            entries.append(try await openEntry("memory", spare: true))
-            timer.mark("tunnels")
-
-            let (copied, shared, copiedFiles) = try await copies(of: fetched)
-            entries.append(try await openEntry("disks", spare: !copied.isEmpty))
-            timer.mark("volumes")
-            let domain = try await libvirt.domain(named: domainName)
-            let sourceXML = try await domain.xml(migratable: true)
-            let xml = DomainMapping.destinationXML(sourceXML, from: configuration.runDirectory, to: targetRunDirectory)
-            let settings = Self.migrationSettings(try? await client.get(Kinds.kubeVirt, namespace: "kubevirt", name: "kubevirt"))
-            // A guest whose memory this node's QEMU cannot copy live without losing writes is paused for the copy.
-            let hazard = settings.allowUnsafeLiveMemoryCopy ? nil : MemoryCopy.liveCopyHazard(domainXML: sourceXML, qemu: try await libvirt.hypervisorVersion())
-            let options = MigrationOptions(
-                destinationURI: "qemu+unix:///system?socket=\(migrationPaths.socket(uid, "libvirt"))",
-                migrationURI: "unix://\(migrationPaths.socket(uid, "memory"))",
-                disksURI: copied.isEmpty ? nil : "unix://\(migrationPaths.socket(uid, "disks"))",
-                destinationXML: xml, storage: copied.isEmpty ? .none : .full, disks: copied,
-                bandwidthMiBPerSecond: settings.bandwidthMiB, maxDowntime: settings.maxDowntime,
-                initialDowntime: settings.initialDowntime, autoConverge: settings.autoConverge,
-                allowPostCopy: settings.allowPostCopy && hazard == nil, allowUnsafe: shared, parallelConnections: settings.parallelConnections,
-                memoryCopy: hazard == nil ? .live : .paused)
-            let job = MigrationJob(domain: domain, options: options, timeouts: settings.timeouts, pollInterval: .milliseconds(250), monitorConnection: monitorConnection)
-            staged = job
-            try await job.prepare()
-            timer.mark("job")
-            let stagedSteps = timer.description
-            timer = StepTimer()
-
-            // The target is ready (or the migration ended before it was).
-            guard let ready = await migration.waitForTarget() else {
-                logger.info("migration ended before its target was ready", metadata: ["migration": "\(uid)"])
-                await job.discard()
-                for entry in entries { await entry.close() }
-                try? FileManager.default.removeItem(atPath: "\(migrationPaths.directory)/\(uid)")
-                return
-            }
-            current = ready
-            timer.mark("target")
-            let started = Migration.timestamp()
-            var state = current["status"]?["migrationState"] ?? [:]
-            state["startTimestamp"] = .string(started)
-            var changes: JSONValue = ["migrationState": state]
-            if let hazard {
-                state["mode"] = .string(MemoryCopy.paused.rawValue)
-                changes["migrationState"] = state
-                changes["conditions"] = Resources.setting(
-                    Resources.condition("MemoryCopyPaused", true, reason: "LiveCopyUnsafe", message: "the guest is paused while its memory is copied: \(hazard)"),
-                    in: current["status"]?["conditions"]) ?? current["status"]?["conditions"] ?? []
-            }
-            // The job starts at once; the phase is written meanwhile. Should the migration have moved on (failed,
-            // aborted) before that write, the job is aborted.
-            migration.job = job
-            jobStarted = true
-            if migration.abortRequested { await job.abort(reason: "the migration was aborted by request") }
-            // The completed statistics (libvirt's downtime, the totals) are the target's to record after the
-            // handover, off the switchover's path.
-            let runner = Task { () throws -> MigrationResult in try await job.run(fetchCompletedStatistics: false) }
-            do {
-                // The job already runs: a controller that is briefly unreachable (restarting) is waited for.
-                let ready = current
-                current = try await persistently("migration \(uid) Running", for: .seconds(60)) { () async throws(APIError) -> JSONValue in
-                    try await transition(ready, to: "Running", changes)
-                }
-            } catch {
-                await job.abort(reason: "the migration changed before it ran: \(Self.describe(error))")
-                _ = try? await runner.value
-                throw error
-            }
-            timer.mark("phase")
-            let reporter = Task { await self.reportProgress(of: job, vmi: fetched) }
-            defer { reporter.cancel() }
-            let targetAddress = state["targetNodeAddress"] ?? .null
-            var vmiState: JSONValue = ["startTimestamp": .string(started), "targetNodeAddress": targetAddress]
-            if hazard != nil { vmiState["mode"] = .string(MemoryCopy.paused.rawValue) }
-            Task { [vmiState] in await self.patchMigrationState(fetched, vmiState) }
-            // An abort that hangs (a stalled stream: QEMU waits for in-flight disk writes) is ended by breaking the
-            // tunnels, which fails the streams at once. The source domain keeps running either way.
-            let streams = entries
-            let breaker = Task {
-                var since: ContinuousClock.Instant?
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: .milliseconds(250))
-                    guard job.abortReason != nil else { continue }
-                    let now = ContinuousClock.now
-                    if since == nil { since = now }
-                    if let since, now - since >= Self.abortGrace {
-                        self.logger.warning("migration abort is stuck: breaking its tunnels", metadata: ["migration": "\(uid)"])
-                        for entry in streams { await entry.close() }
-                        return
-                    }
-                }
-            }
-            defer { breaker.cancel() }
-            logger.info("migration started", metadata: [
-                "migration": "\(uid)", "target": "\(target)", "copied": "\(copied)", "shared": "\(shared)", "staged ms": "\(stagedSteps)", "ms": "\(timer.description)",
-            ])
-            let result: MigrationResult
-            do {
-                result = try await runner.value
-            } catch {
-                if migration.abortRequested {
-                    throw MigrationAborted(message: "the migration was aborted by request")
-                }
-                throw error
-            }
-
-            // Switchover done: the VMI now runs on the target.
-            let jobEnded = Date()
-            reporter.cancel()
-            let ended = Migration.timestamp(jobEnded)
-            handedOver[domainName] = .now
-            var finalState: JSONValue = ["completed": true, "failed": false, "endTimestamp": .string(ended)]
-            // When libvirt's migrate call ran (the control-plane latency benchmark measures around it).
-            if let callStarted = job.migrateCallStarted { finalState["libvirtJobStartTimestamp"] = .string(Migration.timestamp(callStarted)) }
-            finalState["libvirtJobEndTimestamp"] = .string(Migration.timestamp(jobEnded))
-            // The final figures: the last sample; a migration that ended before its first sample waits for the
-            // completed statistics.
-            let completedEarly = result.lastProgress == nil ? await job.completedStatistics() : nil
-            if let statistics = completedEarly ?? result.lastProgress {
-                finalState["progress"] = Self.finalProgress(statistics, elapsed: result.duration)
-            }
-            if let downtime = completedEarly?.downtimeMs { finalState["downtimeMilliseconds"] = .int(Int64(downtime)) }
-            current = await handOver(current, namespace: namespace, vmiName: vmiName, target: target, finalState: finalState)
-            // libvirt's account of the finished job (its downtime) is written by the target, which has it locally.
-            for file in copiedFiles { try? FileManager.default.removeItem(atPath: file) }
-            logger.info("migration succeeded", metadata: ["migration": "\(uid)", "target": "\(target)", "wall": "\(result.duration)"])
-        } catch {
-            await staged?.discard()
-            let aborted = error is MigrationAborted || migration.abortRequested
-            if jobStarted, !(await guestIsHere(domainName)) {
-                // libvirt reports a failure, but the guest has left this node (a step after the switchover failed): it
-                // runs on the target, whose agent claims it. Recording a failure would be recording a lie.
-                handedOver[domainName] = .now
-                logger.error("the migration's job failed after the guest left this node; the target claims it", metadata: [
-                    "migration": "\(uid)", "error": "\(error)",
-                ])
-            } else {
-                logger.warning("migration failed", metadata: ["migration": "\(uid)", "error": "\(error)"])
-                await failMigration(current, vmi: vmi, reason: aborted ? "Aborted" : "MigrationFailed", Self.describe(error), abortStatus: aborted ? "Succeeded" : nil)
-            }
-        }
-        for entry in entries { await entry.close() }
-        try? FileManager.default.removeItem(atPath: "\(migrationPaths.directory)/\(uid)")
+    /// Sends one migration (`MigrationSender`'s steps); the migration is no longer this process's to send afterwards.
+    func send(_ vmim: VirtualMachineInstanceMigration, _ migration: OutgoingMigration) async {
+        var sender = MigrationSender(vmim, migration)
+        await sender.run(on: self)
+        outgoing[sender.uid] = nil
     }
 
     /// What a migration of `vmi` copies from this node: the devices block-copied (local DataVolumes and empty
     /// disks), whether a shared DataVolume stays where it is, and the files on this node that are stale once the
     /// guest runs elsewhere (the copied images and the cloud-init seed, which the target rebuilds).
-    func copies(of vmi: JSONValue) async throws(APIError) -> (devices: [String], shared: Bool, files: [String]) {
-        let namespace = vmi["metadata"]?["namespace"]?.string ?? "default"
-        let domainName = Resources.domainName(namespace: namespace, name: vmi["metadata"]?["name"]?.string ?? "")
+    func copies(of vmi: VirtualMachineInstance) async throws(APIError) -> (devices: [String], shared: Bool, files: [String]) {
+        let namespace = vmi.metadata.namespace ?? "default"
+        let domainName = Resources.domainName(namespace: namespace, name: vmi.metadata.name ?? "")
         let targets = DomainMapping.diskTargets(of: vmi)
         var devices: [String] = []
         var shared = false
         var files: [String] = []
-        for volume in vmi["spec"]?["volumes"]?.array ?? [] {
-            guard let volumeName = volume["name"]?.string, let device = targets[volumeName] else { continue }
-            if let claim = volume["dataVolume"]?["name"]?.string ?? volume["persistentVolumeClaim"]?["claimName"]?.string {
-                let disk = try await volumes.disk(for: try await client.get(Kinds.dataVolume, namespace: namespace, name: claim))
+        for volume in vmi.spec.volumes ?? [] {
+            guard let device = targets[volume.name] else { continue }
+            if let claim = volume.claimName {
+                let disk = try await volumes.disk(for: try await client.get(DataVolume.self, namespace: namespace, name: claim))
                 if disk.shared {
                     shared = true
                 } else {
                     devices.append(device)
                     files.append(disk.path)
                 }
-            } else if volume["emptyDisk"] != nil {
+            } else if volume.emptyDisk != nil {
                 devices.append(device)
-                files.append(emptyDiskPath(domainName: domainName, volume: volumeName))
-            } else if volume["cloudInitNoCloud"] != nil {
-                files.append(cloudInitPath(domainName: domainName, volume: volumeName))
+                files.append(emptyDiskPath(domainName: domainName, volume: volume.name))
+            } else if volume.cloudInitNoCloud != nil {
+                files.append(cloudInitPath(domainName: domainName, volume: volume.name))
             }
         }
         return (devices, shared, files)
@@ -638,14 +451,12 @@ extension NodeAgent {
     /// A migration from this node that succeeded without this process sending it to the end (the agent restarted at
     /// the switchover, and the target claimed the guest): once the VMI runs on the target and no domain of it is
     /// left here, the local copies its sender would have removed are removed.
-    func removeStaleCopies(_ vmim: JSONValue) async {
-        guard let uid = vmim["metadata"]?["uid"]?.string, !sourceCleaned.contains(uid),
-            let target = vmim["status"]?["migrationState"]?["targetNode"]?.string
-        else { return }
-        let namespace = vmim["metadata"]?["namespace"]?.string ?? "default"
-        let vmiName = vmim["spec"]?["vmiName"]?.string ?? ""
-        guard let vmi = try? await client.get(Kinds.virtualMachineInstance, namespace: namespace, name: vmiName),
-            vmi["status"]?["nodeName"]?.string == target, vmi["status"]?["migrationState"]?["migrationUid"]?.string == uid,
+    func removeStaleCopies(_ vmim: VirtualMachineInstanceMigration) async {
+        guard let uid = vmim.metadata.uid, !sourceCleaned.contains(uid), let target = vmim.status?.migrationState?.targetNode else { return }
+        let namespace = vmim.key.namespace ?? "default"
+        let vmiName = vmim.spec.vmiName
+        guard let vmi = try? await client.get(VirtualMachineInstance.self, namespace: namespace, name: vmiName),
+            vmi.nodeName == target, vmi.status?.migrationState?.migrationUid == uid,
             !(await guestIsHere(Resources.domainName(namespace: namespace, name: vmiName))),
             let files = try? await copies(of: vmi).files
         else { return }
@@ -656,112 +467,118 @@ extension NodeAgent {
         }
     }
 
-    /// Publishes the job's progress on the VMI's migration state, at most twice a second.
-    private func reportProgress(of job: MigrationJob, vmi: JSONValue) async {
+    /// Publishes the job's progress on the VMI's migration state, at most twice a second, until the job's progress
+    /// ends or the task is cancelled.
+    func reportProgress(of job: MigrationJob, vmi: VirtualMachineInstance) async {
         var last = ContinuousClock.now - .seconds(1)
         for await sample in job.progress {
             guard ContinuousClock.now - last >= .milliseconds(500) else { continue }
             last = .now
-            await patchMigrationState(vmi, ["progress": Self.progress(sample.statistics, phase: sample.phase, elapsed: sample.elapsed)])
+            var state = MigrationState()
+            state.progress = Self.progress(sample.statistics, phase: sample.phase, elapsed: sample.elapsed)
+            await setMigrationState(of: vmi, state)
         }
     }
 
-    /// The `migrationState.progress` object of a finished job.
-    static func finalProgress(_ statistics: JobStatistics, elapsed: Duration) -> JSONValue {
+    /// The `migrationState.progress` of a finished job.
+    static func finalProgress(_ statistics: JobStatistics, elapsed: Duration) -> MigrationState.Progress {
         var progress = Self.progress(statistics, phase: statistics.phase, elapsed: elapsed)
-        progress["phase"] = "Completed"
+        progress.phase = "Completed"
         return progress
     }
 
-    /// The `migrationState.progress` object of a statistics sample.
-    static func progress(_ statistics: JobStatistics, phase: JobStatistics.Phase, elapsed: Duration) -> JSONValue {
+    /// The `migrationState.progress` of a statistics sample.
+    static func progress(_ statistics: JobStatistics, phase: JobStatistics.Phase, elapsed: Duration) -> MigrationState.Progress {
         let parts = elapsed.components
-        var progress: JSONValue = ["elapsedMilliseconds": .int(parts.seconds * 1000 + parts.attoseconds / 1_000_000_000_000_000)]
+        var progress = MigrationState.Progress()
+        progress.elapsedMilliseconds = parts.seconds * 1000 + parts.attoseconds / 1_000_000_000_000_000
         switch phase {
-        case .setup: progress["phase"] = "Setup"
-        case .disks: progress["phase"] = "Disks"
+        case .setup: progress.phase = "Setup"
+        case .disks: progress.phase = "Disks"
         case .memory(let iteration):
-            progress["phase"] = "Memory"
-            progress["iteration"] = .int(Int64(iteration))
+            progress.phase = "Memory"
+            progress.iteration = Int64(iteration)
         }
-        func put(_ key: String, _ value: UInt64?) { if let value { progress[key] = .int(Int64(clamping: value)) } }
-        put("dataTotalBytes", statistics.dataTotal)
-        put("dataProcessedBytes", statistics.dataProcessed)
-        put("dataRemainingBytes", statistics.dataRemaining)
-        put("memoryDirtyRateBytesPerSecond", statistics.memoryDirtyRate)
-        put("memoryBytesPerSecond", statistics.memoryBytesPerSecond)
-        put("diskTotalBytes", statistics.diskTotal)
-        put("diskProcessedBytes", statistics.diskProcessed)
+        func bytes(_ value: UInt64?) -> Int64? { value.map { Int64(clamping: $0) } }
+        progress.dataTotalBytes = bytes(statistics.dataTotal)
+        progress.dataProcessedBytes = bytes(statistics.dataProcessed)
+        progress.dataRemainingBytes = bytes(statistics.dataRemaining)
+        progress.memoryDirtyRateBytesPerSecond = bytes(statistics.memoryDirtyRate)
+        progress.memoryBytesPerSecond = bytes(statistics.memoryBytesPerSecond)
+        progress.diskTotalBytes = bytes(statistics.diskTotal)
+        progress.diskProcessedBytes = bytes(statistics.diskProcessed)
         return progress
     }
 
     // MARK: Status writes
 
-    /// Moves the migration to `phase` (appending to its phase history) if it is still in one of the phases this
-    /// step follows — a phase the controller wrote meanwhile (a failure, an abort) is never overwritten. A deleted
-    /// migration only moves to a final phase. Returns the stored object.
+    /// Moves the migration to `phase` (`VirtualMachineInstanceMigration.transition`, with what `change` sets) if it
+    /// is still in one of the phases this step follows — a phase the controller wrote meanwhile (a failure, an abort)
+    /// is never overwritten, and the write lands only on the version it was computed from (a conflict reads the
+    /// migration again and looks anew). A deleted migration only moves to a final phase. Returns the stored object.
     @discardableResult
-    func transition(_ vmim: JSONValue, to phase: String, _ changes: JSONValue) async throws(APIError) -> JSONValue {
-        let namespace = vmim["metadata"]?["namespace"]?.string ?? "default"
-        let name = vmim["metadata"]?["name"]?.string ?? ""
-        let expected: Set<String> = switch phase {
-        case "PreparingTarget": ["Scheduled"]
-        case "TargetReady": ["PreparingTarget"]
-        case "Running": ["TargetReady"]
-        case "Succeeded": ["Running"]
-        default: ["Scheduled", "PreparingTarget", "TargetReady", "Running"]
+    func transition(
+        _ vmim: VirtualMachineInstanceMigration, to phase: VirtualMachineInstanceMigration.Phase,
+        _ change: (inout VirtualMachineInstanceMigration) -> Void = { _ in }
+    ) async throws(APIError) -> VirtualMachineInstanceMigration {
+        let expected: Set<VirtualMachineInstanceMigration.Phase> = switch phase {
+        case .preparingTarget: [.scheduled]
+        case .targetReady: [.preparingTarget]
+        case .running: [.targetReady]
+        case .succeeded: [.running]
+        default: [.scheduled, .preparingTarget, .targetReady, .running]
         }
+        let key = vmim.key
         var current = vmim
-        for _ in 0..<5 {
-            let now = current["status"]?["phase"]?.string ?? ""
-            // Already there: an earlier attempt landed though its answer was lost.
-            if now == phase { return current }
-            guard expected.contains(now), Migration.finalPhases.contains(phase) || current["metadata"]?["deletionTimestamp"] == nil else {
-                throw APIError.conflict("migration \(namespace)/\(name) is \(now)\(current["metadata"]?["deletionTimestamp"] == nil ? "" : " and deleted"); not moving it to \(phase)")
+        // Already there: an earlier attempt landed though its answer was lost.
+        if current.phase == phase { return current }
+        return try await client.update(current, guarded: true) { (vmim: inout VirtualMachineInstanceMigration) throws(APIError) in
+            current = vmim
+            guard current.phase != phase else { return }
+            guard expected.contains(current.phase), phase.isFinal || !current.metadata.isDeleting else {
+                throw APIError.conflict("migration \(key) is \(current.phase.rawValue)\(current.metadata.isDeleting ? " and deleted" : ""); not moving it to \(phase.rawValue)")
             }
-            do {
-                return try await client.patch(Kinds.migration, namespace: namespace, name: name, Migration.transitionPatch(current, to: phase, changes), status: true)
-            } catch {
-                guard error.code == 409 else { throw error }
-            }
-            current = try await client.get(Kinds.migration, namespace: namespace, name: name)
+            change(&vmim)
+            vmim.transition(to: phase)
         }
-        throw APIError.conflict("migration \(namespace)/\(name) kept changing; not moving it to \(phase)")
     }
 
     /// Fails a migration from this node: the migration says why; the VMI too when it is on this node.
-    func failMigration(_ vmim: JSONValue, vmi: JSONValue?, reason: String, _ message: String, abortStatus: String? = nil) async {
+    func failMigration(_ vmim: VirtualMachineInstanceMigration, vmi: VirtualMachineInstance?, reason: String, _ message: String, abortStatus: String? = nil) async {
         let ended = Migration.timestamp()
-        var state = vmim["status"]?["migrationState"] ?? [:]
-        state["failed"] = true
-        state["completed"] = true
-        state["failureReason"] = .string(message)
-        state["endTimestamp"] = .string(ended)
-        if let abortStatus { state["abortStatus"] = .string(abortStatus) }
-        let conditions = Resources.setting(Resources.condition("Failed", true, reason: reason, message: message), in: vmim["status"]?["conditions"])
-            ?? vmim["status"]?["conditions"] ?? []
+        @Sendable func failed(_ state: inout MigrationState) {
+            state.failed = true
+            state.completed = true
+            state.failureReason = message
+            state.endTimestamp = ended
+            if let abortStatus { state.abortStatus = abortStatus }
+        }
         do {
             // Retried for a while: the controller may be restarting; until this lands the migration looks unfinished.
-            try await persistently("migration failure", for: .seconds(60)) { () async throws(APIError) in
-                try await transition(vmim, to: "Failed", ["migrationState": state, "conditions": conditions])
+            _ = try await persistently("migration failure", for: .seconds(60)) { () async throws(APIError) in
+                try await transition(vmim, to: .failed) { vmim in
+                    var state = vmim.status?.migrationState ?? MigrationState()
+                    failed(&state)
+                    vmim.status?.migrationState = state
+                    vmim.status?.conditions.set(Condition("Failed", true, reason: reason, message: message))
+                }
             }
         } catch {
             logger.warning("could not record the failed migration", metadata: ["error": "\(error)"])
         }
         if let vmi {
-            var changes: JSONValue = ["failed": true, "completed": true, "failureReason": .string(message), "endTimestamp": .string(ended)]
-            if let abortStatus { changes["abortStatus"] = .string(abortStatus) }
-            await patchMigrationState(vmi, changes)
+            var changes = MigrationState()
+            failed(&changes)
+            await setMigrationState(of: vmi, changes)
         }
     }
 
-    func patchMigrationState(_ vmi: JSONValue, _ changes: JSONValue) async {
-        let namespace = vmi["metadata"]?["namespace"]?.string ?? "default"
-        let name = vmi["metadata"]?["name"]?.string ?? ""
+    /// Sets the fields `changes` holds in the VMI's migration state (`APIClient.set`: whatever it says meanwhile).
+    func setMigrationState(of vmi: VirtualMachineInstance, _ changes: MigrationState) async {
         do {
-            _ = try await client.patch(Kinds.virtualMachineInstance, namespace: namespace, name: name, ["status": ["migrationState": changes]], status: true)
+            try await client.set(\.status, of: vmi, to: VirtualMachineInstance.Status(migrationState: changes))
         } catch {
-            logger.warning("VMI migration state write failed", metadata: ["vmi": "\(namespace)/\(name)", "error": "\(error)"])
+            logger.warning("VMI migration state write failed", metadata: ["vmi": "\(vmi.key)", "error": "\(error)"])
         }
     }
 
@@ -795,20 +612,19 @@ extension NodeAgent {
     static let defaultInitialDowntime: Duration = .milliseconds(50)
 
     /// The KubeVirt configuration's migration settings (KubeVirt's defaults where unset).
-    static func migrationSettings(_ kubeVirt: JSONValue?) -> MigrationSettings {
-        let migrations = kubeVirt?["spec"]?["configuration"]?["migrations"]
+    static func migrationSettings(_ migrations: KubeVirt.Migrations?) -> MigrationSettings {
         var settings = MigrationSettings()
-        if let bandwidth = Quantity(migrations?["bandwidthPerMigration"])?.bytes, bandwidth > 0 { settings.bandwidthMiB = max(1, bandwidth >> 20) }
-        settings.autoConverge = migrations?["allowAutoConverge"]?.bool ?? false
-        settings.allowPostCopy = migrations?["allowPostCopy"]?.bool ?? false
-        let perGiB = migrations?["completionTimeoutPerGiB"]?.int ?? 150
-        let progress = migrations?["progressTimeout"]?.int ?? 150
+        if let bandwidth = Quantity(migrations?.bandwidthPerMigration)?.bytes, bandwidth > 0 { settings.bandwidthMiB = max(1, bandwidth >> 20) }
+        settings.autoConverge = migrations?.allowAutoConverge ?? false
+        settings.allowPostCopy = migrations?.allowPostCopy ?? false
+        let perGiB = migrations?.completionTimeoutPerGiB ?? 150
+        let progress = migrations?.progressTimeout ?? 150
         settings.timeouts = MigrationTimeouts(completionPerGiB: .seconds(perGiB), progress: .seconds(progress))
-        settings.maxDowntime = (migrations?["maxDowntimeMilliseconds"]?.int).map { .milliseconds($0) }
+        settings.maxDowntime = migrations?.maxDowntimeMilliseconds.map { .milliseconds($0) }
         let ceiling = settings.maxDowntime ?? MigrationOptions.qemuDefaultDowntime
-        settings.initialDowntime = min((migrations?["initialDowntimeMilliseconds"]?.int).map { .milliseconds($0) } ?? defaultInitialDowntime, ceiling)
-        settings.parallelConnections = (migrations?["parallelMigrationConnections"]?.int).map { Int($0) }
-        settings.allowUnsafeLiveMemoryCopy = migrations?["allowUnsafeLiveMemoryCopy"]?.bool ?? false
+        settings.initialDowntime = min(migrations?.initialDowntimeMilliseconds.map { .milliseconds($0) } ?? defaultInitialDowntime, ceiling)
+        settings.parallelConnections = migrations?.parallelMigrationConnections.map { Int($0) }
+        settings.allowUnsafeLiveMemoryCopy = migrations?.allowUnsafeLiveMemoryCopy ?? false
         return settings
     }
 }

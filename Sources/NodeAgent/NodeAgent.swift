@@ -96,6 +96,11 @@ public actor NodeAgent: Service {
     /// Migrations from this node and to it.
     let outgoingMigrations = Cache<VirtualMachineInstanceMigration>()
     let incomingMigrations = Cache<VirtualMachineInstanceMigration>()
+    /// The cluster's KubeVirt configuration (filled by an informer).
+    let kubeVirts = Cache<KubeVirt>()
+
+    /// The KubeVirt configuration in force, if there is one.
+    var kubeVirt: KubeVirt? { kubeVirts[ObjectKey(namespace: KubeVirt.namespace, name: KubeVirt.name)] }
 
     public init(configuration: Configuration, client: APIClient, provider: TLSContextProvider, logger: Logger = Logger(label: "vmsync.node-agent")) {
         self.configuration = configuration
@@ -174,42 +179,42 @@ public actor NodeAgent: Service {
         labels["kubevirt.io/schedulable"] = "true"
         let memory = configuration.memoryBytes ?? Self.machineMemory()
         let cpus = ProcessInfo.processInfo.activeProcessorCount
-        let node: JSONValue = ["apiVersion": "v1", "kind": "Node", "metadata": ["name": .string(configuration.name), "labels": JSONValue(labels)]]
-        var registered = false
+        var node: Node
         do {
-            _ = try await client.create(Kinds.node, node)
+            node = try await client.create(Node(metadata: ObjectMeta(name: configuration.name, labels: labels)))
         } catch {
             guard error.code == 409 else { throw error }
-            registered = true
-        }
-        if registered {
             // Registered before: refresh the labels, keep what the operator set (taints, other labels).
-            let existing = try await client.get(Kinds.node, name: configuration.name)
-            let stale = (existing["metadata"]?["labels"]?.stringMap ?? [:]).keys.filter {
-                $0.hasPrefix("cpu-model") || $0.hasPrefix("host-model") || $0.hasPrefix("cpu-feature")
-            }
-            var patch: [String: JSONValue] = [:]
-            for key in stale { patch[key] = .null }
-            for (key, value) in labels { patch[key] = .string(value) }
-            _ = try await client.patch(Kinds.node, name: configuration.name, ["metadata": ["labels": .object(patch)]])
+            node = try await client.get(Node.self, name: configuration.name)
         }
-        let status: JSONValue = [
-            "capacity": ["cpu": .string(String(cpus)), "memory": .string("\(memory >> 20)Mi")],
-            "allocatable": ["cpu": .string(String(cpus)), "memory": .string("\(memory >> 20)Mi")],
-            "addresses": [["type": "InternalIP", "address": .string(configuration.address)], ["type": "Hostname", "address": .string(configuration.name)]],
-            "nodeInfo": ["kubeletVersion": "vmsync-node-agent", "architecture": "amd64", "operatingSystem": "linux"],
-            "libvirtURI": .string(configuration.libvirtURI),
-            "runDirectory": .string(configuration.runDirectory),
-            "tunnelEndpoint": configuration.tunnelEndpoint.map(JSONValue.string) ?? .null,
-        ]
-        _ = try await client.patch(Kinds.node, name: configuration.name, ["status": status], status: true)
+        let configuration = configuration
+        try await client.update(node) { node in
+            var current = node.metadata.labels ?? [:]
+            for key in current.keys where key.hasPrefix("cpu-model") || key.hasPrefix("host-model") || key.hasPrefix("cpu-feature") {
+                current[key] = nil
+            }
+            current.merge(labels) { _, new in new }
+            node.metadata.labels = current
+            var status = node.status ?? Node.Status()
+            let quantities: [String: JSONValue] = ["cpu": .string(String(cpus)), "memory": .string("\(memory >> 20)Mi")]
+            status.capacity = (status.capacity ?? [:]).merging(quantities) { _, new in new }
+            status.allocatable = (status.allocatable ?? [:]).merging(quantities) { _, new in new }
+            status.addresses = [Node.Address(type: "InternalIP", address: configuration.address), Node.Address(type: "Hostname", address: configuration.name)]
+            var info = status.nodeInfo ?? [:]
+            for (key, value) in ["kubeletVersion": "vmsync-node-agent", "architecture": "amd64", "operatingSystem": "linux"] { info[key] = .string(value) }
+            status.nodeInfo = info
+            status.libvirtURI = configuration.libvirtURI
+            status.runDirectory = configuration.runDirectory
+            status.tunnelEndpoint = configuration.tunnelEndpoint
+            node.status = status
+        }
         try await postReady()
         logger.info("node registered", metadata: ["node": "\(configuration.name)", "labels": "\(labels.count)"])
     }
 
-    private func readyCondition() -> JSONValue {
-        var condition = Resources.condition("Ready", true, reason: "AgentReady", message: "node-agent is posting ready status")
-        condition["lastHeartbeatTime"] = .string(Resources.now())
+    private func readyCondition() -> Condition {
+        var condition = Condition("Ready", true, reason: "AgentReady", message: "node-agent is posting ready status")
+        condition.lastHeartbeatTime = Resources.now()
         return condition
     }
 
@@ -227,21 +232,18 @@ public actor NodeAgent: Service {
     /// Puts a fresh Ready condition among the node's conditions (the controller keeps others there, e.g. a drain's
     /// `Drained`): read, merged by type, and written only over the version read.
     private func postReady() async throws(APIError) {
-        for _ in 0..<5 {
-            let node = try await client.get(Kinds.node, name: configuration.name)
-            var conditions = (node["status"]?["conditions"]?.array ?? []).filter { $0["type"]?.string != "Ready" }
-            conditions.insert(readyCondition(), at: 0)
-            do {
-                _ = try await client.patch(Kinds.node, name: configuration.name, [
-                    "metadata": ["resourceVersion": node["metadata"]?["resourceVersion"] ?? .null],
-                    "status": ["conditions": .array(conditions)],
-                ], status: true)
-                return
-            } catch where error.code == 409 {
-                continue
+        let node = try await client.get(Node.self, name: configuration.name)
+        let ready = readyCondition()
+        do {
+            try await client.update(node) { node in
+                var conditions = (node.status?.conditions ?? []).filter { $0.type != "Ready" }
+                conditions.insert(ready, at: 0)
+                if node.status == nil { node.status = Node.Status() }
+                node.status?.conditions = conditions
             }
+        } catch where error.code == 409 {
+            throw APIError.conflict("node \(configuration.name) kept changing; its heartbeat was not written")
         }
-        throw APIError.conflict("node \(configuration.name) kept changing; its heartbeat was not written")
     }
 
     static func machineMemory() -> UInt64 {
@@ -271,29 +273,28 @@ public actor NodeAgent: Service {
     /// unreachable, a DataVolume or StorageClass not there yet) is a `Synchronized` condition and a retry with backoff;
     /// only a VMI that can never run as asked (refused input, a spec libvirt rejects) fails.
     func syncInstance(_ key: ObjectKey) async throws -> ReconcileResult {
-        guard let vmi = instances.envelope(key) else { return .done }
+        guard let vmi = instances[key] else { return .done }
         do {
             try await reconcileOrThrow(vmi)
         } catch {
             let message: String = (error as? APIError)?.message ?? (error as? HypervisorError)?.description ?? "\(error)"
             logger.warning("VMI reconcile failed", metadata: ["vmi": "\(key)", "error": "\(error)", "final": "\(Self.isFinal(error))"])
             if Self.isFinal(error) {
-                await patchStatus(vmi, ["phase": "Failed", "reason": "DomainFailed", "message": .string(message)])
+                await updateStatus(vmi) { status in
+                    status.phase = .failed
+                    status.reason = "DomainFailed"
+                    status.message = message
+                }
                 return .done
             }
-            await patchStatus(vmi, ["conditions": [Resources.condition("Synchronized", false, reason: "SyncFailed", message: message)]])
+            await updateStatus(vmi) { $0.conditions.set(Condition("Synchronized", false, reason: "SyncFailed", message: message)) }
             throw error
         }
-        let conditions = vmi["status"]?["conditions"]?.array ?? []
-        let unsynchronized = conditions.contains { (condition: JSONValue) -> Bool in
-            condition["type"]?.string == "Synchronized" && condition["status"]?.string == "False"
-        }
-        if unsynchronized {
-            await patchStatus(vmi, ["conditions": [Resources.condition("Synchronized", true, reason: "Synchronized")]])
+        if vmi.status?.conditions["Synchronized"]?.status == .false {
+            await updateStatus(vmi) { $0.conditions.set(Condition("Synchronized", true, reason: "Synchronized")) }
         }
         // Level-based: a VMI that has not ended is looked at again now and then, whatever the events said.
-        let phase = vmi["status"]?["phase"]?.string
-        return phase == "Succeeded" || phase == "Failed" ? .done : .requeue(after: .seconds(30))
+        return vmi.status?.phase?.isFinal == true ? .done : .requeue(after: .seconds(30))
     }
 
     /// Whether a failure to run a VMI is for good: the input is refused (400, 403, 422) or libvirt rejects the
@@ -304,44 +305,54 @@ public actor NodeAgent: Service {
         return false
     }
 
-    private func reconcileOrThrow(_ vmi: JSONValue) async throws {
+    private func reconcileOrThrow(_ vmi: VirtualMachineInstance) async throws {
         guard let libvirt else { return }
-        let namespace = vmi["metadata"]?["namespace"]?.string ?? "default"
-        let name = vmi["metadata"]?["name"]?.string ?? ""
+        let namespace = vmi.metadata.namespace ?? "default"
+        let name = vmi.metadata.name ?? ""
         let domainName = Resources.domainName(namespace: namespace, name: name)
-        let phase = vmi["status"]?["phase"]?.string ?? "Pending"
+        let phase = vmi.phase
         let existing = try? await libvirt.domain(named: domainName)
         let state = try? await existing?.state()
 
         await abortIfRequested(vmi)
         if isMigratingAway(vmi) { return }
         if migrationFromHereUnfinished(vmi), state != .running && state != .paused && state != .blocked { return }
-        if vmi["metadata"]?["deletionTimestamp"] != nil {
+        if vmi.metadata.isDeleting {
             if let existing {
                 try? await existing.destroy()
                 try? await existing.undefine()
                 logger.info("domain stopped for deleted VMI", metadata: ["vmi": "\(namespace)/\(name)"])
             }
             for path in ephemeralFiles(of: vmi, domainName: domainName) { try? FileManager.default.removeItem(atPath: path) }
-            if phase != "Succeeded" && phase != "Failed" {
-                await patchStatus(vmi, ["phase": "Succeeded", "reason": "Deleted", "message": "the VMI was deleted; its domain is gone"])
+            if !phase.isFinal {
+                await updateStatus(vmi) { status in
+                    status.phase = .succeeded
+                    status.reason = "Deleted"
+                    status.message = "the VMI was deleted; its domain is gone"
+                }
             }
             return
         }
         switch phase {
-        case "Scheduled", "Running", "Unknown":
+        case .scheduled, .running, .unknown:
             if let existing, state == .running || state == .paused || state == .blocked {
                 // Running already (re-adopted after an agent restart, or started by the previous pass).
-                if phase != "Running" || vmi["status"]?["nodeName"]?.string != configuration.name {
-                    await patchStatus(vmi, ["phase": "Running", "conditions": [Resources.condition("Ready", true, reason: "DomainRunning")]])
+                if phase != .running || vmi.nodeName != configuration.name {
+                    await updateStatus(vmi) { status in
+                        status.phase = .running
+                        status.conditions.set(Condition("Ready", true, reason: "DomainRunning"))
+                    }
                 }
                 _ = existing
                 return
             }
-            if phase == "Running", existing != nil {
+            if phase == .running, existing != nil {
                 // It ran here and stopped on its own.
-                await patchStatus(vmi, ["phase": state == .shutOff ? "Succeeded" : "Failed", "reason": .string("Domain\(state?.rawValue.capitalized ?? "Gone")"),
-                                        "conditions": [Resources.condition("Ready", false, reason: "DomainStopped")]])
+                await updateStatus(vmi) { status in
+                    status.phase = state == .shutOff ? .succeeded : .failed
+                    status.reason = "Domain\(state?.rawValue.capitalized ?? "Gone")"
+                    status.conditions.set(Condition("Ready", false, reason: "DomainStopped"))
+                }
                 return
             }
             try await start(vmi, domainName: domainName, libvirt: libvirt, existing: existing)
@@ -350,61 +361,61 @@ public actor NodeAgent: Service {
         }
     }
 
-    private func start(_ vmi: JSONValue, domainName: String, libvirt: Connection, existing: Domain?) async throws {
-        let namespace = vmi["metadata"]?["namespace"]?.string ?? "default"
+    private func start(_ vmi: VirtualMachineInstance, domainName: String, libvirt: Connection, existing: Domain?) async throws {
+        let namespace = vmi.metadata.namespace ?? "default"
         var disks: [String: (path: String, format: String)] = [:]
-        var volumeStatus: [JSONValue] = []
-        for volume in vmi["spec"]?["volumes"]?.array ?? [] {
-            guard let volumeName = volume["name"]?.string else { continue }
-            let dataVolumeName = volume["dataVolume"]?["name"]?.string ?? volume["persistentVolumeClaim"]?["claimName"]?.string
-            if let dataVolumeName {
-                let dataVolume = try await client.get(Kinds.dataVolume, namespace: namespace, name: dataVolumeName)
+        var volumeStatus: [VirtualMachineInstance.VolumeStatus] = []
+        for volume in vmi.spec.volumes ?? [] {
+            let volumeName = volume.name
+            if let dataVolumeName = volume.claimName {
+                let dataVolume = try await client.get(DataVolume.self, namespace: namespace, name: dataVolumeName)
                 let disk = try await volumes.disk(for: dataVolume)
-                try await volumes.ensure(disk, source: dataVolume["spec"]?["source"])
+                try await volumes.ensure(disk, source: dataVolume.spec.source)
                 disks[volumeName] = (disk.path, disk.format)
                 let bytes = (try? await Volumes.virtualSize(disk.path)) ?? disk.bytes
-                volumeStatus.append([
-                    "name": .string(volumeName), "phase": "Ready", "reason": "VolumeReady",
-                    "persistentVolumeClaimInfo": ["claimName": .string(dataVolumeName), "capacity": ["storage": .string("\(bytes)")],
-                                                  "storageClass": .string(disk.storageClass), "shared": .bool(disk.shared), "path": .string(disk.path)],
-                ])
-            } else if let capacity = Quantity(volume["emptyDisk"]?["capacity"])?.bytes {
+                volumeStatus.append(VirtualMachineInstance.VolumeStatus(
+                    name: volumeName, phase: "Ready", reason: "VolumeReady",
+                    persistentVolumeClaimInfo: .init(claimName: dataVolumeName, capacity: ["storage": .string("\(bytes)")], shared: disk.shared,
+                                                     storageClass: disk.storageClass, path: disk.path)))
+            } else if let capacity = Quantity(volume.emptyDisk?.capacity)?.bytes {
                 let path = emptyDiskPath(domainName: domainName, volume: volumeName)
                 if !FileManager.default.fileExists(atPath: path) { try await Volumes.createEmpty(at: path, bytes: capacity) }
                 disks[volumeName] = (path, "qcow2")
-            } else if let cloudInit = volume["cloudInitNoCloud"] {
+            } else if let cloudInit = volume.cloudInitNoCloud {
                 let path = cloudInitPath(domainName: domainName, volume: volumeName)
                 try await Volumes.cloudInitDisk(
                     at: path, userData: try DomainMapping.userData(of: cloudInit, volume: volumeName),
-                    metaData: DomainMapping.metaData(of: vmi), networkData: cloudInit["networkData"]?.string)
+                    metaData: DomainMapping.metaData(of: vmi), networkData: cloudInit.networkData)
                 disks[volumeName] = (path, "raw")
-            } else if volume["containerDisk"] != nil {
+            } else if volume.containerDisk != nil {
                 throw APIError.badRequest("volume \"\(volumeName)\": containerDisk volumes are not supported by vmsync nodes")
             }
         }
         // A kernel and initrd to boot directly are host files: only from an import directory.
-        let container = vmi["spec"]?["domain"]?["firmware"]?["kernelBoot"]?["container"]
-        for field in ["kernelPath", "initrdPath"] {
-            if let path = container?[field]?.string { _ = try configuration.hostPaths.bootFile(path, field: "spec.domain.firmware.kernelBoot.container.\(field)") }
+        let container = vmi.spec.domain?.firmware?.kernelBoot?.container
+        for (field, path) in [("kernelPath", container?.kernelPath), ("initrdPath", container?.initrdPath)] {
+            if let path { _ = try configuration.hostPaths.bootFile(path, field: "spec.domain.firmware.kernelBoot.container.\(field)") }
         }
-        let kubeVirt = try? await client.get(Kinds.kubeVirt, namespace: "kubevirt", name: "kubevirt")
         let spec = try DomainMapping.spec(
             for: vmi, disks: disks, serialSocket: "\(configuration.runDirectory)/\(domainName).serial",
-            clusterCPUModel: kubeVirt?["spec"]?["configuration"]?["cpuModel"]?.string)
+            clusterCPUModel: kubeVirt?.spec.configuration?.cpuModel)
         try await libvirt.checkCPU(of: spec)
         if let existing { try? await existing.undefine() }
         let domain = try await libvirt.define(spec)
         try await domain.start()
         logger.info("domain started", metadata: ["domain": "\(domainName)"])
-        await patchStatus(vmi, [
-            "phase": "Running", "reason": .null, "message": .null,
-            "conditions": [Resources.condition("Ready", true, reason: "DomainRunning")],
-            "volumeStatus": .array(volumeStatus),
-            "guestOSInfo": ["name": "vmsync tiny guest"],
-            "interfaces": .array(Self.interfaceStatus(try DomainMapping.interfaces(of: vmi))),
-            "launcherDomain": .string(domainName),
-            "serialConsole": .string(spec.serialSocket ?? ""),
-        ])
+        let interfaces = Self.interfaceStatus(try DomainMapping.interfaces(of: vmi))
+        await updateStatus(vmi) { status in
+            status.phase = .running
+            status.reason = nil
+            status.message = nil
+            status.conditions.set(Condition("Ready", true, reason: "DomainRunning"))
+            status.volumeStatus = volumeStatus
+            status.guestOSInfo = (status.guestOSInfo ?? [:]).merged(with: ["name": "vmsync tiny guest"])
+            status.interfaces = interfaces
+            status.launcherDomain = domainName
+            status.serialConsole = spec.serialSocket ?? ""
+        }
     }
 
     func emptyDiskPath(domainName: String, volume: String) -> String {
@@ -416,54 +427,44 @@ public actor NodeAgent: Service {
     }
 
     /// Files that live and die with the VMI on this node: emptyDisk images and cloud-init seeds.
-    private func ephemeralFiles(of vmi: JSONValue, domainName: String) -> [String] {
-        (vmi["spec"]?["volumes"]?.array ?? []).compactMap { volume in
-            guard let name = volume["name"]?.string else { return nil }
-            if volume["emptyDisk"] != nil { return emptyDiskPath(domainName: domainName, volume: name) }
-            if volume["cloudInitNoCloud"] != nil { return cloudInitPath(domainName: domainName, volume: name) }
+    private func ephemeralFiles(of vmi: VirtualMachineInstance, domainName: String) -> [String] {
+        (vmi.spec.volumes ?? []).compactMap { volume in
+            if volume.emptyDisk != nil { return emptyDiskPath(domainName: domainName, volume: volume.name) }
+            if volume.cloudInitNoCloud != nil { return cloudInitPath(domainName: domainName, volume: volume.name) }
             return nil
         }
     }
 
     /// KubeVirt's `status.interfaces` for interfaces on the masquerade network: the guest's address there is the one
     /// the node's NAT hands the first interface by DHCP.
-    static func interfaceStatus(_ interfaces: [DomainMapping.PlannedInterface]) -> [JSONValue] {
+    static func interfaceStatus(_ interfaces: [DomainMapping.PlannedInterface]) -> [VirtualMachineInstance.InterfaceStatus] {
         interfaces.enumerated().map { index, interface in
-            var entry: JSONValue = ["name": .string(interface.name), "mac": .string(interface.mac), "infoSource": "domain", "queueCount": 1]
+            var entry = VirtualMachineInstance.InterfaceStatus(name: interface.name, mac: interface.mac)
+            entry.infoSource = "domain"
+            entry.queueCount = 1
             if index == 0 {
-                entry["ipAddress"] = .string(DomainMapping.masqueradeNetwork.guestAddress)
-                entry["ipAddresses"] = [.string(DomainMapping.masqueradeNetwork.guestAddress)]
+                entry.ipAddress = DomainMapping.masqueradeNetwork.guestAddress
+                entry.ipAddresses = [DomainMapping.masqueradeNetwork.guestAddress]
             }
             return entry
         }
     }
 
-    /// Writes `changes` into the VMI's status. Conditions are merged into the VMI's own by type and the list is
-    /// written only over the version it was merged into (a merge patch writes the list whole, and the controller
-    /// writes conditions of its own): a conflict reads the VMI again and merges anew.
-    private func patchStatus(_ vmi: JSONValue, _ changes: JSONValue) async {
-        let namespace = vmi["metadata"]?["namespace"]?.string ?? "default"
-        let name = vmi["metadata"]?["name"]?.string ?? ""
-        var current = vmi
-        for _ in 0..<5 {
-            var patch: JSONValue = ["status": changes]
-            if let conditions = changes["conditions"]?.array {
-                var merged = current["status"]?["conditions"]
-                for condition in conditions { merged = Resources.setting(condition, in: merged) ?? merged }
-                patch["status"]?["conditions"] = merged
-                patch["metadata"] = ["resourceVersion": current["metadata"]?["resourceVersion"] ?? .null]
+    /// Changes the VMI's status by `change` and writes what changed (`APIClient.update`): a list (conditions, volumes,
+    /// interfaces) is written only over the version it was changed from (the controller writes conditions of its
+    /// own), so a conflict reads the VMI again and applies the change anew. A failure is logged: the next pass writes
+    /// again.
+    func updateStatus(_ vmi: VirtualMachineInstance, _ change: @escaping (inout VirtualMachineInstance.Status) -> Void) async {
+        do {
+            try await client.update(vmi) { (vmi: inout VirtualMachineInstance) in
+                var status = vmi.status ?? VirtualMachineInstance.Status()
+                change(&status)
+                vmi.status = status
             }
-            do {
-                _ = try await client.patch(Kinds.virtualMachineInstance, namespace: namespace, name: name, patch, status: true)
-                return
-            } catch where error.code == 409 {
-                guard let fresh = try? await client.get(Kinds.virtualMachineInstance, namespace: namespace, name: name) else { break }
-                current = fresh
-            } catch {
-                logger.warning("VMI status write failed", metadata: ["vmi": "\(namespace)/\(name)", "error": "\(error)"])
-                return
-            }
+        } catch where error.code == 409 {
+            logger.warning("VMI status write failed: the VMI kept changing", metadata: ["vmi": "\(vmi.key)"])
+        } catch {
+            logger.warning("VMI status write failed", metadata: ["vmi": "\(vmi.key)", "error": "\(error)"])
         }
-        logger.warning("VMI status write failed: the VMI kept changing", metadata: ["vmi": "\(namespace)/\(name)"])
     }
 }

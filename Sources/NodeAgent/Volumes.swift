@@ -25,28 +25,27 @@ struct Volumes: Sendable {
     }
 
     /// Where `dataVolume`'s image is (or goes) on this node.
-    func disk(for dataVolume: JSONValue) async throws(APIError) -> Disk {
-        let namespace = dataVolume["metadata"]?["namespace"]?.string ?? "default"
-        let name = dataVolume["metadata"]?["name"]?.string ?? ""
-        let storage = dataVolume["spec"]?["storage"] ?? dataVolume["spec"]?["pvc"] ?? [:]
-        let storageClass = try await self.storageClass(named: storage["storageClassName"]?.string, for: "datavolume \(namespace)/\(name)")
-        let size = Quantity(storage["resources"]?["requests"]?["storage"])?.bytes ?? 0
-        let directory = try hostPaths.storageDirectory(storageClass["directory"]?.string, of: storageClass["metadata"]?["name"]?.string ?? "")
+    func disk(for dataVolume: DataVolume) async throws(APIError) -> Disk {
+        let namespace = dataVolume.metadata.namespace ?? "default"
+        let name = dataVolume.metadata.name ?? ""
+        let storageClass = try await self.storageClass(named: dataVolume.storage?.storageClassName, for: "datavolume \(namespace)/\(name)")
+        let size = dataVolume.storage?.requestedBytes ?? 0
+        let directory = try hostPaths.storageDirectory(storageClass.directory, of: storageClass.metadata.name ?? "")
         // Names are RFC 1123 (no "/", none is "." or ".."), so the image stays in the directory; checked all the same.
         let file = (Resources.imagePath(directory: "", namespace: namespace, name: name) as NSString).lastPathComponent
         guard !"\(namespace)-\(name)".contains("/"), !file.isEmpty, !namespace.isEmpty, !name.isEmpty, !name.hasPrefix(".") else {
             throw APIError.badRequest("datavolume \(namespace)/\(name): the name cannot be an image file name")
         }
         return Disk(
-            path: Resources.imagePath(directory: directory, namespace: namespace, name: name), format: "qcow2", bytes: size, shared: storageClass["shared"]?.bool ?? false,
-            storageClass: storageClass["metadata"]?["name"]?.string ?? "")
+            path: Resources.imagePath(directory: directory, namespace: namespace, name: name), format: "qcow2", bytes: size, shared: storageClass.shared ?? false,
+            storageClass: storageClass.metadata.name ?? "")
     }
 
     /// The named StorageClass, or the default one.
-    func storageClass(named name: String?, for user: String) async throws(APIError) -> JSONValue {
-        if let name { return try await client.get(Kinds.storageClass, name: name) }
-        let classes = try await client.list(Kinds.storageClass)["items"]?.array ?? []
-        guard let preferred = Resources.storageClass(of: [:], in: classes) else {
+    func storageClass(named name: String?, for user: String) async throws(APIError) -> StorageClass {
+        if let name { return try await client.get(StorageClass.self, name: name) }
+        let classes = try await client.list(StorageClass.self)
+        guard let preferred = classes.first(where: \.isDefault) ?? (classes.count == 1 ? classes.first : nil) else {
             throw APIError.badRequest("\(user) names no storageClassName and the cluster has no default StorageClass")
         }
         return preferred
@@ -54,20 +53,20 @@ struct Volumes: Sendable {
 
     /// Creates the image if it is not there yet: blank of the requested size, or converted from the source image
     /// file (`source.http.url: file:///…`) and grown to the requested size.
-    func ensure(_ disk: Disk, source: JSONValue?) async throws(APIError) {
+    func ensure(_ disk: Disk, source: DataVolume.Source?) async throws(APIError) {
         if FileManager.default.fileExists(atPath: disk.path) { return }
         try? FileManager.default.createDirectory(atPath: (disk.path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         let partial = disk.path + ".partial"
-        if let url = source?["http"]?["url"]?.string {
+        if let url = source?.http?.url {
             let user = "the DataVolume of \(disk.path)"
             let file = try hostPaths.importSource(url, classDirectory: (disk.path as NSString).deletingLastPathComponent, for: user)
             // Only a self-contained raw or qcow2 image: a backing or data file would be read from wherever it names.
-            let info = (try? JSONValue.parse(Data(try await Self.qemuImg(["info", "--output=json", file]).utf8))) ?? [:]
-            let format = info["format"]?.string ?? ""
+            let info = try await Self.imageInfo(file)
+            let format = info.format ?? ""
             guard ["raw", "qcow2"].contains(format) else {
                 throw APIError.badRequest("\(user): data source \(url) is a \(format.isEmpty ? "unknown" : format) image; raw or qcow2 only")
             }
-            if let backing = info["backing-filename"]?.string ?? info["format-specific"]?["data"]?["data-file"]?.string {
+            if let backing = info.backingFilename ?? info.formatSpecific?.data?.dataFile {
                 throw APIError.forbidden("\(user): data source \(url) refers to another file (\(backing)); only self-contained images are imported")
             }
             try await Self.qemuImg(["convert", "-f", format, "-O", disk.format, file, partial])
@@ -84,13 +83,13 @@ struct Volumes: Sendable {
 
     /// Removes the image of a deleted DataVolume, if this node has it (where the status says it was written, which
     /// still works when its StorageClass went first).
-    func remove(_ dataVolume: JSONValue) async {
+    func remove(_ dataVolume: DataVolume) async {
         // The status's path is written from what agents report: it is used only when it is such an image — a regular
         // file named for this DataVolume under a storage root — and never removed recursively.
-        let namespace = dataVolume["metadata"]?["namespace"]?.string ?? "default"
-        let name = dataVolume["metadata"]?["name"]?.string ?? ""
+        let namespace = dataVolume.metadata.namespace ?? "default"
+        let name = dataVolume.metadata.name ?? ""
         var candidates: [String] = []
-        if let path = dataVolume["status"]?["path"]?.string, let resolved = HostPaths.resolve(path),
+        if let path = dataVolume.status?.path, let resolved = HostPaths.resolve(path),
             resolved == Resources.imagePath(directory: (resolved as NSString).deletingLastPathComponent, namespace: namespace, name: name), hostPaths.storageRoots.contains(where: { HostPaths.isWithin(resolved, $0) })
         {
             candidates.append(resolved)
@@ -104,8 +103,34 @@ struct Volumes: Sendable {
     }
 
     static func virtualSize(_ path: String) async throws(APIError) -> UInt64 {
+        UInt64(clamping: try await imageInfo(path).virtualSize ?? 0)
+    }
+
+    /// What `qemu-img info` says of an image (what it cannot say reads as absent).
+    struct ImageInfo: Decodable {
+        var format: String?
+        var virtualSize: Int64?
+        var backingFilename: String?
+        var formatSpecific: FormatSpecific?
+
+        struct FormatSpecific: Decodable {
+            var data: Data?
+
+            struct Data: Decodable {
+                var dataFile: String?
+
+                enum CodingKeys: String, CodingKey { case dataFile = "data-file" }
+            }
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case format, virtualSize = "virtual-size", backingFilename = "backing-filename", formatSpecific = "format-specific"
+        }
+    }
+
+    static func imageInfo(_ path: String) async throws(APIError) -> ImageInfo {
         let output = try await qemuImg(["info", "--output=json", path])
-        return UInt64((try? JSONValue.parse(Data(output.utf8)))?["virtual-size"]?.int ?? 0)
+        return (try? JSONDecoder().decode(ImageInfo.self, from: Foundation.Data(output.utf8))) ?? ImageInfo()
     }
 
     /// An empty qcow2 image (written directly; by qemu-img for sizes the direct writer does not do).

@@ -33,7 +33,7 @@ struct DomainMappingTests {
         #expect(xml.contains("<interface type='user'>") && xml.contains("<mac address='\(mac)'/>"), "\(xml)")
 
         let status = NodeAgent.interfaceStatus(planned)
-        #expect(status[0]["ipAddress"]?.string == DomainMapping.masqueradeNetwork.guestAddress && status[0]["mac"]?.string == mac)
+        #expect(status[0].ipAddress == DomainMapping.masqueradeNetwork.guestAddress && status[0].mac == mac)
     }
 
     @Test("a MAC from the spec is kept")
@@ -62,6 +62,25 @@ struct DomainMappingTests {
         #expect {
             try DomainMapping.interfaces(of: missing)
         } throws: { ($0 as? APIError)?.message == "interface \"default\" has no network of that name in spec.networks" }
+    }
+}
+
+/// The mapping's functions on a VMI written as JSON, as the tests write them.
+extension DomainMapping {
+    static func interfaces(of vmi: JSONValue) throws -> [PlannedInterface] { try interfaces(of: VirtualMachineInstance(json: vmi)) }
+
+    static func spec(
+        for vmi: JSONValue, disks: [String: (path: String, format: String)], serialSocket: String, clusterCPUModel: String?
+    ) throws -> DomainSpec {
+        try spec(for: VirtualMachineInstance(json: vmi), disks: disks, serialSocket: serialSocket, clusterCPUModel: clusterCPUModel)
+    }
+
+    static func metaData(of vmi: JSONValue) throws -> String {
+        metaData(of: VirtualMachineInstance(metadata: try (vmi["metadata"] ?? [:]).decode(ObjectMeta.self), spec: VirtualMachineInstanceSpec()))
+    }
+
+    static func userData(of cloudInit: JSONValue, volume: String) throws -> String {
+        try userData(of: cloudInit.decode(VirtualMachineInstanceSpec.Volume.CloudInitNoCloud.self), volume: volume)
     }
 }
 
@@ -134,6 +153,10 @@ struct QCOW2Tests {
 struct MigrationSettingsTests {
     @Test("KubeVirt's defaults when unset; bandwidth, timeouts, auto-converge, post-copy and vmsync's downtime limit when set")
     func settings() throws {
+        /// The settings of a KubeVirt object written as JSON.
+        func settings(_ kubeVirt: JSONValue) throws -> NodeAgent.MigrationSettings {
+            NodeAgent.migrationSettings(try kubeVirt["spec"]?["configuration"]?["migrations"]?.decode(KubeVirt.Migrations.self))
+        }
         let defaults = NodeAgent.migrationSettings(nil)
         #expect(defaults.bandwidthMiB == nil && defaults.maxDowntime == nil && !defaults.autoConverge && !defaults.allowPostCopy)
         #expect(defaults.timeouts == .kubeVirtDefaults)
@@ -147,15 +170,15 @@ struct MigrationSettingsTests {
         var object = ClusterDefaults.kubeVirt
         object["spec"] = kubeVirt["spec"]
         #expect(throws: Never.self) { try Kinds.kubeVirt.validate(object) }
-        let set = NodeAgent.migrationSettings(kubeVirt)
+        let set = try settings(kubeVirt)
         #expect(set.bandwidthMiB == 64 && set.autoConverge && set.allowPostCopy && set.maxDowntime == .milliseconds(100))
         #expect(set.parallelConnections == 3 && defaults.parallelConnections == nil)
         #expect(set.allowUnsafeLiveMemoryCopy && !defaults.allowUnsafeLiveMemoryCopy, "a TCG guest on old QEMU is paused for its memory copy unless this is set")
         #expect(set.initialDowntime == .milliseconds(50))
         // An initial limit above the maximum is capped to it (a fixed limit); one set explicitly is taken.
-        let fixed = NodeAgent.migrationSettings(["spec": ["configuration": ["migrations": ["maxDowntimeMilliseconds": 30]]]])
+        let fixed = try settings(["spec": ["configuration": ["migrations": ["maxDowntimeMilliseconds": 30]]]])
         #expect(fixed.initialDowntime == .milliseconds(30) && fixed.maxDowntime == .milliseconds(30))
-        let ramp = NodeAgent.migrationSettings(["spec": ["configuration": ["migrations": ["initialDowntimeMilliseconds": 20]]]])
+        let ramp = try settings(["spec": ["configuration": ["migrations": ["initialDowntimeMilliseconds": 20]]]])
         #expect(ramp.initialDowntime == .milliseconds(20) && ramp.maxDowntime == nil)
         #expect(set.timeouts == MigrationTimeouts(completionPerGiB: .seconds(20), progress: .seconds(30)))
     }

@@ -85,8 +85,12 @@ struct MigrationReconcilerTests {
             #expect(try await store.get(Kinds.virtualMachineInstance, namespace: "default", name: "v2")["status"]?["printableMigration"] == "Pending migration")
 
             // m1 finishes (as its source agent would write it): m2 may leave a now.
-            _ = try await store.patch(Kinds.migration, namespace: "default", name: "m1",
-                                      mergePatch: Migration.transitionPatch(m1, to: "Succeeded", [:]), subresource: .status)
+            let typed = try VirtualMachineInstanceMigration(json: m1)
+            var succeeded = typed
+            succeeded.transition(to: .succeeded)
+            _ = try await typed.write(succeeded, guarded: true) { (patch, status) async throws(APIError) -> JSONValue in
+                try await store.patch(Kinds.migration, namespace: "default", name: "m1", mergePatch: patch, subresource: status ? .status : .main)
+            }
             try await controllers.settle()
             #expect(try await phase("m2") == "Scheduled")
             #expect(try await phase("m4") == "Pending", "still two running: m2 and m3")

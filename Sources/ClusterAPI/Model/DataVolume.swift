@@ -18,16 +18,30 @@ public struct DataVolume: Resource {
     /// `spec.source`: only which kind of source matters here; its details travel in the envelope.
     public struct Source: Codable, Sendable, Hashable {
         public var blank: JSONValue?
-        public var http: JSONValue?
+        public var http: HTTPSource?
         public var pvc: JSONValue?
         public var registry: JSONValue?
         public var upload: JSONValue?
     }
 
+    /// `source.http`: here, an image file (`file:///…`) under an import directory.
+    public struct HTTPSource: Codable, Sendable, Hashable {
+        public var url: String?
+    }
+
     public struct Storage: Codable, Sendable, Hashable {
         public var storageClassName: String?
         public var accessModes: [String]?
-        public var resources: JSONValue?
+        public var resources: Resources?
+
+        /// Quantities kept as written.
+        public struct Resources: Codable, Sendable, Hashable {
+            public var requests: [String: JSONValue]?
+            public var limits: [String: JSONValue]?
+        }
+
+        /// The size asked for (`resources.requests.storage`), in bytes; 0 when it says none.
+        public var requestedBytes: UInt64 { Quantity(resources?.requests?["storage"])?.bytes ?? 0 }
     }
 
     public struct Status: Codable, Sendable, Hashable {

@@ -23,13 +23,37 @@ public struct MigrationState: Codable, Sendable, Hashable {
     public var failureReason: String?
     public var migrationConfiguration: JSONValue?
     /// vmsync: what the job copied so far (memory, disks, passes).
-    public var progress: JSONValue?
+    public var progress: Progress?
+    /// vmsync: the target node's run directory (the destination domain's console socket, empty disks, seeds).
+    public var targetRunDirectory: String?
+    /// vmsync: when libvirt's migrate call ran and when the job ended.
+    public var libvirtJobStartTimestamp: String?
+    public var libvirtJobEndTimestamp: String?
+    /// vmsync: the guest's pause at the switchover, as libvirt measured it.
+    public var downtimeMilliseconds: Int64?
     /// The source side's half of a decentralized migration (the source cluster owns it).
     public var sourceState: SourceState?
     /// The target side's half (the target cluster owns it).
     public var targetState: TargetState?
 
     public init() {}
+
+    /// vmsync's `progress`: the libvirt job's phase and figures (bytes; the memory pass as `iteration`).
+    public struct Progress: Codable, Sendable, Hashable {
+        /// Setup, Disks, Memory, or Completed.
+        public var phase: String?
+        public var iteration: Int64?
+        public var elapsedMilliseconds: Int64?
+        public var dataTotalBytes: Int64?
+        public var dataProcessedBytes: Int64?
+        public var dataRemainingBytes: Int64?
+        public var memoryDirtyRateBytesPerSecond: Int64?
+        public var memoryBytesPerSecond: Int64?
+        public var diskTotalBytes: Int64?
+        public var diskProcessedBytes: Int64?
+
+        public init(phase: String? = nil) { self.phase = phase }
+    }
 
     /// Whether the migration has ended (either way).
     public var isCompleted: Bool { completed ?? false }

@@ -8,6 +8,10 @@ public struct Node: Resource {
     public var spec: Spec?
     public var status: Status?
 
+    public init(metadata: ObjectMeta) {
+        self.metadata = metadata
+    }
+
     public struct Spec: Codable, Sendable, Hashable {
         public var taints: [Taint]?
         public var unschedulable: Bool?
@@ -28,6 +32,25 @@ public struct Node: Resource {
         public var capacity: [String: JSONValue]?
         /// vmsync: where the node's agent accepts migration tunnels.
         public var tunnelEndpoint: String?
+        public var addresses: [Address]?
+        /// What the node runs, as written.
+        public var nodeInfo: JSONValue?
+        /// vmsync: the agent's libvirt and where its guests' run files are (a migration's destination XML uses it).
+        public var libvirtURI: String?
+        public var runDirectory: String?
+
+        public init() {}
+    }
+
+    /// One of the node's addresses (`InternalIP`, `Hostname`).
+    public struct Address: Codable, Sendable, Hashable {
+        public var type: String?
+        public var address: String?
+
+        public init(type: String, address: String) {
+            self.type = type
+            self.address = address
+        }
     }
 
     public var name: String { metadata.name ?? "" }

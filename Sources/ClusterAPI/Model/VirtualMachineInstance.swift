@@ -38,20 +38,68 @@ public struct VirtualMachineInstance: Resource {
         /// The node a drain moves the VMI off.
         public var evacuationNodeName: String?
         public var volumeStatus: [VolumeStatus]?
+        /// Why the VMI is in its phase, for people.
+        public var message: String?
+        /// The guest's network interfaces as the node plugged them in.
+        public var interfaces: [InterfaceStatus]?
+        /// What the node knows of the guest's operating system, as written.
+        public var guestOSInfo: JSONValue?
+        /// vmsync: the libvirt domain that runs the VMI on its node.
+        public var launcherDomain: String?
+        /// vmsync: the node's socket for the guest's serial console.
+        public var serialConsole: String?
 
-        public init(phase: Phase? = nil) { self.phase = phase }
+        public init(phase: Phase? = nil, migrationState: MigrationState? = nil) {
+            self.phase = phase
+            self.migrationState = migrationState
+        }
+    }
+
+    /// One entry of `status.interfaces`.
+    public struct InterfaceStatus: Codable, Sendable, Hashable {
+        public var name: String?
+        public var mac: String?
+        public var infoSource: String?
+        public var queueCount: Int64?
+        public var ipAddress: String?
+        public var ipAddresses: [String]?
+
+        public init(name: String? = nil, mac: String? = nil) {
+            self.name = name
+            self.mac = mac
+        }
     }
 
     /// One entry of `status.volumeStatus`: what the node made of a volume.
     public struct VolumeStatus: Codable, Sendable, Hashable {
         public var name: String
+        public var phase: String?
+        public var reason: String?
         public var persistentVolumeClaimInfo: ClaimInfo?
+
+        public init(name: String, phase: String? = nil, reason: String? = nil, persistentVolumeClaimInfo: ClaimInfo? = nil) {
+            self.name = name
+            self.phase = phase
+            self.reason = reason
+            self.persistentVolumeClaimInfo = persistentVolumeClaimInfo
+        }
 
         /// The claim's name, size and whether its storage is shared by all nodes.
         public struct ClaimInfo: Codable, Sendable, Hashable {
             public var claimName: String?
             public var capacity: [String: JSONValue]?
             public var shared: Bool?
+            /// vmsync: the StorageClass and where the image is on the node.
+            public var storageClass: String?
+            public var path: String?
+
+            public init(claimName: String? = nil, capacity: [String: JSONValue]? = nil, shared: Bool? = nil, storageClass: String? = nil, path: String? = nil) {
+                self.claimName = claimName
+                self.capacity = capacity
+                self.shared = shared
+                self.storageClass = storageClass
+                self.path = path
+            }
         }
     }
 
@@ -74,6 +122,7 @@ public struct VirtualMachineInstanceSpec: Codable, Sendable, Hashable {
     public var affinity: Affinity?
     public var tolerations: [Toleration]?
     public var volumes: [Volume]?
+    public var networks: [Network]?
 
     public init() {}
 
@@ -92,10 +141,34 @@ public struct VirtualMachineInstanceSpec: Codable, Sendable, Hashable {
         public var memory: Memory?
         public var resources: Resources?
         public var devices: Devices?
+        public var firmware: Firmware?
 
         /// `domain.cpu`.
         public struct CPU: Codable, Sendable, Hashable {
             public var model: String?
+            public var cores: Int64?
+            public var sockets: Int64?
+            public var threads: Int64?
+        }
+
+        /// `domain.firmware`.
+        public struct Firmware: Codable, Sendable, Hashable {
+            /// The guest's SMBIOS UUID (the domain's identity).
+            public var uuid: String?
+            public var serial: String?
+            public var kernelBoot: KernelBoot?
+        }
+
+        /// `domain.firmware.kernelBoot`: a kernel and initrd booted directly.
+        public struct KernelBoot: Codable, Sendable, Hashable {
+            public var kernelArgs: String?
+            public var container: Container?
+
+            public struct Container: Codable, Sendable, Hashable {
+                public var image: String?
+                public var kernelPath: String?
+                public var initrdPath: String?
+            }
         }
 
         /// `domain.memory`.
@@ -113,6 +186,7 @@ public struct VirtualMachineInstanceSpec: Codable, Sendable, Hashable {
         /// `domain.devices`.
         public struct Devices: Codable, Sendable, Hashable {
             public var disks: [Disk]?
+            public var interfaces: [Interface]?
             public var hostDevices: [JSONValue]?
             public var gpus: [JSONValue]?
         }
@@ -120,7 +194,24 @@ public struct VirtualMachineInstanceSpec: Codable, Sendable, Hashable {
         /// One disk device.
         public struct Disk: Codable, Sendable, Hashable {
             public var name: String
+            public var disk: Target?
             public var cdrom: JSONValue?
+
+            /// `disk`'s bus and whether the guest may write.
+            public struct Target: Codable, Sendable, Hashable {
+                public var bus: String?
+                public var readonly: Bool?
+            }
+        }
+
+        /// One network interface: the network it sits on (by name) and its binding.
+        public struct Interface: Codable, Sendable, Hashable {
+            public var name: String?
+            public var masquerade: JSONValue?
+            public var bridge: JSONValue?
+            public var sriov: JSONValue?
+            public var macAddress: String?
+            public var model: String?
         }
     }
 
@@ -176,12 +267,40 @@ public struct VirtualMachineInstanceSpec: Codable, Sendable, Hashable {
         }
     }
 
+    /// One of `spec.networks`: the pod network, or a Multus one (which vmsync nodes refuse).
+    public struct Network: Codable, Sendable, Hashable {
+        public var name: String
+        public var pod: JSONValue?
+        public var multus: JSONValue?
+    }
+
     /// A volume; only the sources vmsync distinguishes are modelled.
     public struct Volume: Codable, Sendable, Hashable {
         public var name: String
         public var dataVolume: DataVolumeSource?
         public var persistentVolumeClaim: ClaimSource?
         public var containerDisk: JSONValue?
+        public var cloudInitNoCloud: CloudInitNoCloud?
+        public var emptyDisk: EmptyDisk?
+
+        /// A NoCloud seed's user data (plain or base64) and network configuration.
+        public struct CloudInitNoCloud: Codable, Sendable, Hashable {
+            public var userData: String?
+            public var userDataBase64: String?
+            public var networkData: String?
+
+            public init(userData: String? = nil, userDataBase64: String? = nil, networkData: String? = nil) {
+                self.userData = userData
+                self.userDataBase64 = userDataBase64
+                self.networkData = networkData
+            }
+        }
+
+        /// A disk that lives and dies with the VMI on its node.
+        public struct EmptyDisk: Codable, Sendable, Hashable {
+            /// A quantity, kept as written.
+            public var capacity: JSONValue?
+        }
 
         public struct DataVolumeSource: Codable, Sendable, Hashable {
             public var name: String

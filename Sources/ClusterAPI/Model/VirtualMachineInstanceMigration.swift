@@ -58,7 +58,10 @@ public struct VirtualMachineInstanceMigration: Resource {
         /// Decentralized: where this cluster's sync endpoint listens.
         public var synchronizationAddresses: [String]?
 
-        public init() {}
+        public init(phase: Phase? = nil, migrationState: MigrationState? = nil) {
+            self.phase = phase
+            self.migrationState = migrationState
+        }
     }
 
     /// One entry of the phase history.
