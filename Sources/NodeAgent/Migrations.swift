@@ -316,7 +316,10 @@ extension NodeAgent {
         for key in ["diskTotalBytes", "diskProcessedBytes"] { progress[key] = nil }
         if completed.timeElapsedMs == nil { progress["elapsedMilliseconds"] = nil }
         var record: JSONValue = ["progress": progress]
-        if let downtime = completed.downtimeMs { record["downtimeMilliseconds"] = .int(Int64(clamping: downtime)) }
+        if let downtime = completed.downtimeMs {
+            record["downtimeMilliseconds"] = .int(Int64(clamping: downtime))
+            jobMetrics.recordDowntime(milliseconds: downtime)
+        }
         let namespace = vmim["metadata"]?["namespace"]?.string ?? "default"
         do {
             _ = try await client.patch(Kinds.migration, namespace: namespace, name: vmim["metadata"]?["name"]?.string ?? "",
@@ -582,6 +585,7 @@ extension NodeAgent {
                 finalState["progress"] = Self.finalProgress(statistics, elapsed: result.duration)
             }
             if let downtime = completedEarly?.downtimeMs { finalState["downtimeMilliseconds"] = .int(Int64(downtime)) }
+            jobMetrics.recordSent(duration: result.duration, statistics: completedEarly ?? result.lastProgress)
             current = await handOver(current, namespace: namespace, vmiName: vmiName, target: target, finalState: finalState)
             // libvirt's account of the finished job (its downtime) is written by the target, which has it locally.
             for file in copiedFiles { try? FileManager.default.removeItem(atPath: file) }
