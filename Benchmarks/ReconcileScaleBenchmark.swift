@@ -5,7 +5,6 @@ import Logging
 import Metrics
 import MetricsTestKit
 import SyncController
-import Synchronization
 
 /// What the controller does for one change in a large cluster: 100 Ready nodes, 1,000 VMs with their VMIs running;
 /// one VMI's label changes and the controllers (`ClusterControllers`, in process, on the SQLite store) react. Reports,
