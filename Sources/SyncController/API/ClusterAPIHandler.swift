@@ -51,9 +51,7 @@ public final class ClusterAPIHandler: Sendable {
             return .full(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: Data(await exposition()))
         case "version":
             return .json(["major": "1", "minor": "32", "gitVersion": "v1.32.0-vmsync", "platform": "linux/amd64"])
-        case "api", "apis":
-            scope.resource = "discovery"
-            return try await resourceRoute(request, segments, &scope)
+        case "api", "apis": return try await resourceRoute(request, segments, &scope)
         case "openapi": return try OpenAPIDocuments.answer(request, segments.dropFirst())
         default:
             throw APIError.notFound("the server could not find the requested resource (path \(request.path))")
@@ -69,13 +67,19 @@ public final class ClusterAPIHandler: Sendable {
         let version: String
         if rest.first == "api" {
             rest.removeFirst()
-            guard let first = rest.first else { return .json(Discovery.apiVersions) }
+            guard let first = rest.first else {
+                scope.resource = "discovery"
+                return .json(Discovery.apiVersions)
+            }
             group = ""
             version = first
             rest.removeFirst()
         } else {
             rest.removeFirst()
-            guard rest.count >= 1 else { return .json(Discovery.groupList) }
+            guard rest.count >= 1 else {
+                scope.resource = "discovery"
+                return .json(Discovery.groupList)
+            }
             guard rest.count >= 2 else { throw APIError.notFound("the server could not find the requested resource (path \(request.path))") }
             group = rest[0]
             version = rest[1]
@@ -85,6 +89,7 @@ public final class ClusterAPIHandler: Sendable {
             guard let list = Discovery.resourceList(group: group, version: version) else {
                 throw APIError.notFound("the server could not find the requested resource (group \(group)/\(version))")
             }
+            scope.resource = "discovery"
             guard request.method == "GET" else { throw Self.methodNotAllowed(request) }
             return .json(list)
         }
