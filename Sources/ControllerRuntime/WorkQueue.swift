@@ -1,3 +1,4 @@
+public import Metrics
 import Synchronization
 
 /// Keys of objects to reconcile, as client-go's rate-limited work queue hands them out: a key waiting is not added
@@ -46,6 +47,11 @@ public final class WorkQueue<Key: Hashable & Sendable>: Sendable {
         var tokens: Double
         var tokensAt = ContinuousClock.now
         var timers: [Key: ContinuousClock.Instant] = [:]
+        /// Where the number of waiting keys goes whenever it changes (`reportDepth`).
+        var depthGauge: Gauge?
+
+        /// Keys waiting to be handed out.
+        var depth: Int { queue.count - head }
 
         /// Queues `key` unless it waits already; a waiting worker gets it at once (returned to resume outside the lock).
         mutating func add(_ key: Key) -> (CheckedContinuation<Key?, Never>, Key)? {
@@ -59,6 +65,7 @@ public final class WorkQueue<Key: Hashable & Sendable>: Sendable {
                 return (waiter.continuation, key)
             }
             queue.append(key)
+            depthGauge?.record(depth)
             return nil
         }
 
@@ -72,6 +79,7 @@ public final class WorkQueue<Key: Hashable & Sendable>: Sendable {
             }
             dirty.remove(key)
             processing.insert(key)
+            depthGauge?.record(depth)
             return key
         }
     }
@@ -87,7 +95,16 @@ public final class WorkQueue<Key: Hashable & Sendable>: Sendable {
     }
 
     /// Keys waiting to be handed out.
-    public var depth: Int { state.withLock { $0.queue.count - $0.head } }
+    public var depth: Int { state.withLock { $0.depth } }
+
+    /// Records the number of waiting keys in `gauge` now and whenever it changes (recorded under the queue's lock, so
+    /// the last value recorded is the current one).
+    public func reportDepth(to gauge: Gauge) {
+        state.withLock { state in
+            state.depthGauge = gauge
+            gauge.record(state.depth)
+        }
+    }
 
     /// Whether no key waits, none is being worked on and none is due within `horizon` (a retry after a failure is
     /// due soon; a requeue for a timeout minutes away is not work in flight).

@@ -238,6 +238,7 @@ struct MigrationSender {
         let completedEarly = result.lastProgress == nil ? await job.completedStatistics() : nil
         let progress = (completedEarly ?? result.lastProgress).map { NodeAgent.finalProgress($0, elapsed: result.duration) }
         let downtime = completedEarly?.downtimeMs
+        agent.jobMetrics.recordSent(duration: result.duration, statistics: completedEarly ?? result.lastProgress)
         current = await agent.handOver(current, vmi: staged.vmi, target: target) { state in
             state.completed = true
             state.failed = false

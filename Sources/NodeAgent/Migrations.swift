@@ -317,6 +317,7 @@ extension NodeAgent {
         var record = MigrationState()
         record.progress = progress
         record.downtimeMilliseconds = completed.downtimeMs.map { Int64(clamping: $0) }
+        if let downtime = completed.downtimeMs { jobMetrics.recordDowntime(milliseconds: downtime) }
         do {
             try await client.set(\.status, of: vmim, to: VirtualMachineInstanceMigration.Status(migrationState: record))
             let vmi = VirtualMachineInstance(metadata: ObjectMeta(name: vmim.spec.vmiName, namespace: vmim.key.namespace), spec: VirtualMachineInstanceSpec())

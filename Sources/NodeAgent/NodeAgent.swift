@@ -88,6 +88,8 @@ public actor NodeAgent: Service {
 
     /// Where outgoing migrations run: child tasks of the agent's controllers.
     var senders: Senders?
+    /// The migration figures this node records (made at init, from the metrics factory in force).
+    let jobMetrics = MigrationJobMetrics()
 
     func setSenders(_ senders: Senders) { self.senders = senders }
 

@@ -3,7 +3,10 @@ import ClusterAPI
 import ClusterClient
 import Foundation
 import Logging
+import Metrics
+import MetricsServer
 import NodeAgent
+import Prometheus
 import ServiceLifecycle
 import TLSTransport
 import UnixSignals
@@ -38,10 +41,31 @@ struct NodeAgentCommand: AsyncParsableCommand {
     var storageRoot: [String] = []
     @Option(help: "A directory images (file:// DataVolume sources), kernels and initrds may be taken from (repeatable; default none: images only from their StorageClass directory).")
     var importDir: [String] = []
+    @Option(help: "Serve Prometheus metrics (GET /metrics) over plain HTTP on HOST:PORT; off unless given. No TLS, no authentication: bind it to loopback or a monitoring network.")
+    var metricsListen: String?
+
+    func validate() throws {
+        if let metricsListen {
+            do { _ = try ListenAddress(parsing: metricsListen) } catch { throw ValidationError("--metrics-listen: \(error)") }
+        }
+    }
+
+    /// The Prometheus backend for every metric the libraries make, with buckets for what a node measures: reconciles
+    /// and API calls (swift-prometheus's 5 ms–10 s), migrations (1 s–10 min), their downtime (10 ms–10 s) and the
+    /// bytes they send (1 MiB–64 GiB).
+    static func metricsFactory(_ registry: PrometheusCollectorRegistry) -> PrometheusMetricsFactory {
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.durationHistogramBuckets["vmsync_migration_duration_seconds"] = [1, 2, 5, 10, 20, 30, 60, 120, 300, 600].map { Duration.seconds($0) }
+        factory.durationHistogramBuckets["vmsync_migration_downtime_seconds"] = [10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000].map { Duration.milliseconds($0) }
+        factory.valueHistogramBuckets["vmsync_migration_data_processed_bytes"] = (0...8).map { Double(UInt64(1) << (20 + 2 * $0)) }
+        return factory
+    }
 
     func run() async throws {
         var logger = Logger(label: "vmsync.node-agent")
         logger.logLevel = .info
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(Self.metricsFactory(registry))
         do {
             guard (0...19).contains(tunnelNice) else { throw ValidationError("--tunnel-nice must be 0…19, not \(tunnelNice)") }
             for directory in storageRoot + importDir where !directory.hasPrefix("/") {
@@ -59,6 +83,16 @@ struct NodeAgentCommand: AsyncParsableCommand {
                                      tunnelListen: tunnel, migrationDirectory: migrationDir, tunnelNice: tunnelNice,
                                      hostPaths: HostPaths(storageRoots: storageRoot.isEmpty ? HostPaths.defaultStorageRoots : storageRoot, importDirectories: importDir)),
                 client: client, provider: provider, logger: logger)
+            var metricsServer: MetricsServer?
+            if let metricsListen {
+                let server = try await MetricsServer.bind(try ListenAddress(parsing: metricsListen), logger: logger) {
+                    var bytes: [UInt8] = []
+                    registry.emit(into: &bytes)
+                    return bytes
+                }
+                print("node-agent \(name): serving metrics on http://\(server.address)/metrics")
+                metricsServer = server
+            }
             print("node-agent \(name): starting (libvirt \(libvirt), cluster \(server))")
             fflush(nil)
             // The certificate is renewed through the controller before it expires (and written back to --cert/--key).
@@ -73,8 +107,12 @@ struct NodeAgentCommand: AsyncParsableCommand {
                 log.info("renewed the node certificate", metadata: ["valid-until": "\(renewed.notValidAfter)"])
                 return renewed
             }
-            // On SIGTERM/SIGINT the agent stops first (outgoing jobs aborted, guests left running), then renewal.
-            let group = ServiceGroup(services: [renewal, agent], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            // On SIGTERM/SIGINT the agent stops first (outgoing jobs aborted, guests left running), then renewal, then
+            // the metrics endpoint (a scrape during the shutdown still sees the last figures).
+            var services: [any Service] = []
+            if let metricsServer { services.append(metricsServer) }
+            services += [renewal, agent] as [any Service]
+            let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
             try await group.run()
             print("node-agent \(name): stopped")
         } catch {

@@ -2,6 +2,9 @@ import ArgumentParser
 import ClusterAPI
 import Foundation
 import Logging
+import Metrics
+import MetricsServer
+import Prometheus
 import ServiceLifecycle
 import SyncController
 import TLSTransport
@@ -33,17 +36,26 @@ struct SyncControllerCommand: AsyncParsableCommand {
     @Option(help: "The cluster's PKI directory (ca.pem, ca-key.pem): the controller then renews its own certificate and signs the node agents' renewals.")
     var pki: String?
     @Option(help: "Lifetime in seconds of the certificates the controller issues (its own and the nodes' renewals).") var leafValidity = 86_400
+    @Option(help: "Serve Prometheus metrics (GET /metrics) over plain HTTP on HOST:PORT; off unless given. No TLS, no authentication: bind it to loopback or a monitoring network.")
+    var metricsListen: String?
 
     func validate() throws {
         guard (1...86_400).contains(idleTimeout) else { throw ValidationError("--idle-timeout must be 1…86400 seconds, not \(idleTimeout)") }
         guard (1...600).contains(handshakeTimeout) else { throw ValidationError("--handshake-timeout must be 1…600 seconds, not \(handshakeTimeout)") }
         guard (1...1_000_000).contains(maxConnections) else { throw ValidationError("--max-connections must be 1…1000000, not \(maxConnections)") }
         guard (60...31_536_000).contains(leafValidity) else { throw ValidationError("--leaf-validity must be 60…31536000 seconds, not \(leafValidity)") }
+        if let metricsListen {
+            do { _ = try ListenAddress(parsing: metricsListen) } catch { throw ValidationError("--metrics-listen: \(error)") }
+        }
     }
 
     func run() async throws {
         var logger = Logger(label: "vmsync.sync-controller")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        // Every metric the libraries make from here on lands in this registry (the buckets are swift-prometheus's
+        // defaults, 5 ms to 10 s: reconciles and API requests).
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         do {
             try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
             let identity = try CertifiedKey(certificatePEM: try String(contentsOfFile: cert, encoding: .utf8), privateKeyPEM: try String(contentsOfFile: key, encoding: .utf8))
@@ -56,7 +68,15 @@ struct SyncControllerCommand: AsyncParsableCommand {
             let directory = pki.map { PKIDirectory(url: URL(fileURLWithPath: $0), policy: policy) }
             if let directory { _ = try directory.authority() }
             let log = logger
-            let handler = ClusterAPIHandler(store: store, signer: directory.map { CertificateSigner(pki: $0) })
+            // `/metrics` on the cluster API (mutual TLS) and on `--metrics-listen` (plain HTTP) answer the same.
+            let storeMetrics = StoreMetrics(store: store)
+            let exposition: @Sendable () async -> [UInt8] = {
+                await storeMetrics.sample()
+                var bytes: [UInt8] = []
+                registry.emit(into: &bytes)
+                return bytes
+            }
+            let handler = ClusterAPIHandler(store: store, signer: directory.map { CertificateSigner(pki: $0) }, exposition: exposition)
             let (certificatePath, keyPath) = (cert, key)
             let renewal = directory.map { directory in
                 LeafRenewal(
@@ -77,11 +97,19 @@ struct SyncControllerCommand: AsyncParsableCommand {
                 print("sync-controller: serving the cluster API on \(server.endpoint)")
                 servers.append(server)
             }
+            var metricsServer: MetricsServer?
+            if let metricsListen {
+                let server = try await MetricsServer.bind(try ListenAddress(parsing: metricsListen), logger: logger, render: exposition)
+                print("sync-controller: serving metrics on http://\(server.address)/metrics")
+                metricsServer = server
+            }
             fflush(nil)
             let controllers = ClusterControllers(store: store, nodeGracePeriod: .seconds(nodeGracePeriod), logger: logger)
             // Started in this order, shut down in reverse on SIGTERM/SIGINT: the API servers stop taking requests
-            // first, the controllers finish their reconciles last.
-            var services: [any Service] = [controllers]
+            // first, the controllers finish their reconciles, the metrics endpoint goes last.
+            var services: [any Service] = []
+            if let metricsServer { services.append(metricsServer) }
+            services.append(controllers)
             if let renewal { services.append(renewal) }
             services += servers
             let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)

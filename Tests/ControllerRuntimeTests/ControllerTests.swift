@@ -1,6 +1,8 @@
 import ClusterAPI
 import ControllerRuntime
 import Logging
+import Metrics
+import MetricsTestKit
 import Synchronization
 import Testing
 
@@ -48,23 +50,35 @@ struct ControllerTests {
         #expect(condition(), "\(what)")
     }
 
-    @Test("a failing reconcile is retried with backoff until it succeeds, and the outcomes are counted")
-    func retriesFailures() async {
+    @Test("a failing reconcile is retried with backoff until it succeeds, and the outcomes are counted (vmsync_reconcile_total, the duration, the queue depth)")
+    func retriesFailures() async throws {
         let reconciler = ScriptedReconciler(failuresPerKey: 2)
-        let outcomes = Mutex<[Controller<ScriptedReconciler>.Outcome]>([])
-        let controller = Controller(reconciler, workers: 3, queue: WorkQueue(backoff: .init(base: .milliseconds(10), maximum: .seconds(1))), logger: quiet) { _, outcome in
-            outcomes.withLock { $0.append(outcome) }
+        let metrics = TestMetrics()
+        let controller = withMetricsFactory(metrics) {
+            Controller(reconciler, workers: 3, queue: WorkQueue(backoff: .init(base: .milliseconds(10), maximum: .seconds(1))), logger: quiet)
         }
+        func reconciles(_ result: String) -> Int64 {
+            metrics.counterTotal(label: "vmsync_reconcile_total", dimensions: [("controller", "scripted"), ("result", result)])
+        }
+        let depth = try metrics.expectGauge("vmsync_workqueue_depth", [("controller", "scripted")])
+        #expect(depth.lastValue == 0, "the depth is there before any key")
+        let keys = (0..<5).map { ObjectKey(namespace: "default", name: "vm-\($0)") }
+        for key in keys { controller.enqueue(key) }
+        #expect(depth.lastValue == 5, "five keys wait")
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await controller.run() }
-            let keys = (0..<5).map { ObjectKey(namespace: "default", name: "vm-\($0)") }
-            for key in keys { controller.enqueue(key) }
             await waitFor("every key reconciled three times") { reconciler.calls.withLock { calls in keys.allSatisfy { calls[$0] == 3 } } }
-            #expect(outcomes.withLock { $0.filter { $0 == .error }.count } == 10)
-            #expect(outcomes.withLock { $0.filter { $0 == .success }.count } == 5)
+            await waitFor("every outcome counted") { reconciles("success") == 5 }
+            #expect(reconciles("error") == 10)
+            #expect(reconciles("success") == 5)
+            #expect(reconciles("requeue") == 0)
             #expect(keys.allSatisfy { controller.queue.failureCount($0) == 0 }, "success forgets the failures")
             group.cancelAll()
         }
+        #expect(depth.lastValue == 0, "nothing waits at the end")
+        #expect(depth.values.contains(5))
+        let durations = try metrics.expectTimer("vmsync_reconcile_duration_seconds", [("controller", "scripted")])
+        #expect(durations.values.count == 15, "one duration per reconcile")
         #expect(reconciler.concurrent.withLock { $0.most } <= 3)
     }
 

@@ -453,8 +453,8 @@ struct ControlPlaneTests {
         let admin = try cluster.client()
         func watches() async throws -> Int {
             let text = String(decoding: try await admin.raw("/metrics"), as: UTF8.self)
-            let line = text.split(separator: "\n").first { $0.hasPrefix("vmsync_apiserver_watches ") }
-            return Int(line?.split(separator: " ").last ?? "") ?? -1
+            let line = text.split(separator: "\n").first { $0.hasPrefix("vmsync_api_watches ") }
+            return (line?.split(separator: " ").last).flatMap { Double($0) }.map { Int($0) } ?? -1
         }
         let deadline = Date().addingTimeInterval(10)
         while try await watches() < 1 && Date() < deadline { try await Task.sleep(for: .milliseconds(50)) }
@@ -591,10 +591,17 @@ extension ControlPlaneTests {
         #expect(try await cluster.curl([cluster.url + "/healthz"]).stdout == "ok")
         #expect(try await cluster.curl([cluster.url + "/readyz"]).stdout == "ok")
         _ = try await cluster.curl([cluster.url + "/api/v1/namespaces/default/configmaps"])
+        _ = try await cluster.curl([cluster.url + "/api/v1/namespaces/default/configmaps/nothing-here"])
         let metrics = try await cluster.curl([cluster.url + "/metrics"]).stdout
-        #expect(metrics.contains("# TYPE vmsync_apiserver_requests_total counter"))
-        #expect(metrics.contains(#"vmsync_apiserver_requests_total{verb="GET",code="200"}"#), "\(metrics)")
+        #expect(metrics.contains("# TYPE vmsync_api_requests_total counter"))
+        #expect(metrics.contains(#"vmsync_api_requests_total{verb="LIST",resource="configmaps",code="200"} 1"#), "\(metrics)")
+        #expect(metrics.contains(#"vmsync_api_requests_total{verb="GET",resource="configmaps",code="404"} 1"#), "\(metrics)")
+        #expect(metrics.contains(#"vmsync_api_request_duration_seconds_count{verb="LIST",resource="configmaps"} 1"#), "\(metrics)")
         #expect(metrics.contains("vmsync_store_resource_version "))
+        // The controllers' own: every reconciler's counters and queue depth are there from the start.
+        #expect(metrics.contains(#"vmsync_reconcile_total{controller="migration",result="success"}"#), "\(metrics)")
+        #expect(metrics.contains(#"vmsync_workqueue_depth{controller="virtualmachine"}"#), "\(metrics)")
+        #expect(metrics.contains(#"vmsync_migrations_total{result="succeeded"} 0"#), "\(metrics)")
         let discovery = try JSONValue.parse(Data(try await cluster.curl([cluster.url + "/apis/kubevirt.io/v1"]).stdout.utf8))
         let vmim = discovery["resources"]?.array?.first { $0["name"] == "virtualmachineinstancemigrations" }
         #expect(vmim?["shortNames"] == ["vmim", "vmims"])
@@ -604,6 +611,36 @@ extension ControlPlaneTests {
         #expect(migrations?["parallelMigrationsPerCluster"] == 5 && migrations?["parallelOutboundMigrationsPerNode"] == 2)
         #expect(migrations?["bandwidthPerMigration"] == "0Mi", "0 = unlimited")
         await cluster.stop()
+    }
+
+    @Test("--metrics-listen: the controller's metrics over plain HTTP to curl without a certificate, the same as the API's /metrics; other paths 404; an address that is not HOST:PORT is refused at start")
+    func metricsListener() async throws {
+        let cluster = try ClusterFixture()
+        try await cluster.start(["--metrics-listen", "127.0.0.1:0"])
+        let controller = try #require(cluster.controller)
+        let deadline = Date().addingTimeInterval(10)
+        var address: String?
+        while address == nil && Date() < deadline {
+            address = controller.stdout.split(separator: "\n").first { $0.contains("serving metrics on ") }?
+                .components(separatedBy: "serving metrics on ").last
+            if address == nil { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        let url = try #require(address, "\(controller.stdout)")
+        #expect(url.hasPrefix("http://127.0.0.1:") && url.hasSuffix("/metrics"), "\(url)")
+        _ = try await cluster.curl([cluster.url + "/api/v1/namespaces/default/configmaps"])
+        let plain = try await run("/usr/bin/curl", ["-sS", "-i", url])
+        #expect(plain.stdout.hasPrefix("HTTP/1.1 200 OK") && plain.stdout.contains("Content-Type: text/plain; version=0.0.4"), "\(plain.stdout.prefix(300))\(plain.stderr)")
+        #expect(plain.stdout.contains(#"vmsync_api_requests_total{verb="LIST",resource="configmaps",code="200"} 1"#), "\(plain.stdout)")
+        #expect(plain.stdout.contains("vmsync_store_resource_version ") && plain.stdout.contains("vmsync_reconcile_total{"), "\(plain.stdout)")
+        let other = try await run("/usr/bin/curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code}", url.replacingOccurrences(of: "/metrics", with: "/healthz")])
+        #expect(other.stdout == "404")
+        await cluster.stop()
+
+        let (cert, key) = cluster.certificate("controller-controller")
+        let refused = try await run(controllerPath, [
+            "--data", cluster.directory + "/data", "--cert", cert, "--key", key, "--ca", cluster.caPath, "--metrics-listen", "9464",
+        ])
+        #expect(refused.status != 0 && refused.stderr.contains("--metrics-listen") && refused.stderr.contains("HOST:PORT"), "\(refused.stderr)")
     }
 
     @Test("syncctl get -w prints changes as they happen; --context picks the kubeconfig context")

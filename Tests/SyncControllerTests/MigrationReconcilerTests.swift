@@ -1,5 +1,6 @@
 import ClusterAPI
 import Foundation
+import MetricsTestKit
 import Testing
 
 @testable import SyncController
@@ -65,7 +66,9 @@ struct MigrationReconcilerTests {
         for (index, vmi) in ["v1", "v2", "v3", "v4"].enumerated() { try await migrate(vmi, name: "m\(index + 1)") }
         // One pass takes each as far as it can: admitted, started within the limits (m1 from a, m3 from b; m2 waits
         // for a, m4 for the cluster), target chosen.
-        try await ClusterControllers.running(on: store) { controllers in
+        let metrics = TestMetrics()
+        func migrations(_ result: String) -> Int64 { metrics.counterTotal(label: "vmsync_migrations_total", dimensions: [("result", result)]) }
+        try await ClusterControllers.running(on: store, metrics: metrics) { controllers in
             let steps = try await migration("m1")["status"]?["phaseTransitionTimestamps"]?.array?.compactMap { $0["phase"]?.string }
             #expect(steps == ["Pending", "Scheduling", "Scheduled"])
             #expect(try await phase("m1") == "Scheduled")
@@ -94,6 +97,12 @@ struct MigrationReconcilerTests {
             try await controllers.settle()
             #expect(try await phase("m2") == "Scheduled")
             #expect(try await phase("m4") == "Pending", "still two running: m2 and m3")
+            // Counted once, when the controller saw it end (the watch event of the agent's write after the cache's).
+            #expect(migrations("succeeded") == 1 && migrations("failed") == 0 && migrations("aborted") == 0)
+            #expect(metrics.counterTotal(label: "vmsync_reconcile_total", dimensions: [("controller", "migration")]) > 0)
+            _ = try await store.patch(Kinds.migration, namespace: "default", name: "m1", mergePatch: ["metadata": ["labels": ["seen": "again"]]], subresource: .main)
+            try await controllers.settle()
+            #expect(migrations("succeeded") == 1, "a change of a finished migration is no second end")
         }
     }
 
@@ -110,7 +119,9 @@ struct MigrationReconcilerTests {
         try await migrate("ok", name: "m-ok")
         // Stored directly (past the API's admission): the later of two migrations of one VMI fails.
         try await migrate("ok", name: "m-ok-twice")
-        try await ClusterControllers.running(on: store) { controllers in
+        let metrics = TestMetrics()
+        func migrations(_ result: String) -> Int64 { metrics.counterTotal(label: "vmsync_migrations_total", dimensions: [("result", result)]) }
+        try await ClusterControllers.running(on: store, metrics: metrics) { controllers in
             let twice = try await migration("m-ok-twice")
             #expect(twice["status"]?["phase"] == "Failed" && twice["status"]?["conditions"]?.array?.first?["reason"] == "MigrationInProgress", "\(twice)")
             let missing = try await migration("m-missing")
@@ -136,6 +147,9 @@ struct MigrationReconcilerTests {
             #expect(vmi["status"]?["migrationState"]?["abortStatus"] == "Succeeded" && vmi["status"]?["migrationState"]?["failed"] == true)
             #expect(seen.last?.type == .deleted, "released once failed: \(seen.map(\.type))")
             await #expect(throws: APIError.self) { try await migration("m-ok") }
+            // Refused (three) and aborted (one), each counted once by result; none succeeded.
+            #expect(migrations("failed") == 3 && migrations("aborted") == 1 && migrations("succeeded") == 0,
+                    "failed \(migrations("failed")), aborted \(migrations("aborted")), succeeded \(migrations("succeeded"))")
         }
     }
 

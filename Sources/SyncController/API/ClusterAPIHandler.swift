@@ -16,32 +16,42 @@ public final class ClusterAPIHandler: Sendable {
     /// Signs node agents' certificate renewals; nil when the controller was started without the CA (`--pki`).
     let signer: CertificateSigner?
 
-    public init(store: any ResourceStore, signer: CertificateSigner? = nil) {
+    /// The Prometheus text exposition `/metrics` answers with (the executable owns the registry); nil: 404.
+    let exposition: (@Sendable () async -> [UInt8])?
+
+    /// The handler's metrics are made here, from the metrics factory in force.
+    public init(store: any ResourceStore, signer: CertificateSigner? = nil, exposition: (@Sendable () async -> [UInt8])? = nil) {
         self.store = store
         self.signer = signer
+        self.exposition = exposition
     }
 
     /// Answers one request.
     public func handle(_ request: APIRequest) async -> APIResponse {
+        let started = ContinuousClock.now
+        var scope = RequestScope()
         let response: APIResponse
         do {
-            response = try await route(request)
+            response = try await route(request, &scope)
         } catch {
             response = .error(error, yaml: request.wantsYAML)
         }
-        metrics.count(verb: request.method, code: response.status)
+        metrics.record(verb: scope.verb(request.method), resource: scope.resource, code: response.status, duration: ContinuousClock.now - started)
         return response
     }
 
-    private func route(_ request: APIRequest) async throws(APIError) -> APIResponse {
+    private func route(_ request: APIRequest, _ scope: inout RequestScope) async throws(APIError) -> APIResponse {
         let segments = request.path.split(separator: "/").map(String.init)
+        if let first = segments.first, ["healthz", "livez", "readyz", "metrics", "version", "openapi"].contains(first) { scope.resource = first }
         switch segments.first {
         case "healthz", "livez": return .text("ok")
         case "readyz": return ready.withLock { $0 } ? .text("ok") : .text("not ready", status: 503)
-        case "metrics": return .text(await metricsText(), contentType: "text/plain; version=0.0.4")
+        case "metrics":
+            guard let exposition else { throw APIError.notFound("this controller keeps no metrics (started without a metrics backend)") }
+            return .full(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: Data(await exposition()))
         case "version":
             return .json(["major": "1", "minor": "32", "gitVersion": "v1.32.0-vmsync", "platform": "linux/amd64"])
-        case "api", "apis": return try await resourceRoute(request, segments)
+        case "api", "apis": return try await resourceRoute(request, segments, &scope)
         case "openapi": return try OpenAPIDocuments.answer(request, segments.dropFirst())
         default:
             throw APIError.notFound("the server could not find the requested resource (path \(request.path))")
@@ -51,19 +61,25 @@ public final class ClusterAPIHandler: Sendable {
     // MARK: Resources
 
     /// `/api/v1[/namespaces/NS]/PLURAL[/NAME[/status]]` and `/apis/GROUP/VERSION/…`.
-    private func resourceRoute(_ request: APIRequest, _ segments: [String]) async throws(APIError) -> APIResponse {
+    private func resourceRoute(_ request: APIRequest, _ segments: [String], _ scope: inout RequestScope) async throws(APIError) -> APIResponse {
         var rest = segments
         let group: String
         let version: String
         if rest.first == "api" {
             rest.removeFirst()
-            guard let first = rest.first else { return .json(Discovery.apiVersions) }
+            guard let first = rest.first else {
+                scope.resource = "discovery"
+                return .json(Discovery.apiVersions)
+            }
             group = ""
             version = first
             rest.removeFirst()
         } else {
             rest.removeFirst()
-            guard rest.count >= 1 else { return .json(Discovery.groupList) }
+            guard rest.count >= 1 else {
+                scope.resource = "discovery"
+                return .json(Discovery.groupList)
+            }
             guard rest.count >= 2 else { throw APIError.notFound("the server could not find the requested resource (path \(request.path))") }
             group = rest[0]
             version = rest[1]
@@ -73,6 +89,7 @@ public final class ClusterAPIHandler: Sendable {
             guard let list = Discovery.resourceList(group: group, version: version) else {
                 throw APIError.notFound("the server could not find the requested resource (group \(group)/\(version))")
             }
+            scope.resource = "discovery"
             guard request.method == "GET" else { throw Self.methodNotAllowed(request) }
             return .json(list)
         }
@@ -82,6 +99,7 @@ public final class ClusterAPIHandler: Sendable {
             rest.removeFirst(2)
         } else if rest.first == "namespaces" {
             // Namespaces themselves: every namespace exists implicitly.
+            scope.resource = "namespaces"
             if rest.count == 1 { return .json(["apiVersion": "v1", "kind": "NamespaceList", "metadata": [:], "items": [Discovery.namespace("default")]]) }
             return .json(Discovery.namespace(rest[1]))
         }
@@ -93,12 +111,16 @@ public final class ClusterAPIHandler: Sendable {
             throw APIError.notFound("\(kind.resource) is cluster-scoped: it has no namespaces")
         }
         let name = rest.first
+        scope.resource = kind.resource
+        scope.isResource = true
+        scope.hasName = name != nil
         var subresource = Subresource.main
         if rest.count == 2 {
             guard rest[1] == "status", kind.hasStatus else {
                 throw APIError.notFound("the server could not find the requested resource (\(kind.resource) has no subresource \"\(rest[1])\")")
             }
             subresource = .status
+            scope.resource = kind.resource + "/status"
         } else if rest.count > 2 {
             throw APIError.notFound("the server could not find the requested resource (path \(request.path))")
         }
@@ -119,6 +141,7 @@ public final class ClusterAPIHandler: Sendable {
         case ("GET", nil):
             let selection = try Self.selection(request, namespace: kind.namespaced ? namespace : nil)
             if request.query["watch"] == "true" || request.query["watch"] == "1" {
+                scope.isWatch = true
                 return try await watch(kind, selection, request)
             }
             if !request.wantsTable && !yaml {
@@ -467,39 +490,5 @@ public final class ClusterAPIHandler: Sendable {
 
     static func methodNotAllowed(_ request: APIRequest) -> APIError {
         APIError(.methodNotAllowed, code: 405, "the server does not allow this method on the requested resource (\(request.method) \(request.path))")
-    }
-
-    private func metricsText() async -> String {
-        var text = metrics.text()
-        if let statistics = await store.statistics() {
-            text += "# HELP vmsync_store_resource_version The newest resourceVersion in the store.\n# TYPE vmsync_store_resource_version gauge\n"
-            text += "vmsync_store_resource_version \(statistics.resourceVersion)\n"
-            text += "# HELP vmsync_store_watchers Open watches on the store.\n# TYPE vmsync_store_watchers gauge\n"
-            text += "vmsync_store_watchers \(statistics.watchers)\n"
-        }
-        return text
-    }
-}
-
-/// Request counters for `/metrics` (Prometheus text format).
-final class APIMetrics: Sendable {
-    private let counts = Mutex<[String: Int]>([:])
-    private let watches = Atomic<Int>(0)
-
-    func count(verb: String, code: Int) {
-        counts.withLock { $0["verb=\"\(verb)\",code=\"\(code)\"", default: 0] += 1 }
-    }
-    func watchStarted() { watches.add(1, ordering: .relaxed) }
-    func watchEnded() { watches.subtract(1, ordering: .relaxed) }
-
-    func text() -> String {
-        var lines = ["# HELP vmsync_apiserver_requests_total Requests by verb and HTTP code.", "# TYPE vmsync_apiserver_requests_total counter"]
-        for (labels, count) in counts.withLock({ $0 }).sorted(by: { $0.key < $1.key }) {
-            lines.append("vmsync_apiserver_requests_total{\(labels)} \(count)")
-        }
-        lines.append("# HELP vmsync_apiserver_watches Watches being served.")
-        lines.append("# TYPE vmsync_apiserver_watches gauge")
-        lines.append("vmsync_apiserver_watches \(watches.load(ordering: .relaxed))")
-        return lines.joined(separator: "\n") + "\n"
     }
 }

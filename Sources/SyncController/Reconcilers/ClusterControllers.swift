@@ -50,10 +50,9 @@ public struct ClusterControllers: Service {
     /// Everything whose queue must be empty for the controllers to be quiet.
     private var queues: [any RunnableController] { controllers + [garbageCollector.controller] }
 
-    /// `observe` hears how every reconcile ended (for `vmsync_reconcile_total`).
-    public init(store: any ResourceStore, nodeGracePeriod: Duration = .seconds(40), logger: Logger = Logger(label: "vmsync.controllers"),
-                observe: (@Sendable (_ controller: String, _ outcome: ReconcileOutcome) -> Void)? = nil)
-    {
+    /// The controllers' metrics (reconciles, queue depths, migration outcomes) are made here, from the metrics factory
+    /// in force.
+    public init(store: any ResourceStore, nodeGracePeriod: Duration = .seconds(40), logger: Logger = Logger(label: "vmsync.controllers")) {
         let readiness = NodeReadiness(gracePeriod: nodeGracePeriod)
         // Every cache also answers the garbage collector's questions (by uid, by owner uid), so it watches none of
         // these kinds again.
@@ -79,7 +78,7 @@ public struct ClusterControllers: Service {
         let placement = Placement(readiness: readiness, dataVolumes: dataVolumeCache)
 
         func controller<R: Reconciler>(_ reconciler: R) -> Controller<R> {
-            Controller(reconciler, logger: logger, observe: observe)
+            Controller(reconciler, logger: logger)
         }
         let virtualMachine = controller(VirtualMachineReconciler(store: store, machines: machineCache, instances: instanceCache, logger: logger))
         let scheduling = controller(SchedulingReconciler(store: store, instances: instanceCache, nodes: nodeCache, placement: placement, logger: logger))
@@ -146,8 +145,10 @@ public struct ClusterControllers: Service {
             evacuationConcerns(change.old?.nodeName)
             if change.new?.nodeName != change.old?.nodeName { evacuationConcerns(change.new?.nodeName) }
         }
+        let outcomes = MigrationOutcomeMetrics()
         migrations = Informer(source: store, cache: migrationCache, logger: logger) { change in
             collect(change)
+            outcomes.record(change)
             migration.enqueue(change.key)
             let vmi = ObjectKey(namespace: change.key.namespace, name: (change.new ?? change.old)!.spec.vmiName)
             instance.enqueue(vmi)

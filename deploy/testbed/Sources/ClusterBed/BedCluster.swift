@@ -72,14 +72,25 @@ public final class BedCluster: @unchecked Sendable {
         return cluster
     }
 
-    /// Starts the controller on the cluster's data directory (again, after `killController`).
+    /// The port every daemon of the bed serves its metrics on (`--metrics-listen`), each on its own address.
+    public static let metricsPort = 9464
+
+    /// Where the controller serves its metrics: on the switch's address (it runs in the switch namespace).
+    public var controllerMetrics: String { "\(bed.report.switchAddress):\(Self.metricsPort)" }
+
+    /// Where a node's agent serves its metrics: on the node's address.
+    public func agentMetrics(_ name: String) -> String { "\(bed.node(name).address):\(Self.metricsPort)" }
+
+    /// Starts the controller on the cluster's data directory (again, after `killController`): in the switch
+    /// namespace, so that its plain-HTTP metrics listen on the bed's network (the cluster API is a unix socket in the
+    /// bed directory, which every node sees).
     public func startController() async throws {
         let issued = pki.url.appendingPathComponent("issued").path
         let directory = pki.url.deletingLastPathComponent().path
-        let controller = try ChildProcess(siblingBinaries.appendingPathComponent("sync-controller").path, [
+        let controller = try bed.startOnSwitch(siblingBinaries.appendingPathComponent("sync-controller").path, [
             "--data", directory + "/data", "--listen", "unix:" + socket, "--cert", "\(issued)/controller-controller.pem",
             "--key", "\(issued)/controller-controller-key.pem", "--ca", pki.bundleURL.path, "--node-grace-period", String(gracePeriod),
-            "--pki", pki.url.path,
+            "--pki", pki.url.path, "--metrics-listen", controllerMetrics,
         ] + (leafValidity.map { ["--leaf-validity", String($0)] } ?? []))
         self.controller = controller
         let deadline = Date().addingTimeInterval(20)
@@ -118,6 +129,7 @@ public final class BedCluster: @unchecked Sendable {
             "--name", name, "--address", node.address, "--server", "unix://" + (links[name]?.path ?? socket), "--cert", "\(issued)/node-\(name).pem",
             "--key", "\(issued)/node-\(name)-key.pem", "--ca", pki.bundleURL.path, "--libvirt", node.uri,
             "--run-dir", node.imagesDirectory, "--heartbeat", String(heartbeat), "--api-timeout", String(apiTimeout),
+            "--metrics-listen", agentMetrics(name),
         ] + hostPathArguments)
     }
 

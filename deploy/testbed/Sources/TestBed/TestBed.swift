@@ -81,6 +81,17 @@ public final class TestBed: Sendable {
         ] + arguments)
     }
 
+    /// Starts a long-running process in the switch namespace (on the bed's network at `report.switchAddress`, the
+    /// host's file system): the bed's control plane and monitoring. Stop it by its PID.
+    public func startOnSwitch(_ executable: String, _ arguments: [String]) throws -> ChildProcess {
+        try ChildProcess("/usr/bin/nsenter", ["--net=/run/netns/\(report.switchNamespace)", "--", executable] + arguments)
+    }
+
+    /// Runs a command in the switch namespace (to reach what listens there, or a node from outside it).
+    public func runOnSwitch(_ command: [String], timeout: TimeInterval = 30) async throws -> ProcessResult {
+        try await TestSupport.run("/usr/bin/nsenter", ["--net=/run/netns/\(report.switchNamespace)", "--"] + command, timeout: timeout)
+    }
+
     /// Cuts (or restores) node `name`'s link to the bed's switch.
     public func setLink(of name: String, up: Bool) async throws {
         let result = try await TestSupport.run(

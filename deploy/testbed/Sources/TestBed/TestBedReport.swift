@@ -73,6 +73,9 @@ public struct TestBedReport: Codable, Sendable, Hashable {
     public var launcherPID: Int32
     /// The namespace holding the bridge the nodes are plugged into.
     public var switchNamespace: String
+    /// The bridge's address inside that namespace, on the nodes' network: a process run in the switch namespace
+    /// (the cluster's controller, a monitoring Prometheus) listens there and reaches every node.
+    public var switchAddress: String
     /// A directory every node sees (shared storage: disks there are not copied by a migration).
     public var sharedDirectory: String
     /// The tiny guest.
@@ -82,9 +85,10 @@ public struct TestBedReport: Codable, Sendable, Hashable {
 
     /// Describes a bed.
     public init(
-        directory: String, launcherPID: Int32, switchNamespace: String, sharedDirectory: String, guest: GuestFiles,
-        nodes: [TestBedNode]
+        directory: String, launcherPID: Int32, switchNamespace: String, switchAddress: String, sharedDirectory: String,
+        guest: GuestFiles, nodes: [TestBedNode]
     ) {
+        self.switchAddress = switchAddress
         self.directory = directory
         self.sharedDirectory = sharedDirectory
         self.launcherPID = launcherPID

@@ -24,6 +24,9 @@ final class Bed {
     }
 
     static let subnet = "10.251.0"
+    /// The switch's own address on the bed's network (the bridge's): where the bed's control plane runs, the
+    /// controller and a monitoring Prometheus, reachable from every node.
+    static var switchAddress: String { "\(subnet).1" }
 
     /// Creates the switch and `count` nodes, then waits until every libvirtd answers.
     func up(count: Int) throws {
@@ -32,6 +35,7 @@ final class Bed {
         try ip(["-n", switchNamespace, "link", "add", "br0", "type", "bridge"])
         try ip(["-n", switchNamespace, "link", "set", "br0", "up"])
         try ip(["-n", switchNamespace, "link", "set", "lo", "up"])
+        try ip(["-n", switchNamespace, "addr", "add", Self.switchAddress + "/24", "dev", "br0"])
         for index in 0..<count {
             let name = String(UnicodeScalar(UInt8(ascii: "a") + UInt8(index)))
             nodes.append(try startNode(name: name, address: "\(Self.subnet).\(11 + index)"))

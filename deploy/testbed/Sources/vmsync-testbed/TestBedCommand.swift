@@ -54,7 +54,7 @@ extension TestBedCommand {
                 try FileManager.default.createDirectory(atPath: shared, withIntermediateDirectories: true)
                 report = TestBedReport(
                     directory: directory, launcherPID: getpid(), switchNamespace: bed.switchNamespace,
-                    sharedDirectory: shared, guest: guest, nodes: bed.nodes)
+                    switchAddress: Bed.switchAddress, sharedDirectory: shared, guest: guest, nodes: bed.nodes)
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
                 let path = directory + "/" + TestBedReport.fileName
