@@ -9,6 +9,19 @@ import TLSTransport
 import Glibc
 #endif
 
+/// Which HTTP server serves the cluster API.
+enum HTTPServerKind: String, ExpressibleByArgument, CaseIterable {
+    /// `APIServer`: HTTP/1.1 written by hand on NIO.
+    case nio
+    /// `HummingbirdAPIServer`: Hummingbird's HTTP/1.1 server and middleware.
+    case hummingbird
+
+    /// `VMSYNC_HTTP_SERVER` when set (a whole test run on one server), else `nio`.
+    static var standard: HTTPServerKind {
+        ProcessInfo.processInfo.environment["VMSYNC_HTTP_SERVER"].flatMap(HTTPServerKind.init(rawValue:)) ?? .nio
+    }
+}
+
 /// `sync-controller`: one per cluster. Holds the cluster's resources in SQLite and serves the cluster API over
 /// mutual TLS.
 @main
@@ -31,6 +44,8 @@ struct SyncControllerCommand: AsyncParsableCommand {
     @Option(help: "The cluster's PKI directory (ca.pem, ca-key.pem): the controller then renews its own certificate and signs the node agents' renewals.")
     var pki: String?
     @Option(help: "Lifetime in seconds of the certificates the controller issues (its own and the nodes' renewals).") var leafValidity = 86_400
+    @Option(help: "The HTTP server under the cluster API: nio (the hand-written one) or hummingbird; VMSYNC_HTTP_SERVER sets the default.")
+    var httpServer = HTTPServerKind.standard
 
     func validate() throws {
         guard (1...86_400).contains(idleTimeout) else { throw ValidationError("--idle-timeout must be 1…86400 seconds, not \(idleTimeout)") }
@@ -65,28 +80,54 @@ struct SyncControllerCommand: AsyncParsableCommand {
                 }
             }
             var servers: [APIServer] = []
+            var hummingbirds: [HummingbirdAPIServer] = []
             for address in listen {
-                let server = try await APIServer.start(
-                    on: try Endpoint(parsing: address), provider: provider, handler: handler, logger: logger, idleTimeout: .seconds(idleTimeout),
-                    handshakeTimeout: .seconds(handshakeTimeout), maximumConnections: maxConnections)
-                print("sync-controller: serving the cluster API on \(server.endpoint)")
-                servers.append(server)
+                let endpoint = try Endpoint(parsing: address)
+                switch httpServer {
+                case .nio:
+                    let server = try await APIServer.start(
+                        on: endpoint, provider: provider, handler: handler, logger: logger, idleTimeout: .seconds(idleTimeout),
+                        handshakeTimeout: .seconds(handshakeTimeout), maximumConnections: maxConnections)
+                    print("sync-controller: serving the cluster API on \(server.endpoint)")
+                    servers.append(server)
+                case .hummingbird:
+                    hummingbirds.append(HummingbirdAPIServer(
+                        on: endpoint, provider: provider, handler: handler, logger: logger, idleTimeout: .seconds(idleTimeout),
+                        handshakeTimeout: .seconds(handshakeTimeout), maximumConnections: maxConnections))
+                }
             }
             fflush(nil)
             let controllers = ClusterControllers(store: store, nodeGracePeriod: .seconds(nodeGracePeriod), logger: logger)
-            await withTaskGroup(of: Void.self) { group in
-                for server in servers { group.addTask { await server.run() } }
-                group.addTask { await controllers.run() }
+            // The first task to end stops the rest; a server that could not listen ends with its error.
+            let failure = await withTaskGroup(of: (any Error)?.self) { group in
+                for server in servers { group.addTask { await server.run(); return nil } }
+                for server in hummingbirds {
+                    group.addTask {
+                        do {
+                            try await server.run { endpoint in
+                                print("sync-controller: serving the cluster API on \(endpoint)")
+                                fflush(nil)
+                            }
+                            return nil
+                        } catch {
+                            return error
+                        }
+                    }
+                }
+                group.addTask { await controllers.run(); return nil }
                 if let renewal {
                     group.addTask {
                         await renewal.run { error in log.warning("certificate renewal failed; retrying", metadata: ["error": "\(error)"]) }
+                        return nil
                     }
                 }
-                group.addTask { await Termination.wait() }
-                await group.next()
+                group.addTask { await Termination.wait(); return nil }
+                let first = await group.next() ?? nil
                 group.cancelAll()
+                return first
             }
             for server in servers { await server.close() }
+            if let failure { throw failure }
             print("sync-controller: stopped")
         } catch {
             FileHandle.standardError.write(Data("sync-controller: \(error)\n".utf8))
