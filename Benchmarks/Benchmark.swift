@@ -33,7 +33,12 @@ struct Benchmark {
         if ["handshakes", "all"].contains(which) { try await handshakes(seconds: seconds) }
         if ["migration", "all"].contains(which) { try await MigrationBenchmark.run(rounds: option("--rounds", 4)) }
         if ["controlplane", "all"].contains(which) {
-            try await ControlPlaneBenchmark.run(objects: option("--objects", 10_000), watchers: option("--watchers", 100))
+            if arguments.contains("--compare-http-servers") {
+                try await ControlPlaneBenchmark.compareHTTPServers(
+                    objects: option("--objects", 10_000), watchers: option("--watchers", 100), rounds: option("--rounds", 2))
+            } else {
+                try await ControlPlaneBenchmark.run(objects: option("--objects", 10_000), watchers: option("--watchers", 100))
+            }
         }
         if ["reconcile-scale", "all"].contains(which) {
             try await ReconcileScaleBenchmark.run(nodes: option("--nodes", 100), vms: option("--vms", 1000), rounds: option("--rounds", 20))

@@ -37,51 +37,26 @@ public final class MutualTLSServer: Sendable {
         onRejection: @escaping @Sendable (HandshakeRejection) -> Void = { _ in },
         initializer: @escaping @Sendable (any Channel, PeerIdentity) -> EventLoopFuture<Void>
     ) async throws(TransportError) -> MutualTLSServer {
-        let open = NIOLockedValueBox(0)
+        let acceptor = MutualTLSAcceptor(
+            provider: provider, policy: policy, logger: logger, handshakeTimeout: handshakeTimeout,
+            maximumConnections: maximumConnections, onRejection: onRejection)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
-                let remote = channel.remoteAddress?.description ?? "unknown peer"
-                let admitted = open.withLockedValue { count -> Bool in
-                    guard count < maximumConnections else { return false }
-                    count += 1
-                    return true
-                }
-                guard admitted else {
-                    logger.warning("connection refused: the listener is full", metadata: ["remote": "\(remote)", "limit": "\(maximumConnections)"])
-                    onRejection(HandshakeRejection(remote: remote, error: TransportError(.channelRefused, "the listener holds its maximum of \(maximumConnections) connections")))
-                    return channel.eventLoop.makeFailedFuture(TransportError(.channelRefused, "connection limit reached"))
-                }
-                channel.closeFuture.whenComplete { _ in open.withLockedValue { $0 -= 1 } }
                 let handshake: EventLoopFuture<PeerIdentity>
                 do {
-                    handshake = try Handshake.addServerHandlers(to: channel, provider: provider, policy: policy)
+                    handshake = try acceptor.admit(channel)
                 } catch {
                     return channel.eventLoop.makeFailedFuture(error)
                 }
-                let deadline = channel.eventLoop.scheduleTask(in: handshakeTimeout) {
-                    logger.info("handshake timed out", metadata: ["remote": "\(remote)"])
-                    onRejection(HandshakeRejection(
-                        remote: remote, error: TransportError(.handshakeFailed, "the client did not complete its handshake within \(handshakeTimeout.nanoseconds / 1_000_000) ms")))
-                    channel.close(promise: nil)
-                }
-                handshake.whenComplete { _ in deadline.cancel() }
-                handshake.whenComplete { result in
-                    switch result {
-                    case .success(let peer):
-                        initializer(channel, peer).whenFailure { error in
-                            logger.warning(
-                                "connection setup failed",
-                                metadata: ["peer": "\(peer)", "error": "\(error)"]
-                            )
-                            channel.close(promise: nil)
-                        }
-                    case .failure(let error):
-                        let reason = Handshake.describe(error, peer: "client")
-                        logger.info("handshake refused", metadata: ["remote": "\(remote)", "reason": "\(reason)"])
-                        onRejection(HandshakeRejection(remote: remote, error: reason))
+                handshake.whenSuccess { peer in
+                    initializer(channel, peer).whenFailure { error in
+                        logger.warning(
+                            "connection setup failed",
+                            metadata: ["peer": "\(peer)", "error": "\(error)"]
+                        )
                         channel.close(promise: nil)
                     }
                 }

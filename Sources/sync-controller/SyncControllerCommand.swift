@@ -14,6 +14,19 @@ import UnixSignals
 import Glibc
 #endif
 
+/// Which HTTP server serves the cluster API.
+enum HTTPServerKind: String, ExpressibleByArgument, CaseIterable {
+    /// `APIServer`: HTTP/1.1 written by hand on NIO.
+    case nio
+    /// `HummingbirdAPIServer`: Hummingbird's HTTP/1.1 server and middleware.
+    case hummingbird
+
+    /// `VMSYNC_HTTP_SERVER` when set (a whole test run on one server), else `nio`.
+    static var standard: HTTPServerKind {
+        ProcessInfo.processInfo.environment["VMSYNC_HTTP_SERVER"].flatMap(HTTPServerKind.init(rawValue:)) ?? .nio
+    }
+}
+
 /// `sync-controller`: one per cluster. Holds the cluster's resources in SQLite and serves the cluster API over
 /// mutual TLS.
 @main
@@ -38,6 +51,8 @@ struct SyncControllerCommand: AsyncParsableCommand {
     @Option(help: "Lifetime in seconds of the certificates the controller issues (its own and the nodes' renewals).") var leafValidity = 86_400
     @Option(help: "Serve Prometheus metrics (GET /metrics) over plain HTTP on HOST:PORT; off unless given. No TLS, no authentication: bind it to loopback or a monitoring network.")
     var metricsListen: String?
+    @Option(help: "The HTTP server under the cluster API: nio (the hand-written one) or hummingbird; VMSYNC_HTTP_SERVER sets the default.")
+    var httpServer = HTTPServerKind.standard
 
     func validate() throws {
         guard (1...86_400).contains(idleTimeout) else { throw ValidationError("--idle-timeout must be 1…86400 seconds, not \(idleTimeout)") }
@@ -90,12 +105,25 @@ struct SyncControllerCommand: AsyncParsableCommand {
                 }
             }
             var servers: [APIServer] = []
+            var hummingbirds: [HummingbirdAPIServer] = []
             for address in listen {
-                let server = try await APIServer.start(
-                    on: try Endpoint(parsing: address), provider: provider, handler: handler, logger: logger, idleTimeout: .seconds(idleTimeout),
-                    handshakeTimeout: .seconds(handshakeTimeout), maximumConnections: maxConnections)
-                print("sync-controller: serving the cluster API on \(server.endpoint)")
-                servers.append(server)
+                let endpoint = try Endpoint(parsing: address)
+                switch httpServer {
+                case .nio:
+                    let server = try await APIServer.start(
+                        on: endpoint, provider: provider, handler: handler, logger: logger, idleTimeout: .seconds(idleTimeout),
+                        handshakeTimeout: .seconds(handshakeTimeout), maximumConnections: maxConnections)
+                    print("sync-controller: serving the cluster API on \(server.endpoint)")
+                    servers.append(server)
+                case .hummingbird:
+                    hummingbirds.append(HummingbirdAPIServer(
+                        on: endpoint, provider: provider, handler: handler, logger: logger, idleTimeout: .seconds(idleTimeout),
+                        handshakeTimeout: .seconds(handshakeTimeout), maximumConnections: maxConnections
+                    ) { endpoint in
+                        print("sync-controller: serving the cluster API on \(endpoint)")
+                        fflush(nil)
+                    })
+                }
             }
             var metricsServer: MetricsServer?
             if let metricsListen {
@@ -111,7 +139,8 @@ struct SyncControllerCommand: AsyncParsableCommand {
             if let metricsServer { services.append(metricsServer) }
             services.append(controllers)
             if let renewal { services.append(renewal) }
-            services += servers
+            services += servers as [any Service]
+            services += hummingbirds as [any Service]
             let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
             try await group.run()
             print("sync-controller: stopped")

@@ -26,6 +26,8 @@ public final class APIServer: Service {
     struct Connection: @unchecked Sendable {
         let channel: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>
         let peer: PeerIdentity
+        /// When the client's input ends or the connection closes.
+        let inputEnded: EventLoopFuture<Void>
     }
 
     private init(endpoint: Endpoint, listener: MutualTLSServer, connections: AsyncStream<Connection>, handler: ClusterAPIHandler, logger: Logger) {
@@ -57,10 +59,14 @@ public final class APIServer: Service {
         let listener = try await MutualTLSServer.start(
             on: endpoint, provider: provider, policy: policy, logger: logger, handshakeTimeout: amount(handshakeTimeout), maximumConnections: maximumConnections
         ) { channel, peer in
-            channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMapThrowing {
+            channel.eventLoop.makeCompletedFuture {
+                // Ahead of the HTTP handlers, which hold a FIN back while a response is pending.
+                let inputEnd = InputEndHandler(eventLoop: channel.eventLoop)
+                try channel.pipeline.syncOperations.addHandler(inputEnd)
+                try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                 try channel.pipeline.syncOperations.addHandler(IdleRequestTimeout(timeout: idle))
                 let wrapped = try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
-                continuation.yield(Connection(channel: wrapped, peer: peer))
+                continuation.yield(Connection(channel: wrapped, peer: peer, inputEnded: inputEnd.ended))
             }
         }
         return APIServer(endpoint: listener.endpoint, listener: listener, connections: connections, handler: handler, logger: logger)
@@ -136,8 +142,9 @@ public final class APIServer: Service {
                     case .stream(let status, let contentType, let lines):
                         let headers = HTTPHeaders([("Content-Type", contentType), ("Transfer-Encoding", "chunked"), ("Connection", "close")])
                         try await outbound.write(.head(HTTPResponseHead(version: head.version, status: .init(statusCode: status), headers: headers)))
-                        // The watch ends when its stream does, when a write fails, or when the connection closes.
-                        let closed = connection.channel.channel.closeFuture
+                        // The watch ends when its stream does, when a write fails, or when the client goes (its input
+                        // ends, or the connection closes).
+                        let closed = connection.inputEnded
                         try await withThrowingTaskGroup(of: Void.self) { group in
                             group.addTask {
                                 for await line in lines { try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: line)))) }
