@@ -649,8 +649,10 @@ extension ControlPlaneTests {
         try await cluster.start()
         let config = try await cluster.kubeconfig()
         let watch = try ChildProcess(syncctlPath, ["get", "cm", "-w", "--kubeconfig", config, "--context", "vmsync"])
-        try await Task.sleep(for: .milliseconds(500))
         let client = try cluster.client()
+        // Its list is done once its watch is served: what is written from then on is among the changes it prints.
+        let opened = Date().addingTimeInterval(10)
+        while try await HTTPServerTests.watches(client) < 1 && Date() < opened { try await Task.sleep(for: .milliseconds(20)) }
         _ = try await client.create(Kinds.configMap, ["apiVersion": "v1", "kind": "ConfigMap", "metadata": ["name": "watched"]])
         _ = try await client.delete(Kinds.configMap, name: "watched")
         let deadline = Date().addingTimeInterval(10)

@@ -1,5 +1,6 @@
 import ClusterAPI
 public import Foundation
+public import NIOCore
 public import TLSTransport
 
 /// One HTTP request to the cluster API, already read in full.
@@ -60,7 +61,7 @@ public enum APIResponse: Sendable {
     /// A complete body.
     case full(status: Int, contentType: String, body: Data)
     /// A watch: one JSON line per event until the stream ends or the client goes.
-    case stream(status: Int, contentType: String, lines: AsyncStream<Data>)
+    case stream(status: Int, contentType: String, lines: LineStream)
 
     static func json(_ value: JSONValue, status: Int = 200, yaml: Bool = false) -> APIResponse {
         if yaml { return .full(status: status, contentType: "application/yaml", body: Data(YAML.text(value).utf8)) }
@@ -78,6 +79,46 @@ public enum APIResponse: Sendable {
     var status: Int {
         switch self {
         case .full(let status, _, _), .stream(let status, _, _): status
+        }
+    }
+}
+
+/// The body of a streamed answer (a watch): a producer of lines that the server runs as a child task of the
+/// connection's own task, through a buffer of at most `bufferLimit` lines, while it writes the lines out. Nothing
+/// outlives the connection: when the writing ends (the lines end, the client goes, a write fails), the producer is
+/// cancelled and waited for.
+public struct LineStream: Sendable {
+    /// Lines produced and not yet written beyond which the producer's `yield` reports `.dropped` (a client that does
+    /// not read).
+    public let bufferLimit: Int
+    let produce: @Sendable (AsyncStream<Data>.Continuation) async -> Void
+
+    public init(bufferLimit: Int, produce: @escaping @Sendable (AsyncStream<Data>.Continuation) async -> Void) {
+        self.bufferLimit = bufferLimit
+        self.produce = produce
+    }
+
+    /// Fixed lines (an answer known at once, as the 410 ERROR event of a compacted watch).
+    public static func lines(_ lines: [Data]) -> LineStream {
+        LineStream(bufferLimit: max(1, lines.count)) { continuation in
+            for line in lines { continuation.yield(line) }
+        }
+    }
+
+    /// Runs the producer while `write` reads its lines; the lines end early when `gone` completes (the client's input
+    /// ended or its connection closed), so an idle watch does not outlive its client.
+    public func run(
+        endingWhen gone: EventLoopFuture<Void>?, _ write: (AsyncStream<Data>) async throws -> Void
+    ) async throws {
+        let (lines, continuation) = AsyncStream<Data>.makeStream(bufferingPolicy: .bufferingOldest(bufferLimit))
+        gone?.whenComplete { _ in continuation.finish() }
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask {
+                await produce(continuation)
+                continuation.finish()
+            }
+            try await write(lines)
+            group.cancelAll()
         }
     }
 }

@@ -144,15 +144,9 @@ public final class APIServer: Service {
                         try await outbound.write(.head(HTTPResponseHead(version: head.version, status: .init(statusCode: status), headers: headers)))
                         // The watch ends when its stream does, when a write fails, or when the client goes (its input
                         // ends, or the connection closes).
-                        let closed = connection.inputEnded
-                        try await withThrowingTaskGroup(of: Void.self) { group in
-                            group.addTask {
-                                for await line in lines { try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: line)))) }
-                                try await outbound.write(.end(nil))
-                            }
-                            group.addTask { try await closed.get() }
-                            try await group.next()
-                            group.cancelAll()
+                        try await lines.run(endingWhen: connection.inputEnded) { lines in
+                            for await line in lines { try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: line)))) }
+                            try await outbound.write(.end(nil))
                         }
                         return
                     }

@@ -282,7 +282,7 @@ public final class ClusterAPIHandler: Sendable {
         } catch where error.code == 410 {
             // As Kubernetes does: the watch opens, and its first event is an ERROR carrying the 410 Status.
             let line = JSONValue(dictionaryLiteral: ("type", "ERROR"), ("object", error.status)).jsonData() + Data("\n".utf8)
-            return .stream(status: 200, contentType: "application/json", lines: AsyncStream { $0.yield(line); $0.finish() })
+            return .stream(status: 200, contentType: "application/json", lines: .lines([line]))
         }
         let metrics = metrics
         let logger = logger
@@ -290,26 +290,30 @@ public final class ClusterAPIHandler: Sendable {
         let watched = kind.kind
         // A client that does not read gets at most this many events queued for it; then its watch ends (it resumes
         // from the last resourceVersion it saw, as after any watch that ends), instead of the controller's memory.
-        let lines = AsyncStream<Data>(bufferingPolicy: .bufferingOldest(Self.watchBufferEvents)) { continuation in
-            let task = Task {
-                metrics.watchStarted()
-                defer { metrics.watchEnded() }
-                await withTaskGroup(of: Void.self) { group in
-                    group.addTask {
-                        for await event in events {
-                            if case .dropped = continuation.yield(event.line) {
-                                logger.warning("watch closed: its client does not read", metadata: ["peer": "\(watcher)", "kind": "\(watched)"])
-                                return
-                            }
+        // The server runs this on the connection's task, as long as it writes the lines out.
+        let lines = LineStream(bufferLimit: Self.watchBufferEvents) { continuation in
+            metrics.watchStarted()
+            defer { metrics.watchEnded() }
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for await event in events {
+                        switch continuation.yield(event.line) {
+                        case .dropped:
+                            logger.warning("watch closed: its client does not read", metadata: ["peer": "\(watcher)", "kind": "\(watched)"])
+                            return
+                        case .terminated:
+                            return  // the client went
+                        case .enqueued:
+                            continue
+                        @unknown default:
+                            continue
                         }
                     }
-                    group.addTask { try? await Task.sleep(for: .seconds(timeout)) }
-                    await group.next()
-                    group.cancelAll()
                 }
-                continuation.finish()
+                group.addTask { try? await Task.sleep(for: .seconds(timeout)) }
+                await group.next()
+                group.cancelAll()
             }
-            continuation.onTermination = { _ in task.cancel() }
         }
         return .stream(status: 200, contentType: "application/json", lines: lines)
     }

@@ -1,4 +1,3 @@
-import AsyncAlgorithms
 import ClusterAPI
 import Foundation
 import HTTPTypes
@@ -54,25 +53,15 @@ struct ClusterAPIResponder: HTTPResponder {
 
     /// Writes each line as it arrives; ends when the lines do, or when the client goes (a watch with no events must
     /// not outlive its client).
-    static func stream(_ lines: AsyncStream<Data>, until gone: EventLoopFuture<Void>?) -> ResponseBody {
+    static func stream(_ lines: LineStream, until gone: EventLoopFuture<Void>?) -> ResponseBody {
         ResponseBody { writer in
-            // The lines pass through a channel without a buffer of its own — the handler's queue stays the only one,
-            // so a client that does not read ends its watch as it did — that the client's going can end early.
-            let relay = AsyncChannel<Data>()
-            gone?.whenComplete { _ in relay.finish() }
-            await withDiscardingTaskGroup { group in
-                group.addTask {
-                    for await line in lines { await relay.send(line) }
-                    relay.finish()
+            do {
+                try await lines.run(endingWhen: gone) { lines in
+                    for await line in lines { try await writer.write(ByteBuffer(bytes: line)) }
                 }
-                do {
-                    for await line in relay { try await writer.write(ByteBuffer(bytes: line)) }
-                    try await writer.finish(nil)
-                } catch {
-                    // The client went: nothing more to write.
-                }
-                // Cancelling the reader of the lines ends the watch in the handler.
-                group.cancelAll()
+                try await writer.finish(nil)
+            } catch {
+                // The client went: nothing more to write.
             }
         }
     }
