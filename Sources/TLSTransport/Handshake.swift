@@ -25,12 +25,12 @@ enum Handshake {
         policy: PeerPolicy
     ) throws -> EventLoopFuture<PeerIdentity> {
         let material = provider.snapshot()
-        let verifier = PeerVerifier(trust: material.trust, policy: policy, side: .client, homeCluster: material.homeCluster)
         let outcome = VerificationOutcome()
         let promise = channel.eventLoop.makePromise(of: PeerIdentity.self)
         let tls = NIOSSLServerHandler(
             context: material.serverContext,
-            customVerificationCallback: outcome.callback(verifier: verifier)
+            customVerificationCallbackWithMetadata: MutualTLS(provider: provider, policy: policy)
+                .verificationCallback(for: .client, onVerdict: outcome.record)
         )
         try channel.pipeline.syncOperations.addHandlers(
             PlaintextSniffer(promise: promise),
@@ -47,13 +47,13 @@ enum Handshake {
         policy: PeerPolicy
     ) throws -> EventLoopFuture<PeerIdentity> {
         let material = provider.snapshot()
-        let verifier = PeerVerifier(trust: material.trust, policy: policy, side: .server, homeCluster: material.homeCluster)
         let outcome = VerificationOutcome()
         let promise = channel.eventLoop.makePromise(of: PeerIdentity.self)
         let tls = try NIOSSLClientHandler(
             context: material.clientContext,
             serverHostname: nil,
-            customVerificationCallback: outcome.callback(verifier: verifier)
+            customVerificationCallbackWithMetadata: MutualTLS(provider: provider, policy: policy)
+                .verificationCallback(for: .server, onVerdict: outcome.record)
         )
         try channel.pipeline.syncOperations.addHandlers(tls, HandshakeGate(promise: promise, outcome: outcome, peer: "server"))
         return promise.futureResult
@@ -100,27 +100,9 @@ final class VerificationOutcome: Sendable {
 
     var value: Result<PeerIdentity, TransportError>? { result.withLockedValue { $0 } }
 
-    func callback(verifier: PeerVerifier) -> NIOSSLCustomVerificationCallback {
-        { certificates, promise in
-            var chain: [Certificate] = []
-            for certificate in certificates {
-                guard let parsed = try? Certificate(derEncoded: certificate.toDERBytes()) else {
-                    self.result.withLockedValue {
-                        $0 = .failure(TransportError(.malformedInput, "the peer's certificate chain could not be parsed"))
-                    }
-                    promise.succeed(.failed)
-                    return
-                }
-                chain.append(parsed)
-            }
-            let presented = chain
-            promise.completeWithTask {
-                let verdict = await verifier.verify(chain: presented)
-                self.result.withLockedValue { $0 = verdict }
-                if case .success = verdict { return .certificateVerified }
-                return .failed
-            }
-        }
+    /// Keeps the verification's verdict (`MutualTLS.verificationCallback`'s `onVerdict`).
+    @Sendable func record(_ verdict: Result<PeerIdentity, TransportError>) {
+        result.withLockedValue { $0 = verdict }
     }
 }
 

@@ -17,9 +17,13 @@ public struct PeerIdentity: Sendable, Hashable, CustomStringConvertible {
     public var cluster: String? { subject.cluster }
     /// Whether the certificate chains to a CA imported from another cluster (trusted only for the sync roles).
     public var imported: Bool
+    /// The chain the verification built, leaf first and the trusted CA last (just the leaf where no verification built
+    /// one, as in tests).
+    public var validatedChain: [Certificate]
 
-    init(certificate: Certificate, imported: Bool = false) {
+    init(certificate: Certificate, imported: Bool = false, validatedChain: [Certificate]? = nil) {
         self.certificate = certificate
+        self.validatedChain = validatedChain ?? [certificate]
         self.subject = CertificateSubject(certificate)
         self.fingerprint = PEM.fingerprint(certificate)
         self.imported = imported

@@ -104,7 +104,7 @@ public struct PeerVerifier: Sendable {
                 )
             }
         }
-        return .success(PeerIdentity(certificate: leaf, imported: imported))
+        return .success(PeerIdentity(certificate: leaf, imported: imported, validatedChain: Array(validated)))
     }
 
     private func untrusted(

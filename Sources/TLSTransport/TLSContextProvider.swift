@@ -24,6 +24,9 @@ public final class TLSContextProvider: Sendable {
         var versions: TLSVersionPolicy
         var serverContext: NIOSSLContext
         var clientContext: NIOSSLContext
+        /// The identity as NIOSSL takes it (for `MutualTLS.certificateReloader`).
+        var chain: [NIOSSLCertificate]
+        var key: NIOSSLPrivateKey
 
         /// The cluster this process belongs to: the one that issued its own certificate.
         var homeCluster: String? { CertificateSubject(identity.certificate).cluster }
@@ -92,7 +95,9 @@ public final class TLSContextProvider: Sendable {
                 trust: trust,
                 versions: versions,
                 serverContext: try NIOSSLContext(configuration: server),
-                clientContext: try NIOSSLContext(configuration: client)
+                clientContext: try NIOSSLContext(configuration: client),
+                chain: chain,
+                key: key
             )
         } catch let error as TransportError {
             throw error
