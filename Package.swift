@@ -245,6 +245,13 @@ let package = Package(
             path: "deploy/testbed/Sources/TestBed",
             swiftSettings: strictSettings
         ),
+        // The bed as Swift Testing suites take it: one bed per suite, one at a time in the test process.
+        .target(
+            name: "BedTesting",
+            dependencies: ["TestBed"],
+            path: "deploy/testbed/Sources/BedTesting",
+            swiftSettings: strictSettings
+        ),
         // A cluster on the bed (controller, an agent per node, syncctl), for tests, benchmarks and the demo.
         .target(
             name: "ClusterBed",
@@ -303,7 +310,13 @@ let package = Package(
         // Real libvirt + QEMU through the local test bed; needs root (CI runs as root).
         .testTarget(
             name: "HypervisorIntegrationTests",
-            dependencies: ["Hypervisor", "NodeAgent", "TestBed", "ClusterBed", "TestSupport", "ClusterAPI", "ClusterClient", "TLSTransport", "sync-controller", "node-agent", "syncctl"],
+            dependencies: ["Hypervisor", "BedTesting", "TestBed", "TestSupport", "ClusterAPI", "NodeAgent"],
+            swiftSettings: strictSettings
+        ),
+        // The end-to-end suites: a cluster's daemons on the bed, real guests; root, libvirt and QEMU like the above.
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: ["BedTesting", "TestBed", "ClusterBed", "TestSupport", "ClusterAPI", "ClusterClient", "Hypervisor", "TLSTransport", "sync-controller", "node-agent", "syncctl"],
             swiftSettings: strictSettings
         ),
         .testTarget(

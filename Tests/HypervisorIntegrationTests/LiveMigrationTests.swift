@@ -2,6 +2,7 @@ import Foundation
 import Hypervisor
 import TestBed
 import TestSupport
+import BedTesting
 import Testing
 
 extension RealLibvirt {

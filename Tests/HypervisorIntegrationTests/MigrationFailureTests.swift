@@ -1,6 +1,7 @@
 import Foundation
 import Hypervisor
 import TestBed
+import BedTesting
 import Testing
 
 extension RealLibvirt {

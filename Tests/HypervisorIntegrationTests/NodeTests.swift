@@ -3,6 +3,7 @@ import Foundation
 import Hypervisor
 import NodeAgent
 import TestBed
+import BedTesting
 import Testing
 
 extension RealLibvirt {

@@ -1,5 +1,6 @@
 import Foundation
 import Hypervisor
+import BedTesting
 import TestBed
 import Testing
 
@@ -11,39 +12,6 @@ import Glibc
 /// of a CI machine emulate five guests at a time).
 @Suite("Real libvirt and QEMU", .serialized, .enabled(if: canRunTestBed))
 enum RealLibvirt {}
-
-/// Starts one local test bed for a whole suite and stops it (by the launcher's PID) when the suite is done.
-struct TestBedScope: SuiteTrait, TestScoping {
-    var nodes = 2
-    var isRecursive: Bool { false }
-
-    @TaskLocal static var current: TestBed?
-
-    func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
-        let bed = try await TestBed.start(nodes: nodes)
-        do {
-            try await Self.$current.withValue(bed) { try await function() }
-        } catch {
-            await bed.stop()
-            throw error
-        }
-        await bed.stop()
-    }
-}
-
-extension Trait where Self == TestBedScope {
-    /// The suite runs against a local bed of `nodes` libvirt nodes.
-    static func testBed(nodes: Int = 2) -> TestBedScope { TestBedScope(nodes: nodes) }
-}
-
-/// Whether this machine can run the real-QEMU tier (root for namespaces, libvirtd and QEMU installed).
-let canRunTestBed = getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/libvirtd")
-    && FileManager.default.isExecutableFile(atPath: "/usr/bin/qemu-system-x86_64")
-
-/// The bed of the running suite.
-func currentBed() throws -> TestBed {
-    try #require(TestBedScope.current, "the suite must carry the .testBed() trait")
-}
 
 /// A tiny guest running on a node of the bed, its disk and its console.
 struct RunningGuest {

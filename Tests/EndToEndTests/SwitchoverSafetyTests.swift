@@ -3,6 +3,7 @@ import ClusterClient
 import ClusterBed
 import Foundation
 import Hypervisor
+import BedTesting
 import TestBed
 import TestSupport
 import Testing
@@ -11,7 +12,7 @@ import Testing
 import Glibc
 #endif
 
-extension RealLibvirt {
+extension EndToEnd {
     /// Whatever fails around a migration — the controller stopped, killed or cut off, an agent killed — the guest is
     /// never lost and never doubled: exactly one running domain, the VMI on the node that runs it, its heartbeat
     /// continuous, nothing of the migration left on the other node.

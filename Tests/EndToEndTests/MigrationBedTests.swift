@@ -3,6 +3,7 @@ import ClusterClient
 import Foundation
 import Hypervisor
 import TLSTransport
+import BedTesting
 import TestBed
 import ClusterBed
 import TestSupport
@@ -12,7 +13,7 @@ import Testing
 import Glibc
 #endif
 
-extension RealLibvirt {
+extension EndToEnd {
     /// Live migration inside one cluster: VMIM phases, the agents' mTLS tunnels, aborts, timeouts, drain.
     @Suite("Live migration in a cluster: VMIMs, tunnels between agents", .serialized, .enabled(if: canRunTestBed), .testBed(nodes: 2))
     struct MigrationBedTests {

@@ -1,6 +1,7 @@
 import ClusterAPI
 import ClusterBed
 import Foundation
+import BedTesting
 import TestBed
 import TestSupport
 import Testing
@@ -12,7 +13,7 @@ import Glibc
 /// Debian's Prometheus.
 let prometheusPath = "/usr/bin/prometheus"
 
-extension RealLibvirt {
+extension EndToEnd {
     /// A real Prometheus scrapes the daemons of a cluster on the bed while it migrates a guest.
     @Suite(
         "Prometheus scrapes the controller and an agent", .serialized, .enabled(if: canRunTestBed),

@@ -3,6 +3,7 @@ import ClusterClient
 import Foundation
 import Hypervisor
 import TLSTransport
+import BedTesting
 import TestBed
 import ClusterBed
 import TestSupport
@@ -13,7 +14,7 @@ import Glibc
 #endif
 
 
-extension RealLibvirt {
+extension EndToEnd {
     /// One cluster on the bed: a sync-controller and a node agent on each of two libvirt nodes, driven with syncctl.
     @Suite("One cluster: controller, two node agents, real guests", .serialized, .enabled(if: canRunTestBed), .testBed(nodes: 2))
     struct ClusterBedTests {
