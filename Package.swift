@@ -77,7 +77,7 @@ let package = Package(
         .target(
             name: "ClusterAPI",
             dependencies: [
-                .product(name: "Yams", package: "Yams"),
+                .product(name: "Yams", package: "Yams")
             ],
             swiftSettings: strictSettings
         ),
@@ -316,13 +316,19 @@ let package = Package(
         // The end-to-end suites: a cluster's daemons on the bed, real guests; root, libvirt and QEMU like the above.
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["BedTesting", "TestBed", "ClusterBed", "TestSupport", "ClusterAPI", "ClusterClient", "Hypervisor", "TLSTransport", "sync-controller", "node-agent", "syncctl"],
+            dependencies: [
+                "BedTesting", "TestBed", "ClusterBed", "TestSupport", "ClusterAPI", "ClusterClient", "Hypervisor",
+                "TLSTransport", "sync-controller", "node-agent", "syncctl",
+            ],
             swiftSettings: strictSettings
         ),
         .testTarget(
             name: "NodeAgentTests",
             // SyncController: the cluster's KubeVirt defaults a VMI is mapped with.
-            dependencies: ["ClusterAPI", "Hypervisor", "NodeAgent", "SyncController", "TestSupport", .product(name: "MetricsTestKit", package: "swift-metrics")],
+            dependencies: [
+                "ClusterAPI", "Hypervisor", "NodeAgent", "SyncController", "TestSupport",
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ],
             swiftSettings: strictSettings
         ),
         .testTarget(
@@ -333,7 +339,8 @@ let package = Package(
         .testTarget(
             name: "SyncControllerTests",
             dependencies: [
-                "ClusterAPI", "ClusterClient", "ControllerRuntime", "SyncController", "NodeAgent", "TLSTransport", "TestSupport",
+                "ClusterAPI", "ClusterClient", "ControllerRuntime", "SyncController", "NodeAgent", "TLSTransport",
+                "TestSupport",
                 "sync-controller", "syncctl",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 // Writes a store file as an earlier schema left it (the upgrade test).

@@ -7,7 +7,7 @@ import TestSupport
 import X509
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `vmsync-bench`: TLSTransport against its anchors, side by side in one run.
@@ -25,8 +25,16 @@ struct Benchmark {
         let bytes = option("--bytes", 1 << 30)
         let rounds = option("--rounds", 3)
         let seconds = option("--seconds", 5)
-        guard ["tunnel", "handshakes", "migration", "controlplane", "cluster-migration", "tcg-memory-copy", "reconcile-scale", "all"].contains(which) else {
-            FileHandle.standardError.write(Data("vmsync-bench: unknown benchmark \"\(which)\" (tunnel, handshakes, migration, controlplane, cluster-migration, tcg-memory-copy, reconcile-scale, all)\n".utf8))
+        guard
+            [
+                "tunnel", "handshakes", "migration", "controlplane", "cluster-migration", "tcg-memory-copy",
+                "reconcile-scale", "all",
+            ].contains(which)
+        else {
+            FileHandle.standardError.write(
+                Data(
+                    "vmsync-bench: unknown benchmark \"\(which)\" (tunnel, handshakes, migration, controlplane, cluster-migration, tcg-memory-copy, reconcile-scale, all)\n"
+                        .utf8))
             exit(2)
         }
         if ["tunnel", "all"].contains(which) { try await tunnel(bytes: bytes, rounds: rounds) }
@@ -35,18 +43,24 @@ struct Benchmark {
         if ["controlplane", "all"].contains(which) {
             if arguments.contains("--compare-http-servers") {
                 try await ControlPlaneBenchmark.compareHTTPServers(
-                    objects: option("--objects", 10_000), watchers: option("--watchers", 100), rounds: option("--rounds", 2))
+                    objects: option("--objects", 10_000), watchers: option("--watchers", 100),
+                    rounds: option("--rounds", 2))
             } else {
-                try await ControlPlaneBenchmark.run(objects: option("--objects", 10_000), watchers: option("--watchers", 100))
+                try await ControlPlaneBenchmark.run(
+                    objects: option("--objects", 10_000), watchers: option("--watchers", 100))
             }
         }
         if ["reconcile-scale", "all"].contains(which) {
-            try await ReconcileScaleBenchmark.run(nodes: option("--nodes", 100), vms: option("--vms", 1000), rounds: option("--rounds", 20))
+            try await ReconcileScaleBenchmark.run(
+                nodes: option("--nodes", 100), vms: option("--vms", 1000), rounds: option("--rounds", 20))
         }
-        if ["tcg-memory-copy", "all"].contains(which) { try await TCGMemoryCopyBenchmark.run(rounds: option("--rounds", 6)) }
+        if ["tcg-memory-copy", "all"].contains(which) {
+            try await TCGMemoryCopyBenchmark.run(rounds: option("--rounds", 6))
+        }
         if ["cluster-migration", "all"].contains(which) {
             let limit = option("--max-downtime-ms", 0)
-            try await ClusterMigrationBenchmark.run(rounds: option("--rounds", 8), maxDowntimeMs: limit > 0 ? limit : nil)
+            try await ClusterMigrationBenchmark.run(
+                rounds: option("--rounds", 8), maxDowntimeMs: limit > 0 ? limit : nil)
         }
     }
 
@@ -55,11 +69,14 @@ struct Benchmark {
     static func tunnel(bytes: Int, rounds: Int) async throws {
         let authority = try CertificateAuthority.create(cluster: "bench")
         let trust = TrustBundle([authority.certificate])
-        let exitProvider = try TLSContextProvider(identity: try authority.issue(LeafRequest(role: .node, name: "exit")), trust: trust)
-        let entryProvider = try TLSContextProvider(identity: try authority.issue(LeafRequest(role: .node, name: "entry")), trust: trust)
+        let exitProvider = try TLSContextProvider(
+            identity: try authority.issue(LeafRequest(role: .node, name: "exit")), trust: trust)
+        let entryProvider = try TLSContextProvider(
+            identity: try authority.issue(LeafRequest(role: .node, name: "entry")), trust: trust)
         let sink = try Sink()
         let routes = TunnelRoutingTable()
-        try routes.allow(channel: "bench", to: .tcp(host: "127.0.0.1", port: sink.port), peers: PeerPolicy(allowedRoles: [.node]))
+        try routes.allow(
+            channel: "bench", to: .tcp(host: "127.0.0.1", port: sink.port), peers: PeerPolicy(allowedRoles: [.node]))
         let exitEnd = try await TunnelExit.start(
             on: .tcp(host: "127.0.0.1", port: 0), provider: exitProvider, peers: .anyRole, routes: routes)
         let entry = try await TunnelEntry.start(
@@ -74,8 +91,10 @@ struct Benchmark {
             let tunnelled = try await transfer(bytes: bytes, to: entryPort, sink: sink)
             let ratio = tunnelled / raw
             ratios.append(ratio)
-            print(String(format: "  round %d: raw TCP %8.1f MiB/s   tunnel %8.1f MiB/s   ratio %.3f",
-                         round, raw / 1_048_576, tunnelled / 1_048_576, ratio))
+            print(
+                String(
+                    format: "  round %d: raw TCP %8.1f MiB/s   tunnel %8.1f MiB/s   ratio %.3f",
+                    round, raw / 1_048_576, tunnelled / 1_048_576, ratio))
         }
         let median = ratios.sorted()[ratios.count / 2]
         print(String(format: "  tunnel / raw TCP, median of %d: %.3f (goal >= 0.8)", rounds, median))
@@ -87,13 +106,18 @@ struct Benchmark {
 
     /// Round trips of small messages (what libvirt's RPCs and NBD replies are): raw TCP to an echo server against
     /// the same through a tunnel, alternating.
-    static func tunnelLatency(exitProvider: TLSContextProvider, entryProvider: TLSContextProvider, trips: Int = 2000) async throws {
+    static func tunnelLatency(exitProvider: TLSContextProvider, entryProvider: TLSContextProvider, trips: Int = 2000)
+        async throws
+    {
         let echo = try Echo()
         let routes = TunnelRoutingTable()
-        try routes.allow(channel: "echo", to: .tcp(host: "127.0.0.1", port: echo.port), peers: PeerPolicy(allowedRoles: [.node]))
-        let exitEnd = try await TunnelExit.start(on: .tcp(host: "127.0.0.1", port: 0), provider: exitProvider, peers: .anyRole, routes: routes)
+        try routes.allow(
+            channel: "echo", to: .tcp(host: "127.0.0.1", port: echo.port), peers: PeerPolicy(allowedRoles: [.node]))
+        let exitEnd = try await TunnelExit.start(
+            on: .tcp(host: "127.0.0.1", port: 0), provider: exitProvider, peers: .anyRole, routes: routes)
         let entry = try await TunnelEntry.start(
-            listeningOn: .tcp(host: "127.0.0.1", port: 0), remote: exitEnd.endpoint, channel: "echo", provider: entryProvider, exitPolicy: .anyRole)
+            listeningOn: .tcp(host: "127.0.0.1", port: 0), remote: exitEnd.endpoint, channel: "echo",
+            provider: entryProvider, exitPolicy: .anyRole)
         guard case .tcp(_, let entryPort) = entry.endpoint else { return }
         print("tunnel latency, \(trips) round trips of 64 bytes (raw TCP and tunnel alternating)")
         var medians: [String: [Double]] = [:]
@@ -103,8 +127,12 @@ struct Benchmark {
                 medians[name, default: []].append(rtts.sorted()[rtts.count / 2])
             }
         }
-        let raw = medians["raw"]!.sorted()[1], tunnelled = medians["tunnel"]!.sorted()[1]
-        print(String(format: "  median round trip: raw TCP %.1f µs, tunnel %.1f µs → +%.1f µs per round trip", raw * 1e6, tunnelled * 1e6, (tunnelled - raw) * 1e6))
+        let raw = medians["raw"]!.sorted()[1]
+        let tunnelled = medians["tunnel"]!.sorted()[1]
+        print(
+            String(
+                format: "  median round trip: raw TCP %.1f µs, tunnel %.1f µs → +%.1f µs per round trip", raw * 1e6,
+                tunnelled * 1e6, (tunnelled - raw) * 1e6))
         await entry.close()
         await exitEnd.close()
         echo.close()
@@ -120,7 +148,9 @@ struct Benchmark {
             var rtts: [Double] = []
             for _ in 0..<trips {
                 let start = DispatchTime.now().uptimeNanoseconds
-                guard message.withUnsafeBytes({ send(fd, $0.baseAddress, 64, Int32(MSG_NOSIGNAL)) }) == 64 else { throw BenchError("send failed") }
+                guard message.withUnsafeBytes({ send(fd, $0.baseAddress, 64, Int32(MSG_NOSIGNAL)) }) == 64 else {
+                    throw BenchError("send failed")
+                }
                 var got = 0
                 while got < 64 {
                     let count = message.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + got, 64 - got, 0) }
@@ -161,7 +191,8 @@ struct Benchmark {
     static func handshakes(seconds: Int) async throws {
         let authority = try CertificateAuthority.create(cluster: "bench")
         let trust = TrustBundle([authority.certificate])
-        let serverProvider = try TLSContextProvider(identity: try authority.issue(LeafRequest(role: .node, name: "srv")), trust: trust)
+        let serverProvider = try TLSContextProvider(
+            identity: try authority.issue(LeafRequest(role: .node, name: "srv")), trust: trust)
         let clientKey = try authority.issue(LeafRequest(role: .node, name: "cli"))
         let clientProvider = try TLSContextProvider(identity: clientKey, trust: trust)
         // openssl s_time drops each connection right after its handshake; the server would log every one.
@@ -178,7 +209,8 @@ struct Benchmark {
         let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(seconds) * 1_000_000_000
         var count = 0
         while DispatchTime.now().uptimeNanoseconds < deadline {
-            let (channel, _) = try await MutualTLSClient.connect(to: server.endpoint, provider: clientProvider, policy: .anyRole)
+            let (channel, _) = try await MutualTLSClient.connect(
+                to: server.endpoint, provider: clientProvider, policy: .anyRole)
             channel.close(promise: nil)
             count += 1
         }
@@ -196,8 +228,10 @@ struct Benchmark {
         try trust.pem.write(toFile: bundle, atomically: true, encoding: .utf8)
         let output = try await run(
             opensslPath,
-            ["s_time", "-connect", "127.0.0.1:\(port)", "-new", "-time", "\(seconds)",
-             "-cert", certificate, "-key", key, "-CAfile", bundle],
+            [
+                "s_time", "-connect", "127.0.0.1:\(port)", "-new", "-time", "\(seconds)",
+                "-cert", certificate, "-key", key, "-CAfile", bundle,
+            ],
             timeout: TimeInterval(seconds * 3 + 10)
         ).stdout
         // "N connections in T.TTs; X.XX connections/user sec" and "N connections in T real seconds"
@@ -242,14 +276,20 @@ final class Echo: @unchecked Sendable {
                     while true {
                         let count = buffer.withUnsafeMutableBytes { recv(connection, $0.baseAddress, $0.count, 0) }
                         if count <= 0 { return }
-                        guard buffer.withUnsafeBytes({ send(connection, $0.baseAddress, count, Int32(MSG_NOSIGNAL)) }) == count else { return }
+                        guard
+                            buffer.withUnsafeBytes({ send(connection, $0.baseAddress, count, Int32(MSG_NOSIGNAL)) })
+                                == count
+                        else { return }
                     }
                 }
             }
         }
     }
 
-    func close() { shutdown(fd, Int32(SHUT_RDWR)); Glibc.close(fd) }
+    func close() {
+        shutdown(fd, Int32(SHUT_RDWR))
+        Glibc.close(fd)
+    }
 }
 
 /// A TCP sink on 127.0.0.1 that counts what each connection sends.
@@ -298,7 +338,9 @@ func connectTCP(port: Int) throws -> Int32 {
     address.sin_port = in_port_t(UInt16(port).bigEndian)
     address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
     let result = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
     }
     guard result == 0 else {
         close(fd)
@@ -306,4 +348,3 @@ func connectTCP(port: Int) throws -> Int32 {
     }
     return fd
 }
-

@@ -6,7 +6,7 @@ import TestBed
 import TestSupport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A cluster on a 2-node test bed: `syncctl migrate --wait` of a VM (the agents tunnel libvirt's connection, memory
@@ -66,8 +66,13 @@ enum ClusterMigrationBenchmark {
         if let maxDowntimeMs {
             // Both sides get the same QEMU downtime limit: vmsync through the KubeVirt configuration, virsh through
             // migrate-setmaxdowntime before each migration.
-            print("cluster migration: QEMU downtime limit \(maxDowntimeMs) ms for \(downtimeBoth ? "both" : "vmsync only")")
-            try await cluster.setMigrations(["maxDowntimeMilliseconds": .int(Int64(maxDowntimeMs)), "initialDowntimeMilliseconds": .int(Int64(maxDowntimeMs))])
+            print(
+                "cluster migration: QEMU downtime limit \(maxDowntimeMs) ms for \(downtimeBoth ? "both" : "vmsync only")"
+            )
+            try await cluster.setMigrations([
+                "maxDowntimeMilliseconds": .int(Int64(maxDowntimeMs)),
+                "initialDowntimeMilliseconds": .int(Int64(maxDowntimeMs)),
+            ])
         }
         let environment = ProcessInfo.processInfo.environment
         if environment["VMSYNC_BENCH_UNSAFE_LIVE"] != nil {
@@ -76,12 +81,18 @@ enum ClusterMigrationBenchmark {
             try await cluster.setMigrations(["allowUnsafeLiveMemoryCopy": true])
         }
         let virshLive = environment["VMSYNC_BENCH_VIRSH_PAUSED"] == nil
-        if !virshLive { print("cluster migration: virsh migrates without --live (the guest paused for the memory copy)") }
+        if !virshLive {
+            print("cluster migration: virsh migrates without --live (the guest paused for the memory copy)")
+        }
         var damage: [String: [String]] = [:]
         var modes: [String: Int] = [:]
-        try await cluster.apply(MigrationManifests.storageClasses(sharedDirectory: bed.report.sharedDirectory), as: "classes.yaml")
+        try await cluster.apply(
+            MigrationManifests.storageClasses(sharedDirectory: bed.report.sharedDirectory), as: "classes.yaml")
         let sharedStorage = ProcessInfo.processInfo.environment["VMSYNC_BENCH_SHARED"] != nil
-        try await cluster.apply(MigrationManifests.bootableVM("bench-vm", storageClass: sharedStorage ? "shared" : "local", image: bed.report.guest.bootDisk), as: "vm.yaml")
+        try await cluster.apply(
+            MigrationManifests.bootableVM(
+                "bench-vm", storageClass: sharedStorage ? "shared" : "local", image: bed.report.guest.bootDisk),
+            as: "vm.yaml")
         var vmNode = try await cluster.waitForRunning("bench-vm")
 
         // The twin: the agent's domain definition under another name, with its own copy of the disk.
@@ -89,14 +100,18 @@ enum ClusterMigrationBenchmark {
         let home = bed.node(vmNode)
         let agentDomain = try await Connection.open(home.uri)
         let xml = try await agentDomain.domain(named: "default_bench-vm").xml(migratable: true)
-        let twinDisk = sharedStorage ? bed.report.sharedDirectory + "/\(twin).qcow2" : "/var/lib/vmsync/images/\(twin).qcow2"
-        try await Volumes.copy(bed.report.guest.bootDisk, to: sharedStorage ? twinDisk : home.localStorage + "/images/\(twin).qcow2", bytes: 64 << 20)
+        let twinDisk =
+            sharedStorage ? bed.report.sharedDirectory + "/\(twin).qcow2" : "/var/lib/vmsync/images/\(twin).qcow2"
+        try await Volumes.copy(
+            bed.report.guest.bootDisk, to: sharedStorage ? twinDisk : home.localStorage + "/images/\(twin).qcow2",
+            bytes: 64 << 20)
         let twinXML = xml.replacingOccurrences(of: "<name>default_bench-vm</name>", with: "<name>\(twin)</name>")
             .replacingOccurrences(of: #"<uuid>[^<]*</uuid>"#, with: "", options: .regularExpression)
             .replacingOccurrences(of: "/var/lib/vmsync/images/default-bench-vm-dv.qcow2", with: twinDisk)
             .replacingOccurrences(of: bed.report.sharedDirectory + "/default-bench-vm-dv.qcow2", with: twinDisk)
             .replacingOccurrences(of: "default_bench-vm.serial", with: "\(twin).serial")
-            .replacingOccurrences(of: #"<mac address='[^']*'/>"#, with: "<mac address='02:00:00:be:0c:01'/>", options: .regularExpression)
+            .replacingOccurrences(
+                of: #"<mac address='[^']*'/>"#, with: "<mac address='02:00:00:be:0c:01'/>", options: .regularExpression)
         try await agentDomain.define(xml: twinXML, name: twin).start()
         await agentDomain.close()
         var twinNode = vmNode
@@ -105,9 +120,18 @@ enum ClusterMigrationBenchmark {
         if let libvirtLog {
             // Experiment: libvirt's migration and monitor debug log of each node, with timestamps, into DIR/<node>.log.
             for node in bed.report.nodes {
-                let admin = "libvirtd:///system?socket=" + (node.uri.components(separatedBy: "socket=").last ?? "").replacingOccurrences(of: "libvirt-sock", with: "libvirt-admin-sock")
-                _ = try await TestSupport.run("/usr/bin/virt-admin", ["-c", admin, "daemon-log-filters", "1:qemu.qemu_migration 1:qemu.qemu_process 1:qemu.qemu_monitor 1:rpc.virnetclient"])
-                _ = try await TestSupport.run("/usr/bin/virt-admin", ["-c", admin, "daemon-log-outputs", "1:file:\(libvirtLog)/\(node.name).log"])
+                let admin =
+                    "libvirtd:///system?socket="
+                    + (node.uri.components(separatedBy: "socket=").last ?? "").replacingOccurrences(
+                        of: "libvirt-sock", with: "libvirt-admin-sock")
+                _ = try await TestSupport.run(
+                    "/usr/bin/virt-admin",
+                    [
+                        "-c", admin, "daemon-log-filters",
+                        "1:qemu.qemu_migration 1:qemu.qemu_process 1:qemu.qemu_monitor 1:rpc.virnetclient",
+                    ])
+                _ = try await TestSupport.run(
+                    "/usr/bin/virt-admin", ["-c", admin, "daemon-log-outputs", "1:file:\(libvirtLog)/\(node.name).log"])
             }
         }
         var samples: [Sample] = []
@@ -120,15 +144,28 @@ enum ClusterMigrationBenchmark {
             let there = here == "a" ? "b" : "a"
             let (source, target) = (bed.node(here), bed.node(there))
             let domain = method == "vmsync" ? "default_bench-vm" : twin
-            let heartbeat = HeartbeatMonitor(paths: [source.imagesDirectory + "/\(domain).serial", target.imagesDirectory + "/\(domain).serial"])
-            guard await heartbeat.waitForTicks(5, timeout: 60) else { throw TestBedError("no heartbeat before migration \(index + 1)") }
+            let heartbeat = HeartbeatMonitor(paths: [
+                source.imagesDirectory + "/\(domain).serial", target.imagesDirectory + "/\(domain).serial",
+            ])
+            guard await heartbeat.waitForTicks(5, timeout: 60) else {
+                throw TestBedError("no heartbeat before migration \(index + 1)")
+            }
             var sample = Sample(method: method, wall: 0, gap: 0)
             let migrationStarted = HeartbeatMonitor.monotonicNow
-            let cpuBefore = ["a", "b"].map { cluster.agentPID($0).map(Self.cpuSeconds) ?? 0 } + [cluster.controllerPID.map(Self.cpuSeconds) ?? 0]
+            let cpuBefore =
+                ["a", "b"].map { cluster.agentPID($0).map(Self.cpuSeconds) ?? 0 } + [
+                    cluster.controllerPID.map(Self.cpuSeconds) ?? 0
+                ]
             defer {
                 if method == "vmsync", ProcessInfo.processInfo.environment["VMSYNC_BENCH_VERBOSE"] != nil {
-                    let cpuAfter = ["a", "b"].map { cluster.agentPID($0).map(Self.cpuSeconds) ?? 0 } + [cluster.controllerPID.map(Self.cpuSeconds) ?? 0]
-                    print(String(format: "       CPU: agent a %.3f s, agent b %.3f s, controller %.3f s", cpuAfter[0] - cpuBefore[0], cpuAfter[1] - cpuBefore[1], cpuAfter[2] - cpuBefore[2]))
+                    let cpuAfter =
+                        ["a", "b"].map { cluster.agentPID($0).map(Self.cpuSeconds) ?? 0 } + [
+                            cluster.controllerPID.map(Self.cpuSeconds) ?? 0
+                        ]
+                    print(
+                        String(
+                            format: "       CPU: agent a %.3f s, agent b %.3f s, controller %.3f s",
+                            cpuAfter[0] - cpuBefore[0], cpuAfter[1] - cpuBefore[1], cpuAfter[2] - cpuBefore[2]))
                 }
             }
             if method == "vmsync" {
@@ -136,57 +173,77 @@ enum ClusterMigrationBenchmark {
                 let result = try await cluster.syncctl(["migrate", "bench-vm", "--wait"])
                 let exited = Date()
                 sample.wall = exited.timeIntervalSince(started)
-                guard result.status == 0 else { throw TestBedError("syncctl migrate failed: \(result.stdout)\(result.stderr)") }
+                guard result.status == 0 else {
+                    throw TestBedError("syncctl migrate failed: \(result.stdout)\(result.stderr)")
+                }
                 let vmim = try await cluster.createdMigration(result)
                 let state = vmim["status"]?["migrationState"]
                 modes[state?["mode"]?.string ?? "?", default: 0] += 1
                 let history = vmim["status"]?["phaseTransitionTimestamps"]?.array ?? []
                 func at(_ phase: String) -> Date? {
-                    (history.first { $0["phase"]?.string == phase }?["phaseTransitionTimestamp"]?.string).flatMap(Migration.parseTimestamp)
+                    (history.first { $0["phase"]?.string == phase }?["phaseTransitionTimestamp"]?.string).flatMap(
+                        Migration.parseTimestamp)
                 }
                 let downtime = try await Self.downtime(of: "default_bench-vm", on: target.uri)
                 sample.libvirtDowntimeMs = downtime.total ?? state?["downtimeMilliseconds"]?.int
                 sample.downtimeWithoutNetworkMs = downtime.withoutNetwork
                 let jobStart = (state?["libvirtJobStartTimestamp"]?.string).flatMap(Migration.parseTimestamp)
                 let jobEnd = (state?["libvirtJobEndTimestamp"]?.string).flatMap(Migration.parseTimestamp)
-                if let jobStart, let admitted = at("Pending") { sample.admittedToJob = jobStart.timeIntervalSince(admitted) }
+                if let jobStart, let admitted = at("Pending") {
+                    sample.admittedToJob = jobStart.timeIntervalSince(admitted)
+                }
                 if let jobStart { sample.cliToJob = jobStart.timeIntervalSince(started) }
-                if let jobEnd, let succeeded = at("Succeeded") { sample.jobToSucceeded = succeeded.timeIntervalSince(jobEnd) }
+                if let jobEnd, let succeeded = at("Succeeded") {
+                    sample.jobToSucceeded = succeeded.timeIntervalSince(jobEnd)
+                }
                 if let jobEnd { sample.jobToCLI = exited.timeIntervalSince(jobEnd) }
                 var marks = history.compactMap { entry -> (String, Date)? in
-                    guard let phase = entry["phase"]?.string, let time = (entry["phaseTransitionTimestamp"]?.string).flatMap(Migration.parseTimestamp) else { return nil }
+                    guard let phase = entry["phase"]?.string,
+                        let time = (entry["phaseTransitionTimestamp"]?.string).flatMap(Migration.parseTimestamp)
+                    else { return nil }
                     return (phase, time)
                 }
                 if let jobStart { marks.insert(("job start", jobStart), at: max(0, marks.count - 1)) }
                 if let jobEnd { marks.insert(("job end", jobEnd), at: max(0, marks.count - 1)) }
                 if ProcessInfo.processInfo.environment["VMSYNC_BENCH_VERBOSE"] != nil {
-                    print("       syncctl started \(Migration.timestamp(started)), libvirt job \(state?["libvirtJobStartTimestamp"]?.string ?? "?") → \(state?["libvirtJobEndTimestamp"]?.string ?? "?"), syncctl exited \(Migration.timestamp(exited))")
+                    print(
+                        "       syncctl started \(Migration.timestamp(started)), libvirt job \(state?["libvirtJobStartTimestamp"]?.string ?? "?") → \(state?["libvirtJobEndTimestamp"]?.string ?? "?"), syncctl exited \(Migration.timestamp(exited))"
+                    )
                 }
-                sample.steps = zip(marks, marks.dropFirst()).map { String(format: "%@→%@ %.0f", $0.0 as NSString, $1.0 as NSString, $1.1.timeIntervalSince($0.1) * 1000) }
-                    .joined(separator: ", ")
+                sample.steps = zip(marks, marks.dropFirst()).map {
+                    String(
+                        format: "%@→%@ %.0f", $0.0 as NSString, $1.0 as NSString, $1.1.timeIntervalSince($0.1) * 1000)
+                }
+                .joined(separator: ", ")
                 vmNode = there
             } else {
-                if !sharedStorage { try await Volumes.blank(target.localStorage + "/images/\(twin).qcow2", bytes: 64 << 20) }
+                if !sharedStorage {
+                    try await Volumes.blank(target.localStorage + "/images/\(twin).qcow2", bytes: 64 << 20)
+                }
                 let connection = try await Connection.open(source.uri)
                 let destination = try await connection.domain(named: twin).xml(migratable: true)
                     .replacingOccurrences(of: source.imagesDirectory, with: target.imagesDirectory)
                 await connection.close()
                 if let maxDowntimeMs, downtimeBoth {
-                    let set = try await TestSupport.run("/usr/bin/virsh", ["-c", source.uri, "migrate-setmaxdowntime", twin, String(maxDowntimeMs)])
+                    let set = try await TestSupport.run(
+                        "/usr/bin/virsh", ["-c", source.uri, "migrate-setmaxdowntime", twin, String(maxDowntimeMs)])
                     guard set.status == 0 else { throw TestBedError("virsh migrate-setmaxdowntime: \(set.stderr)") }
                 }
                 let xmlPath = bed.report.directory + "/bench-twin-destination.xml"
                 try destination.write(toFile: xmlPath, atomically: true, encoding: .utf8)
                 let started = Date()
-                var arguments = [
-                    "-c", source.uri, "migrate", "--p2p", "--persistent", "--undefinesource",
-                    "--xml", xmlPath, twin, target.uri,
-                ] + (sharedStorage ? ["--unsafe"] : ["--copy-storage-all"]) + (virshLive ? ["--live"] : [])
+                var arguments =
+                    [
+                        "-c", source.uri, "migrate", "--p2p", "--persistent", "--undefinesource",
+                        "--xml", xmlPath, twin, target.uri,
+                    ] + (sharedStorage ? ["--unsafe"] : ["--copy-storage-all"]) + (virshLive ? ["--live"] : [])
                 if ProcessInfo.processInfo.environment["VMSYNC_BENCH_VIRSH_UNIX"] != nil {
                     // Experiment: the anchor over unix sockets in the shared directory (no tunnel), as vmsync's URIs.
                     let sockets = bed.report.sharedDirectory + "/bench-\(index)"
                     try FileManager.default.createDirectory(atPath: sockets, withIntermediateDirectories: true)
-                    arguments += ["--migrateuri", "unix://\(sockets)/memory.sock", "--disks-uri", "unix://\(sockets)/disks.sock"]
+                    arguments += [
+                        "--migrateuri", "unix://\(sockets)/memory.sock", "--disks-uri", "unix://\(sockets)/disks.sock",
+                    ]
                 }
                 if let parallel, ProcessInfo.processInfo.environment["VMSYNC_BENCH_PARALLEL_VMSYNC_ONLY"] == nil {
                     arguments += ["--parallel", "--parallel-connections", String(parallel)]
@@ -194,12 +251,16 @@ enum ClusterMigrationBenchmark {
                 let result = try await TestSupport.run("/usr/bin/virsh", arguments, timeout: 300)
                 sample.wall = Date().timeIntervalSince(started)
                 guard result.status == 0 else { throw TestBedError("virsh migrate failed: \(result.stderr)") }
-                if !sharedStorage { try? FileManager.default.removeItem(atPath: source.localStorage + "/images/\(twin).qcow2") }
+                if !sharedStorage {
+                    try? FileManager.default.removeItem(atPath: source.localStorage + "/images/\(twin).qcow2")
+                }
                 sample.libvirtDowntimeMs = try await Self.downtime(of: twin, on: target.uri).total
                 twinNode = there
             }
             guard await heartbeat.waitForTick(from: 1, timeout: 20), await heartbeat.waitForTicks(5) else {
-                throw TestBedError("no heartbeat after migration \(index + 1) (\(method)): \(heartbeat.analysis()); domain \(await cluster.guestReport(domain)); console lines \(heartbeat.messages.suffix(3)); consoles \(heartbeat.connections); other lines \(heartbeat.otherLines.suffix(12)); kernel damage so far \(damage)")
+                throw TestBedError(
+                    "no heartbeat after migration \(index + 1) (\(method)): \(heartbeat.analysis()); domain \(await cluster.guestReport(domain)); console lines \(heartbeat.messages.suffix(3)); consoles \(heartbeat.connections); other lines \(heartbeat.otherLines.suffix(12)); kernel damage so far \(damage)"
+                )
             }
             // Each guest is moved by one method only, so what its kernel reports is that method's doing.
             let problems = heartbeat.kernelProblems
@@ -208,17 +269,27 @@ enum ClusterMigrationBenchmark {
                 print("       \(method) guest kernel: \(problems.joined(separator: " | "))")
             }
             let analysis = heartbeat.analysis()
-            if ProcessInfo.processInfo.environment["VMSYNC_BENCH_VERBOSE"] != nil, let (before, after) = heartbeat.largestGapTicks() {
-                print(String(format: "       largest gap: tick %d (socket %d, +%.3f s, uptime %.3f) → tick %d (socket %d, +%.3f s, uptime %.3f), monotonic %.3f → %.3f",
-                             before.number, before.source, before.arrival - migrationStarted, before.guestUptime,
-                             after.number, after.source, after.arrival - migrationStarted, after.guestUptime, before.arrival, after.arrival))
+            if ProcessInfo.processInfo.environment["VMSYNC_BENCH_VERBOSE"] != nil,
+                let (before, after) = heartbeat.largestGapTicks()
+            {
+                print(
+                    String(
+                        format:
+                            "       largest gap: tick %d (socket %d, +%.3f s, uptime %.3f) → tick %d (socket %d, +%.3f s, uptime %.3f), monotonic %.3f → %.3f",
+                        before.number, before.source, before.arrival - migrationStarted, before.guestUptime,
+                        after.number, after.source, after.arrival - migrationStarted, after.guestUptime, before.arrival,
+                        after.arrival))
             }
             heartbeat.stop()
-            guard analysis.continuous else { throw TestBedError("migration \(index + 1): the guest did not run on: \(analysis)") }
+            guard analysis.continuous else {
+                throw TestBedError("migration \(index + 1): the guest did not run on: \(analysis)")
+            }
             sample.gap = analysis.largestGap
             if !warmUp { samples.append(sample) }
-            var line = String(format: "  %@ %-6@ %@→%@  wall %.3f s  guest-visible gap %.3f s", (warmUp ? " w" : String(format: "%2d", index + 1)) as NSString, method as NSString,
-                              here as NSString, there as NSString, sample.wall, sample.gap)
+            var line = String(
+                format: "  %@ %-6@ %@→%@  wall %.3f s  guest-visible gap %.3f s",
+                (warmUp ? " w" : String(format: "%2d", index + 1)) as NSString, method as NSString,
+                here as NSString, there as NSString, sample.wall, sample.gap)
             if let downtime = sample.libvirtDowntimeMs { line += "  libvirt downtime \(downtime) ms" }
             if let downtime = sample.downtimeWithoutNetworkMs { line += " (w/o network \(downtime) ms)" }
             if let admitted = sample.admittedToJob, let done = sample.jobToSucceeded {
@@ -229,7 +300,9 @@ enum ClusterMigrationBenchmark {
         }
         if ProcessInfo.processInfo.environment["VMSYNC_BENCH_VERBOSE"] != nil {
             for node in ["a", "b"] {
-                for line in cluster.agentOutput(node).split(separator: "\n") where line.contains("ms=") { print("  agent \(node): \(line)") }
+                for line in cluster.agentOutput(node).split(separator: "\n") where line.contains("ms=") {
+                    print("  agent \(node): \(line)")
+                }
             }
         }
         await RemoveGuest.run(twin, bed: bed)
@@ -239,15 +312,28 @@ enum ClusterMigrationBenchmark {
         let theirs = samples.filter { $0.method == "virsh" }
         let wallRatio = median(ours.map(\.wall)) / median(theirs.map(\.wall))
         let gapRatio = median(ours.map(\.gap)) / median(theirs.map(\.gap))
-        print(String(format: "cluster migration: median wall syncctl migrate %.3f s, virsh migrate %.3f s → ratio %.3f (goal ≤ 1.10)",
-                     median(ours.map(\.wall)), median(theirs.map(\.wall)), wallRatio))
-        print(String(format: "cluster migration: median guest-visible gap vmsync %.3f s, virsh %.3f s → ratio %.3f (goal ≤ 1.10)",
-                     median(ours.map(\.gap)), median(theirs.map(\.gap)), gapRatio))
-        print("cluster migration: vmsync's memory copy \(modes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)×" }.joined(separator: ", ")), virsh's \(virshLive ? "live (--live)" : "paused (no --live)")")
-        print("cluster migration: guest kernel damage reported (BUG/oops/lockup lines) — vmsync \(damage["vmsync"]?.count ?? 0), virsh \(damage["virsh"]?.count ?? 0)")
-        print(String(format: "cluster migration: control plane, medians: admitted (Pending) → libvirt job %.0f ms; syncctl start → job %.0f ms; job done → Succeeded stored %.0f ms; job done → syncctl saw it %.0f ms (goal ≤ 100 ms each)",
-                     median(ours.compactMap(\.admittedToJob)) * 1000, median(ours.compactMap(\.cliToJob)) * 1000,
-                     median(ours.compactMap(\.jobToSucceeded)) * 1000, median(ours.compactMap(\.jobToCLI)) * 1000))
+        print(
+            String(
+                format:
+                    "cluster migration: median wall syncctl migrate %.3f s, virsh migrate %.3f s → ratio %.3f (goal ≤ 1.10)",
+                median(ours.map(\.wall)), median(theirs.map(\.wall)), wallRatio))
+        print(
+            String(
+                format:
+                    "cluster migration: median guest-visible gap vmsync %.3f s, virsh %.3f s → ratio %.3f (goal ≤ 1.10)",
+                median(ours.map(\.gap)), median(theirs.map(\.gap)), gapRatio))
+        print(
+            "cluster migration: vmsync's memory copy \(modes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)×" }.joined(separator: ", ")), virsh's \(virshLive ? "live (--live)" : "paused (no --live)")"
+        )
+        print(
+            "cluster migration: guest kernel damage reported (BUG/oops/lockup lines) — vmsync \(damage["vmsync"]?.count ?? 0), virsh \(damage["virsh"]?.count ?? 0)"
+        )
+        print(
+            String(
+                format:
+                    "cluster migration: control plane, medians: admitted (Pending) → libvirt job %.0f ms; syncctl start → job %.0f ms; job done → Succeeded stored %.0f ms; job done → syncctl saw it %.0f ms (goal ≤ 100 ms each)",
+                median(ours.compactMap(\.admittedToJob)) * 1000, median(ours.compactMap(\.cliToJob)) * 1000,
+                median(ours.compactMap(\.jobToSucceeded)) * 1000, median(ours.compactMap(\.jobToCLI)) * 1000))
     }
 
     /// libvirt's completed-job downtime on the destination: total, and without network time.
@@ -255,12 +341,21 @@ enum ClusterMigrationBenchmark {
         let info = try await TestSupport.run("/usr/bin/virsh", ["-c", uri, "domjobinfo", "--completed", domain])
         func field(_ name: String) -> Int64? {
             guard let line = info.stdout.split(separator: "\n").first(where: { $0.hasPrefix(name) }) else { return nil }
-            return Int64(line.dropFirst(name.count).trimmingCharacters(in: .whitespaces).split(separator: " ").first ?? "")
+            return Int64(
+                line.dropFirst(name.count).trimmingCharacters(in: .whitespaces).split(separator: " ").first ?? "")
         }
         if ProcessInfo.processInfo.environment["VMSYNC_BENCH_VERBOSE"] != nil {
-            let wanted = ["Time elapsed:", "Data processed:", "Memory processed:", "Memory bandwidth:", "Iteration:", "Memory iteration:", "Disk processed:", "Total downtime:"]
+            let wanted = [
+                "Time elapsed:", "Data processed:", "Memory processed:", "Memory bandwidth:", "Iteration:",
+                "Memory iteration:", "Disk processed:", "Total downtime:",
+            ]
             let lines = info.stdout.split(separator: "\n").filter { line in wanted.contains { line.hasPrefix($0) } }
-            print("       \(domain) completed job: " + lines.map { $0.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " ") }.joined(separator: ", "))
+            print(
+                "       \(domain) completed job: "
+                    + lines.map {
+                        $0.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }.joined(
+                            separator: " ")
+                    }.joined(separator: ", "))
         }
         return (field("Total downtime:"), field("Downtime w/o network:"))
     }
@@ -278,22 +373,27 @@ enum ClusterMigrationBenchmark {
     static func median(_ values: [Double]) -> Double {
         guard !values.isEmpty else { return .nan }
         let sorted = values.sorted()
-        return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+        return sorted.count % 2 == 1
+            ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
     }
 
     /// Disk images for the twin, with qemu-img.
     enum Volumes {
         static func copy(_ image: String, to path: String, bytes: Int) async throws {
-            try? FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try? FileManager.default.createDirectory(
+                atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
             var result = try await TestSupport.run("/usr/bin/qemu-img", ["convert", "-O", "qcow2", image, path])
             guard result.status == 0 else { throw TestBedError("qemu-img convert: \(result.stdout)\(result.stderr)") }
-            result = try await TestSupport.run("/usr/bin/qemu-img", ["resize", "-q", "-f", "qcow2", path, String(bytes)])
+            result = try await TestSupport.run(
+                "/usr/bin/qemu-img", ["resize", "-q", "-f", "qcow2", path, String(bytes)])
             guard result.status == 0 else { throw TestBedError("qemu-img resize: \(result.stdout)\(result.stderr)") }
         }
 
         static func blank(_ path: String, bytes: Int) async throws {
-            try? FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            let result = try await TestSupport.run("/usr/bin/qemu-img", ["create", "-q", "-f", "qcow2", path, String(bytes)])
+            try? FileManager.default.createDirectory(
+                atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            let result = try await TestSupport.run(
+                "/usr/bin/qemu-img", ["create", "-q", "-f", "qcow2", path, String(bytes)])
             guard result.status == 0 else { throw TestBedError("qemu-img create: \(result.stdout)\(result.stderr)") }
         }
     }

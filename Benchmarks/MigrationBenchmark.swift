@@ -33,7 +33,8 @@ enum MigrationBenchmark {
         try await GuestDisk.create(at: disk, seed: 3)
         let spec = DomainSpec(
             name: name, memoryMiB: 128, tcgCacheMiB: 32,
-            boot: .init(kernel: bed.report.guest.kernel, initrd: bed.report.guest.initrd, commandLine: GuestFiles.commandLine),
+            boot: .init(
+                kernel: bed.report.guest.kernel, initrd: bed.report.guest.initrd, commandLine: GuestFiles.commandLine),
             disks: [.init(path: disk, target: "vda")], serialSocket: nodes[0].imagesDirectory + "/\(name).serial")
         try await connection.define(spec).start()
         await connection.close()
@@ -48,15 +49,19 @@ enum MigrationBenchmark {
             let method = [0, 3].contains(index % 4) ? "vmsync" : "virsh"
             let (source, target) = (nodes[here], nodes[1 - here])
             try await GuestDisk.createBlank(at: target.imagesDirectory + "/\(name).qcow2")
-            let heartbeat = HeartbeatMonitor(paths: [source.imagesDirectory + "/\(name).serial", target.imagesDirectory + "/\(name).serial"])
+            let heartbeat = HeartbeatMonitor(paths: [
+                source.imagesDirectory + "/\(name).serial", target.imagesDirectory + "/\(name).serial",
+            ])
             guard await heartbeat.waitForTicks(5) else { throw TestBedError("no heartbeat before migration \(index)") }
             let sourceConnection = try await Connection.open(source.uri)
             let domain = try await sourceConnection.domain(named: name)
-            let xml = try await domain.xml(migratable: true).replacingOccurrences(of: source.imagesDirectory, with: target.imagesDirectory)
+            let xml = try await domain.xml(migratable: true).replacingOccurrences(
+                of: source.imagesDirectory, with: target.imagesDirectory)
             var sample = Sample(method: method, wall: 0, gap: 0)
             let clock = ContinuousClock()
             if method == "vmsync" {
-                let options = MigrationOptions(destinationURI: target.uri, destinationXML: xml, storage: .full, disks: ["vda"])
+                let options = MigrationOptions(
+                    destinationURI: target.uri, destinationXML: xml, storage: .full, disks: ["vda"])
                 let started = clock.now
                 let result = try await MigrationJob(domain: domain, options: options).run()
                 sample.wall = seconds(clock.now - started)
@@ -65,10 +70,13 @@ enum MigrationBenchmark {
                 let xmlPath = bed.report.directory + "/bench-destination.xml"
                 try xml.write(toFile: xmlPath, atomically: true, encoding: .utf8)
                 let started = clock.now
-                let result = try await TestSupport.run("/usr/bin/virsh", [
-                    "-c", source.uri, "migrate", "--live", "--p2p", "--copy-storage-all", "--persistent", "--undefinesource",
-                    "--xml", xmlPath, name, target.uri,
-                ], timeout: 300)
+                let result = try await TestSupport.run(
+                    "/usr/bin/virsh",
+                    [
+                        "-c", source.uri, "migrate", "--live", "--p2p", "--copy-storage-all", "--persistent",
+                        "--undefinesource",
+                        "--xml", xmlPath, name, target.uri,
+                    ], timeout: 300)
                 sample.wall = seconds(clock.now - started)
                 guard result.status == 0 else { throw TestBedError("virsh migrate failed: \(result.stderr)") }
             }
@@ -78,28 +86,37 @@ enum MigrationBenchmark {
             }
             let analysis = heartbeat.analysis()
             heartbeat.stop()
-            guard analysis.continuous else { throw TestBedError("migration \(index): the guest did not run on: \(analysis)") }
+            guard analysis.continuous else {
+                throw TestBedError("migration \(index): the guest did not run on: \(analysis)")
+            }
             sample.gap = analysis.largestGap
             samples.append(sample)
-            print(String(format: "  %2d %-6@ %@→%@  wall %.3f s  guest-visible gap %.3f s%@", index + 1, method as NSString,
-                         source.name as NSString, target.name as NSString, sample.wall, sample.gap,
-                         (sample.libvirtDowntimeMs.map { "  libvirt downtime \($0) ms" } ?? "") as NSString))
+            print(
+                String(
+                    format: "  %2d %-6@ %@→%@  wall %.3f s  guest-visible gap %.3f s%@", index + 1, method as NSString,
+                    source.name as NSString, target.name as NSString, sample.wall, sample.gap,
+                    (sample.libvirtDowntimeMs.map { "  libvirt downtime \($0) ms" } ?? "") as NSString))
             here = 1 - here
         }
         await RemoveGuest.run(name, bed: bed)
 
         func median(_ values: [Double]) -> Double {
             let sorted = values.sorted()
-            return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+            return sorted.count % 2 == 1
+                ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
         }
         let ours = samples.filter { $0.method == "vmsync" }
         let theirs = samples.filter { $0.method == "virsh" }
         let wallRatio = median(ours.map(\.wall)) / median(theirs.map(\.wall))
         let gapRatio = median(ours.map(\.gap)) / median(theirs.map(\.gap))
-        print(String(format: "migration: median wall vmsync %.3f s, virsh %.3f s → ratio %.3f (goal ≤ 1.05)",
-                     median(ours.map(\.wall)), median(theirs.map(\.wall)), wallRatio))
-        print(String(format: "migration: median guest-visible gap vmsync %.3f s, virsh %.3f s → ratio %.3f (goal ≤ 1.05)",
-                     median(ours.map(\.gap)), median(theirs.map(\.gap)), gapRatio))
+        print(
+            String(
+                format: "migration: median wall vmsync %.3f s, virsh %.3f s → ratio %.3f (goal ≤ 1.05)",
+                median(ours.map(\.wall)), median(theirs.map(\.wall)), wallRatio))
+        print(
+            String(
+                format: "migration: median guest-visible gap vmsync %.3f s, virsh %.3f s → ratio %.3f (goal ≤ 1.05)",
+                median(ours.map(\.gap)), median(theirs.map(\.gap)), gapRatio))
     }
 
     private static func seconds(_ duration: Duration) -> Double {

@@ -14,23 +14,46 @@ import SyncController
 /// times per change).
 enum ReconcileScaleBenchmark {
     static func run(nodes nodeCount: Int, vms vmCount: Int, rounds: Int) async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("bench-rs-\(UUID().uuidString.prefix(6))").path
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "bench-rs-\(UUID().uuidString.prefix(6))"
+        ).path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let sqlite = try SQLiteStore(path: directory + "/cluster.sqlite", retainedChanges: 1_000_000)
         try await ClusterDefaults.ensure(in: sqlite)
         for index in 0..<nodeCount {
             let name = "n\(index)"
-            _ = try await sqlite.create(Kinds.node, ["apiVersion": "v1", "kind": "Node", "metadata": ["name": .string(name), "labels": ["kubernetes.io/hostname": .string(name), "host-model-cpu.node.kubevirt.io/EPYC": "true", "cpu-model.node.kubevirt.io/Westmere": "true"]]])
+            _ = try await sqlite.create(
+                Kinds.node,
+                [
+                    "apiVersion": "v1", "kind": "Node",
+                    "metadata": [
+                        "name": .string(name),
+                        "labels": [
+                            "kubernetes.io/hostname": .string(name), "host-model-cpu.node.kubevirt.io/EPYC": "true",
+                            "cpu-model.node.kubevirt.io/Westmere": "true",
+                        ],
+                    ],
+                ])
             var ready = Resources.condition("Ready", true, reason: "AgentReady")
             ready["lastHeartbeatTime"] = .string(Resources.now())
-            _ = try await sqlite.patch(Kinds.node, namespace: nil, name: name, mergePatch: ["status": ["allocatable": ["memory": "64Gi"], "conditions": [ready], "printableStatus": "Ready"]], subresource: .status)
+            _ = try await sqlite.patch(
+                Kinds.node, namespace: nil, name: name,
+                mergePatch: [
+                    "status": ["allocatable": ["memory": "64Gi"], "conditions": [ready], "printableStatus": "Ready"]
+                ], subresource: .status)
         }
         for index in 0..<vmCount {
-            _ = try await sqlite.create(Kinds.virtualMachine, [
-                "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": ["name": .string("vm\(index)"), "namespace": "default"],
-                "spec": ["runStrategy": "Always", "template": ["spec": ["domain": ["resources": ["requests": ["memory": "64Mi"]]]]]],
-            ])
+            _ = try await sqlite.create(
+                Kinds.virtualMachine,
+                [
+                    "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+                    "metadata": ["name": .string("vm\(index)"), "namespace": "default"],
+                    "spec": [
+                        "runStrategy": "Always",
+                        "template": ["spec": ["domain": ["resources": ["requests": ["memory": "64Mi"]]]]],
+                    ],
+                ])
         }
         let store = CountingStore(base: sqlite)
         var quiet = Logger(label: "vmsync.bench.controllers")
@@ -46,24 +69,39 @@ enum ReconcileScaleBenchmark {
             // Settle: VMIs created and scheduled, then running on their nodes (as their agents would report).
             try await controllers.settle(timeout: .seconds(600))
             for vmi in try await sqlite.list(Kinds.virtualMachineInstance, Selection()).items {
-                guard let name = vmi["metadata"]?["name"]?.string, let node = vmi["status"]?["nodeName"]?.string else { continue }
-                _ = try await sqlite.patch(Kinds.virtualMachineInstance, namespace: "default", name: name, mergePatch: ["status": ["phase": "Running", "nodeName": .string(node)]], subresource: .status)
+                guard let name = vmi["metadata"]?["name"]?.string, let node = vmi["status"]?["nodeName"]?.string else {
+                    continue
+                }
+                _ = try await sqlite.patch(
+                    Kinds.virtualMachineInstance, namespace: "default", name: name,
+                    mergePatch: ["status": ["phase": "Running", "nodeName": .string(node)]], subresource: .status)
             }
             try await controllers.settle(timeout: .seconds(600))
-            let running = try await sqlite.list(Kinds.virtualMachineInstance, Selection()).items.filter { $0["status"]?["phase"] == "Running" }.count
-            var reactionTimes: [Double] = [], listTimes: [Double] = [], reads: [Double] = [], writes: [Double] = [], runs: [Double] = []
+            let running = try await sqlite.list(Kinds.virtualMachineInstance, Selection()).items.filter {
+                $0["status"]?["phase"] == "Running"
+            }.count
+            var reactionTimes: [Double] = []
+            var listTimes: [Double] = []
+            var reads: [Double] = []
+            var writes: [Double] = []
+            var runs: [Double] = []
             for round in 0..<rounds {
                 store.reset()
                 reconcilesBefore = metrics.counterTotal(label: "vmsync_reconcile_total")
                 let start = ContinuousClock.now
-                let changed = try await sqlite.patch(Kinds.virtualMachineInstance, namespace: "default", name: "vm\(round % vmCount)",
-                                                     mergePatch: ["metadata": ["labels": ["round": .string(String(round))]]], subresource: .main)
+                let changed = try await sqlite.patch(
+                    Kinds.virtualMachineInstance, namespace: "default", name: "vm\(round % vmCount)",
+                    mergePatch: ["metadata": ["labels": ["round": .string(String(round))]]], subresource: .main)
                 // Quiet: every informer has seen the change and every write it led to, and no queue has work.
-                var seen = [Kinds.virtualMachineInstance.kind: Int64(changed["metadata"]?["resourceVersion"]?.string ?? "") ?? 0]
+                var seen = [
+                    Kinds.virtualMachineInstance.kind: Int64(changed["metadata"]?["resourceVersion"]?.string ?? "") ?? 0
+                ]
                 var calm = 0
                 while calm < 2 {
                     seen.merge(store.written) { max($0, $1) }
-                    calm = controllers.isQuiet(after: seen) && store.written.allSatisfy({ seen[$0.key, default: 0] >= $0.value }) ? calm + 1 : 0
+                    calm =
+                        controllers.isQuiet(after: seen)
+                            && store.written.allSatisfy({ seen[$0.key, default: 0] >= $0.value }) ? calm + 1 : 0
                     try await Task.sleep(for: .microseconds(200))
                 }
                 reactionTimes.append(milliseconds(ContinuousClock.now - start))
@@ -74,10 +112,17 @@ enum ReconcileScaleBenchmark {
                 _ = try await sqlite.list(Kinds.virtualMachineInstance, Selection())
                 listTimes.append(milliseconds(ContinuousClock.now - listed))
             }
-            let reaction = median(reactionTimes), list = median(listTimes)
-            print("reconcile-scale: \(nodeCount) nodes, \(vmCount) VMs (\(running) VMIs Running); one VMI changed, median of \(rounds):")
-            print("  controllers quiet again after \(String(format: "%.1f", reaction)) ms; \(median(reads)) objects read, \(median(writes)) writes, \(median(runs)) reconciles")
-            print("  anchor, one list of all VMIs: \(String(format: "%.1f", list)) ms; ratio reaction/list \(String(format: "%.2f", reaction / max(list, 0.001)))")
+            let reaction = median(reactionTimes)
+            let list = median(listTimes)
+            print(
+                "reconcile-scale: \(nodeCount) nodes, \(vmCount) VMs (\(running) VMIs Running); one VMI changed, median of \(rounds):"
+            )
+            print(
+                "  controllers quiet again after \(String(format: "%.1f", reaction)) ms; \(median(reads)) objects read, \(median(writes)) writes, \(median(runs)) reconciles"
+            )
+            print(
+                "  anchor, one list of all VMIs: \(String(format: "%.1f", list)) ms; ratio reaction/list \(String(format: "%.2f", reaction / max(list, 0.001)))"
+            )
             group.cancelAll()
         }
     }
@@ -107,7 +152,13 @@ final class CountingStore: ResourceStore, @unchecked Sendable {
     var writes: Int { lock.withLock { writeCount } }
     /// The newest resourceVersion written per kind since the last reset.
     var written: [String: Int64] { lock.withLock { versions } }
-    func reset() { lock.withLock { read = 0; writeCount = 0; versions = [:] } }
+    func reset() {
+        lock.withLock {
+            read = 0
+            writeCount = 0
+            versions = [:]
+        }
+    }
     private func count(read objects: Int = 0) { lock.withLock { read += objects } }
 
     private func wrote(_ kind: ResourceKind, _ object: JSONValue) -> JSONValue {
@@ -123,7 +174,9 @@ final class CountingStore: ResourceStore, @unchecked Sendable {
         count(read: 1)
         return try await base.get(kind, namespace: namespace, name: name)
     }
-    func list(_ kind: ResourceKind, _ selection: Selection) async throws(APIError) -> (items: [JSONValue], resourceVersion: Int64) {
+    func list(_ kind: ResourceKind, _ selection: Selection) async throws(APIError) -> (
+        items: [JSONValue], resourceVersion: Int64
+    ) {
         let result = try await base.list(kind, selection)
         count(read: result.items.count)
         return result
@@ -131,18 +184,30 @@ final class CountingStore: ResourceStore, @unchecked Sendable {
     func create(_ kind: ResourceKind, _ object: JSONValue) async throws(APIError) -> JSONValue {
         wrote(kind, try await base.create(kind, object))
     }
-    func update(_ kind: ResourceKind, _ object: JSONValue, subresource: Subresource, admit: Admission?) async throws(APIError) -> JSONValue {
-        wrote(kind, try await base.update(kind, object, subresource: subresource, admit: admit))
-    }
-    func patch(_ kind: ResourceKind, namespace: String?, name: String, mergePatch: JSONValue, subresource: Subresource, admit: Admission?)
+    func update(_ kind: ResourceKind, _ object: JSONValue, subresource: Subresource, admit: Admission?)
         async throws(APIError) -> JSONValue
     {
-        wrote(kind, try await base.patch(kind, namespace: namespace, name: name, mergePatch: mergePatch, subresource: subresource, admit: admit))
+        wrote(kind, try await base.update(kind, object, subresource: subresource, admit: admit))
     }
-    func delete(_ kind: ResourceKind, namespace: String?, name: String, precondition: DeletePrecondition?) async throws(APIError) -> JSONValue {
+    func patch(
+        _ kind: ResourceKind, namespace: String?, name: String, mergePatch: JSONValue, subresource: Subresource,
+        admit: Admission?
+    )
+        async throws(APIError) -> JSONValue
+    {
+        wrote(
+            kind,
+            try await base.patch(
+                kind, namespace: namespace, name: name, mergePatch: mergePatch, subresource: subresource, admit: admit))
+    }
+    func delete(_ kind: ResourceKind, namespace: String?, name: String, precondition: DeletePrecondition?)
+        async throws(APIError) -> JSONValue
+    {
         wrote(kind, try await base.delete(kind, namespace: namespace, name: name, precondition: precondition))
     }
-    func watch(_ kind: ResourceKind, _ selection: Selection, from resourceVersion: Int64?) async throws(APIError) -> AsyncStream<WatchEvent> {
+    func watch(_ kind: ResourceKind, _ selection: Selection, from resourceVersion: Int64?) async throws(APIError)
+        -> AsyncStream<WatchEvent>
+    {
         let events = Iterator(try await base.watch(kind, selection, from: resourceVersion).makeAsyncIterator())
         return AsyncStream { [self] in
             let event = await events.next()

@@ -4,7 +4,7 @@ import TestBed
 import TestSupport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `tcg-memory-copy`: is a TCG guest's memory intact after QEMU copies it? Two plain QEMUs (no libvirt, no vmsync)
@@ -17,14 +17,19 @@ enum TCGMemoryCopyBenchmark {
     static func run(rounds: Int) async throws {
         // The test bed's launcher builds the tiny guest (or finds it cached) and says where it is.
         let built = try await TestSupport.run(TestBed.launcherPath, ["guest"], timeout: 600)
-        guard built.status == 0, let guest = try? JSONDecoder().decode(GuestFiles.self, from: Data(built.stdout.utf8)) else {
+        guard built.status == 0, let guest = try? JSONDecoder().decode(GuestFiles.self, from: Data(built.stdout.utf8))
+        else {
             throw TestBedError("tcg-memory-copy: \(TestBed.launcherPath) guest failed: \(built.stderr)")
         }
         let (kernel, initrd) = (guest.kernel, guest.initrd)
         let version = try await qemuVersion()
         let hazard = MemoryCopy.liveCopyHazard(accelerator: .qemu, qemu: version)
-        print("tcg-memory-copy: QEMU \(version), tiny guest (128 MiB), \(rounds) rounds of a live and a paused copy; vmsync's choice here: \(hazard == nil ? "live" : "paused")")
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vmsync-tcg-\(UUID().uuidString.prefix(8))").path
+        print(
+            "tcg-memory-copy: QEMU \(version), tiny guest (128 MiB), \(rounds) rounds of a live and a paused copy; vmsync's choice here: \(hazard == nil ? "live" : "paused")"
+        )
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "vmsync-tcg-\(UUID().uuidString.prefix(8))"
+        ).path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         // A blank data disk (the guest writes its ticks there).
@@ -37,12 +42,19 @@ enum TCGMemoryCopyBenchmark {
             for copy in [MemoryCopy.live, .paused] {
                 let outcome = try await migrate(copy: copy, directory: directory, kernel: kernel, initrd: initrd)
                 if outcome.differingPages > 0 { damaged[copy, default: 0] += 1 }
-                print(String(format: "  %2d %-6@ %d dirty-sync passes, downtime %d ms, %d of %d pages differ%@", round, "\(copy)" as NSString,
-                             outcome.passes, outcome.downtimeMs, outcome.differingPages, outcome.pages,
-                             (outcome.differingPages > 0 ? "  (first at \(outcome.firstDifferences.map { String(format: "0x%llx", $0) }.joined(separator: ", ")))" : "") as NSString))
+                print(
+                    String(
+                        format: "  %2d %-6@ %d dirty-sync passes, downtime %d ms, %d of %d pages differ%@", round,
+                        "\(copy)" as NSString,
+                        outcome.passes, outcome.downtimeMs, outcome.differingPages, outcome.pages,
+                        (outcome.differingPages > 0
+                            ? "  (first at \(outcome.firstDifferences.map { String(format: "0x%llx", $0) }.joined(separator: ", ")))"
+                            : "") as NSString))
             }
         }
-        print("tcg-memory-copy: guest memory differed after \(damaged[.live] ?? 0) of \(rounds) live copies and \(damaged[.paused] ?? 0) of \(rounds) paused copies")
+        print(
+            "tcg-memory-copy: guest memory differed after \(damaged[.live] ?? 0) of \(rounds) live copies and \(damaged[.paused] ?? 0) of \(rounds) paused copies"
+        )
     }
 
     struct Outcome {
@@ -65,12 +77,15 @@ enum TCGMemoryCopyBenchmark {
         let memory = 128 << 20
         func qemu(_ name: String, _ extra: [String]) throws -> ChildProcess {
             try? FileManager.default.removeItem(atPath: "\(directory)/\(name).qmp")
-            return try ChildProcess("/usr/bin/qemu-system-x86_64", [
-                "-machine", "pc,accel=tcg", "-m", "128", "-nographic", "-nodefaults",
-                "-kernel", kernel, "-initrd", initrd, "-append", "console=ttyS0 quiet",
-                "-drive", "file=\(directory)/disk.img,if=virtio,format=raw,file.locking=off",
-                "-serial", "file:\(directory)/\(name).console", "-qmp", "unix:\(directory)/\(name).qmp,server=on,wait=off",
-            ] + extra)
+            return try ChildProcess(
+                "/usr/bin/qemu-system-x86_64",
+                [
+                    "-machine", "pc,accel=tcg", "-m", "128", "-nographic", "-nodefaults",
+                    "-kernel", kernel, "-initrd", initrd, "-append", "console=ttyS0 quiet",
+                    "-drive", "file=\(directory)/disk.img,if=virtio,format=raw,file.locking=off",
+                    "-serial", "file:\(directory)/\(name).console", "-qmp",
+                    "unix:\(directory)/\(name).qmp,server=on,wait=off",
+                ] + extra)
         }
         let source = try qemu("source", [])
         let destination = try qemu("destination", ["-S", "-incoming", "unix:\(directory)/migration.sock"])
@@ -96,17 +111,22 @@ enum TCGMemoryCopyBenchmark {
             repeat {
                 Thread.sleep(forTimeInterval: 0.05)
                 status = try toSource.execute("query-migrate") as? [String: Any] ?? [:]
-            } while !["completed", "failed", "cancelled"].contains(status["status"] as? String ?? "") && Date() < deadline
-            guard status["status"] as? String == "completed" else { throw TestBedError("tcg-memory-copy: migration ended \(status)") }
+            } while !["completed", "failed", "cancelled"].contains(status["status"] as? String ?? "")
+                && Date() < deadline
+            guard status["status"] as? String == "completed" else {
+                throw TestBedError("tcg-memory-copy: migration ended \(status)")
+            }
             var outcome = Outcome()
             outcome.passes = (status["ram"] as? [String: Any])?["dirty-sync-count"] as? Int ?? 0
             outcome.downtimeMs = status["downtime"] as? Int ?? 0
             _ = try toSource.execute("pmemsave", ["val": 0, "size": memory, "filename": "\(directory)/source.mem"])
-            _ = try toDestination.execute("pmemsave", ["val": 0, "size": memory, "filename": "\(directory)/destination.mem"])
+            _ = try toDestination.execute(
+                "pmemsave", ["val": 0, "size": memory, "filename": "\(directory)/destination.mem"])
             let before = try Data(contentsOf: URL(fileURLWithPath: "\(directory)/source.mem"))
             let after = try Data(contentsOf: URL(fileURLWithPath: "\(directory)/destination.mem"))
             outcome.pages = memory / 4096
-            for page in 0..<outcome.pages where before[page * 4096..<(page + 1) * 4096] != after[page * 4096..<(page + 1) * 4096] {
+            for page in 0..<outcome.pages
+            where before[page * 4096..<(page + 1) * 4096] != after[page * 4096..<(page + 1) * 4096] {
                 outcome.differingPages += 1
                 if outcome.firstDifferences.count < 4 { outcome.firstDifferences.append(UInt64(page * 4096)) }
             }
@@ -133,7 +153,9 @@ final class QMP {
         var connected = false
         for _ in 0..<100 where !connected {
             connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0 }
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0
+                }
             }
             if !connected { Thread.sleep(forTimeInterval: 0.1) }
         }
@@ -149,7 +171,8 @@ final class QMP {
 
     /// Runs `command`; returns its `return` value or throws its `error`.
     func execute(_ command: String, _ arguments: [String: Any] = [:]) throws -> Any {
-        let request = try JSONSerialization.data(withJSONObject: ["execute": command, "arguments": arguments]) + Data("\n".utf8)
+        let request =
+            try JSONSerialization.data(withJSONObject: ["execute": command, "arguments": arguments]) + Data("\n".utf8)
         try request.withUnsafeBytes { raw in
             var offset = 0
             while offset < raw.count {

@@ -26,7 +26,9 @@ let package = Package(
     ],
     targets: [
         .target(name: "ClusterAPI", dependencies: [.product(name: "Yams", package: "Yams")], swiftSettings: testable),
-        .target(name: "TLSTransport", dependencies: [.product(name: "NIOCore", package: "swift-nio")], swiftSettings: testable),
+        .target(
+            name: "TLSTransport", dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: testable),
         .target(name: "KubeconfigReader", dependencies: ["ClusterAPI"], swiftSettings: testable),
     ] + targets.map { .executableTarget(name: $0.name, dependencies: $0.dependencies, swiftSettings: harness) }
 )

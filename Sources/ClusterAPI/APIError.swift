@@ -72,9 +72,13 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
             if let group = details.group { object["group"] = .string(group) }
             if let kind = details.kind { object["kind"] = .string(kind) }
             if !details.causes.isEmpty {
-                object["causes"] = .array(details.causes.map {
-                    ["reason": .string($0.reason.rawValue), "message": .string($0.message), "field": .string($0.field)]
-                })
+                object["causes"] = .array(
+                    details.causes.map {
+                        [
+                            "reason": .string($0.reason.rawValue), "message": .string($0.message),
+                            "field": .string($0.field),
+                        ]
+                    })
             }
             status["details"] = object
         }
@@ -89,11 +93,13 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
         if let details = status["details"] {
             let causes = (details["causes"]?.array ?? []).map {
                 FieldError(
-                    field: $0["field"]?.string ?? "", reason: FieldError.Reason(rawValue: $0["reason"]?.string ?? "") ?? .invalid,
+                    field: $0["field"]?.string ?? "",
+                    reason: FieldError.Reason(rawValue: $0["reason"]?.string ?? "") ?? .invalid,
                     message: $0["message"]?.string ?? "")
             }
             self.details = Details(
-                name: details["name"]?.string, group: details["group"]?.string, kind: details["kind"]?.string, causes: causes)
+                name: details["name"]?.string, group: details["group"]?.string, kind: details["kind"]?.string,
+                causes: causes)
         }
     }
 }

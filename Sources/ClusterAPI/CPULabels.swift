@@ -23,9 +23,10 @@ public enum CPULabels {
 
     /// The node labels (all "true"): usable non-obsolete models, the host model, the models a host-model VM may come
     /// from, host-model's required features and every feature it gives a guest.
-    public static func labels(hostModel: String?, requiredFeatures: [String], features: [String], usableModels: [String],
-                              obsoleteModels: Set<String> = obsoleteModels) -> [String: String]
-    {
+    public static func labels(
+        hostModel: String?, requiredFeatures: [String], features: [String], usableModels: [String],
+        obsoleteModels: Set<String> = obsoleteModels
+    ) -> [String: String] {
         var labels: [String: String] = [:]
         for model in usableModels where !obsoleteModels.contains(model) {
             labels[Self.model + model] = "true"
@@ -69,7 +70,8 @@ public enum CPURequirement: Sendable, Hashable {
             labels.keys.contains { $0.hasPrefix(CPULabels.hostModel) }
                 ? nil : "the node offers no host-model CPU (no \(CPULabels.hostModel)* label)"
         case .hostPassthrough:
-            labels.keys.contains { $0.hasPrefix(CPULabels.hostModel) } ? nil : "the node offers no host CPU to pass through"
+            labels.keys.contains { $0.hasPrefix(CPULabels.hostModel) }
+                ? nil : "the node offers no host CPU to pass through"
         }
     }
 
@@ -87,7 +89,8 @@ public enum CPURequirement: Sendable, Hashable {
                 return "host-passthrough needs the same host CPU: the target's host model is not \"\(model)\""
             }
             guard labels[CPULabels.migration + model] == "true" else {
-                return "the target cannot take a host-model \"\(model)\" guest (no label \(CPULabels.migration + model))"
+                return
+                    "the target cannot take a host-model \"\(model)\" guest (no label \(CPULabels.migration + model))"
             }
             let required = sourceLabels.keys.filter { $0.hasPrefix(CPULabels.requiredFeature) }
                 .map { String($0.dropFirst(CPULabels.requiredFeature.count)) }

@@ -1,18 +1,26 @@
 /// The kinds vmsync serves (DESIGN.md's resource table) and their schemas.
 public enum Kinds {
     public static let virtualMachine = ResourceKind(
-        group: "kubevirt.io", version: "v1", kind: "VirtualMachine", plural: "virtualmachines", singular: "virtualmachine",
+        group: "kubevirt.io", version: "v1", kind: "VirtualMachine", plural: "virtualmachines",
+        singular: "virtualmachine",
         shortNames: ["vm", "vms"], namespaced: true, body: ["spec": VirtualMachineSchema.spec], requiredBody: ["spec"],
         hasStatus: true,
-        columns: [.init(name: "AGE", path: ["metadata", "creationTimestamp"]), .init(name: "STATUS", path: ["status", "printableStatus"]),
-                  .init(name: "READY", path: ["status", "ready"])])
+        columns: [
+            .init(name: "AGE", path: ["metadata", "creationTimestamp"]),
+            .init(name: "STATUS", path: ["status", "printableStatus"]),
+            .init(name: "READY", path: ["status", "ready"]),
+        ])
 
     public static let virtualMachineInstance = ResourceKind(
         group: "kubevirt.io", version: "v1", kind: "VirtualMachineInstance", plural: "virtualmachineinstances",
         singular: "virtualmachineinstance", shortNames: ["vmi", "vmis"], namespaced: true,
         body: ["spec": VirtualMachineSchema.instanceSpec], requiredBody: ["spec"], hasStatus: true,
-        columns: [.init(name: "AGE", path: ["metadata", "creationTimestamp"]), .init(name: "PHASE", path: ["status", "phase"]),
-                  .init(name: "NODE", path: ["status", "nodeName"]), .init(name: "MIGRATION", path: ["status", "printableMigration"])])
+        columns: [
+            .init(name: "AGE", path: ["metadata", "creationTimestamp"]),
+            .init(name: "PHASE", path: ["status", "phase"]),
+            .init(name: "NODE", path: ["status", "nodeName"]),
+            .init(name: "MIGRATION", path: ["status", "printableMigration"]),
+        ])
 
     public static let migration = ResourceKind(
         group: "kubevirt.io", version: "v1", kind: "VirtualMachineInstanceMigration",
@@ -22,7 +30,8 @@ public enum Kinds {
             "spec": .object(
                 [
                     "vmiName": .string(), "addedNodeSelector": .stringMap,
-                    "sendTo": .object(["migrationID": .string(), "connectURL": .string()], required: ["migrationID", "connectURL"]),
+                    "sendTo": .object(
+                        ["migrationID": .string(), "connectURL": .string()], required: ["migrationID", "connectURL"]),
                     "receive": .object(["migrationID": .string()], required: ["migrationID"]),
                 ], required: ["vmiName"])
         ], requiredBody: ["spec"], hasStatus: true,
@@ -43,7 +52,9 @@ public enum Kinds {
                     "preallocation": .boolean, "priorityClassName": .string(),
                 ], required: ["source"])
         ], requiredBody: ["spec"], hasStatus: true,
-        columns: [.init(name: "PHASE", path: ["status", "phase"]), .init(name: "PROGRESS", path: ["status", "progress"])])
+        columns: [
+            .init(name: "PHASE", path: ["status", "phase"]), .init(name: "PROGRESS", path: ["status", "progress"]),
+        ])
 
     public static let kubeVirt = ResourceKind(
         group: "kubevirt.io", version: "v1", kind: "KubeVirt", plural: "kubevirts", singular: "kubevirt",
@@ -52,9 +63,12 @@ public enum Kinds {
             "spec": .fields([
                 "configuration": .fields([
                     "migrations": .fields([
-                        "bandwidthPerMigration": .quantity, "completionTimeoutPerGiB": .integer(minimum: 1, maximum: Schema.maxSeconds),
-                        "progressTimeout": .integer(minimum: 1, maximum: Schema.maxSeconds), "parallelMigrationsPerCluster": .integer(minimum: 1, maximum: 100_000),
-                        "parallelOutboundMigrationsPerNode": .integer(minimum: 1, maximum: 100_000), "allowAutoConverge": .boolean,
+                        "bandwidthPerMigration": .quantity,
+                        "completionTimeoutPerGiB": .integer(minimum: 1, maximum: Schema.maxSeconds),
+                        "progressTimeout": .integer(minimum: 1, maximum: Schema.maxSeconds),
+                        "parallelMigrationsPerCluster": .integer(minimum: 1, maximum: 100_000),
+                        "parallelOutboundMigrationsPerNode": .integer(minimum: 1, maximum: 100_000),
+                        "allowAutoConverge": .boolean,
                         "allowPostCopy": .boolean, "unsafeMigrationOverride": .boolean, "network": .string(),
                         "disableTLS": .boolean, "matchSELinuxLevelOnMigration": .boolean,
                         // vmsync: how long a migration may wait for a fitting target, and for the target to get ready.
@@ -79,7 +93,10 @@ public enum Kinds {
                 "imagePullPolicy": .string(),
             ])
         ], requiredBody: [], hasStatus: true,
-        columns: [.init(name: "AGE", path: ["metadata", "creationTimestamp"]), .init(name: "PHASE", path: ["status", "phase"])])
+        columns: [
+            .init(name: "AGE", path: ["metadata", "creationTimestamp"]),
+            .init(name: "PHASE", path: ["status", "phase"]),
+        ])
 
     public static let configMap = ResourceKind(
         group: "", version: "v1", kind: "ConfigMap", plural: "configmaps", singular: "configmap", shortNames: ["cm"],
@@ -88,28 +105,40 @@ public enum Kinds {
 
     public static let secret = ResourceKind(
         group: "", version: "v1", kind: "Secret", plural: "secrets", singular: "secret", shortNames: [],
-        namespaced: true, body: ["data": .stringMap, "stringData": .stringMap, "type": .string(), "immutable": .boolean],
+        namespaced: true,
+        body: ["data": .stringMap, "stringData": .stringMap, "type": .string(), "immutable": .boolean],
         requiredBody: [], hasStatus: false,
         columns: [.init(name: "TYPE", path: ["type"]), .init(name: "AGE", path: ["metadata", "creationTimestamp"])])
 
     public static let node = ResourceKind(
-        group: "", version: "v1", kind: "Node", plural: "nodes", singular: "node", shortNames: ["no"], namespaced: false,
+        group: "", version: "v1", kind: "Node", plural: "nodes", singular: "node", shortNames: ["no"],
+        namespaced: false,
         body: [
             "spec": .fields([
-                "taints": .array(.object(
-                    ["key": .string(), "value": .string(), "effect": .string(allowed: ["NoSchedule", "PreferNoSchedule", "NoExecute"]),
-                     "timeAdded": .any], required: ["key", "effect"])),
+                "taints": .array(
+                    .object(
+                        [
+                            "key": .string(), "value": .string(),
+                            "effect": .string(allowed: ["NoSchedule", "PreferNoSchedule", "NoExecute"]),
+                            "timeAdded": .any,
+                        ], required: ["key", "effect"])),
                 "unschedulable": .boolean, "podCIDR": .string(), "providerID": .string(),
             ])
         ], requiredBody: [], hasStatus: true,
-        columns: [.init(name: "STATUS", path: ["status", "printableStatus"]), .init(name: "AGE", path: ["metadata", "creationTimestamp"])])
+        columns: [
+            .init(name: "STATUS", path: ["status", "printableStatus"]),
+            .init(name: "AGE", path: ["metadata", "creationTimestamp"]),
+        ])
 
     public static let storageClass = ResourceKind(
-        group: "storage.k8s.io", version: "v1", kind: "StorageClass", plural: "storageclasses", singular: "storageclass",
+        group: "storage.k8s.io", version: "v1", kind: "StorageClass", plural: "storageclasses",
+        singular: "storageclass",
         shortNames: ["sc"], namespaced: false,
         body: [
-            "provisioner": .string(), "parameters": .stringMap, "reclaimPolicy": .string(allowed: ["Delete", "Retain"]),
-            "volumeBindingMode": .string(allowed: ["Immediate", "WaitForFirstConsumer"]), "allowVolumeExpansion": .boolean,
+            "provisioner": .string(), "parameters": .stringMap,
+            "reclaimPolicy": .string(allowed: ["Delete", "Retain"]),
+            "volumeBindingMode": .string(allowed: ["Immediate", "WaitForFirstConsumer"]),
+            "allowVolumeExpansion": .boolean,
             // vmsync: the directory on every node that holds the class's images, and whether all nodes see the same one.
             "directory": .string(), "shared": .boolean,
         ], requiredBody: ["directory"], hasStatus: false,
@@ -119,7 +148,10 @@ public enum Kinds {
         group: "virtualization.deckhouse.io", version: "v1alpha2", kind: "NodeUSBDevice", plural: "nodeusbdevices",
         singular: "nodeusbdevice", shortNames: ["nusb"], namespaced: false,
         body: ["spec": .fields(["assignedNamespace": .string()])], requiredBody: [], hasStatus: true,
-        columns: [.init(name: "NODE", path: ["status", "nodeName"]), .init(name: "NAMESPACE", path: ["spec", "assignedNamespace"])])
+        columns: [
+            .init(name: "NODE", path: ["status", "nodeName"]),
+            .init(name: "NAMESPACE", path: ["spec", "assignedNamespace"]),
+        ])
 
     public static let usbDevice = ResourceKind(
         group: "virtualization.deckhouse.io", version: "v1alpha2", kind: "USBDevice", plural: "usbdevices",
@@ -129,7 +161,8 @@ public enum Kinds {
     /// A node agent's request to renew its certificate (Kubernetes' `certificates.k8s.io/v1`): the controller, which
     /// holds the CA key, approves a node's request for its own identity and signs it at create.
     public static let certificateSigningRequest = ResourceKind(
-        group: "certificates.k8s.io", version: "v1", kind: "CertificateSigningRequest", plural: "certificatesigningrequests",
+        group: "certificates.k8s.io", version: "v1", kind: "CertificateSigningRequest",
+        plural: "certificatesigningrequests",
         singular: "certificatesigningrequest", shortNames: ["csr"], namespaced: false,
         body: [
             "spec": .object(
@@ -138,8 +171,11 @@ public enum Kinds {
                     "expirationSeconds": .integer(minimum: 600, maximum: Schema.maxSeconds), "username": .string(),
                 ], required: ["request", "signerName"])
         ], requiredBody: ["spec"], hasStatus: true,
-        columns: [.init(name: "AGE", path: ["metadata", "creationTimestamp"]), .init(name: "SIGNERNAME", path: ["spec", "signerName"]),
-                  .init(name: "REQUESTOR", path: ["spec", "username"])])
+        columns: [
+            .init(name: "AGE", path: ["metadata", "creationTimestamp"]),
+            .init(name: "SIGNERNAME", path: ["spec", "signerName"]),
+            .init(name: "REQUESTOR", path: ["spec", "username"]),
+        ])
 
     /// Every served kind.
     public static let all: [ResourceKind] = [
@@ -161,7 +197,8 @@ public enum Kinds {
     public static func lookup(name: String) -> ResourceKind? {
         let wanted = name.lowercased()
         return all.first {
-            [$0.plural, $0.singular, $0.kind.lowercased(), $0.resource].contains(wanted) || $0.shortNames.contains(wanted)
+            [$0.plural, $0.singular, $0.kind.lowercased(), $0.resource].contains(wanted)
+                || $0.shortNames.contains(wanted)
         }
     }
 }
@@ -169,12 +206,18 @@ public enum Kinds {
 /// KubeVirt's VirtualMachine and VirtualMachineInstance spec, as far as vmsync models it.
 enum VirtualMachineSchema {
     static let storage = Schema.fields([
-        "storageClassName": .string(), "accessModes": .array(.string(allowed: ["ReadWriteOnce", "ReadWriteMany", "ReadOnlyMany", "ReadWriteOncePod"])),
+        "storageClassName": .string(),
+        "accessModes": .array(
+            .string(allowed: ["ReadWriteOnce", "ReadWriteMany", "ReadOnlyMany", "ReadWriteOncePod"])),
         "volumeMode": .string(allowed: ["Filesystem", "Block"]),
-        "resources": .fields(["requests": .object([:], additional: .quantity), "limits": .object([:], additional: .quantity)]),
+        "resources": .fields([
+            "requests": .object([:], additional: .quantity), "limits": .object([:], additional: .quantity),
+        ]),
     ])
 
-    static let diskTarget = Schema.fields(["bus": .string(allowed: ["virtio", "sata", "scsi", "usb"]), "readonly": .boolean])
+    static let diskTarget = Schema.fields([
+        "bus": .string(allowed: ["virtio", "sata", "scsi", "usb"]), "readonly": .boolean,
+    ])
 
     static let instanceSpec = Schema.fields([
         "architecture": .string(),
@@ -182,17 +225,29 @@ enum VirtualMachineSchema {
             [
                 "cpu": Schema.cpu,
                 "memory": .fields(["guest": .quantity, "hugepages": .any]),
-                "resources": .fields(["requests": .object([:], additional: .quantity), "limits": .object([:], additional: .quantity)]),
+                "resources": .fields([
+                    "requests": .object([:], additional: .quantity), "limits": .object([:], additional: .quantity),
+                ]),
                 "devices": .fields([
                     "autoattachGraphicsDevice": .boolean, "autoattachSerialConsole": .boolean,
-                    "disks": .array(.object(
-                        ["name": .string(), "disk": diskTarget, "cdrom": diskTarget, "lun": .any, "bootOrder": .integer(minimum: 1),
-                         "serial": .string(), "cache": .string()], required: ["name"])),
-                    "interfaces": .array(.object(
-                        ["name": .string(), "masquerade": .marker, "bridge": .marker, "sriov": .marker, "macAddress": .string(),
-                         "model": .string(), "ports": .any], required: ["name"])),
-                    "hostDevices": .array(.object(["name": .string(), "deviceName": .string()], required: ["name", "deviceName"])),
-                    "gpus": .array(.object(["name": .string(), "deviceName": .string()], required: ["name", "deviceName"])),
+                    "disks": .array(
+                        .object(
+                            [
+                                "name": .string(), "disk": diskTarget, "cdrom": diskTarget, "lun": .any,
+                                "bootOrder": .integer(minimum: 1),
+                                "serial": .string(), "cache": .string(),
+                            ], required: ["name"])),
+                    "interfaces": .array(
+                        .object(
+                            [
+                                "name": .string(), "masquerade": .marker, "bridge": .marker, "sriov": .marker,
+                                "macAddress": .string(),
+                                "model": .string(), "ports": .any,
+                            ], required: ["name"])),
+                    "hostDevices": .array(
+                        .object(["name": .string(), "deviceName": .string()], required: ["name", "deviceName"])),
+                    "gpus": .array(
+                        .object(["name": .string(), "deviceName": .string()], required: ["name", "deviceName"])),
                     "rng": .marker, "networkInterfaceMultiqueue": .boolean,
                 ]),
                 "machine": .fields(["type": .string()]),
@@ -205,17 +260,24 @@ enum VirtualMachineSchema {
                 ]),
                 "features": .any, "clock": .any,
             ], required: []),
-        "networks": .array(.object(["name": .string(), "pod": .marker, "multus": .fields(["networkName": .string()])], required: ["name"])),
-        "volumes": .array(.object(
-            [
-                "name": .string(), "dataVolume": .object(["name": .string()], required: ["name"]),
-                "persistentVolumeClaim": .object(["claimName": .string(), "readOnly": .boolean], required: ["claimName"]),
-                "containerDisk": .object(["image": .string(), "path": .string()], required: ["image"]),
-                "cloudInitNoCloud": .fields(["userData": .string(), "userDataBase64": .string(), "networkData": .string()]),
-                "emptyDisk": .object(["capacity": .quantity], required: ["capacity"]),
-            ], required: ["name"])),
+        "networks": .array(
+            .object(
+                ["name": .string(), "pod": .marker, "multus": .fields(["networkName": .string()])], required: ["name"])),
+        "volumes": .array(
+            .object(
+                [
+                    "name": .string(), "dataVolume": .object(["name": .string()], required: ["name"]),
+                    "persistentVolumeClaim": .object(
+                        ["claimName": .string(), "readOnly": .boolean], required: ["claimName"]),
+                    "containerDisk": .object(["image": .string(), "path": .string()], required: ["image"]),
+                    "cloudInitNoCloud": .fields([
+                        "userData": .string(), "userDataBase64": .string(), "networkData": .string(),
+                    ]),
+                    "emptyDisk": .object(["capacity": .quantity], required: ["capacity"]),
+                ], required: ["name"])),
         "nodeSelector": .stringMap, "affinity": .any, "tolerations": .any,
-        "terminationGracePeriodSeconds": .integer(minimum: 0, maximum: Schema.maxSeconds), "evictionStrategy": .string(),
+        "terminationGracePeriodSeconds": .integer(minimum: 0, maximum: Schema.maxSeconds),
+        "evictionStrategy": .string(),
         "hostname": .string(), "subdomain": .string(), "priorityClassName": .string(), "schedulerName": .string(),
     ])
 

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Names and helpers shared by the controller, the agents and the CLI.
 public enum Resources {
     /// The finalizer the VM controller puts on every VMI it creates, removed once the node has stopped the domain.
@@ -21,14 +23,18 @@ public enum Resources {
     /// The StorageClass a DataVolume uses: the one it names, else the default one (annotated, or the only one).
     public static func storageClass(of dataVolume: JSONValue, in classes: [JSONValue]) -> JSONValue? {
         let storage = dataVolume["spec"]?["storage"] ?? dataVolume["spec"]?["pvc"]
-        if let name = storage?["storageClassName"]?.string { return classes.first { $0["metadata"]?["name"]?.string == name } }
-        return classes.first { $0["metadata"]?["annotations"]?[defaultClassAnnotation]?.string == "true" } ?? (classes.count == 1 ? classes.first : nil)
+        if let name = storage?["storageClassName"]?.string {
+            return classes.first { $0["metadata"]?["name"]?.string == name }
+        }
+        return classes.first { $0["metadata"]?["annotations"]?[defaultClassAnnotation]?.string == "true" }
+            ?? (classes.count == 1 ? classes.first : nil)
     }
 
     /// The CPU model a VMI spec asks for: its `domain.cpu.model`, else the cluster's default (KubeVirt CR
     /// `spec.configuration.cpuModel`), else "host-model".
     public static func cpuModel(of spec: JSONValue?, clusterDefault: String? = nil) -> String {
-        VirtualMachineInstanceSpec.cpuModel(asked: spec?["domain"]?["cpu"]?["model"]?.string, clusterDefault: clusterDefault)
+        VirtualMachineInstanceSpec.cpuModel(
+            asked: spec?["domain"]?["cpu"]?["model"]?.string, clusterDefault: clusterDefault)
     }
 
     /// Memory a VMI asks for, in bytes, from its `domain.memory.guest` or else its memory request (128 MiB when it
@@ -60,7 +66,8 @@ public enum Resources {
     /// A condition object.
     public static func condition(_ type: String, _ status: Bool?, reason: String, message: String = "") -> JSONValue {
         [
-            "type": .string(type), "status": .string(status.map { $0 ? "True" : "False" } ?? "Unknown"), "reason": .string(reason),
+            "type": .string(type), "status": .string(status.map { $0 ? "True" : "False" } ?? "Unknown"),
+            "reason": .string(reason),
             "message": .string(message), "lastTransitionTime": .string(now()), "lastProbeTime": .null,
         ]
     }
@@ -72,7 +79,9 @@ public enum Resources {
         let type = condition["type"]?.string
         if let index = list.firstIndex(where: { $0["type"]?.string == type }) {
             let old = list[index]
-            if old["status"] == condition["status"], old["reason"] == condition["reason"], old["message"] == condition["message"] {
+            if old["status"] == condition["status"], old["reason"] == condition["reason"],
+                old["message"] == condition["message"]
+            {
                 return nil
             }
             var updated = condition
@@ -84,5 +93,3 @@ public enum Resources {
         return .array(list)
     }
 }
-
-import Foundation

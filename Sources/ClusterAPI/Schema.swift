@@ -24,15 +24,23 @@ public indirect enum Schema: Sendable {
     case checked(Schema, @Sendable (JSONValue, String) -> [FieldError])
 
     /// KubeVirt's `domain.cpu`: each count and their product at most `maxVCPUs`.
-    static let cpu = Schema.checked(.fields([
-        "model": .string(), "cores": .integer(minimum: 1, maximum: maxVCPUs), "sockets": .integer(minimum: 1, maximum: maxVCPUs),
-        "threads": .integer(minimum: 1, maximum: maxVCPUs), "dedicatedCpuPlacement": .boolean, "features": .any,
-    ])) { value, path in
+    static let cpu = Schema.checked(
+        .fields([
+            "model": .string(), "cores": .integer(minimum: 1, maximum: maxVCPUs),
+            "sockets": .integer(minimum: 1, maximum: maxVCPUs),
+            "threads": .integer(minimum: 1, maximum: maxVCPUs), "dedicatedCpuPlacement": .boolean, "features": .any,
+        ])
+    ) { value, path in
         let counts = ["cores", "sockets", "threads"].map { value[$0]?.int ?? 1 }
         let product = counts.reduce(1, *)
         guard product > maxVCPUs else { return [] }
-        return [FieldError(field: path, reason: .invalid,
-                           message: "Invalid value: cores × sockets × threads = \(counts.map(String.init).joined(separator: " × ")) = \(product) vCPUs: at most \(maxVCPUs)")]
+        return [
+            FieldError(
+                field: path, reason: .invalid,
+                message:
+                    "Invalid value: cores × sockets × threads = \(counts.map(String.init).joined(separator: " × ")) = \(product) vCPUs: at most \(maxVCPUs)"
+            )
+        ]
     }
 
     /// The largest duration in seconds a setting may name (a year): products with sizes stay far from overflowing.
@@ -66,7 +74,10 @@ public indirect enum Schema: Sendable {
                 if let schema = members[name] ?? additional {
                     errors += schema.validate(member, at: join(path, name))
                 } else {
-                    errors.append(FieldError(field: join(path, name), reason: .unknown, message: "unknown field \"\(join(path, name))\""))
+                    errors.append(
+                        FieldError(
+                            field: join(path, name), reason: .unknown, message: "unknown field \"\(join(path, name))\"")
+                    )
                 }
             }
             return errors
@@ -77,16 +88,26 @@ public indirect enum Schema: Sendable {
             guard case .string(let text) = value else { return [typeError(path, "string", value)] }
             if let allowed, !allowed.contains(text) {
                 let list = allowed.map { "\"\($0)\"" }.joined(separator: ", ")
-                return [FieldError(field: path, reason: .notSupported, message: "Unsupported value: \"\(text)\": supported values: \(list)")]
+                return [
+                    FieldError(
+                        field: path, reason: .notSupported,
+                        message: "Unsupported value: \"\(text)\": supported values: \(list)")
+                ]
             }
             return []
         case .integer(let minimum, let maximum):
             guard let number = value.int, value.typeName != "string" else { return [typeError(path, "integer", value)] }
             if let minimum, number < minimum {
-                return [FieldError(field: path, reason: .invalid, message: "Invalid value: \(number): must be at least \(minimum)")]
+                return [
+                    FieldError(
+                        field: path, reason: .invalid, message: "Invalid value: \(number): must be at least \(minimum)")
+                ]
             }
             if let maximum, number > maximum {
-                return [FieldError(field: path, reason: .invalid, message: "Invalid value: \(number): must be at most \(maximum)")]
+                return [
+                    FieldError(
+                        field: path, reason: .invalid, message: "Invalid value: \(number): must be at most \(maximum)")
+                ]
             }
             return []
         case .number:
@@ -105,19 +126,33 @@ public indirect enum Schema: Sendable {
                 return Quantity.inRange(number) ? [] : [Self.quantityRange(path, "\(number)")]
             case .string(let text):
                 if Quantity(text) != nil { return [] }
-                if let value = Quantity.unbounded(text), value.isFinite { return [Self.quantityRange(path, "\"\(text)\"")] }
-                return [FieldError(field: path, reason: .invalid, message: "Invalid value: \"\(text)\": quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")]
+                if let value = Quantity.unbounded(text), value.isFinite {
+                    return [Self.quantityRange(path, "\"\(text)\"")]
+                }
+                return [
+                    FieldError(
+                        field: path, reason: .invalid,
+                        message:
+                            "Invalid value: \"\(text)\": quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+                    )
+                ]
             default: return [typeError(path, "quantity", value)]
             }
         }
     }
 
     private static func quantityRange(_ path: String, _ text: String) -> FieldError {
-        FieldError(field: path, reason: .invalid, message: "Invalid value: \(text): quantities must be less than 2^63 (8Ei) in magnitude")
+        FieldError(
+            field: path, reason: .invalid,
+            message: "Invalid value: \(text): quantities must be less than 2^63 (8Ei) in magnitude")
     }
 
     private func typeError(_ path: String, _ expected: String, _ value: JSONValue) -> FieldError {
-        FieldError(field: path, reason: .typeInvalid, message: "Invalid value: \"\(value.typeName)\": \(path) in body must be of type \(expected): \(value.jsonString())")
+        FieldError(
+            field: path, reason: .typeInvalid,
+            message:
+                "Invalid value: \"\(value.typeName)\": \(path) in body must be of type \(expected): \(value.jsonString())"
+        )
     }
 
     private func join(_ path: String, _ name: String) -> String { path.isEmpty ? name : "\(path).\(name)" }
@@ -144,7 +179,8 @@ public struct Quantity: Sendable, Hashable {
     /// The value of a quantity string whatever its size (nil: not a quantity).
     static func unbounded(_ text: String) -> Double? {
         let suffixes: [(String, Double)] = [
-            ("Ki", 1024), ("Mi", Double(1 << 20)), ("Gi", Double(1 << 30)), ("Ti", Double(1 << 40)), ("Pi", Double(1 << 50)),
+            ("Ki", 1024), ("Mi", Double(1 << 20)), ("Gi", Double(1 << 30)), ("Ti", Double(1 << 40)),
+            ("Pi", Double(1 << 50)),
             ("Ei", Double(1 << 60)), ("k", 1e3), ("M", 1e6), ("G", 1e9), ("T", 1e12), ("P", 1e15), ("E", 1e18),
             ("m", 1e-3), ("u", 1e-6), ("n", 1e-9),
         ]

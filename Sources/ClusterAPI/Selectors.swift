@@ -3,8 +3,12 @@ import Foundation
 /// A label selector (`app=web,tier!=db,env in (a,b),!legacy,owner`) as Kubernetes parses it.
 public struct LabelSelector: Sendable, Hashable, CustomStringConvertible {
     enum Requirement: Sendable, Hashable {
-        case equals(String, String), notEquals(String, String), isIn(String, Set<String>), notIn(String, Set<String>)
-        case exists(String), doesNotExist(String)
+        case equals(String, String)
+        case notEquals(String, String)
+        case isIn(String, Set<String>)
+        case notIn(String, Set<String>)
+        case exists(String)
+        case doesNotExist(String)
     }
 
     let requirements: [Requirement]
@@ -21,14 +25,21 @@ public struct LabelSelector: Sendable, Hashable, CustomStringConvertible {
                 let key = String(term[..<range.lowerBound]).trimmingSpaces
                 let list = String(term[range.upperBound...]).trimmingSpaces
                 guard list.hasPrefix("("), list.hasSuffix(")"), !key.isEmpty else {
-                    throw APIError.badRequest("invalid label selector \"\(text)\": \"\(term)\" needs a key and a (list)")
+                    throw APIError.badRequest(
+                        "invalid label selector \"\(text)\": \"\(term)\" needs a key and a (list)")
                 }
                 let values = Set(list.dropFirst().dropLast().split(separator: ",").map { String($0).trimmingSpaces })
                 requirements.append(term[range].contains("notin") ? .notIn(key, values) : .isIn(key, values))
             } else if let range = term.range(of: "!=") {
-                requirements.append(.notEquals(String(term[..<range.lowerBound]).trimmingSpaces, String(term[range.upperBound...]).trimmingSpaces))
+                requirements.append(
+                    .notEquals(
+                        String(term[..<range.lowerBound]).trimmingSpaces,
+                        String(term[range.upperBound...]).trimmingSpaces))
             } else if let range = term.range(of: "==") ?? term.range(of: "=") {
-                requirements.append(.equals(String(term[..<range.lowerBound]).trimmingSpaces, String(term[range.upperBound...]).trimmingSpaces))
+                requirements.append(
+                    .equals(
+                        String(term[..<range.lowerBound]).trimmingSpaces,
+                        String(term[range.upperBound...]).trimmingSpaces))
             } else if term.hasPrefix("!") {
                 requirements.append(.doesNotExist(String(term.dropFirst()).trimmingSpaces))
             } else {
@@ -37,8 +48,11 @@ public struct LabelSelector: Sendable, Hashable, CustomStringConvertible {
         }
         for requirement in requirements {
             switch requirement {
-            case .equals(let key, _), .notEquals(let key, _), .isIn(let key, _), .notIn(let key, _), .exists(let key), .doesNotExist(let key):
-                if key.isEmpty || key.contains(" ") { throw APIError.badRequest("invalid label selector \"\(text)\": bad key \"\(key)\"") }
+            case .equals(let key, _), .notEquals(let key, _), .isIn(let key, _), .notIn(let key, _), .exists(let key),
+                .doesNotExist(let key):
+                if key.isEmpty || key.contains(" ") {
+                    throw APIError.badRequest("invalid label selector \"\(text)\": bad key \"\(key)\"")
+                }
             }
         }
         self.requirements = requirements
@@ -97,7 +111,8 @@ public struct FieldSelector: Sendable, Hashable, CustomStringConvertible {
             guard pieces.count == 2, !pieces[0].isEmpty else {
                 throw APIError.badRequest("invalid field selector \"\(text)\": \"\(term)\" is not path=value")
             }
-            terms.append((pieces[0].trimmingSpaces.split(separator: ".").map(String.init), pieces[1].trimmingSpaces, equal))
+            terms.append(
+                (pieces[0].trimmingSpaces.split(separator: ".").map(String.init), pieces[1].trimmingSpaces, equal))
         }
         self.terms = terms
     }

@@ -4,7 +4,9 @@ public import Foundation
 public struct WatchEvent: Sendable, Hashable {
     /// Kubernetes' watch event types.
     public enum Kind: String, Sendable, Hashable {
-        case added = "ADDED", modified = "MODIFIED", deleted = "DELETED"
+        case added = "ADDED"
+        case modified = "MODIFIED"
+        case deleted = "DELETED"
     }
 
     public var type: Kind
@@ -51,4 +53,3 @@ public struct Selection: Sendable, Hashable {
         return true
     }
 }
-

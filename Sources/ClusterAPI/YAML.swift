@@ -1,5 +1,4 @@
 import Foundation
-
 import Yams
 
 /// YAML in and out: manifests (several documents per file), `-o yaml`, request bodies.
@@ -40,7 +39,9 @@ public enum YAML {
         // The parser expands an alias into the node its anchor names, so a small text can stand for an exponentially
         // large document ("billion laughs"): anchors are refused where they are defined, before anything is expanded.
         if let anchor = node.anchor {
-            throw APIError.badRequest("the YAML defines the anchor &\(anchor.rawValue) at line \(node.mark?.line ?? 0): anchors and aliases are not accepted")
+            throw APIError.badRequest(
+                "the YAML defines the anchor &\(anchor.rawValue) at line \(node.mark?.line ?? 0): anchors and aliases are not accepted"
+            )
         }
         switch node {
         case .scalar(let scalar):
@@ -60,7 +61,8 @@ public enum YAML {
             var object: [String: JSONValue] = [:]
             for (key, value) in mapping {
                 guard case .scalar(let scalar) = key else {
-                    throw APIError.badRequest("the YAML is malformed: a mapping key at line \(key.mark?.line ?? 0) is not a string")
+                    throw APIError.badRequest(
+                        "the YAML is malformed: a mapping key at line \(key.mark?.line ?? 0) is not a string")
                 }
                 object[scalar.string] = try convert(value)
             }
@@ -99,13 +101,16 @@ public enum YAML {
         case .string(let text):
             // Quote strings a YAML reader would take for something else ("true", "1", "null", "").
             let node = Yams.Node(text, Tag(.str))
-            if case .scalar(var scalar) = node, (try? Yams.compose(yaml: text))??.tag.description != Tag.Name.str.rawValue || text.isEmpty {
+            if case .scalar(var scalar) = node,
+                (try? Yams.compose(yaml: text))??.tag.description != Tag.Name.str.rawValue || text.isEmpty
+            {
                 scalar.style = .doubleQuoted
                 return .scalar(scalar)
             }
             return node
         case .array(let elements): return Yams.Node(elements.map(node))
-        case .object(let members): return Yams.Node(members.sorted { $0.key < $1.key }.map { (Yams.Node($0.key), node($0.value)) })
+        case .object(let members):
+            return Yams.Node(members.sorted { $0.key < $1.key }.map { (Yams.Node($0.key), node($0.value)) })
         }
     }
 

@@ -23,7 +23,8 @@ public final class APIClient: Sendable {
     /// A client of the controller at `endpoint`, authenticating with `provider`'s identity; the server must present
     /// a `controller` certificate of a trusted CA.
     public init(
-        endpoint: Endpoint, provider: TLSContextProvider, serverPolicy: PeerPolicy = PeerPolicy(allowedRoles: [.controller]),
+        endpoint: Endpoint, provider: TLSContextProvider,
+        serverPolicy: PeerPolicy = PeerPolicy(allowedRoles: [.controller]),
         requestTimeout: Duration = .seconds(30)
     ) {
         self.endpoint = endpoint
@@ -57,13 +58,17 @@ public final class APIClient: Sendable {
         try await request("GET", kind.objectPath(namespace: namespace ?? defaultNamespace(kind), name: name))
     }
 
-    public func list(_ kind: ResourceKind, namespace: String? = nil, labelSelector: String? = nil, fieldSelector: String? = nil)
+    public func list(
+        _ kind: ResourceKind, namespace: String? = nil, labelSelector: String? = nil, fieldSelector: String? = nil
+    )
         async throws(APIError) -> JSONValue
     {
         var query: [String] = []
         if let labelSelector { query.append("labelSelector=" + Self.escape(labelSelector)) }
         if let fieldSelector { query.append("fieldSelector=" + Self.escape(fieldSelector)) }
-        let path = kind.collectionPath(namespace: kind.namespaced ? namespace : nil) + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
+        let path =
+            kind.collectionPath(namespace: kind.namespaced ? namespace : nil)
+            + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
         return try await request("GET", path)
     }
 
@@ -72,28 +77,37 @@ public final class APIClient: Sendable {
         return try await request("POST", kind.collectionPath(namespace: namespace), body: object)
     }
 
-    public func update(_ kind: ResourceKind, _ object: JSONValue, status: Bool = false) async throws(APIError) -> JSONValue {
+    public func update(_ kind: ResourceKind, _ object: JSONValue, status: Bool = false) async throws(APIError)
+        -> JSONValue
+    {
         let namespace = object["metadata"]?["namespace"]?.string ?? defaultNamespace(kind)
         let name = object["metadata"]?["name"]?.string ?? ""
-        return try await request("PUT", kind.objectPath(namespace: namespace, name: name) + (status ? "/status" : ""), body: object)
+        return try await request(
+            "PUT", kind.objectPath(namespace: namespace, name: name) + (status ? "/status" : ""), body: object)
     }
 
-    public func patch(_ kind: ResourceKind, namespace: String? = nil, name: String, _ patch: JSONValue, status: Bool = false)
+    public func patch(
+        _ kind: ResourceKind, namespace: String? = nil, name: String, _ patch: JSONValue, status: Bool = false
+    )
         async throws(APIError) -> JSONValue
     {
         try await request(
-            "PATCH", kind.objectPath(namespace: namespace ?? defaultNamespace(kind), name: name) + (status ? "/status" : ""), body: patch,
+            "PATCH",
+            kind.objectPath(namespace: namespace ?? defaultNamespace(kind), name: name) + (status ? "/status" : ""),
+            body: patch,
             contentType: "application/merge-patch+json")
     }
 
-    public func delete(_ kind: ResourceKind, namespace: String? = nil, name: String) async throws(APIError) -> JSONValue {
+    public func delete(_ kind: ResourceKind, namespace: String? = nil, name: String) async throws(APIError) -> JSONValue
+    {
         try await request("DELETE", kind.objectPath(namespace: namespace ?? defaultNamespace(kind), name: name))
     }
 
     private func defaultNamespace(_ kind: ResourceKind) -> String? { kind.namespaced ? "default" : nil }
 
     static func escape(_ text: String) -> String {
-        text.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed.subtracting(CharacterSet(charactersIn: "&=+"))) ?? text
+        text.addingPercentEncoding(
+            withAllowedCharacters: .urlQueryAllowed.subtracting(CharacterSet(charactersIn: "&=+"))) ?? text
     }
 
     // MARK: Requests
@@ -102,22 +116,32 @@ public final class APIClient: Sendable {
     public func raw(_ path: String) async throws(APIError) -> Data {
         let connection = try await takeConnection(fresh: false)
         do {
-            let (status, body, keepAlive) = try await connection.exchange(method: "GET", path: path, body: nil, contentType: "", host: endpoint.description, timeout: timeoutAmount)
-            if keepAlive { idle.withLockedValue { $0.append(connection) } } else { connection.channel.close(promise: nil) }
+            let (status, body, keepAlive) = try await connection.exchange(
+                method: "GET", path: path, body: nil, contentType: "", host: endpoint.description,
+                timeout: timeoutAmount)
+            if keepAlive {
+                idle.withLockedValue { $0.append(connection) }
+            } else {
+                connection.channel.close(promise: nil)
+            }
             guard (200..<300).contains(status) else {
-                throw APIError(status: (try? JSONValue.parse(body)) ?? .null) ?? APIError(.internalError, code: status, "GET \(path) answered \(status)")
+                throw APIError(status: (try? JSONValue.parse(body)) ?? .null)
+                    ?? APIError(.internalError, code: status, "GET \(path) answered \(status)")
             }
             return body
         } catch let error as APIError {
             throw error
         } catch {
             connection.channel.close(promise: nil)
-            throw APIError(.serviceUnavailable, code: 503, "GET \(path) on \(endpoint): the connection failed: \(error)")
+            throw APIError(
+                .serviceUnavailable, code: 503, "GET \(path) on \(endpoint): the connection failed: \(error)")
         }
     }
 
     /// Sends one request and returns the decoded body; a `Status` failure or a transport problem throws.
-    public func request(_ method: String, _ path: String, body: JSONValue? = nil, contentType: String = "application/json")
+    public func request(
+        _ method: String, _ path: String, body: JSONValue? = nil, contentType: String = "application/json"
+    )
         async throws(APIError) -> JSONValue
     {
         let data = body.map { $0.jsonData() }
@@ -126,11 +150,22 @@ public final class APIClient: Sendable {
             let connection = try await takeConnection(fresh: attempt > 0)
             do {
                 let (status, responseBody, keepAlive) = try await connection.exchange(
-                    method: method, path: path, body: data, contentType: contentType, host: endpoint.description, timeout: timeoutAmount)
-                if keepAlive { idle.withLockedValue { $0.append(connection) } } else { connection.channel.close(promise: nil) }
-                let value = responseBody.isEmpty ? JSONValue.null : ((try? JSONValue.parse(responseBody)) ?? .string(String(decoding: responseBody, as: UTF8.self)))
+                    method: method, path: path, body: data, contentType: contentType, host: endpoint.description,
+                    timeout: timeoutAmount)
+                if keepAlive {
+                    idle.withLockedValue { $0.append(connection) }
+                } else {
+                    connection.channel.close(promise: nil)
+                }
+                let value =
+                    responseBody.isEmpty
+                    ? JSONValue.null
+                    : ((try? JSONValue.parse(responseBody)) ?? .string(String(decoding: responseBody, as: UTF8.self)))
                 guard (200..<300).contains(status) else {
-                    throw APIError(status: value) ?? APIError(.internalError, code: status, "the server answered \(status): \(value.string ?? value.jsonString())")
+                    throw APIError(status: value)
+                        ?? APIError(
+                            .internalError, code: status,
+                            "the server answered \(status): \(value.string ?? value.jsonString())")
                 }
                 return value
             } catch let error as APIError {
@@ -138,7 +173,8 @@ public final class APIClient: Sendable {
             } catch {
                 connection.channel.close(promise: nil)
                 if attempt == 0, connection.reused { continue }
-                throw APIError(.serviceUnavailable, code: 503, "\(method) \(path) on \(endpoint): the connection failed: \(error)")
+                throw APIError(
+                    .serviceUnavailable, code: 503, "\(method) \(path) on \(endpoint): the connection failed: \(error)")
             }
         }
         throw APIError(.serviceUnavailable, code: 503, "\(method) \(path) on \(endpoint): no connection")
@@ -146,8 +182,10 @@ public final class APIClient: Sendable {
 
     /// Watches `kind`: the events as they come (`resourceVersion` nil: the current objects first, as ADDED). The
     /// sequence ends when the server ends the watch; a 410 arrives as an error.
-    public func watch(_ kind: ResourceKind, namespace: String? = nil, labelSelector: String? = nil, fieldSelector: String? = nil,
-                      resourceVersion: String? = nil, timeoutSeconds: Int? = nil) async throws(APIError)
+    public func watch(
+        _ kind: ResourceKind, namespace: String? = nil, labelSelector: String? = nil, fieldSelector: String? = nil,
+        resourceVersion: String? = nil, timeoutSeconds: Int? = nil
+    ) async throws(APIError)
         -> AsyncThrowingStream<(type: String, object: JSONValue), any Error>
     {
         var query = ["watch=true"]
@@ -155,12 +193,14 @@ public final class APIClient: Sendable {
         if let fieldSelector { query.append("fieldSelector=" + Self.escape(fieldSelector)) }
         if let resourceVersion { query.append("resourceVersion=" + resourceVersion) }
         if let timeoutSeconds { query.append("timeoutSeconds=\(timeoutSeconds)") }
-        let path = kind.collectionPath(namespace: kind.namespaced ? namespace : nil) + "?" + query.joined(separator: "&")
+        let path =
+            kind.collectionPath(namespace: kind.namespaced ? namespace : nil) + "?" + query.joined(separator: "&")
         let connection = try await takeConnection(fresh: true)
         let lines: AsyncThrowingStream<Data, any Error>
         do {
             let silence = timeoutSeconds.map { TimeAmount.seconds(Int64(clamping: $0)) + timeoutAmount }
-            lines = try await connection.stream(path: path, host: endpoint.description, startTimeout: timeoutAmount, silenceTimeout: silence)
+            lines = try await connection.stream(
+                path: path, host: endpoint.description, startTimeout: timeoutAmount, silenceTimeout: silence)
         } catch let error as APIError {
             throw error
         } catch {
@@ -177,13 +217,16 @@ public final class APIClient: Sendable {
         }
         do {
             let collector = ResponseCollector()
-            let (channel, _) = try await MutualTLSClient.connect(to: endpoint, provider: provider, policy: serverPolicy, connectTimeout: timeoutAmount) { channel in
+            let (channel, _) = try await MutualTLSClient.connect(
+                to: endpoint, provider: provider, policy: serverPolicy, connectTimeout: timeoutAmount
+            ) { channel in
                 try channel.pipeline.syncOperations.addHTTPClientHandlers()
                 try channel.pipeline.syncOperations.addHandler(collector)
             }
             return HTTPConnection(channel: channel, collector: collector)
         } catch {
-            throw APIError(.serviceUnavailable, code: 503, "cannot reach the cluster API at \(endpoint): \(error.message)")
+            throw APIError(
+                .serviceUnavailable, code: 503, "cannot reach the cluster API at \(endpoint): \(error.message)")
         }
     }
 }
@@ -205,7 +248,8 @@ private final class WatchReader: @unchecked Sendable {
             while let line = try await lines.next() {
                 guard let event = try? JSONValue.parse(line), let type = event["type"]?.string else { continue }
                 if type == "ERROR" {
-                    throw APIError(status: event["object"] ?? .null) ?? APIError.internalError("watch error: \(event.jsonString())")
+                    throw APIError(status: event["object"] ?? .null)
+                        ?? APIError.internalError("watch error: \(event.jsonString())")
                 }
                 return (type, event["object"] ?? .null)
             }
@@ -234,7 +278,9 @@ final class HTTPConnection: Sendable {
     /// Whether an exchange already ran on it (a failure then may just mean the server closed an idle connection).
     var reused: Bool { used.withLockedValue { $0 } }
 
-    func exchange(method: String, path: String, body: Data?, contentType: String, host: String, timeout: TimeAmount) async throws -> (Int, Data, Bool) {
+    func exchange(method: String, path: String, body: Data?, contentType: String, host: String, timeout: TimeAmount)
+        async throws -> (Int, Data, Bool)
+    {
         used.withLockedValue { $0 = true }
         var headers = HTTPHeaders([("Host", host), ("Accept", "application/json"), ("User-Agent", "vmsync")])
         if let body {
@@ -250,11 +296,16 @@ final class HTTPConnection: Sendable {
         channel.eventLoop.execute {
             collector.expect(.full(promise))
             channel.write(HTTPClientRequestPart.head(head), promise: nil)
-            if let body { channel.write(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(bytes: body))), promise: nil) }
+            if let body {
+                channel.write(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(bytes: body))), promise: nil)
+            }
             channel.writeAndFlush(HTTPClientRequestPart.end(nil)).whenFailure { promise.fail($0) }
         }
         let deadline = channel.eventLoop.scheduleTask(in: timeout) {
-            collector.timeOut(APIError(.timeout, code: 504, "\(method) \(path) on \(host): no answer within \(timeout.nanoseconds / 1_000_000) ms"))
+            collector.timeOut(
+                APIError(
+                    .timeout, code: 504,
+                    "\(method) \(path) on \(host): no answer within \(timeout.nanoseconds / 1_000_000) ms"))
             channel.close(promise: nil)
         }
         defer { deadline.cancel() }
@@ -263,7 +314,9 @@ final class HTTPConnection: Sendable {
 
     /// Starts a streamed (watch) request: its head must come within `startTimeout`, and after that the stream ends
     /// with a `Timeout` error when nothing arrives for `silenceTimeout` (nil: it may stay silent).
-    func stream(path: String, host: String, startTimeout: TimeAmount, silenceTimeout: TimeAmount?) async throws -> AsyncThrowingStream<Data, any Error> {
+    func stream(path: String, host: String, startTimeout: TimeAmount, silenceTimeout: TimeAmount?) async throws
+        -> AsyncThrowingStream<Data, any Error>
+    {
         used.withLockedValue { $0 = true }
         let headers = HTTPHeaders([("Host", host), ("Accept", "application/json"), ("User-Agent", "vmsync")])
         let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path, headers: headers)
@@ -278,7 +331,10 @@ final class HTTPConnection: Sendable {
             channel.writeAndFlush(HTTPClientRequestPart.end(nil)).whenFailure { started.fail($0) }
         }
         let deadline = channel.eventLoop.scheduleTask(in: startTimeout) {
-            collector.timeOut(APIError(.timeout, code: 504, "watch \(path) on \(host): no answer within \(startTimeout.nanoseconds / 1_000_000) ms"))
+            collector.timeOut(
+                APIError(
+                    .timeout, code: 504,
+                    "watch \(path) on \(host): no answer within \(startTimeout.nanoseconds / 1_000_000) ms"))
             channel.close(promise: nil)
         }
         defer { deadline.cancel() }
@@ -324,7 +380,8 @@ final class ResponseCollector: ChannelInboundHandler, @unchecked Sendable {
         guard streaming, let timeout = silenceTimeout else { return }
         let channel = context.channel
         silence = context.eventLoop.scheduleTask(in: timeout) { [weak self] in
-            self?.fail(APIError(.timeout, code: 504, "the watch stayed silent for \(timeout.nanoseconds / 1_000_000) ms"))
+            self?.fail(
+                APIError(.timeout, code: 504, "the watch stayed silent for \(timeout.nanoseconds / 1_000_000) ms"))
             channel.close(promise: nil)
         }
     }
@@ -359,7 +416,8 @@ final class ResponseCollector: ChannelInboundHandler, @unchecked Sendable {
                 if wasStreaming {
                     lines.finish()
                 } else {
-                    let error = APIError(status: (try? JSONValue.parse(body)) ?? .null)
+                    let error =
+                        APIError(status: (try? JSONValue.parse(body)) ?? .null)
                         ?? APIError(.internalError, code: status, "the watch was answered with \(status)")
                     started.fail(error)
                     lines.finish(throwing: error)

@@ -125,7 +125,9 @@ public final class Cache<R: Resource>: Sendable {
         remove(entry.object.key, from: &state)
         state.entries[entry.object.key] = entry
         for (name, function) in indexes {
-            for value in function(entry.object) { state.indexed[name, default: [:]][value, default: []].insert(entry.object.key) }
+            for value in function(entry.object) {
+                state.indexed[name, default: [:]][value, default: []].insert(entry.object.key)
+            }
         }
     }
 

@@ -48,7 +48,10 @@ public struct Controller<R: Reconciler>: RunnableController {
     public typealias Outcome = ReconcileOutcome
 
     /// The metrics are made here, from the metrics factory in force (bootstrapped, or a test's task-local one).
-    public init(_ reconciler: R, workers: Int = 1, queue: WorkQueue<ObjectKey> = WorkQueue(), logger: Logger = Logger(label: "vmsync.controller")) {
+    public init(
+        _ reconciler: R, workers: Int = 1, queue: WorkQueue<ObjectKey> = WorkQueue(),
+        logger: Logger = Logger(label: "vmsync.controller")
+    ) {
         self.reconciler = reconciler
         self.queue = queue
         self.workers = max(1, workers)
@@ -101,8 +104,9 @@ public struct Controller<R: Reconciler>: RunnableController {
             metrics.record(.error, since: started)
             // A conflict means the cache was behind a write (the watch brings the change): expected, not news.
             let conflict = (error as? APIError)?.code == 409
-            logger.log(level: conflict ? .debug : .warning, "reconcile failed",
-                       metadata: ["controller": "\(reconciler.name)", "key": "\(key)", "error": "\(error)"])
+            logger.log(
+                level: conflict ? .debug : .warning, "reconcile failed",
+                metadata: ["controller": "\(reconciler.name)", "key": "\(key)", "error": "\(error)"])
         }
     }
 }
@@ -114,9 +118,15 @@ struct ReconcileMetrics: Sendable {
     private let duration: Timer
 
     init(controller: String) {
-        counters = Dictionary(uniqueKeysWithValues: ReconcileOutcome.allCases.map { outcome in
-            (outcome, Counter(label: "vmsync_reconcile_total", dimensions: [("controller", controller), ("result", outcome.rawValue)]))
-        })
+        counters = Dictionary(
+            uniqueKeysWithValues: ReconcileOutcome.allCases.map { outcome in
+                (
+                    outcome,
+                    Counter(
+                        label: "vmsync_reconcile_total",
+                        dimensions: [("controller", controller), ("result", outcome.rawValue)])
+                )
+            })
         duration = Timer(label: "vmsync_reconcile_duration_seconds", dimensions: [("controller", controller)])
     }
 

@@ -37,16 +37,19 @@ public final class Informer<R: Resource>: SharedInformer {
     /// Events taken from the watch whose handlers have not returned yet.
     private let inFlight = Mutex(0)
 
-    public convenience init(source: any ResourceSource, selection: Selection = Selection(), indexes: [String: Cache<R>.IndexFunction] = [:],
-                            logger: Logger = Logger(label: "vmsync.informer"), handler: @escaping Handler)
-    {
-        self.init(source: source, cache: Cache(indexes: indexes), selection: selection, logger: logger, handler: handler)
+    public convenience init(
+        source: any ResourceSource, selection: Selection = Selection(), indexes: [String: Cache<R>.IndexFunction] = [:],
+        logger: Logger = Logger(label: "vmsync.informer"), handler: @escaping Handler
+    ) {
+        self.init(
+            source: source, cache: Cache(indexes: indexes), selection: selection, logger: logger, handler: handler)
     }
 
     /// An informer filling a cache made beforehand (so handlers of several informers can read each other's caches).
-    public init(source: any ResourceSource, cache: Cache<R>, selection: Selection = Selection(),
-                logger: Logger = Logger(label: "vmsync.informer"), handler: @escaping Handler)
-    {
+    public init(
+        source: any ResourceSource, cache: Cache<R>, selection: Selection = Selection(),
+        logger: Logger = Logger(label: "vmsync.informer"), handler: @escaping Handler
+    ) {
         self.source = source
         self.selection = selection
         self.cache = cache
@@ -83,7 +86,8 @@ public final class Informer<R: Resource>: SharedInformer {
                 try await listAndWatch()
                 retry = .milliseconds(100)
             } catch {
-                logger.warning("informer list or watch failed", metadata: ["kind": "\(R.kind.kind)", "error": "\(error.message)"])
+                logger.warning(
+                    "informer list or watch failed", metadata: ["kind": "\(R.kind.kind)", "error": "\(error.message)"])
                 try? await Task.sleep(for: retry)
                 retry = min(retry * 2, .seconds(5))
             }
@@ -97,7 +101,9 @@ public final class Informer<R: Resource>: SharedInformer {
         let gone = cache.replace(decoded, resourceVersion: version)
         synced.signal()
         for object in gone { await handler(Change(old: object, new: nil)) }
-        for (object, _) in decoded where previous[object.key] != object { await handler(Change(old: previous[object.key], new: object)) }
+        for (object, _) in decoded where previous[object.key] != object {
+            await handler(Change(old: previous[object.key], new: object))
+        }
         let events = try await source.watch(R.kind, selection, from: version)
         for await event in events {
             if Task.isCancelled { return }
@@ -110,9 +116,12 @@ public final class Informer<R: Resource>: SharedInformer {
         defer { inFlight.withLock { $0 -= 1 } }
         guard let object = decode(event.object) else {
             // What cannot be read is out of the cache rather than stale in it.
-            let key = ObjectKey(namespace: R.kind.namespaced ? event.object["metadata"]?["namespace"]?.string ?? "default" : nil,
-                                name: event.object["metadata"]?["name"]?.string ?? "")
-            if let old = cache.delete(key, resourceVersion: event.resourceVersion) { await handler(Change(old: old, new: nil)) }
+            let key = ObjectKey(
+                namespace: R.kind.namespaced ? event.object["metadata"]?["namespace"]?.string ?? "default" : nil,
+                name: event.object["metadata"]?["name"]?.string ?? "")
+            if let old = cache.delete(key, resourceVersion: event.resourceVersion) {
+                await handler(Change(old: old, new: nil))
+            }
             return
         }
         switch event.type {

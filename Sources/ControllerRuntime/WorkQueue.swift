@@ -164,7 +164,8 @@ public final class WorkQueue<Key: Hashable & Sendable>: Sendable {
             state.tokensAt = now
             state.tokens = min(Double(rateLimit.burst), state.tokens + elapsed.seconds * rateLimit.perSecond)
             state.tokens -= 1
-            let limited: Duration = state.tokens < 0 ? .milliseconds(Int64(-state.tokens / rateLimit.perSecond * 1000)) : .zero
+            let limited: Duration =
+                state.tokens < 0 ? .milliseconds(Int64(-state.tokens / rateLimit.perSecond * 1000)) : .zero
             return max(perKey, limited)
         }
         add(key, after: delay)

@@ -6,7 +6,9 @@ import Dispatch
 enum BlockingExecutor {
     private static let queue = DispatchQueue(label: "vmsync.hypervisor.blocking", attributes: .concurrent)
 
-    static func run<T: Sendable>(_ body: @escaping @Sendable () throws(HypervisorError) -> T) async throws(HypervisorError) -> T {
+    static func run<T: Sendable>(_ body: @escaping @Sendable () throws(HypervisorError) -> T)
+        async throws(HypervisorError) -> T
+    {
         let result: Result<T, HypervisorError> = await withCheckedContinuation { continuation in
             queue.async {
                 do throws(HypervisorError) {

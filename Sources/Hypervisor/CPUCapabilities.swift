@@ -2,7 +2,7 @@ internal import CLibvirt
 import Foundation
 
 #if canImport(FoundationXML)
-import FoundationXML
+    import FoundationXML
 #endif
 
 /// What a node's hypervisor offers for guest CPUs, read from libvirt's domain capabilities.
@@ -38,16 +38,19 @@ public struct CPUCapabilities: Sendable, Hashable {
         hostModelRequiredFeatures = (hostMode?.elements(forName: "feature") ?? [])
             .filter { $0.attribute(forName: "policy")?.stringValue == "require" }
             .compactMap { $0.attribute(forName: "name")?.stringValue }
-        hostPassthroughSupported = !nodes("/domainCapabilities/cpu/mode[@name='host-passthrough'][@supported='yes']").isEmpty
+        hostPassthroughSupported = !nodes("/domainCapabilities/cpu/mode[@name='host-passthrough'][@supported='yes']")
+            .isEmpty
         let models = nodes("/domainCapabilities/cpu/mode[@name='custom'][@supported='yes']/model")
         usableModels = models.filter { $0.attribute(forName: "usable")?.stringValue == "yes" }.compactMap(\.stringValue)
-        unusableModels = models.filter { $0.attribute(forName: "usable")?.stringValue == "no" }.compactMap(\.stringValue)
+        unusableModels = models.filter { $0.attribute(forName: "usable")?.stringValue == "no" }.compactMap(
+            \.stringValue)
     }
 }
 
 extension Connection {
     /// The CPU capabilities of this node for `virtType` guests ("qemu" = TCG, "kvm").
-    public func cpuCapabilities(virtType: String = "qemu", arch: String = "x86_64", machine: String = "q35") async throws(HypervisorError)
+    public func cpuCapabilities(virtType: String = "qemu", arch: String = "x86_64", machine: String = "q35")
+        async throws(HypervisorError)
         -> CPUCapabilities
     {
         let operation = "domain capabilities query on \(uri)"
@@ -63,13 +66,17 @@ extension Connection {
             // Expanding the host-model CPU lists every feature it carries, not only those beyond the named model.
             let features = capabilities.hostModelRequiredFeatures.map { "<feature policy='require' name='\($0)'/>" }
             let cpu = "<cpu mode='custom' match='exact'><model>\(XML.escape(model))</model>\(features.joined())</cpu>"
-            let expanded = try await run("expansion of host-model CPU \(model) on \(uri)") { pointer throws(HypervisorError) -> String in
+            let expanded = try await run("expansion of host-model CPU \(model) on \(uri)") {
+                pointer throws(HypervisorError) -> String in
                 let text = cpu.withCString { cpuText -> UnsafeMutablePointer<CChar>? in
                     var list: [UnsafePointer<CChar>?] = [cpuText]
                     return virConnectBaselineHypervisorCPU(
-                        pointer, nil, arch, machine, virtType, &list, 1, VIR_CONNECT_BASELINE_CPU_EXPAND_FEATURES.rawValue)
+                        pointer, nil, arch, machine, virtType, &list, 1,
+                        VIR_CONNECT_BASELINE_CPU_EXPAND_FEATURES.rawValue)
                 }
-                guard let text else { throw HypervisorError.last("expansion of host-model CPU \(model) on \(self.uri)") }
+                guard let text else {
+                    throw HypervisorError.last("expansion of host-model CPU \(model) on \(self.uri)")
+                }
                 defer { free(text) }
                 return String(cString: text)
             }

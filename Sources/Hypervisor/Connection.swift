@@ -2,7 +2,7 @@ internal import CLibvirt
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// libvirt keepalive: a probe every `interval` seconds, the connection declared dead after `count` unanswered ones.
@@ -41,7 +41,8 @@ public final class Connection: @unchecked Sendable {
 
     /// Opens `uri` (e.g. `qemu+unix:///system?socket=/run/vmsync/a1/libvirt-sock`, `test:///default`) and, for
     /// connections that go through a daemon, turns on keepalive.
-    public static func open(_ uri: String, keepAlive: KeepAlive? = .default) async throws(HypervisorError) -> Connection {
+    public static func open(_ uri: String, keepAlive: KeepAlive? = .default) async throws(HypervisorError) -> Connection
+    {
         LibvirtEventLoop.ensureRunning()
         let connection = try await BlockingExecutor.run { () throws(HypervisorError) -> Connection in
             guard let pointer = virConnectOpen(uri) else {
@@ -83,9 +84,10 @@ public final class Connection: @unchecked Sendable {
         get async {
             guard !isClosed.withLock({ $0 }) else { return false }
             let handle = LibvirtHandle(pointer)
-            return (try? await BlockingExecutor.run { () throws(HypervisorError) -> Bool in
-                virConnectIsAlive(handle.pointer) == 1
-            }) ?? false
+            return
+                (try? await BlockingExecutor.run { () throws(HypervisorError) -> Bool in
+                    virConnectIsAlive(handle.pointer) == 1
+                }) ?? false
         }
     }
 
@@ -165,7 +167,9 @@ public final class Connection: @unchecked Sendable {
             } catch {
                 // A call on a connection keepalive (or the daemon) closed fails with a generic libvirt error.
                 guard error.code == .libvirt, virConnectIsAlive(handle.pointer) != 1 else { throw error }
-                throw HypervisorError(.connectionFailed, "\(error.message) (the connection to \(uri) is lost)", libvirtCode: error.libvirtCode)
+                throw HypervisorError(
+                    .connectionFailed, "\(error.message) (the connection to \(uri) is lost)",
+                    libvirtCode: error.libvirtCode)
             }
         }
     }

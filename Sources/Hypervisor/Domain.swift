@@ -2,16 +2,20 @@ internal import CLibvirt
 import Foundation
 
 #if canImport(FoundationXML)
-import FoundationXML
+    import FoundationXML
 #endif
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The run state of a domain, as libvirt reports it.
 public enum DomainState: String, Sendable, Hashable {
-    case noState = "nostate", running, blocked, paused, shuttingDown = "shutdown", shutOff = "shutoff", crashed
+    case noState = "nostate"
+    case running, blocked, paused
+    case shuttingDown = "shutdown"
+    case shutOff = "shutoff"
+    case crashed
     case suspended = "pmsuspended"
 
     init(libvirt value: Int32) {
@@ -48,11 +52,14 @@ public enum GuestPresence: String, Sendable, Hashable {
         switch UInt32(bitPattern: state) {
         case VIR_DOMAIN_SHUTOFF.rawValue, VIR_DOMAIN_CRASHED.rawValue: self = .inactive
         // A destination is "starting up" until its memory has arrived, then "migration" until it is resumed.
-        case VIR_DOMAIN_PAUSED.rawValue where reason == VIR_DOMAIN_PAUSED_MIGRATION.rawValue || reason == VIR_DOMAIN_PAUSED_STARTING_UP.rawValue:
+        case VIR_DOMAIN_PAUSED.rawValue
+        where reason == VIR_DOMAIN_PAUSED_MIGRATION.rawValue || reason == VIR_DOMAIN_PAUSED_STARTING_UP.rawValue:
             self = .pausedForMigration
-        case VIR_DOMAIN_PAUSED.rawValue where reason == VIR_DOMAIN_PAUSED_POSTCOPY.rawValue || reason == VIR_DOMAIN_PAUSED_POSTCOPY_FAILED.rawValue:
+        case VIR_DOMAIN_PAUSED.rawValue
+        where reason == VIR_DOMAIN_PAUSED_POSTCOPY.rawValue || reason == VIR_DOMAIN_PAUSED_POSTCOPY_FAILED.rawValue:
             self = .postCopy
-        case VIR_DOMAIN_RUNNING.rawValue where reason == VIR_DOMAIN_RUNNING_POSTCOPY.rawValue || reason == VIR_DOMAIN_RUNNING_POSTCOPY_FAILED.rawValue:
+        case VIR_DOMAIN_RUNNING.rawValue
+        where reason == VIR_DOMAIN_RUNNING_POSTCOPY.rawValue || reason == VIR_DOMAIN_RUNNING_POSTCOPY_FAILED.rawValue:
             self = .postCopy
         default: self = .live
         }
@@ -118,7 +125,9 @@ public final class Domain: @unchecked Sendable {
     public func uuid() async throws(HypervisorError) -> String {
         try await run("UUID query") { pointer throws(HypervisorError) -> String in
             var buffer = [CChar](repeating: 0, count: Int(VIR_UUID_STRING_BUFLEN))
-            guard virDomainGetUUIDString(pointer, &buffer) == 0 else { throw HypervisorError.last(self.operation("UUID query")) }
+            guard virDomainGetUUIDString(pointer, &buffer) == 0 else {
+                throw HypervisorError.last(self.operation("UUID query"))
+            }
             return buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }.lowercased()
         }
     }
@@ -175,7 +184,8 @@ extension Domain {
     /// The statistics of the domain's current job (nil when it has none); `completed` asks for the last finished
     /// job's statistics instead, which libvirt keeps until they are read (here: kept).
     public func jobStatistics(completed: Bool = false) async throws(HypervisorError) -> JobStatistics? {
-        let flags = completed
+        let flags =
+            completed
             ? VIR_DOMAIN_JOB_STATS_COMPLETED.rawValue | VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED.rawValue : 0
         return try await run("job statistics query") { pointer throws(HypervisorError) -> JobStatistics? in
             var type: Int32 = 0
@@ -201,7 +211,9 @@ extension Domain {
     public func memoryBytes() async throws(HypervisorError) -> UInt64 {
         try await run("memory query") { pointer throws(HypervisorError) -> UInt64 in
             var info = virDomainInfo()
-            guard virDomainGetInfo(pointer, &info) == 0 else { throw HypervisorError.last(self.operation("memory query")) }
+            guard virDomainGetInfo(pointer, &info) == 0 else {
+                throw HypervisorError.last(self.operation("memory query"))
+            }
             return UInt64(info.maxMem) * 1024
         }
     }
@@ -231,7 +243,8 @@ extension Domain {
 
     /// Sets the largest downtime the migration may cause at switchover.
     public func setMaxDowntime(_ downtime: Duration) async throws(HypervisorError) {
-        let milliseconds = UInt64(max(1, downtime.components.seconds * 1000 + downtime.components.attoseconds / 1_000_000_000_000_000))
+        let milliseconds = UInt64(
+            max(1, downtime.components.seconds * 1000 + downtime.components.attoseconds / 1_000_000_000_000_000))
         try await call("maximum downtime change") { virDomainMigrateSetMaxDowntime($0, milliseconds, 0) }
     }
 }
@@ -259,19 +272,26 @@ extension Domain {
 
     /// Unplugs the disk the guest sees as `target` (e.g. "vdb", "sda") and waits until it is gone from the live
     /// definition (a virtio disk: until the guest has acknowledged the PCIe unplug).
-    public func detach(disk target: String, persistent: Bool = true, timeout: Duration = .seconds(20)) async throws(HypervisorError) {
+    public func detach(disk target: String, persistent: Bool = true, timeout: Duration = .seconds(20))
+        async throws(HypervisorError)
+    {
         guard try await diskTargets().contains(target) else {
-            throw HypervisorError(.invalidConfiguration, operation("unplug of disk \(target)") + ": the domain has no such disk")
+            throw HypervisorError(
+                .invalidConfiguration, operation("unplug of disk \(target)") + ": the domain has no such disk")
         }
         let bus = target.hasPrefix("sd") ? "usb" : "virtio"
-        try await detachDevice(xml: "<disk type='file' device='disk'><target dev='\(target)' bus='\(bus)'/></disk>", persistent: persistent)
+        try await detachDevice(
+            xml: "<disk type='file' device='disk'><target dev='\(target)' bus='\(bus)'/></disk>", persistent: persistent
+        )
         let clock = ContinuousClock()
         let deadline = clock.now + timeout
         while clock.now < deadline {
             guard try await diskTargets().contains(target) else { return }
             try? await Task.sleep(for: .milliseconds(100))
         }
-        throw HypervisorError(.timeout, operation("unplug of disk \(target)") + ": the guest did not release it within \(timeout.secondsText)")
+        throw HypervisorError(
+            .timeout,
+            operation("unplug of disk \(target)") + ": the guest did not release it within \(timeout.secondsText)")
     }
 
     /// The guest device names of the domain's disks in its live definition.

@@ -57,15 +57,16 @@ final class LifecycleEventSink: Sendable {
 }
 
 /// The C callback for VIR_DOMAIN_EVENT_ID_LIFECYCLE; it runs on libvirt's event-loop thread.
-private let lifecycleCallback: @convention(c) (
-    OpaquePointer?, OpaquePointer?, Int32, Int32, UnsafeMutableRawPointer?
-) -> Int32 = { _, domain, event, detail, opaque in
-    guard let domain, let opaque else { return 0 }
-    let sink = Unmanaged<LifecycleEventSink>.fromOpaque(opaque).takeUnretainedValue()
-    let name = virDomainGetName(domain).map { String(cString: $0) } ?? ""
-    sink.continuation.yield(DomainLifecycleEvent(domain: name, kind: .init(libvirt: event), detail: detail))
-    return 0
-}
+private let lifecycleCallback:
+    @convention(c) (
+        OpaquePointer?, OpaquePointer?, Int32, Int32, UnsafeMutableRawPointer?
+    ) -> Int32 = { _, domain, event, detail, opaque in
+        guard let domain, let opaque else { return 0 }
+        let sink = Unmanaged<LifecycleEventSink>.fromOpaque(opaque).takeUnretainedValue()
+        let name = virDomainGetName(domain).map { String(cString: $0) } ?? ""
+        sink.continuation.yield(DomainLifecycleEvent(domain: name, kind: .init(libvirt: event), detail: detail))
+        return 0
+    }
 
 /// Ends the stream and releases the sink when libvirt drops the registration (deregistered, or connection closed).
 private let releaseSink: @convention(c) (UnsafeMutableRawPointer?) -> Void = { opaque in
@@ -79,9 +80,11 @@ extension Connection {
     /// Lifecycle events of every domain on this connection, from now on, until the stream is dropped or the
     /// connection closes (the stream then ends). Events arrive in the order libvirt emits them.
     public func lifecycleEvents() async throws(HypervisorError) -> AsyncStream<DomainLifecycleEvent> {
-        let (stream, continuation) = AsyncStream.makeStream(of: DomainLifecycleEvent.self, bufferingPolicy: .bufferingNewest(1024))
+        let (stream, continuation) = AsyncStream.makeStream(
+            of: DomainLifecycleEvent.self, bufferingPolicy: .bufferingNewest(1024))
         let sink = LifecycleEventSink(continuation: continuation)
-        let identifier = try await run("registration for lifecycle events on \(uri)") { pointer throws(HypervisorError) -> Int32 in
+        let identifier = try await run("registration for lifecycle events on \(uri)") {
+            pointer throws(HypervisorError) -> Int32 in
             let opaque = Unmanaged.passRetained(sink).toOpaque()
             let callback = unsafeBitCast(lifecycleCallback, to: virConnectDomainEventGenericCallback.self)
             let identifier = virConnectDomainEventRegisterAny(

@@ -171,19 +171,27 @@ public struct DomainSpec: Sendable, Hashable {
             throw invalid("custom CPU model \"\(model)\" is not a model name")
         }
         if let tcgCacheMiB, tcgCacheMiB < 1 { throw invalid("tcgCacheMiB must be positive") }
-        guard (0...16).contains(hotplugPorts) else { throw invalid("hotplugPorts \(hotplugPorts) must be between 0 and 16") }
+        guard (0...16).contains(hotplugPorts) else {
+            throw invalid("hotplugPorts \(hotplugPorts) must be between 0 and 16")
+        }
         if let boot {
-            guard boot.kernel.hasPrefix("/") else { throw invalid("boot.kernel \"\(boot.kernel)\" must be an absolute path") }
+            guard boot.kernel.hasPrefix("/") else {
+                throw invalid("boot.kernel \"\(boot.kernel)\" must be an absolute path")
+            }
             if let initrd = boot.initrd, !initrd.hasPrefix("/") {
                 throw invalid("boot.initrd \"\(initrd)\" must be an absolute path")
             }
         }
         var targets = Set<String>()
         for (index, disk) in disks.enumerated() {
-            guard disk.path.hasPrefix("/") else { throw invalid("disks[\(index)].path \"\(disk.path)\" must be an absolute path") }
+            guard disk.path.hasPrefix("/") else {
+                throw invalid("disks[\(index)].path \"\(disk.path)\" must be an absolute path")
+            }
             let pattern = disk.bus == .virtio ? "^vd[a-z]{1,2}$" : "^sd[a-z]{1,2}$"
             guard disk.target.range(of: pattern, options: .regularExpression) != nil else {
-                throw invalid("disks[\(index)].target \"\(disk.target)\" must be a \(disk.bus.rawValue) name like \(disk.bus == .virtio ? "vda" : "sda")")
+                throw invalid(
+                    "disks[\(index)].target \"\(disk.target)\" must be a \(disk.bus.rawValue) name like \(disk.bus == .virtio ? "vda" : "sda")"
+                )
             }
             if disk.bus == .usb && !usbController {
                 throw invalid("disks[\(index)] is a USB disk but the spec has no USB controller (usbController)")

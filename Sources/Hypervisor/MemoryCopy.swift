@@ -45,7 +45,8 @@ public enum MemoryCopy: String, Sendable, Hashable {
     /// tracks dirty pages in the kernel and is not affected.
     public static func liveCopyHazard(accelerator: DomainSpec.Accelerator, qemu: HypervisorVersion) -> String? {
         guard accelerator == .qemu, qemu < tcgDirtyTrackingFixed else { return nil }
-        return "QEMU \(qemu) misses guest writes while it copies the memory of a TCG (emulated) guest live; the fix is in QEMU \(tcgDirtyTrackingFixed.major).\(tcgDirtyTrackingFixed.minor)"
+        return
+            "QEMU \(qemu) misses guest writes while it copies the memory of a TCG (emulated) guest live; the fix is in QEMU \(tcgDirtyTrackingFixed.major).\(tcgDirtyTrackingFixed.minor)"
     }
 
     /// `liveCopyHazard` for a domain given by its XML (its `<domain type=…>`; a type vmsync does not know is treated
@@ -56,7 +57,9 @@ public enum MemoryCopy: String, Sendable, Hashable {
 
     /// The `type` attribute of the `<domain>` element, read without parsing the whole document.
     static func accelerator(ofDomainXML xml: String) -> DomainSpec.Accelerator? {
-        guard let element = xml.split(separator: "<domain", maxSplits: 1, omittingEmptySubsequences: false).dropFirst().first,
+        guard
+            let element = xml.split(separator: "<domain", maxSplits: 1, omittingEmptySubsequences: false).dropFirst()
+                .first,
             let head = element.split(separator: ">", maxSplits: 1).first
         else { return nil }
         for quote in ["'", "\""] {

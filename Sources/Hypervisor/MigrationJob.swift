@@ -73,7 +73,8 @@ public final class MigrationJob: Sendable {
         self.timeouts = timeouts
         self.pollInterval = pollInterval
         self.sharedMonitor = monitorConnection
-        (progress, continuation) = AsyncStream.makeStream(of: MigrationProgress.self, bufferingPolicy: .bufferingNewest(256))
+        (progress, continuation) = AsyncStream.makeStream(
+            of: MigrationProgress.self, bufferingPolicy: .bufferingNewest(256))
     }
 
     /// The latest statistics sample.
@@ -99,7 +100,8 @@ public final class MigrationJob: Sendable {
     /// Switches to post-copy (needs `options.allowPostCopy`).
     public func startPostCopy() async throws(HypervisorError) {
         guard options.allowPostCopy else {
-            throw HypervisorError(.operationInvalid, "migration of domain \"\(domain.name)\": post-copy was not allowed for this job")
+            throw HypervisorError(
+                .operationInvalid, "migration of domain \"\(domain.name)\": post-copy was not allowed for this job")
         }
         try await requireMonitor().startPostCopy()
     }
@@ -133,9 +135,12 @@ public final class MigrationJob: Sendable {
         let (monitorConnection, monitor, watchdog) = try await preparation()
         do throws(HypervisorError) {
             if let limit = options.downtimeLimit(iteration: 0) { try await monitor.setMaxDowntime(limit) }
-            if Task.isCancelled { state.withLock { $0.abortReason = $0.abortReason ?? "the migration task was cancelled" } }
+            if Task.isCancelled {
+                state.withLock { $0.abortReason = $0.abortReason ?? "the migration task was cancelled" }
+            }
             if let reason = state.withLock({ $0.abortReason }) {
-                throw HypervisorError(.operationAborted, "migration of domain \"\(domain.name)\" aborted before it started: \(reason)")
+                throw HypervisorError(
+                    .operationAborted, "migration of domain \"\(domain.name)\" aborted before it started: \(reason)")
             }
             state.withLock { $0.monitor = monitor }
 
@@ -196,7 +201,9 @@ public final class MigrationJob: Sendable {
         if let prepared { await release(prepared.connection) }
     }
 
-    private func preparation(keep: Bool = false) async throws(HypervisorError) -> (Connection, Domain, MigrationWatchdog?) {
+    private func preparation(keep: Bool = false) async throws(HypervisorError) -> (
+        Connection, Domain, MigrationWatchdog?
+    ) {
         if let prepared = state.withLock({ state -> Preparation? in
             defer { if !keep { state.prepared = nil } }
             return state.prepared
@@ -219,7 +226,11 @@ public final class MigrationJob: Sendable {
                 }
                 watchdog = MigrationWatchdog(bytes: bytes, timeouts: timeouts)
             }
-            if keep { state.withLock { $0.prepared = Preparation(connection: connection, monitor: monitor, watchdog: watchdog) } }
+            if keep {
+                state.withLock {
+                    $0.prepared = Preparation(connection: connection, monitor: monitor, watchdog: watchdog)
+                }
+            }
             return (connection, monitor, watchdog)
         } catch {
             await release(connection)
@@ -260,14 +271,17 @@ public final class MigrationJob: Sendable {
         do throws(HypervisorError) {
             let (parameters, count) = try TypedParameters.make(options.parameters, operation: operation)
             defer { virTypedParamsFree(parameters, count) }
-            let status = virDomainMigrateToURI3(domain.pointer, options.destinationURI, parameters, UInt32(count), options.flags)
+            let status = virDomainMigrateToURI3(
+                domain.pointer, options.destinationURI, parameters, UInt32(count), options.flags)
             return status == 0 ? .success(()) : .failure(HypervisorError.last(operation))
         } catch {
             return .failure(error)
         }
     }
 
-    private func poll(monitor: Domain, watchdog: MigrationWatchdog?, clock: ContinuousClock, start: ContinuousClock.Instant) async {
+    private func poll(
+        monitor: Domain, watchdog: MigrationWatchdog?, clock: ContinuousClock, start: ContinuousClock.Instant
+    ) async {
         var watchdog = watchdog
         var downtimeLimit = options.downtimeLimit(iteration: 0)
         while !Task.isCancelled {
@@ -281,7 +295,8 @@ public final class MigrationJob: Sendable {
             continuation.yield(MigrationProgress(statistics: statistics, elapsed: elapsed))
             // The downtime limit follows the memory passes (a failed change leaves the previous limit, and the next
             // sample tries again).
-            if let iteration = statistics.memoryIteration, let limit = options.downtimeLimit(iteration: iteration), limit != downtimeLimit,
+            if let iteration = statistics.memoryIteration, let limit = options.downtimeLimit(iteration: iteration),
+                limit != downtimeLimit,
                 (try? await monitor.setMaxDowntime(limit)) != nil
             {
                 downtimeLimit = limit
@@ -324,7 +339,9 @@ public final class MigrationJob: Sendable {
     }
 
     private func withDiskTotals(_ completed: JobStatistics) -> JobStatistics {
-        guard (completed.diskTotal ?? 0) == 0, let last = lastStatistics, (last.diskTotal ?? 0) > 0 else { return completed }
+        guard (completed.diskTotal ?? 0) == 0, let last = lastStatistics, (last.diskTotal ?? 0) > 0 else {
+            return completed
+        }
         var statistics = completed
         statistics.diskTotal = last.diskTotal
         statistics.diskProcessed = last.diskProcessed
@@ -336,12 +353,16 @@ public final class MigrationJob: Sendable {
     private func describe(_ error: HypervisorError) -> HypervisorError {
         let (verdict, reason) = state.withLock { ($0.verdict, $0.abortReason) }
         let subject = "migration of domain \"\(domain.name)\" to \(options.destinationURI)"
-        let libvirt = error.message.hasPrefix(subject + ": ") ? String(error.message.dropFirst(subject.count + 2)) : error.message
+        let libvirt =
+            error.message.hasPrefix(subject + ": ") ? String(error.message.dropFirst(subject.count + 2)) : error.message
         if let verdict {
-            return HypervisorError(.timeout, "\(subject) aborted: \(verdict) (libvirt: \(libvirt))", libvirtCode: error.libvirtCode)
+            return HypervisorError(
+                .timeout, "\(subject) aborted: \(verdict) (libvirt: \(libvirt))", libvirtCode: error.libvirtCode)
         }
         if let reason {
-            return HypervisorError(.operationAborted, "\(subject) aborted: \(reason) (libvirt: \(libvirt))", libvirtCode: error.libvirtCode)
+            return HypervisorError(
+                .operationAborted, "\(subject) aborted: \(reason) (libvirt: \(libvirt))", libvirtCode: error.libvirtCode
+            )
         }
         return error
     }

@@ -101,7 +101,8 @@ public struct MigrationOptions: Sendable, Hashable {
         case .full, .incremental:
             if disks.isEmpty { throw invalid("storage copy needs the disks to copy (e.g. [\"vda\"])") }
         }
-        for uri in [migrationURI, disksURI].compactMap({ $0 }) where !(uri.hasPrefix("tcp://") || uri.hasPrefix("unix://")) {
+        for uri in [migrationURI, disksURI].compactMap({ $0 })
+        where !(uri.hasPrefix("tcp://") || uri.hasPrefix("unix://")) {
             throw invalid("\"\(uri)\" must be a tcp:// or unix:// URI")
         }
         if let parallelConnections, !(2...255).contains(parallelConnections) {

@@ -31,7 +31,10 @@ public struct MigrationWatchdog: Sendable, Hashable {
 
     /// A watchdog for moving `bytes` (memory plus copied disks) with KubeVirt's settings (defaults 150 s and 150 s).
     public init(bytes: UInt64, completionTimeoutPerGiB: Int = 150, progressTimeout: Int = 150) {
-        self.init(bytes: bytes, timeouts: MigrationTimeouts(completionPerGiB: .seconds(completionTimeoutPerGiB), progress: .seconds(progressTimeout)))
+        self.init(
+            bytes: bytes,
+            timeouts: MigrationTimeouts(
+                completionPerGiB: .seconds(completionTimeoutPerGiB), progress: .seconds(progressTimeout)))
     }
 
     /// A watchdog for moving `bytes` with the given limits.
@@ -47,11 +50,14 @@ public struct MigrationWatchdog: Sendable, Hashable {
         let remaining = statistics.dataRemaining
         let processed = statistics.dataProcessed
         let iteration = statistics.memoryIteration
-        let advanced = isSmaller(remaining, than: lastRemaining) || isSmaller(lastProcessed, than: processed)
+        let advanced =
+            isSmaller(remaining, than: lastRemaining) || isSmaller(lastProcessed, than: processed)
             || isSmaller(lastIteration, than: iteration)
         // The progress timeout is about copying ("no progress in copying memory", seed 000): while libvirt still sets
         // up the destination nothing is being copied yet, and the completion timeout bounds that phase.
-        if advanced || statistics.phase == .setup || (lastRemaining == nil && lastProcessed == nil && lastIteration == nil) {
+        if advanced || statistics.phase == .setup
+            || (lastRemaining == nil && lastProcessed == nil && lastIteration == nil)
+        {
             lastProgressAt = elapsed
         }
         lastRemaining = remaining ?? lastRemaining

@@ -1,7 +1,7 @@
 internal import CLibvirt
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// libvirt's typed parameter lists (`virTypedParameter`), built for calls and read from results.
@@ -18,7 +18,8 @@ enum TypedParameters {
             let result: Int32
             switch entry.value {
             case .string(let text): result = virTypedParamsAddString(&pointer, &count, &capacity, entry.name, text)
-            case .unsigned(let number): result = virTypedParamsAddULLong(&pointer, &count, &capacity, entry.name, number)
+            case .unsigned(let number):
+                result = virTypedParamsAddULLong(&pointer, &count, &capacity, entry.name, number)
             case .int(let number): result = virTypedParamsAddInt(&pointer, &count, &capacity, entry.name, number)
             }
             if result < 0 {

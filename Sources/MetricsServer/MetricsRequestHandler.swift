@@ -34,7 +34,9 @@ public final class MetricsRequestHandler: ChannelInboundHandler, RemovableChanne
             let total = bodyBytes + chunk.readableBytes
             guard total <= Self.maximumBodyBytes else {
                 state = .closing
-                respond(context, to: head, .payloadTooLarge, "a request to this server carries at most \(Self.maximumBodyBytes) body bytes\n", keepAlive: false)
+                respond(
+                    context, to: head, .payloadTooLarge,
+                    "a request to this server carries at most \(Self.maximumBodyBytes) body bytes\n", keepAlive: false)
                 return
             }
             state = .reading(head, bodyBytes: total)
@@ -60,25 +62,34 @@ public final class MetricsRequestHandler: ChannelInboundHandler, RemovableChanne
     private func route(_ context: ChannelHandlerContext, _ head: HTTPRequestHead) {
         let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
         guard path == "/metrics" else {
-            respond(context, to: head, .notFound, "not found: this server serves only GET /metrics\n", keepAlive: head.isKeepAlive)
+            respond(
+                context, to: head, .notFound, "not found: this server serves only GET /metrics\n",
+                keepAlive: head.isKeepAlive)
             return
         }
         guard head.method == .GET || head.method == .HEAD else {
-            respond(context, to: head, .methodNotAllowed, "method not allowed: /metrics answers GET and HEAD\n", keepAlive: head.isKeepAlive,
-                    extraHeaders: [("Allow", "GET, HEAD")])
+            respond(
+                context, to: head, .methodNotAllowed, "method not allowed: /metrics answers GET and HEAD\n",
+                keepAlive: head.isKeepAlive,
+                extraHeaders: [("Allow", "GET, HEAD")])
             return
         }
         context.fireChannelRead(wrapInboundOut(head))
     }
 
     private func respond(
-        _ context: ChannelHandlerContext, to request: HTTPRequestHead, _ status: HTTPResponseStatus, _ text: String, keepAlive: Bool,
+        _ context: ChannelHandlerContext, to request: HTTPRequestHead, _ status: HTTPResponseStatus, _ text: String,
+        keepAlive: Bool,
         extraHeaders: [(String, String)] = []
     ) {
         let body = ByteBuffer(string: text)
-        var headers = HTTPHeaders([("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", String(body.readableBytes))] + extraHeaders)
+        var headers = HTTPHeaders(
+            [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", String(body.readableBytes))]
+                + extraHeaders)
         if !keepAlive { headers.add(name: "Connection", value: "close") }
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: request.version, status: status, headers: headers))), promise: nil)
+        context.write(
+            wrapOutboundOut(.head(HTTPResponseHead(version: request.version, status: status, headers: headers))),
+            promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         if keepAlive {
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)

@@ -24,7 +24,8 @@ public final class MetricsServer: Service {
     private let logger: Logger
 
     private init(
-        address: ListenAddress, listener: NIOAsyncChannel<NIOAsyncChannel<HTTPRequestHead, HTTPServerResponsePart>, Never>,
+        address: ListenAddress,
+        listener: NIOAsyncChannel<NIOAsyncChannel<HTTPRequestHead, HTTPServerResponsePart>, Never>,
         render: @escaping @Sendable () async -> [UInt8], maximumConnections: Int, logger: Logger
     ) {
         self.address = address
@@ -58,7 +59,8 @@ public final class MetricsServer: Service {
 
     /// Binds `address`; call `run()` to serve. `render` makes the exposition for each scrape.
     public static func bind(
-        _ address: ListenAddress, logger: Logger = Logger(label: "vmsync.metrics"), requestTimeout: TimeAmount = .seconds(30),
+        _ address: ListenAddress, logger: Logger = Logger(label: "vmsync.metrics"),
+        requestTimeout: TimeAmount = .seconds(30),
         maximumConnections: Int = 64, render: @escaping @Sendable () async -> [UInt8]
     ) async throws -> MetricsServer {
         let listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -67,7 +69,8 @@ public final class MetricsServer: Service {
             .bind(host: address.host, port: address.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try configure(channel, requestTimeout: requestTimeout)
-                    return try NIOAsyncChannel<HTTPRequestHead, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
+                    return try NIOAsyncChannel<HTTPRequestHead, HTTPServerResponsePart>(
+                        wrappingChannelSynchronously: channel)
                 }
             }
         let port = listener.channel.localAddress?.port ?? address.port
@@ -95,7 +98,9 @@ public final class MetricsServer: Service {
                                 return true
                             }
                             guard admitted else {
-                                logger.debug("metrics connection refused: too many open", metadata: ["limit": "\(maximumConnections)"])
+                                logger.debug(
+                                    "metrics connection refused: too many open",
+                                    metadata: ["limit": "\(maximumConnections)"])
                                 try? await connection.channel.close()
                                 continue
                             }
@@ -105,7 +110,7 @@ public final class MetricsServer: Service {
                             }
                         }
                     }
-                } catch where !Task.isCancelled {
+                } catch  where !Task.isCancelled {
                     logger.warning("metrics listener failed", metadata: ["address": "\(address)", "error": "\(error)"])
                 } catch {
                     // Stopped.
@@ -133,16 +138,18 @@ public final class MetricsServer: Service {
 
     private func answer(_ connection: NIOAsyncChannel<HTTPRequestHead, HTTPServerResponsePart>) async throws {
         try await connection.executeThenClose { scrapes, responses in
-                for try await head in scrapes {
-                    let body = ByteBuffer(bytes: await render())
-                    var headers = HTTPHeaders([("Content-Type", Self.contentType), ("Content-Length", String(body.readableBytes))])
-                    if !head.isKeepAlive { headers.add(name: "Connection", value: "close") }
-                    try await responses.write(.head(HTTPResponseHead(version: head.version, status: .ok, headers: headers)))
-                    // The encoder leaves out the body of an answer to HEAD.
-                    try await responses.write(.body(.byteBuffer(body)))
-                    try await responses.write(.end(nil))
-                    if !head.isKeepAlive { return }
-                }
+            for try await head in scrapes {
+                let body = ByteBuffer(bytes: await render())
+                var headers = HTTPHeaders([
+                    ("Content-Type", Self.contentType), ("Content-Length", String(body.readableBytes)),
+                ])
+                if !head.isKeepAlive { headers.add(name: "Connection", value: "close") }
+                try await responses.write(.head(HTTPResponseHead(version: head.version, status: .ok, headers: headers)))
+                // The encoder leaves out the body of an answer to HEAD.
+                try await responses.write(.body(.byteBuffer(body)))
+                try await responses.write(.end(nil))
+                if !head.isKeepAlive { return }
+            }
         }
     }
 }

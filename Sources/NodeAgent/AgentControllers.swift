@@ -23,13 +23,16 @@ struct AgentControllers: Sendable {
         // A node waits for what it cannot do yet (the controller restarting, a StorageClass to come) at most half a
         // minute between tries.
         let backoff = WorkQueue<ObjectKey>.Backoff(base: .milliseconds(200), maximum: .seconds(30))
-        let instanceController = Controller(InstanceSync(agent: agent), queue: WorkQueue(backoff: backoff), logger: logger)
-        let migrationController = Controller(MigrationSync(agent: agent), queue: WorkQueue(backoff: backoff), logger: logger)
+        let instanceController = Controller(
+            InstanceSync(agent: agent), queue: WorkQueue(backoff: backoff), logger: logger)
+        let migrationController = Controller(
+            MigrationSync(agent: agent), queue: WorkQueue(backoff: backoff), logger: logger)
         self.agent = agent
         self.instanceController = instanceController
         self.migrationController = migrationController
         instances = Informer(
-            source: source, cache: agent.instances, selection: Selection(fields: try FieldSelector("status.nodeName=\(node)")), logger: logger
+            source: source, cache: agent.instances,
+            selection: Selection(fields: try FieldSelector("status.nodeName=\(node)")), logger: logger
         ) { change in
             instanceController.enqueue(change.key)
         }
@@ -46,14 +49,18 @@ struct AgentControllers: Sendable {
         }
         outgoing = Informer(
             source: source, cache: agent.outgoingMigrations,
-            selection: Selection(fields: try FieldSelector("status.migrationState.sourceNode=\(node)")), logger: logger, handler: migrationChanged)
+            selection: Selection(fields: try FieldSelector("status.migrationState.sourceNode=\(node)")), logger: logger,
+            handler: migrationChanged)
         incoming = Informer(
             source: source, cache: agent.incomingMigrations,
-            selection: Selection(fields: try FieldSelector("status.migrationState.targetNode=\(node)")), logger: logger, handler: migrationChanged)
+            selection: Selection(fields: try FieldSelector("status.migrationState.targetNode=\(node)")), logger: logger,
+            handler: migrationChanged)
         dataVolumes = Informer(source: source, logger: logger) { change in
             if change.new == nil, let gone = change.old { await agent.volumes.remove(gone) }
         }
-        kubeVirt = Informer(source: source, cache: agent.kubeVirts, selection: Selection(namespace: KubeVirt.namespace), logger: logger) { _ in }
+        kubeVirt = Informer(
+            source: source, cache: agent.kubeVirts, selection: Selection(namespace: KubeVirt.namespace), logger: logger
+        ) { _ in }
     }
 
     /// Runs the informers, and once they have listed the controllers and the senders, until cancelled.
@@ -78,13 +85,16 @@ struct AgentControllers: Sendable {
     }
 
     func waitForSync() async {
-        for informer in [instances, outgoing, incoming, dataVolumes, kubeVirt] as [any SharedInformer] { await informer.waitForSync() }
+        for informer in [instances, outgoing, incoming, dataVolumes, kubeVirt] as [any SharedInformer] {
+            await informer.waitForSync()
+        }
     }
 
     /// libvirt says `domain` changed: its VMI is looked at, or, if no VMI here has it, whether it is an orphan.
     func domainChanged(_ domain: String) async {
         guard let separator = domain.firstIndex(of: "_") else { return }
-        let key = ObjectKey(namespace: String(domain[..<separator]), name: String(domain[domain.index(after: separator)...]))
+        let key = ObjectKey(
+            namespace: String(domain[..<separator]), name: String(domain[domain.index(after: separator)...]))
         if agent.instances[key] != nil {
             instanceController.enqueue(key)
         } else {

@@ -24,8 +24,10 @@ extension APIClient {
     /// (`original` when nothing changed).
     @discardableResult
     func write<R: Resource>(_ changed: R, from original: R, guarded: Bool = false) async throws(APIError) -> R {
-        let stored = try await original.write(changed, guarded: guarded) { (patch, status) async throws(APIError) -> JSONValue in
-            try await self.patch(R.kind, namespace: original.key.namespace, name: original.key.name, patch, status: status)
+        let stored = try await original.write(changed, guarded: guarded) {
+            (patch, status) async throws(APIError) -> JSONValue in
+            try await self.patch(
+                R.kind, namespace: original.key.namespace, name: original.key.name, patch, status: status)
         }
         guard let stored else { return original }
         return try R(json: stored)
@@ -45,7 +47,7 @@ extension APIClient {
             try change(&changed)
             do {
                 return try await write(changed, from: current, guarded: guarded)
-            } catch where error.code == 409 {
+            } catch  where error.code == 409 {
                 current = try await get(R.self, namespace: object.key.namespace, name: object.key.name)
             }
         }
@@ -56,7 +58,9 @@ extension APIClient {
     /// there now: the merge patch of just those fields, with no precondition — for facts the agent reports after the
     /// event (where the guest runs, the job's figures) that must land over whatever the object says meanwhile.
     @discardableResult
-    func set<R: Resource, Value>(_ path: WritableKeyPath<R, Value?>, of object: R, to value: Value) async throws(APIError) -> R {
+    func set<R: Resource, Value>(_ path: WritableKeyPath<R, Value?>, of object: R, to value: Value)
+        async throws(APIError) -> R
+    {
         var base = object
         base[keyPath: path] = nil
         var changed = object

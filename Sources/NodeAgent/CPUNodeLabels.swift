@@ -4,8 +4,9 @@ public import Hypervisor
 extension CPUCapabilities {
     /// KubeVirt's CPU node labels for what this node's hypervisor offers (`CPULabels`).
     public func nodeLabels(obsoleteModels: Set<String> = CPULabels.obsoleteModels) -> [String: String] {
-        CPULabels.labels(hostModel: hostModel, requiredFeatures: hostModelRequiredFeatures, features: hostModelFeatures,
-                         usableModels: usableModels, obsoleteModels: obsoleteModels)
+        CPULabels.labels(
+            hostModel: hostModel, requiredFeatures: hostModelRequiredFeatures, features: hostModelFeatures,
+            usableModels: usableModels, obsoleteModels: obsoleteModels)
     }
 }
 

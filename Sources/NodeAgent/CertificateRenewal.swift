@@ -13,14 +13,17 @@ public enum CertificateRenewal {
     /// Asks the controller for a certificate for `request`; with `certificatePath` and `keyPath` the result also
     /// replaces the files the agent was started with.
     public static func renew(
-        through client: APIClient, _ request: LeafRequest, cluster: String, certificatePath: String? = nil, keyPath: String? = nil
+        through client: APIClient, _ request: LeafRequest, cluster: String, certificatePath: String? = nil,
+        keyPath: String? = nil
     ) async throws -> CertifiedKey {
         let signing = try SigningRequest.make(for: request, cluster: cluster)
         var metadata = ObjectMeta()
         metadata.generateName = "node-\(request.name)-"
-        let object = CertificateSigningRequest(metadata: metadata, spec: .init(
-            request: Data(signing.pem.utf8).base64EncodedString(), signerName: signerName,
-            usages: ["digital signature", "client auth", "server auth"]))
+        let object = CertificateSigningRequest(
+            metadata: metadata,
+            spec: .init(
+                request: Data(signing.pem.utf8).base64EncodedString(), signerName: signerName,
+                usages: ["digital signature", "client auth", "server auth"]))
         let created = try await client.create(object)
         guard let encoded = created.status?.certificate, let data = Data(base64Encoded: encoded) else {
             throw APIError.internalError("the controller answered the signing request without a certificate")

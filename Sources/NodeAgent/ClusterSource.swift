@@ -9,18 +9,24 @@ struct ClusterSource: ResourceSource {
     let client: APIClient
     var resync = 60
 
-    func list(_ kind: ResourceKind, _ selection: Selection) async throws(APIError) -> (items: [JSONValue], resourceVersion: Int64) {
-        let body = try await client.list(kind, namespace: selection.namespace, labelSelector: selection.labels?.description,
-                                         fieldSelector: selection.fields?.description)
+    func list(_ kind: ResourceKind, _ selection: Selection) async throws(APIError) -> (
+        items: [JSONValue], resourceVersion: Int64
+    ) {
+        let body = try await client.list(
+            kind, namespace: selection.namespace, labelSelector: selection.labels?.description,
+            fieldSelector: selection.fields?.description)
         guard let list = try? body.decode(ObjectList.self) else {
             throw APIError.internalError("the list of \(kind.resource) the cluster API answered is not a list")
         }
         return (list.items ?? [], list.resourceVersion)
     }
 
-    func watch(_ kind: ResourceKind, _ selection: Selection, from resourceVersion: Int64?) async throws(APIError) -> AsyncStream<WatchEvent> {
+    func watch(_ kind: ResourceKind, _ selection: Selection, from resourceVersion: Int64?) async throws(APIError)
+        -> AsyncStream<WatchEvent>
+    {
         let events = try await client.watch(
-            kind, namespace: selection.namespace, labelSelector: selection.labels?.description, fieldSelector: selection.fields?.description,
+            kind, namespace: selection.namespace, labelSelector: selection.labels?.description,
+            fieldSelector: selection.fields?.description,
             resourceVersion: resourceVersion.map(String.init), timeoutSeconds: resync)
         let iterator = EventIterator(events.makeAsyncIterator())
         // A failed watch ends the stream: the informer lists again.

@@ -6,7 +6,9 @@ import Hypervisor
 enum DomainMapping {
     /// The memory the VMI asks for, in MiB (domain.memory.guest, else resources.requests.memory, else 128).
     static func memoryMiB(_ spec: VirtualMachineInstanceSpec) -> Int {
-        let bytes = Quantity(spec.domain?.memory?.guest)?.bytes ?? Quantity(spec.domain?.resources?.requests?["memory"])?.bytes ?? (128 << 20)
+        let bytes =
+            Quantity(spec.domain?.memory?.guest)?.bytes ?? Quantity(spec.domain?.resources?.requests?["memory"])?.bytes
+            ?? (128 << 20)
         return Int(max(16, bytes >> 20))
     }
 
@@ -25,7 +27,8 @@ enum DomainMapping {
 
     /// The domain for `vmi` with its disks at `disks` (volume name → image path and format).
     static func spec(
-        for vmi: VirtualMachineInstance, disks: [String: (path: String, format: String)], serialSocket: String, clusterCPUModel: String?
+        for vmi: VirtualMachineInstance, disks: [String: (path: String, format: String)], serialSocket: String,
+        clusterCPUModel: String?
     ) throws(APIError) -> DomainSpec {
         let namespace = vmi.metadata.namespace ?? "default"
         let name = vmi.metadata.name ?? ""
@@ -35,21 +38,30 @@ enum DomainMapping {
         for (index, entry) in (spec.domain?.devices?.disks ?? []).enumerated() {
             let volume = entry.name
             guard let disk = disks[volume] else {
-                throw APIError.badRequest("disk \"\(volume)\" of vmi \(namespace)/\(name) has no volume this node can provide")
+                throw APIError.badRequest(
+                    "disk \"\(volume)\" of vmi \(namespace)/\(name) has no volume this node can provide")
             }
             guard index < letters.count else { break }
             let format: DomainSpec.Disk.Format = disk.format == "raw" ? .raw : .qcow2
-            domainDisks.append(DomainSpec.Disk(path: disk.path, format: format, target: "vd\(letters[index])", readOnly: entry.disk?.readonly ?? false))
+            domainDisks.append(
+                DomainSpec.Disk(
+                    path: disk.path, format: format, target: "vd\(letters[index])",
+                    readOnly: entry.disk?.readonly ?? false))
         }
         var boot: DomainSpec.DirectBoot?
         if let kernelBoot = spec.domain?.firmware?.kernelBoot, let kernel = kernelBoot.container?.kernelPath {
-            boot = DomainSpec.DirectBoot(kernel: kernel, initrd: kernelBoot.container?.initrdPath, commandLine: kernelBoot.kernelArgs ?? "console=ttyS0")
+            boot = DomainSpec.DirectBoot(
+                kernel: kernel, initrd: kernelBoot.container?.initrdPath,
+                commandLine: kernelBoot.kernelArgs ?? "console=ttyS0")
         }
         let interfaces = try self.interfaces(of: vmi)
-        let uuid = (spec.domain?.firmware?.uuid).flatMap(UUID.init(uuidString:)) ?? vmi.metadata.uid.flatMap(UUID.init(uuidString:))
+        let uuid =
+            (spec.domain?.firmware?.uuid).flatMap(UUID.init(uuidString:))
+            ?? vmi.metadata.uid.flatMap(UUID.init(uuidString:))
         let domain = DomainSpec(
             name: Resources.domainName(namespace: namespace, name: name), uuid: uuid, memoryMiB: memoryMiB(spec),
-            vcpus: vcpus(spec), cpu: cpu(spec, clusterDefault: clusterCPUModel), accelerator: .qemu, tcgCacheMiB: 32, boot: boot,
+            vcpus: vcpus(spec), cpu: cpu(spec, clusterDefault: clusterCPUModel), accelerator: .qemu, tcgCacheMiB: 32,
+            boot: boot,
             disks: domainDisks, serialSocket: serialSocket,
             interfaces: interfaces.map { DomainSpec.Interface(source: .user, macAddress: $0.mac) }, usbController: true)
         do {
@@ -83,11 +95,13 @@ enum DomainMapping {
             }
             guard network.pod != nil else {
                 let kind = network.multus != nil ? "multus" : "unknown"
-                throw APIError.badRequest("network \"\(name)\": \(kind) networks are not supported by vmsync nodes (use pod)")
+                throw APIError.badRequest(
+                    "network \"\(name)\": \(kind) networks are not supported by vmsync nodes (use pod)")
             }
             guard entry.masquerade != nil || entry.bridge != nil else {
                 let binding = entry.sriov != nil ? "sriov" : "none"
-                throw APIError.badRequest("interface \"\(name)\": binding \(binding) is not supported by vmsync nodes (use masquerade)")
+                throw APIError.badRequest(
+                    "interface \"\(name)\": binding \(binding) is not supported by vmsync nodes (use masquerade)")
             }
             let mac = entry.macAddress ?? derivedMAC(uid: vmi.metadata.uid ?? "", interface: name)
             planned.append(PlannedInterface(name: name, mac: mac.lowercased()))
@@ -107,11 +121,14 @@ enum DomainMapping {
     }
 
     /// The user data of a `cloudInitNoCloud` volume (`userData`, or `userDataBase64` decoded).
-    static func userData(of cloudInit: VirtualMachineInstanceSpec.Volume.CloudInitNoCloud, volume: String) throws(APIError) -> String {
+    static func userData(of cloudInit: VirtualMachineInstanceSpec.Volume.CloudInitNoCloud, volume: String)
+        throws(APIError) -> String
+    {
         if let text = cloudInit.userData { return text }
         if let encoded = cloudInit.userDataBase64 {
             guard let data = Data(base64Encoded: encoded), let text = String(data: data, encoding: .utf8) else {
-                throw APIError.badRequest("volume \"\(volume)\": cloudInitNoCloud.userDataBase64 is not base64-encoded UTF-8")
+                throw APIError.badRequest(
+                    "volume \"\(volume)\": cloudInitNoCloud.userDataBase64 is not base64-encoded UTF-8")
             }
             return text
         }
@@ -138,10 +155,12 @@ enum DomainMapping {
     /// The domain XML for the target: the source's migratable XML with this node's run directory (console socket,
     /// empty disks, cloud-init seed) replaced by the target's. DataVolume disks keep their paths: a StorageClass's
     /// directory is the same on every node.
-    static func destinationXML(_ xml: String, from sourceRunDirectory: String, to targetRunDirectory: String) -> String {
+    static func destinationXML(_ xml: String, from sourceRunDirectory: String, to targetRunDirectory: String) -> String
+    {
         guard sourceRunDirectory != targetRunDirectory else { return xml }
         let from = sourceRunDirectory.hasSuffix("/") ? sourceRunDirectory : sourceRunDirectory + "/"
         let to = targetRunDirectory.hasSuffix("/") ? targetRunDirectory : targetRunDirectory + "/"
-        return xml.replacingOccurrences(of: "'\(from)", with: "'\(to)").replacingOccurrences(of: "\"\(from)", with: "\"\(to)")
+        return xml.replacingOccurrences(of: "'\(from)", with: "'\(to)").replacingOccurrences(
+            of: "\"\(from)", with: "\"\(to)")
     }
 }

@@ -18,7 +18,9 @@ extension NodeAgent {
 
     /// Runs `write` until it succeeds. Transient failures are retried with exponential backoff (200 ms doubling to
     /// 5 s), for `limit` (nil: until the task is cancelled); any other error is thrown at once.
-    func persistently<T>(_ what: String, for limit: Duration? = nil, _ write: () async throws(APIError) -> T) async throws(APIError) -> T {
+    func persistently<T>(_ what: String, for limit: Duration? = nil, _ write: () async throws(APIError) -> T)
+        async throws(APIError) -> T
+    {
         let deadline = limit.map { ContinuousClock.now + $0 }
         var delay = Duration.milliseconds(200)
         var attempts = 0
@@ -30,7 +32,9 @@ extension NodeAgent {
                 let expired = deadline.map { ContinuousClock.now >= $0 } ?? false
                 guard Self.isTransient(error), !expired, !Task.isCancelled else { throw error }
                 if attempts == 1 || attempts % 10 == 0 {
-                    logger.warning("write failed; retrying", metadata: ["what": "\(what)", "attempt": "\(attempts)", "error": "\(error)"])
+                    logger.warning(
+                        "write failed; retrying",
+                        metadata: ["what": "\(what)", "attempt": "\(attempts)", "error": "\(error)"])
                 }
                 try? await Task.sleep(for: delay)
                 delay = min(delay * 2, .seconds(5))
@@ -45,7 +49,8 @@ extension NodeAgent {
     /// runs on the target now, so a failed write must never turn into a failed migration (whose cleanup would remove
     /// that guest). Returns the migration as last stored.
     func handOver(
-        _ vmim: VirtualMachineInstanceMigration, vmi: VirtualMachineInstance, target: String, final: @escaping @Sendable (inout MigrationState) -> Void
+        _ vmim: VirtualMachineInstanceMigration, vmi: VirtualMachineInstance, target: String,
+        final: @escaping @Sendable (inout MigrationState) -> Void
     ) async -> VirtualMachineInstanceMigration {
         let uid = vmim.metadata.uid ?? ""
         var handed = VirtualMachineInstance.Status()
@@ -56,35 +61,42 @@ extension NodeAgent {
             try await persistently("hand-over of \(vmi.key) to \(target)") { () async throws(APIError) in
                 do throws(APIError) {
                     try await client.set(\.status, of: vmi, to: handed)
-                } catch where error.code == 403 || error.code == 409 {
+                } catch  where error.code == 403 || error.code == 409 {
                     // An earlier attempt landed (its answer was lost), or the target claimed the guest first.
-                    let vmi = try await client.get(VirtualMachineInstance.self, namespace: vmi.key.namespace, name: vmi.key.name)
+                    let vmi = try await client.get(
+                        VirtualMachineInstance.self, namespace: vmi.key.namespace, name: vmi.key.name)
                     guard vmi.nodeName == target else { throw error }
                 }
             }
         } catch {
             // 404: the VMI was deleted meanwhile; the target's agent removes the guest with it.
-            logger.error("the VMI could not be handed over", metadata: ["migration": "\(uid)", "target": "\(target)", "error": "\(error)"])
+            logger.error(
+                "the VMI could not be handed over",
+                metadata: ["migration": "\(uid)", "target": "\(target)", "error": "\(error)"])
         }
         var current = vmim
         do {
-            current = try await persistently("migration \(uid) Succeeded") { () async throws(APIError) -> VirtualMachineInstanceMigration in
+            current = try await persistently("migration \(uid) Succeeded") {
+                () async throws(APIError) -> VirtualMachineInstanceMigration in
                 do throws(APIError) {
                     return try await transition(current, to: .succeeded) { vmim in
                         var state = vmim.status?.migrationState ?? MigrationState()
                         final(&state)
                         vmim.status?.migrationState = state
                     }
-                } catch where error.code == 409 {
+                } catch  where error.code == 409 {
                     // Moved on meanwhile: done if it says Succeeded (the target's claim); a failure recorded before the
                     // guest moved stays as it is — the VMI says where the guest runs.
-                    current = try await client.get(VirtualMachineInstanceMigration.self, namespace: vmim.key.namespace, name: vmim.key.name)
+                    current = try await client.get(
+                        VirtualMachineInstanceMigration.self, namespace: vmim.key.namespace, name: vmim.key.name)
                     if current.phase.isFinal { return current }
                     throw APIError(.serviceUnavailable, code: 503, error.message)
                 }
             }
         } catch {
-            logger.error("the migration could not be recorded as succeeded", metadata: ["migration": "\(uid)", "error": "\(error)"])
+            logger.error(
+                "the migration could not be recorded as succeeded",
+                metadata: ["migration": "\(uid)", "error": "\(error)"])
         }
         return current
     }
@@ -112,7 +124,9 @@ extension NodeAgent {
     /// runs here.
     @discardableResult
     func claimIfRunningHere(_ made: PreparedTarget, vmim: VirtualMachineInstanceMigration?) async -> Bool {
-        guard let libvirt, let domain = try? await libvirt.domain(named: made.domainName), (try? await domain.presence()) == .live else {
+        guard let libvirt, let domain = try? await libvirt.domain(named: made.domainName),
+            (try? await domain.presence()) == .live
+        else {
             liveSince[made.uid] = nil
             return false
         }
@@ -121,14 +135,19 @@ extension NodeAgent {
         guard ContinuousClock.now - since >= Self.claimDelay else { return true }
         let me = configuration.name
         do {
-            try await persistently("claim of \(made.namespace)/\(made.vmiName)", for: .seconds(60)) { () async throws(APIError) in
-                let vmi = try await client.get(VirtualMachineInstance.self, namespace: made.namespace, name: made.vmiName)
+            try await persistently("claim of \(made.namespace)/\(made.vmiName)", for: .seconds(60)) {
+                () async throws(APIError) in
+                let vmi = try await client.get(
+                    VirtualMachineInstance.self, namespace: made.namespace, name: made.vmiName)
                 let state = vmi.status?.migrationState
                 guard vmi.nodeName != me else { return }
                 guard state?.migrationUid == made.uid else {
-                    logger.error("a guest runs here for a migration the VMI no longer names", metadata: [
-                        "migration": "\(made.uid)", "vmi": "\(made.namespace)/\(made.vmiName)", "names": "\(state?.migrationUid ?? "none")",
-                    ])
+                    logger.error(
+                        "a guest runs here for a migration the VMI no longer names",
+                        metadata: [
+                            "migration": "\(made.uid)", "vmi": "\(made.namespace)/\(made.vmiName)",
+                            "names": "\(state?.migrationUid ?? "none")",
+                        ])
                     return
                 }
                 var claimed = VirtualMachineInstance.Status()
@@ -140,9 +159,11 @@ extension NodeAgent {
                 if state?.endTimestamp == nil { changes.endTimestamp = Migration.timestamp() }
                 claimed.migrationState = changes
                 try await client.set(\.status, of: vmi, to: claimed)
-                logger.warning("claimed a guest that libvirt moved here but nobody handed over", metadata: [
-                    "migration": "\(made.uid)", "vmi": "\(made.namespace)/\(made.vmiName)",
-                ])
+                logger.warning(
+                    "claimed a guest that libvirt moved here but nobody handed over",
+                    metadata: [
+                        "migration": "\(made.uid)", "vmi": "\(made.namespace)/\(made.vmiName)",
+                    ])
             }
             if let vmim, vmim.phase == .running {
                 _ = try? await transition(vmim, to: .succeeded) { vmim in
@@ -151,13 +172,15 @@ extension NodeAgent {
                     state.failed = false
                     if state.endTimestamp == nil { state.endTimestamp = Migration.timestamp() }
                     vmim.status?.migrationState = state
-                    vmim.status?.conditions.set(Condition(
-                        "ClaimedByTarget", true, reason: "HandoverMissing",
-                        message: "the guest runs on \(me); the source did not hand it over, so the target did"))
+                    vmim.status?.conditions.set(
+                        Condition(
+                            "ClaimedByTarget", true, reason: "HandoverMissing",
+                            message: "the guest runs on \(me); the source did not hand it over, so the target did"))
                 }
             }
         } catch {
-            logger.error("could not claim a guest that runs here", metadata: ["migration": "\(made.uid)", "error": "\(error)"])
+            logger.error(
+                "could not claim a guest that runs here", metadata: ["migration": "\(made.uid)", "error": "\(error)"])
         }
         return true
     }
@@ -180,7 +203,7 @@ extension NodeAgent {
             let vmi: VirtualMachineInstance?
             do {
                 vmi = try await client.get(VirtualMachineInstance.self, namespace: namespace, name: name)
-            } catch where error.code == 404 {
+            } catch  where error.code == 404 {
                 vmi = nil
             } catch {
                 continue
@@ -194,17 +217,23 @@ extension NodeAgent {
                 // Its VMI runs elsewhere: hold this copy (a post-copy half is left to its job).
                 if (try? await domain.presence()) == .live, (try? await domain.state()) != .paused {
                     try? await domain.suspend()
-                    logger.error("paused a guest whose VMI runs on another node", metadata: [
-                        "domain": "\(domainName)", "vmi node": "\(vmi.nodeName ?? "none")",
-                    ])
+                    logger.error(
+                        "paused a guest whose VMI runs on another node",
+                        metadata: [
+                            "domain": "\(domainName)", "vmi node": "\(vmi.nodeName ?? "none")",
+                        ])
                 }
                 continue
             }
             try? await domain.destroy()
             try? await domain.undefine()
-            logger.warning("removed a domain that no VMI claims", metadata: [
-                "domain": "\(domainName)", "why": "\(vmi == nil ? "the VMI is gone" : vmi?.metadata.isDeleting == true ? "the VMI is being deleted" : "another VMI has its name")",
-            ])
+            logger.warning(
+                "removed a domain that no VMI claims",
+                metadata: [
+                    "domain": "\(domainName)",
+                    "why":
+                        "\(vmi == nil ? "the VMI is gone" : vmi?.metadata.isDeleting == true ? "the VMI is being deleted" : "another VMI has its name")",
+                ])
         }
     }
 }

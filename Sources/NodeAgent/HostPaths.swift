@@ -2,7 +2,7 @@ import ClusterAPI
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Which host paths API input may make this node touch. The agent runs as root, so a path in a manifest is a
@@ -55,10 +55,14 @@ public struct HostPaths: Sendable {
 
     /// A StorageClass's directory, canonical, if it lies under a storage root.
     func storageDirectory(_ directory: String?, of storageClass: String) throws(APIError) -> String {
-        guard let directory, !directory.isEmpty else { throw APIError.badRequest("storageclass \"\(storageClass)\" has no directory") }
-        guard let resolved = Self.resolve(directory), storageRoots.contains(where: { Self.isWithin(resolved, $0) }) else {
+        guard let directory, !directory.isEmpty else {
+            throw APIError.badRequest("storageclass \"\(storageClass)\" has no directory")
+        }
+        guard let resolved = Self.resolve(directory), storageRoots.contains(where: { Self.isWithin(resolved, $0) })
+        else {
             throw APIError.forbidden(
-                "storageclass \"\(storageClass)\": directory \(directory) is not under this node's storage roots (\(storageRoots.joined(separator: ", ")))")
+                "storageclass \"\(storageClass)\": directory \(directory) is not under this node's storage roots (\(storageRoots.joined(separator: ", ")))"
+            )
         }
         return resolved
     }
@@ -71,12 +75,15 @@ public struct HostPaths: Sendable {
         let raw = String(url.dropFirst("file://".count))
         let path = raw.removingPercentEncoding ?? raw
         guard let resolved = Self.resolve(path) else {
-            throw APIError.forbidden("\(user): data source \(url) does not name an absolute file path (pseudo-filenames such as json: or nbd: are refused)")
+            throw APIError.forbidden(
+                "\(user): data source \(url) does not name an absolute file path (pseudo-filenames such as json: or nbd: are refused)"
+            )
         }
         let allowed = [classDirectory] + importDirectories
         guard allowed.contains(where: { Self.isWithin(resolved, $0) }) else {
             throw APIError.forbidden(
-                "\(user): data source \(url) is outside the StorageClass directory and this node's import directories (\(allowed.joined(separator: ", ")))")
+                "\(user): data source \(url) is outside the StorageClass directory and this node's import directories (\(allowed.joined(separator: ", ")))"
+            )
         }
         var status = stat()
         guard stat(resolved, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG else {
@@ -87,9 +94,11 @@ public struct HostPaths: Sendable {
 
     /// A kernel or initrd to boot, canonical, if it is a regular file in an import directory.
     func bootFile(_ path: String, field: String) throws(APIError) -> String {
-        guard let resolved = Self.resolve(path), importDirectories.contains(where: { Self.isWithin(resolved, $0) }) else {
+        guard let resolved = Self.resolve(path), importDirectories.contains(where: { Self.isWithin(resolved, $0) })
+        else {
             throw APIError.forbidden(
-                "\(field): \(path) is not in this node's import directories (\(importDirectories.isEmpty ? "none configured" : importDirectories.joined(separator: ", ")))")
+                "\(field): \(path) is not in this node's import directories (\(importDirectories.isEmpty ? "none configured" : importDirectories.joined(separator: ", ")))"
+            )
         }
         var status = stat()
         guard stat(resolved, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG else {

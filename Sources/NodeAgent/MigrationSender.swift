@@ -113,10 +113,13 @@ struct MigrationSender {
         timer.mark("volumes")
         let domain = try await libvirt.domain(named: domainName)
         let sourceXML = try await domain.xml(migratable: true)
-        let xml = DomainMapping.destinationXML(sourceXML, from: agent.configuration.runDirectory, to: targetRunDirectory)
+        let xml = DomainMapping.destinationXML(
+            sourceXML, from: agent.configuration.runDirectory, to: targetRunDirectory)
         let settings = NodeAgent.migrationSettings(agent.kubeVirt?.migrations)
         // A guest whose memory this node's QEMU cannot copy live without losing writes is paused for the copy.
-        let hazard = settings.allowUnsafeLiveMemoryCopy ? nil : MemoryCopy.liveCopyHazard(domainXML: sourceXML, qemu: try await libvirt.hypervisorVersion())
+        let hazard =
+            settings.allowUnsafeLiveMemoryCopy
+            ? nil : MemoryCopy.liveCopyHazard(domainXML: sourceXML, qemu: try await libvirt.hypervisorVersion())
         let options = MigrationOptions(
             destinationURI: "qemu+unix:///system?socket=\(paths.socket(uid, "libvirt"))",
             migrationURI: "unix://\(paths.socket(uid, "memory"))",
@@ -124,11 +127,14 @@ struct MigrationSender {
             destinationXML: xml, storage: copied.isEmpty ? .none : .full, disks: copied,
             bandwidthMiBPerSecond: settings.bandwidthMiB, maxDowntime: settings.maxDowntime,
             initialDowntime: settings.initialDowntime, autoConverge: settings.autoConverge,
-            allowPostCopy: settings.allowPostCopy && hazard == nil, allowUnsafe: shared, parallelConnections: settings.parallelConnections,
+            allowPostCopy: settings.allowPostCopy && hazard == nil, allowUnsafe: shared,
+            parallelConnections: settings.parallelConnections,
             memoryCopy: hazard == nil ? .live : .paused)
         let job = MigrationJob(
-            domain: domain, options: options, timeouts: settings.timeouts, pollInterval: .milliseconds(250), monitorConnection: agent.monitorConnection)
-        staged = Staged(vmi: vmi, job: job, hazard: hazard, copied: copied, shared: shared, copiedFiles: copiedFiles, steps: "")
+            domain: domain, options: options, timeouts: settings.timeouts, pollInterval: .milliseconds(250),
+            monitorConnection: agent.monitorConnection)
+        staged = Staged(
+            vmi: vmi, job: job, hazard: hazard, copied: copied, shared: shared, copiedFiles: copiedFiles, steps: "")
         try await job.prepare()
         timer.mark("job")
         staged?.steps = timer.description
@@ -160,8 +166,10 @@ struct MigrationSender {
                         state.startTimestamp = started
                         if let hazard {
                             state.mode = MemoryCopy.paused.rawValue
-                            vmim.status?.conditions.set(Condition(
-                                "MemoryCopyPaused", true, reason: "LiveCopyUnsafe", message: "the guest is paused while its memory is copied: \(hazard)"))
+                            vmim.status?.conditions.set(
+                                Condition(
+                                    "MemoryCopyPaused", true, reason: "LiveCopyUnsafe",
+                                    message: "the guest is paused while its memory is copied: \(hazard)"))
                         }
                         vmim.status?.migrationState = state
                     }
@@ -187,10 +195,13 @@ struct MigrationSender {
             vmiState.targetNodeAddress = ready.status?.migrationState?.targetNodeAddress
             if hazard != nil { vmiState.mode = MemoryCopy.paused.rawValue }
             agent.senders?.send { [vmiState] in await agent.setMigrationState(of: vmi, vmiState) }
-            logger.info("migration started", metadata: [
-                "migration": "\(uid)", "target": "\(target)", "copied": "\(staged.copied)", "shared": "\(staged.shared)",
-                "staged ms": "\(staged.steps)", "ms": "\(timer.description)",
-            ])
+            logger.info(
+                "migration started",
+                metadata: [
+                    "migration": "\(uid)", "target": "\(target)", "copied": "\(staged.copied)",
+                    "shared": "\(staged.shared)",
+                    "staged ms": "\(staged.steps)", "ms": "\(timer.description)",
+                ])
             do {
                 while let outcome = try await group.next() {
                     guard let result = outcome else { continue }
@@ -209,7 +220,8 @@ struct MigrationSender {
 
     /// An abort that hangs (a stalled stream: QEMU waits for in-flight disk writes) is ended by breaking the tunnels,
     /// which fails the streams at once. The source domain keeps running either way. Runs until cancelled.
-    private static func breakStuckAbort(of job: MigrationJob, entries: [TunnelEntry], uid: String, logger: Logger) async {
+    private static func breakStuckAbort(of job: MigrationJob, entries: [TunnelEntry], uid: String, logger: Logger) async
+    {
         var since: ContinuousClock.Instant?
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(250))
@@ -236,7 +248,9 @@ struct MigrationSender {
         // The final figures: the last sample; a migration that ended before its first sample waits for the
         // completed statistics.
         let completedEarly = result.lastProgress == nil ? await job.completedStatistics() : nil
-        let progress = (completedEarly ?? result.lastProgress).map { NodeAgent.finalProgress($0, elapsed: result.duration) }
+        let progress = (completedEarly ?? result.lastProgress).map {
+            NodeAgent.finalProgress($0, elapsed: result.duration)
+        }
         let downtime = completedEarly?.downtimeMs
         agent.jobMetrics.recordSent(duration: result.duration, statistics: completedEarly ?? result.lastProgress)
         current = await agent.handOver(current, vmi: staged.vmi, target: target) { state in
@@ -250,7 +264,9 @@ struct MigrationSender {
         }
         // libvirt's account of the finished job (its downtime) is written by the target, which has it locally.
         for file in staged.copiedFiles { try? FileManager.default.removeItem(atPath: file) }
-        agent.logger.info("migration succeeded", metadata: ["migration": "\(uid)", "target": "\(target)", "wall": "\(result.duration)"])
+        agent.logger.info(
+            "migration succeeded",
+            metadata: ["migration": "\(uid)", "target": "\(target)", "wall": "\(result.duration)"])
     }
 
     /// The migration failed (or was aborted): recorded as such — unless the guest has left this node.
@@ -261,13 +277,16 @@ struct MigrationSender {
             // libvirt reports a failure, but the guest has left this node (a step after the switchover failed): it
             // runs on the target, whose agent claims it. Recording a failure would be recording a lie.
             agent.handedOver[domainName] = .now
-            agent.logger.error("the migration's job failed after the guest left this node; the target claims it", metadata: [
-                "migration": "\(uid)", "error": "\(error)",
-            ])
+            agent.logger.error(
+                "the migration's job failed after the guest left this node; the target claims it",
+                metadata: [
+                    "migration": "\(uid)", "error": "\(error)",
+                ])
         } else {
             agent.logger.warning("migration failed", metadata: ["migration": "\(uid)", "error": "\(error)"])
             await agent.failMigration(
-                current, vmi: vmi, reason: aborted ? "Aborted" : "MigrationFailed", NodeAgent.describe(error), abortStatus: aborted ? "Succeeded" : nil)
+                current, vmi: vmi, reason: aborted ? "Aborted" : "MigrationFailed", NodeAgent.describe(error),
+                abortStatus: aborted ? "Succeeded" : nil)
         }
     }
 

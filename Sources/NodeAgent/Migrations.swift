@@ -7,7 +7,7 @@ import Logging
 import TLSTransport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The node's side of live migration.
@@ -121,10 +121,14 @@ extension NodeAgent {
                 } else {
                     // Begun by this node's previous agent: its tunnel ends died with it.
                     givenUp.insert(uid)
-                    logger.warning("failing a migration this node's previous agent was preparing", metadata: ["migration": "\(uid)"])
+                    logger.warning(
+                        "failing a migration this node's previous agent was preparing",
+                        metadata: ["migration": "\(uid)"])
                     await cleanupTarget(uid: uid, failed: true)
-                    await failMigration(vmim, vmi: nil, reason: "TargetAgentRestarted",
-                                        "the target node's agent restarted while the migration was \(phase.rawValue); the VM stays on \(state?.sourceNode ?? "its node")")
+                    await failMigration(
+                        vmim, vmi: nil, reason: "TargetAgentRestarted",
+                        "the target node's agent restarted while the migration was \(phase.rawValue); the VM stays on \(state?.sourceNode ?? "its node")"
+                    )
                 }
             case .running:
                 // Normally the source hands the guest over; if libvirt moved it and that did not happen, claim it.
@@ -152,22 +156,29 @@ extension NodeAgent {
                 if !(await guestIsHere(domainName)) {
                     // libvirt finished the job: the guest runs on the target, whose agent claims it.
                     restartFailed.insert(uid)
-                    logger.warning("the guest of a migration this node's previous agent was sending has left; the target claims it", metadata: ["migration": "\(uid)"])
+                    logger.warning(
+                        "the guest of a migration this node's previous agent was sending has left; the target claims it",
+                        metadata: ["migration": "\(uid)"])
                 } else if let domain, (try? await domain.jobStatistics()) ?? nil != nil {
                     // libvirtd still runs the job (its streams died with the previous agent): look again next pass.
                 } else {
                     // The job and its tunnels died with the previous process, and the guest stayed here.
                     restartFailed.insert(uid)
                     let vmi = try? await client.get(VirtualMachineInstance.self, namespace: namespace, name: vmiName)
-                    logger.warning("failing a migration this node's previous agent was sending", metadata: ["migration": "\(uid)"])
-                    await failMigration(vmim, vmi: vmi, reason: "SourceAgentRestarted", "the source node's agent restarted during the migration; the VM stayed on \(me)")
+                    logger.warning(
+                        "failing a migration this node's previous agent was sending", metadata: ["migration": "\(uid)"])
+                    await failMigration(
+                        vmim, vmi: vmi, reason: "SourceAgentRestarted",
+                        "the source node's agent restarted during the migration; the VM stayed on \(me)")
                 }
             }
             if phase.isFinal, outgoing[uid] == nil {
                 // Ended without this process's sender (the agent restarted during it): its sockets, and after a
                 // success the copies the guest left here.
                 let sockets = "\(migrationPaths.directory)/\(uid)"
-                if FileManager.default.fileExists(atPath: sockets) { try? FileManager.default.removeItem(atPath: sockets) }
+                if FileManager.default.fileExists(atPath: sockets) {
+                    try? FileManager.default.removeItem(atPath: sockets)
+                }
                 if phase == .succeeded { await removeStaleCopies(vmim) }
             }
             if let migration = outgoing[uid] {
@@ -198,7 +209,8 @@ extension NodeAgent {
     /// here could make a second copy of one that runs on the target.
     func migrationFromHereUnfinished(_ vmi: VirtualMachineInstance) -> Bool {
         let state = vmi.status?.migrationState
-        return state?.migrationUid != nil && state?.sourceNode == configuration.name && state?.targetNode != nil && state?.completed != true
+        return state?.migrationUid != nil && state?.sourceNode == configuration.name && state?.targetNode != nil
+            && state?.completed != true
     }
 
     /// Whether the VMI is leaving or has just left this node (its domain going away is not a stop).
@@ -206,9 +218,12 @@ extension NodeAgent {
         let state = vmi.status?.migrationState
         if let uid = state?.migrationUid, outgoing[uid] != nil { return true }
 
-        let domainName = Resources.domainName(namespace: vmi.metadata.namespace ?? "default", name: vmi.metadata.name ?? "")
+        let domainName = Resources.domainName(
+            namespace: vmi.metadata.namespace ?? "default", name: vmi.metadata.name ?? "")
         // Just handed over (a list read before the handover may still say it is here) — unless it has come back.
-        if let handed = handedOver[domainName], Date.now.timeIntervalSince(handed) < 60, state?.targetNode != configuration.name {
+        if let handed = handedOver[domainName], Date.now.timeIntervalSince(handed) < 60,
+            state?.targetNode != configuration.name
+        {
             return true
         }
         return false
@@ -224,7 +239,8 @@ extension NodeAgent {
         let domainName = Resources.domainName(namespace: namespace, name: vmiName)
         var current = vmim
         var timer = StepTimer()
-        var made = PreparedTarget(uid: uid, namespace: namespace, vmiName: vmiName, domainName: domainName, sourceNode: source, files: [])
+        var made = PreparedTarget(
+            uid: uid, namespace: namespace, vmiName: vmiName, domainName: domainName, sourceNode: source, files: [])
         do {
             // The phase is written while the work goes on.
             let scheduled = current
@@ -238,33 +254,44 @@ extension NodeAgent {
                 throw APIError.conflict("a domain \(domainName) already exists on node \(configuration.name)")
             }
             timer.mark("libvirt")
-            let reported = Dictionary((vmi.status?.volumeStatus ?? []).map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+            let reported = Dictionary(
+                (vmi.status?.volumeStatus ?? []).map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
             for volume in vmi.spec.volumes ?? [] {
                 let volumeName = volume.name
                 if let claim = volume.claimName {
                     let dataVolume = try await client.get(DataVolume.self, namespace: namespace, name: claim)
                     let disk = try await volumes.disk(for: dataVolume)
                     guard !disk.shared else { continue }
-                    let bytes = Quantity(reported[volumeName]?.persistentVolumeClaimInfo?.capacity?["storage"])?.bytes ?? disk.bytes
+                    let bytes =
+                        Quantity(reported[volumeName]?.persistentVolumeClaimInfo?.capacity?["storage"])?.bytes
+                        ?? disk.bytes
                     try await createIncomingDisk(disk.path, bytes: bytes, made: &made)
                 } else if let capacity = Quantity(volume.emptyDisk?.capacity)?.bytes {
-                    try await createIncomingDisk(emptyDiskPath(domainName: domainName, volume: volumeName), bytes: capacity, made: &made)
+                    try await createIncomingDisk(
+                        emptyDiskPath(domainName: domainName, volume: volumeName), bytes: capacity, made: &made)
                 } else if let cloudInit = volume.cloudInitNoCloud {
                     let path = cloudInitPath(domainName: domainName, volume: volumeName)
                     made.files.append(path)
                     prepared[uid] = made
                     savePrepared()
                     try await Volumes.cloudInitDisk(
-                        at: path, userData: try DomainMapping.userData(of: cloudInit, volume: volumeName), metaData: DomainMapping.metaData(of: vmi),
+                        at: path, userData: try DomainMapping.userData(of: cloudInit, volume: volumeName),
+                        metaData: DomainMapping.metaData(of: vmi),
                         networkData: cloudInit.networkData)
                 }
             }
             timer.mark("disks")
-            try FileManager.default.createDirectory(atPath: "\(migrationPaths.directory)/\(uid)", withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                atPath: "\(migrationPaths.directory)/\(uid)", withIntermediateDirectories: true)
             let policy = PeerPolicy(allowedRoles: [.node], allowedNames: [source])
-            try tunnelExit.routes.allow(channel: migrationPaths.channel(uid, "libvirt"), to: .unix(path: libvirtSocketPath), peers: policy)
-            try tunnelExit.routes.allow(channel: migrationPaths.channel(uid, "memory"), to: .unix(path: migrationPaths.socket(uid, "memory")), peers: policy)
-            try tunnelExit.routes.allow(channel: migrationPaths.channel(uid, "disks"), to: .unix(path: migrationPaths.socket(uid, "disks")), peers: policy)
+            try tunnelExit.routes.allow(
+                channel: migrationPaths.channel(uid, "libvirt"), to: .unix(path: libvirtSocketPath), peers: policy)
+            try tunnelExit.routes.allow(
+                channel: migrationPaths.channel(uid, "memory"), to: .unix(path: migrationPaths.socket(uid, "memory")),
+                peers: policy)
+            try tunnelExit.routes.allow(
+                channel: migrationPaths.channel(uid, "disks"), to: .unix(path: migrationPaths.socket(uid, "disks")),
+                peers: policy)
             prepared[uid] = made
             routed.insert(uid)
             savePrepared()
@@ -279,13 +306,21 @@ extension NodeAgent {
                 vmim.status?.migrationState = state
             }
             timer.mark("phase")
-            logger.info("migration target ready", metadata: ["migration": "\(uid)", "vmi": "\(namespace)/\(vmiName)", "disks": "\(made.files.count)", "ms": "\(timer.description)"])
+            logger.info(
+                "migration target ready",
+                metadata: [
+                    "migration": "\(uid)", "vmi": "\(namespace)/\(vmiName)", "disks": "\(made.files.count)",
+                    "ms": "\(timer.description)",
+                ])
         } catch {
-            logger.warning("migration target preparation failed", metadata: ["migration": "\(uid)", "error": "\(error)"])
+            logger.warning(
+                "migration target preparation failed", metadata: ["migration": "\(uid)", "error": "\(error)"])
             givenUp.insert(uid)
             prepared[uid] = made
             await cleanupTarget(uid: uid, failed: true)
-            await failMigration(current, vmi: nil, reason: "TargetPreparationFailed", "node \(configuration.name) could not prepare the target: \(Self.describe(error))")
+            await failMigration(
+                current, vmi: nil, reason: "TargetPreparationFailed",
+                "node \(configuration.name) could not prepare the target: \(Self.describe(error))")
         }
     }
 
@@ -298,7 +333,8 @@ extension NodeAgent {
         made.files.append(path)
         prepared[made.uid] = made
         savePrepared()
-        try? FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try? FileManager.default.createDirectory(
+            atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         try await Volumes.createEmpty(at: path, bytes: bytes)
     }
 
@@ -320,10 +356,14 @@ extension NodeAgent {
         if let downtime = completed.downtimeMs { jobMetrics.recordDowntime(milliseconds: downtime) }
         do {
             try await client.set(\.status, of: vmim, to: VirtualMachineInstanceMigration.Status(migrationState: record))
-            let vmi = VirtualMachineInstance(metadata: ObjectMeta(name: vmim.spec.vmiName, namespace: vmim.key.namespace), spec: VirtualMachineInstanceSpec())
+            let vmi = VirtualMachineInstance(
+                metadata: ObjectMeta(name: vmim.spec.vmiName, namespace: vmim.key.namespace),
+                spec: VirtualMachineInstanceSpec())
             try await client.set(\.status, of: vmi, to: VirtualMachineInstance.Status(migrationState: record))
         } catch {
-            logger.warning("migration statistics write failed", metadata: ["migration": "\(vmim.metadata.uid ?? "")", "error": "\(error)"])
+            logger.warning(
+                "migration statistics write failed",
+                metadata: ["migration": "\(vmim.metadata.uid ?? "")", "error": "\(error)"])
         }
     }
 
@@ -341,7 +381,9 @@ extension NodeAgent {
             if domain != nil, presence == nil {
                 // libvirt cannot say what the domain is doing: nothing is removed now; the next pass looks again.
                 prepared[uid] = made
-                logger.warning("kept a failed migration's target for now: libvirt does not report its domain's state", metadata: ["migration": "\(uid)"])
+                logger.warning(
+                    "kept a failed migration's target for now: libvirt does not report its domain's state",
+                    metadata: ["migration": "\(uid)"])
                 return
             }
             if domain != nil, presence != .inactive && presence != .pausedForMigration {
@@ -354,7 +396,12 @@ extension NodeAgent {
                     return
                 }
                 savePrepared()
-                logger.warning("kept the guest of a failed or vanished migration: it runs here", metadata: ["migration": "\(uid)", "domain": "\(made.domainName)", "presence": "\(presence.map { "\($0)" } ?? "unknown")"])
+                logger.warning(
+                    "kept the guest of a failed or vanished migration: it runs here",
+                    metadata: [
+                        "migration": "\(uid)", "domain": "\(made.domainName)",
+                        "presence": "\(presence.map { "\($0)" } ?? "unknown")",
+                    ])
                 return
             }
             let vmi = try? await client.get(VirtualMachineInstance.self, namespace: made.namespace, name: made.vmiName)
@@ -363,7 +410,9 @@ extension NodeAgent {
                 if let domain {
                     try? await domain.destroy()
                     try? await domain.undefine()
-                    logger.info("removed the half-arrived domain of a failed migration", metadata: ["domain": "\(made.domainName)"])
+                    logger.info(
+                        "removed the half-arrived domain of a failed migration",
+                        metadata: ["domain": "\(made.domainName)"])
                 }
                 for file in made.files { try? FileManager.default.removeItem(atPath: file) }
             }
@@ -383,7 +432,7 @@ extension NodeAgent {
             let domain: Domain
             do {
                 domain = try await libvirt.domain(named: name)
-            } catch where (error as HypervisorError).code == .domainNotFound {
+            } catch  where (error as HypervisorError).code == .domainNotFound {
                 return (nil, nil)
             } catch {
                 continue
@@ -422,7 +471,9 @@ extension NodeAgent {
     /// What a migration of `vmi` copies from this node: the devices block-copied (local DataVolumes and empty
     /// disks), whether a shared DataVolume stays where it is, and the files on this node that are stale once the
     /// guest runs elsewhere (the copied images and the cloud-init seed, which the target rebuilds).
-    func copies(of vmi: VirtualMachineInstance) async throws(APIError) -> (devices: [String], shared: Bool, files: [String]) {
+    func copies(of vmi: VirtualMachineInstance) async throws(APIError) -> (
+        devices: [String], shared: Bool, files: [String]
+    ) {
         let namespace = vmi.metadata.namespace ?? "default"
         let domainName = Resources.domainName(namespace: namespace, name: vmi.metadata.name ?? "")
         let targets = DomainMapping.diskTargets(of: vmi)
@@ -432,7 +483,8 @@ extension NodeAgent {
         for volume in vmi.spec.volumes ?? [] {
             guard let device = targets[volume.name] else { continue }
             if let claim = volume.claimName {
-                let disk = try await volumes.disk(for: try await client.get(DataVolume.self, namespace: namespace, name: claim))
+                let disk = try await volumes.disk(
+                    for: try await client.get(DataVolume.self, namespace: namespace, name: claim))
                 if disk.shared {
                     shared = true
                 } else {
@@ -453,7 +505,9 @@ extension NodeAgent {
     /// the switchover, and the target claimed the guest): once the VMI runs on the target and no domain of it is
     /// left here, the local copies its sender would have removed are removed.
     func removeStaleCopies(_ vmim: VirtualMachineInstanceMigration) async {
-        guard let uid = vmim.metadata.uid, !sourceCleaned.contains(uid), let target = vmim.status?.migrationState?.targetNode else { return }
+        guard let uid = vmim.metadata.uid, !sourceCleaned.contains(uid),
+            let target = vmim.status?.migrationState?.targetNode
+        else { return }
         let namespace = vmim.key.namespace ?? "default"
         let vmiName = vmim.spec.vmiName
         guard let vmi = try? await client.get(VirtualMachineInstance.self, namespace: namespace, name: vmiName),
@@ -489,7 +543,9 @@ extension NodeAgent {
     }
 
     /// The `migrationState.progress` of a statistics sample.
-    static func progress(_ statistics: JobStatistics, phase: JobStatistics.Phase, elapsed: Duration) -> MigrationState.Progress {
+    static func progress(_ statistics: JobStatistics, phase: JobStatistics.Phase, elapsed: Duration)
+        -> MigrationState.Progress
+    {
         let parts = elapsed.components
         var progress = MigrationState.Progress()
         progress.elapsedMilliseconds = parts.seconds * 1000 + parts.attoseconds / 1_000_000_000_000_000
@@ -522,22 +578,26 @@ extension NodeAgent {
         _ vmim: VirtualMachineInstanceMigration, to phase: VirtualMachineInstanceMigration.Phase,
         _ change: (inout VirtualMachineInstanceMigration) -> Void = { _ in }
     ) async throws(APIError) -> VirtualMachineInstanceMigration {
-        let expected: Set<VirtualMachineInstanceMigration.Phase> = switch phase {
-        case .preparingTarget: [.scheduled]
-        case .targetReady: [.preparingTarget]
-        case .running: [.targetReady]
-        case .succeeded: [.running]
-        default: [.scheduled, .preparingTarget, .targetReady, .running]
-        }
+        let expected: Set<VirtualMachineInstanceMigration.Phase> =
+            switch phase {
+            case .preparingTarget: [.scheduled]
+            case .targetReady: [.preparingTarget]
+            case .running: [.targetReady]
+            case .succeeded: [.running]
+            default: [.scheduled, .preparingTarget, .targetReady, .running]
+            }
         let key = vmim.key
         var current = vmim
         // Already there: an earlier attempt landed though its answer was lost.
         if current.phase == phase { return current }
-        return try await client.update(current, guarded: true) { (vmim: inout VirtualMachineInstanceMigration) throws(APIError) in
+        return try await client.update(current, guarded: true) {
+            (vmim: inout VirtualMachineInstanceMigration) throws(APIError) in
             current = vmim
             guard current.phase != phase else { return }
             guard expected.contains(current.phase), phase.isFinal || !current.metadata.isDeleting else {
-                throw APIError.conflict("migration \(key) is \(current.phase.rawValue)\(current.metadata.isDeleting ? " and deleted" : ""); not moving it to \(phase.rawValue)")
+                throw APIError.conflict(
+                    "migration \(key) is \(current.phase.rawValue)\(current.metadata.isDeleting ? " and deleted" : ""); not moving it to \(phase.rawValue)"
+                )
             }
             change(&vmim)
             vmim.transition(to: phase)
@@ -545,7 +605,10 @@ extension NodeAgent {
     }
 
     /// Fails a migration from this node: the migration says why; the VMI too when it is on this node.
-    func failMigration(_ vmim: VirtualMachineInstanceMigration, vmi: VirtualMachineInstance?, reason: String, _ message: String, abortStatus: String? = nil) async {
+    func failMigration(
+        _ vmim: VirtualMachineInstanceMigration, vmi: VirtualMachineInstance?, reason: String, _ message: String,
+        abortStatus: String? = nil
+    ) async {
         let ended = Migration.timestamp()
         @Sendable func failed(_ state: inout MigrationState) {
             state.failed = true
@@ -615,7 +678,9 @@ extension NodeAgent {
     /// The KubeVirt configuration's migration settings (KubeVirt's defaults where unset).
     static func migrationSettings(_ migrations: KubeVirt.Migrations?) -> MigrationSettings {
         var settings = MigrationSettings()
-        if let bandwidth = Quantity(migrations?.bandwidthPerMigration)?.bytes, bandwidth > 0 { settings.bandwidthMiB = max(1, bandwidth >> 20) }
+        if let bandwidth = Quantity(migrations?.bandwidthPerMigration)?.bytes, bandwidth > 0 {
+            settings.bandwidthMiB = max(1, bandwidth >> 20)
+        }
         settings.autoConverge = migrations?.allowAutoConverge ?? false
         settings.allowPostCopy = migrations?.allowPostCopy ?? false
         let perGiB = migrations?.completionTimeoutPerGiB ?? 150
@@ -623,7 +688,8 @@ extension NodeAgent {
         settings.timeouts = MigrationTimeouts(completionPerGiB: .seconds(perGiB), progress: .seconds(progress))
         settings.maxDowntime = migrations?.maxDowntimeMilliseconds.map { .milliseconds($0) }
         let ceiling = settings.maxDowntime ?? MigrationOptions.qemuDefaultDowntime
-        settings.initialDowntime = min(migrations?.initialDowntimeMilliseconds.map { .milliseconds($0) } ?? defaultInitialDowntime, ceiling)
+        settings.initialDowntime = min(
+            migrations?.initialDowntimeMilliseconds.map { .milliseconds($0) } ?? defaultInitialDowntime, ceiling)
         settings.parallelConnections = migrations?.parallelMigrationConnections.map { Int($0) }
         settings.allowUnsafeLiveMemoryCopy = migrations?.allowUnsafeLiveMemoryCopy ?? false
         return settings

@@ -35,8 +35,10 @@ public actor NodeAgent: Service {
         public var hostPaths: HostPaths
 
         public init(
-            name: String, address: String, libvirtURI: String, runDirectory: String, heartbeatInterval: Duration = .seconds(10), memoryBytes: UInt64? = nil,
-            tunnelListen: Endpoint? = nil, migrationDirectory: String = "/var/lib/vmsync/migrations", tunnelNice: Int32 = 0,
+            name: String, address: String, libvirtURI: String, runDirectory: String,
+            heartbeatInterval: Duration = .seconds(10), memoryBytes: UInt64? = nil,
+            tunnelListen: Endpoint? = nil, migrationDirectory: String = "/var/lib/vmsync/migrations",
+            tunnelNice: Int32 = 0,
             hostPaths: HostPaths = HostPaths()
         ) {
             self.hostPaths = hostPaths
@@ -104,7 +106,10 @@ public actor NodeAgent: Service {
     /// The KubeVirt configuration in force, if there is one.
     var kubeVirt: KubeVirt? { kubeVirts[ObjectKey(namespace: KubeVirt.namespace, name: KubeVirt.name)] }
 
-    public init(configuration: Configuration, client: APIClient, provider: TLSContextProvider, logger: Logger = Logger(label: "vmsync.node-agent")) {
+    public init(
+        configuration: Configuration, client: APIClient, provider: TLSContextProvider,
+        logger: Logger = Logger(label: "vmsync.node-agent")
+    ) {
         self.configuration = configuration
         self.client = client
         self.provider = provider
@@ -113,7 +118,9 @@ public actor NodeAgent: Service {
 
     /// The local libvirtd's socket (from the URI's `socket=` parameter, else libvirt's default).
     var libvirtSocketPath: String {
-        if let query = URLComponents(string: configuration.libvirtURI)?.queryItems, let socket = query.first(where: { $0.name == "socket" })?.value {
+        if let query = URLComponents(string: configuration.libvirtURI)?.queryItems,
+            let socket = query.first(where: { $0.name == "socket" })?.value
+        {
             return socket
         }
         return "/var/run/libvirt/libvirt-sock"
@@ -132,9 +139,12 @@ public actor NodeAgent: Service {
         streamThreads = threads
         if let listen = configuration.tunnelListen {
             let exit = try await TunnelExit.start(
-                on: listen, provider: provider, peers: PeerPolicy(allowedRoles: [.node]), routes: TunnelRoutingTable(), group: threads.group, logger: logger)
+                on: listen, provider: provider, peers: PeerPolicy(allowedRoles: [.node]), routes: TunnelRoutingTable(),
+                group: threads.group, logger: logger)
             tunnelExit = exit
-            if case .tcp(let host, let port) = exit.endpoint { configuration.tunnelEndpoint = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+            if case .tcp(let host, let port) = exit.endpoint {
+                configuration.tunnelEndpoint = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+            }
         }
         // A controller that is not up yet (or restarting) is waited for, as a kubelet waits for its API server.
         var delay = Duration.milliseconds(200)
@@ -192,18 +202,26 @@ public actor NodeAgent: Service {
         let configuration = configuration
         try await client.update(node) { node in
             var current = node.metadata.labels ?? [:]
-            for key in current.keys where key.hasPrefix("cpu-model") || key.hasPrefix("host-model") || key.hasPrefix("cpu-feature") {
+            for key in current.keys
+            where key.hasPrefix("cpu-model") || key.hasPrefix("host-model") || key.hasPrefix("cpu-feature") {
                 current[key] = nil
             }
             current.merge(labels) { _, new in new }
             node.metadata.labels = current
             var status = node.status ?? Node.Status()
-            let quantities: [String: JSONValue] = ["cpu": .string(String(cpus)), "memory": .string("\(memory >> 20)Mi")]
+            let quantities: [String: JSONValue] = [
+                "cpu": .string(String(cpus)), "memory": .string("\(memory >> 20)Mi"),
+            ]
             status.capacity = (status.capacity ?? [:]).merging(quantities) { _, new in new }
             status.allocatable = (status.allocatable ?? [:]).merging(quantities) { _, new in new }
-            status.addresses = [Node.Address(type: "InternalIP", address: configuration.address), Node.Address(type: "Hostname", address: configuration.name)]
+            status.addresses = [
+                Node.Address(type: "InternalIP", address: configuration.address),
+                Node.Address(type: "Hostname", address: configuration.name),
+            ]
             var info = status.nodeInfo ?? [:]
-            for (key, value) in ["kubeletVersion": "vmsync-node-agent", "architecture": "amd64", "operatingSystem": "linux"] { info[key] = .string(value) }
+            for (key, value) in [
+                "kubeletVersion": "vmsync-node-agent", "architecture": "amd64", "operatingSystem": "linux",
+            ] { info[key] = .string(value) }
             status.nodeInfo = info
             status.libvirtURI = configuration.libvirtURI
             status.runDirectory = configuration.runDirectory
@@ -243,7 +261,7 @@ public actor NodeAgent: Service {
                 if node.status == nil { node.status = Node.Status() }
                 node.status?.conditions = conditions
             }
-        } catch where error.code == 409 {
+        } catch  where error.code == 409 {
             throw APIError.conflict("node \(configuration.name) kept changing; its heartbeat was not written")
         }
     }
@@ -268,7 +286,11 @@ public actor NodeAgent: Service {
 
     /// Removes or holds domains that no VMI on this node claims (`removeOrphans`).
     func sweepOrphans() async {
-        await removeOrphans(claimed: Set(instances.unordered.map { Resources.domainName(namespace: $0.key.namespace ?? "default", name: $0.key.name) }))
+        await removeOrphans(
+            claimed: Set(
+                instances.unordered.map {
+                    Resources.domainName(namespace: $0.key.namespace ?? "default", name: $0.key.name)
+                }))
     }
 
     /// One VMI on this node: its domain brought to what the VMI asks. A failure that may pass (the API or libvirt
@@ -279,8 +301,11 @@ public actor NodeAgent: Service {
         do {
             try await reconcileOrThrow(vmi)
         } catch {
-            let message: String = (error as? APIError)?.message ?? (error as? HypervisorError)?.description ?? "\(error)"
-            logger.warning("VMI reconcile failed", metadata: ["vmi": "\(key)", "error": "\(error)", "final": "\(Self.isFinal(error))"])
+            let message: String =
+                (error as? APIError)?.message ?? (error as? HypervisorError)?.description ?? "\(error)"
+            logger.warning(
+                "VMI reconcile failed",
+                metadata: ["vmi": "\(key)", "error": "\(error)", "final": "\(Self.isFinal(error))"])
             if Self.isFinal(error) {
                 await updateStatus(vmi) { status in
                     status.phase = .failed
@@ -289,7 +314,9 @@ public actor NodeAgent: Service {
                 }
                 return .done
             }
-            await updateStatus(vmi) { $0.conditions.set(Condition("Synchronized", false, reason: "SyncFailed", message: message)) }
+            await updateStatus(vmi) {
+                $0.conditions.set(Condition("Synchronized", false, reason: "SyncFailed", message: message))
+            }
             throw error
         }
         if vmi.status?.conditions["Synchronized"]?.status == .false {
@@ -303,7 +330,9 @@ public actor NodeAgent: Service {
     /// domain itself. Anything else may pass and is retried.
     static func isFinal(_ error: any Error) -> Bool {
         if let error = error as? APIError { return [400, 403, 422].contains(error.code) }
-        if let error = error as? HypervisorError { return [.invalidSpec, .invalidConfiguration, .unsupported].contains(error.code) }
+        if let error = error as? HypervisorError {
+            return [.invalidSpec, .invalidConfiguration, .unsupported].contains(error.code)
+        }
         return false
     }
 
@@ -325,7 +354,9 @@ public actor NodeAgent: Service {
                 try? await existing.undefine()
                 logger.info("domain stopped for deleted VMI", metadata: ["vmi": "\(namespace)/\(name)"])
             }
-            for path in ephemeralFiles(of: vmi, domainName: domainName) { try? FileManager.default.removeItem(atPath: path) }
+            for path in ephemeralFiles(of: vmi, domainName: domainName) {
+                try? FileManager.default.removeItem(atPath: path)
+            }
             if !phase.isFinal {
                 await updateStatus(vmi) { status in
                     status.phase = .succeeded
@@ -363,7 +394,9 @@ public actor NodeAgent: Service {
         }
     }
 
-    private func start(_ vmi: VirtualMachineInstance, domainName: String, libvirt: Connection, existing: Domain?) async throws {
+    private func start(_ vmi: VirtualMachineInstance, domainName: String, libvirt: Connection, existing: Domain?)
+        async throws
+    {
         let namespace = vmi.metadata.namespace ?? "default"
         var disks: [String: (path: String, format: String)] = [:]
         var volumeStatus: [VirtualMachineInstance.VolumeStatus] = []
@@ -375,13 +408,17 @@ public actor NodeAgent: Service {
                 try await volumes.ensure(disk, source: dataVolume.spec.source)
                 disks[volumeName] = (disk.path, disk.format)
                 let bytes = (try? await Volumes.virtualSize(disk.path)) ?? disk.bytes
-                volumeStatus.append(VirtualMachineInstance.VolumeStatus(
-                    name: volumeName, phase: "Ready", reason: "VolumeReady",
-                    persistentVolumeClaimInfo: .init(claimName: dataVolumeName, capacity: ["storage": .string("\(bytes)")], shared: disk.shared,
-                                                     storageClass: disk.storageClass, path: disk.path)))
+                volumeStatus.append(
+                    VirtualMachineInstance.VolumeStatus(
+                        name: volumeName, phase: "Ready", reason: "VolumeReady",
+                        persistentVolumeClaimInfo: .init(
+                            claimName: dataVolumeName, capacity: ["storage": .string("\(bytes)")], shared: disk.shared,
+                            storageClass: disk.storageClass, path: disk.path)))
             } else if let capacity = Quantity(volume.emptyDisk?.capacity)?.bytes {
                 let path = emptyDiskPath(domainName: domainName, volume: volumeName)
-                if !FileManager.default.fileExists(atPath: path) { try await Volumes.createEmpty(at: path, bytes: capacity) }
+                if !FileManager.default.fileExists(atPath: path) {
+                    try await Volumes.createEmpty(at: path, bytes: capacity)
+                }
                 disks[volumeName] = (path, "qcow2")
             } else if let cloudInit = volume.cloudInitNoCloud {
                 let path = cloudInitPath(domainName: domainName, volume: volumeName)
@@ -390,13 +427,17 @@ public actor NodeAgent: Service {
                     metaData: DomainMapping.metaData(of: vmi), networkData: cloudInit.networkData)
                 disks[volumeName] = (path, "raw")
             } else if volume.containerDisk != nil {
-                throw APIError.badRequest("volume \"\(volumeName)\": containerDisk volumes are not supported by vmsync nodes")
+                throw APIError.badRequest(
+                    "volume \"\(volumeName)\": containerDisk volumes are not supported by vmsync nodes")
             }
         }
         // A kernel and initrd to boot directly are host files: only from an import directory.
         let container = vmi.spec.domain?.firmware?.kernelBoot?.container
         for (field, path) in [("kernelPath", container?.kernelPath), ("initrdPath", container?.initrdPath)] {
-            if let path { _ = try configuration.hostPaths.bootFile(path, field: "spec.domain.firmware.kernelBoot.container.\(field)") }
+            if let path {
+                _ = try configuration.hostPaths.bootFile(
+                    path, field: "spec.domain.firmware.kernelBoot.container.\(field)")
+            }
         }
         let spec = try DomainMapping.spec(
             for: vmi, disks: disks, serialSocket: "\(configuration.runDirectory)/\(domainName).serial",
@@ -439,7 +480,9 @@ public actor NodeAgent: Service {
 
     /// KubeVirt's `status.interfaces` for interfaces on the masquerade network: the guest's address there is the one
     /// the node's NAT hands the first interface by DHCP.
-    static func interfaceStatus(_ interfaces: [DomainMapping.PlannedInterface]) -> [VirtualMachineInstance.InterfaceStatus] {
+    static func interfaceStatus(_ interfaces: [DomainMapping.PlannedInterface]) -> [VirtualMachineInstance
+        .InterfaceStatus]
+    {
         interfaces.enumerated().map { index, interface in
             var entry = VirtualMachineInstance.InterfaceStatus(name: interface.name, mac: interface.mac)
             entry.infoSource = "domain"
@@ -456,14 +499,16 @@ public actor NodeAgent: Service {
     /// interfaces) is written only over the version it was changed from (the controller writes conditions of its
     /// own), so a conflict reads the VMI again and applies the change anew. A failure is logged: the next pass writes
     /// again.
-    func updateStatus(_ vmi: VirtualMachineInstance, _ change: @escaping (inout VirtualMachineInstance.Status) -> Void) async {
+    func updateStatus(_ vmi: VirtualMachineInstance, _ change: @escaping (inout VirtualMachineInstance.Status) -> Void)
+        async
+    {
         do {
             try await client.update(vmi) { (vmi: inout VirtualMachineInstance) in
                 var status = vmi.status ?? VirtualMachineInstance.Status()
                 change(&status)
                 vmi.status = status
             }
-        } catch where error.code == 409 {
+        } catch  where error.code == 409 {
             logger.warning("VMI status write failed: the VMI kept changing", metadata: ["vmi": "\(vmi.key)"])
         } catch {
             logger.warning("VMI status write failed", metadata: ["vmi": "\(vmi.key)", "error": "\(error)"])

@@ -13,7 +13,9 @@ enum QCOW2 {
         guard l1Entries * 8 <= UInt64(clusterSize) else { return nil }
         var data = Data(count: 3 * clusterSize + Int(l1Entries) * 8)
         func put<T: FixedWidthInteger>(_ value: T, at offset: Int) {
-            withUnsafeBytes(of: value.bigEndian) { data.replaceSubrange(offset..<(offset + MemoryLayout<T>.size), with: $0) }
+            withUnsafeBytes(of: value.bigEndian) {
+                data.replaceSubrange(offset..<(offset + MemoryLayout<T>.size), with: $0)
+            }
         }
         put(UInt32(0x5146_49fb), at: 0)  // "QFI\xfb"
         put(UInt32(3), at: 4)  // version

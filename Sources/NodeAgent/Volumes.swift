@@ -5,7 +5,7 @@ import Subprocess
 import SystemPackage
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Disks of DataVolumes on this node: where a volume's image lives, creating it (blank, or from an image file), and
@@ -28,16 +28,20 @@ struct Volumes: Sendable {
     func disk(for dataVolume: DataVolume) async throws(APIError) -> Disk {
         let namespace = dataVolume.metadata.namespace ?? "default"
         let name = dataVolume.metadata.name ?? ""
-        let storageClass = try await self.storageClass(named: dataVolume.storage?.storageClassName, for: "datavolume \(namespace)/\(name)")
+        let storageClass = try await self.storageClass(
+            named: dataVolume.storage?.storageClassName, for: "datavolume \(namespace)/\(name)")
         let size = dataVolume.storage?.requestedBytes ?? 0
         let directory = try hostPaths.storageDirectory(storageClass.directory, of: storageClass.metadata.name ?? "")
         // Names are RFC 1123 (no "/", none is "." or ".."), so the image stays in the directory; checked all the same.
         let file = (Resources.imagePath(directory: "", namespace: namespace, name: name) as NSString).lastPathComponent
-        guard !"\(namespace)-\(name)".contains("/"), !file.isEmpty, !namespace.isEmpty, !name.isEmpty, !name.hasPrefix(".") else {
+        guard !"\(namespace)-\(name)".contains("/"), !file.isEmpty, !namespace.isEmpty, !name.isEmpty,
+            !name.hasPrefix(".")
+        else {
             throw APIError.badRequest("datavolume \(namespace)/\(name): the name cannot be an image file name")
         }
         return Disk(
-            path: Resources.imagePath(directory: directory, namespace: namespace, name: name), format: "qcow2", bytes: size, shared: storageClass.shared ?? false,
+            path: Resources.imagePath(directory: directory, namespace: namespace, name: name), format: "qcow2",
+            bytes: size, shared: storageClass.shared ?? false,
             storageClass: storageClass.metadata.name ?? "")
     }
 
@@ -55,27 +59,36 @@ struct Volumes: Sendable {
     /// file (`source.http.url: file:///…`) and grown to the requested size.
     func ensure(_ disk: Disk, source: DataVolume.Source?) async throws(APIError) {
         if FileManager.default.fileExists(atPath: disk.path) { return }
-        try? FileManager.default.createDirectory(atPath: (disk.path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try? FileManager.default.createDirectory(
+            atPath: (disk.path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         let partial = disk.path + ".partial"
         if let url = source?.http?.url {
             let user = "the DataVolume of \(disk.path)"
-            let file = try hostPaths.importSource(url, classDirectory: (disk.path as NSString).deletingLastPathComponent, for: user)
+            let file = try hostPaths.importSource(
+                url, classDirectory: (disk.path as NSString).deletingLastPathComponent, for: user)
             // Only a self-contained raw or qcow2 image: a backing or data file would be read from wherever it names.
             let info = try await Self.imageInfo(file)
             let format = info.format ?? ""
             guard ["raw", "qcow2"].contains(format) else {
-                throw APIError.badRequest("\(user): data source \(url) is a \(format.isEmpty ? "unknown" : format) image; raw or qcow2 only")
+                throw APIError.badRequest(
+                    "\(user): data source \(url) is a \(format.isEmpty ? "unknown" : format) image; raw or qcow2 only")
             }
             if let backing = info.backingFilename ?? info.formatSpecific?.data?.dataFile {
-                throw APIError.forbidden("\(user): data source \(url) refers to another file (\(backing)); only self-contained images are imported")
+                throw APIError.forbidden(
+                    "\(user): data source \(url) refers to another file (\(backing)); only self-contained images are imported"
+                )
             }
             try await Self.qemuImg(["convert", "-f", format, "-O", disk.format, file, partial])
             if disk.bytes > 0 {
                 let current = try await Self.virtualSize(partial)
-                if disk.bytes > current { try await Self.qemuImg(["resize", "-f", disk.format, partial, String(disk.bytes)]) }
+                if disk.bytes > current {
+                    try await Self.qemuImg(["resize", "-f", disk.format, partial, String(disk.bytes)])
+                }
             }
         } else {
-            guard disk.bytes > 0 else { throw APIError.badRequest("a blank DataVolume needs spec.storage.resources.requests.storage") }
+            guard disk.bytes > 0 else {
+                throw APIError.badRequest("a blank DataVolume needs spec.storage.resources.requests.storage")
+            }
             try await Self.createEmpty(at: partial, bytes: disk.bytes)
         }
         guard rename(partial, disk.path) == 0 else { throw APIError.internalError("cannot move \(partial) into place") }
@@ -90,14 +103,18 @@ struct Volumes: Sendable {
         let name = dataVolume.metadata.name ?? ""
         var candidates: [String] = []
         if let path = dataVolume.status?.path, let resolved = HostPaths.resolve(path),
-            resolved == Resources.imagePath(directory: (resolved as NSString).deletingLastPathComponent, namespace: namespace, name: name), hostPaths.storageRoots.contains(where: { HostPaths.isWithin(resolved, $0) })
+            resolved
+                == Resources.imagePath(
+                    directory: (resolved as NSString).deletingLastPathComponent, namespace: namespace, name: name),
+            hostPaths.storageRoots.contains(where: { HostPaths.isWithin(resolved, $0) })
         {
             candidates.append(resolved)
         }
         if let disk = try? await disk(for: dataVolume) { candidates.append(disk.path) }
         for path in candidates {
             // Regular files only (attributesOfItem does not follow a symbolic link).
-            guard (try? FileManager.default.attributesOfItem(atPath: path)[.type] as? FileAttributeType) == .typeRegular else { continue }
+            guard (try? FileManager.default.attributesOfItem(atPath: path)[.type] as? FileAttributeType) == .typeRegular
+            else { continue }
             unlink(path)
         }
     }
@@ -124,7 +141,10 @@ struct Volumes: Sendable {
         }
 
         enum CodingKeys: String, CodingKey {
-            case format, virtualSize = "virtual-size", backingFilename = "backing-filename", formatSpecific = "format-specific"
+            case format
+            case virtualSize = "virtual-size"
+            case backingFilename = "backing-filename"
+            case formatSpecific = "format-specific"
         }
     }
 
@@ -157,11 +177,14 @@ struct Volumes: Sendable {
         let name = (executable as NSString).lastPathComponent
         do {
             let result = try await Subprocess.run(
-                .path(FilePath(executable)), arguments: Arguments(arguments), output: .string(limit: Self.toolOutputLimit),
+                .path(FilePath(executable)), arguments: Arguments(arguments),
+                output: .string(limit: Self.toolOutputLimit),
                 error: .string(limit: Self.toolOutputLimit))
             guard result.terminationStatus.isSuccess else {
                 let printed = [result.standardError, result.standardOutput].compactMap { $0 }.joined(separator: "\n")
-                throw APIError.internalError("\(name) \(arguments.joined(separator: " ")): \(printed.trimmingCharacters(in: .whitespacesAndNewlines))")
+                throw APIError.internalError(
+                    "\(name) \(arguments.joined(separator: " ")): \(printed.trimmingCharacters(in: .whitespacesAndNewlines))"
+                )
             }
             return result.standardOutput ?? ""
         } catch let error as APIError {
@@ -176,7 +199,9 @@ struct Volumes: Sendable {
 
     /// A cloud-init NoCloud seed: a small FAT image labelled CIDATA holding `user-data`, `meta-data` and, if given,
     /// `network-config` (written with mtools; no mount). Replaced atomically.
-    static func cloudInitDisk(at path: String, userData: String, metaData: String, networkData: String?) async throws(APIError) {
+    static func cloudInitDisk(at path: String, userData: String, metaData: String, networkData: String?)
+        async throws(APIError)
+    {
         let work = path + ".d"
         try? FileManager.default.removeItem(atPath: work)
         defer { try? FileManager.default.removeItem(atPath: work) }
@@ -184,7 +209,9 @@ struct Volumes: Sendable {
             try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
             try userData.write(toFile: work + "/user-data", atomically: false, encoding: .utf8)
             try metaData.write(toFile: work + "/meta-data", atomically: false, encoding: .utf8)
-            if let networkData { try networkData.write(toFile: work + "/network-config", atomically: false, encoding: .utf8) }
+            if let networkData {
+                try networkData.write(toFile: work + "/network-config", atomically: false, encoding: .utf8)
+            }
         } catch {
             throw APIError.internalError("cannot write the cloud-init files in \(work): \(error.localizedDescription)")
         }

@@ -15,7 +15,7 @@ public enum ClusterDefaults {
     public static func ensure(in store: any ResourceStore) async throws(APIError) {
         do {
             _ = try await store.get(Kinds.kubeVirt, namespace: namespace, name: name)
-        } catch where error.code == 404 {
+        } catch  where error.code == 404 {
             _ = try await store.create(Kinds.kubeVirt, kubeVirt)
         }
     }

@@ -1,7 +1,7 @@
-public import Foundation
-public import X509
 import Crypto
+public import Foundation
 import SwiftASN1
+public import X509
 
 /// Lifetimes and renewal points of the cluster PKI.
 public struct PKIPolicy: Sendable, Hashable {
@@ -23,7 +23,9 @@ public struct PKIPolicy: Sendable, Hashable {
     )
 
     /// Creates a policy.
-    public init(caValidity: Duration, leafValidity: Duration, renewalFraction: Double, backdating: Duration = .seconds(300)) {
+    public init(
+        caValidity: Duration, leafValidity: Duration, renewalFraction: Double, backdating: Duration = .seconds(300)
+    ) {
         self.caValidity = caValidity
         self.leafValidity = leafValidity
         self.renewalFraction = renewalFraction
@@ -33,8 +35,10 @@ public struct PKIPolicy: Sendable, Hashable {
     /// The default policy with leaves of `seconds` (the controller's `--leaf-validity`), backdated a quarter of that
     /// at most 5 minutes, so a short leaf still renews well before it expires.
     public static func leaves(validFor seconds: Int) -> PKIPolicy {
-        PKIPolicy(caValidity: Self.default.caValidity, leafValidity: .seconds(seconds), renewalFraction: Self.default.renewalFraction,
-                  backdating: .seconds(min(300, seconds / 4)))
+        PKIPolicy(
+            caValidity: Self.default.caValidity, leafValidity: .seconds(seconds),
+            renewalFraction: Self.default.renewalFraction,
+            backdating: .seconds(min(300, seconds / 4)))
     }
 
     /// How long a superseded CA stays in the bundle after its successor appears: the rest of its life.
@@ -111,7 +115,8 @@ public struct CertificateAuthority: Sendable, Hashable {
         now: Date = Date()
     ) throws(TransportError) -> CertificateAuthority {
         guard Self.isValidName(cluster) else {
-            throw TransportError(.invalidArgument, "cluster name \"\(cluster)\" must be 1-63 characters of a-z, 0-9, '-' and '.'")
+            throw TransportError(
+                .invalidArgument, "cluster name \"\(cluster)\" must be 1-63 characters of a-z, 0-9, '-' and '.'")
         }
         let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
         do {
@@ -135,7 +140,8 @@ public struct CertificateAuthority: Sendable, Hashable {
                 },
                 issuerPrivateKey: key
             )
-            return try CertificateAuthority(certifiedKey: CertifiedKey(chain: [certificate], privateKey: key), policy: policy)
+            return try CertificateAuthority(
+                certifiedKey: CertifiedKey(chain: [certificate], privateKey: key), policy: policy)
         } catch let error as TransportError {
             throw error
         } catch {
@@ -158,7 +164,9 @@ public struct CertificateAuthority: Sendable, Hashable {
 
     /// Signs a leaf certificate for `request` and a key its holder keeps (a certificate signing request's), valid
     /// from `now` for the policy's leaf lifetime (never beyond the CA's own expiry).
-    public func sign(_ request: LeafRequest, publicKey: Certificate.PublicKey, now: Date = Date()) throws(TransportError) -> Certificate {
+    public func sign(_ request: LeafRequest, publicKey: Certificate.PublicKey, now: Date = Date())
+        throws(TransportError) -> Certificate
+    {
         let commonName = request.role.fixedCommonName ?? request.name
         guard request.role.fixedCommonName != nil || Self.isValidName(request.name) else {
             throw TransportError(
@@ -177,7 +185,8 @@ public struct CertificateAuthority: Sendable, Hashable {
         if request.role.servesTLS { usages.append(.serverAuth) }
         if request.role.actsAsTLSClient { usages.append(.clientAuth) }
 
-        let notAfter = min(Self.wholeSecond(now.addingTimeInterval(policy.leafValidity.timeInterval)), certificate.notValidAfter)
+        let notAfter = min(
+            Self.wholeSecond(now.addingTimeInterval(policy.leafValidity.timeInterval)), certificate.notValidAfter)
         do {
             let subject = try DistinguishedName {
                 OrganizationName(clusterName)

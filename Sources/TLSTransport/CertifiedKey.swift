@@ -1,7 +1,7 @@
-public import Foundation
-public import X509
 import Crypto
+public import Foundation
 import SwiftASN1
+public import X509
 
 /// A certificate (with the chain above it, if any) together with its private key.
 public struct CertifiedKey: Sendable, Hashable {
@@ -75,7 +75,8 @@ public enum PEM {
             do {
                 text += try certificate.serializeAsPEM().pemString + "\n"
             } catch {
-                throw TransportError(.issuanceFailed, "certificate \"\(certificate.subject)\" could not be encoded: \(error)")
+                throw TransportError(
+                    .issuanceFailed, "certificate \"\(certificate.subject)\" could not be encoded: \(error)")
             }
         }
         return text
@@ -103,7 +104,8 @@ public enum PEM {
             do {
                 result.append(try Certificate(derEncoded: document.derBytes))
             } catch {
-                throw TransportError(.malformedInput, "\(source) entry \(index + 1) is not a parsable certificate: \(error)")
+                throw TransportError(
+                    .malformedInput, "\(source) entry \(index + 1) is not a parsable certificate: \(error)")
             }
         }
         return result

@@ -3,7 +3,7 @@ import NIOPosix
 import NIOSSL
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The two ways a tunnel connection ends.

@@ -35,7 +35,8 @@ public enum Endpoint: Sendable, Hashable, CustomStringConvertible {
     func bind(_ bootstrap: ServerBootstrap) async throws -> any Channel {
         switch self {
         case .tcp(let host, let port): try await bootstrap.bind(host: host, port: port).get()
-        case .unix(let path): try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
+        case .unix(let path):
+            try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
         }
     }
 

@@ -55,7 +55,8 @@ enum Handshake {
             customVerificationCallbackWithMetadata: MutualTLS(provider: provider, policy: policy)
                 .verificationCallback(for: .server, onVerdict: outcome.record)
         )
-        try channel.pipeline.syncOperations.addHandlers(tls, HandshakeGate(promise: promise, outcome: outcome, peer: "server"))
+        try channel.pipeline.syncOperations.addHandlers(
+            tls, HandshakeGate(promise: promise, outcome: outcome, peer: "server"))
         return promise.futureResult
     }
 
@@ -63,8 +64,11 @@ enum Handshake {
     static func describe(_ error: any Error, peer: String) -> TransportError {
         if let error = error as? TransportError { return error }
         let text = String(describing: error)
-        if text.contains("PEER_DID_NOT_RETURN_A_CERTIFICATE") || text.contains("CERTIFICATE_REQUIRED") && peer == "client" {
-            return TransportError(.noPeerCertificate, "the \(peer) presented no certificate; this endpoint requires one")
+        if text.contains("PEER_DID_NOT_RETURN_A_CERTIFICATE")
+            || text.contains("CERTIFICATE_REQUIRED") && peer == "client"
+        {
+            return TransportError(
+                .noPeerCertificate, "the \(peer) presented no certificate; this endpoint requires one")
         }
         if text.contains("WRONG_VERSION_NUMBER") || text.contains("HTTP_REQUEST") {
             return TransportError(.plaintextPeer, "the \(peer) does not speak TLS")
@@ -179,7 +183,8 @@ final class HandshakeGate: ChannelInboundHandler, RemovableChannelHandler {
         if case .failure(let reason) = outcome.value {
             promise.fail(reason)
         } else {
-            promise.fail(TransportError(.connectionFailed, "the \(peer) closed the connection during the TLS handshake"))
+            promise.fail(
+                TransportError(.connectionFailed, "the \(peer) closed the connection during the TLS handshake"))
         }
         context.fireChannelInactive()
     }

@@ -1,6 +1,6 @@
 public import Logging
-public import NIOCore
 import NIOConcurrencyHelpers
+public import NIOCore
 
 /// Admits the connections a mutual-TLS listener accepts: the connection limit, sniffing, TLS with `PeerVerifier`'s
 /// role checks, and the handshake deadline, each refusal reported to `onRejection` with its reason.
@@ -47,8 +47,12 @@ public final class MutualTLSAcceptor: Sendable {
             return true
         }
         guard admitted else {
-            logger.warning("connection refused: the listener is full", metadata: ["remote": "\(remote)", "limit": "\(limit)"])
-            onRejection(HandshakeRejection(remote: remote, error: TransportError(.channelRefused, "the listener holds its maximum of \(limit) connections")))
+            logger.warning(
+                "connection refused: the listener is full", metadata: ["remote": "\(remote)", "limit": "\(limit)"])
+            onRejection(
+                HandshakeRejection(
+                    remote: remote,
+                    error: TransportError(.channelRefused, "the listener holds its maximum of \(limit) connections")))
             throw TransportError(.channelRefused, "connection limit reached")
         }
         let open = self.open
@@ -62,8 +66,12 @@ public final class MutualTLSAcceptor: Sendable {
         let (logger, onRejection, timeout) = (self.logger, self.onRejection, handshakeTimeout)
         let deadline = channel.eventLoop.scheduleTask(in: timeout) {
             logger.info("handshake timed out", metadata: ["remote": "\(remote)"])
-            onRejection(HandshakeRejection(
-                remote: remote, error: TransportError(.handshakeFailed, "the client did not complete its handshake within \(timeout.nanoseconds / 1_000_000) ms")))
+            onRejection(
+                HandshakeRejection(
+                    remote: remote,
+                    error: TransportError(
+                        .handshakeFailed,
+                        "the client did not complete its handshake within \(timeout.nanoseconds / 1_000_000) ms")))
             channel.close(promise: nil)
         }
         handshake.whenComplete { _ in deadline.cancel() }

@@ -1,7 +1,7 @@
 public import Logging
+import NIOConcurrencyHelpers
 public import NIOCore
 public import NIOPosix
-import NIOConcurrencyHelpers
 
 /// A listener that accepts only mutually authenticated TLS connections from allowed peers.
 ///
@@ -117,7 +117,8 @@ public enum MutualTLSClient {
         initializer: (@Sendable (any Channel) throws -> Void)? = nil
     ) -> EventLoopFuture<(channel: any Channel, server: PeerIdentity)> {
         let handshake = HandshakeSlot()
-        let connecting = bootstrap
+        let connecting =
+            bootstrap
             .connectTimeout(connectTimeout)
             .channelOption(.allowRemoteHalfClosure, value: true)
             .channelInitializer { channel in
@@ -154,11 +155,15 @@ public enum MutualTLSClient {
                     deadline.cancel()
                     channel.close(promise: nil)
                     if expired.withLockedValue({ $0 }) {
-                        return channel.eventLoop.makeFailedFuture(TransportError(
-                            .handshakeFailed, "\(endpoint): the TLS handshake did not finish within \(connectTimeout.nanoseconds / 1_000_000) ms"))
+                        return channel.eventLoop.makeFailedFuture(
+                            TransportError(
+                                .handshakeFailed,
+                                "\(endpoint): the TLS handshake did not finish within \(connectTimeout.nanoseconds / 1_000_000) ms"
+                            ))
                     }
                     let reason = Handshake.describe(error, peer: "server")
-                    return channel.eventLoop.makeFailedFuture(TransportError(reason.code, "\(endpoint): \(reason.message)"))
+                    return channel.eventLoop.makeFailedFuture(
+                        TransportError(reason.code, "\(endpoint): \(reason.message)"))
                 }
             }
     }

@@ -21,7 +21,8 @@ public struct PKIDirectory: Sendable {
     /// The default location: `$XDG_CONFIG_HOME/vmsync/pki`, else `~/.config/vmsync/pki`.
     public static var defaultURL: URL {
         let environment = ProcessInfo.processInfo.environment
-        let base = environment["XDG_CONFIG_HOME"].flatMap { $0.isEmpty ? nil : URL(fileURLWithPath: $0) }
+        let base =
+            environment["XDG_CONFIG_HOME"].flatMap { $0.isEmpty ? nil : URL(fileURLWithPath: $0) }
             ?? FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".config")
         return base.appendingPathComponent("vmsync/pki")
     }

@@ -1,6 +1,6 @@
 public import Foundation
-@_spi(FixedExpiryValidationTime) public import X509
 import SwiftASN1
+@_spi(FixedExpiryValidationTime) public import X509
 
 /// Verifies a peer's certificate chain against a trust bundle and a peer policy, with a precise reason on failure.
 public struct PeerVerifier: Sendable {
@@ -89,7 +89,8 @@ public struct PeerVerifier: Sendable {
         guard policy.allowedRoles.contains(role) else {
             let allowed = policy.allowedRoles.map(\.rawValue).sorted().joined(separator: ", ")
             return .failure(
-                TransportError(.roleNotAllowed, "role \(role.rawValue) of \(subject) is not allowed here (allowed: \(allowed))")
+                TransportError(
+                    .roleNotAllowed, "role \(role.rawValue) of \(subject) is not allowed here (allowed: \(allowed))")
             )
         }
         if let names = policy.allowedNames, !names.contains(subject.name) {
@@ -130,7 +131,9 @@ public struct PeerVerifier: Sendable {
         if case .couldNotValidate(let failures) = result {
             reasons = failures.map { $0.policyFailureReason.description }
         }
-        let detail = reasons.isEmpty ? "its signature does not verify against the trusted CA" : reasons.joined(separator: "; ")
-        return TransportError(.untrustedCertificate, "certificate of \(subject) does not chain to the trust bundle: \(detail)")
+        let detail =
+            reasons.isEmpty ? "its signature does not verify against the trusted CA" : reasons.joined(separator: "; ")
+        return TransportError(
+            .untrustedCertificate, "certificate of \(subject) does not chain to the trust bundle: \(detail)")
     }
 }

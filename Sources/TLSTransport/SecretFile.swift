@@ -1,7 +1,7 @@
 public import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Writing files that hold secrets (private keys, kubeconfigs with keys in them): the bytes go into a new file that
@@ -11,7 +11,8 @@ public enum SecretFile {
     /// Writes `data` to `path` with `mode` (0600 for secrets).
     public static func write(_ data: Data, to path: String, mode: mode_t = 0o600) throws(TransportError) {
         let directory = (path as NSString).deletingLastPathComponent
-        let temporary = (directory.isEmpty ? "." : directory) + "/.\((path as NSString).lastPathComponent).\(getpid()).tmp"
+        let temporary =
+            (directory.isEmpty ? "." : directory) + "/.\((path as NSString).lastPathComponent).\(getpid()).tmp"
         let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
         guard descriptor >= 0 else { throw failure(path, errno) }
         var written = 0

@@ -1,7 +1,7 @@
-public import Foundation
-public import X509
 import Crypto
+public import Foundation
 import SwiftASN1
+public import X509
 
 /// A PKCS#10 certificate signing request, as a node agent sends it to renew its certificate through the controller:
 /// the agent keeps the new private key, the controller (which holds the CA key) signs the public key.
@@ -20,7 +20,8 @@ public struct SigningRequest: Sendable {
                 OrganizationalUnitName(request.role.rawValue)
                 CommonName(request.role.fixedCommonName ?? request.name)
             }
-            let csr = try CertificateSigningRequest(version: .v1, subject: subject, privateKey: key, attributes: .init())
+            let csr = try CertificateSigningRequest(
+                version: .v1, subject: subject, privateKey: key, attributes: .init())
             return SigningRequest(pem: try csr.serializeAsPEM().pemString + "\n", privateKey: key)
         } catch {
             throw TransportError(.issuanceFailed, "making a signing request for \"\(request.name)\" failed: \(error)")
@@ -28,7 +29,9 @@ public struct SigningRequest: Sendable {
     }
 
     /// The subject and public key of a PEM request whose signature verifies (the requester holds the key).
-    public static func read(_ pem: String) throws(TransportError) -> (subject: CertificateSubject, publicKey: Certificate.PublicKey) {
+    public static func read(_ pem: String) throws(TransportError) -> (
+        subject: CertificateSubject, publicKey: Certificate.PublicKey
+    ) {
         let csr: CertificateSigningRequest
         do {
             csr = try CertificateSigningRequest(pemEncoded: pem)
@@ -51,7 +54,8 @@ extension LeafRequest {
         for name in (try? certificate.extensions.subjectAlternativeNames) ?? SubjectAlternativeNames([]) {
             switch name {
             case .dnsName(let text): dnsNames.append(text)
-            case .ipAddress(let bytes): if let text = IPAddressText.text(Array(bytes.bytes)) { ipAddresses.append(text) }
+            case .ipAddress(let bytes):
+                if let text = IPAddressText.text(Array(bytes.bytes)) { ipAddresses.append(text) }
             default: break
             }
         }

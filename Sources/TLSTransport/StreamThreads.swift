@@ -2,7 +2,7 @@ public import NIOCore
 import NIOPosix
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Event loops for bulk streams (migration tunnels), one per core, whose threads run at a chosen nice value: on a
@@ -23,10 +23,14 @@ public final class StreamThreads: Sendable {
         let loops = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         guard nice != 0 else { return StreamThreads(loops: loops) }
         for loop in loops.makeIterator() {
-            let failure = try? await loop.submit { () -> Int32 in setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, nice) == 0 ? 0 : errno }.get()
+            let failure = try? await loop.submit { () -> Int32 in
+                setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, nice) == 0 ? 0 : errno
+            }.get()
             if failure != 0 {
                 try? await loops.shutdownGracefully()
-                throw TransportError(.invalidArgument, "cannot run stream threads at nice \(nice): \(String(cString: strerror(failure ?? EINVAL)))")
+                throw TransportError(
+                    .invalidArgument,
+                    "cannot run stream threads at nice \(nice): \(String(cString: strerror(failure ?? EINVAL)))")
             }
         }
         return StreamThreads(loops: loops)

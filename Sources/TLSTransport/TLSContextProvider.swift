@@ -1,6 +1,6 @@
-import NIOSSL
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOSSL
 import X509
 
 /// Which TLS versions an endpoint speaks.
@@ -35,7 +35,8 @@ public final class TLSContextProvider: Sendable {
     private let material: NIOLockedValueBox<Material>
 
     /// Creates a provider from an identity and a trust bundle.
-    public init(identity: CertifiedKey, trust: TrustBundle, versions: TLSVersionPolicy = .tls13) throws(TransportError) {
+    public init(identity: CertifiedKey, trust: TrustBundle, versions: TLSVersionPolicy = .tls13) throws(TransportError)
+    {
         self.material = NIOLockedValueBox(try Self.makeMaterial(identity: identity, trust: trust, versions: versions))
     }
 
@@ -102,7 +103,8 @@ public final class TLSContextProvider: Sendable {
         } catch let error as TransportError {
             throw error
         } catch {
-            throw TransportError(.invalidArgument, "TLS material for \(CertificateSubject(identity.certificate)) was refused: \(error)")
+            throw TransportError(
+                .invalidArgument, "TLS material for \(CertificateSubject(identity.certificate)) was refused: \(error)")
         }
     }
 }

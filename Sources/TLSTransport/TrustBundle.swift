@@ -1,6 +1,6 @@
 public import Foundation
-public import X509
 import SwiftASN1
+public import X509
 
 /// One decision taken while merging or pruning a trust bundle: which certificate, what happened, and why.
 public struct BundleDecision: Sendable, Hashable, CustomStringConvertible {
@@ -114,7 +114,8 @@ public struct TrustBundle: Sendable, Hashable {
                 do {
                     certificate = try Certificate(pemEncoded: text)
                 } catch {
-                    decisions.append(.init(action: .rejected, reason: "entry \(index) is not a parsable certificate: \(error)"))
+                    decisions.append(
+                        .init(action: .rejected, reason: "entry \(index) is not a parsable certificate: \(error)"))
                     continue
                 }
             }

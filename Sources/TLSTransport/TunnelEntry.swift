@@ -1,7 +1,7 @@
 public import Logging
+import NIOConcurrencyHelpers
 public import NIOCore
 public import NIOPosix
-import NIOConcurrencyHelpers
 
 /// The dialing end of a byte tunnel: a local listener whose every connection is carried over mutual TLS to a
 /// `TunnelExit` under one channel name.
@@ -20,7 +20,10 @@ public final class TunnelEntry: Sendable {
         var dialled: NIODeadline
     }
 
-    private init(endpoint: Endpoint, channel: String, listener: any Channel, connections: ConnectionSet, spares: NIOLockedValueBox<[Spare]>) {
+    private init(
+        endpoint: Endpoint, channel: String, listener: any Channel, connections: ConnectionSet,
+        spares: NIOLockedValueBox<[Spare]>
+    ) {
         self.endpoint = endpoint
         self.channel = channel
         self.listener = listener
@@ -63,8 +66,11 @@ public final class TunnelEntry: Sendable {
         // One event loop accepts and sets up every connection of this entry, so they are set up in accept order.
         let loop = group.next()
         @Sendable func dial() -> EventLoopFuture<(any Channel, PeerIdentity)> {
-            MutualTLSClient.dial(remote, provider: provider, policy: exitPolicy, bootstrap: ClientBootstrap(group: loop), connectTimeout: connectTimeout)
-                .map { ($0.channel, $0.server) }
+            MutualTLSClient.dial(
+                remote, provider: provider, policy: exitPolicy, bootstrap: ClientBootstrap(group: loop),
+                connectTimeout: connectTimeout
+            )
+            .map { ($0.channel, $0.server) }
         }
         let spares = NIOLockedValueBox<[Spare]>([])
         for _ in 0..<max(0, spareConnections) {
@@ -115,11 +121,13 @@ public final class TunnelEntry: Sendable {
                     switch result {
                     case .success(let (tls, exitPeer, leftover)):
                         Self.join(local: local, tls: tls, leftover: leftover)
-                        logger.debug("tunnel channel opened", metadata: ["channel": "\(channel)", "exit": "\(exitPeer)"])
+                        logger.debug(
+                            "tunnel channel opened", metadata: ["channel": "\(channel)", "exit": "\(exitPeer)"])
                         onEvent(.opened(channel: channel, peer: exitPeer))
                     case .failure(let error):
                         let reason = error as? TransportError ?? Handshake.describe(error, peer: "tunnel exit")
-                        logger.info("tunnel channel failed", metadata: ["channel": "\(channel)", "reason": "\(reason)"])
+                        logger.info(
+                            "tunnel channel failed", metadata: ["channel": "\(channel)", "reason": "\(reason)"])
                         onEvent(.refused(channel: channel, error: reason))
                         ChannelTeardown.abort(local)
                     }
@@ -143,7 +151,10 @@ public final class TunnelEntry: Sendable {
     /// Stops listening and closes every open tunnel (and the spares nobody used).
     public func close() async {
         try? await listener.close()
-        for spare in spares.withLockedValue({ spares in defer { spares.removeAll() }; return spares }) {
+        for spare in spares.withLockedValue({ spares in
+            defer { spares.removeAll() }
+            return spares
+        }) {
             spare.connection.whenSuccess { tls, _ in ChannelTeardown.finish(tls) }
         }
         await connections.closeAll()
@@ -211,7 +222,8 @@ final class ChannelReplyHandler: ChannelInboundHandler, RemovableChannelHandler 
                 context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
                 promise.succeed(leftover)
             } else {
-                promise.fail(TransportError(.channelRefused, "the tunnel exit refused channel \"\(channel)\": \(reply.message)"))
+                promise.fail(
+                    TransportError(.channelRefused, "the tunnel exit refused channel \"\(channel)\": \(reply.message)"))
                 closeSoon(context)
             }
         } catch {
@@ -233,7 +245,8 @@ final class ChannelReplyHandler: ChannelInboundHandler, RemovableChannelHandler 
 
     func channelInactive(context: ChannelHandlerContext) {
         promise.fail(
-            TransportError(.connectionFailed, "the tunnel exit closed the connection before answering for \"\(channel)\"")
+            TransportError(
+                .connectionFailed, "the tunnel exit closed the connection before answering for \"\(channel)\"")
         )
         context.fireChannelInactive()
     }

@@ -121,7 +121,9 @@ final class ChannelRequestHandler: ChannelInboundHandler, RemovableChannelHandle
             handler.refuse(
                 context: context,
                 channel: nil,
-                TransportError(.protocolViolation, "no channel request within \(handler.requestTimeout.nanoseconds / 1_000_000) ms")
+                TransportError(
+                    .protocolViolation, "no channel request within \(handler.requestTimeout.nanoseconds / 1_000_000) ms"
+                )
             )
         }
     }
@@ -154,7 +156,8 @@ final class ChannelRequestHandler: ChannelInboundHandler, RemovableChannelHandle
                 refuse(
                     context: context,
                     channel: nil,
-                    TransportError(.protocolViolation, "the peer closed the connection before sending a channel request")
+                    TransportError(
+                        .protocolViolation, "the peer closed the connection before sending a channel request")
                 )
             case .connecting:
                 // Replayed to the tunnel once it is joined.
@@ -191,7 +194,8 @@ final class ChannelRequestHandler: ChannelInboundHandler, RemovableChannelHandle
                     self.refuse(
                         context: context,
                         channel: name,
-                        TransportError(.connectionFailed, "target \(target) of channel \"\(name)\" is unreachable: \(error)")
+                        TransportError(
+                            .connectionFailed, "target \(target) of channel \"\(name)\" is unreachable: \(error)")
                     )
                 }
             }
@@ -206,7 +210,8 @@ final class ChannelRequestHandler: ChannelInboundHandler, RemovableChannelHandle
         // Withdrawn while the target was being connected: refused after all.
         guard routes.carry(channel: name, on: [context.channel, target]) else {
             ChannelTeardown.abort(target)
-            refuse(context: context, channel: name, TransportError(.channelRefused, "channel \"\(name)\" was withdrawn"))
+            refuse(
+                context: context, channel: name, TransportError(.channelRefused, "channel \"\(name)\" was withdrawn"))
             return
         }
         connections.track(target)

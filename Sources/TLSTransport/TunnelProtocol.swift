@@ -32,12 +32,17 @@ enum TunnelProtocol {
         guard buffer.getBytes(at: buffer.readerIndex, length: 4) == magic else {
             throw TransportError(.protocolViolation, "the peer did not open the tunnel with a channel request")
         }
-        guard let version = buffer.getInteger(at: buffer.readerIndex + 4, as: UInt8.self), version == Self.version else {
-            throw TransportError(.protocolViolation, "the peer speaks tunnel protocol version \(buffer.getInteger(at: buffer.readerIndex + 4, as: UInt8.self) ?? 0), this side speaks \(Self.version)")
+        guard let version = buffer.getInteger(at: buffer.readerIndex + 4, as: UInt8.self), version == Self.version
+        else {
+            throw TransportError(
+                .protocolViolation,
+                "the peer speaks tunnel protocol version \(buffer.getInteger(at: buffer.readerIndex + 4, as: UInt8.self) ?? 0), this side speaks \(Self.version)"
+            )
         }
         let length = Int(buffer.getInteger(at: buffer.readerIndex + 5, as: UInt16.self) ?? 0)
         guard length <= maximumNameLength else {
-            throw TransportError(.protocolViolation, "channel name of \(length) bytes exceeds the limit of \(maximumNameLength)")
+            throw TransportError(
+                .protocolViolation, "channel name of \(length) bytes exceeds the limit of \(maximumNameLength)")
         }
         guard buffer.readableBytes >= 7 + length else { return nil }
         buffer.moveReaderIndex(forwardBy: 7)
@@ -74,7 +79,8 @@ enum TunnelProtocol {
         if name.isEmpty { return "channel name is empty" }
         if name.utf8.count > maximumNameLength { return "channel name is longer than \(maximumNameLength) bytes" }
         let allowed = name.unicodeScalars.allSatisfy {
-            $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "._:/-".unicodeScalars.contains($0))
+            $0.isASCII
+                && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "._:/-".unicodeScalars.contains($0))
         }
         return allowed ? nil : "channel name \"\(name)\" may hold only letters, digits and ._:/-"
     }

@@ -49,7 +49,9 @@ public final class TunnelRoutingTable: Sendable {
         let recorded = entries.withLockedValue { entries -> Bool in
             guard entries[channel] != nil else { return false }
             carrying.withLockedValue { carrying in
-                for connection in connections { carrying[channel, default: [:]][ObjectIdentifier(connection)] = connection }
+                for connection in connections {
+                    carrying[channel, default: [:]][ObjectIdentifier(connection)] = connection
+                }
             }
             return true
         }

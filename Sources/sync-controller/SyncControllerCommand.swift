@@ -11,7 +11,7 @@ import TLSTransport
 import UnixSignals
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Which HTTP server serves the cluster API.
@@ -35,32 +35,55 @@ struct SyncControllerCommand: AsyncParsableCommand {
         commandName: "sync-controller", abstract: "The vmsync cluster controller: resource store and cluster API.")
 
     @Option(help: "Directory for the store (cluster.sqlite).") var data: String
-    @Option(help: "Address to serve the cluster API on (host:port, or unix:PATH); repeatable.") var listen: [String] = ["127.0.0.1:8443"]
+    @Option(help: "Address to serve the cluster API on (host:port, or unix:PATH); repeatable.") var listen: [String] = [
+        "127.0.0.1:8443"
+    ]
     @Option(help: "The controller's certificate (PEM, role controller).") var cert: String
     @Option(help: "Its private key (PEM).") var key: String
     @Option(help: "The cluster's CA bundle (PEM).") var ca: String
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
-    @Option(help: "Changes kept for watches to resume from; older resourceVersions get 410 Gone.") var retainChanges: Int64 = 100_000
+    @Option(help: "Changes kept for watches to resume from; older resourceVersions get 410 Gone.") var retainChanges:
+        Int64 = 100_000
     @Option(help: "Seconds without a heartbeat after which a node is NotReady.") var nodeGracePeriod = 40
     @Option(help: "Seconds a client connection may stay silent between requests (or within one) before it is closed.")
     var idleTimeout = 120
     @Option(help: "Seconds a client may take to complete its TLS handshake.") var handshakeTimeout = 10
     @Option(help: "Connections each listener holds at most; more are closed at once.") var maxConnections = 1024
-    @Option(help: "The cluster's PKI directory (ca.pem, ca-key.pem): the controller then renews its own certificate and signs the node agents' renewals.")
+    @Option(
+        help:
+            "The cluster's PKI directory (ca.pem, ca-key.pem): the controller then renews its own certificate and signs the node agents' renewals."
+    )
     var pki: String?
-    @Option(help: "Lifetime in seconds of the certificates the controller issues (its own and the nodes' renewals).") var leafValidity = 86_400
-    @Option(help: "Serve Prometheus metrics (GET /metrics) over plain HTTP on HOST:PORT; off unless given. No TLS, no authentication: bind it to loopback or a monitoring network.")
+    @Option(help: "Lifetime in seconds of the certificates the controller issues (its own and the nodes' renewals).")
+    var leafValidity = 86_400
+    @Option(
+        help:
+            "Serve Prometheus metrics (GET /metrics) over plain HTTP on HOST:PORT; off unless given. No TLS, no authentication: bind it to loopback or a monitoring network."
+    )
     var metricsListen: String?
-    @Option(help: "The HTTP server under the cluster API: nio (the hand-written one) or hummingbird; VMSYNC_HTTP_SERVER sets the default.")
+    @Option(
+        help:
+            "The HTTP server under the cluster API: nio (the hand-written one) or hummingbird; VMSYNC_HTTP_SERVER sets the default."
+    )
     var httpServer = HTTPServerKind.standard
 
     func validate() throws {
-        guard (1...86_400).contains(idleTimeout) else { throw ValidationError("--idle-timeout must be 1…86400 seconds, not \(idleTimeout)") }
-        guard (1...600).contains(handshakeTimeout) else { throw ValidationError("--handshake-timeout must be 1…600 seconds, not \(handshakeTimeout)") }
-        guard (1...1_000_000).contains(maxConnections) else { throw ValidationError("--max-connections must be 1…1000000, not \(maxConnections)") }
-        guard (60...31_536_000).contains(leafValidity) else { throw ValidationError("--leaf-validity must be 60…31536000 seconds, not \(leafValidity)") }
+        guard (1...86_400).contains(idleTimeout) else {
+            throw ValidationError("--idle-timeout must be 1…86400 seconds, not \(idleTimeout)")
+        }
+        guard (1...600).contains(handshakeTimeout) else {
+            throw ValidationError("--handshake-timeout must be 1…600 seconds, not \(handshakeTimeout)")
+        }
+        guard (1...1_000_000).contains(maxConnections) else {
+            throw ValidationError("--max-connections must be 1…1000000, not \(maxConnections)")
+        }
+        guard (60...31_536_000).contains(leafValidity) else {
+            throw ValidationError("--leaf-validity must be 60…31536000 seconds, not \(leafValidity)")
+        }
         if let metricsListen {
-            do { _ = try ListenAddress(parsing: metricsListen) } catch { throw ValidationError("--metrics-listen: \(error)") }
+            do { _ = try ListenAddress(parsing: metricsListen) } catch {
+                throw ValidationError("--metrics-listen: \(error)")
+            }
         }
     }
 
@@ -73,7 +96,9 @@ struct SyncControllerCommand: AsyncParsableCommand {
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         do {
             try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
-            let identity = try CertifiedKey(certificatePEM: try String(contentsOfFile: cert, encoding: .utf8), privateKeyPEM: try String(contentsOfFile: key, encoding: .utf8))
+            let identity = try CertifiedKey(
+                certificatePEM: try String(contentsOfFile: cert, encoding: .utf8),
+                privateKeyPEM: try String(contentsOfFile: key, encoding: .utf8))
             let trust = try TrustBundle(pem: try String(contentsOfFile: ca, encoding: .utf8))
             let provider = try TLSContextProvider(identity: identity, trust: trust)
             let store = try SQLiteStore(path: data + "/cluster.sqlite", retainedChanges: retainChanges)
@@ -91,7 +116,8 @@ struct SyncControllerCommand: AsyncParsableCommand {
                 registry.emit(into: &bytes)
                 return bytes
             }
-            let handler = ClusterAPIHandler(store: store, signer: directory.map { CertificateSigner(pki: $0) }, exposition: exposition)
+            let handler = ClusterAPIHandler(
+                store: store, signer: directory.map { CertificateSigner(pki: $0) }, exposition: exposition)
             let (certificatePath, keyPath) = (cert, key)
             let renewal = directory.map { directory in
                 LeafRenewal(
@@ -100,7 +126,8 @@ struct SyncControllerCommand: AsyncParsableCommand {
                 ) { request in
                     let renewed = try directory.authority().issue(request)
                     try renewed.write(certificateTo: certificatePath, keyTo: keyPath)
-                    log.info("renewed the controller certificate", metadata: ["valid-until": "\(renewed.notValidAfter)"])
+                    log.info(
+                        "renewed the controller certificate", metadata: ["valid-until": "\(renewed.notValidAfter)"])
                     return renewed
                 }
             }
@@ -111,28 +138,33 @@ struct SyncControllerCommand: AsyncParsableCommand {
                 switch httpServer {
                 case .nio:
                     let server = try await APIServer.start(
-                        on: endpoint, provider: provider, handler: handler, logger: logger, idleTimeout: .seconds(idleTimeout),
+                        on: endpoint, provider: provider, handler: handler, logger: logger,
+                        idleTimeout: .seconds(idleTimeout),
                         handshakeTimeout: .seconds(handshakeTimeout), maximumConnections: maxConnections)
                     print("sync-controller: serving the cluster API on \(server.endpoint)")
                     servers.append(server)
                 case .hummingbird:
-                    hummingbirds.append(HummingbirdAPIServer(
-                        on: endpoint, provider: provider, handler: handler, logger: logger, idleTimeout: .seconds(idleTimeout),
-                        handshakeTimeout: .seconds(handshakeTimeout), maximumConnections: maxConnections
-                    ) { endpoint in
-                        print("sync-controller: serving the cluster API on \(endpoint)")
-                        fflush(nil)
-                    })
+                    hummingbirds.append(
+                        HummingbirdAPIServer(
+                            on: endpoint, provider: provider, handler: handler, logger: logger,
+                            idleTimeout: .seconds(idleTimeout),
+                            handshakeTimeout: .seconds(handshakeTimeout), maximumConnections: maxConnections
+                        ) { endpoint in
+                            print("sync-controller: serving the cluster API on \(endpoint)")
+                            fflush(nil)
+                        })
                 }
             }
             var metricsServer: MetricsServer?
             if let metricsListen {
-                let server = try await MetricsServer.bind(try ListenAddress(parsing: metricsListen), logger: logger, render: exposition)
+                let server = try await MetricsServer.bind(
+                    try ListenAddress(parsing: metricsListen), logger: logger, render: exposition)
                 print("sync-controller: serving metrics on http://\(server.address)/metrics")
                 metricsServer = server
             }
             fflush(nil)
-            let controllers = ClusterControllers(store: store, nodeGracePeriod: .seconds(nodeGracePeriod), logger: logger)
+            let controllers = ClusterControllers(
+                store: store, nodeGracePeriod: .seconds(nodeGracePeriod), logger: logger)
             // Started in this order, shut down in reverse on SIGTERM/SIGINT: the API servers stop taking requests
             // first, the controllers finish their reconciles, the metrics endpoint goes last.
             var services: [any Service] = []

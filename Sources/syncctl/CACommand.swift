@@ -59,7 +59,8 @@ struct CACommand: ParsableCommand {
     }
 
     struct Show: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show the CA, the trust bundle and issued certificates.")
+        static let configuration = CommandConfiguration(
+            abstract: "Show the CA, the trust bundle and issued certificates.")
         @OptionGroup var directory: DirectoryOption
 
         func run() throws {
@@ -68,29 +69,36 @@ struct CACommand: ParsableCommand {
                 let authority = try pki.authority()
                 let now = Date()
                 print("CA:      \(authority.certificate.subject)")
-                print("  cluster \(authority.clusterName), expires \(Self.date(authority.certificate.notValidAfter))"
-                    + (authority.needsRenewal(now: now) ? " (renewal due: run `syncctl ca rotate`)" : ""))
+                print(
+                    "  cluster \(authority.clusterName), expires \(Self.date(authority.certificate.notValidAfter))"
+                        + (authority.needsRenewal(now: now) ? " (renewal due: run `syncctl ca rotate`)" : ""))
                 let bundle = try pki.bundle()
                 print("BUNDLE:  \(bundle.certificates.count) certificate(s)")
                 for certificate in bundle.certificates {
                     let origin = CertificateSubject(certificate).cluster == authority.clusterName ? "own" : "external"
-                    print("  \(origin.padding(toLength: 9, withPad: " ", startingAt: 0))"
-                        + "sha256:\(PEM.fingerprint(certificate).prefix(16))  expires \(Self.date(certificate.notValidAfter))"
-                        + "  \(certificate.subject)")
+                    print(
+                        "  \(origin.padding(toLength: 9, withPad: " ", startingAt: 0))"
+                            + "sha256:\(PEM.fingerprint(certificate).prefix(16))  expires \(Self.date(certificate.notValidAfter))"
+                            + "  \(certificate.subject)")
                 }
                 let issued = try pki.issued()
                 print("ISSUED:  \(issued.count) certificate(s)")
                 let width = max(6, issued.map { CertificateSubject($0).name.count + 2 }.max() ?? 0)
                 if !issued.isEmpty {
-                    print("  ROLE         " + "NAME".padding(toLength: width, withPad: " ", startingAt: 0) + "EXPIRES               STATE")
+                    print(
+                        "  ROLE         " + "NAME".padding(toLength: width, withPad: " ", startingAt: 0)
+                            + "EXPIRES               STATE")
                 }
                 for certificate in issued {
                     let subject = CertificateSubject(certificate)
-                    let state = certificate.notValidAfter < now ? "expired"
+                    let state =
+                        certificate.notValidAfter < now
+                        ? "expired"
                         : (pki.policy.needsRenewal(certificate, now: now) ? "renew" : "valid")
-                    print("  " + (subject.role?.rawValue ?? "-").padding(toLength: 13, withPad: " ", startingAt: 0)
-                        + subject.name.padding(toLength: width, withPad: " ", startingAt: 0)
-                        + Self.date(certificate.notValidAfter) + "  " + state)
+                    print(
+                        "  " + (subject.role?.rawValue ?? "-").padding(toLength: 13, withPad: " ", startingAt: 0)
+                            + subject.name.padding(toLength: width, withPad: " ", startingAt: 0)
+                            + Self.date(certificate.notValidAfter) + "  " + state)
                 }
             }
         }
@@ -136,8 +144,9 @@ struct CACommand: ParsableCommand {
                 }
                 let added = decisions.filter { $0.action == .added }.count
                 let rejected = decisions.filter { $0.action == .rejected }.count
-                print("merged: \(added) added, \(rejected) rejected; bundle holds "
-                    + "\(try directory.pki.bundle().certificates.count) certificate(s); inbox cleared")
+                print(
+                    "merged: \(added) added, \(rejected) rejected; bundle holds "
+                        + "\(try directory.pki.bundle().certificates.count) certificate(s); inbox cleared")
             }
         }
     }
@@ -152,7 +161,9 @@ struct CACommand: ParsableCommand {
         func run() throws {
             try reportingErrors {
                 if let next = try directory.pki.rotate(force: force) {
-                    print("renewed CA: \"\(next.certificate.subject)\", valid until \(next.certificate.notValidAfter.formatted(.iso8601))")
+                    print(
+                        "renewed CA: \"\(next.certificate.subject)\", valid until \(next.certificate.notValidAfter.formatted(.iso8601))"
+                    )
                     print("the previous CA stays in the bundle through the overlap; re-issue leaf certificates")
                 } else {
                     print("CA is not due for renewal (use --force to renew anyway)")

@@ -40,18 +40,24 @@ struct ConfigCommand: AsyncParsableCommand {
                 }
                 // The certificate must be one the cluster accepts from a user, now.
                 let subject = CertificateSubject(identity.certificate)
-                let verifier = PeerVerifier(trust: trust, policy: PeerPolicy(allowedRoles: [.user]), side: .client, homeCluster: subject.cluster)
+                let verifier = PeerVerifier(
+                    trust: trust, policy: PeerPolicy(allowedRoles: [.user]), side: .client, homeCluster: subject.cluster
+                )
                 if case .failure(let error) = await verifier.verify(chain: identity.chain) {
                     throw CLIError("the certificate is not usable in a kubeconfig: \(error.message)")
                 }
                 let document = Kubeconfig.make(
-                    cluster: cluster, server: server, caPEM: caPEM, user: subject.name, certificatePEM: try identity.certificatePEM,
+                    cluster: cluster, server: server, caPEM: caPEM, user: subject.name,
+                    certificatePEM: try identity.certificatePEM,
                     keyPEM: try identity.privateKeyPEM, namespace: namespace)
                 let path = Kubeconfig.path(output)
                 do {
-                    try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                    try FileManager.default.createDirectory(
+                        atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
                 } catch {
-                    throw CLIError("cannot write \(path): its directory cannot be made (\((error as NSError).localizedFailureReason ?? "\(error)"))")
+                    throw CLIError(
+                        "cannot write \(path): its directory cannot be made (\((error as NSError).localizedFailureReason ?? "\(error)"))"
+                    )
                 }
                 // The kubeconfig holds the user's private key.
                 try SecretFile.write(Data(YAML.text(document).utf8), to: path, mode: 0o600)
@@ -64,7 +70,9 @@ struct ConfigCommand: AsyncParsableCommand {
             if cert != nil || key != nil {
                 guard let cert, let key else { throw CLIError("--cert and --key go together") }
                 do {
-                    let identity = try CertifiedKey(certificatePEM: try read(cert, what: "the certificate"), privateKeyPEM: try read(key, what: "the key"))
+                    let identity = try CertifiedKey(
+                        certificatePEM: try read(cert, what: "the certificate"),
+                        privateKeyPEM: try read(key, what: "the key"))
                     return (identity, "certificate from \(cert)")
                 } catch let error as TransportError {
                     throw CLIError("\(cert) and \(key) are not a usable certificate and key: \(error.message)")
@@ -77,7 +85,8 @@ struct ConfigCommand: AsyncParsableCommand {
             guard pki.holdsCAKey else {
                 throw CLIError(
                     "\(pki.url.path) holds neither a fresh certificate for user \"\(user)\" nor the CA key to issue one; "
-                        + "pass --cert and --key of a certificate issued with `syncctl ca issue --role user --name \(user)`")
+                        + "pass --cert and --key of a certificate issued with `syncctl ca issue --role user --name \(user)`"
+                )
             }
             return (try pki.issue(LeafRequest(role: .user, name: user)).key, "certificate issued now")
         }
@@ -86,7 +95,8 @@ struct ConfigCommand: AsyncParsableCommand {
             do {
                 return try String(contentsOfFile: path, encoding: .utf8)
             } catch {
-                throw CLIError("cannot read \(what) \(path): \((error as NSError).localizedFailureReason ?? "no such file")")
+                throw CLIError(
+                    "cannot read \(what) \(path): \((error as NSError).localizedFailureReason ?? "no such file")")
             }
         }
     }

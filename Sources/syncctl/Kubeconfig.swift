@@ -18,7 +18,8 @@ extension Kubeconfig {
             throw CLIError("cluster \"\(credentials.cluster)\" has no https:// (or unix://) server")
         }
         do {
-            let identity = try CertifiedKey(certificatePEM: credentials.certificatePEM, privateKeyPEM: credentials.keyPEM)
+            let identity = try CertifiedKey(
+                certificatePEM: credentials.certificatePEM, privateKeyPEM: credentials.keyPEM)
             let provider = try TLSContextProvider(identity: identity, trust: TrustBundle(pem: credentials.caPEM))
             return Target(endpoint: endpoint, provider: provider, namespace: credentials.namespace)
         } catch {

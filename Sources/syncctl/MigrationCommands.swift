@@ -5,7 +5,8 @@ import Foundation
 
 /// `syncctl migrate VM [--node N]`: creates a VirtualMachineInstanceMigration named `<vm>-xxxxx` (virtctl migrate).
 struct Migrate: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Live-migrate a running VM to another node of its cluster.")
+    static let configuration = CommandConfiguration(
+        abstract: "Live-migrate a running VM to another node of its cluster.")
     @OptionGroup var cluster: ClusterOptions
     @Argument(help: "The VM (its VMI has the same name).") var vm: String
     @Option(help: "The node to migrate to (default: the scheduler picks one).") var node: String?
@@ -20,7 +21,8 @@ struct Migrate: AsyncParsableCommand {
             if let node { spec["addedNodeSelector"] = [.init(stringLiteral: Resources.hostnameLabel): .string(node)] }
             let object: JSONValue = [
                 "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration",
-                "metadata": ["name": .string(Migration.generatedName(vm + "-")), "namespace": .string(namespace)], "spec": spec,
+                "metadata": ["name": .string(Migration.generatedName(vm + "-")), "namespace": .string(namespace)],
+                "spec": spec,
             ]
             let created = try await client.create(Kinds.migration, object)
             let name = created["metadata"]?["name"]?.string ?? ""
@@ -37,7 +39,9 @@ struct Migrate: AsyncParsableCommand {
 
     /// Prints each new phase until the migration finishes. One watch follows every change (a new one only when the
     /// server ends it), so no phase costs a new connection.
-    private func follow(_ client: APIClient, namespace: String, name: String, from created: JSONValue) async throws -> JSONValue {
+    private func follow(_ client: APIClient, namespace: String, name: String, from created: JSONValue) async throws
+        -> JSONValue
+    {
         let deadline = Date().addingTimeInterval(TimeInterval(timeout))
         var printed = 0
         var current = created
@@ -61,13 +65,16 @@ struct Migrate: AsyncParsableCommand {
                 if show() { return current }
             }
         }
-        throw CLIError("migration \(name) did not finish within \(timeout) s (phase \(current["status"]?["phase"]?.string ?? "new"))")
+        throw CLIError(
+            "migration \(name) did not finish within \(timeout) s (phase \(current["status"]?["phase"]?.string ?? "new"))"
+        )
     }
 }
 
 /// `syncctl abort VM`: deletes the VM's unfinished migration, which aborts it; the VM keeps running where it is.
 struct Abort: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Abort a VM's running or pending migration (the VM stays where it runs).")
+    static let configuration = CommandConfiguration(
+        abstract: "Abort a VM's running or pending migration (the VM stays where it runs).")
     @OptionGroup var cluster: ClusterOptions
     @Argument(help: "The VM.") var vm: String
 
@@ -76,14 +83,17 @@ struct Abort: AsyncParsableCommand {
             let (client, namespace) = try cluster.connect()
             let migrations = try await client.list(Kinds.migration, namespace: namespace)["items"]?.array ?? []
             let open = migrations.filter {
-                $0["spec"]?["vmiName"]?.string == vm && !Migration.finalPhases.contains($0["status"]?["phase"]?.string ?? "")
+                $0["spec"]?["vmiName"]?.string == vm
+                    && !Migration.finalPhases.contains($0["status"]?["phase"]?.string ?? "")
                     && $0["metadata"]?["deletionTimestamp"] == nil
             }
             guard !open.isEmpty else { throw CLIError("vm \(vm) has no running or pending migration") }
             for migration in open {
                 let name = migration["metadata"]?["name"]?.string ?? ""
                 _ = try await client.delete(Kinds.migration, namespace: namespace, name: name)
-                print("virtualmachineinstancemigration.kubevirt.io/\(name) deleted: migration of vm \(vm) aborted (phase \(migration["status"]?["phase"]?.string ?? "new"))")
+                print(
+                    "virtualmachineinstancemigration.kubevirt.io/\(name) deleted: migration of vm \(vm) aborted (phase \(migration["status"]?["phase"]?.string ?? "new"))"
+                )
             }
         }
     }

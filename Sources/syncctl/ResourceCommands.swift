@@ -21,7 +21,8 @@ func reportingFailures(_ body: () async throws -> Void) async throws {
     do {
         try await body()
     } catch let error as APIError {
-        FileHandle.standardError.write(Data("syncctl: Error from server (\(error.reason.rawValue)): \(error.message)\n".utf8))
+        FileHandle.standardError.write(
+            Data("syncctl: Error from server (\(error.reason.rawValue)): \(error.message)\n".utf8))
         throw ExitCode(1)
     } catch let error as CLIError {
         FileHandle.standardError.write(Data("syncctl: \(error.description)\n".utf8))
@@ -46,7 +47,9 @@ func manifests(_ file: String) throws -> [JSONValue] {
     if file == "-" {
         text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
     } else {
-        guard let contents = try? String(contentsOfFile: file, encoding: .utf8) else { throw CLIError("cannot read \(file)") }
+        guard let contents = try? String(contentsOfFile: file, encoding: .utf8) else {
+            throw CLIError("cannot read \(file)")
+        }
         text = contents
     }
     let documents = try YAML.documents(text)
@@ -66,7 +69,8 @@ func manifestKind(of object: JSONValue, in file: String) throws(CLIError) -> Res
 
 /// `syncctl apply -f FILE|-`: creates what is missing, updates what differs.
 struct Apply: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Create or update the objects of a (multi-document) YAML file.")
+    static let configuration = CommandConfiguration(
+        abstract: "Create or update the objects of a (multi-document) YAML file.")
     @OptionGroup var cluster: ClusterOptions
     @Option(name: [.short, .customLong("filename")], help: "The manifest file, or - for stdin.") var file: String
 
@@ -76,9 +80,13 @@ struct Apply: AsyncParsableCommand {
             for var object in try manifests(file) {
                 let kind = try manifestKind(of: object, in: file)
                 let name = object["metadata"]?["name"]?.string ?? ""
-                if kind.namespaced, object["metadata"]?["namespace"] == nil { object["metadata"]?["namespace"] = .string(namespace) }
+                if kind.namespaced, object["metadata"]?["namespace"] == nil {
+                    object["metadata"]?["namespace"] = .string(namespace)
+                }
                 let objectNamespace = kind.namespaced ? object["metadata"]?["namespace"]?.string : nil
-                let label = "\(kind.singular).\(kind.group.isEmpty ? "" : kind.group)".trimmingCharacters(in: CharacterSet(charactersIn: ".")) + "/\(name)"
+                let label =
+                    "\(kind.singular).\(kind.group.isEmpty ? "" : kind.group)".trimmingCharacters(
+                        in: CharacterSet(charactersIn: ".")) + "/\(name)"
                 do {
                     let existing = try await client.get(kind, namespace: objectNamespace, name: name)
                     var updated = object
@@ -105,7 +113,8 @@ struct Apply: AsyncParsableCommand {
 
 /// `syncctl get KIND [NAME]`.
 struct Get: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List objects of a kind, or show one (table, -o yaml|json, -w to watch).")
+    static let configuration = CommandConfiguration(
+        abstract: "List objects of a kind, or show one (table, -o yaml|json, -w to watch).")
     @OptionGroup var cluster: ClusterOptions
     @Argument(help: "The kind: vm, vmi, vmim, dv, node, sc, cm, secret, kubevirt, …") var kind: String
     @Argument(help: "An object's name.") var name: String?
@@ -115,12 +124,15 @@ struct Get: AsyncParsableCommand {
     @Flag(name: [.short, .customLong("all-namespaces")], help: "All namespaces.") var allNamespaces = false
 
     func validate() throws {
-        guard ["table", "yaml", "json", "wide", "name"].contains(output) else { throw ValidationError("-o must be table, wide, yaml, json or name") }
+        guard ["table", "yaml", "json", "wide", "name"].contains(output) else {
+            throw ValidationError("-o must be table, wide, yaml, json or name")
+        }
     }
 
     func run() async throws {
         try await reportingFailures {
-            let kind = try ClusterAPI.Kinds.lookup(name: self.kind).orThrow(CLIError("the server doesn't have a resource type \"\(self.kind)\""))
+            let kind = try ClusterAPI.Kinds.lookup(name: self.kind).orThrow(
+                CLIError("the server doesn't have a resource type \"\(self.kind)\""))
             let (client, namespace) = try cluster.connect()
             let scope = kind.namespaced && !allNamespaces ? namespace : nil
             let objects: [JSONValue]
@@ -135,7 +147,9 @@ struct Get: AsyncParsableCommand {
             let printer = Printer(kind: kind, format: output, showNamespace: kind.namespaced && allNamespaces)
             printer.print(objects, list: name == nil)
             guard watch else { return }
-            let events = try await client.watch(kind, namespace: scope, labelSelector: selector, fieldSelector: name.map { "metadata.name=\($0)" }, resourceVersion: resourceVersion ?? "0")
+            let events = try await client.watch(
+                kind, namespace: scope, labelSelector: selector, fieldSelector: name.map { "metadata.name=\($0)" },
+                resourceVersion: resourceVersion ?? "0")
             for try await event in events where !(resourceVersion == nil && event.type == "ADDED" && name != nil) {
                 printer.print([event.object], list: false, headers: false, event: event.type)
             }
@@ -145,14 +159,16 @@ struct Get: AsyncParsableCommand {
 
 /// `syncctl describe KIND NAME`.
 struct Describe: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show an object in detail: metadata, spec, status, conditions.")
+    static let configuration = CommandConfiguration(
+        abstract: "Show an object in detail: metadata, spec, status, conditions.")
     @OptionGroup var cluster: ClusterOptions
     @Argument var kind: String
     @Argument var name: String
 
     func run() async throws {
         try await reportingFailures {
-            let kind = try ClusterAPI.Kinds.lookup(name: self.kind).orThrow(CLIError("the server doesn't have a resource type \"\(self.kind)\""))
+            let kind = try ClusterAPI.Kinds.lookup(name: self.kind).orThrow(
+                CLIError("the server doesn't have a resource type \"\(self.kind)\""))
             let (client, namespace) = try cluster.connect()
             let object = try await client.get(kind, namespace: namespace, name: name)
             let metadata = object["metadata"] ?? [:]
@@ -160,7 +176,9 @@ struct Describe: AsyncParsableCommand {
             if kind.namespaced { lines.append("Namespace:    \(metadata["namespace"]?.string ?? "")") }
             lines.append("Kind:         \(kind.kind) (\(kind.apiVersion))")
             lines.append("UID:          \(metadata["uid"]?.string ?? "")")
-            lines.append("Created:      \(metadata["creationTimestamp"]?.string ?? "") (\(Resources.age(metadata["creationTimestamp"]?.string)) ago)")
+            lines.append(
+                "Created:      \(metadata["creationTimestamp"]?.string ?? "") (\(Resources.age(metadata["creationTimestamp"]?.string)) ago)"
+            )
             lines.append("Labels:       \(Printer.pairs(metadata["labels"]))")
             lines.append("Annotations:  \(Printer.pairs(metadata["annotations"]))")
             if let deletion = metadata["deletionTimestamp"]?.string { lines.append("Deleting:     since \(deletion)") }
@@ -188,7 +206,8 @@ struct Describe: AsyncParsableCommand {
 
 /// `syncctl delete KIND NAME` or `-f FILE`.
 struct Delete: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Delete objects by kind and name, or those of a manifest file.")
+    static let configuration = CommandConfiguration(
+        abstract: "Delete objects by kind and name, or those of a manifest file.")
     @OptionGroup var cluster: ClusterOptions
     @Argument var kind: String?
     @Argument var names: [String] = []
@@ -205,15 +224,22 @@ struct Delete: AsyncParsableCommand {
             if let file {
                 for object in try manifests(file) {
                     let kind = try manifestKind(of: object, in: file)
-                    targets.append((kind, object["metadata"]?["namespace"]?.string ?? namespace, object["metadata"]?["name"]?.string ?? ""))
+                    targets.append(
+                        (
+                            kind, object["metadata"]?["namespace"]?.string ?? namespace,
+                            object["metadata"]?["name"]?.string ?? ""
+                        ))
                 }
             } else if let name = self.kind {
-                let kind = try ClusterAPI.Kinds.lookup(name: name).orThrow(CLIError("the server doesn't have a resource type \"\(name)\""))
+                let kind = try ClusterAPI.Kinds.lookup(name: name).orThrow(
+                    CLIError("the server doesn't have a resource type \"\(name)\""))
                 targets = names.map { (kind, namespace, $0) }
             }
             for (kind, objectNamespace, name) in targets {
                 _ = try await client.delete(kind, namespace: objectNamespace, name: name)
-                print("\(kind.singular).\(kind.group.isEmpty ? "" : kind.group) \"\(name)\" deleted".replacingOccurrences(of: ". \"", with: " \""))
+                print(
+                    "\(kind.singular).\(kind.group.isEmpty ? "" : kind.group) \"\(name)\" deleted".replacingOccurrences(
+                        of: ". \"", with: " \""))
             }
         }
     }
@@ -235,10 +261,12 @@ struct Printer {
     func print(_ objects: [JSONValue], list: Bool, headers: Bool = true, event: String? = nil) {
         switch format {
         case "yaml":
-            let value: JSONValue = list ? ["apiVersion": "v1", "kind": "List", "items": .array(objects)] : (objects.first ?? .null)
+            let value: JSONValue =
+                list ? ["apiVersion": "v1", "kind": "List", "items": .array(objects)] : (objects.first ?? .null)
             Swift.print(YAML.text(value), terminator: "")
         case "json":
-            let value: JSONValue = list ? ["apiVersion": "v1", "kind": "List", "items": .array(objects)] : (objects.first ?? .null)
+            let value: JSONValue =
+                list ? ["apiVersion": "v1", "kind": "List", "items": .array(objects)] : (objects.first ?? .null)
             Swift.print(value.jsonString(pretty: true))
         case "name":
             for object in objects { Swift.print("\(kind.singular)/\(object["metadata"]?["name"]?.string ?? "")") }
@@ -254,13 +282,20 @@ struct Printer {
                 row.append(object["metadata"]?["name"]?.string ?? "")
                 for column in kind.columns {
                     let value = object[path: column.path]
-                    row.append(column.path.last == "creationTimestamp" ? Resources.age(value?.string) : (value.map { $0.string ?? $0.jsonString() } ?? ""))
+                    row.append(
+                        column.path.last == "creationTimestamp"
+                            ? Resources.age(value?.string) : (value.map { $0.string ?? $0.jsonString() } ?? ""))
                 }
                 rows.append(row)
             }
-            let widths = (0..<(rows.map(\.count).max() ?? 0)).map { index in rows.map { index < $0.count ? $0[index].count : 0 }.max() ?? 0 }
+            let widths = (0..<(rows.map(\.count).max() ?? 0)).map { index in
+                rows.map { index < $0.count ? $0[index].count : 0 }.max() ?? 0
+            }
             for row in rows {
-                Swift.print(row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "   ")
+                Swift.print(
+                    row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(
+                        separator: "   "
+                    )
                     .trimmingCharacters(in: .whitespaces))
             }
         }

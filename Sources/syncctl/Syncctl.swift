@@ -8,7 +8,10 @@ struct Syncctl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "syncctl",
         abstract: "Drive vmsync: cluster resources, the cluster PKI; migrations and USB devices as they land.",
-        subcommands: [Apply.self, Get.self, Describe.self, Delete.self, Migrate.self, Abort.self, ConfigCommand.self, CACommand.self]
+        subcommands: [
+            Apply.self, Get.self, Describe.self, Delete.self, Migrate.self, Abort.self, ConfigCommand.self,
+            CACommand.self,
+        ]
     )
 }
 

@@ -5,7 +5,9 @@ import Testing
 /// Inputs the libFuzzer targets in `Fuzz/` found, kept as tests.
 @Suite("Fuzzer findings")
 struct FuzzFindingsTests {
-    @Test("an integer quantity of 2^63 or more in magnitude (Int64.max rounds up to 2^63) is not a quantity (fuzz-quantity)")
+    @Test(
+        "an integer quantity of 2^63 or more in magnitude (Int64.max rounds up to 2^63) is not a quantity (fuzz-quantity)"
+    )
     func integerQuantityAtTheLimit() {
         #expect(Quantity(JSONValue.int(.max)) == nil)
         #expect(Quantity(JSONValue.int(.min)) == nil)
@@ -14,9 +16,12 @@ struct FuzzFindingsTests {
         #expect(Quantity(JSONValue.int(-5))?.value == -5)
     }
 
-    @Test("a YAML 1.1 sexagesimal integer too large for Int is a string, not a trap (fuzz-kubeconfig: Yams multiplies without overflow checks); other integer forms still read")
+    @Test(
+        "a YAML 1.1 sexagesimal integer too large for Int is a string, not a trap (fuzz-kubeconfig: Yams multiplies without overflow checks); other integer forms still read"
+    )
     func sexagesimalOverflow() throws {
-        let value = try YAML.document("a: 2122122:1:0:1:02:1:0:1:0\nb: 1:30\nc: 0x1F\nd: -12\ne: 0o17\nf: 99999999999999999999\ng: 1_000\n")
+        let value = try YAML.document(
+            "a: 2122122:1:0:1:02:1:0:1:0\nb: 1:30\nc: 0x1F\nd: -12\ne: 0o17\nf: 99999999999999999999\ng: 1_000\n")
         #expect(value["a"] == "2122122:1:0:1:02:1:0:1:0")
         #expect(value["b"] == "1:30", "base 60 is not read as a number (as Kubernetes' YAML reader does not)")
         #expect(value["c"] == .int(31) && value["d"] == .int(-12) && value["e"] == .int(15))

@@ -19,7 +19,9 @@ struct ResponseCollectorTests {
 
     func body(_ text: String) -> HTTPClientResponsePart { .body(ByteBuffer(string: text)) }
 
-    @Test("a whole answer: status, the body from every chunk, and whether the connection may be kept", arguments: [true, false])
+    @Test(
+        "a whole answer: status, the body from every chunk, and whether the connection may be kept",
+        arguments: [true, false])
     func fullAnswer(keepAlive: Bool) throws {
         let collector = ResponseCollector()
         let channel = try connected(EmbeddedChannel(handler: collector))
@@ -33,7 +35,9 @@ struct ResponseCollectorTests {
         #expect(status == 201 && String(decoding: data, as: UTF8.self) == "{\"a\":1}" && kept == keepAlive)
     }
 
-    @Test("a watch: lines split across chunks arrive whole and in order, blank lines are skipped, the end finishes the stream")
+    @Test(
+        "a watch: lines split across chunks arrive whole and in order, blank lines are skipped, the end finishes the stream"
+    )
     func watchLines() async throws {
         let collector = ResponseCollector()
         let channel = try connected(EmbeddedChannel(handler: collector))
@@ -58,11 +62,16 @@ struct ResponseCollectorTests {
         let (lines, continuation) = AsyncThrowingStream.makeStream(of: Data.self)
         collector.expect(.stream(started: started, lines: continuation))
         try channel.writeInbound(head(.forbidden))
-        try channel.writeInbound(body(#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Forbidden","code":403,"message":"node a may not watch secrets"}"#))
+        try channel.writeInbound(
+            body(
+                #"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Forbidden","code":403,"message":"node a may not watch secrets"}"#
+            ))
         try channel.writeInbound(HTTPClientResponsePart.end(nil))
         #expect(throws: APIError.self) { try started.futureResult.wait() }
         let error = await #expect(throws: APIError.self) { for try await _ in lines {} }
-        #expect(error?.code == 403 && error?.message.contains("may not watch secrets") == true, "\(String(describing: error))")
+        #expect(
+            error?.code == 403 && error?.message.contains("may not watch secrets") == true,
+            "\(String(describing: error))")
     }
 
     @Test("a watch silent for longer than its silence timeout ends with a Timeout error and the connection is closed")
@@ -84,7 +93,9 @@ struct ResponseCollectorTests {
         #expect(!channel.isActive)
         var received = 0
         let error = await #expect(throws: APIError.self) { for try await _ in lines { received += 1 } }
-        #expect(received == 2 && error?.code == 504 && error?.message.contains("silent") == true, "\(String(describing: error))")
+        #expect(
+            received == 2 && error?.code == 504 && error?.message.contains("silent") == true,
+            "\(String(describing: error))")
     }
 
     @Test("a server that closes its side fails the outstanding request with 503 and the client closes too")

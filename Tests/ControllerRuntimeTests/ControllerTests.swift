@@ -22,7 +22,10 @@ final class ScriptedReconciler: Reconciler {
     struct Transient: Error {}
 
     func reconcile(_ key: ObjectKey) async throws -> ReconcileResult {
-        concurrent.withLock { $0.now += 1; $0.most = max($0.most, $0.now) }
+        concurrent.withLock {
+            $0.now += 1
+            $0.most = max($0.most, $0.now)
+        }
         defer { concurrent.withLock { $0.now -= 1 } }
         try await Task.sleep(for: .milliseconds(2))
         let count = calls.withLock { calls -> Int in
@@ -50,15 +53,20 @@ struct ControllerTests {
         #expect(condition(), "\(what)")
     }
 
-    @Test("a failing reconcile is retried with backoff until it succeeds, and the outcomes are counted (vmsync_reconcile_total, the duration, the queue depth)")
+    @Test(
+        "a failing reconcile is retried with backoff until it succeeds, and the outcomes are counted (vmsync_reconcile_total, the duration, the queue depth)"
+    )
     func retriesFailures() async throws {
         let reconciler = ScriptedReconciler(failuresPerKey: 2)
         let metrics = TestMetrics()
         let controller = withMetricsFactory(metrics) {
-            Controller(reconciler, workers: 3, queue: WorkQueue(backoff: .init(base: .milliseconds(10), maximum: .seconds(1))), logger: quiet)
+            Controller(
+                reconciler, workers: 3, queue: WorkQueue(backoff: .init(base: .milliseconds(10), maximum: .seconds(1))),
+                logger: quiet)
         }
         func reconciles(_ result: String) -> Int64 {
-            metrics.counterTotal(label: "vmsync_reconcile_total", dimensions: [("controller", "scripted"), ("result", result)])
+            metrics.counterTotal(
+                label: "vmsync_reconcile_total", dimensions: [("controller", "scripted"), ("result", result)])
         }
         let depth = try metrics.expectGauge("vmsync_workqueue_depth", [("controller", "scripted")])
         #expect(depth.lastValue == 0, "the depth is there before any key")
@@ -67,7 +75,9 @@ struct ControllerTests {
         #expect(depth.lastValue == 5, "five keys wait")
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await controller.run() }
-            await waitFor("every key reconciled three times") { reconciler.calls.withLock { calls in keys.allSatisfy { calls[$0] == 3 } } }
+            await waitFor("every key reconciled three times") {
+                reconciler.calls.withLock { calls in keys.allSatisfy { calls[$0] == 3 } }
+            }
             await waitFor("every outcome counted") { reconciles("success") == 5 }
             #expect(reconciles("error") == 10)
             #expect(reconciles("success") == 5)

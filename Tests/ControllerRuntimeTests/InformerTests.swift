@@ -11,14 +11,23 @@ struct InformerTests {
     let store: SQLiteStore
 
     init() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("informer-\(UUID().uuidString.prefix(8)).sqlite").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "informer-\(UUID().uuidString.prefix(8)).sqlite"
+        ).path
         store = try SQLiteStore(path: path)
     }
 
     func vmi(_ name: String, node: String?) async throws {
-        _ = try await store.create(Kinds.virtualMachineInstance, ["apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "metadata": ["name": .string(name)], "spec": [:]])
+        _ = try await store.create(
+            Kinds.virtualMachineInstance,
+            [
+                "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "metadata": ["name": .string(name)],
+                "spec": [:],
+            ])
         if let node {
-            _ = try await store.patch(Kinds.virtualMachineInstance, namespace: "default", name: name, mergePatch: ["status": ["nodeName": .string(node), "phase": "Running"]], subresource: .status)
+            _ = try await store.patch(
+                Kinds.virtualMachineInstance, namespace: "default", name: name,
+                mergePatch: ["status": ["nodeName": .string(node), "phase": "Running"]], subresource: .status)
         }
     }
 
@@ -35,7 +44,9 @@ struct InformerTests {
         try await vmi("b", node: "n2")
         try await vmi("c", node: nil)
         let changes = Mutex<[ObjectKey]>([])
-        let informer = Informer<VirtualMachineInstance>(source: store, indexes: ["node": { [$0.nodeName].compactMap { $0 } }]) { change in
+        let informer = Informer<VirtualMachineInstance>(
+            source: store, indexes: ["node": { [$0.nodeName].compactMap { $0 } }]
+        ) { change in
             changes.withLock { $0.append(change.key) }
         }
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -43,10 +54,18 @@ struct InformerTests {
             await informer.waitForSync()
             #expect(informer.cache.count == 3)
             #expect(informer.cache.objects(in: "node", "n1").map(\.metadata.name) == ["a"])
-            _ = try await store.patch(Kinds.virtualMachineInstance, namespace: "default", name: "c", mergePatch: ["status": ["nodeName": "n1"]], subresource: .status)
+            _ = try await store.patch(
+                Kinds.virtualMachineInstance, namespace: "default", name: "c",
+                mergePatch: ["status": ["nodeName": "n1"]], subresource: .status)
             await eventually("c filed under n1") { informer.cache.keys(in: "node", "n1").count == 2 }
-            _ = try await store.patch(Kinds.virtualMachineInstance, namespace: "default", name: "a", mergePatch: ["status": ["nodeName": "n2"]], subresource: .status)
-            await eventually("a moved to n2") { informer.cache.keys(in: "node", "n2") == [ObjectKey(namespace: "default", name: "a"), ObjectKey(namespace: "default", name: "b")] }
+            _ = try await store.patch(
+                Kinds.virtualMachineInstance, namespace: "default", name: "a",
+                mergePatch: ["status": ["nodeName": "n2"]], subresource: .status)
+            await eventually("a moved to n2") {
+                informer.cache.keys(in: "node", "n2") == [
+                    ObjectKey(namespace: "default", name: "a"), ObjectKey(namespace: "default", name: "b"),
+                ]
+            }
             #expect(informer.cache.keys(in: "node", "n1") == [ObjectKey(namespace: "default", name: "c")])
             _ = try await store.delete(Kinds.virtualMachineInstance, namespace: "default", name: "b", precondition: nil)
             await eventually("b gone") { informer.cache[ObjectKey(namespace: "default", name: "b")] == nil }
@@ -58,7 +77,9 @@ struct InformerTests {
         }
     }
 
-    @Test("waiting for an informer's first list ends when the waiting task is cancelled (a stop before the list must not hang)")
+    @Test(
+        "waiting for an informer's first list ends when the waiting task is cancelled (a stop before the list must not hang)"
+    )
     func waitForSyncCancelled() async throws {
         // Never run: it never lists.
         let informer = Informer<VirtualMachineInstance>(source: store) { _ in }
@@ -78,23 +99,34 @@ struct InformerTests {
 
     @Test("the envelope keeps what the typed view does not model")
     func envelope() async throws {
-        _ = try await store.create(Kinds.virtualMachineInstance, ["apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "metadata": ["name": "e"], "spec": ["domain": ["clock": ["timer": ["hpet": ["present": false]]]]]])
+        _ = try await store.create(
+            Kinds.virtualMachineInstance,
+            [
+                "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "metadata": ["name": "e"],
+                "spec": ["domain": ["clock": ["timer": ["hpet": ["present": false]]]]],
+            ])
         let informer = Informer<VirtualMachineInstance>(source: store) { _ in }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await informer.run() }
             await informer.waitForSync()
             let key = ObjectKey(namespace: "default", name: "e")
-            #expect(informer.cache.envelope(key)?["spec"]?["domain"]?["clock"]?["timer"] == ["hpet": ["present": false]])
-            #expect(informer.cache[key]?.json["spec"]?["domain"]?["clock"] == nil, "not modelled, so not in the typed view")
+            #expect(
+                informer.cache.envelope(key)?["spec"]?["domain"]?["clock"]?["timer"] == ["hpet": ["present": false]])
+            #expect(
+                informer.cache[key]?.json["spec"]?["domain"]?["clock"] == nil, "not modelled, so not in the typed view")
             group.cancelAll()
         }
     }
 
-    @Test("a recorded write is read at once; an older watch event does not replace it; handlers still hear every change; caughtUp tells when the cache holds what the store lists")
+    @Test(
+        "a recorded write is read at once; an older watch event does not replace it; handlers still hear every change; caughtUp tells when the cache holds what the store lists"
+    )
     func recordedWrites() async throws {
         try await vmi("w", node: nil)
         let changes = Mutex<[String?]>([])
-        let informer = Informer<VirtualMachineInstance>(source: store, indexes: ["node": { [$0.nodeName].compactMap { $0 } }]) { change in
+        let informer = Informer<VirtualMachineInstance>(
+            source: store, indexes: ["node": { [$0.nodeName].compactMap { $0 } }]
+        ) { change in
             changes.withLock { $0.append(change.new?.nodeName) }
         }
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -103,21 +135,29 @@ struct InformerTests {
             let key = ObjectKey(namespace: "default", name: "w")
             #expect(try await informer.caughtUp())
             // Two writes back to back; the first is recorded only after the second, as a slow writer would.
-            let first = try await store.patch(Kinds.virtualMachineInstance, namespace: "default", name: "w", mergePatch: ["status": ["nodeName": "n1"]], subresource: .status)
-            let second = try await store.patch(Kinds.virtualMachineInstance, namespace: "default", name: "w", mergePatch: ["status": ["nodeName": "n2"]], subresource: .status)
+            let first = try await store.patch(
+                Kinds.virtualMachineInstance, namespace: "default", name: "w",
+                mergePatch: ["status": ["nodeName": "n1"]], subresource: .status)
+            let second = try await store.patch(
+                Kinds.virtualMachineInstance, namespace: "default", name: "w",
+                mergePatch: ["status": ["nodeName": "n2"]], subresource: .status)
             informer.cache.record(written: second)
             #expect(informer.cache[key]?.nodeName == "n2", "the write is read before its watch event arrives")
             #expect(informer.cache.keys(in: "node", "n2") == [key])
             informer.cache.record(written: first)
             #expect(informer.cache[key]?.nodeName == "n2", "an older version does not replace a newer one")
-            await eventually("the watch delivered both changes") { informer.cache.resourceVersion >= Int64(second["metadata"]?["resourceVersion"]?.string ?? "") ?? .max }
+            await eventually("the watch delivered both changes") {
+                informer.cache.resourceVersion >= Int64(second["metadata"]?["resourceVersion"]?.string ?? "") ?? .max
+            }
             #expect(informer.cache[key]?.nodeName == "n2")
             #expect(informer.cache.keys(in: "node", "n1").isEmpty && informer.cache.keys(in: "node", "n2") == [key])
             let seen = changes.withLock { $0 }
             #expect(seen.suffix(2) == ["n1", "n2"], "handlers hear the changes as the watch delivers them: \(seen)")
             #expect(try await informer.caughtUp())
             // A write the cache has not seen yet: not caught up until the watch brings it.
-            let third = try await store.patch(Kinds.virtualMachineInstance, namespace: "default", name: "w", mergePatch: ["status": ["nodeName": "n3"]], subresource: .status)
+            let third = try await store.patch(
+                Kinds.virtualMachineInstance, namespace: "default", name: "w",
+                mergePatch: ["status": ["nodeName": "n3"]], subresource: .status)
             let version = Int64(third["metadata"]?["resourceVersion"]?.string ?? "") ?? .max
             await eventually("n3 seen") { informer.hasSeen(version) }
             #expect(try await informer.caughtUp())

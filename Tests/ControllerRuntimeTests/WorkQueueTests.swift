@@ -46,7 +46,9 @@ struct WorkQueueTests {
 
     @Test("failures back off exponentially per key; success forgets them")
     func backoff() async throws {
-        let queue = WorkQueue<String>(backoff: .init(base: .milliseconds(40), maximum: .milliseconds(200)), rateLimit: .init(perSecond: 1000, burst: 1000))
+        let queue = WorkQueue<String>(
+            backoff: .init(base: .milliseconds(40), maximum: .milliseconds(200)),
+            rateLimit: .init(perSecond: 1000, burst: 1000))
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await queue.runTimers(granularity: .milliseconds(5)) }
             let clock = ContinuousClock()
@@ -59,7 +61,9 @@ struct WorkQueueTests {
                 queue.done("k")
             }
             #expect(queue.failureCount("k") == 4)
-            #expect(delays[0] >= .milliseconds(40) && delays[1] >= .milliseconds(80) && delays[2] >= .milliseconds(160), "\(delays)")
+            #expect(
+                delays[0] >= .milliseconds(40) && delays[1] >= .milliseconds(80) && delays[2] >= .milliseconds(160),
+                "\(delays)")
             #expect(delays[3] >= .milliseconds(200), "\(delays)")
             // The cap, from the rule itself (a loaded machine may stretch any measured wait).
             let rule = WorkQueue<String>.Backoff(base: .milliseconds(40), maximum: .milliseconds(200))
@@ -73,7 +77,9 @@ struct WorkQueueTests {
 
     @Test("retries of many keys are held to the overall rate")
     func rateLimit() async throws {
-        let queue = WorkQueue<Int>(backoff: .init(base: .milliseconds(1), maximum: .milliseconds(1)), rateLimit: .init(perSecond: 50, burst: 5))
+        let queue = WorkQueue<Int>(
+            backoff: .init(base: .milliseconds(1), maximum: .milliseconds(1)), rateLimit: .init(perSecond: 50, burst: 5)
+        )
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await queue.runTimers(granularity: .milliseconds(5)) }
             let clock = ContinuousClock()

@@ -1,24 +1,27 @@
+import BedTesting
 import ClusterAPI
-import ClusterClient
 import ClusterBed
+import ClusterClient
 import Foundation
 import Hypervisor
-import BedTesting
 import TestBed
 import TestSupport
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 extension EndToEnd {
     /// Whatever fails around a migration — the controller stopped, killed or cut off, an agent killed — the guest is
     /// never lost and never doubled: exactly one running domain, the VMI on the node that runs it, its heartbeat
     /// continuous, nothing of the migration left on the other node.
-    @Suite("Switchover safety: one running guest whatever fails", .serialized, .enabled(if: canRunTestBed), .testBed(nodes: 2))
+    @Suite(
+        "Switchover safety: one running guest whatever fails", .serialized, .enabled(if: canRunTestBed),
+        .testBed(nodes: 2))
     struct SwitchoverSafetyTests {
-        @Test("the controller is stopped (SIGSTOP) during the memory copy and continued after the source domain is gone")
+        @Test(
+            "the controller is stopped (SIGSTOP) during the memory copy and continued after the source domain is gone")
         func controllerStoppedDuringCopy() async throws {
             try await SafetyScenario.run("frozen-vm", bandwidth: "64Mi") { scenario in
                 try await scenario.waitForJob(.memory)
@@ -30,7 +33,9 @@ extension EndToEnd {
             }
         }
 
-        @Test("kill -9 of the controller right after a phase, restarted", arguments: ["Scheduled", "TargetReady", "Running"])
+        @Test(
+            "kill -9 of the controller right after a phase, restarted",
+            arguments: ["Scheduled", "TargetReady", "Running"])
         func controllerKilled(after phase: String) async throws {
             try await SafetyScenario.run("ctl-\(phase.lowercased())-vm", bandwidth: "32Mi") { scenario in
                 try await scenario.waitForPhase(phase)
@@ -45,13 +50,17 @@ extension EndToEnd {
             }
         }
 
-        @Test("kill -9 of the target's agent while it prepares the disks (the moment the incoming disk exists), restarted")
+        @Test(
+            "kill -9 of the target's agent while it prepares the disks (the moment the incoming disk exists), restarted"
+        )
         func targetAgentKilledPreparing() async throws {
             try await SafetyScenario.run("tgt-prep-vm", bandwidth: "32Mi") { scenario in
                 let disk = scenario.bed.node(scenario.target).localStorage + "/images/default-\(scenario.vm)-dv.qcow2"
                 let deadline = Date().addingTimeInterval(60)
                 while !FileManager.default.fileExists(atPath: disk) {
-                    guard Date() < deadline else { throw TestBedError("no incoming disk appeared on \(scenario.target)") }
+                    guard Date() < deadline else {
+                        throw TestBedError("no incoming disk appeared on \(scenario.target)")
+                    }
                     usleep(1_000)
                 }
                 await scenario.cluster.killAgent(scenario.target)
@@ -70,7 +79,9 @@ extension EndToEnd {
             }
         }
 
-        @Test("kill -9 of the source's agent at the switchover: libvirt moved the guest, the hand-over never left the source (the controller was stopped), the agent restarted")
+        @Test(
+            "kill -9 of the source's agent at the switchover: libvirt moved the guest, the hand-over never left the source (the controller was stopped), the agent restarted"
+        )
         func sourceAgentKilledAtSwitchover() async throws {
             try await SafetyScenario.run("src-kill-vm", bandwidth: "64Mi") { scenario in
                 try await scenario.waitForJob(.memory)
@@ -83,28 +94,39 @@ extension EndToEnd {
             }
         }
 
-        @Test("the link between the source's agent and the controller is cut while Running (the nodes still reach each other): the target claims the guest during the cut")
+        @Test(
+            "the link between the source's agent and the controller is cut while Running (the nodes still reach each other): the target claims the guest during the cut"
+        )
         func sourceControllerLinkCut() async throws {
             try await SafetyScenario.run("cut-vm", bandwidth: "32Mi", controllerLinks: true) { scenario in
                 try await scenario.waitForPhase("Running")
                 try scenario.cluster.setControllerLink(of: scenario.source, up: false)
                 try await scenario.waitUntilGone(from: scenario.source)
-                let claimed = try await scenario.cluster.waitFor("the target claims the guest while the source is cut off", timeout: 40) {
+                let claimed = try await scenario.cluster.waitFor(
+                    "the target claims the guest while the source is cut off", timeout: 40
+                ) {
                     let vmi = try await scenario.cluster.admin.get(Kinds.virtualMachineInstance, name: scenario.vm)
                     return vmi["status"]?["nodeName"]?.string == scenario.target ? vmi : nil
                 }
-                #expect(claimed["status"]?["migrationState"]?["completed"] == true, "\(claimed["status"]?["migrationState"] ?? .null)")
+                #expect(
+                    claimed["status"]?["migrationState"]?["completed"] == true,
+                    "\(claimed["status"]?["migrationState"] ?? .null)")
                 try scenario.cluster.setControllerLink(of: scenario.source, up: true)
             }
         }
 
-        @Test("a VM deleted while its node is cut off from the controller stops when the node is back: the agent removes domains no VMI claims")
+        @Test(
+            "a VM deleted while its node is cut off from the controller stops when the node is back: the agent removes domains no VMI claims"
+        )
         func orphanRemovedAfterPartition() async throws {
             let bed = try currentBed()
             let cluster = try await BedCluster.start(bed, controllerLinks: true)
             defer { cluster.stopAll() }
-            try await cluster.apply(MigrationManifests.storageClasses(sharedDirectory: bed.report.sharedDirectory), as: "classes.yaml")
-            try await cluster.apply(MigrationManifests.bootableVM("orphan-vm", storageClass: "local", image: bed.report.guest.bootDisk), as: "vm.yaml")
+            try await cluster.apply(
+                MigrationManifests.storageClasses(sharedDirectory: bed.report.sharedDirectory), as: "classes.yaml")
+            try await cluster.apply(
+                MigrationManifests.bootableVM("orphan-vm", storageClass: "local", image: bed.report.guest.bootDisk),
+                as: "vm.yaml")
             let node = try await cluster.waitForRunning("orphan-vm")
             let libvirt = try await Connection.open(bed.node(node).uri)
             defer { Task { await libvirt.close() } }
@@ -122,16 +144,21 @@ extension EndToEnd {
             }
             // Cut off, the node cannot know: its guest still runs.
             try await Task.sleep(for: .seconds(2))
-            #expect(try await libvirt.domain(named: "default_orphan-vm").presence() == .live, "nothing acts while the node is cut off")
+            #expect(
+                try await libvirt.domain(named: "default_orphan-vm").presence() == .live,
+                "nothing acts while the node is cut off")
             try cluster.setControllerLink(of: node, up: true)
-            let gone = try await cluster.waitFor("the orphaned domain removed", timeout: 60) { () async throws -> Bool? in
+            let gone = try await cluster.waitFor("the orphaned domain removed", timeout: 60) {
+                () async throws -> Bool? in
                 try await libvirt.domainNames().contains("default_orphan-vm") ? nil : true
             }
             #expect(gone)
             // The agent says why: it saw the deletion when its watch resumed (the change feed kept it), or, when the
             // feed had moved past it, found a domain that no VMI claims.
             let output = cluster.agentOutput(node)
-            #expect(output.contains("removed a domain that no VMI claims") || output.contains("domain stopped for deleted VMI"), "the agent says why")
+            #expect(
+                output.contains("removed a domain that no VMI claims")
+                    || output.contains("domain stopped for deleted VMI"), "the agent says why")
         }
     }
 }
@@ -162,21 +189,30 @@ final class SafetyScenario: @unchecked Sendable {
     /// Boots `vm` (a local DataVolume: its disk is copied), starts its migration with `bandwidth`, runs `fault`,
     /// then checks: the migration ends; exactly one running domain — never two at any sampled moment — on the
     /// node the VMI names; nothing of the VM or the migration on the other node; the heartbeat continuous there.
-    static func run(_ vm: String, bandwidth: String, controllerLinks: Bool = false, fault: (SafetyScenario) async throws -> Void) async throws {
+    static func run(
+        _ vm: String, bandwidth: String, controllerLinks: Bool = false, fault: (SafetyScenario) async throws -> Void
+    ) async throws {
         let bed = try currentBed()
         let cluster = try await BedCluster.start(bed, controllerLinks: controllerLinks)
         defer {
             // The daemons' logs, for a failure's post-mortem (the agents of restarted processes keep only the latest).
             let logs = FileManager.default.temporaryDirectory.appendingPathComponent("vmsync-safety-logs")
             try? FileManager.default.createDirectory(at: logs, withIntermediateDirectories: true)
-            try? cluster.allOutput.write(to: logs.appendingPathComponent("\(vm).log"), atomically: true, encoding: .utf8)
+            try? cluster.allOutput.write(
+                to: logs.appendingPathComponent("\(vm).log"), atomically: true, encoding: .utf8)
             cluster.stopAll()
         }
-        try await cluster.apply(MigrationManifests.storageClasses(sharedDirectory: bed.report.sharedDirectory), as: "classes.yaml")
-        try await cluster.apply(MigrationManifests.bootableVM(vm, storageClass: "local", image: bed.report.guest.bootDisk), as: "\(vm).yaml")
+        try await cluster.apply(
+            MigrationManifests.storageClasses(sharedDirectory: bed.report.sharedDirectory), as: "classes.yaml")
+        try await cluster.apply(
+            MigrationManifests.bootableVM(vm, storageClass: "local", image: bed.report.guest.bootDisk), as: "\(vm).yaml"
+        )
         let source = try await cluster.waitForRunning(vm)
         let target = source == "a" ? "b" : "a"
-        let heartbeat = HeartbeatMonitor(paths: [bed.node(source).imagesDirectory + "/default_\(vm).serial", bed.node(target).imagesDirectory + "/default_\(vm).serial"])
+        let heartbeat = HeartbeatMonitor(paths: [
+            bed.node(source).imagesDirectory + "/default_\(vm).serial",
+            bed.node(target).imagesDirectory + "/default_\(vm).serial",
+        ])
         defer { heartbeat.stop() }
         #expect(await heartbeat.waitForTicks(3, timeout: 60), "\(vm) ticks on \(source)")
         try await cluster.setMigrations(["bandwidthPerMigration": .string(bandwidth)])
@@ -186,36 +222,47 @@ final class SafetyScenario: @unchecked Sendable {
         #expect(result.status == 0, "\(result.stderr)")
         let created = try await cluster.createdMigration(result)
         let scenario = SafetyScenario(
-            bed: bed, cluster: cluster, vm: vm, source: source, target: target, migrationName: created["metadata"]?["name"]?.string ?? "")
+            bed: bed, cluster: cluster, vm: vm, source: source, target: target,
+            migrationName: created["metadata"]?["name"]?.string ?? "")
 
         try await fault(scenario)
 
-        let ended = try await cluster.waitFor("migration \(scenario.migrationName) ended", timeout: 120) { () async throws -> JSONValue? in
+        let ended = try await cluster.waitFor("migration \(scenario.migrationName) ended", timeout: 120) {
+            () async throws -> JSONValue? in
             let object = try await cluster.admin.get(Kinds.migration, name: scenario.migrationName)
             return Migration.finalPhases.contains(object["status"]?["phase"]?.string ?? "") ? object : nil
         }
         let phase = ended["status"]?["phase"]?.string ?? ""
         // Where the guest runs decides where the VMI must be; give the agents a moment to agree.
-        let home = try await cluster.waitFor("one running guest, and the VMI on its node", timeout: 60) { () async throws -> String? in
+        let home = try await cluster.waitFor("one running guest, and the VMI on its node", timeout: 60) {
+            () async throws -> String? in
             let live = try await census.liveNodes()
             guard live.count == 1, let node = live.first else { return nil }
             let vmi = try await cluster.admin.get(Kinds.virtualMachineInstance, name: vm)
-            return vmi["status"]?["nodeName"]?.string == node && vmi["status"]?["phase"]?.string == "Running" ? node : nil
+            return vmi["status"]?["nodeName"]?.string == node && vmi["status"]?["phase"]?.string == "Running"
+                ? node : nil
         }
         let other = home == source ? target : source
-        print("\(vm): migration \(phase), guest on \(home) (from \(source)); \(scenario.notes.joined(separator: "; ")); census: \(census.summary)")
+        print(
+            "\(vm): migration \(phase), guest on \(home) (from \(source)); \(scenario.notes.joined(separator: "; ")); census: \(census.summary)"
+        )
         #expect(census.mostLive <= 1, "never two running copies: \(census.summary)")
-        #expect(phase == (home == target ? "Succeeded" : "Failed"), "the record agrees with where the guest runs: \(phase), guest on \(home); \(ended["status"]?["conditions"] ?? .null)")
+        #expect(
+            phase == (home == target ? "Succeeded" : "Failed"),
+            "the record agrees with where the guest runs: \(phase), guest on \(home); \(ended["status"]?["conditions"] ?? .null)"
+        )
         // Nothing of the VM on the other node: no domain (not even a stopped one), no disk, no migration sockets.
         let uid = ended["metadata"]?["uid"]?.string ?? "?"
         let otherNode = bed.node(other)
-        let leftovers = try await cluster.waitFor("nothing of \(vm) left on \(other)", timeout: 30) { () async throws -> Bool? in
+        let leftovers = try await cluster.waitFor("nothing of \(vm) left on \(other)", timeout: 30) {
+            () async throws -> Bool? in
             let libvirt = try await Connection.open(otherNode.uri)
             let names = try await libvirt.domainNames()
             await libvirt.close()
             let disk = otherNode.localStorage + "/images/default-\(vm)-dv.qcow2"
             let sockets = otherNode.localStorage + "/migrations/\(uid)"
-            return !names.contains("default_\(vm)") && !FileManager.default.fileExists(atPath: disk) && !FileManager.default.fileExists(atPath: sockets) ? true : nil
+            return !names.contains("default_\(vm)") && !FileManager.default.fileExists(atPath: disk)
+                && !FileManager.default.fileExists(atPath: sockets) ? true : nil
         }
         #expect(leftovers)
         // The guest ran on throughout: ticks from its node's console after everything, none lost, no restart.
@@ -226,7 +273,9 @@ final class SafetyScenario: @unchecked Sendable {
             try await Task.sleep(for: .milliseconds(100))
         }
         let report = await cluster.guestReport(scenario.domainName)
-        #expect(heartbeat.ticks.contains { $0.arrival > after && $0.source == console }, "the guest ticks on \(home): \(heartbeat.analysis()); \(report)")
+        #expect(
+            heartbeat.ticks.contains { $0.arrival > after && $0.source == console },
+            "the guest ticks on \(home): \(heartbeat.analysis()); \(report)")
         #expect(heartbeat.analysis().continuous, "\(heartbeat.report)")
         #expect(heartbeat.kernelProblems.isEmpty, "the guest kernel reports damage: \(heartbeat.kernelProblems)")
         _ = try await cluster.syncctl(["delete", "vm", vm])
@@ -237,14 +286,24 @@ final class SafetyScenario: @unchecked Sendable {
 
     /// Waits until the migration has reached `phase` (or gone past it), as a watch of migrations reports it.
     func waitForPhase(_ phase: String, timeout: TimeInterval = 60) async throws {
-        let order = ["Pending", "Scheduling", "Scheduled", "PreparingTarget", "TargetReady", "Running", "Succeeded", "Failed"]
+        let order = [
+            "Pending", "Scheduling", "Scheduled", "PreparingTarget", "TargetReady", "Running", "Succeeded", "Failed",
+        ]
         let wanted = order.firstIndex(of: phase) ?? 0
-        func reached(_ object: JSONValue) -> Bool { (order.firstIndex(of: object["status"]?["phase"]?.string ?? "") ?? -1) >= wanted }
+        func reached(_ object: JSONValue) -> Bool {
+            (order.firstIndex(of: object["status"]?["phase"]?.string ?? "") ?? -1) >= wanted
+        }
         let list = try await cluster.admin.list(Kinds.migration, namespace: "default")
-        if (list["items"]?.array ?? []).contains(where: { $0["metadata"]?["name"]?.string == migrationName && reached($0) }) { return }
-        let events = try await cluster.admin.watch(Kinds.migration, namespace: "default", resourceVersion: list["metadata"]?["resourceVersion"]?.string,
-                                                   timeoutSeconds: Int(timeout))
-        for try await event in events where event.object["metadata"]?["name"]?.string == migrationName && reached(event.object) {
+        if (list["items"]?.array ?? []).contains(where: {
+            $0["metadata"]?["name"]?.string == migrationName && reached($0)
+        }) {
+            return
+        }
+        let events = try await cluster.admin.watch(
+            Kinds.migration, namespace: "default", resourceVersion: list["metadata"]?["resourceVersion"]?.string,
+            timeoutSeconds: Int(timeout))
+        for try await event in events
+        where event.object["metadata"]?["name"]?.string == migrationName && reached(event.object) {
             note("\(phase) seen as \(event.object["status"]?["phase"]?.string ?? "?")")
             return
         }
@@ -260,7 +319,9 @@ final class SafetyScenario: @unchecked Sendable {
         defer { Task { await libvirt.close() } }
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
-            if let domain = try? await libvirt.domain(named: domainName), let statistics = try? await domain.jobStatistics() {
+            if let domain = try? await libvirt.domain(named: domainName),
+                let statistics = try? await domain.jobStatistics()
+            {
                 switch (statistics.phase, stage) {
                 case (.disks, .disks), (.memory, .memory):
                     note("job in \(statistics.phase)")
@@ -279,7 +340,8 @@ final class SafetyScenario: @unchecked Sendable {
         defer { Task { await libvirt.close() } }
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
-            guard let domain = try? await libvirt.domain(named: domainName), (try? await domain.presence()) != .inactive else {
+            guard let domain = try? await libvirt.domain(named: domainName), (try? await domain.presence()) != .inactive
+            else {
                 note("gone from \(node)")
                 return
             }
@@ -320,13 +382,19 @@ final class GuestCensus: @unchecked Sendable {
     func liveNodes() async throws -> [String] {
         var live: [String] = []
         for (name, connection) in connections {
-            if let domain = try? await connection.domain(named: domain), (try? await domain.presence()) == .live { live.append(name) }
+            if let domain = try? await connection.domain(named: domain), (try? await domain.presence()) == .live {
+                live.append(name)
+            }
         }
         return live
     }
 
     var mostLive: Int { lock.withLock { most } }
-    var summary: String { lock.withLock { "at most \(most) running copies in \(samples) samples\(doubled.map { " (first doubled: \($0))" } ?? "")" } }
+    var summary: String {
+        lock.withLock {
+            "at most \(most) running copies in \(samples) samples\(doubled.map { " (first doubled: \($0))" } ?? "")"
+        }
+    }
     private var doubled: String?
 
     func stop() {
@@ -340,8 +408,10 @@ final class GuestCensus: @unchecked Sendable {
                 if live.count > 1 {
                     var states: [String] = []
                     for (name, connection) in connections {
-                        let reason = try? await TestSupport.run("/usr/bin/virsh", ["-c", connection.uri, "domstate", "--reason", self.domain])
-                        states.append("\(name): \(reason?.stdout.trimmingCharacters(in: .whitespacesAndNewlines) ?? "?")")
+                        let reason = try? await TestSupport.run(
+                            "/usr/bin/virsh", ["-c", connection.uri, "domstate", "--reason", self.domain])
+                        states.append(
+                            "\(name): \(reason?.stdout.trimmingCharacters(in: .whitespacesAndNewlines) ?? "?")")
                     }
                     detail = states.joined(separator: ", ")
                 }

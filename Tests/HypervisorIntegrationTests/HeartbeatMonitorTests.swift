@@ -4,7 +4,7 @@ import TestSupport
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 @Suite("The heartbeat monitor the migration tests rely on")
@@ -24,7 +24,9 @@ struct HeartbeatMonitorTests {
                 buffer[bytes.count] = 0
             }
             let bound = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
             }
             guard bound == 0, listen(listener, 1) == 0 else { throw TestBedError("cannot listen on \(path)") }
         }
@@ -51,12 +53,16 @@ struct HeartbeatMonitorTests {
 
     /// A fresh directory for the consoles' sockets (the caller removes it).
     static func temporaryDirectory() throws -> String {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("heartbeat-\(UUID().uuidString.prefix(8))").path
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "heartbeat-\(UUID().uuidString.prefix(8))"
+        ).path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         return directory
     }
 
-    @Test("a line the switchover cut in two (its start on the source console, the rest on the destination's) is one tick, not a lost one")
+    @Test(
+        "a line the switchover cut in two (its start on the source console, the rest on the destination's) is one tick, not a lost one"
+    )
     func lineAcrossSwitchover() async throws {
         let directory = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -77,10 +83,14 @@ struct HeartbeatMonitorTests {
         let analysis = monitor.analysis()
         #expect(analysis.continuous && analysis.first == 1 && analysis.last == 4, "\(analysis)")
         let third = monitor.ticks.first { $0.number == 3 }
-        #expect(third?.source == 1 && third?.guestUptime == 0.3, "completed on the destination's console: \(String(describing: third))")
+        #expect(
+            third?.source == 1 && third?.guestUptime == 0.3,
+            "completed on the destination's console: \(String(describing: third))")
     }
 
-    @Test("lines cut by every switchover of a guest moved back and forth (the start on one node's console, the rest on the other's, the first node's console reconnected) are whole ticks")
+    @Test(
+        "lines cut by every switchover of a guest moved back and forth (the start on one node's console, the rest on the other's, the first node's console reconnected) are whole ticks"
+    )
     func linesAcrossSwitchoversBackAndForth() async throws {
         let directory = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -112,7 +122,9 @@ struct HeartbeatMonitorTests {
         a.hangUp()
         try await waitFor(7)
         let analysis = monitor.analysis()
-        #expect(analysis.continuous && analysis.first == 1 && analysis.last == 7, "\(analysis); \(monitor.connections); other lines \(monitor.otherLines)")
+        #expect(
+            analysis.continuous && analysis.first == 1 && analysis.last == 7,
+            "\(analysis); \(monitor.connections); other lines \(monitor.otherLines)")
         #expect(monitor.ticks.map(\.source) == [0, 1, 1, 0, 0, 1, 1], "\(monitor.ticks)")
     }
 
@@ -148,20 +160,23 @@ struct HeartbeatMonitorTests {
         let analysis = monitor.analysis()
         #expect(analysis.lost.isEmpty, "each boot on its own lost nothing: \(analysis)")
         #expect(analysis.restarts.count == 1 && !analysis.continuous, "\(analysis)")
-        #expect(analysis.restarts.first?.before.number == 5 && analysis.restarts.first?.after.number == 1, "\(analysis)")
+        #expect(
+            analysis.restarts.first?.before.number == 5 && analysis.restarts.first?.after.number == 1, "\(analysis)")
         #expect(analysis.first == 1 && analysis.last == 2, "the numbers of the current boot: \(analysis)")
     }
 
-    @Test("restarts are seen by a falling number or uptime; a line that arrives twice, or a little out of order from the other console, is neither a restart nor a lost tick", arguments: [
-        // (number, uptime, console) per line, restarts expected, lost expected
-        ([(1, 0.1, 0), (2, 0.2, 0), (3, 0.3, 0), (1, 0.1, 0), (2, 0.2, 0), (3, 0.3, 0), (4, 0.4, 0)], 1, [Int]()),  // rebooted and climbed past
-        ([(7, 9.0, 0), (8, 9.1, 0), (9, 0.2, 0), (10, 0.3, 0)], 1, []),  // the counter went on, the uptime fell: another boot
-        ([(30, 3.0, 0), (31, 3.1, 0), (1, 2.5, 1), (2, 2.6, 1)], 1, []),  // a fresh guest on the destination's console
-        ([(1, 0.1, 0), (2, 0.2, 0), (2, 0.2, 1), (3, 0.3, 1)], 0, []),  // the same line from both consoles
-        ([(1, 0.1, 0), (3, 0.3, 1), (2, 0.2, 0), (4, 0.4, 1)], 0, []),  // read out of order across the consoles
-        ([(1, 0.1, 0), (3, 0.3, 0), (2, 0.2, 0)], 1, [2]),  // out of order on one console: not a stream's order
-        ([(1, 0.1, 0), (2, 0.2, 0), (5, 0.5, 0)], 0, [3, 4]),
-    ] as [([(Int, Double, Int)], Int, [Int])])
+    @Test(
+        "restarts are seen by a falling number or uptime; a line that arrives twice, or a little out of order from the other console, is neither a restart nor a lost tick",
+        arguments: [
+            // (number, uptime, console) per line, restarts expected, lost expected
+            ([(1, 0.1, 0), (2, 0.2, 0), (3, 0.3, 0), (1, 0.1, 0), (2, 0.2, 0), (3, 0.3, 0), (4, 0.4, 0)], 1, [Int]()),  // rebooted and climbed past
+            ([(7, 9.0, 0), (8, 9.1, 0), (9, 0.2, 0), (10, 0.3, 0)], 1, []),  // the counter went on, the uptime fell: another boot
+            ([(30, 3.0, 0), (31, 3.1, 0), (1, 2.5, 1), (2, 2.6, 1)], 1, []),  // a fresh guest on the destination's console
+            ([(1, 0.1, 0), (2, 0.2, 0), (2, 0.2, 1), (3, 0.3, 1)], 0, []),  // the same line from both consoles
+            ([(1, 0.1, 0), (3, 0.3, 1), (2, 0.2, 0), (4, 0.4, 1)], 0, []),  // read out of order across the consoles
+            ([(1, 0.1, 0), (3, 0.3, 0), (2, 0.2, 0)], 1, [2]),  // out of order on one console: not a stream's order
+            ([(1, 0.1, 0), (2, 0.2, 0), (5, 0.5, 0)], 0, [3, 4]),
+        ] as [([(Int, Double, Int)], Int, [Int])])
     func analysis(lines: [(Int, Double, Int)], restarts: Int, lost: [Int]) {
         let ticks = lines.enumerated().map { index, line in
             HeartbeatMonitor.Tick(number: line.0, guestUptime: line.1, arrival: Double(index) * 0.1, source: line.2)

@@ -1,16 +1,17 @@
+import BedTesting
 import Foundation
 import Hypervisor
 import TestBed
 import TestSupport
-import BedTesting
 import Testing
 
 extension RealLibvirt {
     /// Live migration of the tiny guest between two real libvirt nodes (QEMU under TCG).
     @Suite("Live migration between real libvirt nodes", .serialized, .enabled(if: canRunTestBed), .testBed(nodes: 2))
     struct LiveMigrationTests {
-        @Test("the guest moves from A to B with its disk copied: no tick lost, disk identical and advancing; live, or paused for the memory copy",
-              arguments: [MemoryCopy.live, .paused])
+        @Test(
+            "the guest moves from A to B with its disk copied: no tick lost, disk identical and advancing; live, or paused for the memory copy",
+            arguments: [MemoryCopy.live, .paused])
         func migrateWithDiskCopy(memoryCopy: MemoryCopy) async throws {
             let bed = try currentBed()
             let (a, b) = (bed.node("a"), bed.node("b"))
@@ -40,7 +41,11 @@ extension RealLibvirt {
                     if seen.last != sample.phase { seen.append(sample.phase) }
                     // (A sample read just before the handover can meet the source already shut off.)
                     guard let state = try? await domain.state(), state != .shutOff else { continue }
-                    if case .memory = sample.phase { statesInMemory.insert(state) } else if sample.phase == .disks { diskSamples.append(state) }
+                    if case .memory = sample.phase {
+                        statesInMemory.insert(state)
+                    } else if sample.phase == .disks {
+                        diskSamples.append(state)
+                    }
                 }
                 // The state is read after its sample: the last disk-copy samples may meet the guest already paused
                 // for the memory copy that began in between (on a loaded machine more than one; seen with two).
@@ -53,7 +58,9 @@ extension RealLibvirt {
             // The disks are mirrored while the guest runs either way; the memory is copied while it runs or paused.
             #expect(statesInDisks == [.running], "guest states during the disk copy: \(diskSequence)")
             // (A live copy's samples can catch the final pause of the switchover.)
-            #expect(memoryCopy == .live ? statesInMemory.contains(.running) : statesInMemory == [.paused], "guest states during the memory copy: \(statesInMemory)")
+            #expect(
+                memoryCopy == .live ? statesInMemory.contains(.running) : statesInMemory == [.paused],
+                "guest states during the memory copy: \(statesInMemory)")
 
             // Heartbeat continues on B; every tick arrived, on one socket or the other.
             #expect(await heartbeat.waitForTick(from: 1), "the heartbeat continues on B")
@@ -63,9 +70,12 @@ extension RealLibvirt {
             #expect((analysis.perSource[0] ?? 0) > 0 && (analysis.perSource[1] ?? 0) > 0)
             #expect(analysis.largestGap < 3, "guest-visible gap \(analysis.largestGap) s")
             if memoryCopy == .paused {
-                #expect(heartbeat.kernelProblems.isEmpty, "the guest kernel reports damage: \(heartbeat.kernelProblems)")
+                #expect(
+                    heartbeat.kernelProblems.isEmpty, "the guest kernel reports damage: \(heartbeat.kernelProblems)")
             }
-            print("migrate with disk copy (\(memoryCopy)): \(analysis); kernel problems \(heartbeat.kernelProblems.count); libvirt downtime \(result.statistics?.downtimeMs.map { "\($0) ms" } ?? "?"), wall \(result.duration)")
+            print(
+                "migrate with disk copy (\(memoryCopy)): \(analysis); kernel problems \(heartbeat.kernelProblems.count); libvirt downtime \(result.statistics?.downtimeMs.map { "\($0) ms" } ?? "?"), wall \(result.duration)"
+            )
 
             // Phases: disk mirror first, then memory iterations.
             let firstDisk = seen.firstIndex(of: .disks)
@@ -85,7 +95,9 @@ extension RealLibvirt {
             let tickAfter = try #require(GuestDisk.lastTick(in: first))
             #expect(await heartbeat.waitForTicks(5))
             let later = try await GuestDisk.contents(of: b.imagesDirectory + "/mig-copy.qcow2")
-            #expect(try #require(GuestDisk.lastTick(in: later)) > tickAfter, "the guest keeps writing ticks to its disk on B")
+            #expect(
+                try #require(GuestDisk.lastTick(in: later)) > tickAfter,
+                "the guest keeps writing ticks to its disk on B")
             #expect(tickAfter >= switchover - 5)
             await onB.close()
             await guest.connection.close()
@@ -93,7 +105,9 @@ extension RealLibvirt {
             // libvirt's events, delivered through the event-loop thread: A stopped because it migrated, B started
             // and resumed because it did.
             let (fromA, fromB) = await collected.value
-            #expect(fromA.contains { $0.kind == .stopped && $0.isMigration && $0.domain == "mig-copy" }, "events on A: \(fromA)")
+            #expect(
+                fromA.contains { $0.kind == .stopped && $0.isMigration && $0.domain == "mig-copy" },
+                "events on A: \(fromA)")
             #expect(fromB.contains { $0.kind == .started && $0.isMigration }, "events on B: \(fromB)")
             #expect(fromB.contains { $0.kind == .resumed && $0.isMigration }, "events on B: \(fromB)")
             await RunningGuest.remove("mig-copy", from: bed)
@@ -118,14 +132,18 @@ extension RealLibvirt.LiveMigrationTests {
             destinationURI: b.uri, migrationURI: "unix://\(sockets)/postcopy-memory.sock",
             disksURI: "unix://\(sockets)/postcopy-disks.sock",
             destinationXML: try await guest.destinationXML(from: a, to: b), storage: .full, disks: ["vda"],
-            bandwidthMiBPerSecond: 16, maxDowntime: .milliseconds(150), initialDowntime: .milliseconds(40), autoConverge: true, allowPostCopy: true)
+            bandwidthMiBPerSecond: 16, maxDowntime: .milliseconds(150), initialDowntime: .milliseconds(40),
+            autoConverge: true, allowPostCopy: true)
         let job = MigrationJob(domain: guest.domain, options: options, pollInterval: .milliseconds(50))
         let switched = Task {
             for await sample in job.progress {
                 if case .memory = sample.phase, (sample.statistics.memoryProcessed ?? 0) > 4 << 20 {
                     // The first passes run with the initial downtime limit, not the maximum (nor QEMU's 300 ms).
-                    let limit = try await TestSupport.run("/usr/bin/virsh", ["-c", a.uri, "migrate-getmaxdowntime", "mig-postcopy"])
-                    #expect(limit.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "40", "\(limit.stdout)\(limit.stderr)")
+                    let limit = try await TestSupport.run(
+                        "/usr/bin/virsh", ["-c", a.uri, "migrate-getmaxdowntime", "mig-postcopy"])
+                    #expect(
+                        limit.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "40",
+                        "\(limit.stdout)\(limit.stderr)")
                     try await job.setBandwidth(MiBPerSecond: 64)
                     try await job.startPostCopy()
                     return true

@@ -1,12 +1,14 @@
+import BedTesting
 import Foundation
 import Hypervisor
 import TestBed
-import BedTesting
 import Testing
 
 extension RealLibvirt {
     /// Aborts and timeouts of real migrations: the source guest keeps running and nothing is left on the destination.
-    @Suite("Migration abort and timeouts on real libvirt nodes", .serialized, .enabled(if: canRunTestBed), .testBed(nodes: 2))
+    @Suite(
+        "Migration abort and timeouts on real libvirt nodes", .serialized, .enabled(if: canRunTestBed),
+        .testBed(nodes: 2))
     struct MigrationFailureTests {
         @Test("abort during the disk copy")
         func abortDuringDiskCopy() async throws {
@@ -22,7 +24,10 @@ extension RealLibvirt {
         @Test("abort during the memory copy")
         func abortDuringMemoryCopy() async throws {
             try await provoke(name: "abort-memory", sharedDisk: true, bandwidth: 1, timeouts: nil) { job, _ in
-                #expect(await waitFor(job) { if case .memory = $0.phase { ($0.statistics.memoryProcessed ?? 0) > 0 } else { false } })
+                #expect(
+                    await waitFor(job) {
+                        if case .memory = $0.phase { ($0.statistics.memoryProcessed ?? 0) > 0 } else { false }
+                    })
                 await job.abort(reason: "test abort in the memory phase")
             } expect: { error in
                 #expect(error.code == .operationAborted)
@@ -56,7 +61,8 @@ extension RealLibvirt {
             let bed = try currentBed()
             let timeouts = MigrationTimeouts(completionPerGiB: .seconds(600), progress: .seconds(2))
             do {
-                try await provoke(name: "timeout-progress", sharedDisk: true, bandwidth: 2, timeouts: timeouts) { job, _ in
+                try await provoke(name: "timeout-progress", sharedDisk: true, bandwidth: 2, timeouts: timeouts) {
+                    job, _ in
                     #expect(await waitFor(job) { ($0.statistics.memoryProcessed ?? 0) > 0 })
                     try await bed.setLink(of: "b", up: false)
                 } expect: { error in
@@ -91,7 +97,8 @@ extension RealLibvirt {
                 destinationURI: b.uri, destinationXML: try await guest.destinationXML(from: a, to: b),
                 storage: sharedDisk ? .none : .full, disks: sharedDisk ? [] : ["vda"], bandwidthMiBPerSecond: bandwidth,
                 allowUnsafe: sharedDisk)
-            let job = MigrationJob(domain: guest.domain, options: options, timeouts: timeouts, pollInterval: .milliseconds(50))
+            let job = MigrationJob(
+                domain: guest.domain, options: options, timeouts: timeouts, pollInterval: .milliseconds(50))
             let started = ContinuousClock.now
             let task = Task { try await job.run() }
             try await act(job, task)
@@ -113,7 +120,9 @@ extension RealLibvirt {
         }
 
         /// Waits (up to 60 s) for a progress sample satisfying `predicate`.
-        private func waitFor(_ job: MigrationJob, _ predicate: @escaping @Sendable (MigrationProgress) -> Bool) async -> Bool {
+        private func waitFor(_ job: MigrationJob, _ predicate: @escaping @Sendable (MigrationProgress) -> Bool) async
+            -> Bool
+        {
             await withTaskGroup(of: Bool.self) { group in
                 group.addTask {
                     for await sample in job.progress where predicate(sample) { return true }

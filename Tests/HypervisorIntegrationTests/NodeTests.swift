@@ -1,14 +1,16 @@
+import BedTesting
 import ClusterAPI
 import Foundation
 import Hypervisor
 import NodeAgent
 import TestBed
-import BedTesting
 import Testing
 
 extension RealLibvirt {
     /// CPU capabilities, device hot-plug and error reporting against a real libvirt node.
-    @Suite("A real libvirt node: CPU labels, hot-plug, errors", .serialized, .enabled(if: canRunTestBed), .testBed(nodes: 1))
+    @Suite(
+        "A real libvirt node: CPU labels, hot-plug, errors", .serialized, .enabled(if: canRunTestBed),
+        .testBed(nodes: 1))
     struct NodeTests {
         @Test("CPU labels come from the node's domain capabilities; an unusable custom model is not runnable")
         func cpuLabels() async throws {
@@ -28,7 +30,9 @@ extension RealLibvirt {
             #expect(labels[CPULabels.model + usable] == "true")
             #expect(labels[CPULabels.model + unusable] == nil)
             #expect(labels[CPULabels.model + "qemu64"] == nil, "obsolete models get no label")
-            print("node a: host model \(hostModel), \(capabilities.usableModels.count) usable models, e.g. \(usable); unusable e.g. \(unusable); \(labels.count) labels")
+            print(
+                "node a: host model \(hostModel), \(capabilities.usableModels.count) usable models, e.g. \(usable); unusable e.g. \(unusable); \(labels.count) labels"
+            )
 
             // Runnable: by the labels, and by the node itself.
             #expect(CPURequirement.model(usable).unsatisfied(toRunOn: labels) == nil)
@@ -42,7 +46,8 @@ extension RealLibvirt {
             try await connection.checkCPU(of: spec)
 
             // A guest with the usable named model really starts and runs.
-            let guest = try await RunningGuest.start("cpu-usable", on: bed.node("a"), bed: bed, cpu: .custom(model: usable))
+            let guest = try await RunningGuest.start(
+                "cpu-usable", on: bed.node("a"), bed: bed, cpu: .custom(model: usable))
             let heartbeat = HeartbeatMonitor(paths: [guest.serialPath])
             #expect(await heartbeat.waitForTicks(2), "the guest with CPU model \(usable) runs")
             heartbeat.stop()
@@ -52,11 +57,13 @@ extension RealLibvirt {
             var target = labels
             #expect(CPURequirement.hostModel.unsatisfied(toMigrateFrom: labels, to: target) == nil)
             target[CPULabels.migration + hostModel] = nil
-            #expect(CPURequirement.hostModel.unsatisfied(toMigrateFrom: labels, to: target)?.contains(hostModel) == true)
+            #expect(
+                CPURequirement.hostModel.unsatisfied(toMigrateFrom: labels, to: target)?.contains(hostModel) == true)
             if let feature = capabilities.hostModelRequiredFeatures.first {
                 var lacking = labels
                 lacking[CPULabels.feature + feature] = nil
-                #expect(CPURequirement.hostModel.unsatisfied(toMigrateFrom: labels, to: lacking)?.contains(feature) == true)
+                #expect(
+                    CPURequirement.hostModel.unsatisfied(toMigrateFrom: labels, to: lacking)?.contains(feature) == true)
             }
             await connection.close()
         }
@@ -92,9 +99,13 @@ extension RealLibvirt {
             #expect(invalid?.code == .invalidSpec)
             #expect(invalid?.message.contains("name must be") == true)
 
-            let unknown = await #expect(throws: HypervisorError.self) { try await connection.domain(named: "no-such-vm") }
+            let unknown = await #expect(throws: HypervisorError.self) {
+                try await connection.domain(named: "no-such-vm")
+            }
             #expect(unknown?.code == .domainNotFound)
-            #expect(unknown?.message.contains("lookup of domain \"no-such-vm\" on \(node.uri)") == true, "\(String(describing: unknown))")
+            #expect(
+                unknown?.message.contains("lookup of domain \"no-such-vm\" on \(node.uri)") == true,
+                "\(String(describing: unknown))")
 
             let unreachable = "qemu+unix:///system?socket=\(bed.report.directory)/no-such-socket"
             let refused = await #expect(throws: HypervisorError.self) { try await Connection.open(unreachable) }

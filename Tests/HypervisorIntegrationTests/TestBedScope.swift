@@ -1,11 +1,11 @@
+import BedTesting
 import Foundation
 import Hypervisor
-import BedTesting
 import TestBed
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The real-QEMU suites, one after another (each starts its own bed; running them at once would only make the 2 cores
@@ -24,7 +24,8 @@ struct RunningGuest {
 
     /// Defines and starts the guest on `node`; its disk goes to `diskDirectory` (default: the node's images).
     static func start(
-        _ name: String, on node: TestBedNode, bed: TestBed, diskDirectory: String? = nil, cpu: DomainSpec.CPUMode = .hostModel,
+        _ name: String, on node: TestBedNode, bed: TestBed, diskDirectory: String? = nil,
+        cpu: DomainSpec.CPUMode = .hostModel,
         seed: UInt64 = 7
     ) async throws -> RunningGuest {
         let connection = try await Connection.open(node.uri)
@@ -33,11 +34,13 @@ struct RunningGuest {
         let serial = node.imagesDirectory + "/\(name).serial"
         let spec = DomainSpec(
             name: name, memoryMiB: 128, cpu: cpu, tcgCacheMiB: 32,
-            boot: .init(kernel: bed.report.guest.kernel, initrd: bed.report.guest.initrd, commandLine: GuestFiles.commandLine),
+            boot: .init(
+                kernel: bed.report.guest.kernel, initrd: bed.report.guest.initrd, commandLine: GuestFiles.commandLine),
             disks: [.init(path: disk, target: "vda")], serialSocket: serial, usbController: true)
         let domain = try await connection.define(spec)
         try await domain.start()
-        return RunningGuest(name: name, domain: domain, connection: connection, diskPath: disk, serialPath: serial, spec: spec)
+        return RunningGuest(
+            name: name, domain: domain, connection: connection, diskPath: disk, serialPath: serial, spec: spec)
     }
 
     /// The migratable XML with every path of `from`'s images directory moved to `to`'s.

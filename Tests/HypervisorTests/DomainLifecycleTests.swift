@@ -92,20 +92,32 @@ struct DomainLifecycleTests {
         #expect(error?.message.contains("is closed") == true)
     }
 
-    @Test("bad specs are refused before libvirt sees them, naming the field", arguments: [
-        (DomainSpec(name: "", memoryMiB: 128), "name must be"),
-        (DomainSpec(name: "bad name", memoryMiB: 128), "name must be"),
-        (DomainSpec(name: "vm", memoryMiB: 4), "memoryMiB 4"),
-        (DomainSpec(name: "vm", memoryMiB: 128, vcpus: 0), "vcpus 0"),
-        (DomainSpec(name: "vm", memoryMiB: 128, cpu: .custom(model: "")), "custom CPU model"),
-        (DomainSpec(name: "vm", memoryMiB: 128, disks: [.init(path: "relative.qcow2", target: "vda")]), "disks[0].path"),
-        (DomainSpec(name: "vm", memoryMiB: 128, disks: [.init(path: "/a", target: "vda"), .init(path: "/b", target: "vda")]),
-         "disks[1].target \"vda\" is used twice"),
-        (DomainSpec(name: "vm", memoryMiB: 128, disks: [.init(path: "/a", target: "sda")]), "virtio name"),
-        (DomainSpec(name: "vm", memoryMiB: 128, serialSocket: "tmp/s"), "serialSocket"),
-        (DomainSpec(name: "vm", memoryMiB: 128, interfaces: [.init(source: .user, macAddress: "zz")]), "macAddress"),
-        (DomainSpec(name: "vm", memoryMiB: 128, boot: .init(kernel: "vmlinuz")), "boot.kernel"),
-    ])
+    @Test(
+        "bad specs are refused before libvirt sees them, naming the field",
+        arguments: [
+            (DomainSpec(name: "", memoryMiB: 128), "name must be"),
+            (DomainSpec(name: "bad name", memoryMiB: 128), "name must be"),
+            (DomainSpec(name: "vm", memoryMiB: 4), "memoryMiB 4"),
+            (DomainSpec(name: "vm", memoryMiB: 128, vcpus: 0), "vcpus 0"),
+            (DomainSpec(name: "vm", memoryMiB: 128, cpu: .custom(model: "")), "custom CPU model"),
+            (
+                DomainSpec(name: "vm", memoryMiB: 128, disks: [.init(path: "relative.qcow2", target: "vda")]),
+                "disks[0].path"
+            ),
+            (
+                DomainSpec(
+                    name: "vm", memoryMiB: 128,
+                    disks: [.init(path: "/a", target: "vda"), .init(path: "/b", target: "vda")]),
+                "disks[1].target \"vda\" is used twice"
+            ),
+            (DomainSpec(name: "vm", memoryMiB: 128, disks: [.init(path: "/a", target: "sda")]), "virtio name"),
+            (DomainSpec(name: "vm", memoryMiB: 128, serialSocket: "tmp/s"), "serialSocket"),
+            (
+                DomainSpec(name: "vm", memoryMiB: 128, interfaces: [.init(source: .user, macAddress: "zz")]),
+                "macAddress"
+            ),
+            (DomainSpec(name: "vm", memoryMiB: 128, boot: .init(kernel: "vmlinuz")), "boot.kernel"),
+        ])
     func badSpecs(spec: DomainSpec, expected: String) async throws {
         let error = #expect(throws: HypervisorError.self) { try spec.xml() }
         #expect(error?.code == .invalidSpec)

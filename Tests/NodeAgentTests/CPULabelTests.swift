@@ -21,7 +21,9 @@ struct CPULabelTests {
 
     @Test("not XML is an error, not an empty node")
     func garbage() {
-        #expect(throws: HypervisorError.self) { try CPUCapabilities(domainCapabilitiesXML: "<domainCapabilities><cpu>") }
+        #expect(throws: HypervisorError.self) {
+            try CPUCapabilities(domainCapabilitiesXML: "<domainCapabilities><cpu>")
+        }
     }
     @Test("domain capabilities become KubeVirt's node labels; obsolete and unusable models get none")
     func labels() throws {
@@ -33,13 +35,16 @@ struct CPULabelTests {
         #expect(parsed.usableModels == ["qemu64", "Westmere", "Nehalem"])
         #expect(parsed.unusableModels == ["Skylake-Client"])
         let labels = parsed.nodeLabels()
-        #expect(Set(labels.keys) == [
-            "cpu-model.node.kubevirt.io/Westmere", "cpu-model.node.kubevirt.io/Nehalem",
-            "cpu-model-migration.node.kubevirt.io/Westmere", "cpu-model-migration.node.kubevirt.io/Nehalem",
-            "cpu-model-migration.node.kubevirt.io/EPYC", "host-model-cpu.node.kubevirt.io/EPYC",
-            "host-model-required-features.node.kubevirt.io/acpi", "host-model-required-features.node.kubevirt.io/umip",
-            "cpu-feature.node.kubevirt.io/acpi", "cpu-feature.node.kubevirt.io/umip", "cpu-feature.node.kubevirt.io/sse2",
-        ])
+        #expect(
+            Set(labels.keys) == [
+                "cpu-model.node.kubevirt.io/Westmere", "cpu-model.node.kubevirt.io/Nehalem",
+                "cpu-model-migration.node.kubevirt.io/Westmere", "cpu-model-migration.node.kubevirt.io/Nehalem",
+                "cpu-model-migration.node.kubevirt.io/EPYC", "host-model-cpu.node.kubevirt.io/EPYC",
+                "host-model-required-features.node.kubevirt.io/acpi",
+                "host-model-required-features.node.kubevirt.io/umip",
+                "cpu-feature.node.kubevirt.io/acpi", "cpu-feature.node.kubevirt.io/umip",
+                "cpu-feature.node.kubevirt.io/sse2",
+            ])
         #expect(labels.values.allSatisfy { $0 == "true" })
     }
 
@@ -58,11 +63,15 @@ struct CPULabelTests {
         target.removeValue(forKey: "host-model-cpu.node.kubevirt.io/EPYC")
         target["host-model-cpu.node.kubevirt.io/EPYC-Rome"] = "true"
         #expect(CPURequirement.hostModel.unsatisfied(toMigrateFrom: labels, to: target) == nil)
-        #expect(CPURequirement.hostPassthrough.unsatisfied(toMigrateFrom: labels, to: target)?.contains("same host CPU") == true)
+        #expect(
+            CPURequirement.hostPassthrough.unsatisfied(toMigrateFrom: labels, to: target)?.contains("same host CPU")
+                == true)
         target.removeValue(forKey: "cpu-feature.node.kubevirt.io/umip")
         #expect(CPURequirement.hostModel.unsatisfied(toMigrateFrom: labels, to: target)?.contains("\"umip\"") == true)
         target.removeValue(forKey: "cpu-model-migration.node.kubevirt.io/EPYC")
-        #expect(CPURequirement.hostModel.unsatisfied(toMigrateFrom: labels, to: target)?.contains("host-model \"EPYC\"") == true)
+        #expect(
+            CPURequirement.hostModel.unsatisfied(toMigrateFrom: labels, to: target)?.contains("host-model \"EPYC\"")
+                == true)
         #expect(CPURequirement.model("Nehalem").unsatisfied(toMigrateFrom: labels, to: target) == nil)
     }
 }

@@ -6,12 +6,14 @@ import TestSupport
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The built binaries, next to the test bundle.
-let buildDirectory = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? "/")
-    .deletingLastPathComponent()
+let buildDirectory = URL(
+    fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? "/"
+)
+.deletingLastPathComponent()
 let controllerPath = buildDirectory.appendingPathComponent("sync-controller").path
 let syncctlPath = buildDirectory.appendingPathComponent("syncctl").path
 
@@ -23,11 +25,13 @@ final class ClusterFixture: @unchecked Sendable {
     private(set) var endpoint: Endpoint = .tcp(host: "127.0.0.1", port: 0)
 
     init() throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("cluster-\(UUID().uuidString.prefix(8))").path
+        directory =
+            FileManager.default.temporaryDirectory.appendingPathComponent("cluster-\(UUID().uuidString.prefix(8))").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         pki = PKIDirectory(url: URL(fileURLWithPath: directory + "/pki"))
         _ = try pki.initialize(cluster: "alpha")
-        _ = try pki.issue(LeafRequest(role: .controller, name: "controller", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"]))
+        _ = try pki.issue(
+            LeafRequest(role: .controller, name: "controller", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"]))
         _ = try pki.issue(LeafRequest(role: .user, name: "admin"))
         _ = try pki.issue(LeafRequest(role: .node, name: "a1"))
         _ = try pki.issue(LeafRequest(role: .node, name: "a2"))
@@ -45,13 +49,17 @@ final class ClusterFixture: @unchecked Sendable {
     /// Starts the controller (again, on the same data) and waits until it serves.
     func start(_ extra: [String] = []) async throws {
         let (cert, key) = certificate("controller-controller")
-        let process = try ChildProcess(controllerPath, [
-            "--data", directory + "/data", "--listen", "127.0.0.1:0", "--cert", cert, "--key", key, "--ca", caPath,
-        ] + extra)
+        let process = try ChildProcess(
+            controllerPath,
+            [
+                "--data", directory + "/data", "--listen", "127.0.0.1:0", "--cert", cert, "--key", key, "--ca", caPath,
+            ] + extra)
         controller = process
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
-            if let line = process.stdout.split(separator: "\n").first(where: { $0.contains("serving the cluster API on ") }),
+            if let line = process.stdout.split(separator: "\n").first(where: {
+                $0.contains("serving the cluster API on ")
+            }),
                 let address = line.components(separatedBy: "serving the cluster API on ").last
             {
                 endpoint = try Endpoint(parsing: String(address))
@@ -82,13 +90,16 @@ final class ClusterFixture: @unchecked Sendable {
     /// An API client with the certificate `stem` (e.g. "user-admin", "node-a1").
     func client(_ stem: String = "user-admin") throws -> APIClient {
         let (cert, key) = certificate(stem)
-        let identity = try CertifiedKey(certificatePEM: String(contentsOfFile: cert, encoding: .utf8), privateKeyPEM: String(contentsOfFile: key, encoding: .utf8))
+        let identity = try CertifiedKey(
+            certificatePEM: String(contentsOfFile: cert, encoding: .utf8),
+            privateKeyPEM: String(contentsOfFile: key, encoding: .utf8))
         let provider = try TLSContextProvider(identity: identity, trust: pki.bundle())
         return APIClient(endpoint: endpoint, provider: provider)
     }
 
     /// curl with a client certificate (`stem`) or none.
-    func curl(_ arguments: [String], as stem: String? = "user-admin", input: String = "") async throws -> ProcessResult {
+    func curl(_ arguments: [String], as stem: String? = "user-admin", input: String = "") async throws -> ProcessResult
+    {
         var all = ["-sS", "--max-time", "20", "--cacert", caPath]
         if let stem {
             let (cert, key) = certificate(stem)
@@ -101,7 +112,8 @@ final class ClusterFixture: @unchecked Sendable {
     func kubeconfig() async throws -> String {
         let path = directory + "/kubeconfig"
         if !FileManager.default.fileExists(atPath: path) {
-            let result = try await run(syncctlPath, ["config", "create", "--dir", directory + "/pki", "--server", url, "--output", path])
+            let result = try await run(
+                syncctlPath, ["config", "create", "--dir", directory + "/pki", "--server", url, "--output", path])
             #expect(result.status == 0, "\(result.stderr)")
         }
         return path

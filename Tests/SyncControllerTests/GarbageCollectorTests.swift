@@ -140,7 +140,9 @@ struct GarbageCollectorTests {
         }
     }
 
-    @Test("an owner marked for deletion (a finalizer pending) still owns; released, it takes its dependent along", arguments: CollectorHost.allCases)
+    @Test(
+        "an owner marked for deletion (a finalizer pending) still owns; released, it takes its dependent along",
+        arguments: CollectorHost.allCases)
     func finalizedOwner(host: CollectorHost) async throws {
         try await withGarbageCollector(store, host: host) {
             let owner = try await store.create(

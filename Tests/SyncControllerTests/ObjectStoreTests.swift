@@ -198,12 +198,21 @@ struct ObjectStoreTests {
         #expect(error?.code == 422 && error?.message.contains("metadata.namespace") == true)
     }
 
-    @Test("a watch with a field selection hears DELETED when an object leaves it and ADDED when it comes in", arguments: BackendUnderTest.allCases)
+    @Test(
+        "a watch with a field selection hears DELETED when an object leaves it and ADDED when it comes in",
+        arguments: BackendUnderTest.allCases)
     func leavingTheSelection(_ backend: BackendUnderTest) async throws {
         let store = ObjectStore(backend: try backend.make())
         for name in ["v1", "v2"] {
-            _ = try await store.create(Kinds.virtualMachineInstance, ["apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "metadata": ["name": .string(name)], "spec": [:]])
-            _ = try await store.patch(Kinds.virtualMachineInstance, namespace: "default", name: name, mergePatch: ["status": ["nodeName": "a"]], subresource: .status)
+            _ = try await store.create(
+                Kinds.virtualMachineInstance,
+                [
+                    "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+                    "metadata": ["name": .string(name)], "spec": [:],
+                ])
+            _ = try await store.patch(
+                Kinds.virtualMachineInstance, namespace: "default", name: name,
+                mergePatch: ["status": ["nodeName": "a"]], subresource: .status)
         }
         // As an informer does it: list, then watch from the list's version.
         let selection = Selection(fields: try FieldSelector("status.nodeName=a"))
@@ -211,11 +220,16 @@ struct ObjectStoreTests {
         #expect(listed.items.count == 2)
         let events = try await store.watch(Kinds.virtualMachineInstance, selection, from: listed.resourceVersion)
         for (name, node) in [("v1", "b"), ("v2", "a"), ("v1", "a")] {
-            _ = try await store.patch(Kinds.virtualMachineInstance, namespace: "default", name: name, mergePatch: ["status": ["nodeName": .string(node), "reason": .string("moved \(node)")]], subresource: .status)
+            _ = try await store.patch(
+                Kinds.virtualMachineInstance, namespace: "default", name: name,
+                mergePatch: ["status": ["nodeName": .string(node), "reason": .string("moved \(node)")]],
+                subresource: .status)
         }
         var seen: [String] = []
         for await event in events {
-            seen.append("\(event.type.rawValue) \(event.object["metadata"]?["name"]?.string ?? "") \(event.object["status"]?["nodeName"]?.string ?? "")")
+            seen.append(
+                "\(event.type.rawValue) \(event.object["metadata"]?["name"]?.string ?? "") \(event.object["status"]?["nodeName"]?.string ?? "")"
+            )
             if seen.count == 3 { break }
         }
         #expect(seen == ["DELETED v1 b", "MODIFIED v2 a", "ADDED v1 a"], "\(seen)")

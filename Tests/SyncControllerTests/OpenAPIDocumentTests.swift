@@ -15,7 +15,8 @@ final class OpenAPIDocumentTests: Sendable {
     let directory: String
 
     init() throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("openapi-\(UUID().uuidString.prefix(8))").path
+        directory =
+            FileManager.default.temporaryDirectory.appendingPathComponent("openapi-\(UUID().uuidString.prefix(8))").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         handler = ClusterAPIHandler(store: try SQLiteStore(path: directory + "/cluster.sqlite"))
         let authority = try CertificateAuthority.create(cluster: "alpha")
@@ -27,9 +28,12 @@ final class OpenAPIDocumentTests: Sendable {
     }
 
     /// Every group-version the API serves, as the index names them ("api/v1", "apis/kubevirt.io/v1").
-    static let groupVersions = Set(Kinds.all.map { $0.group.isEmpty ? "api/\($0.version)" : "apis/\($0.group)/\($0.version)" })
+    static let groupVersions = Set(
+        Kinds.all.map { $0.group.isEmpty ? "api/\($0.version)" : "apis/\($0.group)/\($0.version)" })
 
-    @Test("the index lists every served group-version, each with a hashed URL; each document holds every kind of its group-version (and its list) with its GVK, metadata as ObjectMeta, and a PATCH that takes fieldValidation")
+    @Test(
+        "the index lists every served group-version, each with a hashed URL; each document holds every kind of its group-version (and its list) with its GVK, metadata as ObjectMeta, and a PATCH that takes fieldValidation"
+    )
     func everyKindWithItsGroupVersionKind() async throws {
         let index = try await get("/openapi/v3")
         let paths = try #require(index["paths"]?.object)
@@ -37,28 +41,45 @@ final class OpenAPIDocumentTests: Sendable {
         var seen: Set<String> = []
         for (groupVersion, entry) in paths {
             let url = try #require(entry["serverRelativeURL"]?.string)
-            #expect(url.hasPrefix("/openapi/v3/\(groupVersion)?hash=") && url.count > "/openapi/v3/\(groupVersion)?hash=".count, "\(url)")
+            #expect(
+                url.hasPrefix("/openapi/v3/\(groupVersion)?hash=")
+                    && url.count > "/openapi/v3/\(groupVersion)?hash=".count, "\(url)")
             let document = try await get(url)
             #expect(document["openapi"]?.string?.hasPrefix("3.0") == true)
             let schemas = try #require(document["components"]?["schemas"])
-            #expect(schemas[OpenAPISchema.objectMetaName]?["properties"]?["labels"]?["additionalProperties"] == ["type": "string"])
+            #expect(
+                schemas[OpenAPISchema.objectMetaName]?["properties"]?["labels"]?["additionalProperties"] == [
+                    "type": "string"
+                ])
             for kind in Kinds.all where kind.pathPrefix == "/" + groupVersion {
                 seen.insert(kind.kind)
                 let schema = try #require(schemas[OpenAPISchema.name(of: kind)], "\(kind.kind) in \(groupVersion)")
-                let groupVersionKind: JSONValue = ["group": .string(kind.group), "version": .string(kind.version), "kind": .string(kind.kind)]
+                let groupVersionKind: JSONValue = [
+                    "group": .string(kind.group), "version": .string(kind.version), "kind": .string(kind.kind),
+                ]
                 #expect(schema["x-kubernetes-group-version-kind"] == [groupVersionKind])
-                #expect(schema["properties"]?["metadata"] == ["$ref": .string("#/components/schemas/\(OpenAPISchema.objectMetaName)")])
-                #expect(schema["properties"]?["apiVersion"] == ["type": "string"] && schema["properties"]?["kind"] == ["type": "string"])
-                if kind.hasStatus { #expect(schema["properties"]?["status"] == ["x-kubernetes-preserve-unknown-fields": true]) }
+                #expect(
+                    schema["properties"]?["metadata"] == [
+                        "$ref": .string("#/components/schemas/\(OpenAPISchema.objectMetaName)")
+                    ])
+                #expect(
+                    schema["properties"]?["apiVersion"] == ["type": "string"]
+                        && schema["properties"]?["kind"] == ["type": "string"])
+                if kind.hasStatus {
+                    #expect(schema["properties"]?["status"] == ["x-kubernetes-preserve-unknown-fields": true])
+                }
                 let list = try #require(schemas[OpenAPISchema.listName(of: kind)])
                 #expect(list["x-kubernetes-group-version-kind"]?.array?.first?["kind"] == .string(kind.listKind))
                 // What makes kubectl leave validation to the server instead of asking for /openapi/v2.
                 let object = kind.collectionPath(namespace: kind.namespaced ? "{namespace}" : nil) + "/{name}"
                 let patch = try #require(document["paths"]?[object]?["patch"], "PATCH \(object)")
                 #expect(patch["x-kubernetes-group-version-kind"]?["kind"] == .string(kind.kind))
-                #expect(patch["parameters"]?.array?.contains { $0["name"] == "fieldValidation" && $0["in"] == "query" } == true)
-                #expect(patch["requestBody"]?["content"]?.object.map { Array($0.keys) } == ["application/merge-patch+json"],
-                        "no strategic merge patch: the server applies one as a merge patch")
+                #expect(
+                    patch["parameters"]?.array?.contains { $0["name"] == "fieldValidation" && $0["in"] == "query" }
+                        == true)
+                #expect(
+                    patch["requestBody"]?["content"]?.object.map { Array($0.keys) } == ["application/merge-patch+json"],
+                    "no strategic merge patch: the server applies one as a merge patch")
             }
         }
         #expect(seen == Set(Kinds.all.map(\.kind)), "every served kind is published")
@@ -69,7 +90,8 @@ final class OpenAPIDocumentTests: Sendable {
         let kubevirt = try await get("/openapi/v3/apis/kubevirt.io/v1")
         let cdi = try await get("/openapi/v3/apis/cdi.kubevirt.io/v1beta1")
         let vm = try #require(try YAML.documents(seedVirtualMachine).first)
-        let dv = try #require(try YAML.documents(seedDataVolume.replacingOccurrences(of: "<other storage class>", with: "local")).first)
+        let dv = try #require(
+            try YAML.documents(seedDataVolume.replacingOccurrences(of: "<other storage class>", with: "local")).first)
         #expect(unknownFields(vm, in: kubevirt, kind: Kinds.virtualMachine).isEmpty)
         #expect(unknownFields(dv, in: cdi, kind: Kinds.dataVolume).isEmpty)
         try Kinds.virtualMachine.validate(vm)
@@ -83,17 +105,32 @@ final class OpenAPIDocumentTests: Sendable {
         typo["spec"]?["template"]?["spec"]?["affinity"] = ["nodeAffinity": ["whatever": 1]]
         #expect(unknownFields(typo, in: kubevirt, kind: Kinds.virtualMachine) == ["colour", "spec.runStategy"])
         let refused = #expect(throws: APIError.self) { try Kinds.virtualMachine.validate(typo) }
-        #expect(refused?.details?.causes.filter { $0.reason == .unknown }.map(\.field).sorted() == ["colour", "spec.runStategy"])
+        #expect(
+            refused?.details?.causes.filter { $0.reason == .unknown }.map(\.field).sorted() == [
+                "colour", "spec.runStategy",
+            ])
     }
 
-    @Test("each Schema case has its OpenAPI form: free-form parts preserve unknown fields, maps have additionalProperties, objects are closed")
+    @Test(
+        "each Schema case has its OpenAPI form: free-form parts preserve unknown fields, maps have additionalProperties, objects are closed"
+    )
     func schemaCases() {
         #expect(OpenAPISchema.convert(.any) == ["x-kubernetes-preserve-unknown-fields": true])
-        #expect(OpenAPISchema.convert(.object(["a": .boolean], required: ["a"], additional: nil))
+        #expect(
+            OpenAPISchema.convert(.object(["a": .boolean], required: ["a"], additional: nil))
                 == ["type": "object", "properties": ["a": ["type": "boolean"]], "required": ["a"]])
-        #expect(OpenAPISchema.convert(.object([:], additional: .string())) == ["type": "object", "additionalProperties": ["type": "string"]])
-        #expect(OpenAPISchema.convert(.string(allowed: ["Delete", "Retain"])) == ["type": "string", "enum": ["Delete", "Retain"]])
-        #expect(OpenAPISchema.convert(.integer(minimum: 1, maximum: 5)) == ["type": "integer", "format": "int64", "minimum": 1, "maximum": 5])
+        #expect(
+            OpenAPISchema.convert(.object([:], additional: .string())) == [
+                "type": "object", "additionalProperties": ["type": "string"],
+            ])
+        #expect(
+            OpenAPISchema.convert(.string(allowed: ["Delete", "Retain"])) == [
+                "type": "string", "enum": ["Delete", "Retain"],
+            ])
+        #expect(
+            OpenAPISchema.convert(.integer(minimum: 1, maximum: 5)) == [
+                "type": "integer", "format": "int64", "minimum": 1, "maximum": 5,
+            ])
         #expect(OpenAPISchema.convert(.array(.number)) == ["type": "array", "items": ["type": "number"]])
         #expect(OpenAPISchema.convert(.quantity)["oneOf"] == [["type": "string"], ["type": "number"]])
         #expect(OpenAPISchema.name(of: Kinds.dataVolume) == "io.kubevirt.cdi.v1beta1.DataVolume")
@@ -101,29 +138,39 @@ final class OpenAPIDocumentTests: Sendable {
         #expect(OpenAPISchema.name(of: Kinds.storageClass) == "io.k8s.api.storage.v1.StorageClass")
     }
 
-    @Test("JSON for every document; an unknown OpenAPI path, /openapi/v2 (which kubectl asks for as protobuf) and a write are answered with a Status", arguments: [
-        ("GET", "/openapi/v3/apis/nothing.example/v1", 404, "NotFound", "OpenAPI v3 documents are served for api/v1"),
-        ("GET", "/openapi/v3/apis/kubevirt.io/v2", 404, "NotFound", "apis/kubevirt.io/v1"),
-        ("GET", "/openapi/v2", 404, "NotFound", "no OpenAPI v2 document is served; the schemas are at /openapi/v3"),
-        ("GET", "/openapi", 404, "NotFound", "OpenAPI is served at /openapi/v3"),
-        ("POST", "/openapi/v3", 405, "MethodNotAllowed", "does not allow this method"),
-    ])
-    func statusForWhatIsNotServed(method: String, path: String, code: Int, reason: String, message: String) async throws {
+    @Test(
+        "JSON for every document; an unknown OpenAPI path, /openapi/v2 (which kubectl asks for as protobuf) and a write are answered with a Status",
+        arguments: [
+            (
+                "GET", "/openapi/v3/apis/nothing.example/v1", 404, "NotFound",
+                "OpenAPI v3 documents are served for api/v1"
+            ),
+            ("GET", "/openapi/v3/apis/kubevirt.io/v2", 404, "NotFound", "apis/kubevirt.io/v1"),
+            ("GET", "/openapi/v2", 404, "NotFound", "no OpenAPI v2 document is served; the schemas are at /openapi/v3"),
+            ("GET", "/openapi", 404, "NotFound", "OpenAPI is served at /openapi/v3"),
+            ("POST", "/openapi/v3", 405, "MethodNotAllowed", "does not allow this method"),
+        ])
+    func statusForWhatIsNotServed(method: String, path: String, code: Int, reason: String, message: String) async throws
+    {
         let request = APIRequest(
-            method: method, uri: path, headers: [("Accept", "application/com.github.proto-openapi.spec.v2@v1.0+protobuf")], body: Data(), peer: peer)
+            method: method, uri: path,
+            headers: [("Accept", "application/com.github.proto-openapi.spec.v2@v1.0+protobuf")], body: Data(),
+            peer: peer)
         guard case .full(let status, let type, let body) = await handler.handle(request) else {
             Issue.record("a full response")
             return
         }
         let answer = try JSONValue.parse(body)
         #expect(status == code && type == "application/json")
-        #expect(answer["kind"] == "Status" && answer["reason"] == .string(reason) && answer["code"] == .int(Int64(code)))
+        #expect(
+            answer["kind"] == "Status" && answer["reason"] == .string(reason) && answer["code"] == .int(Int64(code)))
         #expect(answer["message"]?.string?.contains(message) == true, "\(answer)")
     }
 
     /// The body of a GET that must succeed with JSON.
     private func get(_ uri: String) async throws -> JSONValue {
-        let response = await handler.handle(APIRequest(method: "GET", uri: uri, headers: [("Accept", "application/json")], body: Data(), peer: peer))
+        let response = await handler.handle(
+            APIRequest(method: "GET", uri: uri, headers: [("Accept", "application/json")], body: Data(), peer: peer))
         guard case .full(let status, let type, let body) = response, status == 200, type == "application/json" else {
             Issue.record("GET \(uri): \(response)")
             return .null
@@ -147,7 +194,9 @@ final class OpenAPIDocumentTests: Sendable {
             case .object(let members):
                 return members.keys.sorted().flatMap { name -> [String] in
                     let field = path.isEmpty ? name : "\(path).\(name)"
-                    guard let member = schema["properties"]?[name] ?? schema["additionalProperties"] else { return [field] }
+                    guard let member = schema["properties"]?[name] ?? schema["additionalProperties"] else {
+                        return [field]
+                    }
                     return walk(members[name]!, member, field)
                 }
             case .array(let elements):

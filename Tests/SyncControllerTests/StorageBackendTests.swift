@@ -1,9 +1,10 @@
 import ClusterAPI
 import Foundation
 import GRDB
-@testable import SyncController
 import Synchronization
 import Testing
+
+@testable import SyncController
 
 /// The backends the contract tests run against: the real SQLite file, and the in-memory one that shows the protocol
 /// can be implemented without it.
@@ -245,7 +246,9 @@ struct StorageBackendTests {
 
 @Suite("SQLite backend")
 struct SQLiteBackendTests {
-    @Test("an access that loses SQLite's WAL locking race (SQLITE_PROTOCOL, 'locking protocol', seen on a loaded machine) is tried again rather than failed; other errors fail at once; a race lost every time fails naming the operation")
+    @Test(
+        "an access that loses SQLite's WAL locking race (SQLITE_PROTOCOL, 'locking protocol', seen on a loaded machine) is tried again rather than failed; other errors fail at once; a race lost every time fails naming the operation"
+    )
     func lockRaceRetried() async throws {
         let attempts = Mutex(0)
         let value = try await SQLiteBackend.access("update of /k") {
@@ -265,7 +268,9 @@ struct SQLiteBackendTests {
                 throw DatabaseError(resultCode: .SQLITE_CONSTRAINT, message: "CHECK constraint failed")
             }
         }
-        #expect(attempts.withLock { $0 } == 1 && refused?.message.contains("update of /k") == true, "\(String(describing: refused))")
+        #expect(
+            attempts.withLock { $0 } == 1 && refused?.message.contains("update of /k") == true,
+            "\(String(describing: refused))")
 
         attempts.withLock { $0 = 0 }
         let lost = await #expect(throws: APIError.self) {
@@ -274,7 +279,9 @@ struct SQLiteBackendTests {
                 throw DatabaseError(resultCode: .SQLITE_PROTOCOL, message: "locking protocol")
             }
         }
-        #expect(attempts.withLock { $0 } == SQLiteBackend.lockRaceAttempts && lost?.message.contains("update of /k") == true, "\(String(describing: lost))")
+        #expect(
+            attempts.withLock { $0 } == SQLiteBackend.lockRaceAttempts
+                && lost?.message.contains("update of /k") == true, "\(String(describing: lost))")
     }
 
     @Test("values, revisions and history survive reopening; the revision goes on from where it was")

@@ -9,19 +9,26 @@ struct StoreTests {
     let store: SQLiteStore
 
     init() throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("store-\(UUID().uuidString.prefix(8))").path
+        directory =
+            FileManager.default.temporaryDirectory.appendingPathComponent("store-\(UUID().uuidString.prefix(8))").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         store = try SQLiteStore(path: directory + "/cluster.sqlite")
     }
 
-    static func configMap(_ name: String, data: [String: String] = ["a": "1"], labels: [String: String] = [:]) -> JSONValue {
-        ["apiVersion": "v1", "kind": "ConfigMap", "metadata": ["name": .string(name), "namespace": "default", "labels": JSONValue(labels)],
-         "data": JSONValue(data)]
+    static func configMap(_ name: String, data: [String: String] = ["a": "1"], labels: [String: String] = [:])
+        -> JSONValue
+    {
+        [
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": ["name": .string(name), "namespace": "default", "labels": JSONValue(labels)],
+            "data": JSONValue(data),
+        ]
     }
 
     static func vm(_ name: String, runStrategy: String = "Always") -> JSONValue {
         [
-            "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": ["name": .string(name), "namespace": "default"],
+            "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+            "metadata": ["name": .string(name), "namespace": "default"],
             "spec": ["runStrategy": .string(runStrategy), "template": ["spec": ["domain": ["devices": [:]]]]],
         ]
     }
@@ -37,7 +44,9 @@ struct StoreTests {
         let v1 = try #require(Int(meta["resourceVersion"]?.string ?? ""))
         let v2 = try #require(Int(second["metadata"]?["resourceVersion"]?.string ?? ""))
         #expect(v2 > v1)
-        let error = await #expect(throws: APIError.self) { try await store.create(Kinds.configMap, Self.configMap("one")) }
+        let error = await #expect(throws: APIError.self) {
+            try await store.create(Kinds.configMap, Self.configMap("one"))
+        }
         #expect(error?.reason == .alreadyExists && error?.code == 409)
         #expect(error?.message == "configmaps \"one\" already exists")
         #expect(try await store.get(Kinds.configMap, namespace: "default", name: "one") == first)
@@ -52,10 +61,14 @@ struct StoreTests {
         #expect(updated["metadata"]?["generation"] == 2)
         // The same stale body again: conflict, nothing stored.
         changed["spec"]?["runStrategy"] = "Manual"
-        let error = await #expect(throws: APIError.self) { try await store.update(Kinds.virtualMachine, changed, subresource: .main) }
+        let error = await #expect(throws: APIError.self) {
+            try await store.update(Kinds.virtualMachine, changed, subresource: .main)
+        }
         #expect(error?.code == 409 && error?.reason == .conflict)
         #expect(error?.message.contains("the object has been modified") == true)
-        #expect(try await store.get(Kinds.virtualMachine, namespace: "default", name: "vm1")["spec"]?["runStrategy"] == "Halted")
+        #expect(
+            try await store.get(Kinds.virtualMachine, namespace: "default", name: "vm1")["spec"]?["runStrategy"]
+                == "Halted")
 
         var status = updated
         status["status"] = ["printableStatus": "Stopped"]
@@ -77,34 +90,47 @@ struct StoreTests {
     func mergePatch() async throws {
         _ = try await store.create(Kinds.virtualMachine, Self.vm("vm2"))
         let patched = try await store.patch(
-            Kinds.virtualMachine, namespace: "default", name: "vm2", mergePatch: ["spec": ["runStrategy": "Manual"], "metadata": ["labels": ["a": "b"]]],
+            Kinds.virtualMachine, namespace: "default", name: "vm2",
+            mergePatch: ["spec": ["runStrategy": "Manual"], "metadata": ["labels": ["a": "b"]]],
             subresource: .main)
         #expect(patched["spec"]?["runStrategy"] == "Manual")
         #expect(patched["metadata"]?["labels"]?["a"] == "b")
         let error = await #expect(throws: APIError.self) {
-            try await store.patch(Kinds.virtualMachine, namespace: "default", name: "vm2", mergePatch: ["spec": ["runStrategy": "Sometimes"]], subresource: .main)
+            try await store.patch(
+                Kinds.virtualMachine, namespace: "default", name: "vm2",
+                mergePatch: ["spec": ["runStrategy": "Sometimes"]], subresource: .main)
         }
         #expect(error?.code == 422)
-        #expect(error?.message.contains("spec.runStrategy: Unsupported value: \"Sometimes\"") == true, "\(String(describing: error))")
-        #expect(try await store.get(Kinds.virtualMachine, namespace: "default", name: "vm2")["spec"]?["runStrategy"] == "Manual")
+        #expect(
+            error?.message.contains("spec.runStrategy: Unsupported value: \"Sometimes\"") == true,
+            "\(String(describing: error))")
+        #expect(
+            try await store.get(Kinds.virtualMachine, namespace: "default", name: "vm2")["spec"]?["runStrategy"]
+                == "Manual")
     }
 
-    @Test("finalizers hold a deleted object until the last one is removed; owners take their dependents along (the garbage collector running)")
+    @Test(
+        "finalizers hold a deleted object until the last one is removed; owners take their dependents along (the garbage collector running)"
+    )
     func finalizersAndOwners() async throws {
         try await withGarbageCollector(store) {
             var owner = Self.configMap("owner")
             owner["metadata"]?["finalizers"] = ["vmsync.io/test"]
             let created = try await store.create(Kinds.configMap, owner)
             var dependent = Self.configMap("dependent")
-            dependent["metadata"]?["ownerReferences"] = [[
-                "apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": created["metadata"]!["uid"]!,
-            ]]
+            dependent["metadata"]?["ownerReferences"] = [
+                [
+                    "apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": created["metadata"]!["uid"]!,
+                ]
+            ]
             let stored = try await store.create(Kinds.configMap, dependent)
             let version = try #require(Int64(stored["metadata"]?["resourceVersion"]?.string ?? ""))
 
             let marked = try await store.delete(Kinds.configMap, namespace: "default", name: "owner", precondition: nil)
             #expect(marked["metadata"]?["deletionTimestamp"] != nil)
-            #expect(try await store.list(Kinds.configMap, Selection(namespace: "default")).items.count == 2, "still there while finalized")
+            #expect(
+                try await store.list(Kinds.configMap, Selection(namespace: "default")).items.count == 2,
+                "still there while finalized")
 
             var release = marked
             release["metadata"]?["finalizers"] = []
@@ -113,19 +139,26 @@ struct StoreTests {
             let events = await collect(changes, until: { $0.filter { $0.type == .deleted }.count == 2 })
             let deleted = events.filter { $0.type == .deleted }.map { $0.object["metadata"]?["name"]?.string ?? "" }
             #expect(deleted == ["owner", "dependent"], "the owner goes, then the collector takes its dependent")
-            #expect(try await store.list(Kinds.configMap, Selection(namespace: "default")).items.isEmpty, "owner and dependent gone")
-            let error = await #expect(throws: APIError.self) { try await store.get(Kinds.configMap, namespace: "default", name: "dependent") }
+            #expect(
+                try await store.list(Kinds.configMap, Selection(namespace: "default")).items.isEmpty,
+                "owner and dependent gone")
+            let error = await #expect(throws: APIError.self) {
+                try await store.get(Kinds.configMap, namespace: "default", name: "dependent")
+            }
             #expect(error?.code == 404)
             #expect(error?.message == "configmaps \"dependent\" not found")
         }
     }
 
-    @Test("watches resume from a resourceVersion, see ADDED/MODIFIED/DELETED in order, filter by label; compacted history is 410")
+    @Test(
+        "watches resume from a resourceVersion, see ADDED/MODIFIED/DELETED in order, filter by label; compacted history is 410"
+    )
     func watch() async throws {
         let first = try await store.create(Kinds.configMap, Self.configMap("w1", labels: ["app": "web"]))
         let from = try #require(Int64(first["metadata"]?["resourceVersion"]?.string ?? ""))
         _ = try await store.create(Kinds.configMap, Self.configMap("w2", labels: ["app": "db"]))
-        let stream = try await store.watch(Kinds.configMap, Selection(namespace: "default", labels: try LabelSelector("app=web")), from: from - 1)
+        let stream = try await store.watch(
+            Kinds.configMap, Selection(namespace: "default", labels: try LabelSelector("app=web")), from: from - 1)
         var changed = try await store.get(Kinds.configMap, namespace: "default", name: "w1")
         changed["data"] = ["a": "2"]
         _ = try await store.update(Kinds.configMap, changed, subresource: .main)
@@ -139,7 +172,9 @@ struct StoreTests {
 
         let small = try SQLiteStore(path: directory + "/small.sqlite", retainedChanges: 10)
         for index in 0..<1001 { _ = try await small.create(Kinds.configMap, Self.configMap("c\(index)")) }
-        let error = await #expect(throws: APIError.self) { try await small.watch(Kinds.configMap, Selection(), from: 5) }
+        let error = await #expect(throws: APIError.self) {
+            try await small.watch(Kinds.configMap, Selection(), from: 5)
+        }
         #expect(error?.code == 410 && error?.reason == .gone)
     }
 

@@ -1,8 +1,9 @@
 import ClusterAPI
 import Foundation
 import GRDB
-@testable import SyncController
 import Testing
+
+@testable import SyncController
 
 /// A store file as the object schema (migration `2026-11-21-objects-changes-counters`, before the backend split) left
 /// it — that released migration run alone (released migrations are never edited), rows written with raw SQL as that

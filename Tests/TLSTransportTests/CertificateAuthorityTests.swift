@@ -28,7 +28,8 @@ struct CertificateAuthorityTests {
     func leafShape(role: PeerRole) throws {
         let now = Date()
         let authority = try TestPKI.authority("alpha", now: now)
-        let leaf = try authority.issue(LeafRequest(role: role, name: "n1", ipAddresses: ["127.0.0.1", "::1"]), now: now)
+        let leaf = try authority.issue(
+            LeafRequest(role: role, name: "n1", ipAddresses: ["127.0.0.1", "::1"]), now: now)
         let certificate = leaf.certificate
         let subject = CertificateSubject(certificate)
         #expect(subject.role == role)
@@ -54,14 +55,17 @@ struct CertificateAuthorityTests {
         let authority = try TestPKI.authority("alpha")
         let client = try authority.issue(LeafRequest(role: .syncClient, name: "ignored"))
         let server = try authority.issue(LeafRequest(role: .syncServer, name: "ignored"))
-        #expect(CertificateSubject(client.certificate).name == "kubevirt.io:system:client:virt-synchronization-controller")
-        #expect(CertificateSubject(server.certificate).name == "kubevirt.io:system:node:virt-synchronization-controller")
+        #expect(
+            CertificateSubject(client.certificate).name == "kubevirt.io:system:client:virt-synchronization-controller")
+        #expect(
+            CertificateSubject(server.certificate).name == "kubevirt.io:system:node:virt-synchronization-controller")
     }
 
     @Test("renewal is due at 80% of the lifetime, for CA and leaf")
     func renewal() throws {
         let start = Date()
-        let policy = PKIPolicy(caValidity: .seconds(1000), leafValidity: .seconds(100), renewalFraction: 0.8, backdating: .zero)
+        let policy = PKIPolicy(
+            caValidity: .seconds(1000), leafValidity: .seconds(100), renewalFraction: 0.8, backdating: .zero)
         let authority = try TestPKI.authority("alpha", now: start, policy: policy)
         #expect(!authority.needsRenewal(now: start.addingTimeInterval(790)))
         #expect(authority.needsRenewal(now: start.addingTimeInterval(810)))
@@ -83,7 +87,9 @@ struct CertificateAuthorityTests {
         #expect(leaf.certificate.notValidAfter == authority.certificate.notValidAfter)
     }
 
-    @Test("issued at a fractional second, a certificate is never valid longer than the policy says (X.509 keeps whole seconds)")
+    @Test(
+        "issued at a fractional second, a certificate is never valid longer than the policy says (X.509 keeps whole seconds)"
+    )
     func wholeSeconds() throws {
         let start = Date(timeIntervalSince1970: 1_800_000_000.9)
         let policy = PKIPolicy.leaves(validFor: 600)
@@ -91,7 +97,9 @@ struct CertificateAuthorityTests {
         #expect(authority.certificate.notValidAfter <= start.addingTimeInterval(policy.caValidity.timeInterval))
         #expect(authority.certificate.notValidBefore <= start.addingTimeInterval(-policy.backdating.timeInterval))
         let leaf = try authority.issue(LeafRequest(role: .node, name: "n1"), now: start)
-        #expect(leaf.certificate.notValidAfter <= start.addingTimeInterval(600), "\(leaf.certificate.notValidAfter.timeIntervalSince(start))")
+        #expect(
+            leaf.certificate.notValidAfter <= start.addingTimeInterval(600),
+            "\(leaf.certificate.notValidAfter.timeIntervalSince(start))")
         #expect(leaf.certificate.notValidAfter > start.addingTimeInterval(599))
         #expect(leaf.certificate.notValidBefore <= start.addingTimeInterval(-policy.backdating.timeInterval))
     }
@@ -156,12 +164,15 @@ struct LeafRenewalTests {
         let start = Date()
         let authority = try TestPKI.authority("alpha", now: start)
         let request = LeafRequest(role: .node, name: "a1")
-        let provider = try TLSContextProvider(identity: try authority.issue(request, now: start), trust: TrustBundle([authority.certificate]))
+        let provider = try TLSContextProvider(
+            identity: try authority.issue(request, now: start), trust: TrustBundle([authority.certificate]))
         let original = provider.identity.certificate
         let renewal = LeafRenewal(request: request, provider: provider) { _ in
             throw TransportError(.connectionFailed, "controller unreachable")
         }
-        await #expect(throws: TransportError.self) { try await renewal.renewIfDue(now: start.addingTimeInterval(23 * 3600)) }
+        await #expect(throws: TransportError.self) {
+            try await renewal.renewIfDue(now: start.addingTimeInterval(23 * 3600))
+        }
         #expect(provider.identity.certificate == original)
     }
 }

@@ -34,7 +34,9 @@ struct HandlerTests {
         #expect(!channel.isActive, "closed")
         var failure: TransportError?
         promise.futureResult.whenFailure { failure = $0 as? TransportError }
-        #expect(failure?.code == .plaintextPeer && failure?.message.contains("GET /apis HTTP/1") == true, "\(String(describing: failure))")
+        #expect(
+            failure?.code == .plaintextPeer && failure?.message.contains("GET /apis HTTP/1") == true,
+            "\(String(describing: failure))")
     }
 
     @Test("the plaintext sniffer passes a TLS handshake record on untouched and leaves the pipeline")
@@ -47,7 +49,9 @@ struct HandlerTests {
         record.writeBytes([0x16, 0x03, 0x01, 0x00, 0x05])
         try channel.writeInbound(record)
         #expect(sink.reads.count == 1 && sink.reads.first?.utf8.first == 0x16)
-        #expect(throws: (any Error).self) { try channel.pipeline.syncOperations.context(handlerType: PlaintextSniffer.self) }
+        #expect(throws: (any Error).self) {
+            try channel.pipeline.syncOperations.context(handlerType: PlaintextSniffer.self)
+        }
         #expect(channel.isActive)
         promise.fail(TransportError(.connectionFailed, "test done"))
         _ = try? channel.finish()
@@ -60,31 +64,40 @@ struct HandlerTests {
         let channel = try connected(EmbeddedChannel())
         let promise = channel.eventLoop.makePromise(of: PeerIdentity.self)
         let sink = Sink()
-        try channel.pipeline.syncOperations.addHandlers([HandshakeGate(promise: promise, outcome: VerificationOutcome(.success(identity)), peer: "client"), sink])
+        try channel.pipeline.syncOperations.addHandlers([
+            HandshakeGate(promise: promise, outcome: VerificationOutcome(.success(identity)), peer: "client"), sink,
+        ])
         channel.pipeline.fireUserInboundEventTriggered(TLSUserEvent.handshakeCompleted(negotiatedProtocol: nil))
         var verified: PeerIdentity?
         promise.futureResult.whenSuccess { verified = $0 }
         #expect(verified == identity)
         #expect(sink.events.count == 1 && sink.events.first?.contains("handshakeCompleted") == true, "\(sink.events)")
-        #expect(throws: (any Error).self) { try channel.pipeline.syncOperations.context(handlerType: HandshakeGate.self) }
+        #expect(throws: (any Error).self) {
+            try channel.pipeline.syncOperations.context(handlerType: HandshakeGate.self)
+        }
         #expect(channel.isActive)
         _ = try? channel.finish()
     }
 
-    @Test("the handshake gate fails with the verifier's own reason, or says the certificate was never verified, and closes", arguments: [true, false])
+    @Test(
+        "the handshake gate fails with the verifier's own reason, or says the certificate was never verified, and closes",
+        arguments: [true, false])
     func gateRefuses(withReason: Bool) throws {
         let reason = TransportError(.roleNotAllowed, "role user may not connect here")
         let channel = try connected(EmbeddedChannel())
         let promise = channel.eventLoop.makePromise(of: PeerIdentity.self)
         try channel.pipeline.syncOperations.addHandler(
-            HandshakeGate(promise: promise, outcome: VerificationOutcome(withReason ? .failure(reason) : nil), peer: "client"))
+            HandshakeGate(
+                promise: promise, outcome: VerificationOutcome(withReason ? .failure(reason) : nil), peer: "client"))
         channel.pipeline.fireUserInboundEventTriggered(TLSUserEvent.handshakeCompleted(negotiatedProtocol: nil))
         var failure: TransportError?
         promise.futureResult.whenFailure { failure = $0 as? TransportError }
         if withReason {
             #expect(failure == reason)
         } else {
-            #expect(failure?.code == .handshakeFailed && failure?.message.contains("never verified") == true, "\(String(describing: failure))")
+            #expect(
+                failure?.code == .handshakeFailed && failure?.message.contains("never verified") == true,
+                "\(String(describing: failure))")
         }
         #expect(!channel.isActive)
     }
@@ -93,11 +106,15 @@ struct HandlerTests {
     func gatePeerLeaves() throws {
         let channel = try connected(EmbeddedChannel())
         let promise = channel.eventLoop.makePromise(of: PeerIdentity.self)
-        try channel.pipeline.syncOperations.addHandler(HandshakeGate(promise: promise, outcome: VerificationOutcome(), peer: "server"))
+        try channel.pipeline.syncOperations.addHandler(
+            HandshakeGate(promise: promise, outcome: VerificationOutcome(), peer: "server"))
         var failure: TransportError?
         promise.futureResult.whenFailure { failure = $0 as? TransportError }
         try channel.close().wait()
-        #expect(failure?.code == .connectionFailed && failure?.message.contains("server closed the connection during the TLS handshake") == true, "\(String(describing: failure))")
+        #expect(
+            failure?.code == .connectionFailed
+                && failure?.message.contains("server closed the connection during the TLS handshake") == true,
+            "\(String(describing: failure))")
     }
 
     @Test("the input hold keeps bytes and the end of input until released, then replays them in order and steps aside")

@@ -12,22 +12,27 @@ struct HandshakeTests {
     @Test("peers of the same CA connect and see each other's identity")
     func sameCA() async throws {
         let alpha = try TestPKI.authority("alpha")
-        let server = try await startReplyServer(provider: try TestPKI.provider(alpha, role: .node, name: "a1"), policy: nodes)
+        let server = try await startReplyServer(
+            provider: try TestPKI.provider(alpha, role: .node, name: "a1"), policy: nodes)
         defer { Task { await server.close() } }
         let client = try TestPKI.provider(alpha, role: .node, name: "a2")
-        let (reply, serverIdentity) = try await exchange("ping", with: server.endpoint, provider: client, serverPolicy: nodes)
+        let (reply, serverIdentity) = try await exchange(
+            "ping", with: server.endpoint, provider: client, serverPolicy: nodes)
         #expect(reply == "node/a2: ping\n")
         #expect(serverIdentity.name == "a1")
         #expect(serverIdentity.cluster == "alpha")
     }
 
-    @Test("another cluster's peer is refused until its CA is imported, and then trusted for the sync roles only; the listener keeps running")
+    @Test(
+        "another cluster's peer is refused until its CA is imported, and then trusted for the sync roles only; the listener keeps running"
+    )
     func crossCluster() async throws {
         let alpha = try TestPKI.authority("alpha")
         let beta = try TestPKI.authority("beta")
         let log = RejectionLog()
         let serverProvider = try TestPKI.provider(alpha, role: .syncServer, name: "-")
-        let server = try await startReplyServer(provider: serverProvider, policy: PeerPolicy(allowedRoles: [.syncClient, .controller, .node]), log: log)
+        let server = try await startReplyServer(
+            provider: serverProvider, policy: PeerPolicy(allowedRoles: [.syncClient, .controller, .node]), log: log)
         defer { Task { await server.close() } }
         // The beta client trusts alpha already, so only the server's refusal is tested first.
         let client = try TestPKI.provider(beta, role: .syncClient, name: "-", trusting: [beta, alpha])
@@ -67,11 +72,14 @@ struct HandshakeTests {
             #expect(scoped?.code == .rejectedByPeer)
             #expect(await eventually { log.all.last?.error.code == .roleNotAllowed })
             let reason = log.all.last?.error.message ?? ""
-            #expect(reason.contains("role \(role.rawValue)") && reason.contains("cluster \"beta\"") && reason.contains("only for synchronization"), "\(reason)")
+            #expect(
+                reason.contains("role \(role.rawValue)") && reason.contains("cluster \"beta\"")
+                    && reason.contains("only for synchronization"), "\(reason)")
         }
 
         // The scope holds on the client side too: an alpha node trusting beta's CA refuses a beta node as its server.
-        let betaNode = try await startReplyServer(provider: try TestPKI.provider(beta, role: .node, name: "b1"), policy: .anyRole)
+        let betaNode = try await startReplyServer(
+            provider: try TestPKI.provider(beta, role: .node, name: "b1"), policy: .anyRole)
         defer { Task { await betaNode.close() } }
         let alphaNode = try TestPKI.provider(alpha, role: .node, name: "a9", trusting: [alpha, beta])
         let clientRefusal = await #expect(throws: TransportError.self) {
@@ -81,18 +89,22 @@ struct HandshakeTests {
         #expect(clientRefusal?.message.contains("only for synchronization") == true, "\(clientRefusal?.message ?? "")")
     }
 
-    @Test("a client that connects and never completes its handshake is closed after the handshake timeout; beyond the connection limit a connection is closed at once")
+    @Test(
+        "a client that connects and never completes its handshake is closed after the handshake timeout; beyond the connection limit a connection is closed at once"
+    )
     func listenerLimits() async throws {
         let alpha = try TestPKI.authority("alpha")
         let log = RejectionLog()
         let server = try await MutualTLSServer.start(
-            on: .tcp(host: "127.0.0.1", port: 0), provider: try TestPKI.provider(alpha, role: .node, name: "a1"), policy: nodes,
+            on: .tcp(host: "127.0.0.1", port: 0), provider: try TestPKI.provider(alpha, role: .node, name: "a1"),
+            policy: nodes,
             handshakeTimeout: .seconds(2), maximumConnections: 2, onRejection: { log.append($0) }
         ) { channel, _ in channel.eventLoop.makeSucceededVoidFuture() }
         defer { Task { await server.close() } }
         // Blocking socket work runs on threads of its own, never on the cooperative pool.
         let endpoint = server.endpoint
-        let (silent, second, refusedBytes, refusedAfter, started) = try await onThread { () -> (BlockingSocket, BlockingSocket, [UInt8], Double, Date) in
+        let (silent, second, refusedBytes, refusedAfter, started) = try await onThread {
+            () -> (BlockingSocket, BlockingSocket, [UInt8], Double, Date) in
             let started = Date()
             let silent = try BlockingSocket.connect(endpoint)
             let second = try BlockingSocket.connect(endpoint)
@@ -115,12 +127,16 @@ struct HandshakeTests {
             return (outcome.bytes, Date().timeIntervalSince(started))
         }
         #expect(outcome.isEmpty && waited >= 1.9 && waited < 6, "closed after the handshake timeout: \(waited) s")
-        #expect(await eventually { log.all.contains { $0.error.message.contains("did not complete its handshake within 2000 ms") } })
+        #expect(
+            await eventually {
+                log.all.contains { $0.error.message.contains("did not complete its handshake within 2000 ms") }
+            })
         // With them gone, a real client gets in.
         second.close()
         try await Task.sleep(for: .milliseconds(100))
         let client = try TestPKI.provider(alpha, role: .node, name: "a2")
-        let (channel, identity) = try await MutualTLSClient.connect(to: server.endpoint, provider: client, policy: nodes)
+        let (channel, identity) = try await MutualTLSClient.connect(
+            to: server.endpoint, provider: client, policy: nodes)
         #expect(identity.name == "a1")
         try? await channel.close()
         silent.close()
@@ -130,9 +146,11 @@ struct HandshakeTests {
     func expired() async throws {
         let alpha = try TestPKI.authority("alpha", now: Date().addingTimeInterval(-3 * 24 * 3600))
         let log = RejectionLog()
-        let server = try await startReplyServer(provider: try TestPKI.provider(alpha, role: .node, name: "a1"), policy: nodes, log: log)
+        let server = try await startReplyServer(
+            provider: try TestPKI.provider(alpha, role: .node, name: "a1"), policy: nodes, log: log)
         defer { Task { await server.close() } }
-        let stale = try TestPKI.provider(alpha, role: .node, name: "old", issuedAt: Date().addingTimeInterval(-2 * 24 * 3600))
+        let stale = try TestPKI.provider(
+            alpha, role: .node, name: "old", issuedAt: Date().addingTimeInterval(-2 * 24 * 3600))
         let error = await #expect(throws: TransportError.self) {
             try await exchange("ping", with: server.endpoint, provider: stale)
         }
@@ -145,7 +163,8 @@ struct HandshakeTests {
     func notYetValid() async throws {
         let alpha = try TestPKI.authority("alpha", now: Date().addingTimeInterval(-3600))
         let log = RejectionLog()
-        let server = try await startReplyServer(provider: try TestPKI.provider(alpha, role: .node, name: "a1"), policy: nodes, log: log)
+        let server = try await startReplyServer(
+            provider: try TestPKI.provider(alpha, role: .node, name: "a1"), policy: nodes, log: log)
         defer { Task { await server.close() } }
         let early = try TestPKI.provider(alpha, role: .node, name: "early", issuedAt: Date().addingTimeInterval(3600))
         await #expect(throws: TransportError.self) {
@@ -158,7 +177,8 @@ struct HandshakeTests {
     func wrongRole() async throws {
         let alpha = try TestPKI.authority("alpha")
         let log = RejectionLog()
-        let server = try await startReplyServer(provider: try TestPKI.provider(alpha, role: .node, name: "a1"), policy: nodes, log: log)
+        let server = try await startReplyServer(
+            provider: try TestPKI.provider(alpha, role: .node, name: "a1"), policy: nodes, log: log)
         defer { Task { await server.close() } }
         let user = try TestPKI.provider(alpha, role: .user, name: "alice")
         await #expect(throws: TransportError.self) {
@@ -170,7 +190,8 @@ struct HandshakeTests {
         // The client insists on talking to a controller; the server is a node.
         let node = try TestPKI.provider(alpha, role: .node, name: "a2")
         let clientSide = await #expect(throws: TransportError.self) {
-            try await exchange("ping", with: server.endpoint, provider: node, serverPolicy: PeerPolicy(allowedRoles: [.controller]))
+            try await exchange(
+                "ping", with: server.endpoint, provider: node, serverPolicy: PeerPolicy(allowedRoles: [.controller]))
         }
         #expect(clientSide?.code == .roleNotAllowed)
     }
@@ -179,7 +200,8 @@ struct HandshakeTests {
     func plaintext() async throws {
         let alpha = try TestPKI.authority("alpha")
         let log = RejectionLog()
-        let server = try await startReplyServer(provider: try TestPKI.provider(alpha, role: .node, name: "a1"), policy: nodes, log: log)
+        let server = try await startReplyServer(
+            provider: try TestPKI.provider(alpha, role: .node, name: "a1"), policy: nodes, log: log)
         defer { Task { await server.close() } }
         let answer = try await onThread {
             let socket = try BlockingSocket.connect(server.endpoint)

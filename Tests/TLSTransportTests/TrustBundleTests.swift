@@ -74,9 +74,14 @@ struct TrustBundleTests {
         let impostor = try TestPKI.authority("alpha", now: now)
         let remote = try TestPKI.authority("beta", now: now)
         var bundle = TrustBundle([own.certificate])
-        let decisions = bundle.mergeExternal(try PEM.encode([impostor.certificate, remote.certificate]), currentCA: own.certificate, now: now)
+        let decisions = bundle.mergeExternal(
+            try PEM.encode([impostor.certificate, remote.certificate]), currentCA: own.certificate, now: now)
         #expect(decision(decisions, for: impostor.certificate) == .rejected)
-        #expect(decisions.contains { $0.action == .rejected && $0.reason.contains("cluster \"alpha\"") && $0.reason.contains("this cluster's own name") })
+        #expect(
+            decisions.contains {
+                $0.action == .rejected && $0.reason.contains("cluster \"alpha\"")
+                    && $0.reason.contains("this cluster's own name")
+            })
         #expect(decision(decisions, for: remote.certificate) == .added)
         #expect(!bundle.contains(impostor.certificate) && bundle.contains(remote.certificate))
         // The cluster's own rotation still adds its successor CA.
@@ -100,7 +105,8 @@ struct TrustBundleTests {
 
     @Test("a superseded CA of the same cluster stays through the overlap window, then goes")
     func overlap() throws {
-        let policy = PKIPolicy(caValidity: .seconds(1000), leafValidity: .seconds(100), renewalFraction: 0.8, backdating: .zero)
+        let policy = PKIPolicy(
+            caValidity: .seconds(1000), leafValidity: .seconds(100), renewalFraction: 0.8, backdating: .zero)
         let start = now.addingTimeInterval(-900)
         let old = try TestPKI.authority("alpha", now: start, policy: policy)
         let renewedAt = start.addingTimeInterval(800)
@@ -110,14 +116,17 @@ struct TrustBundleTests {
         #expect(bundle.certificates.first == new.certificate)
 
         // 100 s after renewal: within the 200 s overlap, both stay.
-        var decisions = bundle.prune(currentCA: new.certificate, overlap: policy.caOverlap, now: renewedAt.addingTimeInterval(100))
+        var decisions = bundle.prune(
+            currentCA: new.certificate, overlap: policy.caOverlap, now: renewedAt.addingTimeInterval(100))
         #expect(bundle.certificates.count == 3)
         #expect(decisions.allSatisfy { $0.action == .kept })
 
         // 250 s after renewal the overlap has passed (and old is still unexpired): old goes, beta stays.
-        decisions = bundle.prune(currentCA: new.certificate, overlap: policy.caOverlap, now: renewedAt.addingTimeInterval(150))
+        decisions = bundle.prune(
+            currentCA: new.certificate, overlap: policy.caOverlap, now: renewedAt.addingTimeInterval(150))
         #expect(bundle.certificates.count == 3)
-        decisions = bundle.prune(currentCA: new.certificate, overlap: .seconds(120), now: renewedAt.addingTimeInterval(150))
+        decisions = bundle.prune(
+            currentCA: new.certificate, overlap: .seconds(120), now: renewedAt.addingTimeInterval(150))
         #expect(decision(decisions, for: old.certificate) == .droppedSuperseded)
         #expect(bundle.contains(other.certificate))
         #expect(bundle.contains(new.certificate))
@@ -133,7 +142,8 @@ struct TrustBundleTests {
         let current = try TestPKI.authority("alpha", now: now.addingTimeInterval(-3600))
         var externals: [Certificate] = []
         for index in 0..<60 {
-            externals.append(try TestPKI.authority("ext\(index)", now: now.addingTimeInterval(Double(-index))).certificate)
+            externals.append(
+                try TestPKI.authority("ext\(index)", now: now.addingTimeInterval(Double(-index))).certificate)
         }
         var bundle = TrustBundle([current.certificate])
         let decisions = bundle.mergeExternal(try PEM.encode(externals), currentCA: current.certificate, now: now)

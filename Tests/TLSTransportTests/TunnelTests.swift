@@ -1,8 +1,8 @@
 import Crypto
 import Foundation
-import TestSupport
 import NIOConcurrencyHelpers
 import NIOCore
+import TestSupport
 import Testing
 
 @testable import TLSTransport
@@ -96,11 +96,13 @@ struct TunnelTests {
         let routes = TunnelRoutingTable()
         try routes.allow(channel: channelName, to: sink.endpoint, peers: PeerPolicy(allowedRoles: [.node]))
         let exit = try await TunnelExit.start(
-            on: .tcp(host: "127.0.0.1", port: 0), provider: try TestPKI.provider(alpha, role: .node, name: "target-node"),
+            on: .tcp(host: "127.0.0.1", port: 0),
+            provider: try TestPKI.provider(alpha, role: .node, name: "target-node"),
             peers: PeerPolicy(allowedRoles: [.node]), routes: routes, group: threads.group)
         let entry = try await TunnelEntry.start(
             listeningOn: .tcp(host: "127.0.0.1", port: 0), remote: exit.endpoint, channel: channelName,
-            provider: try TestPKI.provider(alpha, role: .node, name: "source-node"), exitPolicy: PeerPolicy(allowedRoles: [.node]),
+            provider: try TestPKI.provider(alpha, role: .node, name: "source-node"),
+            exitPolicy: PeerPolicy(allowedRoles: [.node]),
             group: threads.group)
         async let received = sink.serveOne()
         let sent = try await onThread {
@@ -118,7 +120,9 @@ struct TunnelTests {
         await threads.shutdown()
     }
 
-    @Test("a spare connection is dialled before any client and carries the first one; the next dials its own; an unused spare closes with its entry")
+    @Test(
+        "a spare connection is dialled before any client and carries the first one; the next dials its own; an unused spare closes with its entry"
+    )
     func spareConnection() async throws {
         let directory = try TemporaryDirectory()
         let path = directory.file("target.sock")
@@ -126,13 +130,15 @@ struct TunnelTests {
         defer { listener.close() }
         let bed = try await Bed(channel: channelName, target: .unix(path: path))
         let entry = try await TunnelEntry.start(
-            listeningOn: .tcp(host: "127.0.0.1", port: 0), remote: bed.exit.endpoint, channel: channelName, provider: bed.entryProvider,
+            listeningOn: .tcp(host: "127.0.0.1", port: 0), remote: bed.exit.endpoint, channel: channelName,
+            provider: bed.entryProvider,
             exitPolicy: PeerPolicy(allowedRoles: [.node]), spareConnections: 1)
         // The spare's TLS connection reaches the exit with no client yet (no channel is opened for it).
         #expect(await eventually { bed.exit.openConnections == 1 }, "the spare is dialled at once")
         #expect(bed.exitEvents.openedPeers.isEmpty)
         for round in 0..<2 {
-            let (count, digest, sent, answer) = try await exchange(through: entry.endpoint, target: listener, total: 4 << 20, seed: UInt64(round))
+            let (count, digest, sent, answer) = try await exchange(
+                through: entry.endpoint, target: listener, total: 4 << 20, seed: UInt64(round))
             #expect(count == 4 << 20 && digest == sent && answer == sent, "client \(round + 1)")
         }
         #expect(bed.exitEvents.openedPeers.count == 2)
@@ -141,7 +147,8 @@ struct TunnelTests {
 
         // A spare nobody used ends with its entry.
         let unused = try await TunnelEntry.start(
-            listeningOn: .tcp(host: "127.0.0.1", port: 0), remote: bed.exit.endpoint, channel: channelName, provider: bed.entryProvider,
+            listeningOn: .tcp(host: "127.0.0.1", port: 0), remote: bed.exit.endpoint, channel: channelName,
+            provider: bed.entryProvider,
             exitPolicy: PeerPolicy(allowedRoles: [.node]), spareConnections: 1)
         #expect(await eventually { bed.exit.openConnections == 1 })
         await unused.close()
@@ -166,7 +173,9 @@ struct TunnelTests {
             return (client, target, Array(buffer.prefix(read)))
         }
         #expect(greeting == Array("hello".utf8))
-        #expect(await eventually { bed.exit.routes.connections(carrying: channelName) == 2 }, "the tunnel side and the target side")
+        #expect(
+            await eventually { bed.exit.routes.connections(carrying: channelName) == 2 },
+            "the tunnel side and the target side")
         bed.exit.routes.remove(channel: channelName)
         let ends = try await onThread { () -> ([UInt8], [UInt8]) in
             client.setReceiveTimeout(seconds: 5)
@@ -198,7 +207,8 @@ struct TunnelTests {
         defer { listener.close() }
         let bed = try await Bed(channel: channelName, target: .unix(path: path))
         let entry = try await bed.entry(channel: channelName)
-        let (count, digest, sent, answer) = try await exchange(through: entry.endpoint, target: listener, total: 32 << 20, seed: 3)
+        let (count, digest, sent, answer) = try await exchange(
+            through: entry.endpoint, target: listener, total: 32 << 20, seed: 3)
         #expect(count == 32 << 20)
         #expect(digest == sent && answer == sent)
         await entry.close()
@@ -237,8 +247,9 @@ struct TunnelTests {
         case client, target, network
     }
 
-    @Test("when the client, the target or the link vanishes mid-stream, both sides tear down without leaking sockets",
-          arguments: Vanishing.allCases)
+    @Test(
+        "when the client, the target or the link vanishes mid-stream, both sides tear down without leaking sockets",
+        arguments: Vanishing.allCases)
     func vanishing(_ who: Vanishing) async throws {
         let sink = try DigestSink()
         defer { sink.close() }
@@ -255,7 +266,9 @@ struct TunnelTests {
         async let served: (count: Int, digest: [UInt8])? = try? sink.serveOne()
         async let writer: Void = try onThread {
             // Writes until the tunnel breaks (4 GiB would take far longer than the test) or the client "dies".
-            _ = try? sendStream(on: client, total: 4 << 30, seed: 7, chunk: 1 << 16) { clientStops.withLockedValue { $0 } }
+            _ = try? sendStream(on: client, total: 4 << 30, seed: 7, chunk: 1 << 16) {
+                clientStops.withLockedValue { $0 }
+            }
             if clientStops.withLockedValue({ $0 }) { client.abort() }
         }
         #expect(await eventually { bed.exit.openConnections == 2 && entry.openConnections == 2 })
@@ -271,17 +284,21 @@ struct TunnelTests {
         try await writer
         let result = await served
         #expect(result?.count != 4 << 30, "the target must not see a complete stream")
-        #expect(await eventually { entry.openConnections == 0 && bed.exit.openConnections == 0 },
-                "entry \(entry.openConnections), exit \(bed.exit.openConnections)")
+        #expect(
+            await eventually { entry.openConnections == 0 && bed.exit.openConnections == 0 },
+            "entry \(entry.openConnections), exit \(bed.exit.openConnections)")
         if who != .client { client.close() }
         relay.cut()
-        #expect(await eventually { openSockets(onPorts: ports).isEmpty },
-                "\(openSockets(onPorts: ports)) entry \(entryPort) exit \(exitPort) sink \(sink.port) relay \(relay.port)")
+        #expect(
+            await eventually { openSockets(onPorts: ports).isEmpty },
+            "\(openSockets(onPorts: ports)) entry \(entryPort) exit \(exitPort) sink \(sink.port) relay \(relay.port)")
         await entry.close()
         await bed.exit.close()
     }
 
-    @Test("connections reach the target in the order the client made them (QEMU's parallel migration takes the first as its main stream)")
+    @Test(
+        "connections reach the target in the order the client made them (QEMU's parallel migration takes the first as its main stream)"
+    )
     func connectionOrder() async throws {
         let (listener, port) = try BlockingSocket.listen()
         defer { listener.close() }
@@ -296,7 +313,9 @@ struct TunnelTests {
                 let connection = try listener.accept()
                 accepted.append(connection)
                 var byte = [UInt8](repeating: 0, count: 1)
-                guard try byte.withUnsafeMutableBytes({ try connection.read(into: $0) }) == 1 else { throw SocketError(description: "no id") }
+                guard try byte.withUnsafeMutableBytes({ try connection.read(into: $0) }) == 1 else {
+                    throw SocketError(description: "no id")
+                }
                 ids.append(byte[0])
             }
             accepted.forEach { $0.close() }
@@ -322,9 +341,12 @@ struct TunnelTests {
         let sink = try DigestSink()
         defer { sink.close() }
         let bed = try await Bed(channel: channelName, target: sink.endpoint)
-        try bed.exit.routes.allow(channel: "usb/dev-1", to: sink.endpoint, peers: PeerPolicy(allowedRoles: [.controller]))
+        try bed.exit.routes.allow(
+            channel: "usb/dev-1", to: sink.endpoint, peers: PeerPolicy(allowedRoles: [.controller]))
 
-        for (channel, expected) in [("migration/other/memory", "is not served here"), ("usb/dev-1", "is not authorized")] {
+        for (channel, expected) in [
+            ("migration/other/memory", "is not served here"), ("usb/dev-1", "is not authorized"),
+        ] {
             let events = EventLog()
             let entry = try await bed.entry(channel: channel, events: events)
             let outcome = try await onThread {
@@ -422,7 +444,9 @@ struct TunnelTests {
         await bed.exit.close()
     }
 
-    @Test("rotating the CA and both leaves while data streams does not interrupt it; the next handshake uses the new leaves")
+    @Test(
+        "rotating the CA and both leaves while data streams does not interrupt it; the next handshake uses the new leaves"
+    )
     func rotationWhileStreaming() async throws {
         let sink = try DigestSink()
         defer { sink.close() }

@@ -9,7 +9,8 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     guard let value = try? JSONValue.parse(bytes) else { return 0 }
     let written = value.jsonData()
     guard let again = try? JSONValue.parse(written) else {
-        fatalError("a parsed document does not parse again after serialisation: \(String(decoding: written, as: UTF8.self))")
+        fatalError(
+            "a parsed document does not parse again after serialisation: \(String(decoding: written, as: UTF8.self))")
     }
     if canonical(again) != canonical(value) {
         fatalError("round trip changed the document: \(value) → \(again)")

@@ -10,11 +10,16 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         _ = labels.matches(["app": "web", "kubevirt.io/domain": "vm1", "": ""])
         _ = labels.matches([:])
         if let again = try? LabelSelector(labels.description) {
-            if !(again.description == labels.description) { fatalError("label selector \(labels) reads back as \(again)") }
+            if !(again.description == labels.description) {
+                fatalError("label selector \(labels) reads back as \(again)")
+            }
         }
     }
     if let fields = try? FieldSelector(text) {
-        _ = fields.matches(["metadata": ["name": "vm1", "namespace": "default"], "spec": ["nodeName": "a1"], "status": ["phase": "Running"]])
+        _ = fields.matches([
+            "metadata": ["name": "vm1", "namespace": "default"], "spec": ["nodeName": "a1"],
+            "status": ["phase": "Running"],
+        ])
         _ = fields.matches(.null)
     }
     return 0

@@ -18,7 +18,9 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             do {
                 if decoder == 0 {
                     if let name = try TunnelProtocol.decodeRequest(&buffer) {
-                        if !(TunnelProtocol.validate(name) == nil) { fatalError("accepted an invalid channel name \(name)") }
+                        if !(TunnelProtocol.validate(name) == nil) {
+                            fatalError("accepted an invalid channel name \(name)")
+                        }
                         break reading
                     }
                 } else if try TunnelProtocol.decodeReply(&buffer) != nil {

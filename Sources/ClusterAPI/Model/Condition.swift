@@ -2,7 +2,9 @@
 public struct Condition: Codable, Sendable, Hashable {
     /// `True`, `False` or `Unknown`.
     public enum Status: String, LenientStringEnum {
-        case `true` = "True", `false` = "False", unknown = "Unknown"
+        case `true` = "True"
+        case `false` = "False"
+        case unknown = "Unknown"
         public static let fallback = Status.unknown
 
         public init(_ value: Bool?) { self = value.map { $0 ? .true : .false } ?? .unknown }
@@ -46,7 +48,8 @@ extension [Condition] {
             return
         }
         let old = self[index]
-        guard old.status != condition.status || old.reason != condition.reason || old.message != condition.message else { return }
+        guard old.status != condition.status || old.reason != condition.reason || old.message != condition.message
+        else { return }
         var updated = condition
         if old.status == condition.status { updated.lastTransitionTime = old.lastTransitionTime }
         self[index] = updated

@@ -12,7 +12,9 @@ public struct KubeVirt: Resource {
 
     public init() {
         metadata = ObjectMeta(name: Self.name, namespace: Self.namespace)
-        spec = Spec(configuration: Configuration(migrations: .defaults, developerConfiguration: .init(featureGates: ["DecentralizedLiveMigration"])))
+        spec = Spec(
+            configuration: Configuration(
+                migrations: .defaults, developerConfiguration: .init(featureGates: ["DecentralizedLiveMigration"])))
     }
 
     public struct Spec: Codable, Sendable, Hashable {
@@ -56,13 +58,16 @@ public struct KubeVirt: Resource {
         /// KubeVirt's defaults: completionTimeoutPerGiB 150, progressTimeout 150, 5 per cluster, 2 outbound per node,
         /// bandwidth unlimited (0), no auto-converge, no post-copy.
         public static let defaults = Migrations(
-            bandwidthPerMigration: "0Mi", completionTimeoutPerGiB: 150, progressTimeout: 150, parallelMigrationsPerCluster: 5,
+            bandwidthPerMigration: "0Mi", completionTimeoutPerGiB: 150, progressTimeout: 150,
+            parallelMigrationsPerCluster: 5,
             parallelOutboundMigrationsPerNode: 2, allowAutoConverge: false, allowPostCopy: false)
 
-        public init(bandwidthPerMigration: JSONValue? = nil, completionTimeoutPerGiB: Int64? = nil, progressTimeout: Int64? = nil,
-                    parallelMigrationsPerCluster: Int64? = nil, parallelOutboundMigrationsPerNode: Int64? = nil,
-                    allowAutoConverge: Bool? = nil, allowPostCopy: Bool? = nil)
-        {
+        public init(
+            bandwidthPerMigration: JSONValue? = nil, completionTimeoutPerGiB: Int64? = nil,
+            progressTimeout: Int64? = nil,
+            parallelMigrationsPerCluster: Int64? = nil, parallelOutboundMigrationsPerNode: Int64? = nil,
+            allowAutoConverge: Bool? = nil, allowPostCopy: Bool? = nil
+        ) {
             self.bandwidthPerMigration = bandwidthPerMigration
             self.completionTimeoutPerGiB = completionTimeoutPerGiB
             self.progressTimeout = progressTimeout
@@ -86,5 +91,7 @@ public struct KubeVirt: Resource {
     public var migrations: Migrations { spec.configuration?.migrations ?? Migrations() }
 
     /// Whether `gate` is enabled in `developerConfiguration.featureGates`.
-    public func isEnabled(_ gate: String) -> Bool { spec.configuration?.developerConfiguration?.featureGates?.contains(gate) ?? false }
+    public func isEnabled(_ gate: String) -> Bool {
+        spec.configuration?.developerConfiguration?.featureGates?.contains(gate) ?? false
+    }
 }

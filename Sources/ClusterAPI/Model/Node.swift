@@ -61,6 +61,8 @@ public struct Node: Resource {
 
     /// Whether the node is tainted for a drain (seed 000's batch migration).
     public var isDraining: Bool {
-        (spec?.taints ?? []).contains { $0.key == Resources.drainTaintKey && ["NoSchedule", "NoExecute"].contains($0.effect) }
+        (spec?.taints ?? []).contains {
+            $0.key == Resources.drainTaintKey && ["NoSchedule", "NoExecute"].contains($0.effect)
+        }
     }
 }

@@ -13,7 +13,9 @@ extension Resource {
         do {
             self = try json.decode(Self.self)
         } catch {
-            throw APIError(.invalid, code: 422, "\(Self.kind.kind) \"\(json["metadata"]?["name"]?.string ?? "")\" cannot be read: \(error)")
+            throw APIError(
+                .invalid, code: 422,
+                "\(Self.kind.kind) \"\(json["metadata"]?["name"]?.string ?? "")\" cannot be read: \(error)")
         }
     }
 
@@ -21,7 +23,9 @@ extension Resource {
     public var json: JSONValue { (try? JSONValue(encoding: self)) ?? .null }
 
     /// `namespace/name` (or `name` for cluster-scoped kinds): the key a work queue and a cache use.
-    public var key: ObjectKey { ObjectKey(namespace: Self.kind.namespaced ? metadata.namespace ?? "default" : nil, name: metadata.name ?? "") }
+    public var key: ObjectKey {
+        ObjectKey(namespace: Self.kind.namespaced ? metadata.namespace ?? "default" : nil, name: metadata.name ?? "")
+    }
 
     /// The merge patch that turns `self` into `changed` (nil when nothing changed), split into what goes through the
     /// main resource and what through `/status`. Only modelled fields can appear in it.
@@ -46,7 +50,9 @@ public struct ObjectKey: Sendable, Hashable, Comparable, CustomStringConvertible
 
     public var description: String { namespace.map { "\($0)/\(name)" } ?? name }
 
-    public static func < (lhs: ObjectKey, rhs: ObjectKey) -> Bool { (lhs.namespace ?? "", lhs.name) < (rhs.namespace ?? "", rhs.name) }
+    public static func < (lhs: ObjectKey, rhs: ObjectKey) -> Bool {
+        (lhs.namespace ?? "", lhs.name) < (rhs.namespace ?? "", rhs.name)
+    }
 }
 
 extension JSONValue {

@@ -7,7 +7,8 @@ extension Resource {
     /// be `guarded`, carries the resourceVersion it was computed from and is refused (409) when the object changed
     /// since. Returns the object as last stored, nil when nothing changed.
     public func write(
-        _ changed: Self, guarded: Bool = false, through patch: (_ patch: JSONValue, _ status: Bool) async throws(APIError) -> JSONValue
+        _ changed: Self, guarded: Bool = false,
+        through patch: (_ patch: JSONValue, _ status: Bool) async throws(APIError) -> JSONValue
     ) async throws(APIError) -> JSONValue? {
         let (main, status) = self.patch(to: changed)
         let guarded = guarded || [main, status].contains { $0.map(Self.holdsArray) ?? false }

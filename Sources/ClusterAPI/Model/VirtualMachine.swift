@@ -4,7 +4,11 @@ public struct VirtualMachine: Resource {
 
     /// `spec.runStrategy`.
     public enum RunStrategy: String, LenientStringEnum {
-        case always = "Always", rerunOnFailure = "RerunOnFailure", once = "Once", halted = "Halted", manual = "Manual"
+        case always = "Always"
+        case rerunOnFailure = "RerunOnFailure"
+        case once = "Once"
+        case halted = "Halted"
+        case manual = "Manual"
         /// The receiving side of a decentralized migration.
         case waitAsReceiver = "WaitAsReceiver"
         public static let fallback = RunStrategy.manual

@@ -4,8 +4,13 @@ public struct VirtualMachineInstance: Resource {
 
     /// `status.phase`.
     public enum Phase: String, LenientStringEnum {
-        case pending = "Pending", scheduling = "Scheduling", scheduled = "Scheduled", running = "Running"
-        case succeeded = "Succeeded", failed = "Failed", unknown = "Unknown"
+        case pending = "Pending"
+        case scheduling = "Scheduling"
+        case scheduled = "Scheduled"
+        case running = "Running"
+        case succeeded = "Succeeded"
+        case failed = "Failed"
+        case unknown = "Unknown"
         /// The receiving side of a decentralized migration, waiting for its source.
         case waitingForSync = "WaitingForSync"
         public static let fallback = Phase.unknown
@@ -77,7 +82,9 @@ public struct VirtualMachineInstance: Resource {
         public var reason: String?
         public var persistentVolumeClaimInfo: ClaimInfo?
 
-        public init(name: String, phase: String? = nil, reason: String? = nil, persistentVolumeClaimInfo: ClaimInfo? = nil) {
+        public init(
+            name: String, phase: String? = nil, reason: String? = nil, persistentVolumeClaimInfo: ClaimInfo? = nil
+        ) {
             self.name = name
             self.phase = phase
             self.reason = reason
@@ -93,7 +100,10 @@ public struct VirtualMachineInstance: Resource {
             public var storageClass: String?
             public var path: String?
 
-            public init(claimName: String? = nil, capacity: [String: JSONValue]? = nil, shared: Bool? = nil, storageClass: String? = nil, path: String? = nil) {
+            public init(
+                claimName: String? = nil, capacity: [String: JSONValue]? = nil, shared: Bool? = nil,
+                storageClass: String? = nil, path: String? = nil
+            ) {
                 self.claimName = claimName
                 self.capacity = capacity
                 self.shared = shared
@@ -111,7 +121,8 @@ public struct VirtualMachineInstance: Resource {
 
     /// Memory the VMI asks for, in bytes (`Resources.requestedMemory`).
     public var requestedMemory: UInt64 {
-        Resources.requestedMemory(guest: spec.domain?.memory?.guest, request: spec.domain?.resources?.requests?["memory"])
+        Resources.requestedMemory(
+            guest: spec.domain?.memory?.guest, request: spec.domain?.resources?.requests?["memory"])
     }
 }
 
@@ -133,7 +144,9 @@ public struct VirtualMachineInstanceSpec: Codable, Sendable, Hashable {
     }
 
     /// The rule of `cpuModel(clusterDefault:)`, for a model read from an untyped spec.
-    public static func cpuModel(asked: String?, clusterDefault: String?) -> String { asked ?? clusterDefault ?? "host-model" }
+    public static func cpuModel(asked: String?, clusterDefault: String?) -> String {
+        asked ?? clusterDefault ?? "host-model"
+    }
 
     /// `spec.domain`.
     public struct Domain: Codable, Sendable, Hashable {

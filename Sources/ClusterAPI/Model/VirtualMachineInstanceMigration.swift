@@ -6,15 +6,24 @@ public struct VirtualMachineInstanceMigration: Resource {
 
     /// `status.phase`; a migration nobody has looked at yet has none (`new`).
     public enum Phase: String, LenientStringEnum {
-        case new = "", pending = "Pending", scheduling = "Scheduling", scheduled = "Scheduled"
-        case preparingTarget = "PreparingTarget", targetReady = "TargetReady", running = "Running"
-        case succeeded = "Succeeded", failed = "Failed"
+        case new = ""
+        case pending = "Pending"
+        case scheduling = "Scheduling"
+        case scheduled = "Scheduled"
+        case preparingTarget = "PreparingTarget"
+        case targetReady = "TargetReady"
+        case running = "Running"
+        case succeeded = "Succeeded"
+        case failed = "Failed"
         /// Decentralized: the receiver waits for its source, the sender for its target.
-        case waitingForSync = "WaitingForSync", synchronizing = "Synchronizing"
+        case waitingForSync = "WaitingForSync"
+        case synchronizing = "Synchronizing"
         public static let fallback = Phase.new
 
         /// Phases in which a migration counts against the parallel limits.
-        public var isActive: Bool { [.scheduling, .scheduled, .preparingTarget, .targetReady, .running].contains(self) }
+        public var isActive: Bool {
+            [.scheduling, .scheduled, .preparingTarget, .targetReady, .running].contains(self)
+        }
         /// Phases a migration ends in.
         public var isFinal: Bool { self == .succeeded || self == .failed }
     }
@@ -76,7 +85,10 @@ public struct VirtualMachineInstanceMigration: Resource {
     public mutating func transition(to phase: Phase) {
         var status = self.status ?? Status()
         status.phase = phase
-        status.phaseTransitionTimestamps = (status.phaseTransitionTimestamps ?? []) + [PhaseTransition(phase: phase, phaseTransitionTimestamp: Migration.timestamp())]
+        status.phaseTransitionTimestamps =
+            (status.phaseTransitionTimestamps ?? []) + [
+                PhaseTransition(phase: phase, phaseTransitionTimestamp: Migration.timestamp())
+            ]
         self.status = status
     }
 
@@ -88,5 +100,3 @@ public struct VirtualMachineInstanceMigration: Resource {
     /// Oldest first (creation time, then name): the order in which waiting migrations start.
     public var creationOrder: String { (metadata.creationTimestamp ?? "") + "/" + (metadata.name ?? "") }
 }
-
-

@@ -36,7 +36,8 @@ final class APIMetrics: Sendable {
             let labels = RequestLabels(verb: verb, resource: resource, code: code)
             if let counter = counters[labels] { return counter }
             let counter = Counter(
-                label: "vmsync_api_requests_total", dimensions: [("verb", verb), ("resource", resource), ("code", String(code))], factory: factory)
+                label: "vmsync_api_requests_total",
+                dimensions: [("verb", verb), ("resource", resource), ("code", String(code))], factory: factory)
             counters[labels] = counter
             return counter
         }
@@ -44,7 +45,9 @@ final class APIMetrics: Sendable {
         let timer = durations.withLock { timers in
             let labels = DurationLabels(verb: verb, resource: resource)
             if let timer = timers[labels] { return timer }
-            let timer = Timer(label: "vmsync_api_request_duration_seconds", dimensions: [("verb", verb), ("resource", resource)], factory: factory)
+            let timer = Timer(
+                label: "vmsync_api_request_duration_seconds", dimensions: [("verb", verb), ("resource", resource)],
+                factory: factory)
             timers[labels] = timer
             return timer
         }

@@ -23,7 +23,9 @@ public struct APIRequest: Sendable {
             for pair in parts[1].split(separator: "&") {
                 let keyValue = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
                 let key = String(keyValue[0]).removingPercentEncoding ?? String(keyValue[0])
-                let value = keyValue.count > 1 ? (String(keyValue[1]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? "") : ""
+                let value =
+                    keyValue.count > 1
+                    ? (String(keyValue[1]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? "") : ""
                 query[key] = value
             }
         }
@@ -72,7 +74,9 @@ public enum APIResponse: Sendable {
         json(error.status, status: error.code, yaml: yaml)
     }
 
-    static func text(_ text: String, status: Int = 200, contentType: String = "text/plain; charset=utf-8") -> APIResponse {
+    static func text(_ text: String, status: Int = 200, contentType: String = "text/plain; charset=utf-8")
+        -> APIResponse
+    {
         .full(status: status, contentType: contentType, body: Data(text.utf8))
     }
 

@@ -1,3 +1,5 @@
+import ClusterAPI
+import Foundation
 public import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -5,8 +7,6 @@ import NIOHTTP1
 import NIOPosix
 public import ServiceLifecycle
 public import TLSTransport
-import Foundation
-import ClusterAPI
 
 /// The cluster API over HTTPS with mutual TLS: `MutualTLSServer` authenticates each client by its certificate, then
 /// HTTP/1.1 requests on the connection go to `ClusterAPIHandler` one after another (keep-alive); a watch streams its
@@ -30,7 +30,10 @@ public final class APIServer: Service {
         let inputEnded: EventLoopFuture<Void>
     }
 
-    private init(endpoint: Endpoint, listener: MutualTLSServer, connections: AsyncStream<Connection>, handler: ClusterAPIHandler, logger: Logger) {
+    private init(
+        endpoint: Endpoint, listener: MutualTLSServer, connections: AsyncStream<Connection>, handler: ClusterAPIHandler,
+        logger: Logger
+    ) {
         self.endpoint = endpoint
         self.listener = listener
         self.connections = connections
@@ -57,7 +60,8 @@ public final class APIServer: Service {
         let idle = amount(idleTimeout)
         let policy = PeerPolicy(allowedRoles: [.user, .node, .controller, .syncClient, .syncServer])
         let listener = try await MutualTLSServer.start(
-            on: endpoint, provider: provider, policy: policy, logger: logger, handshakeTimeout: amount(handshakeTimeout), maximumConnections: maximumConnections
+            on: endpoint, provider: provider, policy: policy, logger: logger,
+            handshakeTimeout: amount(handshakeTimeout), maximumConnections: maximumConnections
         ) { channel, peer in
             channel.eventLoop.makeCompletedFuture {
                 // Ahead of the HTTP handlers, which hold a FIN back while a response is pending.
@@ -65,11 +69,13 @@ public final class APIServer: Service {
                 try channel.pipeline.syncOperations.addHandler(inputEnd)
                 try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                 try channel.pipeline.syncOperations.addHandler(IdleRequestTimeout(timeout: idle))
-                let wrapped = try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
+                let wrapped = try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(
+                    wrappingChannelSynchronously: channel)
                 continuation.yield(Connection(channel: wrapped, peer: peer, inputEnded: inputEnd.ended))
             }
         }
-        return APIServer(endpoint: listener.endpoint, listener: listener, connections: connections, handler: handler, logger: logger)
+        return APIServer(
+            endpoint: listener.endpoint, listener: listener, connections: connections, handler: handler, logger: logger)
     }
 
     /// Serves until graceful shutdown or cancellation: then every open connection is closed (watches included) and
@@ -127,25 +133,41 @@ public final class APIServer: Service {
                     let request = APIRequest(
                         method: head.method.rawValue, uri: head.uri, headers: head.headers.map { ($0.name, $0.value) },
                         body: Data(body.readableBytesView), peer: connection.peer)
-                    let response: APIResponse = tooLarge
-                        ? .error(APIError(.requestEntityTooLarge, code: 413, "the request body is larger than \(ClusterAPIHandler.maximumBodyBytes) bytes"))
+                    let response: APIResponse =
+                        tooLarge
+                        ? .error(
+                            APIError(
+                                .requestEntityTooLarge, code: 413,
+                                "the request body is larger than \(ClusterAPIHandler.maximumBodyBytes) bytes"))
                         : await handler.handle(request)
                     let keepAlive = head.isKeepAlive && !tooLarge
                     switch response {
                     case .full(let status, let contentType, let data):
-                        var headers = HTTPHeaders([("Content-Type", contentType), ("Content-Length", String(data.count))])
+                        var headers = HTTPHeaders([
+                            ("Content-Type", contentType), ("Content-Length", String(data.count)),
+                        ])
                         if !keepAlive { headers.add(name: "Connection", value: "close") }
-                        try await outbound.write(.head(HTTPResponseHead(version: head.version, status: .init(statusCode: status), headers: headers)))
+                        try await outbound.write(
+                            .head(
+                                HTTPResponseHead(
+                                    version: head.version, status: .init(statusCode: status), headers: headers)))
                         try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: data))))
                         try await outbound.write(.end(nil))
                         if !keepAlive { return }
                     case .stream(let status, let contentType, let lines):
-                        let headers = HTTPHeaders([("Content-Type", contentType), ("Transfer-Encoding", "chunked"), ("Connection", "close")])
-                        try await outbound.write(.head(HTTPResponseHead(version: head.version, status: .init(statusCode: status), headers: headers)))
+                        let headers = HTTPHeaders([
+                            ("Content-Type", contentType), ("Transfer-Encoding", "chunked"), ("Connection", "close"),
+                        ])
+                        try await outbound.write(
+                            .head(
+                                HTTPResponseHead(
+                                    version: head.version, status: .init(statusCode: status), headers: headers)))
                         // The watch ends when its stream does, when a write fails, or when the client goes (its input
                         // ends, or the connection closes).
                         try await lines.run(endingWhen: connection.inputEnded) { lines in
-                            for await line in lines { try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: line)))) }
+                            for await line in lines {
+                                try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: line))))
+                            }
                             try await outbound.write(.end(nil))
                         }
                         return

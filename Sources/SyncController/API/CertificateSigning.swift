@@ -23,29 +23,48 @@ public struct CertificateSigner: Sendable {
     func sign(_ object: JSONValue, by peer: PeerIdentity) throws(APIError) -> String {
         guard peer.role == .node else {
             throw APIError.forbidden(
-                "certificatesigningrequests is forbidden: only node agents renew through the cluster API; \(peer) gets certificates from `syncctl ca issue`")
+                "certificatesigningrequests is forbidden: only node agents renew through the cluster API; \(peer) gets certificates from `syncctl ca issue`"
+            )
         }
         guard let signer = object["spec"]?["signerName"]?.string, signer == Self.nodeSignerName else {
-            throw APIError(.invalid, code: 422, "CertificateSigningRequest.certificates.k8s.io is invalid: spec.signerName: Unsupported value: \(object["spec"]?["signerName"]?.jsonString() ?? "null"): supported values: \"\(Self.nodeSignerName)\"",
-                           details: .init(group: "certificates.k8s.io", kind: "CertificateSigningRequest", causes: [FieldError(field: "spec.signerName", reason: .notSupported, message: "supported values: \"\(Self.nodeSignerName)\"")]))
+            throw APIError(
+                .invalid, code: 422,
+                "CertificateSigningRequest.certificates.k8s.io is invalid: spec.signerName: Unsupported value: \(object["spec"]?["signerName"]?.jsonString() ?? "null"): supported values: \"\(Self.nodeSignerName)\"",
+                details: .init(
+                    group: "certificates.k8s.io", kind: "CertificateSigningRequest",
+                    causes: [
+                        FieldError(
+                            field: "spec.signerName", reason: .notSupported,
+                            message: "supported values: \"\(Self.nodeSignerName)\"")
+                    ]))
         }
         guard let encoded = object["spec"]?["request"]?.string, let data = Data(base64Encoded: encoded) else {
-            throw APIError(.invalid, code: 422, "CertificateSigningRequest.certificates.k8s.io is invalid: spec.request: Invalid value: not base64",
-                           details: .init(group: "certificates.k8s.io", kind: "CertificateSigningRequest", causes: [FieldError(field: "spec.request", reason: .invalid, message: "not base64")]))
+            throw APIError(
+                .invalid, code: 422,
+                "CertificateSigningRequest.certificates.k8s.io is invalid: spec.request: Invalid value: not base64",
+                details: .init(
+                    group: "certificates.k8s.io", kind: "CertificateSigningRequest",
+                    causes: [FieldError(field: "spec.request", reason: .invalid, message: "not base64")]))
         }
         let read: (subject: CertificateSubject, publicKey: Certificate.PublicKey)
         do {
             read = try SigningRequest.read(String(decoding: data, as: UTF8.self))
         } catch {
-            throw APIError(.invalid, code: 422, "CertificateSigningRequest.certificates.k8s.io is invalid: spec.request: Invalid value: \(error.message)",
-                           details: .init(group: "certificates.k8s.io", kind: "CertificateSigningRequest", causes: [FieldError(field: "spec.request", reason: .invalid, message: error.message)]))
+            throw APIError(
+                .invalid, code: 422,
+                "CertificateSigningRequest.certificates.k8s.io is invalid: spec.request: Invalid value: \(error.message)",
+                details: .init(
+                    group: "certificates.k8s.io", kind: "CertificateSigningRequest",
+                    causes: [FieldError(field: "spec.request", reason: .invalid, message: error.message)]))
         }
         guard read.subject.name == peer.name, read.subject.role == .node, read.subject.cluster == peer.cluster else {
             throw APIError.forbidden(
-                "certificatesigningrequests is forbidden: node \"\(peer.name)\" may request a certificate only for itself, not for \(read.subject)")
+                "certificatesigningrequests is forbidden: node \"\(peer.name)\" may request a certificate only for itself, not for \(read.subject)"
+            )
         }
         do {
-            let certificate = try pki.authority().sign(LeafRequest(renewing: peer.certificate), publicKey: read.publicKey)
+            let certificate = try pki.authority().sign(
+                LeafRequest(renewing: peer.certificate), publicKey: read.publicKey)
             return try PEM.encode([certificate])
         } catch {
             throw APIError.internalError("signing the certificate of node \"\(peer.name)\" failed: \(error.message)")

@@ -1,11 +1,12 @@
-import Foundation
 import ClusterAPI
+import Foundation
 
 /// API discovery documents (`/api`, `/apis`, `/api/v1`, `/apis/GROUP/VERSION`) so kubectl finds the kinds and their
 /// short names (`kubectl get vm`, `vmi`, `vmim`).
 enum Discovery {
     static let apiVersions: JSONValue = [
-        "kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [["clientCIDR": "0.0.0.0/0", "serverAddress": ""]],
+        "kind": "APIVersions", "versions": ["v1"],
+        "serverAddressByClientCIDRs": [["clientCIDR": "0.0.0.0/0", "serverAddress": ""]],
     ]
 
     static var groupList: JSONValue {
@@ -13,14 +14,18 @@ enum Discovery {
         for kind in Kinds.all where !kind.group.isEmpty { groups[kind.group, default: []].insert(kind.version) }
         return [
             "kind": "APIGroupList", "apiVersion": "v1",
-            "groups": .array(groups.keys.sorted().map { group in
-                let versions = groups[group]!.sorted()
-                return [
-                    "name": .string(group),
-                    "versions": .array(versions.map { ["groupVersion": .string("\(group)/\($0)"), "version": .string($0)] }),
-                    "preferredVersion": ["groupVersion": .string("\(group)/\(versions[0])"), "version": .string(versions[0])],
-                ]
-            }),
+            "groups": .array(
+                groups.keys.sorted().map { group in
+                    let versions = groups[group]!.sorted()
+                    return [
+                        "name": .string(group),
+                        "versions": .array(
+                            versions.map { ["groupVersion": .string("\(group)/\($0)"), "version": .string($0)] }),
+                        "preferredVersion": [
+                            "groupVersion": .string("\(group)/\(versions[0])"), "version": .string(versions[0]),
+                        ],
+                    ]
+                }),
         ]
     }
 
@@ -31,7 +36,8 @@ enum Discovery {
         var resources: [JSONValue] = []
         for kind in kinds {
             resources.append([
-                "name": .string(kind.plural), "singularName": .string(kind.singular), "namespaced": .bool(kind.namespaced),
+                "name": .string(kind.plural), "singularName": .string(kind.singular),
+                "namespaced": .bool(kind.namespaced),
                 "kind": .string(kind.kind), "verbs": verbs, "shortNames": .array(kind.shortNames.map { .string($0) }),
             ])
             if kind.hasStatus {
@@ -41,7 +47,10 @@ enum Discovery {
                 ])
             }
         }
-        return ["kind": "APIResourceList", "apiVersion": "v1", "groupVersion": .string(group.isEmpty ? version : "\(group)/\(version)"), "resources": .array(resources)]
+        return [
+            "kind": "APIResourceList", "apiVersion": "v1",
+            "groupVersion": .string(group.isEmpty ? version : "\(group)/\(version)"), "resources": .array(resources),
+        ]
     }
 
     static func namespace(_ name: String) -> JSONValue {
@@ -60,13 +69,24 @@ enum Tables {
             var cells: [JSONValue] = [item["metadata"]?["name"] ?? ""]
             for column in kind.columns {
                 let value = item[path: column.path]
-                cells.append(column.path.last == "creationTimestamp" ? .string(Resources.age(value?.string)) : (value.map { .string($0.string ?? $0.jsonString()) } ?? ""))
+                cells.append(
+                    column.path.last == "creationTimestamp"
+                        ? .string(Resources.age(value?.string))
+                        : (value.map { .string($0.string ?? $0.jsonString()) } ?? ""))
             }
-            return ["cells": .array(cells), "object": ["kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": item["metadata"] ?? [:]]]
+            return [
+                "cells": .array(cells),
+                "object": [
+                    "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                    "metadata": item["metadata"] ?? [:],
+                ],
+            ]
         }
         var metadata: JSONValue = [:]
         if let resourceVersion { metadata["resourceVersion"] = .string(String(resourceVersion)) }
-        return ["kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": metadata, "columnDefinitions": .array(definitions), "rows": .array(rows)]
+        return [
+            "kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": metadata,
+            "columnDefinitions": .array(definitions), "rows": .array(rows),
+        ]
     }
 }
-

@@ -38,7 +38,8 @@ enum OpenAPIDocuments {
 
     /// `/openapi/v3`: where each group-version's document is.
     static let index: JSONValue = [
-        "paths": .object(documents.mapValues { ["serverRelativeURL": .string("/openapi/v3/\($0.path)?hash=\($0.hash)")] })
+        "paths": .object(
+            documents.mapValues { ["serverRelativeURL": .string("/openapi/v3/\($0.path)?hash=\($0.hash)")] })
     ]
 
     /// Answers `GET /openapi/…` (`segments` without "openapi"); any authenticated client may read them, as discovery.
@@ -60,7 +61,9 @@ enum OpenAPIDocuments {
                 "the server could not find the requested resource (path \(request.path)): no OpenAPI v2 document is served; "
                     + "the schemas are at /openapi/v3")
         default:
-            throw APIError.notFound("the server could not find the requested resource (path \(request.path)): OpenAPI is served at /openapi/v3")
+            throw APIError.notFound(
+                "the server could not find the requested resource (path \(request.path)): OpenAPI is served at /openapi/v3"
+            )
         }
     }
 
@@ -88,7 +91,9 @@ enum OpenAPIDocuments {
     /// The paths of `kind`: its collection (in a namespace, and across them for namespaced kinds), one object, and its
     /// status when it has one.
     static func paths(_ kind: ResourceKind) -> [String: JSONValue] {
-        let collection = kind.namespaced ? "\(kind.pathPrefix)/namespaces/{namespace}/\(kind.plural)" : "\(kind.pathPrefix)/\(kind.plural)"
+        let collection =
+            kind.namespaced
+            ? "\(kind.pathPrefix)/namespaces/{namespace}/\(kind.plural)" : "\(kind.pathPrefix)/\(kind.plural)"
         let scope: [JSONValue] = kind.namespaced ? [pathParameter("namespace")] : []
         let object = collection + "/{name}"
         let objectScope = scope + [pathParameter("name")]
@@ -99,13 +104,14 @@ enum OpenAPIDocuments {
                 "post": operation(
                     kind, "post", parameters: [fieldValidation], body: ["application/json", "application/yaml"],
                     response: OpenAPISchema.name(of: kind), created: true),
-                "delete": operation(kind, "deletecollection", parameters: selectors, response: OpenAPISchema.listName(of: kind)),
+                "delete": operation(
+                    kind, "deletecollection", parameters: selectors, response: OpenAPISchema.listName(of: kind)),
             ],
             object: writablePath(kind, parameters: objectScope),
         ]
         if kind.namespaced {
             paths["\(kind.pathPrefix)/\(kind.plural)"] = [
-                "get": operation(kind, "list", parameters: listParameters, response: OpenAPISchema.listName(of: kind)),
+                "get": operation(kind, "list", parameters: listParameters, response: OpenAPISchema.listName(of: kind))
             ]
         }
         if kind.hasStatus {
@@ -122,18 +128,24 @@ enum OpenAPIDocuments {
         return [
             "parameters": .array(parameters),
             "get": operation(kind, "get", parameters: [], response: name),
-            "put": operation(kind, "put", parameters: [fieldValidation], body: ["application/json", "application/yaml"], response: name),
-            "patch": operation(kind, "patch", parameters: [fieldValidation], body: ["application/merge-patch+json"], response: name),
+            "put": operation(
+                kind, "put", parameters: [fieldValidation], body: ["application/json", "application/yaml"],
+                response: name),
+            "patch": operation(
+                kind, "patch", parameters: [fieldValidation], body: ["application/merge-patch+json"], response: name),
             "delete": operation(kind, "delete", parameters: [], response: name),
         ]
     }
 
     private static func operation(
-        _ kind: ResourceKind, _ action: String, parameters: [JSONValue], body: [String] = [], response: String, created: Bool = false
+        _ kind: ResourceKind, _ action: String, parameters: [JSONValue], body: [String] = [], response: String,
+        created: Bool = false
     ) -> JSONValue {
         var operation: JSONValue = [
             "x-kubernetes-action": .string(action),
-            "x-kubernetes-group-version-kind": ["group": .string(kind.group), "version": .string(kind.version), "kind": .string(kind.kind)],
+            "x-kubernetes-group-version-kind": [
+                "group": .string(kind.group), "version": .string(kind.version), "kind": .string(kind.kind),
+            ],
             "parameters": .array(parameters),
             "responses": [
                 created ? "201" : "200": [
@@ -144,8 +156,10 @@ enum OpenAPIDocuments {
         ]
         if !body.isEmpty {
             // A merge patch is a partial object; the other writes send a whole one.
-            let schema: JSONValue = action == "patch" ? ["type": "object"] : OpenAPISchema.reference(OpenAPISchema.name(of: kind))
-            let content = Dictionary(uniqueKeysWithValues: body.map { type -> (String, JSONValue) in (type, ["schema": schema]) })
+            let schema: JSONValue =
+                action == "patch" ? ["type": "object"] : OpenAPISchema.reference(OpenAPISchema.name(of: kind))
+            let content = Dictionary(
+                uniqueKeysWithValues: body.map { type -> (String, JSONValue) in (type, ["schema": schema]) })
             operation["requestBody"] = ["required": true, "content": .object(content)]
         }
         return operation
@@ -162,18 +176,20 @@ enum OpenAPIDocuments {
     /// Declared on every write so kubectl leaves validation to the server. The server checks strictly whatever it
     /// says: an unknown field is an error (`Strict`).
     private static let fieldValidation = queryParameter(
-        "fieldValidation", "string", "Accepted for kubectl; the server always validates strictly: an unknown field is an error.")
+        "fieldValidation", "string",
+        "Accepted for kubectl; the server always validates strictly: an unknown field is an error.")
 
     private static let selectors = [
         queryParameter("labelSelector", "string", "Only objects whose labels match."),
         queryParameter("fieldSelector", "string", "Only objects whose fields match."),
     ]
 
-    private static let listParameters = selectors + [
-        queryParameter("watch", "boolean", "Stream changes as watch events."),
-        queryParameter("resourceVersion", "string", "With watch: the changes after this version."),
-        queryParameter("timeoutSeconds", "integer", "With watch: how long it lasts."),
-    ]
+    private static let listParameters =
+        selectors + [
+            queryParameter("watch", "boolean", "Stream changes as watch events."),
+            queryParameter("resourceVersion", "string", "With watch: the changes after this version."),
+            queryParameter("timeoutSeconds", "integer", "With watch: how long it lasts."),
+        ]
 
     /// FNV-1a (64 bits) of `data` in hex: stable across runs and processes, enough to tell versions apart.
     static func fingerprint(_ data: Data) -> String {

@@ -43,7 +43,9 @@ public struct ClusterControllers: Service {
     /// Deletes objects whose owners are gone (owner references).
     public let garbageCollector: GarbageCollector
 
-    private var informers: [any SharedInformer] { [machines, instances, migrations, nodes, dataVolumes, classes, configuration] }
+    private var informers: [any SharedInformer] {
+        [machines, instances, migrations, nodes, dataVolumes, classes, configuration]
+    }
     private var controllers: [any RunnableController] {
         [virtualMachine, scheduling, instance, nodeLifecycle, migration, evacuation, dataVolume]
     }
@@ -52,25 +54,40 @@ public struct ClusterControllers: Service {
 
     /// The controllers' metrics (reconciles, queue depths, migration outcomes) are made here, from the metrics factory
     /// in force.
-    public init(store: any ResourceStore, nodeGracePeriod: Duration = .seconds(40), logger: Logger = Logger(label: "vmsync.controllers")) {
+    public init(
+        store: any ResourceStore, nodeGracePeriod: Duration = .seconds(40),
+        logger: Logger = Logger(label: "vmsync.controllers")
+    ) {
         let readiness = NodeReadiness(gracePeriod: nodeGracePeriod)
         // Every cache also answers the garbage collector's questions (by uid, by owner uid), so it watches none of
         // these kinds again.
         let machineCache = Cache<VirtualMachine>(indexes: GarbageCollector.indexes(for: VirtualMachine.self))
         let instanceIndexes: [String: Cache<VirtualMachineInstance>.IndexFunction] = [
             Index.node: { [$0.nodeName].compactMap { $0 } },
-            Index.specClaim: { vmi in (vmi.spec.volumes ?? []).compactMap(\.claimName).map { "\(vmi.metadata.namespace ?? "default")/\($0)" } },
+            Index.specClaim: { vmi in
+                (vmi.spec.volumes ?? []).compactMap(\.claimName).map { "\(vmi.metadata.namespace ?? "default")/\($0)" }
+            },
             Index.unscheduled: { SchedulingReconciler.awaitsNode($0) ? ["waiting"] : [] },
             DataVolumeReconciler.claimIndex: DataVolumeReconciler.claims,
         ]
-        let instanceCache = Cache(indexes: instanceIndexes.merging(GarbageCollector.indexes(for: VirtualMachineInstance.self)) { own, _ in own })
+        let instanceCache = Cache(
+            indexes: instanceIndexes.merging(GarbageCollector.indexes(for: VirtualMachineInstance.self)) { own, _ in own
+            })
         let migrationIndexes: [String: Cache<VirtualMachineInstanceMigration>.IndexFunction] = [
             Index.vmi: { [Self.vmiIndexValue(of: $0)] },
             Index.phase: { [$0.phase.rawValue] },
-            Index.node: { Array(Set([$0.status?.migrationState?.sourceNode, $0.status?.migrationState?.targetNode].compactMap { $0 })) },
+            Index.node: {
+                Array(
+                    Set(
+                        [$0.status?.migrationState?.sourceNode, $0.status?.migrationState?.targetNode].compactMap { $0 }
+                    ))
+            },
             Index.evacuation: { [$0.metadata.labels?[Migration.evacuationNodeLabel]].compactMap { $0 } },
         ]
-        let migrationCache = Cache(indexes: migrationIndexes.merging(GarbageCollector.indexes(for: VirtualMachineInstanceMigration.self)) { own, _ in own })
+        let migrationCache = Cache(
+            indexes: migrationIndexes.merging(GarbageCollector.indexes(for: VirtualMachineInstanceMigration.self)) {
+                own, _ in own
+            })
         let nodeCache = Cache<Node>(indexes: GarbageCollector.indexes(for: Node.self))
         let dataVolumeCache = Cache<DataVolume>(indexes: GarbageCollector.indexes(for: DataVolume.self))
         let classCache = Cache<StorageClass>(indexes: GarbageCollector.indexes(for: StorageClass.self))
@@ -80,18 +97,33 @@ public struct ClusterControllers: Service {
         func controller<R: Reconciler>(_ reconciler: R) -> Controller<R> {
             Controller(reconciler, logger: logger)
         }
-        let virtualMachine = controller(VirtualMachineReconciler(store: store, machines: machineCache, instances: instanceCache, logger: logger))
-        let scheduling = controller(SchedulingReconciler(store: store, instances: instanceCache, nodes: nodeCache, placement: placement, logger: logger))
-        let instance = controller(InstanceReconciler(
-            store: store, instances: instanceCache, nodes: nodeCache, migrations: migrationCache, dataVolumes: dataVolumeCache, classes: classCache,
-            placement: placement))
-        let nodeLifecycle = controller(NodeLifecycleReconciler(store: store, nodes: nodeCache, instances: instanceCache, readiness: readiness, logger: logger))
-        let migration = controller(MigrationReconciler(
-            store: store, migrations: migrationCache, instances: instanceCache, nodes: nodeCache, configuration: configurationCache,
-            placement: placement, logger: logger))
-        let evacuation = controller(EvacuationReconciler(store: store, nodes: nodeCache, instances: instanceCache, migrations: migrationCache, logger: logger))
-        let dataVolume = controller(DataVolumeReconciler(store: store, dataVolumes: dataVolumeCache, instances: instanceCache, classes: classCache))
-        (self.virtualMachine, self.scheduling, self.instance, self.nodeLifecycle) = (virtualMachine, scheduling, instance, nodeLifecycle)
+        let virtualMachine = controller(
+            VirtualMachineReconciler(store: store, machines: machineCache, instances: instanceCache, logger: logger))
+        let scheduling = controller(
+            SchedulingReconciler(
+                store: store, instances: instanceCache, nodes: nodeCache, placement: placement, logger: logger))
+        let instance = controller(
+            InstanceReconciler(
+                store: store, instances: instanceCache, nodes: nodeCache, migrations: migrationCache,
+                dataVolumes: dataVolumeCache, classes: classCache,
+                placement: placement))
+        let nodeLifecycle = controller(
+            NodeLifecycleReconciler(
+                store: store, nodes: nodeCache, instances: instanceCache, readiness: readiness, logger: logger))
+        let migration = controller(
+            MigrationReconciler(
+                store: store, migrations: migrationCache, instances: instanceCache, nodes: nodeCache,
+                configuration: configurationCache,
+                placement: placement, logger: logger))
+        let evacuation = controller(
+            EvacuationReconciler(
+                store: store, nodes: nodeCache, instances: instanceCache, migrations: migrationCache, logger: logger))
+        let dataVolume = controller(
+            DataVolumeReconciler(
+                store: store, dataVolumes: dataVolumeCache, instances: instanceCache, classes: classCache))
+        (self.virtualMachine, self.scheduling, self.instance, self.nodeLifecycle) = (
+            virtualMachine, scheduling, instance, nodeLifecycle
+        )
         (self.migration, self.evacuation, self.dataVolume) = (migration, evacuation, dataVolume)
         let collectorQueue = WorkQueue<ObjectKey>()
         @Sendable func collect<R: Resource>(_ change: Informer<R>.Change) {
@@ -104,7 +136,9 @@ public struct ClusterControllers: Service {
         }
         /// Migrations waiting for room or a target: what a freed place or a changed node may let go on.
         @Sendable func waitingMigrations() -> [ObjectKey] {
-            [VirtualMachineInstanceMigration.Phase.pending, .scheduling].flatMap { migrationCache.keys(in: Index.phase, $0.rawValue) }
+            [VirtualMachineInstanceMigration.Phase.pending, .scheduling].flatMap {
+                migrationCache.keys(in: Index.phase, $0.rawValue)
+            }
         }
         /// A drain in progress on `node` (or its condition still to clear) is told of changes of the VMIs on it.
         @Sendable func evacuationConcerns(_ node: String?) {
@@ -129,7 +163,9 @@ public struct ClusterControllers: Service {
                 change.new?.nodeName != node || change.new?.status?.phase?.isFinal == true
             {
                 enqueue(instanceCache.keys(in: Index.unscheduled, "waiting"), into: scheduling)
-                enqueue(migrationCache.keys(in: Index.phase, VirtualMachineInstanceMigration.Phase.scheduling.rawValue), into: migration)
+                enqueue(
+                    migrationCache.keys(in: Index.phase, VirtualMachineInstanceMigration.Phase.scheduling.rawValue),
+                    into: migration)
             }
             enqueue(migrationCache.keys(in: Index.vmi, key.description), into: migration)
             for claim in Set([change.old, change.new].compactMap { $0 }.flatMap(DataVolumeReconciler.claims)) {
@@ -154,10 +190,14 @@ public struct ClusterControllers: Service {
             instance.enqueue(vmi)
             // A place taken or freed under the parallel limits: the waiting migrations may start, or say what they
             // wait for now.
-            if change.old?.phase != change.new?.phase || change.new?.metadata.isDeleting != change.old?.metadata.isDeleting {
+            if change.old?.phase != change.new?.phase
+                || change.new?.metadata.isDeleting != change.old?.metadata.isDeleting
+            {
                 enqueue(waitingMigrations(), into: migration)
             }
-            for node in Set([change.old, change.new].compactMap { $0?.metadata.labels?[Migration.evacuationNodeLabel] }) {
+            for node in Set(
+                [change.old, change.new].compactMap { $0?.metadata.labels?[Migration.evacuationNodeLabel] })
+            {
                 evacuation.enqueue(ObjectKey(namespace: nil, name: node))
             }
             evacuationConcerns(instanceCache[vmi]?.nodeName)
@@ -169,7 +209,9 @@ public struct ClusterControllers: Service {
             evacuation.enqueue(key)
             // What scheduling reads of a node; a heartbeat alone changes none of it.
             func placementView(_ node: Node?) -> [AnyHashable?]? {
-                node.map { [$0.labels, $0.spec, $0.status?.allocatable, $0.status?.tunnelEndpoint, readiness.isReady($0)] }
+                node.map {
+                    [$0.labels, $0.spec, $0.status?.allocatable, $0.status?.tunnelEndpoint, readiness.isReady($0)]
+                }
             }
             guard placementView(change.old) != placementView(change.new) else { return }
             enqueue(instanceCache.keys(in: Index.unscheduled, "waiting"), into: scheduling)

@@ -27,7 +27,11 @@ public struct DataVolumeReconciler: Reconciler {
         var status = dataVolume.status ?? DataVolume.Status()
         let users = instances.objects(in: Self.claimIndex, "\(key.namespace ?? "default")/\(key.name)")
         let report = users.lazy.compactMap { vmi -> (VirtualMachineInstance.VolumeStatus, String?)? in
-            guard let entry = vmi.status?.volumeStatus?.first(where: { $0.persistentVolumeClaimInfo?.claimName == key.name }) else { return nil }
+            guard
+                let entry = vmi.status?.volumeStatus?.first(where: {
+                    $0.persistentVolumeClaimInfo?.claimName == key.name
+                })
+            else { return nil }
             return (entry, vmi.nodeName)
         }.first
         if let (entry, node) = report {
@@ -38,7 +42,8 @@ public struct DataVolumeReconciler: Reconciler {
             // Where the image is follows from its StorageClass; the path a node reports is not taken on its word
             // (agents delete what this says).
             if let directory = dataVolume.storageClass(in: classes.all)?.directory {
-                status.path = Resources.imagePath(directory: directory, namespace: key.namespace ?? "default", name: key.name)
+                status.path = Resources.imagePath(
+                    directory: directory, namespace: key.namespace ?? "default", name: key.name)
             }
         } else if status.phase == nil {
             let source = dataVolume.spec.source
@@ -46,7 +51,9 @@ public struct DataVolumeReconciler: Reconciler {
         }
         changed.status = status
         guard let patch = dataVolume.patch(to: changed).status else { return .done }
-        dataVolumes.record(written: try await store.patch(Kinds.dataVolume, namespace: key.namespace, name: key.name, mergePatch: patch, subresource: .status))
+        dataVolumes.record(
+            written: try await store.patch(
+                Kinds.dataVolume, namespace: key.namespace, name: key.name, mergePatch: patch, subresource: .status))
         return .done
     }
 }

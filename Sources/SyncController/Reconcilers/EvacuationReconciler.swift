@@ -26,8 +26,12 @@ public struct EvacuationReconciler: Reconciler {
             return .done
         }
         let drainStarted = existing?.drainStarted ?? Migration.timestamp()
-        var migrating: [String] = [], waiting: [String] = [], failed: [String] = [], blocked: [String] = []
-        for vmi in instances.objects(in: ClusterControllers.Index.node, key.name) where vmi.status?.phase == .running && !vmi.metadata.isDeleting {
+        var migrating: [String] = []
+        var waiting: [String] = []
+        var failed: [String] = []
+        var blocked: [String] = []
+        for vmi in instances.objects(in: ClusterControllers.Index.node, key.name)
+        where vmi.status?.phase == .running && !vmi.metadata.isDeleting {
             let label = vmi.key.description
             let live = vmi.status?.conditions["LiveMigratable"]
             if live?.isTrue != true {
@@ -52,12 +56,20 @@ public struct EvacuationReconciler: Reconciler {
         }
         let done = migrating.isEmpty && waiting.isEmpty
         var parts: [String] = []
-        if !migrating.isEmpty { parts.append("\(migrating.count) migrating (\(migrating.sorted().joined(separator: ", ")))") }
+        if !migrating.isEmpty {
+            parts.append("\(migrating.count) migrating (\(migrating.sorted().joined(separator: ", ")))")
+        }
         if !waiting.isEmpty { parts.append("\(waiting.count) waiting (\(waiting.sorted().joined(separator: ", ")))") }
-        if !failed.isEmpty { parts.append("\(failed.count) failed to migrate (\(failed.sorted().joined(separator: ", ")))") }
-        if !blocked.isEmpty { parts.append("\(blocked.count) not live-migratable, left running: \(blocked.sorted().joined(separator: "; "))") }
+        if !failed.isEmpty {
+            parts.append("\(failed.count) failed to migrate (\(failed.sorted().joined(separator: ", ")))")
+        }
+        if !blocked.isEmpty {
+            parts.append(
+                "\(blocked.count) not live-migratable, left running: \(blocked.sorted().joined(separator: "; "))")
+        }
         let message = parts.isEmpty ? "no VMI left to migrate" : parts.joined(separator: "; ")
-        let reason = done ? (failed.isEmpty && blocked.isEmpty ? "DrainComplete" : "DrainCompleteWithRemainingVMIs") : "Draining"
+        let reason =
+            done ? (failed.isEmpty && blocked.isEmpty ? "DrainComplete" : "DrainCompleteWithRemainingVMIs") : "Draining"
         var condition = Condition(Migration.drainCondition, done, reason: reason, message: message)
         condition.drainStarted = drainStarted
         var changed = node
@@ -71,8 +83,12 @@ public struct EvacuationReconciler: Reconciler {
         let vmim: JSONValue = [
             "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration",
             "metadata": [
-                "name": .string(Migration.generatedName(Migration.evacuationPrefix)), "namespace": .string(vmi.key.namespace ?? "default"),
-                "labels": [.init(stringLiteral: Migration.evacuationNodeLabel): .string(node), .init(stringLiteral: Migration.vmiNameLabel): .string(vmi.key.name)],
+                "name": .string(Migration.generatedName(Migration.evacuationPrefix)),
+                "namespace": .string(vmi.key.namespace ?? "default"),
+                "labels": [
+                    .init(stringLiteral: Migration.evacuationNodeLabel): .string(node),
+                    .init(stringLiteral: Migration.vmiNameLabel): .string(vmi.key.name),
+                ],
             ],
             "spec": ["vmiName": .string(vmi.key.name)],
         ]

@@ -36,7 +36,7 @@ public struct GarbageCollectionReconciler: Reconciler {
             logger.info(
                 "deleted an object whose owners are gone",
                 metadata: ["kind": "\(kind.kind)", "object": "\(dependent.namespace.map { "\($0)/" } ?? "")\(name)"])
-        } catch where error.code == 404 || error.code == 409 {
+        } catch  where error.code == 404 || error.code == 409 {
             // Gone already, or the name now belongs to another object: nothing of this one is left to collect.
         }
     }
@@ -50,7 +50,7 @@ public struct GarbageCollectionReconciler: Reconciler {
         do {
             let owner = try await store.get(kind, namespace: kind.namespaced ? namespace : nil, name: reference.name)
             return owner["metadata"]?["uid"]?.string == reference.uid
-        } catch where error.code == 404 {
+        } catch  where error.code == 404 {
             return false
         }
     }
@@ -117,7 +117,9 @@ public struct GarbageCollector: Sendable {
         var owners: Set<String> = []
         if new == nil, let uid = old?.uid { owners.insert(uid) }
         let named = Set((new?.ownerReferences ?? []).map(\.uid))
-        if !named.isEmpty, old == nil || named != Set((old?.ownerReferences ?? []).map(\.uid)) { owners.formUnion(named) }
+        if !named.isEmpty, old == nil || named != Set((old?.ownerReferences ?? []).map(\.uid)) {
+            owners.formUnion(named)
+        }
         return owners
     }
 

@@ -39,7 +39,10 @@ public struct InstanceReconciler: Reconciler {
         guard vmi.metadata.has(finalizer: Resources.vmiFinalizer) else { return }
         let phase = vmi.status?.phase
         let node = vmi.nodeName.flatMap { nodes[ObjectKey(namespace: nil, name: $0)] }
-        guard phase?.isFinal == true || vmi.nodeName == nil || phase == .pending || !(node.map { placement.readiness.isReady($0) } ?? false) else { return }
+        guard
+            phase?.isFinal == true || vmi.nodeName == nil || phase == .pending
+                || !(node.map { placement.readiness.isReady($0) } ?? false)
+        else { return }
         var changed = vmi
         changed.metadata.remove(finalizer: Resources.vmiFinalizer)
         try await store.write(changed, from: vmi, cache: instances)
@@ -53,27 +56,37 @@ public struct InstanceReconciler: Reconciler {
             return (false, "DisksNotLiveMigratable", "disk \"\(disk.name)\" is a CD-ROM")
         }
         for volume in spec.volumes ?? [] {
-            if volume.containerDisk != nil { return (false, "DisksNotLiveMigratable", "volume \"\(volume.name)\" is a container disk") }
-            guard let claim = volume.claimName, let dataVolume = dataVolumes[ObjectKey(namespace: vmi.metadata.namespace ?? "default", name: claim)]
+            if volume.containerDisk != nil {
+                return (false, "DisksNotLiveMigratable", "volume \"\(volume.name)\" is a container disk")
+            }
+            guard let claim = volume.claimName,
+                let dataVolume = dataVolumes[ObjectKey(namespace: vmi.metadata.namespace ?? "default", name: claim)]
             else { continue }
             let storageClass = dataVolume.storageClass(in: classes.all)
             let modes = dataVolume.storage?.accessModes ?? []
             if storageClass?.shared != true && modes.contains("ReadWriteOnce") {
-                return (false, "DisksNotLiveMigratable",
-                        "volume \"\(volume.name)\" is ReadWriteOnce on storage class \"\(storageClass?.metadata.name ?? "?")\", which is not shared")
+                return (
+                    false, "DisksNotLiveMigratable",
+                    "volume \"\(volume.name)\" is ReadWriteOnce on storage class \"\(storageClass?.metadata.name ?? "?")\", which is not shared"
+                )
             }
         }
         if !(spec.domain?.devices?.hostDevices ?? []).isEmpty || !(spec.domain?.devices?.gpus ?? []).isEmpty {
             return (false, "HostDeviceNotLiveMigratable", "the VMI passes host devices (PCI or vGPU) through")
         }
         if let hostname = spec.nodeSelector?[Resources.hostnameLabel] {
-            return (false, "NodeSelectorBindsOneNode", "nodeSelector \(Resources.hostnameLabel)=\(hostname) binds the VMI to one node")
+            return (
+                false, "NodeSelectorBindsOneNode",
+                "nodeSelector \(Resources.hostnameLabel)=\(hostname) binds the VMI to one node"
+            )
         }
         let all = nodes.all
         let fitting = all.filter { placement.unfit(vmi, on: $0, ignoreReadiness: true, checkVolumes: false) == nil }
         if fitting.count <= 1 && all.count > 1 {
-            return (false, "SchedulingRulesMatchOneNode",
-                    "the VMI's scheduling rules (nodeSelector, affinity, CPU model) match only \(fitting.first?.name ?? "no node")")
+            return (
+                false, "SchedulingRulesMatchOneNode",
+                "the VMI's scheduling rules (nodeSelector, affinity, CPU model) match only \(fitting.first?.name ?? "no node")"
+            )
         }
         return (true, "Migratable", "")
     }

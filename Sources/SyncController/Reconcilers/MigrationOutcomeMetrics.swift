@@ -20,9 +20,10 @@ struct MigrationOutcomeMetrics: Sendable {
     private let counters: [Result: Counter]
 
     init() {
-        counters = Dictionary(uniqueKeysWithValues: Result.allCases.map { result in
-            (result, Counter(label: "vmsync_migrations_total", dimensions: [("result", result.rawValue)]))
-        })
+        counters = Dictionary(
+            uniqueKeysWithValues: Result.allCases.map { result in
+                (result, Counter(label: "vmsync_migrations_total", dimensions: [("result", result.rawValue)]))
+            })
     }
 
     /// Counts the migration if this change is its move into a final phase.
@@ -32,7 +33,8 @@ struct MigrationOutcomeMetrics: Sendable {
     }
 
     /// How the migration ended, if `new` is `old` moved into a final phase.
-    static func result(ending old: VirtualMachineInstanceMigration, as new: VirtualMachineInstanceMigration) -> Result? {
+    static func result(ending old: VirtualMachineInstanceMigration, as new: VirtualMachineInstanceMigration) -> Result?
+    {
         guard !old.phase.isFinal, new.phase.isFinal else { return nil }
         if new.phase == .succeeded { return .succeeded }
         // An abort (deletion, `syncctl abort`) that took: KubeVirt's `abortStatus: Succeeded`.

@@ -33,7 +33,9 @@ public struct MigrationReconciler: Reconciler {
     }
 
     /// Takes the migration as far as it can go now.
-    private func advance(_ vmim: VirtualMachineInstanceMigration, vmi: VirtualMachineInstance?) async throws(APIError) -> ReconcileResult {
+    private func advance(_ vmim: VirtualMachineInstanceMigration, vmi: VirtualMachineInstance?) async throws(APIError)
+        -> ReconcileResult
+    {
         if vmim.metadata.isDeleting {
             try await abortDeleted(vmim, vmi: vmi)
             return .done
@@ -67,43 +69,59 @@ public struct MigrationReconciler: Reconciler {
     /// Why a migration of `vmiName` in `namespace` cannot be admitted, or nil: the VMI must exist, run, be
     /// live-migratable and have no other migration in progress (one created earlier and not admitted yet goes first).
     /// The API refuses such a create; the reconciler fails one that got in (stored directly, or the VMI changed).
-    static func admissionProblem(namespace: String, vmiName: String, uid: String?, creationOrder: String?, vmi: VirtualMachineInstance?,
-                                 others: [VirtualMachineInstanceMigration]) -> (reason: String, message: String)?
-    {
+    static func admissionProblem(
+        namespace: String, vmiName: String, uid: String?, creationOrder: String?, vmi: VirtualMachineInstance?,
+        others: [VirtualMachineInstanceMigration]
+    ) -> (reason: String, message: String)? {
         guard let vmi else {
             return ("VMINotFound", "virtualmachineinstance \"\(vmiName)\" does not exist in namespace \(namespace)")
         }
         guard vmi.status?.phase == .running, vmi.nodeName != nil else {
-            return ("VMINotRunning", "virtualmachineinstance \"\(vmiName)\" is not running (phase \(vmi.phase.rawValue))")
+            return (
+                "VMINotRunning", "virtualmachineinstance \"\(vmiName)\" is not running (phase \(vmi.phase.rawValue))"
+            )
         }
         if let condition = vmi.status?.conditions["LiveMigratable"], condition.status == .false {
-            return (condition.reason ?? "NotMigratable", "virtualmachineinstance \"\(vmiName)\" is not live-migratable: \(condition.message ?? "")")
+            return (
+                condition.reason ?? "NotMigratable",
+                "virtualmachineinstance \"\(vmiName)\" is not live-migratable: \(condition.message ?? "")"
+            )
         }
         func blocks(_ other: VirtualMachineInstanceMigration) -> Bool {
             if let uid, other.metadata.uid == uid { return false }
-            guard (other.metadata.namespace ?? "default") == namespace, other.spec.vmiName == vmiName, !other.metadata.isDeleting else { return false }
+            guard (other.metadata.namespace ?? "default") == namespace, other.spec.vmiName == vmiName,
+                !other.metadata.isDeleting
+            else { return false }
             if other.phase == .pending || other.phase.isActive { return true }
             guard other.phase == .new else { return false }
             guard let creationOrder else { return true }
             return other.creationOrder < creationOrder
         }
         if let other = others.first(where: blocks) {
-            return ("MigrationInProgress", "virtualmachineinstance \"\(vmiName)\" already has a running or pending migration (\(other.metadata.name ?? ""))")
+            return (
+                "MigrationInProgress",
+                "virtualmachineinstance \"\(vmiName)\" already has a running or pending migration (\(other.metadata.name ?? ""))"
+            )
         }
         return nil
     }
 
     /// A new migration: admitted (finalizer, label, Pending) unless `admissionProblem` says why not.
-    private func admit(_ vmim: VirtualMachineInstanceMigration, vmi: VirtualMachineInstance?) async throws(APIError) -> VirtualMachineInstanceMigration? {
+    private func admit(_ vmim: VirtualMachineInstanceMigration, vmi: VirtualMachineInstance?) async throws(APIError)
+        -> VirtualMachineInstanceMigration?
+    {
         let others = migrations.objects(in: ClusterControllers.Index.vmi, ClusterControllers.vmiIndexValue(of: vmim))
-        if let problem = Self.admissionProblem(namespace: vmim.key.namespace ?? "default", vmiName: vmim.spec.vmiName, uid: vmim.metadata.uid,
-                                               creationOrder: vmim.creationOrder, vmi: vmi, others: others) {
+        if let problem = Self.admissionProblem(
+            namespace: vmim.key.namespace ?? "default", vmiName: vmim.spec.vmiName, uid: vmim.metadata.uid,
+            creationOrder: vmim.creationOrder, vmi: vmi, others: others)
+        {
             try await fail(vmim, vmi: nil, reason: problem.reason, problem.message)
             return nil
         }
         var admitted = vmim
         admitted.metadata.add(finalizer: Migration.finalizer)
-        admitted.metadata.labels = (admitted.metadata.labels ?? [:]).merging([Migration.vmiNameLabel: vmim.spec.vmiName]) { $1 }
+        admitted.metadata.labels = (admitted.metadata.labels ?? [:]).merging([Migration.vmiNameLabel: vmim.spec.vmiName]
+        ) { $1 }
         admitted.transition(to: .pending)
         let stored = try await store.write(admitted, from: vmim, guarded: true, cache: migrations)
         logger.info("migration admitted", metadata: ["migration": "\(vmim.key)", "vmi": "\(vmim.spec.vmiName)"])
@@ -112,39 +130,56 @@ public struct MigrationReconciler: Reconciler {
 
     /// A pending migration starts (Scheduling) when the cluster's and its source node's limits leave room after the
     /// older pending migrations; otherwise its `Queued` condition says what it waits for.
-    private func start(_ vmim: VirtualMachineInstanceMigration, vmi: VirtualMachineInstance?) async throws(APIError) -> VirtualMachineInstanceMigration? {
+    private func start(_ vmim: VirtualMachineInstanceMigration, vmi: VirtualMachineInstance?) async throws(APIError)
+        -> VirtualMachineInstanceMigration?
+    {
         guard let vmi, vmi.status?.phase == .running, let source = vmi.nodeName else {
             try await fail(vmim, vmi: vmi, reason: "VMINotRunning", "the VMI is no longer running")
             return nil
         }
         let settings = settings
-        let active = Phase.allCases.filter(\.isActive).flatMap { migrations.objects(in: ClusterControllers.Index.phase, $0.rawValue) }
+        let active = Phase.allCases.filter(\.isActive).flatMap {
+            migrations.objects(in: ClusterControllers.Index.phase, $0.rawValue)
+        }
         var outbound: [String: Int] = [:]
         for other in active { outbound[other.status?.migrationState?.sourceNode ?? "", default: 0] += 1 }
         var running = active.count
-        let blocked = running >= settings.parallelPerCluster || outbound[source, default: 0] >= settings.parallelOutboundPerNode
+        let blocked =
+            running >= settings.parallelPerCluster || outbound[source, default: 0] >= settings.parallelOutboundPerNode
         // Older pending migrations go first: the room they would take is not this one's.
         var behindOlder = false
         if !blocked {
             // Pending ones, and new ones not admitted yet that will be.
-            let older = [Phase.pending, .new].flatMap { migrations.objects(in: ClusterControllers.Index.phase, $0.rawValue) }
-                .filter { $0.key != vmim.key && !$0.metadata.isDeleting && $0.creationOrder < vmim.creationOrder }
-                .sorted { $0.creationOrder < $1.creationOrder }
+            let older = [Phase.pending, .new].flatMap {
+                migrations.objects(in: ClusterControllers.Index.phase, $0.rawValue)
+            }
+            .filter { $0.key != vmim.key && !$0.metadata.isDeleting && $0.creationOrder < vmim.creationOrder }
+            .sorted { $0.creationOrder < $1.creationOrder }
             for other in older {
                 let otherVMI = instances[ObjectKey(namespace: other.key.namespace, name: other.spec.vmiName)]
                 if other.phase == .new {
-                    let siblings = migrations.objects(in: ClusterControllers.Index.vmi, ClusterControllers.vmiIndexValue(of: other))
-                    guard Self.admissionProblem(namespace: other.key.namespace ?? "default", vmiName: other.spec.vmiName, uid: other.metadata.uid,
-                                                creationOrder: other.creationOrder, vmi: otherVMI, others: siblings) == nil
+                    let siblings = migrations.objects(
+                        in: ClusterControllers.Index.vmi, ClusterControllers.vmiIndexValue(of: other))
+                    guard
+                        Self.admissionProblem(
+                            namespace: other.key.namespace ?? "default", vmiName: other.spec.vmiName,
+                            uid: other.metadata.uid,
+                            creationOrder: other.creationOrder, vmi: otherVMI, others: siblings) == nil
                     else { continue }
                 }
-                guard let otherVMI, otherVMI.status?.phase == .running, let otherSource = otherVMI.nodeName else { continue }
-                if running < settings.parallelPerCluster && outbound[otherSource, default: 0] < settings.parallelOutboundPerNode {
+                guard let otherVMI, otherVMI.status?.phase == .running, let otherSource = otherVMI.nodeName else {
+                    continue
+                }
+                if running < settings.parallelPerCluster
+                    && outbound[otherSource, default: 0] < settings.parallelOutboundPerNode
+                {
                     running += 1
                     outbound[otherSource, default: 0] += 1
                 }
             }
-            behindOlder = running >= settings.parallelPerCluster || outbound[source, default: 0] >= settings.parallelOutboundPerNode
+            behindOlder =
+                running >= settings.parallelPerCluster
+                || outbound[source, default: 0] >= settings.parallelOutboundPerNode
         }
         guard blocked || behindOlder else {
             var started = vmim
@@ -158,14 +193,19 @@ public struct MigrationReconciler: Reconciler {
         var limits: [String] = []
         let leaving = active.filter { $0.status?.migrationState?.sourceNode == source }.count
         if leaving >= settings.parallelOutboundPerNode {
-            limits.append("\(leaving) migrations leave node \(source) (parallelOutboundMigrationsPerNode \(settings.parallelOutboundPerNode))")
+            limits.append(
+                "\(leaving) migrations leave node \(source) (parallelOutboundMigrationsPerNode \(settings.parallelOutboundPerNode))"
+            )
         }
         if active.count >= settings.parallelPerCluster {
-            limits.append("\(active.count) migrations run in the cluster (parallelMigrationsPerCluster \(settings.parallelPerCluster))")
+            limits.append(
+                "\(active.count) migrations run in the cluster (parallelMigrationsPerCluster \(settings.parallelPerCluster))"
+            )
         }
         if limits.isEmpty { limits.append("older pending migrations take the free places") }
         var queued = vmim
-        queued.status?.conditions.set(Condition("Queued", true, reason: "ParallelLimit", message: "waiting: " + limits.joined(separator: "; ")))
+        queued.status?.conditions.set(
+            Condition("Queued", true, reason: "ParallelLimit", message: "waiting: " + limits.joined(separator: "; ")))
         try await store.write(queued, from: vmim, cache: migrations)
         return nil
     }
@@ -173,7 +213,9 @@ public struct MigrationReconciler: Reconciler {
     /// Picks the target: a Ready node other than the source that fits the VMI (selectors, affinity, taints, memory)
     /// and the `addedNodeSelector`, can take its CPU from the source, and publishes a tunnel endpoint. Without one the
     /// migration waits (its `TargetScheduled` condition says why) until the unschedulable timeout fails it.
-    private func chooseTarget(_ vmim: VirtualMachineInstanceMigration, vmi: VirtualMachineInstance?) async throws(APIError) -> ReconcileResult {
+    private func chooseTarget(_ vmim: VirtualMachineInstanceMigration, vmi: VirtualMachineInstance?)
+        async throws(APIError) -> ReconcileResult
+    {
         guard let vmi, let source = vmi.nodeName, vmi.status?.phase == .running else {
             try await fail(vmim, vmi: vmi, reason: "VMINotRunning", "the VMI is no longer running")
             return .done
@@ -192,14 +234,17 @@ public struct MigrationReconciler: Reconciler {
             }
         }
         guard let best = fit.best else {
-            let message = "no node can take the VMI: " + (reasons.isEmpty ? "the cluster has no other node" : reasons.sorted().joined(separator: "; "))
+            let message =
+                "no node can take the VMI: "
+                + (reasons.isEmpty ? "the cluster has no other node" : reasons.sorted().joined(separator: "; "))
             let waited = vmim.phaseSince.map { Date.now.timeIntervalSince($0) } ?? 0
             if waited > settings.unschedulableTimeout {
                 try await fail(vmim, vmi: vmi, reason: "Unschedulable", message)
                 return .done
             }
             var waiting = vmim
-            waiting.status?.conditions.set(Condition("TargetScheduled", false, reason: "Unschedulable", message: message))
+            waiting.status?.conditions.set(
+                Condition("TargetScheduled", false, reason: "Unschedulable", message: message))
             try await store.write(waiting, from: vmim, cache: migrations)
             return .requeue(after: .milliseconds(Int64((settings.unschedulableTimeout - waited) * 1000) + 100))
         }
@@ -211,7 +256,8 @@ public struct MigrationReconciler: Reconciler {
         state.mode = "PreCopy"
         scheduled.transition(to: .scheduled)
         scheduled.status?.migrationState = state
-        scheduled.status?.conditions.set(Condition("TargetScheduled", true, reason: "Scheduled", message: "target node \(best.name)"))
+        scheduled.status?.conditions.set(
+            Condition("TargetScheduled", true, reason: "Scheduled", message: "target node \(best.name)"))
         scheduled.status?.conditions.set(Condition("Queued", false, reason: "Admitted"))
         try await store.write(scheduled, from: vmim, guarded: true, cache: migrations)
         // The VMI's migration state starts over for this migration.
@@ -233,17 +279,21 @@ public struct MigrationReconciler: Reconciler {
         vmiState.progress = nil
         migrating.status?.migrationState = vmiState
         try await store.write(migrating, from: vmi, cache: instances)
-        logger.info("migration scheduled", metadata: ["migration": "\(vmim.key)", "source": "\(source)", "target": "\(best.name)"])
+        logger.info(
+            "migration scheduled",
+            metadata: ["migration": "\(vmim.key)", "source": "\(source)", "target": "\(best.name)"])
         return .done
     }
 
     /// Why `node` cannot be the target (capacity aside), or nil.
-    private func targetProblem(_ node: Node, vmi: VirtualMachineInstance, vmim: VirtualMachineInstanceMigration, cpu: CPURequirement,
-                               sourceLabels: [String: String]) -> String?
-    {
+    private func targetProblem(
+        _ node: Node, vmi: VirtualMachineInstance, vmim: VirtualMachineInstanceMigration, cpu: CPURequirement,
+        sourceLabels: [String: String]
+    ) -> String? {
         let labels = node.labels
         if let reason = placement.unfit(vmi, on: node, checkVolumes: false) { return reason }
-        for (key, value) in (vmim.spec.addedNodeSelector ?? [:]).sorted(by: { $0.key < $1.key }) where labels[key] != value {
+        for (key, value) in (vmim.spec.addedNodeSelector ?? [:]).sorted(by: { $0.key < $1.key })
+        where labels[key] != value {
             return "node does not match addedNodeSelector \(key)=\(value)"
         }
         if let reason = cpu.unsatisfied(toMigrateFrom: sourceLabels, to: labels) { return reason }
@@ -253,7 +303,9 @@ public struct MigrationReconciler: Reconciler {
 
     /// Deadlines and node health while the agents work: the target must be Ready and get ready in time; a silent
     /// source is a condition (the job may still finish); a failure the target recorded reaches the VMI.
-    private func supervise(_ vmim: VirtualMachineInstanceMigration, vmi: VirtualMachineInstance?) async throws(APIError) -> ReconcileResult {
+    private func supervise(_ vmim: VirtualMachineInstanceMigration, vmi: VirtualMachineInstance?) async throws(APIError)
+        -> ReconcileResult
+    {
         let state = vmim.status?.migrationState
         switch vmim.phase {
         case .scheduled, .preparingTarget, .targetReady:
@@ -265,8 +317,9 @@ public struct MigrationReconciler: Reconciler {
             let timeout = settings.prepareTimeout
             let waited = vmim.phaseSince.map { Date.now.timeIntervalSince($0) } ?? 0
             if waited > timeout {
-                try await fail(vmim, vmi: vmi, reason: "TargetNotReady",
-                               "target node \(target) did not get ready within \(Int(timeout)) s (phase \(vmim.phase.rawValue))")
+                try await fail(
+                    vmim, vmi: vmi, reason: "TargetNotReady",
+                    "target node \(target) did not get ready within \(Int(timeout)) s (phase \(vmim.phase.rawValue))")
                 return .done
             }
             return .requeue(after: .milliseconds(Int64((timeout - waited) * 1000) + 100))
@@ -274,12 +327,16 @@ public struct MigrationReconciler: Reconciler {
             let source = state?.sourceNode ?? ""
             if !(nodes[ObjectKey(namespace: nil, name: source)].map { placement.readiness.isReady($0) } ?? false) {
                 var changed = vmim
-                changed.status?.conditions.set(Condition("SourceNodeReady", false, reason: "NodeUnresponsive", message: "source node \(source) stopped posting status"))
+                changed.status?.conditions.set(
+                    Condition(
+                        "SourceNodeReady", false, reason: "NodeUnresponsive",
+                        message: "source node \(source) stopped posting status"))
                 try await store.write(changed, from: vmim, cache: migrations)
             }
         case .failed:
             // A failure the target recorded: the VMI's migration state says so too.
-            if let vmi, let uid = vmim.metadata.uid, var vmiState = vmi.status?.migrationState, vmiState.migrationUid == uid,
+            if let vmi, let uid = vmim.metadata.uid, var vmiState = vmi.status?.migrationState,
+                vmiState.migrationUid == uid,
                 vmiState.failed != true, let state
             {
                 vmiState.failed = true
@@ -299,7 +356,9 @@ public struct MigrationReconciler: Reconciler {
 
     /// A deleted migration that has not finished is aborted: before the job runs it simply fails; while it runs the
     /// source agent is asked (the VMI's `migrationState.abortRequested`). A finished one loses its finalizer.
-    private func abortDeleted(_ vmim: VirtualMachineInstanceMigration, vmi: VirtualMachineInstance?) async throws(APIError) {
+    private func abortDeleted(_ vmim: VirtualMachineInstanceMigration, vmi: VirtualMachineInstance?)
+        async throws(APIError)
+    {
         switch vmim.phase {
         case .succeeded, .failed:
             guard vmim.metadata.has(finalizer: Migration.finalizer) else { return }
@@ -316,14 +375,17 @@ public struct MigrationReconciler: Reconciler {
             logger.info("migration abort requested", metadata: ["migration": "\(vmim.key)"])
         default:
             let phase = vmim.phase == .new ? "new" : vmim.phase.rawValue
-            try await fail(vmim, vmi: vmi, reason: "Aborted", "the migration was deleted before it started (phase \(phase))", abortStatus: "Succeeded")
+            try await fail(
+                vmim, vmi: vmi, reason: "Aborted", "the migration was deleted before it started (phase \(phase))",
+                abortStatus: "Succeeded")
         }
     }
 
     /// Fails the migration with a reason; the VMI's migration state (if this migration owns it) says so too.
-    private func fail(_ vmim: VirtualMachineInstanceMigration, vmi: VirtualMachineInstance?, reason: String, _ message: String,
-                      abortStatus: String? = nil) async throws(APIError)
-    {
+    private func fail(
+        _ vmim: VirtualMachineInstanceMigration, vmi: VirtualMachineInstance?, reason: String, _ message: String,
+        abortStatus: String? = nil
+    ) async throws(APIError) {
         var failed = vmim
         var state = vmim.status?.migrationState ?? MigrationState()
         state.failed = true
@@ -335,7 +397,8 @@ public struct MigrationReconciler: Reconciler {
         failed.status?.migrationState = state
         failed.status?.conditions.set(Condition("Failed", true, reason: reason, message: message))
         try await store.write(failed, from: vmim, guarded: true, cache: migrations)
-        if let vmi, let uid = vmim.metadata.uid, var vmiState = vmi.status?.migrationState, vmiState.migrationUid == uid {
+        if let vmi, let uid = vmim.metadata.uid, var vmiState = vmi.status?.migrationState, vmiState.migrationUid == uid
+        {
             vmiState.failed = true
             vmiState.completed = true
             vmiState.failureReason = message
@@ -345,6 +408,7 @@ public struct MigrationReconciler: Reconciler {
             changed.status?.migrationState = vmiState
             try await store.write(changed, from: vmi, cache: instances)
         }
-        logger.notice("migration failed", metadata: ["migration": "\(vmim.key)", "reason": "\(reason)", "message": "\(message)"])
+        logger.notice(
+            "migration failed", metadata: ["migration": "\(vmim.key)", "reason": "\(reason)", "message": "\(message)"])
     }
 }

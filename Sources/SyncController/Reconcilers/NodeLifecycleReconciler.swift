@@ -26,7 +26,8 @@ public struct NodeLifecycleReconciler: Reconciler {
         }
         if let ready = node.status?.conditions["Ready"], ready.isTrue {
             var changed = node
-            var unknown = Condition("Ready", nil, reason: "NodeStatusUnknown", message: "node-agent stopped posting node status")
+            var unknown = Condition(
+                "Ready", nil, reason: "NodeStatusUnknown", message: "node-agent stopped posting node status")
             unknown.lastHeartbeatTime = ready.lastHeartbeatTime
             changed.status?.conditions.set(unknown)
             changed.status?.printableStatus = "NotReady"
@@ -39,7 +40,9 @@ public struct NodeLifecycleReconciler: Reconciler {
             changed.status?.phase = .unknown
             changed.status?.reason = "NodeUnresponsive"
             changed.status?.conditions.set(
-                Condition("Ready", nil, reason: "NodeUnresponsive", message: "node \(key.name) stopped posting status; the guest may still run"))
+                Condition(
+                    "Ready", nil, reason: "NodeUnresponsive",
+                    message: "node \(key.name) stopped posting status; the guest may still run"))
             try await store.write(changed, from: vmi, guarded: true, cache: instances)
         }
         return .done

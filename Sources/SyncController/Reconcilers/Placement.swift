@@ -36,7 +36,9 @@ struct Placement: Sendable {
     let dataVolumes: Cache<DataVolume>
 
     /// Why `vmi` cannot run on `node` (nil: it can). Capacity is checked separately (`MemoryFit`).
-    func unfit(_ vmi: VirtualMachineInstance, on node: Node, ignoreReadiness: Bool = false, checkVolumes: Bool = true) -> String? {
+    func unfit(_ vmi: VirtualMachineInstance, on node: Node, ignoreReadiness: Bool = false, checkVolumes: Bool = true)
+        -> String?
+    {
         let labels = node.labels
         let spec = vmi.spec
         if !ignoreReadiness {
@@ -51,14 +53,17 @@ struct Placement: Sendable {
         for (key, value) in spec.nodeSelector ?? [:] where labels[key] != value {
             return "node does not match nodeSelector \(key)=\(value)"
         }
-        if let terms = spec.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.nodeSelectorTerms, !terms.isEmpty {
+        if let terms = spec.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.nodeSelectorTerms,
+            !terms.isEmpty
+        {
             let matches = terms.contains { term in (term.matchExpressions ?? []).allSatisfy { $0.matches(labels) } }
             if !matches { return "node does not match the VMI's required node affinity" }
         }
         if let reason = cpu(of: vmi).unsatisfied(toRunOn: labels) { return reason }
         // A local (non-shared) DataVolume already written on one node binds the VMI there.
         for claim in (spec.volumes ?? []).compactMap(\.claimName) where checkVolumes {
-            guard let dataVolume = dataVolumes[ObjectKey(namespace: vmi.metadata.namespace ?? "default", name: claim)] else {
+            guard let dataVolume = dataVolumes[ObjectKey(namespace: vmi.metadata.namespace ?? "default", name: claim)]
+            else {
                 return "datavolume \"\(claim)\" does not exist"
             }
             if let bound = dataVolume.status?.nodeName, bound != node.name {
@@ -80,7 +85,9 @@ struct Placement: Sendable {
         for vmi in instances {
             guard let node = vmi.nodeName, vmi.status?.phase?.isFinal != true else { continue }
             used[node, default: 0] = used[node, default: 0].saturatingAdd(vmi.requestedMemory)
-            if migrationTargets, let state = vmi.status?.migrationState, let target = state.targetNode, !state.isCompleted {
+            if migrationTargets, let state = vmi.status?.migrationState, let target = state.targetNode,
+                !state.isCompleted
+            {
                 used[target, default: 0] = used[target, default: 0].saturatingAdd(vmi.requestedMemory)
             }
         }
@@ -99,7 +106,9 @@ struct MemoryFit {
         let taken = used[node.name, default: 0]
         let free = allocatable > taken ? allocatable - taken : 0
         guard free >= bytes else { return "insufficient memory (\(free >> 20) MiB free, \(bytes >> 20) MiB requested)" }
-        if best == nil || free > best!.free || (free == best!.free && node.name < best!.name) { best = (node.name, free) }
+        if best == nil || free > best!.free || (free == best!.free && node.name < best!.name) {
+            best = (node.name, free)
+        }
         return nil
     }
 }

@@ -7,10 +7,14 @@ extension ResourceStore {
     /// resourceVersion) and hands the stored result to `cache` so the next reconcile reads its own write. Returns the
     /// object as stored (`original` when nothing changed).
     @discardableResult
-    func write<R: Resource>(_ changed: R, from original: R, guarded: Bool = false, cache: Cache<R>? = nil) async throws(APIError) -> R {
-        let stored = try await original.write(changed, guarded: guarded) { (patch, status) async throws(APIError) -> JSONValue in
+    func write<R: Resource>(_ changed: R, from original: R, guarded: Bool = false, cache: Cache<R>? = nil)
+        async throws(APIError) -> R
+    {
+        let stored = try await original.write(changed, guarded: guarded) {
+            (patch, status) async throws(APIError) -> JSONValue in
             let result = try await self.patch(
-                R.kind, namespace: original.key.namespace, name: original.key.name, mergePatch: patch, subresource: status ? .status : .main)
+                R.kind, namespace: original.key.namespace, name: original.key.name, mergePatch: patch,
+                subresource: status ? .status : .main)
             cache?.record(written: result)
             return result
         }

@@ -19,7 +19,9 @@ public struct SchedulingReconciler: Reconciler {
         var reasons: [String] = []
         var fit = MemoryFit()
         for node in candidates {
-            if let reason = placement.unfit(vmi, on: node) ?? fit.consider(node, needing: vmi.requestedMemory, used: used) {
+            if let reason = placement.unfit(vmi, on: node)
+                ?? fit.consider(node, needing: vmi.requestedMemory, used: used)
+            {
                 reasons.append("\(node.name): \(reason)")
             }
         }
@@ -28,13 +30,16 @@ public struct SchedulingReconciler: Reconciler {
         if let best = fit.best {
             status.phase = .scheduled
             status.nodeName = best.name
-            status.conditions.set(Condition("PodScheduled", true, reason: "Scheduled", message: "placed on node \(best.name)"))
+            status.conditions.set(
+                Condition("PodScheduled", true, reason: "Scheduled", message: "placed on node \(best.name)"))
             changed.status = status
             // Only onto the VMI as read: a placement decided on a stale view is refused and decided again.
             try await store.write(changed, from: vmi, guarded: true, cache: instances)
             logger.info("VMI scheduled", metadata: ["vmi": "\(key)", "node": "\(best.name)"])
         } else {
-            let message = "0/\(candidates.count) nodes are available" + (reasons.isEmpty ? "" : ": " + reasons.joined(separator: "; "))
+            let message =
+                "0/\(candidates.count) nodes are available"
+                + (reasons.isEmpty ? "" : ": " + reasons.joined(separator: "; "))
             let before = status.conditions
             status.conditions.set(Condition("PodScheduled", false, reason: "Unschedulable", message: message))
             guard status.conditions != before else { return .done }

@@ -98,9 +98,14 @@ public struct VirtualMachineReconciler: Reconciler {
         labels["kubevirt.io/vm"] = vm.key.name
         var metadata = ObjectMeta(name: vm.key.name, namespace: vm.key.namespace, labels: labels)
         metadata.annotations = vm.spec.template?.metadata?.annotations ?? [:]
-        metadata.ownerReferences = [OwnerReference(apiVersion: "kubevirt.io/v1", kind: "VirtualMachine", name: vm.key.name, uid: vm.metadata.uid ?? "")]
+        metadata.ownerReferences = [
+            OwnerReference(
+                apiVersion: "kubevirt.io/v1", kind: "VirtualMachine", name: vm.key.name, uid: vm.metadata.uid ?? "")
+        ]
         metadata.add(finalizer: Resources.vmiFinalizer)
-        var vmi: JSONValue = ["apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "spec": template?["spec"] ?? [:]]
+        var vmi: JSONValue = [
+            "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "spec": template?["spec"] ?? [:],
+        ]
         vmi["metadata"] = (try? JSONValue(encoding: metadata)) ?? [:]
         do {
             let created = try await store.create(vmi, as: VirtualMachineInstance.self, cache: instances)
@@ -110,17 +115,18 @@ public struct VirtualMachineReconciler: Reconciler {
             // that placement's phase (the VMI would wait on its node forever).
             do {
                 try await store.write(pending, from: created, guarded: true, cache: instances)
-            } catch where error.code == 409 {}
+            } catch  where error.code == 409 {}
             logger.info("VMI created", metadata: ["vm": "\(vm.key)"])
-        } catch where error.code == 409 {
+        } catch  where error.code == 409 {
             return
         }
     }
 
     private func deleteInstance(_ key: ObjectKey) async throws(APIError) {
         do {
-            _ = try await store.delete(Kinds.virtualMachineInstance, namespace: key.namespace, name: key.name, precondition: nil)
-        } catch where error.code == 404 {
+            _ = try await store.delete(
+                Kinds.virtualMachineInstance, namespace: key.namespace, name: key.name, precondition: nil)
+        } catch  where error.code == 404 {
             return
         }
     }

@@ -223,7 +223,9 @@ public final class ObjectStore: ResourceStore {
                 // the watch, as informers do it). An object that leaves the selection later is reported DELETED.
                 let (values, _) = try await backend.list(prefix: prefix)
                 for stored in values {
-                    guard let object = ObjectEncoding.decode(stored.value, revision: stored.revision), selection.matches(object) else { continue }
+                    guard let object = ObjectEncoding.decode(stored.value, revision: stored.revision),
+                        selection.matches(object)
+                    else { continue }
                     selected.insert(WatchFeed.identity(object))
                 }
             }
@@ -238,7 +240,8 @@ public final class ObjectStore: ResourceStore {
             start = revision
         }
         let changes = try await backend.watch(prefix: prefix, from: start)
-        let feed = WatchFeed(initial: initial, changes: changes, selection: selection, selected: selected, convert: decoded.event)
+        let feed = WatchFeed(
+            initial: initial, changes: changes, selection: selection, selected: selected, convert: decoded.event)
         return AsyncStream(unfolding: { await feed.next() })
     }
 

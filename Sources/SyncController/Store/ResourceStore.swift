@@ -20,19 +20,27 @@ public enum Subresource: String, Sendable, Hashable {
 /// protocol like any other client. `ObjectStore` implements it over any `StorageBackend`.
 public protocol ResourceStore: ResourceSource {
     func get(_ kind: ResourceKind, namespace: String?, name: String) async throws(APIError) -> JSONValue
-    func list(_ kind: ResourceKind, _ selection: Selection) async throws(APIError) -> (items: [JSONValue], resourceVersion: Int64)
+    func list(_ kind: ResourceKind, _ selection: Selection) async throws(APIError) -> (
+        items: [JSONValue], resourceVersion: Int64
+    )
     func create(_ kind: ResourceKind, _ object: JSONValue) async throws(APIError) -> JSONValue
     /// Replaces an object; `admit`, when given, sees the stored object inside the write's transaction and may refuse.
-    func update(_ kind: ResourceKind, _ object: JSONValue, subresource: Subresource, admit: Admission?) async throws(APIError) -> JSONValue
+    func update(_ kind: ResourceKind, _ object: JSONValue, subresource: Subresource, admit: Admission?)
+        async throws(APIError) -> JSONValue
     /// Merge-patches an object; `admit`, when given, sees the stored object inside the write's transaction and may refuse.
-    func patch(_ kind: ResourceKind, namespace: String?, name: String, mergePatch: JSONValue, subresource: Subresource, admit: Admission?)
+    func patch(
+        _ kind: ResourceKind, namespace: String?, name: String, mergePatch: JSONValue, subresource: Subresource,
+        admit: Admission?
+    )
         async throws(APIError) -> JSONValue
     func delete(_ kind: ResourceKind, namespace: String?, name: String, precondition: DeletePrecondition?)
         async throws(APIError) -> JSONValue
     func watch(_ kind: ResourceKind, _ selection: Selection, from resourceVersion: Int64?) async throws(APIError)
         -> AsyncStream<WatchEvent>
     /// The selected objects as JSON documents, for answering a list without decoding each object.
-    func listEncoded(_ kind: ResourceKind, _ selection: Selection) async throws(APIError) -> (items: [Data], resourceVersion: Int64)
+    func listEncoded(_ kind: ResourceKind, _ selection: Selection) async throws(APIError) -> (
+        items: [Data], resourceVersion: Int64
+    )
     /// What `/metrics` reports of the store; nil when it cannot tell (a store wrapping another, a store it cannot reach).
     func statistics() async -> StoreStatistics?
 }
@@ -55,17 +63,24 @@ public struct StoreStatistics: Sendable, Hashable {
 public typealias Admission = @Sendable (_ existing: JSONValue) throws(APIError) -> Void
 
 extension ResourceStore {
-    public func update(_ kind: ResourceKind, _ object: JSONValue, subresource: Subresource) async throws(APIError) -> JSONValue {
+    public func update(_ kind: ResourceKind, _ object: JSONValue, subresource: Subresource) async throws(APIError)
+        -> JSONValue
+    {
         try await update(kind, object, subresource: subresource, admit: nil)
     }
 
-    public func patch(_ kind: ResourceKind, namespace: String?, name: String, mergePatch: JSONValue, subresource: Subresource)
+    public func patch(
+        _ kind: ResourceKind, namespace: String?, name: String, mergePatch: JSONValue, subresource: Subresource
+    )
         async throws(APIError) -> JSONValue
     {
-        try await patch(kind, namespace: namespace, name: name, mergePatch: mergePatch, subresource: subresource, admit: nil)
+        try await patch(
+            kind, namespace: namespace, name: name, mergePatch: mergePatch, subresource: subresource, admit: nil)
     }
 
-    public func listEncoded(_ kind: ResourceKind, _ selection: Selection) async throws(APIError) -> (items: [Data], resourceVersion: Int64) {
+    public func listEncoded(_ kind: ResourceKind, _ selection: Selection) async throws(APIError) -> (
+        items: [Data], resourceVersion: Int64
+    ) {
         let (items, version) = try await list(kind, selection)
         return (items.map { $0.jsonData() }, version)
     }

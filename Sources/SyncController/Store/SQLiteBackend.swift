@@ -192,7 +192,8 @@ public final class SQLiteBackend: StorageBackend {
                 return try await body()
             } catch let error as APIError {
                 throw error
-            } catch let error as DatabaseError where error.resultCode == .SQLITE_PROTOCOL && attempt < lockRaceAttempts {
+            } catch let error as DatabaseError where error.resultCode == .SQLITE_PROTOCOL && attempt < lockRaceAttempts
+            {
                 try? await Task.sleep(for: pause)
                 pause *= 2
             } catch {

@@ -43,7 +43,8 @@ final class WatchFeed: @unchecked Sendable {
             guard filtered else { return event }
             let identity = Self.identity(event.object)
             if selection.matches(event.object) {
-                let known = event.type == .deleted ? selected.remove(identity) != nil : !selected.insert(identity).inserted
+                let known =
+                    event.type == .deleted ? selected.remove(identity) != nil : !selected.insert(identity).inserted
                 if event.type == .modified && !known {
                     event.type = .added
                     event.encoded = nil

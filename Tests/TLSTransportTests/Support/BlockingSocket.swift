@@ -4,7 +4,7 @@ import NIOConcurrencyHelpers
 import TLSTransport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 struct SocketError: Error, CustomStringConvertible {

@@ -1,6 +1,7 @@
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+
 @testable import TLSTransport
 
 /// The test service behind a MutualTLSServer: answers the first line with "ROLE/NAME: LINE" and closes.
@@ -63,7 +64,10 @@ final class CollectHandler: ChannelInboundHandler, Sendable {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var buffer = unwrapInboundIn(data)
         let piece = buffer.readString(length: buffer.readableBytes) ?? ""
-        let text = state.withLockedValue { $0.text += piece; return $0.text }
+        let text = state.withLockedValue {
+            $0.text += piece
+            return $0.text
+        }
         if text.contains("\n") { done.succeed(text) }
     }
 

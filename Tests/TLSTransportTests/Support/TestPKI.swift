@@ -4,7 +4,9 @@ import X509
 
 /// Certificates minted at test time.
 enum TestPKI {
-    static func authority(_ cluster: String, now: Date = Date(), policy: PKIPolicy = .default) throws -> CertificateAuthority {
+    static func authority(_ cluster: String, now: Date = Date(), policy: PKIPolicy = .default) throws
+        -> CertificateAuthority
+    {
         try CertificateAuthority.create(cluster: cluster, policy: policy, now: now)
     }
 
@@ -28,7 +30,8 @@ final class TemporaryDirectory {
     var path: String { url.path }
 
     init() throws {
-        url = FileManager.default.temporaryDirectory.appendingPathComponent("vmsync-test-\(UUID().uuidString.prefix(8))")
+        url = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "vmsync-test-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
     }
 

@@ -1,12 +1,12 @@
 import Foundation
-import TestSupport
 import NIOConcurrencyHelpers
-
-#if canImport(Glibc)
-import Glibc
-#endif
+import TestSupport
 
 @testable import TLSTransport
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Events a tunnel end reported.
 final class EventLog: Sendable {

@@ -33,7 +33,10 @@ struct ClusterAPIResponder: HTTPResponder {
         let answer: APIResponse
         if tooLarge {
             context.connection?.closeAfterResponse()
-            answer = .error(APIError(.requestEntityTooLarge, code: 413, "the request body is larger than \(ClusterAPIHandler.maximumBodyBytes) bytes"))
+            answer = .error(
+                APIError(
+                    .requestEntityTooLarge, code: 413,
+                    "the request body is larger than \(ClusterAPIHandler.maximumBodyBytes) bytes"))
         } else {
             answer = await handler.handle(apiRequest)
         }
@@ -42,12 +45,15 @@ struct ClusterAPIResponder: HTTPResponder {
         case .full(let status, let contentType, let data):
             fields[.contentType] = contentType
             if context.connection?.closesAfterResponse == true { fields[.connection] = "close" }
-            return Response(status: .init(code: status), headers: fields, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+            return Response(
+                status: .init(code: status), headers: fields, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
         case .stream(let status, let contentType, let lines):
             fields[.contentType] = contentType
             fields[.connection] = "close"
             context.connection?.closeAfterResponse()
-            return Response(status: .init(code: status), headers: fields, body: Self.stream(lines, until: context.connection?.inputEnded))
+            return Response(
+                status: .init(code: status), headers: fields,
+                body: Self.stream(lines, until: context.connection?.inputEnded))
         }
     }
 

@@ -42,7 +42,8 @@ public final class HummingbirdAPIServer: Service {
     public func run() async throws {
         let onListening = self.onListening
         let acceptor = MutualTLSAcceptor(
-            provider: provider, policy: PeerPolicy(allowedRoles: [.user, .node, .controller, .syncClient, .syncServer]),
+            provider: provider,
+            policy: PeerPolicy(allowedRoles: [.user, .node, .controller, .syncClient, .syncServer]),
             logger: logger, handshakeTimeout: Self.amount(handshakeTimeout), maximumConnections: maximumConnections)
         let connections = OpenConnections()
         let idle = Self.amount(idleTimeout)

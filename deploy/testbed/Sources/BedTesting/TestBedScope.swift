@@ -1,9 +1,9 @@
+import Foundation
 public import TestBed
 public import Testing
-import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Starts one local test bed for a whole suite and stops it (by the launcher's PID) when the suite is done.
@@ -13,7 +13,9 @@ public struct TestBedScope: SuiteTrait, TestScoping {
 
     @TaskLocal public static var current: TestBed?
 
-    public func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
+    public func provideScope(
+        for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void
+    ) async throws {
         // One bed at a time in the whole test process: suites of different test targets run in parallel.
         await BedTurn.shared.take()
         do {
@@ -39,14 +41,14 @@ extension Trait where Self == TestBedScope {
 }
 
 /// Whether this machine can run the real-QEMU tier (root for namespaces, libvirtd and QEMU installed).
-public let canRunTestBed = getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/libvirtd")
+public let canRunTestBed =
+    getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/libvirtd")
     && FileManager.default.isExecutableFile(atPath: "/usr/bin/qemu-system-x86_64")
 
 /// The bed of the running suite.
 public func currentBed() throws -> TestBed {
     try #require(TestBedScope.current, "the suite must carry the .testBed() trait")
 }
-
 
 /// The turn to run a bed: the real-QEMU suites of every test target take it one after another (two beds at once would
 /// make the 2 cores of a CI machine emulate their guests side by side), in the order they asked.

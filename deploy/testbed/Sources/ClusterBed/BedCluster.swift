@@ -6,11 +6,13 @@ public import TestBed
 public import TestSupport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The executables next to the running one (tests, benchmarks and the launcher are built beside them).
-public let siblingBinaries = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? "/").deletingLastPathComponent()
+public let siblingBinaries = URL(
+    fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? "/"
+).deletingLastPathComponent()
 
 /// A controller on a unix socket in the bed directory and an agent inside each node's namespaces.
 public final class BedCluster: @unchecked Sendable {
@@ -29,7 +31,10 @@ public final class BedCluster: @unchecked Sendable {
     /// The lifetime (seconds) of the controller's and the agents' certificates, when shorter than the default.
     public let leafValidity: Int?
 
-    private init(bed: TestBed, pki: PKIDirectory, socket: String, heartbeat: Int, gracePeriod: Int, admin: APIClient, leafValidity: Int?) {
+    private init(
+        bed: TestBed, pki: PKIDirectory, socket: String, heartbeat: Int, gracePeriod: Int, admin: APIClient,
+        leafValidity: Int?
+    ) {
         self.leafValidity = leafValidity
         self.gracePeriod = gracePeriod
         self.bed = bed
@@ -44,13 +49,15 @@ public final class BedCluster: @unchecked Sendable {
     /// controller's and the agents' certificates live that long, and the daemons renew them (through the controller,
     /// which holds the CA); the admin's certificate keeps the default lifetime.
     public static func start(
-        _ bed: TestBed, heartbeat: Int = 2, gracePeriod: Int = 40, controllerLinks: Bool = false, leafValidity: Int? = nil
+        _ bed: TestBed, heartbeat: Int = 2, gracePeriod: Int = 40, controllerLinks: Bool = false,
+        leafValidity: Int? = nil
     ) async throws -> BedCluster {
         let directory = bed.report.directory + "/cluster-\(UUID().uuidString.prefix(6))"
         let pki = PKIDirectory(url: URL(fileURLWithPath: directory + "/pki"))
         _ = try pki.initialize(cluster: "bed")
         let daemons = leafValidity.map { PKIDirectory(url: pki.url, policy: .leaves(validFor: $0)) } ?? pki
-        _ = try daemons.issue(LeafRequest(role: .controller, name: "controller", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"]))
+        _ = try daemons.issue(
+            LeafRequest(role: .controller, name: "controller", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"]))
         let adminKey = try pki.issue(LeafRequest(role: .user, name: "admin"))
         for node in bed.report.nodes { _ = try daemons.issue(LeafRequest(role: .node, name: node.name)) }
         let socket = directory + "/api.sock"
@@ -61,13 +68,15 @@ public final class BedCluster: @unchecked Sendable {
         try await cluster.startController()
         if controllerLinks {
             for node in bed.report.nodes {
-                cluster.links[node.name] = try ControllerLink(path: directory + "/api-\(node.name).sock", upstream: socket)
+                cluster.links[node.name] = try ControllerLink(
+                    path: directory + "/api-\(node.name).sock", upstream: socket)
             }
         }
         for node in bed.report.nodes { try cluster.startAgent(node.name) }
         _ = try await cluster.waitFor("nodes Ready") {
             let nodes = try await cluster.admin.list(Kinds.node)["items"]?.array ?? []
-            return nodes.filter { $0["status"]?["printableStatus"]?.string == "Ready" }.count == bed.report.nodes.count ? true : nil
+            return nodes.filter { $0["status"]?["printableStatus"]?.string == "Ready" }.count == bed.report.nodes.count
+                ? true : nil
         }
         return cluster
     }
@@ -87,15 +96,21 @@ public final class BedCluster: @unchecked Sendable {
     public func startController() async throws {
         let issued = pki.url.appendingPathComponent("issued").path
         let directory = pki.url.deletingLastPathComponent().path
-        let controller = try bed.startOnSwitch(siblingBinaries.appendingPathComponent("sync-controller").path, [
-            "--data", directory + "/data", "--listen", "unix:" + socket, "--cert", "\(issued)/controller-controller.pem",
-            "--key", "\(issued)/controller-controller-key.pem", "--ca", pki.bundleURL.path, "--node-grace-period", String(gracePeriod),
-            "--pki", pki.url.path, "--metrics-listen", controllerMetrics,
-        ] + (leafValidity.map { ["--leaf-validity", String($0)] } ?? []))
+        let controller = try bed.startOnSwitch(
+            siblingBinaries.appendingPathComponent("sync-controller").path,
+            [
+                "--data", directory + "/data", "--listen", "unix:" + socket, "--cert",
+                "\(issued)/controller-controller.pem",
+                "--key", "\(issued)/controller-controller-key.pem", "--ca", pki.bundleURL.path, "--node-grace-period",
+                String(gracePeriod),
+                "--pki", pki.url.path, "--metrics-listen", controllerMetrics,
+            ] + (leafValidity.map { ["--leaf-validity", String($0)] } ?? []))
         self.controller = controller
         let deadline = Date().addingTimeInterval(20)
         while !controller.stdout.contains("serving the cluster API") {
-            guard Date() < deadline else { throw TestBedError("the controller did not start: \(await controller.stop())") }
+            guard Date() < deadline else {
+                throw TestBedError("the controller did not start: \(await controller.stop())")
+            }
             try await Task.sleep(for: .milliseconds(50))
         }
     }
@@ -103,7 +118,9 @@ public final class BedCluster: @unchecked Sendable {
     /// Cuts (`up: false`) or restores the link between a node's agent and the controller; the cluster must have
     /// been started with `controllerLinks`.
     public func setControllerLink(of name: String, up: Bool) throws {
-        guard let link = links[name] else { throw TestBedError("node \(name) has no controller link: start the cluster with controllerLinks") }
+        guard let link = links[name] else {
+            throw TestBedError("node \(name) has no controller link: start the cluster with controllerLinks")
+        }
         if up { link.restore() } else { link.cut() }
     }
 
@@ -125,12 +142,16 @@ public final class BedCluster: @unchecked Sendable {
     public func startAgent(_ name: String) throws {
         let node = bed.node(name)
         let issued = pki.url.appendingPathComponent("issued").path
-        agents[name] = try bed.start(on: name, siblingBinaries.appendingPathComponent("node-agent").path, [
-            "--name", name, "--address", node.address, "--server", "unix://" + (links[name]?.path ?? socket), "--cert", "\(issued)/node-\(name).pem",
-            "--key", "\(issued)/node-\(name)-key.pem", "--ca", pki.bundleURL.path, "--libvirt", node.uri,
-            "--run-dir", node.imagesDirectory, "--heartbeat", String(heartbeat), "--api-timeout", String(apiTimeout),
-            "--metrics-listen", agentMetrics(name),
-        ] + hostPathArguments)
+        agents[name] = try bed.start(
+            on: name, siblingBinaries.appendingPathComponent("node-agent").path,
+            [
+                "--name", name, "--address", node.address, "--server", "unix://" + (links[name]?.path ?? socket),
+                "--cert", "\(issued)/node-\(name).pem",
+                "--key", "\(issued)/node-\(name)-key.pem", "--ca", pki.bundleURL.path, "--libvirt", node.uri,
+                "--run-dir", node.imagesDirectory, "--heartbeat", String(heartbeat), "--api-timeout",
+                String(apiTimeout),
+                "--metrics-listen", agentMetrics(name),
+            ] + hostPathArguments)
     }
 
     /// SIGTERM of node `name`'s agent (a graceful stop); returns its exit status (137 if it had to be killed after
@@ -152,17 +173,24 @@ public final class BedCluster: @unchecked Sendable {
     /// (where the bed keeps the tiny guest's kernel, initrd and boot disk).
     public var hostPathArguments: [String] {
         let guest = bed.report.guest
-        let imports = Set([guest.kernel, guest.initrd, guest.bootDisk].map { ($0 as NSString).deletingLastPathComponent })
-        return ["--storage-root", "/var/lib/vmsync", "--storage-root", bed.report.sharedDirectory] + imports.sorted().flatMap { ["--import-dir", $0] }
+        let imports = Set(
+            [guest.kernel, guest.initrd, guest.bootDisk].map { ($0 as NSString).deletingLastPathComponent })
+        return ["--storage-root", "/var/lib/vmsync", "--storage-root", bed.report.sharedDirectory]
+            + imports.sorted().flatMap { ["--import-dir", $0] }
     }
 
     /// Waits until a restarted agent has registered its node again and posted a heartbeat after that (its loops —
     /// VMIs, migrations — have listed what is on its node by then); returns when (monotonic seconds, the heartbeat
     /// monitor's clock).
     public func waitForAgentBack(_ name: String, timeout: TimeInterval = 60) async throws -> Double {
-        _ = try await waitFor("agent \(name) registered again", timeout: timeout) { agentOutput(name).contains("node registered") ? true : nil }
-        let registered = try await admin.get(Kinds.node, name: name)["status"]?["conditions"]?.array?.first { $0["type"] == "Ready" }?["lastHeartbeatTime"]
-        _ = try await waitFor("agent \(name) heartbeat after registering", timeout: timeout) { () async throws -> Bool? in
+        _ = try await waitFor("agent \(name) registered again", timeout: timeout) {
+            agentOutput(name).contains("node registered") ? true : nil
+        }
+        let registered = try await admin.get(Kinds.node, name: name)["status"]?["conditions"]?.array?.first {
+            $0["type"] == "Ready"
+        }?["lastHeartbeatTime"]
+        _ = try await waitFor("agent \(name) heartbeat after registering", timeout: timeout) {
+            () async throws -> Bool? in
             let node = try await admin.get(Kinds.node, name: name)
             let beat = node["status"]?["conditions"]?.array?.first { $0["type"] == "Ready" }?["lastHeartbeatTime"]
             return beat != registered ? true : nil
@@ -178,7 +206,9 @@ public final class BedCluster: @unchecked Sendable {
 
     /// Everything the controller and the agents have printed so far, each under a heading.
     public var allOutput: String {
-        var parts = agents.sorted { $0.key < $1.key }.map { "=== agent \($0.key)\n\($0.value.stdout)\($0.value.stderr)" }
+        var parts = agents.sorted { $0.key < $1.key }.map {
+            "=== agent \($0.key)\n\($0.value.stdout)\($0.value.stderr)"
+        }
         if let controller { parts.append("=== controller\n\(controller.stdout)\(controller.stderr)") }
         return parts.joined(separator: "\n")
     }
@@ -200,14 +230,18 @@ public final class BedCluster: @unchecked Sendable {
     public func syncctl(_ arguments: [String], input: String = "") async throws -> ProcessResult {
         let config = pki.url.deletingLastPathComponent().appendingPathComponent("kubeconfig").path
         if !FileManager.default.fileExists(atPath: config) {
-            let made = try await run(siblingBinaries.appendingPathComponent("syncctl").path, ["config", "create", "--dir", pki.url.path, "--server", "unix://" + socket, "--output", config])
+            let made = try await run(
+                siblingBinaries.appendingPathComponent("syncctl").path,
+                ["config", "create", "--dir", pki.url.path, "--server", "unix://" + socket, "--output", config])
             guard made.status == 0 else { throw TestBedError("syncctl config create: \(made.stderr)") }
         }
-        return try await run(siblingBinaries.appendingPathComponent("syncctl").path, arguments + ["--kubeconfig", config], input: input)
+        return try await run(
+            siblingBinaries.appendingPathComponent("syncctl").path, arguments + ["--kubeconfig", config], input: input)
     }
 
     /// Polls `probe` until it returns a value (errors count as "not yet").
-    public func waitFor<T>(_ what: String, timeout: TimeInterval = 90, _ probe: () async throws -> T?) async throws -> T {
+    public func waitFor<T>(_ what: String, timeout: TimeInterval = 90, _ probe: () async throws -> T?) async throws -> T
+    {
         let deadline = Date().addingTimeInterval(timeout)
         var lastError: (any Error)?
         while Date() < deadline {
@@ -218,8 +252,10 @@ public final class BedCluster: @unchecked Sendable {
             }
             try await Task.sleep(for: .milliseconds(200))
         }
-        let output = (agents.values.map { $0.stdout + $0.stderr } + [controller.map { $0.stdout + $0.stderr } ?? ""]).joined(separator: "\n---\n")
-        throw TestBedError("timed out waiting for \(what)\(lastError.map { " (last error: \($0))" } ?? "")\n\(output.suffix(3000))")
+        let output = (agents.values.map { $0.stdout + $0.stderr } + [controller.map { $0.stdout + $0.stderr } ?? ""])
+            .joined(separator: "\n---\n")
+        throw TestBedError(
+            "timed out waiting for \(what)\(lastError.map { " (last error: \($0))" } ?? "")\n\(output.suffix(3000))")
     }
 }
 
@@ -234,7 +270,9 @@ extension BedCluster {
 
     /// Sets KubeVirt migration settings.
     public func setMigrations(_ settings: JSONValue) async throws {
-        _ = try await admin.patch(Kinds.kubeVirt, namespace: "kubevirt", name: "kubevirt", ["spec": ["configuration": ["migrations": settings]]])
+        _ = try await admin.patch(
+            Kinds.kubeVirt, namespace: "kubevirt", name: "kubevirt",
+            ["spec": ["configuration": ["migrations": settings]]])
     }
 
     /// The migration `syncctl migrate` said it created.
@@ -260,7 +298,9 @@ extension BedCluster {
         for node in bed.report.nodes {
             let state = try? await TestSupport.run("/usr/bin/virsh", ["-c", node.uri, "domstate", "--reason", domain])
             let errors = try? await TestSupport.run("/usr/bin/virsh", ["-c", node.uri, "domblkerror", domain])
-            let text = [state?.stdout, state?.stderr, errors?.stdout].compactMap { $0?.trimmingCharacters(in: .whitespacesAndNewlines) }.filter { !$0.isEmpty }
+            let text = [state?.stdout, state?.stderr, errors?.stdout].compactMap {
+                $0?.trimmingCharacters(in: .whitespacesAndNewlines)
+            }.filter { !$0.isEmpty }
             lines.append("\(node.name): \(text.joined(separator: " / "))")
         }
         return lines.joined(separator: "; ")
@@ -333,7 +373,8 @@ public enum MigrationManifests {
     }
 
     /// A VM booting the tiny guest's disk image from a DataVolume on `storageClass`.
-    public static func bootableVM(_ name: String, storageClass: String, image: String, extraSpec: String = "") -> String {
+    public static func bootableVM(_ name: String, storageClass: String, image: String, extraSpec: String = "") -> String
+    {
         """
         \(dataVolume("\(name)-dv", storageClass: storageClass, image: image))
         ---
@@ -362,4 +403,3 @@ public enum MigrationManifests {
         """
     }
 }
-

@@ -2,7 +2,7 @@ public import Foundation
 import TestBed
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The link between one node's agent and the controller: a unix socket the agent dials, relayed byte for byte to the
@@ -28,15 +28,21 @@ public final class ControllerLink: @unchecked Sendable {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
-        guard listener >= 0, bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { throw TestBedError("cannot relay \(path)") }
+        guard listener >= 0, bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            throw TestBedError("cannot relay \(path)")
+        }
         withUnsafeMutableBytes(of: &address.sun_path) { buffer in
             buffer.copyBytes(from: bytes)
             buffer[bytes.count] = 0
         }
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
-        guard bound == 0, listen(listener, 64) == 0 else { throw TestBedError("cannot listen on \(path): \(String(cString: strerror(errno)))") }
+        guard bound == 0, listen(listener, 64) == 0 else {
+            throw TestBedError("cannot listen on \(path): \(String(cString: strerror(errno)))")
+        }
         let thread = Thread { [self] in acceptLoop() }
         thread.name = "controller-link"
         thread.start()

@@ -65,7 +65,9 @@ public enum GuestDisk {
     private static func qemuImgOrThrow(_ arguments: [String]) async throws {
         let result = try await run(qemuImg, arguments, timeout: 120)
         guard result.status == 0 else {
-            throw TestBedError("qemu-img \(arguments.joined(separator: " ")): \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
+            throw TestBedError(
+                "qemu-img \(arguments.joined(separator: " ")): \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))"
+            )
         }
     }
 }

@@ -1,7 +1,7 @@
 public import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Reads the tiny guest's `TICK n uptime` heartbeat from its serial sockets: the source node's socket first, then —
@@ -87,8 +87,11 @@ public final class HeartbeatMonitor: @unchecked Sendable {
 
     /// Whether a console line is the guest kernel reporting damage.
     public static func isKernelProblem(_ line: String) -> Bool {
-        ["BUG:", "Oops", "general protection fault", "Kernel panic", "soft lockup", "blocked for more than", "invalid opcode", "Bad page"]
-            .contains { line.contains($0) }
+        [
+            "BUG:", "Oops", "general protection fault", "Kernel panic", "soft lockup", "blocked for more than",
+            "invalid opcode", "Bad page",
+        ]
+        .contains { line.contains($0) }
     }
 
     /// What each console connection did, for a failure message: "0: connected at 12.3, 4567 bytes; 1: …".
@@ -96,7 +99,8 @@ public final class HeartbeatMonitor: @unchecked Sendable {
         lock.withLock {
             (0..<max(connected.count, 2)).map { index in
                 guard let at = connected[index] else { return "\(index): never connected" }
-                return "\(index): connected at \(String(format: "%.3f", at)), \(bytesRead[index] ?? 0) bytes\(ended[index].map { ", \($0)" } ?? "")"
+                return
+                    "\(index): connected at \(String(format: "%.3f", at)), \(bytesRead[index] ?? 0) bytes\(ended[index].map { ", \($0)" } ?? "")"
                     + (reconnects[index].map { ", reconnected \($0) times" } ?? "")
             }.joined(separator: "; ")
         }
@@ -188,10 +192,16 @@ public final class HeartbeatMonitor: @unchecked Sendable {
             }
             // The other console's copy of a line already seen in this boot (same number and uptime) is neither new nor
             // a restart; one console never repeats a line.
-            if boot.contains(where: { $0.number == tick.number && $0.guestUptime == tick.guestUptime && $0.source != tick.source }) { continue }
+            if boot.contains(where: {
+                $0.number == tick.number && $0.guestUptime == tick.guestUptime && $0.source != tick.source
+            }) {
+                continue
+            }
             let sameConsole = lastPerSource[tick.source]
-            let fellOnItsConsole = sameConsole.map { tick.number <= $0.number || tick.guestUptime + 0.001 < $0.guestUptime } ?? false
-            let fellAcross = tick.number < highest.number - reorderTolerance || tick.guestUptime + 1.0 < highest.guestUptime
+            let fellOnItsConsole =
+                sameConsole.map { tick.number <= $0.number || tick.guestUptime + 0.001 < $0.guestUptime } ?? false
+            let fellAcross =
+                tick.number < highest.number - reorderTolerance || tick.guestUptime + 1.0 < highest.guestUptime
             lastPerSource[tick.source] = tick
             if fellOnItsConsole || fellAcross {
                 restarts.append(Restart(before: previous, after: tick))
@@ -215,7 +225,8 @@ public final class HeartbeatMonitor: @unchecked Sendable {
         var perSource: [Int: Int] = [:]
         for tick in ticks { perSource[tick.source, default: 0] += 1 }
         let last = boots[boots.count - 1].map(\.number)
-        return Analysis(lost: lost, restarts: restarts, largestGap: gap, perSource: perSource, first: last.min(), last: last.max())
+        return Analysis(
+            lost: lost, restarts: restarts, largestGap: gap, perSource: perSource, first: last.min(), last: last.max())
     }
 
     /// The two consecutive ticks (by number) with the largest gap between their arrivals.
@@ -223,7 +234,9 @@ public final class HeartbeatMonitor: @unchecked Sendable {
         var byNumber: [Int: Tick] = [:]
         for tick in ticks where byNumber[tick.number] == nil { byNumber[tick.number] = tick }
         let numbers = byNumber.keys.sorted()
-        return zip(numbers, numbers.dropFirst()).map { (byNumber[$0]!, byNumber[$1]!) }.max { ($0.1.arrival - $0.0.arrival) < ($1.1.arrival - $1.0.arrival) }
+        return zip(numbers, numbers.dropFirst()).map { (byNumber[$0]!, byNumber[$1]!) }.max {
+            ($0.1.arrival - $0.0.arrival) < ($1.1.arrival - $1.0.arrival)
+        }
     }
 
     /// Monotonic seconds, the clock `Tick.arrival` uses.
@@ -278,7 +291,9 @@ public final class HeartbeatMonitor: @unchecked Sendable {
                 // guest paused, this connection sends the rest once the guest runs here — at every switchover of a
                 // guest moved back and forth, so on the first data of each connection.
                 pending = lock.withLock { () -> [UInt8] in
-                    let previous = lastData.filter { $0.key != source && !(partial[$0.key] ?? []).isEmpty }.max { $0.value < $1.value }
+                    let previous = lastData.filter { $0.key != source && !(partial[$0.key] ?? []).isEmpty }.max {
+                        $0.value < $1.value
+                    }
                     guard let previous else { return [] }
                     defer { partial[previous.key] = nil }
                     return partial[previous.key] ?? []
@@ -309,7 +324,9 @@ public final class HeartbeatMonitor: @unchecked Sendable {
                 guard fields.count >= 2, let number = Int(fields[0]),
                     let uptime = Double(fields[1].trimmingCharacters(in: .whitespacesAndNewlines))
                 else { continue }
-                lock.withLock { received.append(Tick(number: number, guestUptime: uptime, arrival: arrival, source: source)) }
+                lock.withLock {
+                    received.append(Tick(number: number, guestUptime: uptime, arrival: arrival, source: source))
+                }
             }
             let unfinished = pending
             lock.withLock { partial[source] = unfinished }

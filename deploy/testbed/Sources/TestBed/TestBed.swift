@@ -2,7 +2,7 @@ public import Foundation
 public import TestSupport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A running local test bed, started through the `vmsync-testbed` launcher as a child process and stopped by its PID.
@@ -34,7 +34,9 @@ public final class TestBed: Sendable {
     /// Starts a bed of `nodes` nodes and waits (up to `timeout` seconds; the first ever start downloads and builds
     /// the guest) until every node answers.
     public static func start(nodes: Int = 2, timeout: TimeInterval = 300) async throws -> TestBed {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vmsync-bed-\(UUID().uuidString.prefix(8))").path
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "vmsync-bed-\(UUID().uuidString.prefix(8))"
+        ).path
         let launcher = try ChildProcess(
             launcherPath, ["up", "--nodes", String(nodes), "--dir", directory, "--parent", String(getpid())])
         let reportPath = directory + "/" + TestBedReport.fileName
@@ -45,7 +47,8 @@ public final class TestBed: Sendable {
             }
             if kill(launcher.pid, 0) != 0 || launcher.stderr.contains("Error") {
                 let output = await launcher.stop()
-                throw TestBedError("the test bed did not start: \(output.trimmingCharacters(in: .whitespacesAndNewlines))")
+                throw TestBedError(
+                    "the test bed did not start: \(output.trimmingCharacters(in: .whitespacesAndNewlines))")
             }
             try await Task.sleep(for: .milliseconds(100))
         }
@@ -76,20 +79,24 @@ public final class TestBed: Sendable {
     /// node's own /var/lib/libvirt, /var/lib/vmsync, …), as a node daemon would run there. Stop it by its PID.
     public func start(on name: String, _ executable: String, _ arguments: [String]) throws -> ChildProcess {
         let node = node(name)
-        return try ChildProcess("/usr/bin/nsenter", [
-            "--net=/run/netns/\(node.namespace)", "--mount=/proc/\(node.libvirtdPID)/ns/mnt", "--", executable,
-        ] + arguments)
+        return try ChildProcess(
+            "/usr/bin/nsenter",
+            [
+                "--net=/run/netns/\(node.namespace)", "--mount=/proc/\(node.libvirtdPID)/ns/mnt", "--", executable,
+            ] + arguments)
     }
 
     /// Starts a long-running process in the switch namespace (on the bed's network at `report.switchAddress`, the
     /// host's file system): the bed's control plane and monitoring. Stop it by its PID.
     public func startOnSwitch(_ executable: String, _ arguments: [String]) throws -> ChildProcess {
-        try ChildProcess("/usr/bin/nsenter", ["--net=/run/netns/\(report.switchNamespace)", "--", executable] + arguments)
+        try ChildProcess(
+            "/usr/bin/nsenter", ["--net=/run/netns/\(report.switchNamespace)", "--", executable] + arguments)
     }
 
     /// Runs a command in the switch namespace (to reach what listens there, or a node from outside it).
     public func runOnSwitch(_ command: [String], timeout: TimeInterval = 30) async throws -> ProcessResult {
-        try await TestSupport.run("/usr/bin/nsenter", ["--net=/run/netns/\(report.switchNamespace)", "--"] + command, timeout: timeout)
+        try await TestSupport.run(
+            "/usr/bin/nsenter", ["--net=/run/netns/\(report.switchNamespace)", "--"] + command, timeout: timeout)
     }
 
     /// Cuts (or restores) node `name`'s link to the bed's switch.

@@ -2,7 +2,7 @@ import CSpawn
 public import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The outcome of a finished child process.
@@ -36,7 +36,8 @@ public final class ChildProcess: @unchecked Sendable {
 
     /// Starts `executable` with `arguments`, `input` on its stdin.
     public init(_ executable: String, _ arguments: [String], input: String = "") throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("vmsync-child-\(UUID().uuidString.prefix(8))")
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "vmsync-child-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let stdinPath = directory.appendingPathComponent("stdin").path
         try input.write(toFile: stdinPath, atomically: true, encoding: .utf8)
@@ -44,8 +45,10 @@ public final class ChildProcess: @unchecked Sendable {
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, stdinPath, O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, directory.appendingPathComponent("stdout").path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_addopen(&actions, 2, directory.appendingPathComponent("stderr").path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_addopen(
+            &actions, 1, directory.appendingPathComponent("stdout").path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_addopen(
+            &actions, 2, directory.appendingPathComponent("stderr").path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         // Nothing else of ours goes to the child: sockets are not close-on-exec (SwiftNIO's accepted ones neither), and a
         // child holding a copy would keep a connection open after we close it.
         vmsync_spawn_closefrom(&actions, 3)
@@ -70,28 +73,33 @@ public final class ChildProcess: @unchecked Sendable {
     }
 
     /// What it has written to stdout so far.
-    public var stdout: String { (try? String(contentsOfFile: directory.appendingPathComponent("stdout").path, encoding: .utf8)) ?? "" }
+    public var stdout: String {
+        (try? String(contentsOfFile: directory.appendingPathComponent("stdout").path, encoding: .utf8)) ?? ""
+    }
     /// What it has written to stderr so far.
-    public var stderr: String { (try? String(contentsOfFile: directory.appendingPathComponent("stderr").path, encoding: .utf8)) ?? "" }
+    public var stderr: String {
+        (try? String(contentsOfFile: directory.appendingPathComponent("stderr").path, encoding: .utf8)) ?? ""
+    }
 
     /// Waits for exit, sending SIGKILL to exactly this PID after `timeout` seconds.
     public func wait(timeout: TimeInterval) async -> Int32 {
         if let status { return status }
         let pid = pid
-        let code = (try? await onThread { () -> Int32 in
-            let deadline = Date().addingTimeInterval(timeout)
-            var raw: Int32 = 0
-            while waitpid(pid, &raw, WNOHANG) == 0 {
-                if Date() > deadline {
-                    kill(pid, SIGKILL)
-                    waitpid(pid, &raw, 0)
-                    break
+        let code =
+            (try? await onThread { () -> Int32 in
+                let deadline = Date().addingTimeInterval(timeout)
+                var raw: Int32 = 0
+                while waitpid(pid, &raw, WNOHANG) == 0 {
+                    if Date() > deadline {
+                        kill(pid, SIGKILL)
+                        waitpid(pid, &raw, 0)
+                        break
+                    }
+                    usleep(5000)
                 }
-                usleep(5000)
-            }
-            // Exit status, or 128 + signal as a shell reports it.
-            return (raw & 0x7f) == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f)
-        }) ?? -1
+                // Exit status, or 128 + signal as a shell reports it.
+                return (raw & 0x7f) == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f)
+            }) ?? -1
         status = code
         return code
     }
@@ -114,7 +122,8 @@ public final class ChildProcess: @unchecked Sendable {
 }
 
 /// Runs a program to completion (killed after `timeout` seconds), feeding `input` on stdin.
-public func run(_ executable: String, _ arguments: [String], input: String = "", timeout: TimeInterval = 30) async throws
+public func run(_ executable: String, _ arguments: [String], input: String = "", timeout: TimeInterval = 30)
+    async throws
     -> ProcessResult
 {
     let child = try ChildProcess(executable, arguments, input: input)

@@ -2,7 +2,7 @@ import Foundation
 import TestBed
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A running bed: a switch namespace with a bridge, and per node a network namespace plugged into it, a private mount
@@ -55,42 +55,49 @@ final class Bed {
         let images = root + "/images"
         let hostUUID = UUID().uuidString.lowercased()
         let files = FileManager.default
-        for path in ["etc/libvirt", "var/lib/libvirt", "run/libvirt", "var/log/libvirt/qemu", "var/cache/libvirt/qemu/capabilities", "var/lib/vmsync"] {
+        for path in [
+            "etc/libvirt", "var/lib/libvirt", "run/libvirt", "var/log/libvirt/qemu",
+            "var/cache/libvirt/qemu/capabilities", "var/lib/vmsync",
+        ] {
             try files.createDirectory(atPath: root + "/root/" + path, withIntermediateDirectories: true)
         }
-        for path in [socketDirectory, images] { try files.createDirectory(atPath: path, withIntermediateDirectories: true) }
+        for path in [socketDirectory, images] {
+            try files.createDirectory(atPath: path, withIntermediateDirectories: true)
+        }
         for cached in (try? files.contentsOfDirectory(atPath: capabilitiesCache)) ?? [] {
-            try? files.copyItem(atPath: capabilitiesCache + "/" + cached, toPath: root + "/root/var/cache/libvirt/qemu/capabilities/" + cached)
+            try? files.copyItem(
+                atPath: capabilitiesCache + "/" + cached,
+                toPath: root + "/root/var/cache/libvirt/qemu/capabilities/" + cached)
         }
         try Self.accounts(root: root)
         let logFile = root + "/libvirtd.log"
         try """
-            # vmsync test bed node \(name)
-            unix_sock_dir = "\(socketDirectory)"
-            unix_sock_group = "root"
-            auth_unix_rw = "none"
-            auth_unix_ro = "none"
-            host_uuid = "\(hostUUID)"
-            keepalive_interval = 5
-            keepalive_count = 5
-            log_outputs = "3:file:\(logFile)"
+        # vmsync test bed node \(name)
+        unix_sock_dir = "\(socketDirectory)"
+        unix_sock_group = "root"
+        auth_unix_rw = "none"
+        auth_unix_ro = "none"
+        host_uuid = "\(hostUUID)"
+        keepalive_interval = 5
+        keepalive_count = 5
+        log_outputs = "3:file:\(logFile)"
 
-            """.write(toFile: root + "/root/etc/libvirt/libvirtd.conf", atomically: true, encoding: .utf8)
+        """.write(toFile: root + "/root/etc/libvirt/libvirtd.conf", atomically: true, encoding: .utf8)
         try """
-            # vmsync test bed node \(name): QEMU as root without confinement, no virtlogd, migrations on this address
-            user = "root"
-            group = "root"
-            security_driver = "none"
-            dynamic_ownership = 0
-            cgroup_controllers = [ ]
-            namespaces = [ ]
-            stdio_handler = "file"
-            migration_address = "\(address)"
-            migration_host = "\(address)"
-            migration_port_min = 49152
-            migration_port_max = 49215
+        # vmsync test bed node \(name): QEMU as root without confinement, no virtlogd, migrations on this address
+        user = "root"
+        group = "root"
+        security_driver = "none"
+        dynamic_ownership = 0
+        cgroup_controllers = [ ]
+        namespaces = [ ]
+        stdio_handler = "file"
+        migration_address = "\(address)"
+        migration_host = "\(address)"
+        migration_port_min = 49152
+        migration_port_max = 49215
 
-            """.write(toFile: root + "/root/etc/libvirt/qemu.conf", atomically: true, encoding: .utf8)
+        """.write(toFile: root + "/root/etc/libvirt/qemu.conf", atomically: true, encoding: .utf8)
 
         try addNamespace(namespace)
         let port = "p-\(name)"
@@ -112,7 +119,8 @@ final class Bed {
             exec /usr/sbin/libvirtd -f /etc/libvirt/libvirtd.conf -p "\(root)/libvirtd.pid"
             """
         let pid = try Spawn.start(
-            "ip", ["netns", "exec", namespace, "unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", script],
+            "ip",
+            ["netns", "exec", namespace, "unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", script],
             log: root + "/libvirtd.out")
         return TestBedNode(
             name: name, uri: "qemu+unix:///system?socket=\(socketDirectory)/libvirt-sock", address: address,
@@ -128,7 +136,9 @@ final class Bed {
         if !group.hasSuffix("\n") { group += "\n" }
         if !group.contains("\nkvm:") && !group.hasPrefix("kvm:") { group += "kvm:x:64054:\n" }
         if !group.contains("\nlibvirt-qemu:") { group += "libvirt-qemu:x:64055:\n" }
-        if !passwd.contains("\nlibvirt-qemu:") { passwd += "libvirt-qemu:x:64055:64054:Libvirt Qemu:/var/lib/libvirt:/usr/sbin/nologin\n" }
+        if !passwd.contains("\nlibvirt-qemu:") {
+            passwd += "libvirt-qemu:x:64055:64054:Libvirt Qemu:/var/lib/libvirt:/usr/sbin/nologin\n"
+        }
         try passwd.write(toFile: root + "/passwd", atomically: true, encoding: .utf8)
         try group.write(toFile: root + "/group", atomically: true, encoding: .utf8)
     }
@@ -140,7 +150,9 @@ final class Bed {
         while Date() < deadline {
             if Reaper.shared.hasExited(node.libvirtdPID) {
                 let output = (try? String(contentsOfFile: node.directory + "/libvirtd.out", encoding: .utf8)) ?? ""
-                throw LaunchError("libvirtd of node \(node.name) exited: \(output.split(separator: "\n").suffix(3).joined(separator: " | "))")
+                throw LaunchError(
+                    "libvirtd of node \(node.name) exited: \(output.split(separator: "\n").suffix(3).joined(separator: " | "))"
+                )
             }
             if Self.connects(to: path) {
                 // The socket accepts before the QEMU driver has finished its start-up; virsh answers once it has.
@@ -161,7 +173,8 @@ final class Bed {
         let source = node.directory + "/root/var/cache/libvirt/qemu/capabilities"
         let files = FileManager.default
         try? files.createDirectory(atPath: capabilitiesCache, withIntermediateDirectories: true)
-        for cached in (try? files.contentsOfDirectory(atPath: source)) ?? [] where !files.fileExists(atPath: capabilitiesCache + "/" + cached) {
+        for cached in (try? files.contentsOfDirectory(atPath: source)) ?? []
+        where !files.fileExists(atPath: capabilitiesCache + "/" + cached) {
             try? files.copyItem(atPath: source + "/" + cached, toPath: capabilitiesCache + "/" + cached)
         }
     }

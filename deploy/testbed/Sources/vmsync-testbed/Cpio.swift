@@ -24,7 +24,9 @@ struct CpioArchive {
         return data
     }
 
-    private mutating func append(path: String, mode: UInt32, contents: Data, device: (UInt32, UInt32) = (0, 0), links: UInt32? = nil) {
+    private mutating func append(
+        path: String, mode: UInt32, contents: Data, device: (UInt32, UInt32) = (0, 0), links: UInt32? = nil
+    ) {
         let name = Array(path.utf8) + [0]
         let fields: [UInt32] = [
             inode, mode, 0, 0, links ?? (mode & 0o040000 != 0 ? 2 : 1), 0, UInt32(contents.count),

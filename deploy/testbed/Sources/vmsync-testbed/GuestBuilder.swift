@@ -2,7 +2,7 @@ import Foundation
 import TestBed
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Builds the tiny test guest from Debian packages and caches it: the cloud kernel (downloaded, unpacked, never
@@ -27,11 +27,14 @@ struct GuestBuilder {
         let initrd = cacheDirectory + "/initrd.img"
         let stamp = cacheDirectory + "/stamp"
         let disk = cacheDirectory + "/disk.img"
-        if let existing = try? String(contentsOfFile: stamp, encoding: .utf8), existing.hasPrefix(Self.layoutVersion + " "),
+        if let existing = try? String(contentsOfFile: stamp, encoding: .utf8),
+            existing.hasPrefix(Self.layoutVersion + " "),
             FileManager.default.fileExists(atPath: kernel), FileManager.default.fileExists(atPath: initrd),
             FileManager.default.fileExists(atPath: disk)
         {
-            return GuestFiles(kernel: kernel, initrd: initrd, bootDisk: disk, kernelRelease: String(existing.dropFirst(Self.layoutVersion.count + 1)))
+            return GuestFiles(
+                kernel: kernel, initrd: initrd, bootDisk: disk,
+                kernelRelease: String(existing.dropFirst(Self.layoutVersion.count + 1)))
         }
         try FileManager.default.createDirectory(atPath: cacheDirectory, withIntermediateDirectories: true)
         let work = cacheDirectory + "/work-\(getpid())"
@@ -45,30 +48,42 @@ struct GuestBuilder {
         for deb in debs { try Spawn.run("dpkg-deb", ["-x", work + "/" + deb, work + "/root"]) }
 
         let boot = work + "/root/boot"
-        guard let vmlinuz = try FileManager.default.contentsOfDirectory(atPath: boot).first(where: { $0.hasPrefix("vmlinuz-") }) else {
+        guard
+            let vmlinuz = try FileManager.default.contentsOfDirectory(atPath: boot).first(where: {
+                $0.hasPrefix("vmlinuz-")
+            })
+        else {
             throw LaunchError("\(kernelPackage) has no vmlinuz")
         }
         let release = String(vmlinuz.dropFirst("vmlinuz-".count))
         var archive = CpioArchive()
         for directory in ["bin", "dev", "proc", "sys", "lib", "lib/modules", "etc"] { archive.directory(directory) }
         archive.characterDevice("dev/console", major: 5, minor: 1)
-        archive.file("bin/busybox", contents: try Data(contentsOf: URL(fileURLWithPath: work + "/root/bin/busybox")), executable: true)
+        archive.file(
+            "bin/busybox", contents: try Data(contentsOf: URL(fileURLWithPath: work + "/root/bin/busybox")),
+            executable: true)
         let moduleRoot = work + "/root/lib/modules/\(release)/kernel"
         let allModules = FileManager.default.enumerator(atPath: moduleRoot)?.compactMap { $0 as? String } ?? []
         for module in Self.modules {
-            guard let relative = allModules.first(where: { ($0 as NSString).lastPathComponent == module + ".ko" }) else {
+            guard let relative = allModules.first(where: { ($0 as NSString).lastPathComponent == module + ".ko" })
+            else {
                 throw LaunchError("kernel \(release) has no \(module).ko")
             }
-            archive.file("lib/modules/\(module).ko", contents: try Data(contentsOf: URL(fileURLWithPath: moduleRoot + "/" + relative)))
+            archive.file(
+                "lib/modules/\(module).ko",
+                contents: try Data(contentsOf: URL(fileURLWithPath: moduleRoot + "/" + relative)))
         }
         archive.file("init", contents: Data(Self.initScript.utf8), executable: true)
         archive.file("etc/udhcpc.script", contents: Data(Self.dhcpScript.utf8), executable: true)
 
         try FileManager.default.copyItem(atPath: boot + "/" + vmlinuz, toPath: work + "/vmlinuz")
         try archive.finish().write(to: URL(fileURLWithPath: work + "/initrd.img"))
-        try Self.makeBootDisk(at: work + "/disk.img", kernel: work + "/vmlinuz", initrd: work + "/initrd.img", work: work)
+        try Self.makeBootDisk(
+            at: work + "/disk.img", kernel: work + "/vmlinuz", initrd: work + "/initrd.img", work: work)
         for (name, target) in [("vmlinuz", kernel), ("initrd.img", initrd), ("disk.img", disk)] {
-            guard rename(work + "/" + name, target) == 0 else { throw LaunchError("cannot move \(name) into \(cacheDirectory)") }
+            guard rename(work + "/" + name, target) == 0 else {
+                throw LaunchError("cannot move \(name) into \(cacheDirectory)")
+            }
         }
         try "\(Self.layoutVersion) \(release)".write(toFile: stamp, atomically: true, encoding: .utf8)
         return GuestFiles(kernel: kernel, initrd: initrd, bootDisk: disk, kernelRelease: release)
@@ -78,14 +93,17 @@ struct GuestBuilder {
     /// its boot sector, the kernel and the initramfs — written with mtools, no loop device or mount. The files sit in
     /// the first 32 MiB (the static region); the guest's tick sector at 48 MiB lies in free clusters.
     private static func makeBootDisk(at path: String, kernel: String, initrd: String, work: String) throws {
-        guard FileManager.default.createFile(atPath: path, contents: nil) else { throw LaunchError("cannot create \(path)") }
+        guard FileManager.default.createFile(atPath: path, contents: nil) else {
+            throw LaunchError("cannot create \(path)")
+        }
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
         try handle.truncate(atOffset: 64 << 20)
         try handle.close()
         try Spawn.run("mformat", ["-i", path, "-v", "VMSYNC", "-t", "64", "-h", "64", "-s", "32", "::"])
         try Spawn.run("syslinux", ["--install", path])
         let config = work + "/syslinux.cfg"
-        try "DEFAULT vmsync\nPROMPT 0\nTIMEOUT 0\nLABEL vmsync\n  KERNEL vmlinuz\n  INITRD initrd.img\n  APPEND \(GuestFiles.commandLine)\n"
+        try
+            "DEFAULT vmsync\nPROMPT 0\nTIMEOUT 0\nLABEL vmsync\n  KERNEL vmlinuz\n  INITRD initrd.img\n  APPEND \(GuestFiles.commandLine)\n"
             .write(toFile: config, atomically: true, encoding: .utf8)
         try Spawn.run("mcopy", ["-i", path, kernel, initrd, config, "::/"])
     }

@@ -3,7 +3,7 @@ import CSubreaper
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The launcher is the child subreaper of everything it starts: libvirtd daemonizes each QEMU, and the orphan lands
@@ -21,7 +21,9 @@ final class Reaper: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         guard !started else { return }
-        guard vmsync_become_subreaper() == 0 else { throw LaunchError("prctl(PR_SET_CHILD_SUBREAPER) failed: errno \(errno)") }
+        guard vmsync_become_subreaper() == 0 else {
+            throw LaunchError("prctl(PR_SET_CHILD_SUBREAPER) failed: errno \(errno)")
+        }
         started = true
         let thread = Thread { [self] in loop() }
         thread.name = "reaper"
@@ -102,13 +104,16 @@ enum Spawn {
     /// Runs a command to completion and returns its combined output; a non-zero exit is an error naming the command.
     @discardableResult
     static func run(_ executable: String, _ arguments: [String], timeout: TimeInterval = 120) throws -> String {
-        let log = FileManager.default.temporaryDirectory.appendingPathComponent("vmsync-testbed-\(UUID().uuidString.prefix(8)).log").path
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "vmsync-testbed-\(UUID().uuidString.prefix(8)).log"
+        ).path
         defer { unlink(log) }
         let pid = try start(executable, arguments, log: log)
         guard let status = Reaper.shared.wait(for: pid, timeout: timeout) else {
             kill(pid, SIGKILL)
             _ = Reaper.shared.wait(for: pid, timeout: 5)
-            throw LaunchError("\(executable) \(arguments.joined(separator: " ")) did not finish within \(Int(timeout)) s")
+            throw LaunchError(
+                "\(executable) \(arguments.joined(separator: " ")) did not finish within \(Int(timeout)) s")
         }
         let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
         guard status == 0 else {

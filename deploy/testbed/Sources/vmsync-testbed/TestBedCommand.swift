@@ -1,10 +1,10 @@
 import ArgumentParser
-import Foundation
 import CSubreaper
+import Foundation
 import TestBed
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The local multi-node test bed: the tiny guest and N libvirt "nodes", used by the tests, the benchmarks and the demo.
@@ -25,11 +25,13 @@ struct CacheOption: ParsableArguments {
 extension TestBedCommand {
     struct Up: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Start N nodes; write <dir>/testbed.json when all answer; tear everything down on SIGTERM/SIGINT.")
+            abstract: "Start N nodes; write <dir>/testbed.json when all answer; tear everything down on SIGTERM/SIGINT."
+        )
 
         @Option(help: "Number of nodes (1-8).") var nodes = 2
         @Option(help: "The bed's directory (default: a fresh one under the temporary directory).") var dir: String?
-        @Option(help: "Tear down when this process exits (the test or benchmark that started the bed).") var parent: Int32?
+        @Option(help: "Tear down when this process exits (the test or benchmark that started the bed).") var parent:
+            Int32?
         @Flag(help: "Keep the bed's directory after teardown (logs, images).") var keep = false
         @OptionGroup var cache: CacheOption
 
@@ -74,7 +76,8 @@ extension TestBedCommand {
                 let received = vmsync_wait_stop(250)
                 if received > 0 { break }
                 if let parent, kill(parent, 0) != 0, errno == ESRCH { break }
-                for node in report.nodes where !reported.contains(node.name) && Reaper.shared.hasExited(node.libvirtdPID) {
+                for node in report.nodes
+                where !reported.contains(node.name) && Reaper.shared.hasExited(node.libvirtdPID) {
                     reported.insert(node.name)
                     FileHandle.standardError.write(Data("vmsync-testbed: libvirtd of node \(node.name) exited\n".utf8))
                 }
@@ -86,7 +89,8 @@ extension TestBedCommand {
     }
 
     struct Guest: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Build (or find cached) the tiny guest; print its files as JSON.")
+        static let configuration = CommandConfiguration(
+            abstract: "Build (or find cached) the tiny guest; print its files as JSON.")
         @OptionGroup var cache: CacheOption
 
         func run() throws {
@@ -99,11 +103,11 @@ extension TestBedCommand {
     }
 
     struct Clean: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Remove namespaces and processes of beds whose launcher died.")
+        static let configuration = CommandConfiguration(
+            abstract: "Remove namespaces and processes of beds whose launcher died.")
         func run() throws {
             try Reaper.shared.start()
             Bed.removeStale()
         }
     }
 }
-
