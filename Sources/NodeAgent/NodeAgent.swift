@@ -297,7 +297,13 @@ public actor NodeAgent: Service {
     /// unreachable, a DataVolume or StorageClass not there yet) is a `Synchronized` condition and a retry with backoff;
     /// only a VMI that can never run as asked (refused input, a spec libvirt rejects) fails.
     func syncInstance(_ key: ObjectKey) async throws -> ReconcileResult {
-        guard let vmi = instances[key] else { return .done }
+        guard let vmi = instances[key] else {
+            // Gone from this node's VMIs — deleted (maybe while this node was cut off, its deletion seen only as the
+            // watch resumed or the informer listed again), or moved to another node: a domain of it still here is an
+            // orphan, removed or held as `removeOrphans` decides.
+            await sweepOrphans()
+            return .done
+        }
         do {
             try await reconcileOrThrow(vmi)
         } catch {
