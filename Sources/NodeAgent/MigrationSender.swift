@@ -115,7 +115,13 @@ struct MigrationSender {
         let sourceXML = try await domain.xml(migratable: true)
         let xml = DomainMapping.destinationXML(
             sourceXML, from: agent.configuration.runDirectory, to: targetRunDirectory)
-        let settings = NodeAgent.migrationSettings(agent.kubeVirt?.migrations)
+        // The configuration the controller stamped when it scheduled the migration (the cluster's as of then); the
+        // informer's copy only for a migration scheduled without one.
+        let state = vmi.status?.migrationState
+        let stamped = (state?.migrationUid == uid ? state?.migrationConfiguration : nil).flatMap {
+            try? $0.decode(KubeVirt.Migrations.self)
+        }
+        let settings = NodeAgent.migrationSettings(stamped ?? agent.kubeVirt?.migrations)
         // A guest whose memory this node's QEMU cannot copy live without losing writes is paused for the copy.
         let hazard =
             settings.allowUnsafeLiveMemoryCopy

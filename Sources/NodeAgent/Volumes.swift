@@ -186,7 +186,7 @@ struct Volumes: Sendable {
                     "\(name) \(arguments.joined(separator: " ")): \(printed.trimmingCharacters(in: .whitespacesAndNewlines))"
                 )
             }
-            return result.standardOutput ?? ""
+            return result.standardOutput
         } catch let error as APIError {
             throw error
         } catch {

@@ -126,6 +126,12 @@ struct MigrationReconcilerTests {
             #expect(m1["metadata"]?["finalizers"]?.array?.contains(.string(Migration.finalizer)) == true)
             let vmi = try await store.get(Kinds.virtualMachineInstance, namespace: "default", name: "v1")
             #expect(vmi["status"]?["migrationState"]?["migrationUID"] == m1["metadata"]?["uid"])
+            // The configuration it runs with, as the store held it when it was scheduled, on both states (what the
+            // source agent reads; a setting written just before the migration applies to it).
+            for state in [m1["status"]?["migrationState"], vmi["status"]?["migrationState"]] {
+                #expect(state?["migrationConfiguration"]?["parallelMigrationsPerCluster"] == 2, "\(state ?? .null)")
+                #expect(state?["migrationConfiguration"]?["parallelOutboundMigrationsPerNode"] == 1)
+            }
             #expect(vmi["status"]?["printableMigration"] == "Migrating")
             #expect(
                 try await store.get(Kinds.virtualMachineInstance, namespace: "default", name: "v2")["status"]?[

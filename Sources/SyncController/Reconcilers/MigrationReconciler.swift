@@ -60,6 +60,15 @@ public struct MigrationReconciler: Reconciler {
         return try await supervise(current, vmi: vmi)
     }
 
+    /// The migration settings as the store holds them now (the cache's when the store cannot be read).
+    private func currentMigrationSettings() async -> KubeVirt.Migrations {
+        let key = ObjectKey(namespace: KubeVirt.namespace, name: KubeVirt.name)
+        guard let stored = try? await store.get(Kinds.kubeVirt, namespace: key.namespace, name: key.name),
+            let fresh = try? KubeVirt(json: stored)
+        else { return settings }
+        return fresh.migrations
+    }
+
     private var settings: KubeVirt.Migrations {
         (configuration[ObjectKey(namespace: KubeVirt.namespace, name: KubeVirt.name)] ?? KubeVirt()).migrations
     }
@@ -248,12 +257,17 @@ public struct MigrationReconciler: Reconciler {
             try await store.write(waiting, from: vmim, cache: migrations)
             return .requeue(after: .milliseconds(Int64((settings.unschedulableTimeout - waited) * 1000) + 100))
         }
+        // The migration runs with the configuration in force now, read from the store rather than the cache (a
+        // setting written just before the migration was created must apply to it): stamped on the migration's and the
+        // VMI's state, as KubeVirt does, and read from there by the source's agent.
+        let configuration = try? JSONValue(encoding: await currentMigrationSettings())
         var scheduled = vmim
         var state = vmim.status?.migrationState ?? MigrationState()
         state.sourceNode = source
         state.targetNode = best.name
         state.migrationUid = vmim.metadata.uid
         state.mode = "PreCopy"
+        state.migrationConfiguration = configuration
         scheduled.transition(to: .scheduled)
         scheduled.status?.migrationState = state
         scheduled.status?.conditions.set(
@@ -275,7 +289,7 @@ public struct MigrationReconciler: Reconciler {
         vmiState.endTimestamp = nil
         vmiState.abortStatus = nil
         vmiState.failureReason = nil
-        vmiState.migrationConfiguration = nil
+        vmiState.migrationConfiguration = configuration
         vmiState.progress = nil
         migrating.status?.migrationState = vmiState
         try await store.write(migrating, from: vmi, cache: instances)
