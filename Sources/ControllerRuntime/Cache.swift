@@ -27,17 +27,24 @@ public final class Cache<R: Resource>: Sendable {
     }
 
     private let indexes: [String: IndexFunction]
+    private let keepsEnvelopes: Bool
     private let state = Mutex(State())
 
-    public init(indexes: [String: IndexFunction] = [:]) {
+    /// `keepsEnvelopes: false` holds the typed view alone (`envelope(_:)` answers nil): for a cache of metadata
+    /// only, which would otherwise keep every object whole.
+    public init(indexes: [String: IndexFunction] = [:], keepsEnvelopes: Bool = true) {
         self.indexes = indexes
+        self.keepsEnvelopes = keepsEnvelopes
     }
 
     /// The object with `key`.
     public subscript(key: ObjectKey) -> R? { state.withLock { $0.entries[key]?.object } }
 
     /// The object with `key` as stored, with the fields the typed view does not model (for copying a template whole).
-    public func envelope(_ key: ObjectKey) -> JSONValue? { state.withLock { $0.entries[key]?.envelope } }
+    public func envelope(_ key: ObjectKey) -> JSONValue? {
+        guard keepsEnvelopes else { return nil }
+        return state.withLock { $0.entries[key]?.envelope }
+    }
 
     /// Every object, in key order.
     public var all: [R] { state.withLock { $0.entries.sorted { $0.key < $1.key }.map(\.value.object) } }
@@ -76,7 +83,7 @@ public final class Cache<R: Resource>: Sendable {
         let version = Self.version(of: object)
         state.withLock { state in
             if let held = state.entries[object.key], held.version >= version { return }
-            insert(Entry(object: object, envelope: envelope, version: version), into: &state)
+            insert(Entry(object: object, envelope: keepsEnvelopes ? envelope : .null, version: version), into: &state)
         }
     }
 
@@ -88,7 +95,8 @@ public final class Cache<R: Resource>: Sendable {
             let old = state.observed.updateValue(object, forKey: object.key)
             let version = Self.version(of: object)
             if (state.entries[object.key]?.version ?? .min) <= version {
-                insert(Entry(object: object, envelope: envelope, version: version), into: &state)
+                insert(
+                    Entry(object: object, envelope: keepsEnvelopes ? envelope : .null, version: version), into: &state)
             }
             state.resourceVersion = max(state.resourceVersion, resourceVersion)
             return old

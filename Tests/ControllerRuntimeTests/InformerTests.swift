@@ -116,6 +116,16 @@ struct InformerTests {
                 informer.cache[key]?.json["spec"]?["domain"]?["clock"] == nil, "not modelled, so not in the typed view")
             group.cancelAll()
         }
+        // A cache that keeps no envelopes (the garbage collector's metadata) holds the typed view alone.
+        let bare = Informer<VirtualMachineInstance>(source: store, cache: Cache(keepsEnvelopes: false)) { _ in }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await bare.run() }
+            await bare.waitForSync()
+            let key = ObjectKey(namespace: "default", name: "e")
+            #expect(bare.cache[key]?.metadata.name == "e")
+            #expect(bare.cache.envelope(key) == nil)
+            group.cancelAll()
+        }
     }
 
     @Test(

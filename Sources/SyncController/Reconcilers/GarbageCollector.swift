@@ -161,12 +161,15 @@ struct CollectedKind: Sendable {
     static func watching<Marker: KindMarker>(
         _ marker: Marker.Type, store: any ResourceStore, queue: WorkQueue<ObjectKey>, logger: Logger
     ) -> CollectedKind {
-        let informer = Informer<ObjectMetadata<Marker>>(
-            source: store,
+        // Metadata alone: the objects' bodies are not kept.
+        let cache = Cache<ObjectMetadata<Marker>>(
             indexes: [
                 uidIndex: { [$0.metadata.uid].compactMap { $0 } },
                 ownerIndex: { ($0.metadata.ownerReferences ?? []).map(\.uid) },
-            ],
+            ], keepsEnvelopes: false)
+        let informer = Informer<ObjectMetadata<Marker>>(
+            source: store,
+            cache: cache,
             logger: logger
         ) { change in
             for owner in GarbageCollector.ownersConcerned(old: change.old?.metadata, new: change.new?.metadata) {
