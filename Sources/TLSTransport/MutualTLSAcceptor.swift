@@ -34,6 +34,9 @@ public final class MutualTLSAcceptor: Sendable {
         self.onRejection = onRejection
     }
 
+    /// The connections admitted and not closed yet.
+    public var openConnections: Int { open.withLockedValue { $0 } }
+
     /// Installs the TLS handlers on an accepted `channel` (call it on the channel's event loop, before the channel is
     /// registered); the future yields the verified client once the handshake completed, and fails — with the channel
     /// closed — when the client is refused or too slow. Beyond the connection limit it throws at once, before any

@@ -12,11 +12,16 @@ public final class MutualTLSServer: Sendable {
     /// The endpoint actually bound (with the chosen port when 0 was asked for).
     public let endpoint: Endpoint
     private let channel: any Channel
+    private let acceptor: MutualTLSAcceptor
 
-    private init(endpoint: Endpoint, channel: any Channel) {
+    private init(endpoint: Endpoint, channel: any Channel, acceptor: MutualTLSAcceptor) {
         self.endpoint = endpoint
         self.channel = channel
+        self.acceptor = acceptor
     }
+
+    /// The connections it holds now (admitted, handshaking or established).
+    public var openConnections: Int { acceptor.openConnections }
 
     /// How many connections a listener holds at most by default; one more is closed as soon as it is accepted.
     public static let defaultMaximumConnections = 1024
@@ -64,7 +69,8 @@ public final class MutualTLSServer: Sendable {
             }
         do {
             let channel = try await endpoint.bind(bootstrap)
-            return MutualTLSServer(endpoint: Endpoint.bound(channel, requested: endpoint), channel: channel)
+            return MutualTLSServer(
+                endpoint: Endpoint.bound(channel, requested: endpoint), channel: channel, acceptor: acceptor)
         } catch {
             throw TransportError(.connectionFailed, "could not listen on \(endpoint): \(error)")
         }
