@@ -32,6 +32,10 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
         .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.2"),
         .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
@@ -74,6 +78,21 @@ let package = Package(
         ),
         // Resource model shared by the controller, the agents and the CLI: JSON/YAML bodies, kinds and schemas, typed
         // resources, Status. No networking.
+        // The sync endpoint between clusters: KubeVirt's `kubevirt.synchronization.Synchronize` gRPC service (the
+        // Swift code generated from Proto/ is committed) over TLSTransport's mutual TLS.
+        .target(
+            name: "StateMirror",
+            dependencies: [
+                "ClusterAPI",
+                "TLSTransport",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            exclude: ["Proto"],
+            swiftSettings: strictSettings
+        ),
         .target(
             name: "ClusterAPI",
             dependencies: [
@@ -320,6 +339,11 @@ let package = Package(
                 "BedTesting", "TestBed", "ClusterBed", "TestSupport", "ClusterAPI", "ClusterClient", "Hypervisor",
                 "TLSTransport", "sync-controller", "node-agent", "syncctl",
             ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "StateMirrorTests",
+            dependencies: ["StateMirror", "TestSupport", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
             swiftSettings: strictSettings
         ),
         .testTarget(
