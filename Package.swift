@@ -283,7 +283,6 @@ let package = Package(
             dependencies: [
                 "TestSupport",
                 "ClusterClient",
-                "CSpawn",
                 "CSubreaper",
                 "ClusterAPI",
                 "ClusterBed",

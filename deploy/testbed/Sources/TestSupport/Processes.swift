@@ -26,7 +26,66 @@ public func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) as
     }
 }
 
-/// A child process started with posix_spawn: an empty signal mask and default dispositions (threads of this test
+/// Where a spawned child's output goes.
+public enum ChildOutput: Sendable {
+    /// A file created or emptied.
+    case truncate(String)
+    /// A file created or appended to.
+    case append(String)
+    /// The same place as stdout (for stderr).
+    case stdout
+}
+
+/// Why a child could not be started.
+public struct SpawnError: Error, CustomStringConvertible {
+    public let executable: String
+    /// posix_spawn's error number.
+    public let code: Int32
+    public var description: String { "cannot start \(executable): \(String(cString: strerror(code)))" }
+}
+
+/// Starts `executable` (looked up in PATH when it has no slash) through posix_spawn: an empty signal mask and default
+/// signal dispositions (threads of a test or the bed block signals, and a child would inherit that), stdin from a
+/// file, stdout and stderr as `stdout`/`stderr` say, and no other descriptor of ours. The caller waits for it.
+public func spawnChild(
+    _ executable: String, _ arguments: [String], stdin: String = "/dev/null", stdout: ChildOutput,
+    stderr: ChildOutput = .stdout
+) throws(SpawnError) -> pid_t {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, stdin, O_RDONLY, 0)
+    for (descriptor, output) in [(Int32(1), stdout), (2, stderr)] {
+        switch output {
+        case .truncate(let path):
+            posix_spawn_file_actions_addopen(&actions, descriptor, path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        case .append(let path):
+            posix_spawn_file_actions_addopen(&actions, descriptor, path, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        case .stdout: posix_spawn_file_actions_adddup2(&actions, 1, descriptor)
+        }
+    }
+    // Nothing else of ours goes to the child: sockets are not close-on-exec (SwiftNIO's accepted ones neither), and a
+    // child holding a copy would keep a connection open after we close it.
+    vmsync_spawn_closefrom(&actions, 3)
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    defer { posix_spawnattr_destroy(&attributes) }
+    var empty = sigset_t()
+    sigemptyset(&empty)
+    var all = sigset_t()
+    sigfillset(&all)
+    posix_spawnattr_setsigmask(&attributes, &empty)
+    posix_spawnattr_setsigdefault(&attributes, &all)
+    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+    let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    var pid: pid_t = 0
+    let result = posix_spawnp(&pid, executable, &actions, &attributes, argv, environ)
+    guard result == 0 else { throw SpawnError(executable: executable, code: result) }
+    return pid
+}
+
+/// A child process started with `spawnChild`: an empty signal mask and default dispositions (threads of this test
 /// process block signals, and a child would inherit that), stdin from a file, stdout and stderr into files.
 public final class ChildProcess: @unchecked Sendable {
     /// The child's PID.
@@ -41,35 +100,14 @@ public final class ChildProcess: @unchecked Sendable {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let stdinPath = directory.appendingPathComponent("stdin").path
         try input.write(toFile: stdinPath, atomically: true, encoding: .utf8)
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, stdinPath, O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(
-            &actions, 1, directory.appendingPathComponent("stdout").path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_addopen(
-            &actions, 2, directory.appendingPathComponent("stderr").path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        // Nothing else of ours goes to the child: sockets are not close-on-exec (SwiftNIO's accepted ones neither), and a
-        // child holding a copy would keep a connection open after we close it.
-        vmsync_spawn_closefrom(&actions, 3)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        var all = sigset_t()
-        sigfillset(&all)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var pid: pid_t = 0
-        let result = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
-        guard result == 0 else {
+        do {
+            pid = try spawnChild(
+                executable, arguments, stdin: stdinPath,
+                stdout: .truncate(directory.appendingPathComponent("stdout").path),
+                stderr: .truncate(directory.appendingPathComponent("stderr").path))
+        } catch {
             throw CocoaError(.executableLoad, userInfo: [NSFilePathErrorKey: executable])
         }
-        self.pid = pid
     }
 
     /// What it has written to stdout so far.

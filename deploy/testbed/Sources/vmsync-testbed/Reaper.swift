@@ -1,6 +1,6 @@
-import CSpawn
 import CSubreaper
 import Foundation
+import TestSupport
 
 #if canImport(Glibc)
     import Glibc
@@ -75,30 +75,11 @@ struct LaunchError: Error, CustomStringConvertible {
 enum Spawn {
     /// Starts `executable`; stdout and stderr append to `log` (or go to /dev/null).
     static func start(_ executable: String, _ arguments: [String], log: String? = nil) throws -> pid_t {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        let output = log ?? "/dev/null"
-        posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        vmsync_spawn_closefrom(&actions, 3)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        var all = sigset_t()
-        sigfillset(&all)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var pid: pid_t = 0
-        let result = posix_spawnp(&pid, executable, &actions, &attributes, argv, environ)
-        guard result == 0 else { throw LaunchError("cannot start \(executable): \(String(cString: strerror(result)))") }
-        return pid
+        do {
+            return try spawnChild(executable, arguments, stdout: .append(log ?? "/dev/null"))
+        } catch {
+            throw LaunchError(error.description)
+        }
     }
 
     /// Runs a command to completion and returns its combined output; a non-zero exit is an error naming the command.
