@@ -1,5 +1,5 @@
 public import ClusterAPI
-public import Foundation
+import Foundation
 
 /// Why a sync message cannot be used: what is missing or malformed, in words for the peer and the VMIM's condition.
 public struct SyncMessageError: Error, Hashable, CustomStringConvertible {

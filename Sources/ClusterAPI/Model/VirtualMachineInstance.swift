@@ -38,6 +38,11 @@ public struct VirtualMachineInstance: Resource {
         public var nodeName: String?
         public var conditions: [Condition]?
         public var migrationState: MigrationState?
+        /// How the last migration moved the VMI (KubeVirt: BlockMigration or LiveMigration) and over what (Unix, TCP…).
+        public var migrationMethod: String?
+        public var migrationTransport: String?
+        /// KubeVirt's `StorageMigratedVolumeInfo` list (volumeName, sourcePVCInfo, destinationPVCInfo), as sent.
+        public var migratedVolumes: [JSONValue]?
         /// vmsync's MIGRATION column: "Migrating", "Pending migration" or absent.
         public var printableMigration: String?
         /// The node a drain moves the VMI off.

@@ -66,6 +66,8 @@ public struct VirtualMachineInstanceMigration: Resource {
         public var phaseTransitionTimestamps: [PhaseTransition]?
         /// Decentralized: where this cluster's sync endpoint listens.
         public var synchronizationAddresses: [String]?
+        /// vmsync: the peer cluster this decentralized migration is bound to.
+        public var synchronizationPeer: SynchronizationPeer?
 
         public init(phase: Phase? = nil, migrationState: MigrationState? = nil) {
             self.phase = phase
