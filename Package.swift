@@ -132,6 +132,7 @@ let package = Package(
             dependencies: [
                 "ClusterAPI",
                 "ControllerRuntime",
+                "StateMirror",
                 "TLSTransport",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -373,6 +374,8 @@ let package = Package(
             name: "SyncControllerTests",
             dependencies: [
                 "ClusterAPI", "ClusterClient", "ControllerRuntime", "SyncController", "NodeAgent", "TLSTransport",
+                "StateMirror", .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 "TestSupport",
                 "sync-controller", "syncctl",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),

@@ -106,7 +106,8 @@ extension NodeAgent {
     }
 
     private func handle(_ vmim: VirtualMachineInstanceMigration) async {
-        guard let uid = vmim.metadata.uid else { return }
+        // Decentralized migrations (to or from another cluster or namespace) are not run by this path.
+        guard let uid = vmim.metadata.uid, !vmim.isDecentralized else { return }
         let phase = vmim.phase
         let state = vmim.status?.migrationState
         let me = configuration.name

@@ -218,7 +218,8 @@ public final class SyncDialer: Service, Sendable {
         }
     }
 
-    private func shutdown() {
+    /// Closes every client (calls in flight finish); `run()` returns then.
+    public func shutdown() {
         start.finish()
         let all = clients.withLockedValue { clients in
             defer { clients = [:] }

@@ -181,12 +181,24 @@ public final class SyncEndpoint: Service {
         }
     }
 
-    /// Serves until graceful shutdown (in-flight calls finish) or cancellation.
+    /// Serves until graceful shutdown (in-flight calls finish) or cancellation. Stop it with `shutdown()` (or the
+    /// service group's graceful shutdown) rather than by cancelling: cancelling NIO's server while an accepted
+    /// connection is still queued traps (swift-nio#3481); on cancellation it begins a graceful shutdown first, which
+    /// narrows that window but cannot close it.
     public func run() async throws {
         try await withGracefulShutdownHandler {
-            try await server.serve()
+            try await withTaskCancellationHandler {
+                try await server.serve()
+            } onCancel: {
+                self.server.beginGracefulShutdown()
+            }
         } onGracefulShutdown: {
             self.server.beginGracefulShutdown()
         }
+    }
+
+    /// Stops taking connections; `run()` returns once the calls in flight have finished.
+    public func shutdown() {
+        server.beginGracefulShutdown()
     }
 }

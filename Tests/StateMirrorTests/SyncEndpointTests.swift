@@ -98,9 +98,20 @@ struct SyncPair {
         return try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await endpoint.run() }
             group.addTask { try await dialer.run() }
-            defer { group.cancelAll() }
-            let address = try await endpoint.boundAddress
-            return try await body(SyncPair(endpoint: endpoint, dialer: dialer, address: address, refusedPeers: refused))
+            let result: Result<T, any Error>
+            do {
+                let address = try await endpoint.boundAddress
+                result = .success(
+                    try await body(
+                        SyncPair(endpoint: endpoint, dialer: dialer, address: address, refusedPeers: refused)))
+            } catch {
+                result = .failure(error)
+            }
+            // Gracefully: cancelling NIO's server with a connection still queued traps.
+            endpoint.shutdown()
+            dialer.shutdown()
+            try await group.waitForAll()
+            return try result.get()
         }
     }
 }

@@ -120,7 +120,7 @@ struct SyncInteropTests {
         let dialer = SyncDialer(provider: client, logger: .init(label: "test"), callTimeout: .seconds(10))
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await dialer.run() }
-            defer { group.cancelAll() }
+            defer { dialer.shutdown() }
             let address = "127.0.0.1:\(port)"
             var status = VirtualMachineInstance.Status()
             status.phase = .running

@@ -68,6 +68,8 @@ public struct VirtualMachineInstanceMigration: Resource {
         public var synchronizationAddresses: [String]?
         /// vmsync: the peer cluster this decentralized migration is bound to.
         public var synchronizationPeer: SynchronizationPeer?
+        /// vmsync: what this side last delivered to its peer.
+        public var synchronizationDelivery: SynchronizationDelivery?
 
         public init(phase: Phase? = nil, migrationState: MigrationState? = nil) {
             self.phase = phase
@@ -82,6 +84,13 @@ public struct VirtualMachineInstanceMigration: Resource {
     }
 
     public var phase: Phase { status?.phase ?? .new }
+
+    /// Whether this is one half of a decentralized migration (it sends to or receives from another cluster or
+    /// namespace).
+    public var isDecentralized: Bool { spec.sendTo != nil || spec.receive != nil }
+
+    /// The migrationID joining the two halves of a decentralized migration.
+    public var migrationID: String? { spec.sendTo?.migrationID ?? spec.receive?.migrationID }
 
     /// Moves the migration to `phase`, recording when in its phase history.
     public mutating func transition(to phase: Phase) {

@@ -201,6 +201,9 @@ public final class ClusterAPIHandler: Sendable {
                 try Self.checkRegistration(object, registeredBy: request.peer.name)
             }
             if kind.kind == Kinds.migration.kind { try await admitMigration(object) }
+            if kind.kind == Kinds.virtualMachine.kind, object["spec"]?["runStrategy"]?.string == "WaitAsReceiver" {
+                try await requireDecentralizedGate("runStrategy WaitAsReceiver")
+            }
             if kind.kind == Kinds.certificateSigningRequest.kind {
                 return .json(try await signCertificate(object, for: request.peer), status: 201, yaml: yaml)
             }
@@ -383,6 +386,18 @@ public final class ClusterAPIHandler: Sendable {
     private func admitMigration(_ object: JSONValue) async throws(APIError) {
         let namespace = object["metadata"]?["namespace"]?.string ?? "default"
         guard let vmiName = object["spec"]?["vmiName"]?.string, !vmiName.isEmpty else { return }
+        let sendTo = object["spec"]?["sendTo"]
+        let receive = object["spec"]?["receive"]
+        if sendTo != nil && receive != nil {
+            throw APIError(
+                .invalid, code: 422, "a migration either sends (spec.sendTo) or receives (spec.receive), not both")
+        }
+        if sendTo != nil { try await requireDecentralizedGate("spec.sendTo") }
+        if receive != nil {
+            // The receiving VMI may not exist yet (its VM creates it); the reconciler waits for it.
+            try await requireDecentralizedGate("spec.receive")
+            return
+        }
         let vmi = (try? await store.get(Kinds.virtualMachineInstance, namespace: namespace, name: vmiName)).flatMap {
             try? VirtualMachineInstance(json: $0)
         }
@@ -390,9 +405,22 @@ public final class ClusterAPIHandler: Sendable {
             try? VirtualMachineInstanceMigration(json: $0)
         }
         if let problem = MigrationReconciler.admissionProblem(
-            namespace: namespace, vmiName: vmiName, uid: nil, creationOrder: nil, vmi: vmi, others: others)
+            namespace: namespace, vmiName: vmiName, uid: nil, creationOrder: nil, vmi: vmi, others: others,
+            decentralized: sendTo != nil)
         {
             throw APIError(.invalid, code: 422, "cannot migrate: \(problem.message) (\(problem.reason))")
+        }
+    }
+
+    /// Refuses `what` unless the KubeVirt configuration enables decentralized live migration.
+    private func requireDecentralizedGate(_ what: String) async throws(APIError) {
+        let stored = try? await store.get(Kinds.kubeVirt, namespace: KubeVirt.namespace, name: KubeVirt.name)
+        let configuration = stored.flatMap { try? KubeVirt(json: $0) } ?? KubeVirt()
+        guard configuration.isEnabled(Migration.decentralizedFeatureGate) else {
+            throw APIError(
+                .invalid, code: 422,
+                "\(what) needs the \(Migration.decentralizedFeatureGate) feature gate: add it to spec.configuration.developerConfiguration.featureGates of the KubeVirt object (FeatureGateDisabled)"
+            )
         }
     }
 

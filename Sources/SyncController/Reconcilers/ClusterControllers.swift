@@ -3,6 +3,7 @@ public import ControllerRuntime
 import Foundation
 public import Logging
 public import ServiceLifecycle
+public import StateMirror
 
 /// The controller's reconcilers on the controller runtime: one shared informer per kind (its cache indexed for what
 /// the reconcilers look up), one work queue per concern, and the event handlers that turn a change into the keys it
@@ -23,6 +24,8 @@ public struct ClusterControllers: Service {
         static let phase = "phase"
         /// Evacuation migrations by the node they drain.
         static let evacuation = "evacuation"
+        /// Decentralized migrations by side and migrationID (`source/ID`, `target/ID`).
+        static let migrationID = "migrationID"
     }
 
     let machines: Informer<VirtualMachine>
@@ -40,6 +43,11 @@ public struct ClusterControllers: Service {
     public let migration: Controller<MigrationReconciler>
     public let evacuation: Controller<EvacuationReconciler>
     public let dataVolume: Controller<DataVolumeReconciler>
+    public let decentralized: Controller<DecentralizedMigrationReconciler>
+    /// Delivers this cluster's halves of decentralized migrations to their peers (absent without a dialer).
+    public let outbox: Controller<MirrorOutbox>?
+    /// What the sync endpoint hands a peer's calls to.
+    public let syncReceiver: MirrorReceiver
     /// Deletes objects whose owners are gone (owner references).
     public let garbageCollector: GarbageCollector
 
@@ -47,15 +55,19 @@ public struct ClusterControllers: Service {
         [machines, instances, migrations, nodes, dataVolumes, classes, configuration]
     }
     private var controllers: [any RunnableController] {
-        [virtualMachine, scheduling, instance, nodeLifecycle, migration, evacuation, dataVolume]
+        [virtualMachine, scheduling, instance, nodeLifecycle, migration, evacuation, dataVolume, decentralized]
+            + (outbox.map { [$0] } ?? [])
     }
     /// Everything whose queue must be empty for the controllers to be quiet.
     private var queues: [any RunnableController] { controllers + [garbageCollector.controller] }
 
     /// The controllers' metrics (reconciles, queue depths, migration outcomes) are made here, from the metrics factory
     /// in force.
+    /// `sync` says where peers reach this cluster's sync endpoint (none: decentralized migrations fail at once);
+    /// `dialer` calls the peers' endpoints (none: nothing is delivered).
     public init(
         store: any ResourceStore, nodeGracePeriod: Duration = .seconds(40),
+        sync: SyncSettings = SyncSettings(advertisedAddresses: []), dialer: SyncDialer? = nil,
         logger: Logger = Logger(label: "vmsync.controllers")
     ) {
         let readiness = NodeReadiness(gracePeriod: nodeGracePeriod)
@@ -83,6 +95,7 @@ public struct ClusterControllers: Service {
                     ))
             },
             Index.evacuation: { [$0.metadata.labels?[Migration.evacuationNodeLabel]].compactMap { $0 } },
+            Index.migrationID: { $0.migrationIDIndexValues },
         ]
         let migrationCache = Cache(
             indexes: migrationIndexes.merging(GarbageCollector.indexes(for: VirtualMachineInstanceMigration.self)) {
@@ -125,6 +138,32 @@ public struct ClusterControllers: Service {
             virtualMachine, scheduling, instance, nodeLifecycle
         )
         (self.migration, self.evacuation, self.dataVolume) = (migration, evacuation, dataVolume)
+        let decentralized = controller(
+            DecentralizedMigrationReconciler(
+                store: store, migrations: migrationCache, instances: instanceCache, nodes: nodeCache,
+                configuration: configurationCache, placement: placement, settings: sync, logger: logger))
+        // Calls to peers wait up to 30 s each: the outbox has workers of its own so one silent peer does not hold up
+        // the others.
+        let outbox = dialer.map { dialer in
+            Controller(
+                MirrorOutbox(
+                    store: store, migrations: migrationCache, instances: instanceCache, dialer: dialer, settings: sync,
+                    logger: logger), workers: 4, logger: logger)
+        }
+        (self.decentralized, self.outbox) = (decentralized, outbox)
+        syncReceiver = MirrorReceiver(
+            store: store, migrations: migrationCache, instances: instanceCache, logger: logger
+        ) { key in
+            decentralized.enqueue(key)
+            outbox?.enqueue(key)
+        }
+        /// A decentralized migration's reconciler and outbox hear of it.
+        @Sendable func decentralizedConcerns(_ keys: [ObjectKey]) {
+            for key in keys where migrationCache[key]?.isDecentralized == true {
+                decentralized.enqueue(key)
+                outbox?.enqueue(key)
+            }
+        }
         let collectorQueue = WorkQueue<ObjectKey>()
         @Sendable func collect<R: Resource>(_ change: Informer<R>.Change) {
             GarbageCollector.observe(old: change.old?.metadata, new: change.new?.metadata, into: collectorQueue)
@@ -168,6 +207,7 @@ public struct ClusterControllers: Service {
                     into: migration)
             }
             enqueue(migrationCache.keys(in: Index.vmi, key.description), into: migration)
+            decentralizedConcerns(Array(migrationCache.keys(in: Index.vmi, key.description)))
             for claim in Set([change.old, change.new].compactMap { $0 }.flatMap(DataVolumeReconciler.claims)) {
                 let parts = claim.split(separator: "/", maxSplits: 1).map(String.init)
                 dataVolume.enqueue(ObjectKey(namespace: parts[0], name: parts[1]))
@@ -186,6 +226,10 @@ public struct ClusterControllers: Service {
             collect(change)
             outcomes.record(change)
             migration.enqueue(change.key)
+            if (change.new ?? change.old)?.isDecentralized == true {
+                decentralized.enqueue(change.key)
+                outbox?.enqueue(change.key)
+            }
             let vmi = ObjectKey(namespace: change.key.namespace, name: (change.new ?? change.old)!.spec.vmiName)
             instance.enqueue(vmi)
             // A place taken or freed under the parallel limits: the waiting migrations may start, or say what they
@@ -239,6 +283,8 @@ public struct ClusterControllers: Service {
         configuration = Informer(source: store, cache: configurationCache, logger: logger) { change in
             collect(change)
             enqueue(waitingMigrations(), into: migration)
+            // The feature gate may have gone.
+            decentralizedConcerns(migrationCache.unordered.filter { !$0.phase.isFinal }.map(\.key))
         }
         garbageCollector = GarbageCollector(
             store: store,

@@ -20,7 +20,8 @@ public struct MigrationReconciler: Reconciler {
     typealias Phase = VirtualMachineInstanceMigration.Phase
 
     public func reconcile(_ key: ObjectKey) async throws -> ReconcileResult {
-        guard let vmim = migrations[key] else { return .done }
+        // Decentralized migrations are `DecentralizedMigrationReconciler`'s.
+        guard let vmim = migrations[key], !vmim.isDecentralized else { return .done }
         let vmi = instances[ObjectKey(namespace: key.namespace, name: vmim.spec.vmiName)]
         do {
             return try await advance(vmim, vmi: vmi)
@@ -78,9 +79,11 @@ public struct MigrationReconciler: Reconciler {
     /// Why a migration of `vmiName` in `namespace` cannot be admitted, or nil: the VMI must exist, run, be
     /// live-migratable and have no other migration in progress (one created earlier and not admitted yet goes first).
     /// The API refuses such a create; the reconciler fails one that got in (stored directly, or the VMI changed).
+    /// A decentralized source copies every disk to the target's own volumes and leaves the cluster, so neither
+    /// unshared ReadWriteOnce disks nor rules that match one node of this cluster keep it from migrating.
     static func admissionProblem(
         namespace: String, vmiName: String, uid: String?, creationOrder: String?, vmi: VirtualMachineInstance?,
-        others: [VirtualMachineInstanceMigration]
+        others: [VirtualMachineInstanceMigration], decentralized: Bool = false
     ) -> (reason: String, message: String)? {
         guard let vmi else {
             return ("VMINotFound", "virtualmachineinstance \"\(vmiName)\" does not exist in namespace \(namespace)")
@@ -90,7 +93,9 @@ public struct MigrationReconciler: Reconciler {
                 "VMINotRunning", "virtualmachineinstance \"\(vmiName)\" is not running (phase \(vmi.phase.rawValue))"
             )
         }
-        if let condition = vmi.status?.conditions["LiveMigratable"], condition.status == .false {
+        if let condition = vmi.status?.conditions["LiveMigratable"], condition.status == .false,
+            !(decentralized && Self.decentralizedMayIgnore(condition))
+        {
             return (
                 condition.reason ?? "NotMigratable",
                 "virtualmachineinstance \"\(vmiName)\" is not live-migratable: \(condition.message ?? "")"
@@ -113,6 +118,15 @@ public struct MigrationReconciler: Reconciler {
             )
         }
         return nil
+    }
+
+    /// What keeps a VMI in this cluster but not from moving to another one with its disks copied.
+    static func decentralizedMayIgnore(_ condition: Condition) -> Bool {
+        switch condition.reason {
+        case "SchedulingRulesMatchOneNode", "NodeSelectorBindsOneNode": true
+        case "DisksNotLiveMigratable": condition.message?.contains("ReadWriteOnce") ?? false
+        default: false
+        }
     }
 
     /// A new migration: admitted (finalizer, label, Pending) unless `admissionProblem` says why not.

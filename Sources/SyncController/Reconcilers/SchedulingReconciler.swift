@@ -53,5 +53,6 @@ public struct SchedulingReconciler: Reconciler {
     /// Whether the VMI waits for a node: not being deleted, on no node, Pending (or without a phase yet).
     static func awaitsNode(_ vmi: VirtualMachineInstance) -> Bool {
         !vmi.metadata.isDeleting && vmi.nodeName == nil && (vmi.status?.phase == nil || vmi.status?.phase == .pending)
+            && vmi.metadata.annotations?[Migration.receiverAnnotation] == nil
     }
 }

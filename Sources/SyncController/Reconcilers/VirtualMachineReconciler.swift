@@ -65,8 +65,23 @@ public struct VirtualMachineReconciler: Reconciler {
                 if vmi == nil && vm.status?.startedOnce != true { try await createInstance(for: vm) }
             case .halted:
                 if vmi != nil && !deleting { try await deleteInstance(key) }
-            case .manual, .waitAsReceiver:
-                break  // Manual: start and stop are the user's; WaitAsReceiver: the receiving side of a decentralized migration.
+            case .manual:
+                break  // start and stop are the user's
+            case .waitAsReceiver:
+                // The receiving side of a decentralized migration: a VMI that waits (WaitingForSync, never scheduled
+                // on its own) for the migration that fills it.
+                if vmi == nil {
+                    try await createInstance(for: vm, phase: .waitingForSync)
+                } else if let vmi, vmi.metadata.annotations?[Migration.receiverAnnotation] != nil,
+                    vmi.status?.phase == nil, !deleting
+                {
+                    // Its phase did not land with the create (another write came first): written now.
+                    var waiting = vmi
+                    var status = vmi.status ?? VirtualMachineInstance.Status()
+                    status.phase = .waitingForSync
+                    waiting.status = status
+                    try await store.write(waiting, from: vmi, guarded: true, cache: instances)
+                }
             }
         } catch {
             guard [400, 422].contains(error.code) else { throw error }
@@ -92,7 +107,9 @@ public struct VirtualMachineReconciler: Reconciler {
     }
 
     /// The VMI of `vm`: its template (whole, fields vmsync does not model included), owned by the VM.
-    private func createInstance(for vm: VirtualMachine) async throws(APIError) {
+    private func createInstance(
+        for vm: VirtualMachine, phase: VirtualMachineInstance.Phase = .pending
+    ) async throws(APIError) {
         let template = machines.envelope(vm.key)?["spec"]?["template"]
         var labels = vm.spec.template?.metadata?.labels ?? [:]
         labels["kubevirt.io/vm"] = vm.key.name
@@ -106,11 +123,15 @@ public struct VirtualMachineReconciler: Reconciler {
         var vmi: JSONValue = [
             "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "spec": template?["spec"] ?? [:],
         ]
+        if phase == .waitingForSync {
+            // The scheduler never places a receiving VMI (not even before its phase is written): the migration does.
+            metadata.annotations?[Migration.receiverAnnotation] = "true"
+        }
         vmi["metadata"] = (try? JSONValue(encoding: metadata)) ?? [:]
         do {
             let created = try await store.create(vmi, as: VirtualMachineInstance.self, cache: instances)
             var pending = created
-            pending.status = VirtualMachineInstance.Status(phase: .pending)
+            pending.status = VirtualMachineInstance.Status(phase: phase)
             // Only onto the VMI as created: the scheduler may have placed it already, and a late Pending would undo
             // that placement's phase (the VMI would wait on its node forever).
             do {
