@@ -201,6 +201,7 @@ let package = Package(
             name: "sync-controller",
             dependencies: [
                 "ClusterAPI",
+                "StateMirror",
                 "SyncController",
                 "TLSTransport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -15,6 +15,7 @@ let targets: [(name: String, dependencies: [Target.Dependency])] = [
     ("fuzz-tunnel", ["TLSTransport", .product(name: "NIOCore", package: "swift-nio")]),
     ("fuzz-pem", ["TLSTransport"]),
     ("fuzz-kubeconfig", ["KubeconfigReader", "ClusterAPI"]),
+    ("fuzz-sync", ["SyncMessages", "ClusterAPI", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
 ]
 
 let package = Package(
@@ -23,6 +24,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
     ],
     targets: [
         .target(name: "ClusterAPI", dependencies: [.product(name: "Yams", package: "Yams")], swiftSettings: testable),
@@ -30,5 +32,10 @@ let package = Package(
             name: "TLSTransport", dependencies: [.product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: testable),
         .target(name: "KubeconfigReader", dependencies: ["ClusterAPI"], swiftSettings: testable),
+        // The sync endpoint's messages: the generated code and the bounded reading of a status.
+        .target(
+            name: "SyncMessages",
+            dependencies: ["ClusterAPI", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            swiftSettings: testable),
     ] + targets.map { .executableTarget(name: $0.name, dependencies: $0.dependencies, swiftSettings: harness) }
 )

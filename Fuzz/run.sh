@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${1:-60}
 shift || true
-all=(json yaml selectors quantity tunnel pem kubeconfig)
+all=(json yaml selectors quantity tunnel pem kubeconfig sync)
 targets=("${@:-${all[@]}}")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 scratch=${VMSYNC_FUZZ_SCRATCH:-/var/tmp/vmsync-fuzz}

@@ -37,6 +37,8 @@ public final class SyncDialer: Service, Sendable {
     }
 
     private let tls: MutualTLS
+    /// The identity and trust the dialer presents and checks with (reload it to change them).
+    public var provider: TLSContextProvider { tls.provider }
     private let callTimeout: Duration
     private let idleTimeout: Duration
     private let logger: Logger

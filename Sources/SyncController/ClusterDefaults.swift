@@ -19,4 +19,16 @@ public enum ClusterDefaults {
             _ = try await store.create(Kinds.kubeVirt, kubeVirt)
         }
     }
+
+    /// Publishes where this cluster's sync endpoint is reached in the KubeVirt object's
+    /// `status.synchronizationAddresses` (KubeVirt's field; an empty list when the endpoint is off).
+    public static func publish(synchronizationAddresses addresses: [String], in store: any ResourceStore)
+        async throws(APIError)
+    {
+        try await ensure(in: store)
+        _ = try await store.patch(
+            Kinds.kubeVirt, namespace: namespace, name: name,
+            mergePatch: ["status": ["synchronizationAddresses": .array(addresses.map { .string($0) })]],
+            subresource: .status)
+    }
 }

@@ -6,6 +6,7 @@ import Metrics
 import MetricsServer
 import Prometheus
 import ServiceLifecycle
+import StateMirror
 import SyncController
 import TLSTransport
 import UnixSignals
@@ -66,6 +67,28 @@ struct SyncControllerCommand: AsyncParsableCommand {
             "The HTTP server under the cluster API: nio (the hand-written one) or hummingbird; VMSYNC_HTTP_SERVER sets the default."
     )
     var httpServer = HTTPServerKind.standard
+    @Option(
+        help:
+            "Serve the sync endpoint (KubeVirt's Synchronize gRPC service, mutual TLS) on HOST:PORT for decentralized migrations with other clusters and namespaces; off unless given (KubeVirt's port is 9185)."
+    )
+    var syncListen: String?
+    @Option(
+        help:
+            "An address peers dial for this cluster's sync endpoint (HOST:PORT; repeatable, e.g. a load balancer in front); published as synchronizationAddresses. Default: --sync-listen, unless it binds every address."
+    )
+    var advertise: [String] = []
+    @Option(help: "The sync endpoint's certificate (role sync-server); issued from --pki when not given.")
+    var syncCert: String?
+    @Option(help: "Its private key (PEM).") var syncKey: String?
+    @Option(
+        help: "The certificate for calling peers' sync endpoints (role sync-client); issued from --pki when not given.")
+    var syncClientCert: String?
+    @Option(help: "Its private key (PEM).") var syncClientKey: String?
+    @Option(
+        help:
+            "Seconds a decentralized migration may wait for its peer (WaitingForSync, Synchronizing, each later step) before it fails naming the peer."
+    )
+    var syncDeadline = 300
 
     func validate() throws {
         guard (1...86_400).contains(idleTimeout) else {
@@ -85,6 +108,81 @@ struct SyncControllerCommand: AsyncParsableCommand {
                 throw ValidationError("--metrics-listen: \(error)")
             }
         }
+        guard (1...86_400).contains(syncDeadline) else {
+            throw ValidationError("--sync-deadline must be 1…86400 seconds, not \(syncDeadline)")
+        }
+        if let syncListen {
+            guard case .tcp = try? Endpoint(parsing: syncListen) else {
+                throw ValidationError("--sync-listen must be HOST:PORT, not \"\(syncListen)\"")
+            }
+            if syncCert == nil || syncClientCert == nil, pki == nil {
+                throw ValidationError(
+                    "--sync-listen needs the sync certificates: --sync-cert/--sync-key and --sync-client-cert/--sync-client-key, or --pki to issue them"
+                )
+            }
+            _ = try advertisedAddresses()
+        } else if !advertise.isEmpty {
+            throw ValidationError("--advertise needs --sync-listen")
+        }
+    }
+
+    /// The addresses peers are told (`--advertise`, else the listen address when it names one host).
+    func advertisedAddresses() throws -> [String] {
+        guard let syncListen else { return [] }
+        for address in advertise {
+            guard case .tcp(_, let port)? = try? Endpoint(parsing: address), port > 0 else {
+                throw ValidationError("--advertise must be HOST:PORT, not \"\(address)\"")
+            }
+        }
+        if !advertise.isEmpty { return advertise }
+        guard case .tcp(let host, let port)? = try? Endpoint(parsing: syncListen), port > 0,
+            !["0.0.0.0", "::", ""].contains(host)
+        else {
+            throw ValidationError(
+                "--sync-listen \(syncListen) names no address a peer can dial: give --advertise HOST:PORT")
+        }
+        return [syncListen]
+    }
+
+    /// The sync endpoint's identity (`server`) or the one that calls peers: from the files given, else issued from the
+    /// PKI into the data directory and renewed like the controller's own.
+    private func syncIdentity(
+        server: Bool, directory: PKIDirectory?, policy: PKIPolicy, trust: TrustBundle, logger: Logger
+    ) throws -> (provider: TLSContextProvider, renewal: LeafRenewal?) {
+        let (certificate, key) = server ? (syncCert, syncKey) : (syncClientCert, syncClientKey)
+        if let certificate {
+            let identity = try CertifiedKey(
+                certificatePEM: try String(contentsOfFile: certificate, encoding: .utf8),
+                privateKeyPEM: try String(contentsOfFile: key ?? certificate, encoding: .utf8))
+            return (try TLSContextProvider(identity: identity, trust: trust), nil)
+        }
+        guard let directory else { throw ValidationError("no sync certificate and no --pki to issue one") }
+        let hosts = try advertisedAddresses().compactMap { address -> String? in
+            guard case .tcp(let host, _)? = try? Endpoint(parsing: address) else { return nil }
+            return host
+        }
+        let isAddress = { (host: String) in host.contains(":") || host.allSatisfy { $0.isNumber || $0 == "." } }
+        let request =
+            server
+            ? LeafRequest(
+                role: .syncServer, name: "sync", dnsNames: hosts.filter { !isAddress($0) },
+                ipAddresses: hosts.filter(isAddress))
+            : LeafRequest(role: .syncClient, name: "sync")
+        let name = server ? "sync-server" : "sync-client"
+        let (certificatePath, keyPath) = (data + "/\(name).pem", data + "/\(name)-key.pem")
+        // Issued afresh at each start: the advertised addresses it names may have changed.
+        let identity = try directory.authority().issue(request)
+        try identity.write(certificateTo: certificatePath, keyTo: keyPath)
+        let provider = try TLSContextProvider(identity: identity, trust: trust)
+        let renewal = LeafRenewal(
+            request: request, provider: provider, policy: policy,
+            onFailure: { logger.warning("\(name) certificate renewal failed; retrying", metadata: ["error": "\($0)"]) }
+        ) { request in
+            let renewed = try directory.authority().issue(request)
+            try renewed.write(certificateTo: certificatePath, keyTo: keyPath)
+            return renewed
+        }
+        return (provider, renewal)
     }
 
     func run() async throws {
@@ -173,14 +271,53 @@ struct SyncControllerCommand: AsyncParsableCommand {
                 metricsServer = server
             }
             fflush(nil)
+            // The sync endpoint and the dialer of peers, when decentralized migration is on.
+            var syncServices: [any Service] = []
+            var syncRenewals: [LeafRenewal] = []
+            var dialer: SyncDialer?
+            var endpointProvider: TLSContextProvider?
+            let advertised = try advertisedAddresses()
+            if syncListen != nil {
+                let server = try syncIdentity(
+                    server: true, directory: directory, policy: policy, trust: trust, logger: logger)
+                let client = try syncIdentity(
+                    server: false, directory: directory, policy: policy, trust: trust, logger: logger)
+                endpointProvider = server.provider
+                syncRenewals += [server.renewal, client.renewal].compactMap { $0 }
+                dialer = SyncDialer(provider: client.provider, logger: logger)
+            }
+            try await ClusterDefaults.publish(synchronizationAddresses: advertised, in: store)
+            // kubevirt-ca / kubevirt-external-ca: the bundle every listener and client of the controller follows.
+            let clusterTrust = ClusterTrust(pki: directory, bundleFile: ca)
+            clusterTrust.follow(provider)
+            if let endpointProvider { clusterTrust.follow(endpointProvider) }
+            if let dialer { clusterTrust.follow(dialer.provider) }
+            try clusterTrust.reload()
             let controllers = ClusterControllers(
-                store: store, nodeGracePeriod: .seconds(nodeGracePeriod), logger: logger)
+                store: store, nodeGracePeriod: .seconds(nodeGracePeriod),
+                sync: SyncSettings(advertisedAddresses: advertised, deadline: .seconds(syncDeadline)), dialer: dialer,
+                trust: clusterTrust, logger: logger)
+            if let syncListen, let endpointProvider, case .tcp(let host, let port) = try Endpoint(parsing: syncListen) {
+                let endpoint = try SyncEndpoint(
+                    host: host, port: port, provider: endpointProvider, receiver: controllers.syncReceiver,
+                    logger: logger
+                ) { refused in
+                    log.notice("sync peer refused", metadata: ["reason": "\(refused.message)"])
+                }
+                syncServices.append(endpoint)
+                if let dialer { syncServices.append(dialer) }
+                print(
+                    "sync-controller: serving the sync endpoint on \(syncListen), advertised as \(advertised.joined(separator: ", "))"
+                )
+            }
             // Started in this order, shut down in reverse on SIGTERM/SIGINT: the API servers stop taking requests
             // first, the controllers finish their reconciles, the metrics endpoint goes last.
             var services: [any Service] = []
             if let metricsServer { services.append(metricsServer) }
             services.append(controllers)
             if let renewal { services.append(renewal) }
+            services += syncRenewals as [any Service]
+            services += syncServices
             services += servers as [any Service]
             services += hummingbirds as [any Service]
             let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)

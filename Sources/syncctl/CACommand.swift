@@ -1,4 +1,6 @@
 import ArgumentParser
+import ClusterAPI
+import ClusterClient
 import Foundation
 import TLSTransport
 import X509
@@ -8,7 +10,7 @@ struct CACommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ca",
         abstract: "Create and inspect the cluster CA, issue role certificates, exchange CA bundles.",
-        subcommands: [Init.self, Issue.self, Show.self, Export.self, ImportExternal.self, Rotate.self]
+        subcommands: [Init.self, Issue.self, Show.self, Export.self, Import.self, ImportExternal.self, Rotate.self]
     )
 
     struct DirectoryOption: ParsableArguments {
@@ -106,15 +108,95 @@ struct CACommand: ParsableCommand {
         static func date(_ date: Date) -> String { date.formatted(.iso8601) }
     }
 
-    struct Export: ParsableCommand {
+    struct Export: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Print the trust bundle (kubevirt-ca ca-bundle) for another cluster to import."
+            abstract:
+                "Print the trust bundle (kubevirt-ca ca-bundle) for another cluster to import: the cluster's, through its API, when --kubeconfig or --context is given, else the PKI directory's."
         )
         @OptionGroup var directory: DirectoryOption
+        @Option(help: "The kubeconfig of the cluster to export from (through its API).") var kubeconfig: String?
+        @Option(help: "Its context.") var context: String?
 
-        func run() throws {
+        func run() async throws {
+            if kubeconfig != nil || context != nil {
+                try await reportingFailures {
+                    let map = try await ClusterOptions.connect(kubeconfig: kubeconfig, context: context).client.get(
+                        Kinds.configMap, namespace: ConfigMap.caNamespace, name: ConfigMap.caBundleName)
+                    guard let pem = map["data"]?[ConfigMap.caBundleKey]?.string, !pem.isEmpty else {
+                        throw CLIError("the cluster's kubevirt-ca ConfigMap holds no ca-bundle")
+                    }
+                    print(pem, terminator: pem.hasSuffix("\n") ? "" : "\n")
+                }
+                return
+            }
             try reportingErrors {
                 print(try directory.pki.bundle().pem, terminator: "")
+            }
+        }
+    }
+
+    struct Import: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract:
+                "Give another cluster's CA bundle to this cluster through its API (the kubevirt-external-ca inbox); prints what the controller did with each certificate."
+        )
+        @OptionGroup var cluster: ClusterOptions
+        @Option(name: [.short, .customLong("filename")], help: "A PEM bundle file, or - for standard input.")
+        var file: String
+        @Option(help: "Seconds to wait for the controller to merge it.") var timeout = 30
+
+        func run() async throws {
+            try await reportingFailures {
+                let text: String
+                if file == "-" {
+                    text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+                } else {
+                    guard let data = FileManager.default.contents(atPath: file) else {
+                        throw CLIError("cannot read \(file)")
+                    }
+                    text = String(decoding: data, as: UTF8.self)
+                }
+                guard !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+                    throw CLIError("the bundle to import is empty")
+                }
+                let client = try cluster.connect().client
+                let before = try? await client.get(
+                    Kinds.configMap, namespace: ConfigMap.caNamespace, name: ConfigMap.externalCABundleName)
+                let patch: JSONValue = ["data": [.init(stringLiteral: ConfigMap.caBundleKey): .string(text)]]
+                let written: JSONValue
+                if before == nil {
+                    written = try await client.create(
+                        Kinds.configMap,
+                        [
+                            "apiVersion": "v1", "kind": "ConfigMap",
+                            "metadata": [
+                                "name": .string(ConfigMap.externalCABundleName),
+                                "namespace": .string(ConfigMap.caNamespace),
+                            ],
+                            "data": [.init(stringLiteral: ConfigMap.caBundleKey): .string(text)],
+                        ])
+                } else {
+                    written = try await client.patch(
+                        Kinds.configMap, namespace: ConfigMap.caNamespace, name: ConfigMap.externalCABundleName, patch)
+                }
+                let version = written["metadata"]?["resourceVersion"]?.string
+                // The controller clears the inbox once it merged it and says how in an annotation.
+                let deadline = Date().addingTimeInterval(Double(timeout))
+                while Date() < deadline {
+                    let inbox = try await client.get(
+                        Kinds.configMap, namespace: ConfigMap.caNamespace, name: ConfigMap.externalCABundleName)
+                    if inbox["metadata"]?["resourceVersion"]?.string != version,
+                        inbox["data"]?[ConfigMap.caBundleKey]?.string?.isEmpty ?? true
+                    {
+                        let result = inbox["metadata"]?["annotations"]?[ConfigMap.mergeResultAnnotation]?.string ?? ""
+                        print(result)
+                        if result.hasPrefix("not merged") { throw CLIError("the controller did not merge the bundle") }
+                        return
+                    }
+                    try await Task.sleep(for: .milliseconds(200))
+                }
+                throw CLIError(
+                    "the controller did not merge the bundle within \(timeout) s (is it running with --pki?)")
             }
         }
     }

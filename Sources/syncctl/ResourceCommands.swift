@@ -11,6 +11,13 @@ struct ClusterOptions: ParsableArguments {
     @Option(name: [.short, .long], help: "The namespace (default: the context's).") var namespace: String?
 
     func connect() throws(CLIError) -> (client: APIClient, namespace: String) {
+        try Self.connect(kubeconfig: kubeconfig, context: context, namespace: namespace)
+    }
+
+    /// A client of the cluster a kubeconfig (and context) names.
+    static func connect(kubeconfig: String?, context: String?, namespace: String? = nil) throws(CLIError)
+        -> (client: APIClient, namespace: String)
+    {
         let target = try Kubeconfig.load(Kubeconfig.path(kubeconfig)).target(context: context)
         return (APIClient(endpoint: target.endpoint, provider: target.provider), namespace ?? target.namespace)
     }

@@ -24,12 +24,12 @@ final class ClusterFixture: @unchecked Sendable {
     private(set) var controller: ChildProcess?
     private(set) var endpoint: Endpoint = .tcp(host: "127.0.0.1", port: 0)
 
-    init() throws {
+    init(cluster: String = "alpha") throws {
         directory =
             FileManager.default.temporaryDirectory.appendingPathComponent("cluster-\(UUID().uuidString.prefix(8))").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         pki = PKIDirectory(url: URL(fileURLWithPath: directory + "/pki"))
-        _ = try pki.initialize(cluster: "alpha")
+        _ = try pki.initialize(cluster: cluster)
         _ = try pki.issue(
             LeafRequest(role: .controller, name: "controller", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"]))
         _ = try pki.issue(LeafRequest(role: .user, name: "admin"))

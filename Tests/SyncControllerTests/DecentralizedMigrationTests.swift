@@ -304,7 +304,7 @@ struct DecentralizedMigrationTests {
         let a = try SyncCluster("cluster-a")
         try await a.node("a1")
         try await a.runningVMI("vm1", on: "a1")
-        try await a.run(deadline: .seconds(2)) { _ in
+        try await a.run(deadline: .seconds(5)) { _ in
             try await a.migration(
                 "send", vmi: "vm1", spec: ["sendTo": ["migrationID": "mig-x", "connectURL": "127.0.0.1:1"]])
             try await eventually("the migration fails") {

@@ -35,6 +35,7 @@ public struct ClusterControllers: Service {
     let dataVolumes: Informer<DataVolume>
     let classes: Informer<StorageClass>
     let configuration: Informer<KubeVirt>
+    let configMaps: Informer<ConfigMap>
 
     public let virtualMachine: Controller<VirtualMachineReconciler>
     public let scheduling: Controller<SchedulingReconciler>
@@ -48,15 +49,17 @@ public struct ClusterControllers: Service {
     public let outbox: Controller<MirrorOutbox>?
     /// What the sync endpoint hands a peer's calls to.
     public let syncReceiver: MirrorReceiver
+    /// Keeps `kubevirt-ca` and merges `kubevirt-external-ca` (absent without a `ClusterTrust`).
+    public let trustBundle: Controller<TrustBundleReconciler>?
     /// Deletes objects whose owners are gone (owner references).
     public let garbageCollector: GarbageCollector
 
     private var informers: [any SharedInformer] {
-        [machines, instances, migrations, nodes, dataVolumes, classes, configuration]
+        [machines, instances, migrations, nodes, dataVolumes, classes, configuration, configMaps]
     }
     private var controllers: [any RunnableController] {
         [virtualMachine, scheduling, instance, nodeLifecycle, migration, evacuation, dataVolume, decentralized]
-            + (outbox.map { [$0] } ?? [])
+            + (outbox.map { [$0] } ?? []) + (trustBundle.map { [$0] } ?? [])
     }
     /// Everything whose queue must be empty for the controllers to be quiet.
     private var queues: [any RunnableController] { controllers + [garbageCollector.controller] }
@@ -68,7 +71,7 @@ public struct ClusterControllers: Service {
     public init(
         store: any ResourceStore, nodeGracePeriod: Duration = .seconds(40),
         sync: SyncSettings = SyncSettings(advertisedAddresses: []), dialer: SyncDialer? = nil,
-        logger: Logger = Logger(label: "vmsync.controllers")
+        trust: ClusterTrust? = nil, logger: Logger = Logger(label: "vmsync.controllers")
     ) {
         let readiness = NodeReadiness(gracePeriod: nodeGracePeriod)
         // Every cache also answers the garbage collector's questions (by uid, by owner uid), so it watches none of
@@ -105,6 +108,7 @@ public struct ClusterControllers: Service {
         let dataVolumeCache = Cache<DataVolume>(indexes: GarbageCollector.indexes(for: DataVolume.self))
         let classCache = Cache<StorageClass>(indexes: GarbageCollector.indexes(for: StorageClass.self))
         let configurationCache = Cache<KubeVirt>(indexes: GarbageCollector.indexes(for: KubeVirt.self))
+        let configMapCache = Cache<ConfigMap>(indexes: GarbageCollector.indexes(for: ConfigMap.self))
         let placement = Placement(readiness: readiness, dataVolumes: dataVolumeCache)
 
         func controller<R: Reconciler>(_ reconciler: R) -> Controller<R> {
@@ -151,6 +155,10 @@ public struct ClusterControllers: Service {
                     logger: logger), workers: 4, logger: logger)
         }
         (self.decentralized, self.outbox) = (decentralized, outbox)
+        let trustBundle = trust.map { trust in
+            controller(TrustBundleReconciler(store: store, configMaps: configMapCache, trust: trust, logger: logger))
+        }
+        self.trustBundle = trustBundle
         syncReceiver = MirrorReceiver(
             store: store, migrations: migrationCache, instances: instanceCache, logger: logger
         ) { key in
@@ -286,6 +294,10 @@ public struct ClusterControllers: Service {
             // The feature gate may have gone.
             decentralizedConcerns(migrationCache.unordered.filter { !$0.phase.isFinal }.map(\.key))
         }
+        configMaps = Informer(source: store, cache: configMapCache, logger: logger) { change in
+            collect(change)
+            if TrustBundleReconciler.concerns(change.key) { trustBundle?.enqueue(change.key) }
+        }
         garbageCollector = GarbageCollector(
             store: store,
             shared: [
@@ -293,6 +305,7 @@ public struct ClusterControllers: Service {
                 .init(cache: migrationCache, informer: migrations), .init(cache: nodeCache, informer: nodes),
                 .init(cache: dataVolumeCache, informer: dataVolumes), .init(cache: classCache, informer: classes),
                 .init(cache: configurationCache, informer: configuration),
+                .init(cache: configMapCache, informer: configMaps),
             ],
             queue: collectorQueue, logger: logger)
     }
@@ -314,6 +327,8 @@ public struct ClusterControllers: Service {
             group.addTask { await garbageCollector.run() }
             group.addTask {
                 await waitForSync()
+                // The CA ConfigMaps are made when missing: nothing else would bring their key.
+                trustBundle?.enqueue(TrustBundleReconciler.bundleKey)
                 await withTaskGroup(of: Void.self) { controllers in
                     for controller in self.controllers { controllers.addTask { await controller.run() } }
                 }

@@ -169,5 +169,24 @@ public func run(_ executable: String, _ arguments: [String], input: String = "",
     return ProcessResult(status: status, stdout: child.stdout, stderr: child.stderr)
 }
 
+/// A loopback TCP port nothing listens on now (bound and released: a daemon told to use it may, rarely, find it taken).
+public func freeLoopbackPort() throws -> Int {
+    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard descriptor >= 0 else { throw CocoaError(.fileWriteUnknown) }
+    defer { close(descriptor) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
+            bind(descriptor, pointer, length) == 0 && getsockname(descriptor, pointer, &length) == 0
+        }
+    }
+    guard bound else { throw CocoaError(.fileWriteUnknown) }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
 /// The openssl CLI, the independent TLS implementation of the tests.
 public let opensslPath = "/usr/bin/openssl"

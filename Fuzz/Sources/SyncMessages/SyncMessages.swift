@@ -1,0 +1,1 @@
+../../../Sources/StateMirror/SyncMessages.swift

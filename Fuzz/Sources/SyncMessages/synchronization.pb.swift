@@ -1,0 +1,1 @@
+../../../Sources/StateMirror/Generated/synchronization.pb.swift
