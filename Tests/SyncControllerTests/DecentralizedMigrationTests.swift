@@ -143,14 +143,14 @@ final class SyncCluster: Sendable {
     /// Runs the cluster (endpoint, dialer, controllers with `deadline`) while `body` runs; `body` gets the endpoint's
     /// address.
     func run<T: Sendable>(
-        deadline: Duration = .seconds(60), _ body: @Sendable (String) async throws -> T
+        deadline: Duration = .seconds(60), port: Int = 0, _ body: @Sendable (String) async throws -> T
     ) async throws -> T {
         try await ClusterDefaults.ensure(in: store)
         var logger = Logger(label: "test.\(name)")
         logger.logLevel = .warning
         let late = LateReceiver()
         let endpoint = try SyncEndpoint(
-            host: "127.0.0.1", port: 0, provider: serverProvider, receiver: late, logger: logger)
+            host: "127.0.0.1", port: port, provider: serverProvider, receiver: late, logger: logger)
         let dialer = SyncDialer(provider: clientProvider, logger: logger, callTimeout: .seconds(5))
         return try await withThrowingTaskGroup(of: Void.self) { network in
             network.addTask { try await endpoint.run() }
@@ -405,6 +405,77 @@ struct DecentralizedMigrationTests {
             #expect(target["status"]?["migrationState"]?["sourceNode"] == "a1")
             let source = try await a.get(Kinds.migration, "send", namespace: "ns1")
             #expect(source["status"]?["synchronizationPeer"]?["cluster"] == "cluster-a")
+        }
+    }
+
+    @Test(
+        "the outbox survives a controller restart: a status the peer never got is sent once it is up; a source restarted at another address is redialled by its target"
+    )
+    func restartAndRedial() async throws {
+        let a = try SyncCluster("cluster-a")
+        let b = try SyncCluster("cluster-b")
+        try a.trust(b)
+        try b.trust(a)
+        try await a.node("a1")
+        try await a.runningVMI("vm1", on: "a1")
+        try await b.node("b1")
+        try await b.receivingVM("vm1", namespace: "target")
+        let bPort = try freeLoopbackPort()
+        let bAddress = "127.0.0.1:\(bPort)"
+        // The source's first run: the target cluster is down; the VMIM says so.
+        try await a.run { _ in
+            try await a.migration(
+                "send", vmi: "vm1", spec: ["sendTo": ["migrationID": "mig-r", "connectURL": .string(bAddress)]])
+            try await eventually("the delivery failure is recorded") {
+                let vmim = try await a.get(Kinds.migration, "send")
+                return (vmim["status"]?["synchronizationDelivery"]?["lastError"] != nil, "\(vmim["status"] ?? .null)")
+            }
+        }
+        try await b.run(port: bPort) { _ in
+            try await eventually("the receiving VMI waits") {
+                let vmi = try? await b.get(Kinds.virtualMachineInstance, "vm1", namespace: "target")
+                return (vmi.map(Self.phase) == "WaitingForSync", "")
+            }
+            try await b.migration(
+                "receive", namespace: "target", vmi: "vm1", spec: ["receive": ["migrationID": "mig-r"]])
+            // The source's second run (a new process would do the same: everything it needs is in its store).
+            try await a.run { firstAddress in
+                try await eventually("both halves are Scheduled") {
+                    let source = try await a.get(Kinds.migration, "send")
+                    let target = try await b.get(Kinds.migration, "receive", namespace: "target")
+                    return (
+                        Self.phase(source) == "Scheduled" && Self.phase(target) == "Scheduled",
+                        "source \(source["status"] ?? .null) target \(target["status"] ?? .null)"
+                    )
+                }
+                let target = try await b.get(Kinds.virtualMachineInstance, "vm1", namespace: "target")
+                #expect(
+                    target["status"]?["migrationState"]?["sourceState"]?["syncAddress"]?.string == firstAddress)
+            }
+            // The source comes back at another address; the target's next news must reach it there.
+            try await a.run { secondAddress in
+                try await eventually("the target knows the source's new address") {
+                    let vmi = try await b.get(Kinds.virtualMachineInstance, "vm1", namespace: "target")
+                    let known = vmi["status"]?["migrationState"]?["sourceState"]?["syncAddress"]?.string
+                    return (known == secondAddress, "\(known ?? "none")")
+                }
+                // What the target's agent reports when the destination domain is ready, mirrored to the source.
+                let vmi = try await b.get(Kinds.virtualMachineInstance, "vm1", namespace: "target")
+                var state = vmi["status"]?["migrationState"] ?? [:]
+                state["targetState"]?["domainReadyTimestamp"] = .string(Migration.timestamp())
+                state["targetState"]?["nodeAddress"] = "127.0.0.1"
+                _ = try await b.store.patch(
+                    Kinds.virtualMachineInstance, namespace: "target", name: "vm1",
+                    mergePatch: ["status": ["migrationState": state]], subresource: .status)
+                try await eventually("the source is TargetReady") {
+                    let source = try await a.get(Kinds.migration, "send")
+                    return (Self.phase(source) == "TargetReady", "\(source["status"] ?? .null)")
+                }
+                let target = try await b.get(Kinds.migration, "receive", namespace: "target")
+                #expect(
+                    target["status"]?["synchronizationDelivery"]?["peerAddress"]?.string == secondAddress,
+                    "the target delivers to the new address")
+            }
         }
     }
 

@@ -71,8 +71,15 @@ public struct DecentralizedMigrationReconciler: Reconciler {
             return .done
         }
         var current = vmim
+        if let vmi, current.phase != .new, !current.phase.isFinal {
+            current = try await followAdvertisedAddress(current, side: side, vmi: vmi)
+        }
         for _ in 0..<4 {
-            if let vmi, let mirrored = try await mirrorState(current, vmi: vmi) { current = mirrored }
+            if let vmi = instances[ObjectKey(namespace: current.key.namespace, name: current.spec.vmiName)] ?? vmi,
+                let mirrored = try await mirrorState(current, vmi: vmi)
+            {
+                current = mirrored
+            }
             switch current.phase {
             case .new:
                 guard let admitted = try await admit(current, side: side, vmi: vmi) else {
@@ -220,6 +227,30 @@ public struct DecentralizedMigrationReconciler: Reconciler {
         var moved = vmim
         moved.transition(to: phase)
         return try await store.write(moved, from: vmim, guarded: true, cache: migrations)
+    }
+
+    /// This side's half names the address peers reach this cluster at now: a controller restarted with other
+    /// `--advertise` addresses tells its peer (the outbox sends the changed half, and the peer dials the new address).
+    private func followAdvertisedAddress(
+        _ vmim: VirtualMachineInstanceMigration, side: SyncSide, vmi: VirtualMachineInstance
+    ) async throws(APIError) -> VirtualMachineInstanceMigration {
+        guard let address = settings.syncAddress, let state = vmi.status?.migrationState,
+            state.migrationUid == vmim.metadata.uid
+        else { return vmim }
+        let current = side == .source ? state.sourceState?.syncAddress : state.targetState?.syncAddress
+        guard current != address else { return vmim }
+        var moved = vmi
+        switch side {
+        case .source: moved.status?.migrationState?.sourceState?.syncAddress = address
+        case .target: moved.status?.migrationState?.targetState?.syncAddress = address
+        }
+        try await store.write(moved, from: vmi, guarded: true, cache: instances)
+        var changed = vmim
+        changed.status?.synchronizationAddresses = settings.advertisedAddresses
+        logger.info(
+            "this cluster's sync address changed; the peer is told",
+            metadata: ["migration": "\(vmim.key)", "address": "\(address)"])
+        return try await store.write(changed, from: vmim, cache: migrations)
     }
 
     /// The VMI's migration state (this migration's: both halves as the mirror keeps them) copied onto the VMIM, as
