@@ -156,8 +156,11 @@ struct InformerTests {
             #expect(informer.cache.keys(in: "node", "n2") == [key])
             informer.cache.record(written: first)
             #expect(informer.cache[key]?.nodeName == "n2", "an older version does not replace a newer one")
+            // The recorded write already moved the cache's resourceVersion; the watch's delivery is what the handler
+            // hears (waiting on the version alone read the handlers' log before the second event reached it).
             await eventually("the watch delivered both changes") {
                 informer.cache.resourceVersion >= Int64(second["metadata"]?["resourceVersion"]?.string ?? "") ?? .max
+                    && changes.withLock { $0.last == "n2" }
             }
             #expect(informer.cache[key]?.nodeName == "n2")
             #expect(informer.cache.keys(in: "node", "n1").isEmpty && informer.cache.keys(in: "node", "n2") == [key])
