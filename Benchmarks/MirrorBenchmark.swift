@@ -1,0 +1,298 @@
+import ClusterAPI
+import ControllerRuntime
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import StateMirror
+import SyncController
+import TLSTransport
+
+/// The state mirror between two clusters' controllers (in this process, each with its SQLite store, its sync endpoint
+/// and dialer on loopback mutual TLS), next to its anchor in the same run:
+/// - anchor: one bare gRPC + mutual TLS unary round trip (`SyncDialer` → `SyncEndpoint` whose receiver answers at
+///   once), p50/p99;
+/// - propagation: a change of the source VMI's half (as its agent would write it) until the target cluster's VMI
+///   holds it — watch event, outbox, gRPC, receiver, merge, store write — p50/p99 and the ratio to the anchor;
+/// - throughput: `migrations` decentralized migrations mirrored at once (all Scheduled), every source half changed
+///   together, mirrored updates per second until the target holds them all; and the process's memory per mirrored
+///   migration (both controllers are in this process: the figure covers a source and a target side).
+enum MirrorBenchmark {
+    /// A receiver that answers at once: the anchor's far end.
+    struct Echo: SyncReceiver {
+        func applySourceStatus(_ status: PeerStatus, from peer: SyncPeer) async throws(SyncRefusal) -> String {
+            "success"
+        }
+        func applyTargetStatus(_ status: PeerStatus, from peer: SyncPeer) async throws(SyncRefusal) -> String {
+            "success"
+        }
+        func cancelMigration(uid migrationUID: String, from peer: SyncPeer) async throws(SyncRefusal) -> String {
+            "migration canceled"
+        }
+    }
+
+    /// Hands calls to the controllers' receiver once they exist.
+    final class Late: SyncReceiver {
+        let target = NIOLockedValueBox<MirrorReceiver?>(nil)
+        private func receiver() throws(SyncRefusal) -> MirrorReceiver {
+            guard let receiver = target.withLockedValue({ $0 }) else { throw SyncRefusal(.unavailable, "starting") }
+            return receiver
+        }
+        func applySourceStatus(_ status: PeerStatus, from peer: SyncPeer) async throws(SyncRefusal) -> String {
+            try await receiver().applySourceStatus(status, from: peer)
+        }
+        func applyTargetStatus(_ status: PeerStatus, from peer: SyncPeer) async throws(SyncRefusal) -> String {
+            try await receiver().applyTargetStatus(status, from: peer)
+        }
+        func cancelMigration(uid migrationUID: String, from peer: SyncPeer) async throws(SyncRefusal) -> String {
+            try await receiver().cancelMigration(uid: migrationUID, from: peer)
+        }
+    }
+
+    struct Cluster {
+        let name: String
+        let store: SQLiteStore
+        let server: TLSContextProvider
+        let client: TLSContextProvider
+        let authority: CertificateAuthority
+    }
+
+    static func cluster(_ name: String, in directory: String) throws -> Cluster {
+        let authority = try CertificateAuthority.create(cluster: name)
+        let trust = TrustBundle([authority.certificate])
+        return Cluster(
+            name: name,
+            store: try SQLiteStore(path: directory + "/\(name).sqlite", retainedChanges: 1_000_000),
+            server: try TLSContextProvider(
+                identity: try authority.issue(LeafRequest(role: .syncServer, name: "sync", ipAddresses: ["127.0.0.1"])),
+                trust: trust),
+            client: try TLSContextProvider(
+                identity: try authority.issue(LeafRequest(role: .syncClient, name: "sync")), trust: trust),
+            authority: authority)
+    }
+
+    static func run(migrations count: Int, rounds: Int) async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "bench-mirror-\(UUID().uuidString.prefix(6))"
+        ).path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let a = try cluster("cluster-a", in: directory)
+        let b = try cluster("cluster-b", in: directory)
+        for (one, other) in [(a, b), (b, a)] {
+            let bundle = TrustBundle([one.authority.certificate, other.authority.certificate])
+            try one.server.reload(trust: bundle)
+            try one.client.reload(trust: bundle)
+        }
+        var logger = Logger(label: "vmsync.bench.mirror")
+        logger.logLevel = .error
+
+        // The anchor: bare unary round trips.
+        let echo = try SyncEndpoint(host: "127.0.0.1", port: 0, provider: b.server, receiver: Echo(), logger: logger)
+        let anchorDialer = SyncDialer(provider: a.client, logger: logger)
+        var status = VirtualMachineInstance.Status()
+        status.phase = .running
+        status.migrationState = MigrationState()
+        status.migrationState?.sourceState = MigrationState.SourceState()
+        status.migrationState?.sourceState?.node = "a1"
+        let anchor: [Double] = try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await echo.run() }
+            group.addTask { try await anchorDialer.run() }
+            let address = try await echo.boundAddress
+            var times: [Double] = []
+            for index in 0..<(rounds * 10 + 50) {
+                let start = ContinuousClock.now
+                _ = try await anchorDialer.sendSourceStatus(to: address, migrationID: "m", status: status)
+                if index >= 50 { times.append(milliseconds(ContinuousClock.now - start)) }
+            }
+            echo.shutdown()
+            anchorDialer.shutdown()
+            try await group.waitForAll()
+            return times
+        }
+
+        // Both clusters: a Ready node each; `count` running VMIs on A, `count` receiving VMs on B.
+        for (cluster, node) in [(a, "a1"), (b, "b1")] {
+            try await ClusterDefaults.ensure(in: cluster.store)
+            _ = try await cluster.store.create(
+                Kinds.node,
+                [
+                    "apiVersion": "v1", "kind": "Node",
+                    "metadata": [
+                        "name": .string(node),
+                        "labels": [
+                            "kubernetes.io/hostname": .string(node), "host-model-cpu.node.kubevirt.io/EPYC": "true",
+                        ],
+                    ],
+                ])
+            var ready = Resources.condition("Ready", true, reason: "AgentReady")
+            ready["lastHeartbeatTime"] = .string(Resources.now())
+            _ = try await cluster.store.patch(
+                Kinds.node, namespace: nil, name: node,
+                mergePatch: [
+                    "status": [
+                        "allocatable": ["memory": "4Ti"], "conditions": [ready], "tunnelEndpoint": "127.0.0.1:9187",
+                    ]
+                ], subresource: .status)
+        }
+        let spec: JSONValue = ["domain": ["resources": ["requests": ["memory": "16Mi"]]]]
+        for index in 0..<count {
+            _ = try await a.store.create(
+                Kinds.virtualMachineInstance,
+                [
+                    "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+                    "metadata": ["name": .string("vm\(index)"), "namespace": "default"], "spec": spec,
+                ])
+            _ = try await a.store.patch(
+                Kinds.virtualMachineInstance, namespace: "default", name: "vm\(index)",
+                mergePatch: ["status": ["phase": "Running", "nodeName": "a1"]], subresource: .status)
+            _ = try await b.store.create(
+                Kinds.virtualMachine,
+                [
+                    "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+                    "metadata": ["name": .string("vm\(index)"), "namespace": "default"],
+                    "spec": ["runStrategy": "WaitAsReceiver", "template": ["spec": spec]],
+                ])
+        }
+        let rssBefore = ControlPlaneBenchmark.rss(getpid())
+
+        let lateA = Late()
+        let lateB = Late()
+        let endpointA = try SyncEndpoint(
+            host: "127.0.0.1", port: 0, provider: a.server, receiver: lateA, logger: logger)
+        let endpointB = try SyncEndpoint(
+            host: "127.0.0.1", port: 0, provider: b.server, receiver: lateB, logger: logger)
+        let dialerA = SyncDialer(provider: a.client, logger: logger)
+        let dialerB = SyncDialer(provider: b.client, logger: logger)
+        try await withThrowingTaskGroup(of: Void.self) { network in
+            for service in [endpointA, endpointB] as [SyncEndpoint] { network.addTask { try await service.run() } }
+            for dialer in [dialerA, dialerB] { network.addTask { try await dialer.run() } }
+            let addressA = try await endpointA.boundAddress
+            let addressB = try await endpointB.boundAddress
+            let controllersA = ClusterControllers(
+                store: a.store, nodeGracePeriod: .seconds(3600), sync: SyncSettings(advertisedAddresses: [addressA]),
+                dialer: dialerA, logger: logger)
+            let controllersB = ClusterControllers(
+                store: b.store, nodeGracePeriod: .seconds(3600), sync: SyncSettings(advertisedAddresses: [addressB]),
+                dialer: dialerB, logger: logger)
+            lateA.target.withLockedValue { $0 = controllersA.syncReceiver }
+            lateB.target.withLockedValue { $0 = controllersB.syncReceiver }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { await controllersA.run() }
+                group.addTask { await controllersB.run() }
+                defer { group.cancelAll() }
+                try await controllersB.settle(timeout: .seconds(600))
+                let setup = ContinuousClock.now
+                for index in 0..<count {
+                    _ = try await b.store.create(
+                        Kinds.migration,
+                        [
+                            "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration",
+                            "metadata": ["name": .string("r\(index)"), "namespace": "default"],
+                            "spec": [
+                                "vmiName": .string("vm\(index)"), "receive": ["migrationID": .string("m\(index)")],
+                            ],
+                        ])
+                    _ = try await a.store.create(
+                        Kinds.migration,
+                        [
+                            "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration",
+                            "metadata": ["name": .string("s\(index)"), "namespace": "default"],
+                            "spec": [
+                                "vmiName": .string("vm\(index)"),
+                                "sendTo": ["migrationID": .string("m\(index)"), "connectURL": .string(addressB)],
+                            ],
+                        ])
+                }
+                try await waitUntil(timeout: .seconds(900)) {
+                    let scheduledA = try await a.store.list(Kinds.migration, Selection()).items.filter {
+                        $0["status"]?["phase"] == "Scheduled"
+                    }.count
+                    let scheduledB = try await b.store.list(Kinds.migration, Selection()).items.filter {
+                        $0["status"]?["phase"] == "Scheduled"
+                    }.count
+                    return scheduledA == count && scheduledB == count
+                }
+                let setupSeconds = seconds(ContinuousClock.now - setup)
+                try await controllersA.settle(timeout: .seconds(600))
+                try await controllersB.settle(timeout: .seconds(600))
+                let rssAfter = ControlPlaneBenchmark.rss(getpid())
+
+                // Propagation of one half, change by change.
+                var propagation: [Double] = []
+                for round in 0..<rounds {
+                    let pod = "pod-\(round)"
+                    let start = ContinuousClock.now
+                    try await setSourcePod(pod, vmi: "vm0", in: a.store)
+                    try await waitUntil(timeout: .seconds(30), every: .microseconds(250)) {
+                        let vmi = try await b.store.get(Kinds.virtualMachineInstance, namespace: "default", name: "vm0")
+                        return vmi["status"]?["migrationState"]?["sourceState"]?["pod"]?.string == pod
+                    }
+                    propagation.append(milliseconds(ContinuousClock.now - start))
+                }
+
+                // Every half at once.
+                let burst = ContinuousClock.now
+                for index in 0..<count { try await setSourcePod("burst", vmi: "vm\(index)", in: a.store) }
+                try await waitUntil(timeout: .seconds(900)) {
+                    try await b.store.list(Kinds.virtualMachineInstance, Selection()).items.allSatisfy {
+                        $0["status"]?["migrationState"]?["sourceState"]?["pod"] == "burst"
+                    }
+                }
+                let burstSeconds = seconds(ContinuousClock.now - burst)
+
+                let anchorP50 = ControlPlaneBenchmark.percentile(anchor, 50)
+                let p50 = ControlPlaneBenchmark.percentile(propagation, 50)
+                print(
+                    String(
+                        format: "mirror: bare gRPC+mTLS unary round trip (anchor) p50 %.2f ms p99 %.2f ms (%d calls)",
+                        anchorP50, ControlPlaneBenchmark.percentile(anchor, 99), anchor.count))
+                print(
+                    String(
+                        format:
+                            "mirror: propagation source VMI → target VMI p50 %.2f ms p99 %.2f ms (%d changes); ratio to the anchor %.2f",
+                        p50, ControlPlaneBenchmark.percentile(propagation, 99), propagation.count, p50 / anchorP50))
+                print(
+                    String(
+                        format:
+                            "mirror: %d migrations mirrored to Scheduled on both sides in %.1f s; all %d source halves changed at once reached the target in %.2f s: %.0f mirrored updates/s",
+                        count, setupSeconds, count, burstSeconds, Double(count) / burstSeconds))
+                print(
+                    String(
+                        format:
+                            "mirror: process RSS %.1f MiB before the migrations, %.1f MiB with %d mirrored on both sides: %.1f KiB per migration (source and target side together)",
+                        Double(rssBefore) / 1024, Double(rssAfter) / 1024, count,
+                        Double(rssAfter - rssBefore) / Double(count)))
+            }
+            for service in [endpointA, endpointB] { service.shutdown() }
+            for dialer in [dialerA, dialerB] { dialer.shutdown() }
+            try await network.waitForAll()
+        }
+    }
+
+    /// What the source's agent changes in its half (here: the pod, a field the target takes).
+    static func setSourcePod(_ pod: String, vmi: String, in store: SQLiteStore) async throws {
+        let current = try await store.get(Kinds.virtualMachineInstance, namespace: "default", name: vmi)
+        var state = current["status"]?["migrationState"] ?? [:]
+        state["sourceState"]?["pod"] = .string(pod)
+        _ = try await store.patch(
+            Kinds.virtualMachineInstance, namespace: "default", name: vmi,
+            mergePatch: ["status": ["migrationState": state]], subresource: .status)
+    }
+
+    static func waitUntil(
+        timeout: Duration, every interval: Duration = .milliseconds(20), _ condition: () async throws -> Bool
+    ) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if try await condition() { return }
+            try await Task.sleep(for: interval)
+        }
+        throw CancellationError()
+    }
+
+    static func milliseconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
+    }
+
+    static func seconds(_ duration: Duration) -> Double { milliseconds(duration) / 1000 }
+}
