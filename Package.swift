@@ -356,7 +356,6 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
-            exclude: ["Peers"],
             swiftSettings: strictSettings
         ),
         .testTarget(

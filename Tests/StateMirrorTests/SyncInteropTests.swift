@@ -11,30 +11,11 @@ import Testing
 /// service by its method and message names over mutual TLS with KubeVirt's identities.
 @Suite("Sync endpoint: interoperability with Python grpcio")
 struct SyncInteropTests {
-    static let peerScript = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .appendingPathComponent("Peers/sync_peer.py").path
-
-    /// A directory with Python's generated message and service modules and the PEM files of the test.
-    static func workspace() async throws -> String {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "sync-interop-\(UUID().uuidString.prefix(8))"
-        ).path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let made = try await run(
-            "/usr/bin/env",
-            [
-                "python3", "-m", "grpc_tools.protoc", "-I", SyncMessageTests.proto, "--python_out=\(directory)",
-                "--grpc_python_out=\(directory)", "synchronization.proto",
-            ])
-        try #require(made.status == 0, "python3 -m grpc_tools.protoc failed (pip install grpcio-tools): \(made.stderr)")
-        return directory
-    }
-
     @Test(
         "grpcio calls the endpoint: a known migration succeeds, an unknown one is NOT_FOUND, a missing or garbled status INVALID_ARGUMENT, cancel answers"
     )
     func pythonClient() async throws {
-        let directory = try await Self.workspace()
+        let directory = try await PythonSyncPeer.workspace()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let pki = try TwoClusters()
         let clientKey = try TwoClusters.syncClient(of: pki.a)
@@ -54,12 +35,9 @@ struct SyncInteropTests {
                 #"{"method":"SyncTargetMigrationStatus","migrationID":"known","status":\#(status)}"#,
                 #"{"method":"CancelMigration","uid":"uid-1"}"#,
             ]
-            let result = try await run(
-                "/usr/bin/env",
-                [
-                    "python3", Self.peerScript, "client", directory, pair.address, directory + "/ca.pem",
-                    directory + "/client.pem", directory + "/client-key.pem", "localhost",
-                ], input: calls.joined(separator: "\n") + "\n", timeout: 60)
+            let result = try await PythonSyncPeer.call(
+                calls, at: pair.address, workspace: directory, ca: directory + "/ca.pem",
+                certificate: directory + "/client.pem", key: directory + "/client-key.pem", serverName: "localhost")
             try #require(result.status == 0, "\(result.stderr)")
             let answers = try result.stdout.split(separator: "\n").map { try JSONValue.parse(Data($0.utf8)) }
             try #require(answers.count == calls.count, "\(result.stdout) \(result.stderr)")
@@ -88,7 +66,7 @@ struct SyncInteropTests {
 
     @Test("the dialer calls a grpcio server: KubeVirt's client identity is presented, answers and refusals read back")
     func pythonServer() async throws {
-        let directory = try await Self.workspace()
+        let directory = try await PythonSyncPeer.workspace()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let pki = try TwoClusters()
         try TwoClusters.syncServer(of: pki.b).write(
@@ -97,7 +75,7 @@ struct SyncInteropTests {
         let python = try ChildProcess(
             "/usr/bin/env",
             [
-                "python3", Self.peerScript, "server", directory, directory + "/ca.pem", directory + "/server.pem",
+                "python3", PythonSyncPeer.script, "server", directory, directory + "/ca.pem", directory + "/server.pem",
                 directory + "/server-key.pem",
             ])
         defer { _ = python }

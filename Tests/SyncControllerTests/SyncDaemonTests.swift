@@ -150,6 +150,31 @@ struct SyncDaemonTests {
         #expect(target["status"]?["synchronizationPeer"]?["cluster"] == "alpha")
         #expect(source["status"]?["migrationState"]?["targetState"]?["node"] == "a1")
         #expect(target["status"]?["migrationState"]?["sourceState"]?["syncAddress"]?.string == "127.0.0.1:\(aPort)")
+        // Python's grpcio with cluster alpha's sync client identity, calling beta's daemon by KubeVirt's names: an
+        // unknown migrationID is NOT_FOUND in KubeVirt's words, a missing status INVALID_ARGUMENT, an unknown uid to
+        // cancel answers "migration canceled".
+        let python = try await PythonSyncPeer.workspace()
+        defer { try? FileManager.default.removeItem(atPath: python) }
+        try TrustBundle([try b.pki.authority().certificate]).pem.write(
+            toFile: python + "/ca.pem", atomically: true, encoding: .utf8)
+        let answers = try await PythonSyncPeer.call(
+            [
+                #"{"method":"SyncSourceMigrationStatus","migrationID":"nope","status":{"phase":"Running"}}"#,
+                #"{"method":"SyncTargetMigrationStatus","migrationID":"nope","status":{"phase":"Running"}}"#,
+                #"{"method":"SyncSourceMigrationStatus","migrationID":"m-1"}"#,
+                #"{"method":"CancelMigration","uid":"no-such-uid"}"#,
+            ], at: "127.0.0.1:\(bPort)", workspace: python, ca: python + "/ca.pem",
+            certificate: a.directory + "/data/sync-client.pem", key: a.directory + "/data/sync-client-key.pem",
+            serverName: "127.0.0.1")
+        #expect(answers.status == 0, "\(answers.stderr)")
+        let lines = answers.stdout.split(separator: "\n").compactMap { try? JSONValue.parse(Data($0.utf8)) }
+        #expect(
+            lines == [
+                ["code": "NOT_FOUND", "details": "target: unable to locate VMI for migrationID nope"],
+                ["code": "NOT_FOUND", "details": "source: unable to locate VMI for migrationID nope"],
+                ["code": "INVALID_ARGUMENT", "details": "must pass source status"],
+                ["code": "OK", "message": "migration canceled"],
+            ], "\(answers.stdout) \(answers.stderr)")
         await a.stop()
         await b.stop()
 
