@@ -40,7 +40,7 @@ struct SyncDaemonTests {
     }
 
     @Test(
-        "the daemons publish their synchronizationAddresses; until the CAs are exchanged the source says the peer does not trust it; syncctl ca export | syncctl ca import exchanges them through the APIs (no restart) and the migration reaches Scheduled on both sides; --sync-listen without an address to advertise is refused"
+        "the daemons publish their synchronizationAddresses; until the CAs are exchanged the source says the peer does not trust it; syncctl ca export | syncctl ca import exchanges them through the APIs (no restart) and the migration reaches Scheduled on both sides; grpcio gets KubeVirt's answers; kill -9 of either controller loses nothing (the news waits in the peer's outbox, a cancel holds the finalizer until the peer hears); --sync-listen without an address to advertise is refused"
     )
     func twoDaemons() async throws {
         let a = try ClusterFixture(cluster: "alpha")
@@ -175,6 +175,59 @@ struct SyncDaemonTests {
                 ["code": "INVALID_ARGUMENT", "details": "must pass source status"],
                 ["code": "OK", "message": "migration canceled"],
             ], "\(answers.stdout) \(answers.stderr)")
+
+        // kill -9 of the source's controller; the target's agent reports its domain ready meanwhile. Restarted on the
+        // same store, the source gets the news the target's outbox kept for it.
+        await a.kill9()
+        let receiving = try await userB.get(Kinds.virtualMachineInstance, namespace: "default", name: "vm1")
+        var state = receiving["status"]?["migrationState"] ?? [:]
+        state["targetState"]?["domainReadyTimestamp"] = .string(Migration.timestamp())
+        state["targetState"]?["nodeAddress"] = "127.0.0.1"
+        // (Written as the admin: the target agent's part of decentralized migrations is not landed yet.)
+        _ = try await userB.patch(
+            Kinds.virtualMachineInstance, namespace: "default", name: "vm1", ["status": ["migrationState": state]],
+            status: true)
+        try await a.start(["--pki", a.directory + "/pki", "--sync-listen", "127.0.0.1:\(aPort)"])
+        let restartedA = try a.client()
+        var ready = JSONValue.null
+        for _ in 0..<300 {
+            ready = try await restartedA.get(Kinds.migration, namespace: "default", name: "send")
+            if Self.phase(ready) == "TargetReady" { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(Self.phase(ready) == "TargetReady", "\(ready["status"] ?? .null)")
+
+        // kill -9 of the target's controller, then the source VMIM is deleted: the source fails at once and keeps
+        // its finalizer until the target hears of the cancel, which it does once it is back.
+        await b.kill9()
+        _ = try await restartedA.delete(Kinds.migration, namespace: "default", name: "send")
+        var canceled = JSONValue.null
+        for _ in 0..<100 {
+            canceled = try await restartedA.get(Kinds.migration, namespace: "default", name: "send")
+            if Self.phase(canceled) == "Failed" { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(Self.phase(canceled) == "Failed", "\(canceled["status"] ?? .null)")
+        #expect(
+            canceled["metadata"]?["finalizers"]?.array?.contains(
+                .string("synchronization.kubevirt.io/migrationFinalizer")) == true, "held until the peer hears")
+        try await b.start(["--pki", b.directory + "/pki", "--sync-listen", "127.0.0.1:\(bPort)"])
+        let restartedB = try b.client()
+        var bothGone = false
+        for _ in 0..<300 {
+            let sourceGone = (try? await restartedA.get(Kinds.migration, namespace: "default", name: "send")) == nil
+            let targetGone = (try? await restartedB.get(Kinds.migration, namespace: "default", name: "receive")) == nil
+            if sourceGone && targetGone {
+                bothGone = true
+                break
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(bothGone, "both VMIMs are gone once the target is back")
+        let sourceVMI = try await restartedA.get(Kinds.virtualMachineInstance, namespace: "default", name: "vm1")
+        #expect(Self.phase(sourceVMI) == "Running", "the source keeps running")
+        let receiver = try await restartedB.get(Kinds.virtualMachineInstance, namespace: "default", name: "vm1")
+        #expect(Self.phase(receiver) == "Failed", "\(receiver["status"] ?? .null)")
         await a.stop()
         await b.stop()
 
