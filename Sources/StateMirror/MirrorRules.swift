@@ -57,6 +57,31 @@ public enum MirrorRules {
         return status == local ? nil : status
     }
 
+    /// What of `status` the peer of `side` takes by these rules (`side` is the sender: "source" or "target"): the part
+    /// whose change is worth a message. A status that changed only in the half the sender took from its peer is not
+    /// sent back.
+    public static func peerView(of status: VirtualMachineInstance.Status, sentBySource: Bool) -> JSONValue {
+        let state = status.migrationState
+        var view: JSONValue = [
+            "completed": state?.completed.map(JSONValue.bool) ?? .null,
+            "failed": state?.failed.map(JSONValue.bool) ?? .null,
+            "abortRequested": state?.abortRequested.map(JSONValue.bool) ?? .null,
+            "abortStatus": state?.abortStatus.map(JSONValue.string) ?? .null,
+            "failureReason": state?.failureReason.map(JSONValue.string) ?? .null,
+            "endTimestamp": state?.endTimestamp.map(JSONValue.string) ?? .null,
+            "migratedVolumes": status.migratedVolumes.map(JSONValue.array) ?? .null,
+        ]
+        if sentBySource {
+            view["sourceState"] = (try? JSONValue(encoding: state?.sourceState)) ?? .null
+            view["startTimestamp"] = state?.startTimestamp.map(JSONValue.string) ?? .null
+            view["migrationMethod"] = status.migrationMethod.map(JSONValue.string) ?? .null
+            view["migrationTransport"] = status.migrationTransport.map(JSONValue.string) ?? .null
+        } else {
+            view["targetState"] = (try? JSONValue(encoding: state?.targetState)) ?? .null
+        }
+        return view
+    }
+
     /// Failure and abort cross only when the peer asked for the abort or its side ended.
     private static func takeEnding(_ theirs: MigrationState, into state: inout MigrationState) {
         guard theirs.abortRequested == true || theirs.endTimestamp != nil else { return }

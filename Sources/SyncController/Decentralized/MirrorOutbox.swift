@@ -35,7 +35,9 @@ public struct MirrorOutbox: Reconciler {
         let address =
             side == .source ? vmim.spec.sendTo?.connectURL : status.migrationState?.sourceState?.syncAddress
         guard let address else { return .done }  // a target learns where its source is from the source's first status
-        let digest = Self.digest(status)
+        // Only what the peer takes decides: a status that changed in the half this side took from the peer is not
+        // echoed back to it.
+        let digest = Self.digest(MirrorRules.peerView(of: status, sentBySource: side == .source))
         let delivery = vmim.status?.synchronizationDelivery
         if delivery?.deliveredDigest == digest, delivery?.peerAddress == address { return .done }
         do throws(SyncCallError) {
@@ -125,10 +127,10 @@ public struct MirrorOutbox: Reconciler {
         return .done
     }
 
-    /// A digest of a VMI status (FNV-1a over its compact JSON, whose keys are sorted): what decides whether the peer
-    /// has seen it.
-    static func digest(_ status: VirtualMachineInstance.Status) -> String {
-        let bytes = ((try? JSONValue(encoding: status)) ?? .null).jsonData()
+    /// A digest of what the peer takes of a status (FNV-1a over its compact JSON, whose keys are sorted): what decides
+    /// whether the peer has seen it.
+    static func digest(_ view: JSONValue) -> String {
+        let bytes = view.jsonData()
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in bytes {
             hash ^= UInt64(byte)
