@@ -2,10 +2,10 @@ import ClusterAPI
 import ControllerRuntime
 import Foundation
 import Logging
-import NIOConcurrencyHelpers
 import StateMirror
 import SyncController
 import TLSTransport
+import TestSupport
 
 /// The state mirror between two clusters' controllers (in this process, each with its SQLite store, its sync endpoint
 /// and dialer on loopback mutual TLS), next to its anchor in the same run:
@@ -27,24 +27,6 @@ enum MirrorBenchmark {
         }
         func cancelMigration(uid migrationUID: String, from peer: SyncPeer) async throws(SyncRefusal) -> String {
             "migration canceled"
-        }
-    }
-
-    /// Hands calls to the controllers' receiver once they exist.
-    final class Late: SyncReceiver {
-        let target = NIOLockedValueBox<MirrorReceiver?>(nil)
-        private func receiver() throws(SyncRefusal) -> MirrorReceiver {
-            guard let receiver = target.withLockedValue({ $0 }) else { throw SyncRefusal(.unavailable, "starting") }
-            return receiver
-        }
-        func applySourceStatus(_ status: PeerStatus, from peer: SyncPeer) async throws(SyncRefusal) -> String {
-            try await receiver().applySourceStatus(status, from: peer)
-        }
-        func applyTargetStatus(_ status: PeerStatus, from peer: SyncPeer) async throws(SyncRefusal) -> String {
-            try await receiver().applyTargetStatus(status, from: peer)
-        }
-        func cancelMigration(uid migrationUID: String, from peer: SyncPeer) async throws(SyncRefusal) -> String {
-            try await receiver().cancelMigration(uid: migrationUID, from: peer)
         }
     }
 
@@ -155,27 +137,27 @@ enum MirrorBenchmark {
         }
         let rssBefore = ControlPlaneBenchmark.rss(getpid())
 
-        let lateA = Late()
-        let lateB = Late()
-        let endpointA = try SyncEndpoint(
-            host: "127.0.0.1", port: 0, provider: a.server, receiver: lateA, logger: logger)
-        let endpointB = try SyncEndpoint(
-            host: "127.0.0.1", port: 0, provider: b.server, receiver: lateB, logger: logger)
+        // The ports are chosen first, so the controllers know their addresses and exist before the endpoints serve.
+        let addressA = "127.0.0.1:\(try freeLoopbackPort())"
+        let addressB = "127.0.0.1:\(try freeLoopbackPort())"
         let dialerA = SyncDialer(provider: a.client, logger: logger)
         let dialerB = SyncDialer(provider: b.client, logger: logger)
+        let controllersA = ClusterControllers(
+            store: a.store, nodeGracePeriod: .seconds(3600), sync: SyncSettings(advertisedAddresses: [addressA]),
+            dialer: dialerA, logger: logger)
+        let controllersB = ClusterControllers(
+            store: b.store, nodeGracePeriod: .seconds(3600), sync: SyncSettings(advertisedAddresses: [addressB]),
+            dialer: dialerB, logger: logger)
+        let endpointA = try SyncEndpoint(
+            host: "127.0.0.1", port: Int(addressA.split(separator: ":")[1])!, provider: a.server,
+            receiver: controllersA.syncReceiver, logger: logger)
+        let endpointB = try SyncEndpoint(
+            host: "127.0.0.1", port: Int(addressB.split(separator: ":")[1])!, provider: b.server,
+            receiver: controllersB.syncReceiver, logger: logger)
         try await withThrowingTaskGroup(of: Void.self) { network in
             for service in [endpointA, endpointB] as [SyncEndpoint] { network.addTask { try await service.run() } }
             for dialer in [dialerA, dialerB] { network.addTask { try await dialer.run() } }
-            let addressA = try await endpointA.boundAddress
-            let addressB = try await endpointB.boundAddress
-            let controllersA = ClusterControllers(
-                store: a.store, nodeGracePeriod: .seconds(3600), sync: SyncSettings(advertisedAddresses: [addressA]),
-                dialer: dialerA, logger: logger)
-            let controllersB = ClusterControllers(
-                store: b.store, nodeGracePeriod: .seconds(3600), sync: SyncSettings(advertisedAddresses: [addressB]),
-                dialer: dialerB, logger: logger)
-            lateA.target.withLockedValue { $0 = controllersA.syncReceiver }
-            lateB.target.withLockedValue { $0 = controllersB.syncReceiver }
+            _ = try await (endpointA.boundAddress, endpointB.boundAddress)
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { await controllersA.run() }
                 group.addTask { await controllersB.run() }

@@ -64,23 +64,25 @@ public final class SyncDialer: Service, Sendable {
     public func sendSourceStatus(
         to address: String, migrationID: String, status: VirtualMachineInstance.Status
     ) async throws(SyncCallError) -> String {
-        let request = try Self.request(migrationID: migrationID, status: status)
-        return try await call(address) { client, options in
-            try await Kubevirt_Synchronization_Synchronize.Client(wrapping: client).syncSourceMigrationStatus(
-                request, options: options
-            ).message
-        }
+        try await send(status, migrationID: migrationID, to: address, bySource: true)
     }
 
     /// Sends this cluster's target status to the source at `address` (`SyncTargetMigrationStatus`).
     public func sendTargetStatus(
         to address: String, migrationID: String, status: VirtualMachineInstance.Status
     ) async throws(SyncCallError) -> String {
+        try await send(status, migrationID: migrationID, to: address, bySource: false)
+    }
+
+    private func send(
+        _ status: VirtualMachineInstance.Status, migrationID: String, to address: String, bySource: Bool
+    ) async throws(SyncCallError) -> String {
         let request = try Self.request(migrationID: migrationID, status: status)
         return try await call(address) { client, options in
-            try await Kubevirt_Synchronization_Synchronize.Client(wrapping: client).syncTargetMigrationStatus(
-                request, options: options
-            ).message
+            let service = Kubevirt_Synchronization_Synchronize.Client(wrapping: client)
+            return bySource
+                ? try await service.syncSourceMigrationStatus(request, options: options).message
+                : try await service.syncTargetMigrationStatus(request, options: options).message
         }
     }
 

@@ -9,32 +9,10 @@ import Testing
 /// (`grpcio-tools`, from PyPI) compiling the same .proto: the same bytes on the wire both ways.
 @Suite("Sync messages: KubeVirt's wire format")
 struct SyncMessageTests {
-    static let proto = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .appendingPathComponent("../../Sources/StateMirror/Proto").standardized.path
-
-    /// Python's generated module for the proto, in a directory of its own; nil (and the reason) when grpcio-tools is
-    /// not installed.
-    static func pythonModule() async throws -> (directory: String, missing: String?) {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "sync-proto-\(UUID().uuidString.prefix(8))"
-        ).path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let made = try await run(
-            "/usr/bin/env",
-            [
-                "python3", "-m", "grpc_tools.protoc", "-I", proto, "--python_out=\(directory)", "synchronization.proto",
-            ])
-        guard made.status == 0 else {
-            return (directory, "python3 -m grpc_tools.protoc failed (pip install grpcio-tools): \(made.stderr)")
-        }
-        return (directory, nil)
-    }
-
     @Test("a status request written here is read by Python's protobuf, and one written there is read here")
     func bothWays() async throws {
-        let (directory, missing) = try await Self.pythonModule()
+        let directory = try await PythonSyncPeer.workspace()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        try #require(missing == nil, "\(missing ?? "")")
 
         var status = VirtualMachineInstance.Status()
         status.phase = .running

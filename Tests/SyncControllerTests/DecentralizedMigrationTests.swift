@@ -9,31 +9,6 @@ import TLSTransport
 import TestSupport
 import Testing
 
-/// A receiver that hands calls to the cluster's `MirrorReceiver` once its controllers exist (the endpoint listens
-/// first, so the controllers can be told its address).
-final class LateReceiver: SyncReceiver {
-    let target = NIOLockedValueBox<MirrorReceiver?>(nil)
-
-    private func receiver() throws(SyncRefusal) -> MirrorReceiver {
-        guard let receiver = target.withLockedValue({ $0 }) else {
-            throw SyncRefusal(.unavailable, "the controllers are not running yet")
-        }
-        return receiver
-    }
-
-    func applySourceStatus(_ status: PeerStatus, from peer: SyncPeer) async throws(SyncRefusal) -> String {
-        try await receiver().applySourceStatus(status, from: peer)
-    }
-
-    func applyTargetStatus(_ status: PeerStatus, from peer: SyncPeer) async throws(SyncRefusal) -> String {
-        try await receiver().applyTargetStatus(status, from: peer)
-    }
-
-    func cancelMigration(uid migrationUID: String, from peer: SyncPeer) async throws(SyncRefusal) -> String {
-        try await receiver().cancelMigration(uid: migrationUID, from: peer)
-    }
-}
-
 /// One cluster of a decentralized-migration test: its store, CA, sync endpoint, dialer and controllers, run for the
 /// scope of `run`.
 final class SyncCluster: Sendable {
@@ -148,20 +123,21 @@ final class SyncCluster: Sendable {
         try await ClusterDefaults.ensure(in: store)
         var logger = Logger(label: "test.\(name)")
         logger.logLevel = .warning
-        let late = LateReceiver()
-        let endpoint = try SyncEndpoint(
-            host: "127.0.0.1", port: port, provider: serverProvider, receiver: late, logger: logger)
+        // The port is chosen first, so the controllers know their address and exist before the endpoint serves.
+        let port = port == 0 ? try freeLoopbackPort() : port
+        let address = "127.0.0.1:\(port)"
         let dialer = SyncDialer(provider: clientProvider, logger: logger, callTimeout: .seconds(5))
+        let controllers = ClusterControllers(
+            store: store, sync: SyncSettings(advertisedAddresses: [address], deadline: deadline), dialer: dialer,
+            logger: logger)
+        let endpoint = try SyncEndpoint(
+            host: "127.0.0.1", port: port, provider: serverProvider, receiver: controllers.syncReceiver, logger: logger)
         return try await withThrowingTaskGroup(of: Void.self) { network in
             network.addTask { try await endpoint.run() }
             network.addTask { try await dialer.run() }
             let result: Result<T, any Error>
             do {
-                let address = try await endpoint.boundAddress
-                let controllers = ClusterControllers(
-                    store: store, sync: SyncSettings(advertisedAddresses: [address], deadline: deadline),
-                    dialer: dialer, logger: logger)
-                late.target.withLockedValue { $0 = controllers.syncReceiver }
+                _ = try await endpoint.boundAddress
                 result = .success(
                     try await withThrowingTaskGroup(of: Void.self) { group in
                         group.addTask { await controllers.run() }

@@ -58,6 +58,15 @@ public struct MigrationState: Codable, Sendable, Hashable {
     /// Whether the migration has ended (either way).
     public var isCompleted: Bool { completed ?? false }
 
+    /// Marks the migration ended in failure with `reason` at `endTimestamp` (and how an abort went, when there was one).
+    public mutating func markFailed(_ reason: String, at endTimestamp: String?, abortStatus: String? = nil) {
+        failed = true
+        completed = true
+        failureReason = reason
+        self.endTimestamp = endTimestamp
+        if let abortStatus { self.abortStatus = abortStatus }
+    }
+
     /// The fields both halves carry (KubeVirt's `MigrationCommonState`).
     public struct SourceState: Codable, Sendable, Hashable {
         public var node: String?

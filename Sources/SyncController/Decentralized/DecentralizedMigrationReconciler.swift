@@ -83,7 +83,9 @@ public struct DecentralizedMigrationReconciler: Reconciler {
             switch current.phase {
             case .new:
                 guard let admitted = try await admit(current, side: side, vmi: vmi) else {
-                    return waitingForVMI(current, side: side, vmi: vmi)
+                    // A receiver whose VMI is not there (or has no phase) yet waits for it; a failed one is done.
+                    return side == .target && migrations[current.key]?.phase == .new
+                        ? .requeue(after: .seconds(1)) : .done
                 }
                 current = admitted
             case .synchronizing, .waitingForSync:
@@ -208,14 +210,6 @@ public struct DecentralizedMigrationReconciler: Reconciler {
                 "migration": "\(vmim.key)", "side": "\(side.rawValue)", "migrationID": "\(vmim.migrationID ?? "")",
             ])
         return stored
-    }
-
-    /// A receiver whose VMI is not there yet waits for it (its VM creates it), up to the deadline.
-    private func waitingForVMI(_ vmim: VirtualMachineInstanceMigration, side: SyncSide, vmi: VirtualMachineInstance?)
-        -> ReconcileResult
-    {
-        guard vmim.phase == .new, !vmim.metadata.isDeleting, side == .target else { return .done }
-        return .requeue(after: .seconds(1))
     }
 
     // MARK: Phases
@@ -385,11 +379,7 @@ public struct DecentralizedMigrationReconciler: Reconciler {
     ) async throws(APIError) {
         var failed = vmim
         var state = vmim.status?.migrationState ?? MigrationState()
-        state.failed = true
-        state.completed = true
-        state.failureReason = message
-        state.endTimestamp = Migration.timestamp()
-        if let abortStatus { state.abortStatus = abortStatus }
+        state.markFailed(message, at: Migration.timestamp(), abortStatus: abortStatus)
         failed.transition(to: .failed)
         failed.status?.migrationState = state
         failed.status?.conditions.set(Condition("Failed", true, reason: reason, message: message))
@@ -398,11 +388,7 @@ public struct DecentralizedMigrationReconciler: Reconciler {
         try await store.write(failed, from: vmim, guarded: true, cache: migrations)
         if let vmi, let uid = vmim.metadata.uid, var vmiState = vmi.status?.migrationState, vmiState.migrationUid == uid
         {
-            vmiState.failed = true
-            vmiState.completed = true
-            vmiState.failureReason = message
-            vmiState.endTimestamp = state.endTimestamp
-            if let abortStatus { vmiState.abortStatus = abortStatus }
+            vmiState.markFailed(message, at: state.endTimestamp, abortStatus: abortStatus)
             var changed = vmi
             changed.status?.migrationState = vmiState
             if side == .target, vmi.status?.phase == .waitingForSync {

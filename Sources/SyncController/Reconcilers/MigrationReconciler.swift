@@ -416,22 +416,14 @@ public struct MigrationReconciler: Reconciler {
     ) async throws(APIError) {
         var failed = vmim
         var state = vmim.status?.migrationState ?? MigrationState()
-        state.failed = true
-        state.completed = true
-        state.failureReason = message
-        state.endTimestamp = Migration.timestamp()
-        if let abortStatus { state.abortStatus = abortStatus }
+        state.markFailed(message, at: Migration.timestamp(), abortStatus: abortStatus)
         failed.transition(to: .failed)
         failed.status?.migrationState = state
         failed.status?.conditions.set(Condition("Failed", true, reason: reason, message: message))
         try await store.write(failed, from: vmim, guarded: true, cache: migrations)
         if let vmi, let uid = vmim.metadata.uid, var vmiState = vmi.status?.migrationState, vmiState.migrationUid == uid
         {
-            vmiState.failed = true
-            vmiState.completed = true
-            vmiState.failureReason = message
-            vmiState.endTimestamp = state.endTimestamp
-            if let abortStatus { vmiState.abortStatus = abortStatus }
+            vmiState.markFailed(message, at: state.endTimestamp, abortStatus: abortStatus)
             var changed = vmi
             changed.status?.migrationState = vmiState
             try await store.write(changed, from: vmi, cache: instances)
