@@ -177,10 +177,9 @@ func eventually(
 struct DecentralizedMigrationTests {
     static func phase(_ object: JSONValue) -> String { object["status"]?["phase"]?.string ?? "" }
 
-    @Test(
-        "source and target halves find each other by migrationID, each takes the other's half, both reach Scheduled; deleting the source VMIM cancels both"
-    )
-    func mirrorAndCancel() async throws {
+    /// Clusters a and b trusting each other: vm1 running on a's node a1, a VM waiting to receive vm1 in b's namespace
+    /// `target`, b's node b1.
+    static func pairedClusters() async throws -> (SyncCluster, SyncCluster) {
         let a = try SyncCluster("cluster-a")
         let b = try SyncCluster("cluster-b")
         try a.trust(b)
@@ -189,6 +188,14 @@ struct DecentralizedMigrationTests {
         try await a.runningVMI("vm1", on: "a1")
         try await b.node("b1")
         try await b.receivingVM("vm1", namespace: "target")
+        return (a, b)
+    }
+
+    @Test(
+        "source and target halves find each other by migrationID, each takes the other's half, both reach Scheduled; deleting the source VMIM cancels both"
+    )
+    func mirrorAndCancel() async throws {
+        let (a, b) = try await Self.pairedClusters()
         try await b.run { bAddress in
             try await a.run { aAddress in
                 try await eventually("the receiving VMI waits") {
@@ -388,14 +395,7 @@ struct DecentralizedMigrationTests {
         "the outbox survives a controller restart: a status the peer never got is sent once it is up; a source restarted at another address is redialled by its target"
     )
     func restartAndRedial() async throws {
-        let a = try SyncCluster("cluster-a")
-        let b = try SyncCluster("cluster-b")
-        try a.trust(b)
-        try b.trust(a)
-        try await a.node("a1")
-        try await a.runningVMI("vm1", on: "a1")
-        try await b.node("b1")
-        try await b.receivingVM("vm1", namespace: "target")
+        let (a, b) = try await Self.pairedClusters()
         let bPort = try freeLoopbackPort()
         let bAddress = "127.0.0.1:\(bPort)"
         // The source's first run: the target cluster is down; the VMIM says so.
