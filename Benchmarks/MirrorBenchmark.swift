@@ -186,8 +186,9 @@ enum MirrorBenchmark {
                         ])
                 }
                 try await waitUntil(timeout: .seconds(900)) {
+                    // (The source side goes on to PreparingTarget at once.)
                     let scheduledA = try await a.store.list(Kinds.migration, Selection()).items.filter {
-                        $0["status"]?["phase"] == "Scheduled"
+                        $0["status"]?["phase"] == "PreparingTarget"
                     }.count
                     let scheduledB = try await b.store.list(Kinds.migration, Selection()).items.filter {
                         $0["status"]?["phase"] == "Scheduled"

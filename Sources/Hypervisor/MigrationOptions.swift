@@ -20,6 +20,8 @@ public struct MigrationOptions: Sendable, Hashable {
     public var disksURI: String?
     /// The domain XML to define on the destination (disk paths changed, etc.), or nil for the source's.
     public var destinationXML: String?
+    /// The domain's name on the destination (libvirt's `destination_name`), or nil to keep the source's.
+    public var destinationName: String?
     /// Disk copy mode.
     public var storage: StorageCopy
     /// Guest disk names (`vda`) to copy; required when `storage` is not `.none`.
@@ -57,6 +59,7 @@ public struct MigrationOptions: Sendable, Hashable {
         migrationURI: String? = nil,
         disksURI: String? = nil,
         destinationXML: String? = nil,
+        destinationName: String? = nil,
         storage: StorageCopy = .none,
         disks: [String] = [],
         bandwidthMiBPerSecond: UInt64? = nil,
@@ -74,6 +77,7 @@ public struct MigrationOptions: Sendable, Hashable {
         self.migrationURI = migrationURI
         self.disksURI = disksURI
         self.destinationXML = destinationXML
+        self.destinationName = destinationName
         self.storage = storage
         self.disks = disks
         self.bandwidthMiBPerSecond = bandwidthMiBPerSecond
@@ -167,6 +171,7 @@ public struct MigrationOptions: Sendable, Hashable {
         if let migrationURI { result.append(("migrate_uri", .string(migrationURI))) }
         if let disksURI { result.append(("disks_uri", .string(disksURI))) }
         if let destinationXML { result.append(("destination_xml", .string(destinationXML))) }
+        if let destinationName { result.append(("destination_name", .string(destinationName))) }
         for disk in disks { result.append(("migrate_disks", .string(disk))) }
         if let bandwidthMiBPerSecond { result.append(("bandwidth", .unsigned(bandwidthMiBPerSecond))) }
         if let parallelConnections { result.append(("parallel.connections", .int(Int32(parallelConnections)))) }

@@ -13,6 +13,8 @@ struct AgentControllers: Sendable {
     let incoming: Informer<VirtualMachineInstanceMigration>
     let dataVolumes: Informer<DataVolume>
     let kubeVirt: Informer<KubeVirt>
+    /// The cluster's trust bundle (`kubevirt-ca`): CAs imported from other clusters reach this node's tunnels.
+    let trustBundle: Informer<ConfigMap>
     let instanceController: Controller<InstanceSync>
     let migrationController: Controller<MigrationSync>
     let senders = Senders()
@@ -61,13 +63,18 @@ struct AgentControllers: Sendable {
         kubeVirt = Informer(
             source: source, cache: agent.kubeVirts, selection: Selection(namespace: KubeVirt.namespace), logger: logger
         ) { _ in }
+        trustBundle = Informer(source: source, selection: Selection(namespace: ConfigMap.caNamespace), logger: logger) {
+            change in
+            guard change.key.name == ConfigMap.caBundleName, let bundle = change.new else { return }
+            await agent.followTrust(bundle)
+        }
     }
 
     /// Runs the informers, and once they have listed the controllers and the senders, until cancelled.
     func run() async {
         await agent.setSenders(senders)
         await withTaskGroup(of: Void.self) { group in
-            for informer in [instances, outgoing, incoming, dataVolumes, kubeVirt] as [any SharedInformer] {
+            for informer in [instances, outgoing, incoming, dataVolumes, kubeVirt, trustBundle] as [any SharedInformer] {
                 group.addTask { await informer.run() }
             }
             group.addTask { await senders.run() }

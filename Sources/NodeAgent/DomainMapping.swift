@@ -55,9 +55,7 @@ enum DomainMapping {
                 commandLine: kernelBoot.kernelArgs ?? "console=ttyS0")
         }
         let interfaces = try self.interfaces(of: vmi)
-        let uuid =
-            (spec.domain?.firmware?.uuid).flatMap(UUID.init(uuidString:))
-            ?? vmi.metadata.uid.flatMap(UUID.init(uuidString:))
+        let uuid = vmi.domainUUID.flatMap(UUID.init(uuidString:))
         let domain = DomainSpec(
             name: Resources.domainName(namespace: namespace, name: name), uuid: uuid, memoryMiB: memoryMiB(spec),
             vcpus: vcpus(spec), cpu: cpu(spec, clusterDefault: clusterCPUModel), accelerator: .qemu, tcgCacheMiB: 32,

@@ -74,6 +74,14 @@ extension NodeAgent {
                 "the VMI could not be handed over",
                 metadata: ["migration": "\(uid)", "target": "\(target)", "error": "\(error)"])
         }
+        return await complete(vmim, final: final)
+    }
+
+    /// The migration to Succeeded (with what `final` sets), retried until it lands or the migration moved on.
+    func complete(
+        _ vmim: VirtualMachineInstanceMigration, final: @escaping @Sendable (inout MigrationState) -> Void
+    ) async -> VirtualMachineInstanceMigration {
+        let uid = vmim.metadata.uid ?? ""
         var current = vmim
         do {
             current = try await persistently("migration \(uid) Succeeded") {
@@ -208,7 +216,7 @@ extension NodeAgent {
             } catch {
                 continue
             }
-            let identity = (vmi?.spec.domain?.firmware?.uuid ?? vmi?.metadata.uid)?.lowercased()
+            let identity = vmi?.domainUUID
             let uuid = try? await domain.uuid()
             let state = vmi?.status?.migrationState
             if let vmi, !vmi.metadata.isDeleting, identity == uuid || identity == nil {

@@ -56,6 +56,20 @@ struct MigrationSender {
     /// Sends the migration to its end, whichever it is.
     mutating func run(on agent: isolated NodeAgent) async {
         do {
+            if current.isDecentralized {
+                // The peer cluster's target says where it listens only once it is ready: staging waits for that.
+                guard let ready = await migration.waitForTarget() else {
+                    agent.logger.info("migration ended before its target was ready", metadata: ["migration": "\(uid)"])
+                    return
+                }
+                current = ready
+                let staged = try await stage(on: agent)
+                timer.mark("target")
+                let result = try await runJob(staged, on: agent)
+                await finish(staged, result, on: agent)
+                await closeEntries(on: agent)
+                return
+            }
             let staged = try await stage(on: agent)
             // The target is ready (or the migration ended before it was).
             guard let ready = await migration.waitForTarget() else {
@@ -79,12 +93,30 @@ struct MigrationSender {
         let vmi = try await agent.client.get(VirtualMachineInstance.self, namespace: namespace, name: vmiName)
         self.vmi = vmi
         guard let libvirt = agent.libvirt else { throw APIError.internalError("no libvirt connection") }
-        let targetNode = try await agent.client.get(Node.self, name: target)
-        guard let address = targetNode.status?.tunnelEndpoint else {
+        let decentralized = current.isDecentralized
+        // Inside the cluster the target node's record says where it listens; a decentralized target's half (mirrored
+        // from the peer cluster) says it, and only that cluster's node of that name is accepted at the other end.
+        let address: String?
+        let targetRunDirectory: String
+        let peerCluster: String?
+        let targetHalf = vmi.status?.migrationState?.targetState
+        if decentralized {
+            guard let cluster = current.status?.synchronizationPeer?.cluster else {
+                throw APIError.conflict("migration \(uid) is bound to no peer cluster")
+            }
+            address = targetHalf?.nodeAddress
+            targetRunDirectory = targetHalf?.runDirectory ?? agent.configuration.runDirectory
+            peerCluster = cluster
+        } else {
+            let targetNode = try await agent.client.get(Node.self, name: target)
+            address = targetNode.status?.tunnelEndpoint
+            targetRunDirectory = targetNode.status?.runDirectory ?? agent.configuration.runDirectory
+            peerCluster = nil
+        }
+        guard let address else {
             throw APIError.badRequest("target node \(target) publishes no tunnel endpoint")
         }
         let remote = try Endpoint(parsing: address)
-        let targetRunDirectory = targetNode.status?.runDirectory ?? agent.configuration.runDirectory
         timer.mark("vmi+node")
 
         // The streams: a local socket per stream, each a tunnel to the target's agent.
@@ -101,20 +133,35 @@ struct MigrationSender {
             try? FileManager.default.removeItem(atPath: path)
             return try await TunnelEntry.start(
                 listeningOn: .unix(path: path), remote: remote, channel: paths.channel(uid, stream), provider: provider,
-                exitPolicy: PeerPolicy(allowedRoles: [.node], allowedNames: [target]), group: streamGroup,
+                exitPolicy: PeerPolicy(allowedRoles: [.node], allowedNames: [target], cluster: peerCluster),
+                group: streamGroup,
                 spareConnections: spare ? 1 : 0, logger: logger)
         }
         entries.append(try await openEntry("libvirt", spare: true))
         entries.append(try await openEntry("memory", spare: true))
         timer.mark("tunnels")
 
-        let (copied, shared, copiedFiles) = try await agent.copies(of: vmi)
+        let (copied, shared, copiedFiles) = try await agent.copies(of: vmi, decentralized: decentralized)
         entries.append(try await openEntry("disks", spare: !copied.isEmpty))
         timer.mark("volumes")
         let domain = try await libvirt.domain(named: domainName)
         let sourceXML = try await domain.xml(migratable: true)
-        let xml = DomainMapping.destinationXML(
-            sourceXML, from: agent.configuration.runDirectory, to: targetRunDirectory)
+        let xml: String
+        var destinationName: String?
+        if decentralized {
+            // The guest becomes the target VM's: its disks on the target's volumes, its name in the target namespace.
+            let targetDomain = Resources.domainName(
+                namespace: targetHalf?.domainNamespace ?? namespace, name: targetHalf?.domainName ?? vmiName)
+            destinationName = targetDomain == domainName ? nil : targetDomain
+            xml = DomainMapping.decentralizedDestinationXML(
+                sourceXML, disks: targetHalf?.disks ?? [:],
+                serial: (
+                    "\(agent.configuration.runDirectory)/\(domainName).serial", "\(targetRunDirectory)/\(targetDomain).serial"
+                ), from: agent.configuration.runDirectory, to: targetRunDirectory)
+        } else {
+            xml = DomainMapping.destinationXML(
+                sourceXML, from: agent.configuration.runDirectory, to: targetRunDirectory)
+        }
         // The configuration the controller stamped when it scheduled the migration (the cluster's as of then); the
         // informer's copy only for a migration scheduled without one.
         let state = vmi.status?.migrationState
@@ -130,10 +177,11 @@ struct MigrationSender {
             destinationURI: "qemu+unix:///system?socket=\(paths.socket(uid, "libvirt"))",
             migrationURI: "unix://\(paths.socket(uid, "memory"))",
             disksURI: copied.isEmpty ? nil : "unix://\(paths.socket(uid, "disks"))",
-            destinationXML: xml, storage: copied.isEmpty ? .none : .full, disks: copied,
+            destinationXML: xml, destinationName: destinationName, storage: copied.isEmpty ? .none : .full,
+            disks: copied,
             bandwidthMiBPerSecond: settings.bandwidthMiB, maxDowntime: settings.maxDowntime,
             initialDowntime: settings.initialDowntime, autoConverge: settings.autoConverge,
-            allowPostCopy: settings.allowPostCopy && hazard == nil, allowUnsafe: shared,
+            allowPostCopy: settings.allowPostCopy && hazard == nil, allowUnsafe: shared && !decentralized,
             parallelConnections: settings.parallelConnections,
             memoryCopy: hazard == nil ? .live : .paused)
         let job = MigrationJob(
@@ -259,7 +307,7 @@ struct MigrationSender {
         }
         let downtime = completedEarly?.downtimeMs
         agent.jobMetrics.recordSent(duration: result.duration, statistics: completedEarly ?? result.lastProgress)
-        current = await agent.handOver(current, vmi: staged.vmi, target: target) { state in
+        let final: @Sendable (inout MigrationState) -> Void = { state in
             state.completed = true
             state.failed = false
             state.endTimestamp = ended
@@ -267,6 +315,13 @@ struct MigrationSender {
             state.libvirtJobEndTimestamp = Migration.timestamp(jobEnded)
             if let progress { state.progress = progress }
             if let downtime { state.downtimeMilliseconds = Int64(downtime) }
+        }
+        if current.isDecentralized {
+            // The guest runs in the peer cluster: this VMI is Succeeded (its VM halts), the migration too.
+            await agent.retire(staged.vmi, final: final)
+            current = await agent.complete(current, final: final)
+        } else {
+            current = await agent.handOver(current, vmi: staged.vmi, target: target, final: final)
         }
         // libvirt's account of the finished job (its downtime) is written by the target, which has it locally.
         for file in staged.copiedFiles { try? FileManager.default.removeItem(atPath: file) }

@@ -106,12 +106,19 @@ extension NodeAgent {
     }
 
     private func handle(_ vmim: VirtualMachineInstanceMigration) async {
-        // Decentralized migrations (to or from another cluster or namespace) are not run by this path.
-        guard let uid = vmim.metadata.uid, !vmim.isDecentralized else { return }
+        guard let uid = vmim.metadata.uid else { return }
         let phase = vmim.phase
         let state = vmim.status?.migrationState
         let me = configuration.name
-        if state?.targetNode == me {
+        // One VMIM of a decentralized migration is one side's: the receiving one is its target node's, the sending one
+        // its source node's (the other node it names is the peer cluster's, whatever this cluster calls its nodes).
+        let asTarget = state?.targetNode == me && vmim.spec.sendTo == nil
+        let asSource = state?.sourceNode == me && vmim.spec.receive == nil
+        if asTarget, vmim.isDecentralized, let made = prepared[uid], [.targetReady, .running].contains(phase) {
+            // No source hands a received guest over: once libvirt runs it here, this node claims it.
+            await claimReceived(made, vmim: vmim)
+        }
+        if asTarget {
             switch phase {
             case .scheduled, .preparingTarget, .targetReady:
                 guard !preparing.contains(uid), !routed.contains(uid), !givenUp.contains(uid) else { break }
@@ -133,7 +140,7 @@ extension NodeAgent {
                 }
             case .running:
                 // Normally the source hands the guest over; if libvirt moved it and that did not happen, claim it.
-                if let made = prepared[uid] { await claimIfRunningHere(made, vmim: vmim) }
+                if let made = prepared[uid], !vmim.isDecentralized { await claimIfRunningHere(made, vmim: vmim) }
             case .failed: await cleanupTarget(uid: uid, failed: true)
             case .succeeded:
                 if let made = prepared[uid] { await recordCompletedStatistics(vmim, domainName: made.domainName) }
@@ -141,7 +148,7 @@ extension NodeAgent {
             default: break
             }
         }
-        if state?.sourceNode == me {
+        if asSource {
             let deleted = vmim.metadata.isDeleting
             if [.scheduled, .preparingTarget, .targetReady].contains(phase), outgoing[uid] == nil, !deleted {
                 let migration = OutgoingMigration()
@@ -238,6 +245,13 @@ extension NodeAgent {
         let vmiName = vmim.spec.vmiName
         let source = vmim.status?.migrationState?.sourceNode ?? ""
         let domainName = Resources.domainName(namespace: namespace, name: vmiName)
+        // A decentralized migration's source node is the peer cluster's (the one bound to the migration): its tunnels
+        // admit that cluster's node of that name, vouched for by the imported CA — nobody else.
+        let decentralized = vmim.isDecentralized
+        let peerCluster = decentralized ? vmim.status?.synchronizationPeer?.cluster : nil
+        /// Where each disk of the destination domain lives here, by guest device (the source writes them into the
+        /// destination XML of a decentralized migration).
+        var diskPaths: [String: String] = [:]
         var current = vmim
         var timer = StepTimer()
         var made = PreparedTarget(
@@ -250,6 +264,10 @@ extension NodeAgent {
                 throw APIError.badRequest("node \(configuration.name) has no tunnel endpoint for migrations")
             }
             let vmi = try await client.get(VirtualMachineInstance.self, namespace: namespace, name: vmiName)
+            if decentralized, peerCluster == nil {
+                throw APIError.conflict("migration \(uid) is bound to no peer cluster yet")
+            }
+            let devices = DomainMapping.diskTargets(of: vmi)
             timer.mark("vmi")
             if let libvirt, (try? await libvirt.domain(named: domainName)) != nil {
                 throw APIError.conflict("a domain \(domainName) already exists on node \(configuration.name)")
@@ -262,16 +280,20 @@ extension NodeAgent {
                 if let claim = volume.claimName {
                     let dataVolume = try await client.get(DataVolume.self, namespace: namespace, name: claim)
                     let disk = try await volumes.disk(for: dataVolume)
-                    guard !disk.shared else { continue }
+                    diskPaths[devices[volumeName] ?? volumeName] = disk.path
+                    // Another cluster's (or namespace's) guest brings all its disks: this VM's own volumes are new.
+                    guard !disk.shared || decentralized else { continue }
                     let bytes =
                         Quantity(reported[volumeName]?.persistentVolumeClaimInfo?.capacity?["storage"])?.bytes
                         ?? disk.bytes
                     try await createIncomingDisk(disk.path, bytes: bytes, made: &made)
                 } else if let capacity = Quantity(volume.emptyDisk?.capacity)?.bytes {
-                    try await createIncomingDisk(
-                        emptyDiskPath(domainName: domainName, volume: volumeName), bytes: capacity, made: &made)
+                    let path = emptyDiskPath(domainName: domainName, volume: volumeName)
+                    diskPaths[devices[volumeName] ?? volumeName] = path
+                    try await createIncomingDisk(path, bytes: capacity, made: &made)
                 } else if let cloudInit = volume.cloudInitNoCloud {
                     let path = cloudInitPath(domainName: domainName, volume: volumeName)
+                    diskPaths[devices[volumeName] ?? volumeName] = path
                     made.files.append(path)
                     prepared[uid] = made
                     savePrepared()
@@ -284,7 +306,7 @@ extension NodeAgent {
             timer.mark("disks")
             try FileManager.default.createDirectory(
                 atPath: "\(migrationPaths.directory)/\(uid)", withIntermediateDirectories: true)
-            let policy = PeerPolicy(allowedRoles: [.node], allowedNames: [source])
+            let policy = PeerPolicy(allowedRoles: [.node], allowedNames: [source], cluster: peerCluster)
             try tunnelExit.routes.allow(
                 channel: migrationPaths.channel(uid, "libvirt"), to: .unix(path: libvirtSocketPath), peers: policy)
             try tunnelExit.routes.allow(
@@ -300,6 +322,21 @@ extension NodeAgent {
             current = try await marked
             timer.mark("phase")
             let runDirectory = configuration.runDirectory
+            if decentralized {
+                // The target's half says where and when: the peer's source reads it from the mirror.
+                var ready = MigrationState()
+                var half = MigrationState.TargetState()
+                half.node = configuration.name
+                half.nodeAddress = tunnelEndpoint
+                half.runDirectory = runDirectory
+                half.disks = diskPaths
+                half.domainDetected = false
+                half.domainReadyTimestamp = Migration.timestamp()
+                ready.targetState = half
+                try await persistently("migration \(uid) target half") { () async throws(APIError) in
+                    try await client.set(\.status, of: vmi, to: VirtualMachineInstance.Status(migrationState: ready))
+                }
+            }
             _ = try await transition(current, to: .targetReady) { vmim in
                 var state = vmim.status?.migrationState ?? MigrationState()
                 state.targetNodeAddress = tunnelEndpoint
@@ -472,7 +509,7 @@ extension NodeAgent {
     /// What a migration of `vmi` copies from this node: the devices block-copied (local DataVolumes and empty
     /// disks), whether a shared DataVolume stays where it is, and the files on this node that are stale once the
     /// guest runs elsewhere (the copied images and the cloud-init seed, which the target rebuilds).
-    func copies(of vmi: VirtualMachineInstance) async throws(APIError) -> (
+    func copies(of vmi: VirtualMachineInstance, decentralized: Bool = false) async throws(APIError) -> (
         devices: [String], shared: Bool, files: [String]
     ) {
         let namespace = vmi.metadata.namespace ?? "default"
@@ -486,7 +523,11 @@ extension NodeAgent {
             if let claim = volume.claimName {
                 let disk = try await volumes.disk(
                     for: try await client.get(DataVolume.self, namespace: namespace, name: claim))
-                if disk.shared {
+                if decentralized {
+                    // Copied whatever its class (the peer's volumes are its own), and kept: the source VM's
+                    // DataVolume stays with it.
+                    devices.append(device)
+                } else if disk.shared {
                     shared = true
                 } else {
                     devices.append(device)

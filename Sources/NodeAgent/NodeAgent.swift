@@ -114,6 +114,26 @@ public actor NodeAgent: Service {
         self.client = client
         self.provider = provider
         self.logger = logger
+        self.startingTrust = provider.trust
+    }
+
+    /// The trust bundle the agent started with (`--ca`); the cluster's `kubevirt-ca` is added to it.
+    let startingTrust: TrustBundle
+
+    /// The cluster's `kubevirt-ca` bundle into this node's trust, beside the bundle it started with (so a rotated or
+    /// imported CA reaches the tunnels without a restart). An imported CA vouches here only where a migration paired
+    /// with its cluster names it (`PeerPolicy.cluster`). A bundle that does not parse changes nothing.
+    func followTrust(_ configMap: ConfigMap) {
+        guard let pem = configMap.data?[ConfigMap.caBundleKey] else { return }
+        do {
+            let trust = TrustBundle(startingTrust.certificates + (try TrustBundle(pem: pem)).certificates)
+            guard trust != provider.trust else { return }
+            try provider.reload(trust: trust)
+            logger.info(
+                "trust bundle follows the cluster's kubevirt-ca", metadata: ["CAs": "\(trust.certificates.count)"])
+        } catch {
+            logger.warning("the cluster's kubevirt-ca bundle is not usable", metadata: ["error": "\(error)"])
+        }
     }
 
     /// The local libvirtd's socket (from the URI's `socket=` parameter, else libvirt's default).
@@ -353,6 +373,7 @@ public actor NodeAgent: Service {
 
         await abortIfRequested(vmi)
         if isMigratingAway(vmi) { return }
+        if await leftByDecentralizedMigration(vmi, domainPresent: existing != nil && state != .shutOff) { return }
         if migrationFromHereUnfinished(vmi), state != .running && state != .paused && state != .blocked { return }
         if vmi.metadata.isDeleting {
             if let existing {

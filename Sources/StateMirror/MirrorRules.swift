@@ -48,6 +48,7 @@ public enum MirrorRules {
                 target.directMigrationNodePorts ?? state.targetDirectMigrationNodePorts
             state.targetNodeDomainDetected = target.domainDetected ?? state.targetNodeDomainDetected
             state.targetNodeDomainReadyTimestamp = target.domainReadyTimestamp ?? state.targetNodeDomainReadyTimestamp
+            state.targetRunDirectory = target.runDirectory ?? state.targetRunDirectory
         }
         if let completed = theirs.completed { state.completed = completed }
         if let failed = theirs.failed { state.failed = failed }

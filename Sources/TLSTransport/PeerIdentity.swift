@@ -38,11 +38,16 @@ public struct PeerPolicy: Sendable, Hashable {
     public var allowedRoles: Set<PeerRole>
     /// If set, the peer's name (CN) must be one of these.
     public var allowedNames: Set<String>?
+    /// If set, the peer must belong to this cluster (its certificate chains to that cluster's CA). Naming a cluster
+    /// whose CA was imported is what lets that CA vouch for more than the sync roles — here, and only here: the
+    /// agents' tunnels of a migration paired with that cluster.
+    public var cluster: String?
 
-    /// Accepts peers with any of `roles`, optionally only with one of `names`.
-    public init(allowedRoles: Set<PeerRole>, allowedNames: Set<String>? = nil) {
+    /// Accepts peers with any of `roles`, optionally only with one of `names` and only of `cluster`.
+    public init(allowedRoles: Set<PeerRole>, allowedNames: Set<String>? = nil, cluster: String? = nil) {
         self.allowedRoles = allowedRoles
         self.allowedNames = allowedNames
+        self.cluster = cluster
     }
 
     /// Any role at all (still a verified certificate of a trusted CA).

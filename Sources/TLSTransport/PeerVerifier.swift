@@ -77,12 +77,22 @@ public struct PeerVerifier: Sendable {
             return .failure(TransportError(.roleNotAllowed, "certificate of \(subject) carries no vmsync role"))
         }
         let imported = homeCluster == nil || issuingCluster != homeCluster
-        if imported, !Self.importedRoles.contains(role) {
+        if let cluster = policy.cluster, issuingCluster != cluster {
+            return .failure(
+                TransportError(
+                    .roleNotAllowed,
+                    "\(subject) belongs to cluster \"\(issuingCluster ?? "")\"; only peers of cluster \"\(cluster)\" are accepted here"
+                )
+            )
+        }
+        // An imported CA vouches for more than synchronization only where the policy names its cluster (the tunnels
+        // of a migration paired with it).
+        if imported, !Self.importedRoles.contains(role), policy.cluster == nil || policy.cluster != issuingCluster {
             return .failure(
                 TransportError(
                     .roleNotAllowed,
                     "role \(role.rawValue) of \(subject) is refused: the CA of cluster \"\(issuingCluster ?? "")\" is imported "
-                        + "and trusted only for synchronization (sync-client, sync-server)"
+                        + "and trusted only for synchronization (sync-client, sync-server) and that cluster's migrations"
                 )
             )
         }

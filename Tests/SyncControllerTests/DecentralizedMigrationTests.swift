@@ -176,6 +176,8 @@ func eventually(
 @Suite("Decentralized migration: two clusters' controllers mirror a migration over the sync endpoint")
 struct DecentralizedMigrationTests {
     static func phase(_ object: JSONValue) -> String { object["status"]?["phase"]?.string ?? "" }
+    /// A source VMIM whose target node is known: Scheduled, and at once PreparingTarget (the target prepares).
+    static func sourceScheduled(_ object: JSONValue) -> Bool { ["Scheduled", "PreparingTarget"].contains(phase(object)) }
 
     /// Clusters a and b trusting each other: vm1 running on a's node a1, a VM waiting to receive vm1 in b's namespace
     /// `target`, b's node b1.
@@ -221,7 +223,7 @@ struct DecentralizedMigrationTests {
                     let source = try await a.get(Kinds.migration, "send")
                     let target = try await b.get(Kinds.migration, "receive", namespace: "target")
                     return (
-                        Self.phase(source) == "Scheduled" && Self.phase(target) == "Scheduled",
+                        Self.sourceScheduled(source) && Self.phase(target) == "Scheduled",
                         "source \(source["status"] ?? .null) target \(target["status"] ?? .null)"
                     )
                 }
@@ -256,7 +258,8 @@ struct DecentralizedMigrationTests {
                 let targetPhases = target["status"]?["phaseTransitionTimestamps"]?.array?.compactMap {
                     $0["phase"]?.string
                 }
-                #expect(sourcePhases == ["Synchronizing", "Pending", "Scheduling", "Scheduled"])
+                // The source goes on to PreparingTarget at once (the target cluster prepares once its VMI is placed).
+                #expect(sourcePhases == ["Synchronizing", "Pending", "Scheduling", "Scheduled", "PreparingTarget"])
                 #expect(targetPhases == ["WaitingForSync", "Pending", "Scheduling", "Scheduled"])
 
                 // Deleting the source VMIM cancels both sides: both Failed, the target's canceled by its peer, both
@@ -379,7 +382,7 @@ struct DecentralizedMigrationTests {
                 let source = try await a.get(Kinds.migration, "send", namespace: "ns1")
                 let target = try await a.get(Kinds.migration, "receive", namespace: "ns2")
                 return (
-                    Self.phase(source) == "Scheduled" && Self.phase(target) == "Scheduled",
+                    Self.sourceScheduled(source) && Self.phase(target) == "Scheduled",
                     "source \(source["status"] ?? .null) target \(target["status"] ?? .null)"
                 )
             }
@@ -420,7 +423,7 @@ struct DecentralizedMigrationTests {
                     let source = try await a.get(Kinds.migration, "send")
                     let target = try await b.get(Kinds.migration, "receive", namespace: "target")
                     return (
-                        Self.phase(source) == "Scheduled" && Self.phase(target) == "Scheduled",
+                        Self.sourceScheduled(source) && Self.phase(target) == "Scheduled",
                         "source \(source["status"] ?? .null) target \(target["status"] ?? .null)"
                     )
                 }

@@ -87,6 +87,32 @@ struct HandshakeTests {
         }
         #expect(clientRefusal?.code == .roleNotAllowed)
         #expect(clientRefusal?.message.contains("only for synchronization") == true, "\(clientRefusal?.message ?? "")")
+
+        // A migration paired with beta names it: then (and only then) beta's node b1 is accepted, on both sides, and
+        // the same policy refuses alpha's own nodes — the tunnel of a cross-cluster migration admits the peer
+        // cluster's node and nobody else.
+        let paired = PeerPolicy(allowedRoles: [.node], allowedNames: ["b1"], cluster: "beta")
+        let pairedExit = try await startReplyServer(
+            provider: try TestPKI.provider(alpha, role: .node, name: "a1", trusting: [alpha, beta]), policy: paired,
+            log: log)
+        defer { Task { await pairedExit.close() } }
+        let betaClient = try TestPKI.provider(beta, role: .node, name: "b1", trusting: [beta, alpha])
+        let (pairedReply, pairedServer) = try await exchange(
+            "ping", with: pairedExit.endpoint, provider: betaClient,
+            serverPolicy: PeerPolicy(allowedRoles: [.node], allowedNames: ["a1"], cluster: "alpha"))
+        #expect(pairedReply == "node/b1: ping\n")
+        #expect(pairedServer.name == "a1" && pairedServer.cluster == "alpha" && pairedServer.imported)
+        let ownNode = try TestPKI.provider(alpha, role: .node, name: "b1")
+        await #expect(throws: TransportError.self) {
+            try await exchange("ping", with: pairedExit.endpoint, provider: ownNode)
+        }
+        #expect(await eventually { log.all.last?.error.message.contains("only peers of cluster \"beta\"") == true })
+        // A policy naming another cluster does not open beta's CA to nodes.
+        let gamma = PeerPolicy(allowedRoles: [.node], cluster: "gamma")
+        let other = await #expect(throws: TransportError.self) {
+            try await exchange("ping", with: betaNode.endpoint, provider: alphaNode, serverPolicy: gamma)
+        }
+        #expect(other?.message.contains("only peers of cluster \"gamma\"") == true, "\(other?.message ?? "")")
     }
 
     @Test(

@@ -80,6 +80,9 @@ public struct MigrationState: Codable, Sendable, Hashable {
         public var virtualMachineInstanceUID: String?
         /// The labels the source's node selection used.
         public var nodeSelectors: [String: String]?
+        /// vmsync: the UUID of the source's domain (its firmware UUID), which the guest keeps wherever it runs — the
+        /// receiving VMI takes it as its own.
+        public var domainUUID: String?
 
         public init() {}
     }
@@ -100,6 +103,11 @@ public struct MigrationState: Codable, Sendable, Hashable {
         public var domainDetected: Bool?
         public var domainReadyTimestamp: String?
         public var attachmentPodUID: String?
+        /// vmsync: the target node's run directory (the destination domain's console socket, empty disks, seeds).
+        public var runDirectory: String?
+        /// vmsync: where each of the destination domain's disks lives on the target node, by guest device ("vda"):
+        /// the target VM's own volumes (its DataVolumes on its StorageClass, its empty disks and seed).
+        public var disks: [String: String]?
 
         public init() {}
     }

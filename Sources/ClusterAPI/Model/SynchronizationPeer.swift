@@ -45,4 +45,7 @@ extension Migration {
     public static let restoreRunStrategyAnnotation = "kubevirt.io/restore-run-strategy"
     /// vmsync: on a VMI created by a WaitAsReceiver VM: the scheduler leaves it to the migration that fills it.
     public static let receiverAnnotation = "vmsync.io/migration-receiver"
+    /// vmsync: on a VM whose guest left by a decentralized migration: the uid of the VMI that left (the VM was halted
+    /// for it once; a later start is the user's).
+    public static let migratedOutAnnotation = "vmsync.io/migrated-out"
 }

@@ -124,6 +124,27 @@ public struct VirtualMachineInstance: Resource {
     /// The node the VMI is placed on.
     public var nodeName: String? { status?.nodeName }
 
+    /// The UUID of the VMI's domain (lowercase): its firmware UUID, or else its uid. A receiving VMI of a decentralized
+    /// migration is given the source's firmware UUID (the guest keeps it) before anything runs.
+    public var domainUUID: String? {
+        get { (spec.domain?.firmware?.uuid ?? metadata.uid)?.lowercased() }
+        set {
+            var domain = spec.domain ?? VirtualMachineInstanceSpec.Domain()
+            var firmware = domain.firmware ?? VirtualMachineInstanceSpec.Domain.Firmware()
+            firmware.uuid = newValue
+            domain.firmware = firmware
+            spec.domain = domain
+        }
+    }
+
+    /// Whether this VMI's guest left by a decentralized migration that completed (it is the migration's source: its
+    /// own uid is in the source half), so its Succeeded phase is the guest running elsewhere, not a stop.
+    public var leftByDecentralizedMigration: Bool {
+        guard let state = status?.migrationState, let uid = metadata.uid else { return false }
+        return phase == .succeeded && state.sourceState?.virtualMachineInstanceUID == uid && state.completed == true
+            && state.failed != true
+    }
+
     /// Memory the VMI asks for, in bytes (`Resources.requestedMemory`).
     public var requestedMemory: UInt64 {
         Resources.requestedMemory(
@@ -161,6 +182,8 @@ public struct VirtualMachineInstanceSpec: Codable, Sendable, Hashable {
         public var devices: Devices?
         public var firmware: Firmware?
 
+        public init() {}
+
         /// `domain.cpu`.
         public struct CPU: Codable, Sendable, Hashable {
             public var model: String?
@@ -175,6 +198,8 @@ public struct VirtualMachineInstanceSpec: Codable, Sendable, Hashable {
             public var uuid: String?
             public var serial: String?
             public var kernelBoot: KernelBoot?
+
+            public init() {}
         }
 
         /// `domain.firmware.kernelBoot`: a kernel and initrd booted directly.

@@ -459,6 +459,23 @@ public final class ClusterAPIHandler: Sendable {
             {
                 return
             }
+            if existing["metadata"]?["annotations"]?[Migration.receiverAnnotation] != nil,
+                existing["status"]?["nodeName"] == nil || existing["status"]?["nodeName"] == .null,
+                state?["targetNode"]?.string == node
+            {
+                // A receiving VMI placed on this node: its agent writes the target's half of the migration state (where
+                // it listens, where the disks are) — nothing else until it claims the guest.
+                var before = existing["status"] ?? [:]
+                var after = try result(of: request, on: existing)["status"] ?? [:]
+                before["migrationState"] = nil
+                after["migrationState"] = nil
+                guard before == after else {
+                    throw APIError.forbidden(
+                        "virtualmachineinstances.kubevirt.io \"\(name)\" is forbidden: node \"\(node)\" may write only the migration state of the VMI it receives until the guest runs there"
+                    )
+                }
+                return
+            }
             guard existing["status"]?["nodeName"]?.string == node else {
                 throw APIError.forbidden(
                     "virtualmachineinstances.kubevirt.io \"\(name)\" is forbidden: it is not on node \"\(node)\", which may write only the status of VMIs on it"
@@ -473,7 +490,12 @@ public final class ClusterAPIHandler: Sendable {
             }
         case "VirtualMachineInstanceMigration":
             let state = existing["status"]?["migrationState"]
-            guard state?["sourceNode"]?.string == node || state?["targetNode"]?.string == node else {
+            // One side of a decentralized migration names a node of the peer cluster too: only this side's node counts.
+            let spec = existing["spec"]
+            let source = spec?["receive"] == nil || spec?["receive"] == .null
+            let target = spec?["sendTo"] == nil || spec?["sendTo"] == .null
+            guard (source && state?["sourceNode"]?.string == node) || (target && state?["targetNode"]?.string == node)
+            else {
                 throw APIError.forbidden(
                     "virtualmachineinstancemigrations.kubevirt.io \"\(name)\" is forbidden: node \"\(node)\" is neither its source nor its target"
                 )
@@ -603,8 +625,11 @@ public final class ClusterAPIHandler: Sendable {
         else { return false }
         let migrations = try await store.list(Kinds.migration, Selection(namespace: namespace)).items
         guard let migration = migrations.first(where: { $0["metadata"]?["uid"]?.string == uid }) else { return false }
+        // A receiving VMI's guest may run before its migration's Running (written once the source's start arrives).
+        let receiving = vmi["metadata"]?["annotations"]?[Migration.receiverAnnotation] != nil
         return migration["status"]?["migrationState"]?["targetNode"]?.string == node
-            && ["Running", "Succeeded", "Failed"].contains(migration["status"]?["phase"]?.string ?? "")
+            && (["Running", "Succeeded", "Failed"] + (receiving ? ["TargetReady"] : [])).contains(
+                migration["status"]?["phase"]?.string ?? "")
     }
 
     static func selection(_ request: APIRequest, namespace: String?) throws(APIError) -> Selection {

@@ -154,6 +154,7 @@ public struct DecentralizedMigrationReconciler: Reconciler {
             half.syncAddress = settings.syncAddress
             half.virtualMachineInstanceUID = vmi.metadata.uid
             half.nodeSelectors = vmi.spec.nodeSelector
+            half.domainUUID = vmi.domainUUID
             state.sourceState = half
             state.sourceNode = vmi.nodeName
         case .target:
@@ -328,6 +329,9 @@ public struct DecentralizedMigrationReconciler: Reconciler {
         }
         var placed = vmi
         var state = vmi.status?.migrationState ?? MigrationState()
+        // The guest keeps its firmware UUID (libvirt refuses a destination domain with another): the receiving VMI
+        // takes the source's as its own, before anything runs.
+        if let uuid = state.sourceState?.domainUUID, UUID(uuidString: uuid) != nil { placed.domainUUID = uuid }
         state.targetNode = best.name
         state.targetState = state.targetState ?? MigrationState.TargetState()
         state.targetState?.node = best.name
@@ -360,10 +364,32 @@ public struct DecentralizedMigrationReconciler: Reconciler {
                 "\(peer) failed the migration: \(state.failureReason ?? "no reason given")")
             return .done
         }
-        if side == .source, [.scheduled, .preparingTarget].contains(vmim.phase),
-            state?.targetState?.domainReadyTimestamp != nil
-        {
-            _ = try await transition(vmim, to: .targetReady)
+        guard let mirrored = state, mirrored.migrationUid == vmim.metadata.uid else { return .done }
+        switch side {
+        case .source:
+            // The target cluster prepares as soon as its VMI is placed, which is when this side learns the node.
+            var current = vmim
+            if current.phase == .scheduled { current = try await transition(current, to: .preparingTarget) }
+            if current.phase == .preparingTarget, mirrored.targetState?.domainReadyTimestamp != nil {
+                current = try await transition(current, to: .targetReady)
+            }
+            // Only the source node's agent says the guest left (libvirt there knows): its VMI Succeeded ends this side.
+            if let vmi, vmi.leftByDecentralizedMigration, [.targetReady, .running].contains(current.phase) {
+                if current.phase == .targetReady { current = try await transition(current, to: .running) }
+                _ = try await transition(current, to: .succeeded)
+            }
+        case .target:
+            var current = vmim
+            // The source's job started (its start time came through the mirror): Running here too.
+            if current.phase == .targetReady, mirrored.startTimestamp != nil || mirrored.completed == true {
+                current = try await transition(current, to: .running)
+            }
+            // The guest runs on this cluster's node (its agent claimed the receiving VMI).
+            if current.phase == .running, let vmi, vmi.phase == .running, vmi.nodeName != nil,
+                mirrored.completed == true, mirrored.failed != true
+            {
+                _ = try await transition(current, to: .succeeded)
+            }
         }
         return .done
     }

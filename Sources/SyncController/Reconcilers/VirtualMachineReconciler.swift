@@ -47,6 +47,34 @@ public struct VirtualMachineReconciler: Reconciler {
         let key = vm.key
         let phase = vmi?.phase
         let deleting = vmi?.metadata.isDeleting ?? false
+        if let vmi, vmi.leftByDecentralizedMigration, let uid = vmi.metadata.uid,
+            vm.metadata.annotations?[Migration.migratedOutAnnotation] != uid
+        {
+            // The guest was live-migrated to another cluster or namespace: this VM halts (once — starting it again
+            // later is the user's call), and its Succeeded VMI stays as the record.
+            var halted = vm
+            halted.spec.runStrategy = .halted
+            halted.spec.running = nil
+            halted.metadata.annotations = (vm.metadata.annotations ?? [:]).merging([
+                Migration.migratedOutAnnotation: uid
+            ]) { $1 }
+            try await store.write(halted, from: vm, guarded: true, cache: machines)
+            logger.info("VM halted: its guest was migrated away", metadata: ["vm": "\(key)"])
+            return nil
+        }
+        if let vmi, vm.runStrategy == .waitAsReceiver, vmi.phase == .running, vmi.nodeName != nil {
+            // The migration delivered the guest: the VM takes the run strategy it is to restore (KubeVirt's annotation).
+            let restore = vm.metadata.annotations?[Migration.restoreRunStrategyAnnotation]
+            var restored = vm
+            restored.spec.runStrategy =
+                restore.flatMap { VirtualMachine.RunStrategy(rawValue: $0) }.flatMap { $0 == .waitAsReceiver ? nil : $0 }
+                ?? .always
+            try await store.write(restored, from: vm, guarded: true, cache: machines)
+            logger.info(
+                "received VM runs: its run strategy restored",
+                metadata: ["vm": "\(key)", "runStrategy": "\(restored.spec.runStrategy?.rawValue ?? "")"])
+            return nil
+        }
         do {
             switch vm.runStrategy {
             case .always:
@@ -64,7 +92,7 @@ public struct VirtualMachineReconciler: Reconciler {
             case .once:
                 if vmi == nil && vm.status?.startedOnce != true { try await createInstance(for: vm) }
             case .halted:
-                if vmi != nil && !deleting { try await deleteInstance(key) }
+                if let vmi, !deleting, !vmi.leftByDecentralizedMigration { try await deleteInstance(key) }
             case .manual:
                 break  // start and stop are the user's
             case .waitAsReceiver:

@@ -1,0 +1,135 @@
+import ClusterAPI
+import ClusterClient
+import Foundation
+import Hypervisor
+import Logging
+
+/// The node's side of a decentralized migration (to or from another cluster or namespace), where it differs from a
+/// migration inside the cluster: nobody hands the VMI over. The target claims the guest once libvirt runs it there
+/// (the receiving VMI to this node, Running); the source marks its VMI Succeeded once libvirt says the guest left — the
+/// source VM keeps its own disks (its DataVolumes stay; the peer cluster has its copy on its own volumes).
+extension NodeAgent {
+    /// The guest of a decentralized migration this node prepared runs here: the receiving VMI becomes this node's,
+    /// Running, its migration completed (the mirror tells the source cluster). Only what libvirt says counts: a domain
+    /// that is not live here claims nothing.
+    func claimReceived(_ made: PreparedTarget, vmim: VirtualMachineInstanceMigration) async {
+        guard let libvirt, let domain = try? await libvirt.domain(named: made.domainName),
+            (try? await domain.presence()) == .live
+        else { return }
+        let me = configuration.name
+        do {
+            let vmi = try await client.get(VirtualMachineInstance.self, namespace: made.namespace, name: made.vmiName)
+            let state = vmi.status?.migrationState
+            guard vmi.nodeName != me else { return }
+            guard state?.migrationUid == made.uid else {
+                logger.error(
+                    "a received guest runs here for a migration its VMI no longer names",
+                    metadata: ["migration": "\(made.uid)", "vmi": "\(made.namespace)/\(made.vmiName)"])
+                return
+            }
+            var claimed = VirtualMachineInstance.Status()
+            claimed.nodeName = me
+            claimed.phase = .running
+            claimed.launcherDomain = made.domainName
+            claimed.serialConsole = "\(configuration.runDirectory)/\(made.domainName).serial"
+            claimed.interfaces = Self.interfaceStatus(try DomainMapping.interfaces(of: vmi))
+            var changes = MigrationState()
+            changes.completed = true
+            changes.failed = false
+            changes.targetNode = me
+            if state?.endTimestamp == nil { changes.endTimestamp = Migration.timestamp() }
+            var half = MigrationState.TargetState()
+            half.domainDetected = true
+            changes.targetState = half
+            claimed.migrationState = changes
+            try await client.set(\.status, of: vmi, to: claimed)
+            logger.info(
+                "received guest runs here: claimed its VMI",
+                metadata: ["migration": "\(made.uid)", "vmi": "\(made.namespace)/\(made.vmiName)"])
+        } catch {
+            // Looked at again on the migration's next pass (every couple of seconds until it ends).
+            logger.warning(
+                "could not claim a received guest yet", metadata: ["migration": "\(made.uid)", "error": "\(error)"])
+        }
+    }
+
+    /// A VMI on this node whose guest left by a decentralized migration that completed — libvirt has no live domain
+    /// of it here, and its migration state (its own uid in the source half) says the migration completed — is
+    /// Succeeded: it must never be started again here (the guest runs in the peer cluster). Returns whether it was.
+    func leftByDecentralizedMigration(_ vmi: VirtualMachineInstance, domainPresent: Bool) async -> Bool {
+        guard let state = vmi.status?.migrationState, let uid = vmi.metadata.uid,
+            state.sourceState?.virtualMachineInstanceUID == uid, state.sourceNode == configuration.name
+        else { return false }
+        if vmi.phase == .succeeded { return true }
+        guard state.completed == true, state.failed != true, !domainPresent,
+            !(await guestIsHere(Resources.domainName(namespace: vmi.metadata.namespace ?? "default", name: vmi.metadata.name ?? "")))
+        else { return false }
+        await retire(vmi, final: { _ in })
+        return true
+    }
+
+    /// The source VMI of a decentralized migration whose guest left: Succeeded, its migration state completed (with
+    /// what `final` sets), retried until it lands — until then the VMI looks like a guest that stopped.
+    func retire(_ vmi: VirtualMachineInstance, final: @escaping @Sendable (inout MigrationState) -> Void) async {
+        var status = VirtualMachineInstance.Status()
+        status.phase = .succeeded
+        status.reason = "MigratedAway"
+        status.message = "the guest was live-migrated to \(vmi.status?.migrationState?.targetState?.domainNamespace.map { "namespace \($0) " } ?? "")node \(vmi.status?.migrationState?.targetNode ?? "of the peer cluster") by a decentralized migration"
+        var state = MigrationState()
+        state.completed = true
+        state.failed = false
+        if vmi.status?.migrationState?.endTimestamp == nil { state.endTimestamp = Migration.timestamp() }
+        final(&state)
+        status.migrationState = state
+        do {
+            try await persistently("retirement of \(vmi.key)") { () async throws(APIError) in
+                try await client.set(\.status, of: vmi, to: status)
+            }
+            logger.info("the VMI's guest left by a decentralized migration: Succeeded", metadata: ["vmi": "\(vmi.key)"])
+        } catch {
+            logger.error("could not mark a migrated VMI Succeeded", metadata: ["vmi": "\(vmi.key)", "error": "\(error)"])
+        }
+    }
+}
+
+extension DomainMapping {
+    /// The destination XML of a decentralized migration: the source's migratable XML with each disk at the path the
+    /// target published for its guest device (the target VM's own volumes), the console socket at the target's
+    /// (`<runDirectory>/<target domain>.serial`), and the rest of the run directory moved as for any migration.
+    /// Devices the target did not name keep their paths (and fail there with libvirt's reason).
+    static func decentralizedDestinationXML(
+        _ xml: String, disks: [String: String], serial: (from: String, to: String)?, from sourceRunDirectory: String,
+        to targetRunDirectory: String
+    ) -> String {
+        var replacements: [(String, String)] = []
+        var rest = Substring(xml)
+        while let start = rest.range(of: "<disk "), let end = rest.range(of: "</disk>", range: start.upperBound..<rest.endIndex) {
+            let element = rest[start.lowerBound..<end.upperBound]
+            if let file = attribute("file", in: element), let device = attribute("dev", in: element),
+                let path = disks[device], path != file
+            {
+                replacements.append((file, path))
+            }
+            rest = rest[end.upperBound...]
+        }
+        if let serial, serial.from != serial.to { replacements.append((serial.from, serial.to)) }
+        var result = xml
+        for (from, to) in replacements {
+            result = result.replacingOccurrences(of: "'\(from)'", with: "'\(to)'")
+                .replacingOccurrences(of: "\"\(from)\"", with: "\"\(to)\"")
+        }
+        return destinationXML(result, from: sourceRunDirectory, to: targetRunDirectory)
+    }
+
+    /// The value of the first `name='…'` (or `name="…"`) attribute in `element`.
+    private static func attribute(_ name: String, in element: Substring) -> String? {
+        for quote in ["'", "\""] {
+            if let start = element.range(of: " \(name)=\(quote)"),
+                let end = element.range(of: quote, range: start.upperBound..<element.endIndex)
+            {
+                return String(element[start.upperBound..<end.lowerBound])
+            }
+        }
+        return nil
+    }
+}
