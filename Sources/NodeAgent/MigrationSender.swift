@@ -28,6 +28,9 @@ struct MigrationSender {
     /// Whether the job has been handed to libvirt (after which where the guest runs is libvirt's to say).
     private var jobStarted = false
     private var timer = StepTimer()
+    /// What names the migration's sockets and tunnel channels: its uid, or for a decentralized migration the target
+    /// side's (the peer cluster's exit serves the channels, and its incoming QEMU listens, under that name).
+    private var streams: String
 
     /// What staging made ready.
     private struct Staged {
@@ -47,6 +50,7 @@ struct MigrationSender {
         self.migration = migration
         current = vmim
         uid = vmim.metadata.uid ?? ""
+        streams = uid
         namespace = vmim.key.namespace ?? "default"
         vmiName = vmim.spec.vmiName
         target = vmim.status?.migrationState?.targetNode ?? ""
@@ -107,6 +111,10 @@ struct MigrationSender {
             address = targetHalf?.nodeAddress
             targetRunDirectory = targetHalf?.runDirectory ?? agent.configuration.runDirectory
             peerCluster = cluster
+            guard let targetUID = targetHalf?.migrationUID, !targetUID.isEmpty else {
+                throw APIError.badRequest("the target's half names no migration uid")
+            }
+            streams = targetUID
         } else {
             let targetNode = try await agent.client.get(Node.self, name: target)
             address = targetNode.status?.tunnelEndpoint
@@ -121,18 +129,18 @@ struct MigrationSender {
 
         // The streams: a local socket per stream, each a tunnel to the target's agent.
         let paths = agent.migrationPaths
-        try FileManager.default.createDirectory(atPath: "\(paths.directory)/\(uid)", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: "\(paths.directory)/\(streams)", withIntermediateDirectories: true)
         guard let streamGroup = agent.streamThreads?.group else {
             throw APIError.internalError("node \(agent.configuration.name) runs no migration stream threads")
         }
         // Each entry dials its first tunnel connection at once, so the handshake is done by the time libvirt (and
         // then QEMU) connects; the disks' entry only when disks are copied.
-        let (provider, logger, uid, target) = (agent.provider, agent.logger, uid, target)
+        let (provider, logger, streams, target) = (agent.provider, agent.logger, streams, target)
         @Sendable func openEntry(_ stream: String, spare: Bool) async throws -> TunnelEntry {
-            let path = paths.socket(uid, stream)
+            let path = paths.socket(streams, stream)
             try? FileManager.default.removeItem(atPath: path)
             return try await TunnelEntry.start(
-                listeningOn: .unix(path: path), remote: remote, channel: paths.channel(uid, stream), provider: provider,
+                listeningOn: .unix(path: path), remote: remote, channel: paths.channel(streams, stream), provider: provider,
                 exitPolicy: PeerPolicy(allowedRoles: [.node], allowedNames: [target], cluster: peerCluster),
                 group: streamGroup,
                 spareConnections: spare ? 1 : 0, logger: logger)
@@ -174,9 +182,9 @@ struct MigrationSender {
             settings.allowUnsafeLiveMemoryCopy
             ? nil : MemoryCopy.liveCopyHazard(domainXML: sourceXML, qemu: try await libvirt.hypervisorVersion())
         let options = MigrationOptions(
-            destinationURI: "qemu+unix:///system?socket=\(paths.socket(uid, "libvirt"))",
-            migrationURI: "unix://\(paths.socket(uid, "memory"))",
-            disksURI: copied.isEmpty ? nil : "unix://\(paths.socket(uid, "disks"))",
+            destinationURI: "qemu+unix:///system?socket=\(paths.socket(streams, "libvirt"))",
+            migrationURI: "unix://\(paths.socket(streams, "memory"))",
+            disksURI: copied.isEmpty ? nil : "unix://\(paths.socket(streams, "disks"))",
             destinationXML: xml, destinationName: destinationName, storage: copied.isEmpty ? .none : .full,
             disks: copied,
             bandwidthMiBPerSecond: settings.bandwidthMiB, maxDowntime: settings.maxDowntime,
@@ -354,6 +362,6 @@ struct MigrationSender {
     /// The tunnel entries and the migration's socket directory go.
     private func closeEntries(on agent: isolated NodeAgent) async {
         for entry in entries { await entry.close() }
-        try? FileManager.default.removeItem(atPath: "\(agent.migrationPaths.directory)/\(uid)")
+        try? FileManager.default.removeItem(atPath: "\(agent.migrationPaths.directory)/\(streams)")
     }
 }

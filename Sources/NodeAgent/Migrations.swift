@@ -283,9 +283,13 @@ extension NodeAgent {
                     diskPaths[devices[volumeName] ?? volumeName] = disk.path
                     // Another cluster's (or namespace's) guest brings all its disks: this VM's own volumes are new.
                     guard !disk.shared || decentralized else { continue }
+                    // Inside the cluster the VMI reports its disks' sizes; a decentralized source sends them in
+                    // migratedVolumes. The copy is as large as the guest's disk, whatever this DataVolume asks for.
+                    let sent = (vmi.status?.migratedVolumes ?? []).first { $0["volumeName"]?.string == volumeName }?[
+                        "sourcePVCInfo"]?["capacity"]?["storage"]
                     let bytes =
                         Quantity(reported[volumeName]?.persistentVolumeClaimInfo?.capacity?["storage"])?.bytes
-                        ?? disk.bytes
+                        ?? (decentralized ? Quantity(sent)?.bytes : nil) ?? disk.bytes
                     try await createIncomingDisk(disk.path, bytes: bytes, made: &made)
                 } else if let capacity = Quantity(volume.emptyDisk?.capacity)?.bytes {
                     let path = emptyDiskPath(domainName: domainName, volume: volumeName)

@@ -159,7 +159,8 @@ public actor NodeAgent: Service {
         streamThreads = threads
         if let listen = configuration.tunnelListen {
             let exit = try await TunnelExit.start(
-                on: listen, provider: provider, peers: PeerPolicy(allowedRoles: [.node]), routes: TunnelRoutingTable(),
+                on: listen, provider: provider, peers: PeerPolicy(allowedRoles: [.node], importedRoles: [.node]),
+                routes: TunnelRoutingTable(),
                 group: threads.group, logger: logger)
             tunnelExit = exit
             if case .tcp(let host, let port) = exit.endpoint {

@@ -42,12 +42,29 @@ public struct PeerPolicy: Sendable, Hashable {
     /// whose CA was imported is what lets that CA vouch for more than the sync roles — here, and only here: the
     /// agents' tunnels of a migration paired with that cluster.
     public var cluster: String?
+    /// Roles an imported CA may vouch for at this endpoint's handshake (beyond the sync roles), when what the peer may
+    /// then do is decided per request by a policy naming its cluster — a tunnel exit's channels.
+    public var importedRoles: Set<PeerRole>
 
     /// Accepts peers with any of `roles`, optionally only with one of `names` and only of `cluster`.
-    public init(allowedRoles: Set<PeerRole>, allowedNames: Set<String>? = nil, cluster: String? = nil) {
+    public init(
+        allowedRoles: Set<PeerRole>, allowedNames: Set<String>? = nil, cluster: String? = nil,
+        importedRoles: Set<PeerRole> = []
+    ) {
         self.allowedRoles = allowedRoles
         self.allowedNames = allowedNames
         self.cluster = cluster
+        self.importedRoles = importedRoles
+    }
+
+    /// Whether `peer` (already verified at the handshake) is allowed by this policy: its role, its name, and its
+    /// cluster — a peer vouched for by an imported CA only where the policy names that cluster.
+    public func admits(_ peer: PeerIdentity) -> Bool {
+        guard allowedRoles.contains(peer.role), allowedNames.map({ $0.contains(peer.name) }) ?? true else {
+            return false
+        }
+        if let cluster { return peer.cluster == cluster }
+        return !peer.imported || PeerVerifier.importedRoles.contains(peer.role)
     }
 
     /// Any role at all (still a verified certificate of a trusted CA).

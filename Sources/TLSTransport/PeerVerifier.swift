@@ -87,7 +87,9 @@ public struct PeerVerifier: Sendable {
         }
         // An imported CA vouches for more than synchronization only where the policy names its cluster (the tunnels
         // of a migration paired with it).
-        if imported, !Self.importedRoles.contains(role), policy.cluster == nil || policy.cluster != issuingCluster {
+        if imported, !Self.importedRoles.contains(role), !policy.importedRoles.contains(role),
+            policy.cluster == nil || policy.cluster != issuingCluster
+        {
             return .failure(
                 TransportError(
                     .roleNotAllowed,

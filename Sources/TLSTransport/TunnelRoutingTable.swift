@@ -78,9 +78,7 @@ public final class TunnelRoutingTable: Sendable {
         guard let entry = entries.withLockedValue({ $0[channel] }) else {
             return .refuse("channel \"\(channel)\" is not served here")
         }
-        guard entry.peers.allowedRoles.contains(peer.role),
-            entry.peers.allowedNames.map({ $0.contains(peer.name) }) ?? true
-        else {
+        guard entry.peers.admits(peer) else {
             return .refuse("\(peer) is not authorized for channel \"\(channel)\"")
         }
         return .forward(entry.target)

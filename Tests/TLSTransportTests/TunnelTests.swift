@@ -369,6 +369,32 @@ struct TunnelTests {
         await bed.exit.close()
     }
 
+    @Test(
+        "a node of an imported cluster opens only the channels of a migration paired with its cluster; unscoped channels stay this cluster's"
+    )
+    func pairedChannels() throws {
+        let beta = try TestPKI.authority("beta")
+        let alpha = try TestPKI.authority("alpha")
+        let routes = TunnelRoutingTable()
+        let target = Endpoint.unix(path: "/tmp/none")
+        try routes.allow(
+            channel: "migration/x/memory", to: target,
+            peers: PeerPolicy(allowedRoles: [.node], allowedNames: ["b1"], cluster: "beta"))
+        try routes.allow(
+            channel: "migration/y/memory", to: target, peers: PeerPolicy(allowedRoles: [.node], allowedNames: ["b1"]))
+        let betaNode = PeerIdentity(
+            certificate: try beta.issue(LeafRequest(role: .node, name: "b1")).certificate, imported: true)
+        let ownNode = PeerIdentity(certificate: try alpha.issue(LeafRequest(role: .node, name: "b1")).certificate)
+        func forwarded(_ peer: PeerIdentity, _ channel: String) -> Bool {
+            if case .forward = routes.route(peer: peer, channel: channel) { return true }
+            return false
+        }
+        #expect(forwarded(betaNode, "migration/x/memory"))
+        #expect(!forwarded(ownNode, "migration/x/memory"), "the paired channel is the peer cluster's node's only")
+        #expect(!forwarded(betaNode, "migration/y/memory"), "an unscoped channel refuses an imported CA's node")
+        #expect(forwarded(ownNode, "migration/y/memory"))
+    }
+
     @Test("a peer of another CA cannot open a tunnel, even one whose CA names itself like this cluster")
     func foreignPeer() async throws {
         let sink = try DigestSink()

@@ -193,6 +193,16 @@ public struct DecentralizedMigrationReconciler: Reconciler {
             var changed = vmi
             var status = vmi.status ?? VirtualMachineInstance.Status()
             status.migrationState = state
+            if side == .source {
+                // KubeVirt's migratedVolumes: the source half of each disk (its claim and size: the target's copy
+                // must be as large as the guest's disk, whatever its own DataVolume asks for).
+                status.migratedVolumes = (vmi.status?.volumeStatus ?? []).compactMap { volume in
+                    guard let claim = volume.persistentVolumeClaimInfo, let name = claim.claimName else { return nil }
+                    var info: JSONValue = ["claimName": .string(name)]
+                    if let capacity = claim.capacity { info["capacity"] = .object(capacity) }
+                    return ["volumeName": .string(volume.name), "sourcePVCInfo": info]
+                }
+            }
             changed.status = status
             try await store.write(changed, from: vmi, guarded: true, cache: instances)
         }

@@ -30,11 +30,20 @@ public final class BedCluster: @unchecked Sendable {
     public let admin: APIClient
     /// The lifetime (seconds) of the controller's and the agents' certificates, when shorter than the default.
     public let leafValidity: Int?
+    /// The bed's nodes this cluster runs agents on (all of them unless the cluster was started on some).
+    public let nodeNames: [String]
+    /// The cluster's name (its CA's `O`).
+    public let name: String
+    /// Where the controller serves the sync endpoint (`--sync-listen`), when it does.
+    public let syncAddress: String?
 
     private init(
         bed: TestBed, pki: PKIDirectory, socket: String, heartbeat: Int, gracePeriod: Int, admin: APIClient,
-        leafValidity: Int?
+        leafValidity: Int?, nodeNames: [String], name: String, syncAddress: String?
     ) {
+        self.nodeNames = nodeNames
+        self.name = name
+        self.syncAddress = syncAddress
         self.leafValidity = leafValidity
         self.gracePeriod = gracePeriod
         self.bed = bed
@@ -48,34 +57,38 @@ public final class BedCluster: @unchecked Sendable {
     /// its own `ControllerLink`, which a test can cut (`setControllerLink`). With `leafValidity` (seconds) the
     /// controller's and the agents' certificates live that long, and the daemons renew them (through the controller,
     /// which holds the CA); the admin's certificate keeps the default lifetime.
+    ///
+    /// Several clusters share a bed when each is started `on` some of its nodes, with its own `name` and a `syncPort`
+    /// (the controller then serves the sync endpoint on the switch's address at that port).
     public static func start(
-        _ bed: TestBed, heartbeat: Int = 2, gracePeriod: Int = 40, controllerLinks: Bool = false,
-        leafValidity: Int? = nil
+        _ bed: TestBed, on nodes: [String]? = nil, name: String = "bed", syncPort: Int? = nil, heartbeat: Int = 2,
+        gracePeriod: Int = 40, controllerLinks: Bool = false, leafValidity: Int? = nil
     ) async throws -> BedCluster {
-        let directory = bed.report.directory + "/cluster-\(UUID().uuidString.prefix(6))"
+        let nodeNames = nodes ?? bed.report.nodes.map(\.name)
+        let directory = bed.report.directory + "/cluster-\(name)-\(UUID().uuidString.prefix(6))"
         let pki = PKIDirectory(url: URL(fileURLWithPath: directory + "/pki"))
-        _ = try pki.initialize(cluster: "bed")
+        _ = try pki.initialize(cluster: name)
         let daemons = leafValidity.map { PKIDirectory(url: pki.url, policy: .leaves(validFor: $0)) } ?? pki
         _ = try daemons.issue(
             LeafRequest(role: .controller, name: "controller", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"]))
         let adminKey = try pki.issue(LeafRequest(role: .user, name: "admin"))
-        for node in bed.report.nodes { _ = try daemons.issue(LeafRequest(role: .node, name: node.name)) }
+        for node in nodeNames { _ = try daemons.issue(LeafRequest(role: .node, name: node)) }
         let socket = directory + "/api.sock"
         let provider = try TLSContextProvider(identity: adminKey.key, trust: try pki.bundle())
         let cluster = BedCluster(
             bed: bed, pki: pki, socket: socket, heartbeat: heartbeat, gracePeriod: gracePeriod,
-            admin: APIClient(endpoint: .unix(path: socket), provider: provider), leafValidity: leafValidity)
+            admin: APIClient(endpoint: .unix(path: socket), provider: provider), leafValidity: leafValidity,
+            nodeNames: nodeNames, name: name, syncAddress: syncPort.map { "\(bed.report.switchAddress):\($0)" })
         try await cluster.startController()
         if controllerLinks {
-            for node in bed.report.nodes {
-                cluster.links[node.name] = try ControllerLink(
-                    path: directory + "/api-\(node.name).sock", upstream: socket)
+            for node in nodeNames {
+                cluster.links[node] = try ControllerLink(path: directory + "/api-\(node).sock", upstream: socket)
             }
         }
-        for node in bed.report.nodes { try cluster.startAgent(node.name) }
+        for node in nodeNames { try cluster.startAgent(node) }
         _ = try await cluster.waitFor("nodes Ready") {
             let nodes = try await cluster.admin.list(Kinds.node)["items"]?.array ?? []
-            return nodes.filter { $0["status"]?["printableStatus"]?.string == "Ready" }.count == bed.report.nodes.count
+            return nodes.filter { $0["status"]?["printableStatus"]?.string == "Ready" }.count == nodeNames.count
                 ? true : nil
         }
         return cluster
@@ -85,7 +98,11 @@ public final class BedCluster: @unchecked Sendable {
     public static let metricsPort = 9464
 
     /// Where the controller serves its metrics: on the switch's address (it runs in the switch namespace).
-    public var controllerMetrics: String { "\(bed.report.switchAddress):\(Self.metricsPort)" }
+    public var controllerMetrics: String {
+        // Clusters sharing the bed (each with a sync port) serve their controllers' metrics beside it.
+        let port = syncAddress.flatMap { $0.split(separator: ":").last.flatMap { Int($0) } }.map { $0 + 1 }
+        return "\(bed.report.switchAddress):\(port ?? Self.metricsPort)"
+    }
 
     /// Where a node's agent serves its metrics: on the node's address.
     public func agentMetrics(_ name: String) -> String { "\(bed.node(name).address):\(Self.metricsPort)" }
@@ -104,7 +121,8 @@ public final class BedCluster: @unchecked Sendable {
                 "--key", "\(issued)/controller-controller-key.pem", "--ca", pki.bundleURL.path, "--node-grace-period",
                 String(gracePeriod),
                 "--pki", pki.url.path, "--metrics-listen", controllerMetrics,
-            ] + (leafValidity.map { ["--leaf-validity", String($0)] } ?? []))
+            ] + (leafValidity.map { ["--leaf-validity", String($0)] } ?? [])
+                + (syncAddress.map { ["--sync-listen", $0] } ?? []))
         self.controller = controller
         let deadline = Date().addingTimeInterval(20)
         while !controller.stdout.contains("serving the cluster API") {
@@ -295,7 +313,7 @@ extension BedCluster {
     /// How a domain looks on every node (`virsh domstate --reason`, and its block errors), for a failure message.
     public func guestReport(_ domain: String) async -> String {
         var lines: [String] = []
-        for node in bed.report.nodes {
+        for node in bed.report.nodes where nodeNames.contains(node.name) {
             let state = try? await TestSupport.run("/usr/bin/virsh", ["-c", node.uri, "domstate", "--reason", domain])
             let errors = try? await TestSupport.run("/usr/bin/virsh", ["-c", node.uri, "domblkerror", domain])
             let text = [state?.stdout, state?.stderr, errors?.stdout].compactMap {
@@ -401,5 +419,89 @@ public enum MigrationManifests {
                 dataVolume:
                   name: \(name)-dv
         """
+    }
+}
+
+/// Two clusters of one bed made peers for decentralized migration, and the seed's manifests for each side.
+public enum CrossCluster {
+    /// The seed's VM name (source and target keep it).
+    public static let vmName = "example-decentralized-lm-vm"
+
+    /// Both clusters enable the feature gate and trust each other: each one's `kubevirt-ca` (exported through its API
+    /// by `syncctl ca export`) imported into the other's `kubevirt-external-ca` (`syncctl ca import`).
+    public static func pair(_ first: BedCluster, _ second: BedCluster) async throws {
+        for cluster in [first, second] {
+            _ = try await cluster.admin.patch(
+                Kinds.kubeVirt, namespace: "kubevirt", name: "kubevirt",
+                [
+                    "spec": [
+                        "configuration": ["developerConfiguration": ["featureGates": ["DecentralizedLiveMigration"]]]
+                    ]
+                ])
+        }
+        for (from, to) in [(first, second), (second, first)] {
+            let exported = try await from.syncctl(["ca", "export"])
+            guard exported.status == 0 else { throw TestBedError("syncctl ca export: \(exported.stderr)") }
+            let imported = try await to.syncctl(["ca", "import", "-f", "-"], input: exported.stdout)
+            guard imported.status == 0 else {
+                throw TestBedError("syncctl ca import: \(imported.stdout)\(imported.stderr)")
+            }
+        }
+    }
+
+    /// The target side of seed 001: a StorageClass `other` (another directory), the seed's blank target DataVolume on
+    /// it (its placeholder filled) and the seed's target VM (`WaitAsReceiver`, restore run strategy Always).
+    public static func targetManifests(namespace: String = "default") -> String {
+        let dataVolume = seedDataVolume.replacingOccurrences(of: "<other storage class>", with: "other")
+            .replacingOccurrences(of: "  name: example-decentralized-lm-vm-dv\n", with: "  name: example-decentralized-lm-vm-dv\n  namespace: \(namespace)\n")
+        let vm = seedVirtualMachine.replacingOccurrences(of: "runStrategy: Always", with: "runStrategy: WaitAsReceiver")
+            .replacingOccurrences(
+                of: "metadata:\n  name: example-decentralized-lm-vm\n",
+                with:
+                    "metadata:\n  name: example-decentralized-lm-vm\n  namespace: \(namespace)\n  annotations:\n    kubevirt.io/restore-run-strategy: Always\n"
+            )
+        return """
+            apiVersion: storage.k8s.io/v1
+            kind: StorageClass
+            metadata:
+              name: other
+            directory: /var/lib/vmsync/other-images
+            shared: false
+            ---
+            \(dataVolume)
+            ---
+            \(vm)
+            """
+    }
+
+    /// The seed's two VirtualMachineInstanceMigrations: the target's (`receive`) and the source's (`sendTo` the target
+    /// cluster's sync address).
+    public static func migrations(id: String, connectURL: String, targetNamespace: String = "default") -> (
+        target: String, source: String
+    ) {
+        (
+            """
+            apiVersion: kubevirt.io/v1
+            kind: VirtualMachineInstanceMigration
+            metadata:
+              name: example-target-migration
+              namespace: \(targetNamespace)
+            spec:
+              receive:
+                migrationID: \(id)
+              vmiName: \(vmName)
+            """,
+            """
+            apiVersion: kubevirt.io/v1
+            kind: VirtualMachineInstanceMigration
+            metadata:
+              name: example-source-migration
+            spec:
+              sendTo:
+                connectURL: "\(connectURL)"
+                migrationID: \(id)
+              vmiName: \(vmName)
+            """
+        )
     }
 }

@@ -1,0 +1,126 @@
+import BedTesting
+import ClusterAPI
+import ClusterBed
+import ClusterClient
+import Foundation
+import Hypervisor
+import TestBed
+import TestSupport
+import Testing
+
+extension EndToEnd {
+    /// Decentralized live migration between two clusters sharing one bed: cluster alpha on node a, cluster beta on
+    /// node b, each with its own controller, CA and sync endpoint; the agents' tunnels trust the peer's CA only for the
+    /// migration paired with it.
+    @Suite(
+        "Decentralized live migration between two clusters: the seed's VM moves with its disk", .serialized,
+        .enabled(if: canRunTestBed), .testBed(nodes: 2))
+    struct CrossClusterBedTests {
+        static func phases(_ vmim: JSONValue) -> [String] {
+            (vmim["status"]?["phaseTransitionTimestamps"]?.array ?? []).compactMap { $0["phase"]?.string }
+        }
+
+        @Test(
+            "seed 001 end to end: CAs exchanged through the API, the target DataVolume on another StorageClass, the target VM WaitAsReceiver, both VMIMs; the guest moves from alpha to beta with its disk, no tick lost, both sides' phases as KubeVirt's; the source VM halts, the target VM runs under its restored run strategy"
+        )
+        func seedAcrossClusters() async throws {
+            let bed = try currentBed()
+            let alpha = try await BedCluster.start(bed, on: ["a"], name: "alpha", syncPort: 9185)
+            defer { alpha.stopAll() }
+            let beta = try await BedCluster.start(bed, on: ["b"], name: "beta", syncPort: 9285)
+            defer { beta.stopAll() }
+            try await CrossCluster.pair(alpha, beta)
+            let vm = CrossCluster.vmName
+            let domain = "default_\(vm)"
+
+            try await alpha.apply(MigrationManifests.seedVM(image: bed.report.guest.bootDisk), as: "alpha-seed.yaml")
+            #expect(try await alpha.waitForRunning(vm) == "a")
+            try await beta.apply(CrossCluster.targetManifests(), as: "beta-target.yaml")
+            let receiver = try await beta.waitFor("the receiving VMI") {
+                let vmi = try await beta.admin.get(Kinds.virtualMachineInstance, name: vm)
+                return vmi["status"]?["phase"] == "WaitingForSync" ? vmi : nil
+            }
+            #expect(receiver["status"]?["nodeName"] == nil)
+            let heartbeat = HeartbeatMonitor(paths: [
+                bed.node("a").imagesDirectory + "/\(domain).serial", bed.node("b").imagesDirectory + "/\(domain).serial",
+            ])
+            defer { heartbeat.stop() }
+            #expect(await heartbeat.waitForTicks(5, timeout: 60), "the guest ticks on a")
+            let sourceDisk = bed.node("a").localStorage + "/images/default-\(vm)-dv.qcow2"
+            let targetDisk = bed.node("b").localStorage + "/other-images/default-\(vm)-dv.qcow2"
+            let before = try await GuestDisk.contents(of: sourceDisk).prefix(GuestDisk.staticRegion)
+
+            let address = try #require(beta.syncAddress)
+            let (target, source) = CrossCluster.migrations(id: "seed-001", connectURL: address)
+            try await beta.apply(target, as: "target-migration.yaml")
+            try await alpha.apply(source, as: "source-migration.yaml")
+            let sent = try await alpha.waitFor("the source migration to end", timeout: 180) {
+                let vmim = try await alpha.admin.get(Kinds.migration, name: "example-source-migration")
+                return ["Succeeded", "Failed"].contains(vmim["status"]?["phase"]) ? vmim : nil
+            }
+            guard sent["status"]?["phase"] == "Succeeded" else {
+                let logs = (alpha.allOutput + "\n" + beta.allOutput).split(separator: "\n").filter {
+                    $0.contains("warning") || $0.contains("error") || $0.hasPrefix("===") || $0.contains("tunnel")
+                        || $0.contains("trust") || $0.contains("refused")
+                }
+                Issue.record(
+                    "the source migration failed: \(sent["status"]?["conditions"] ?? .null)\n\(logs.suffix(60).joined(separator: "\n"))")
+                return
+            }
+            let received = try await beta.waitFor("the target migration Succeeded", timeout: 60) {
+                let vmim = try await beta.admin.get(Kinds.migration, name: "example-target-migration")
+                return vmim["status"]?["phase"] == "Succeeded" ? vmim : nil
+            }
+            #expect(await heartbeat.waitForTick(from: 1, timeout: 20), "ticks come from b's console")
+            #expect(await heartbeat.waitForTicks(5))
+            let analysis = heartbeat.analysis()
+            #expect(analysis.continuous, "\(analysis)")
+            print("cross-cluster: \(analysis)")
+
+            #expect(
+                Self.phases(sent) == [
+                    "Synchronizing", "Pending", "Scheduling", "Scheduled", "PreparingTarget", "TargetReady", "Running",
+                    "Succeeded",
+                ], "\(Self.phases(sent))")
+            #expect(
+                Self.phases(received) == [
+                    "WaitingForSync", "Pending", "Scheduling", "Scheduled", "PreparingTarget", "TargetReady", "Running",
+                    "Succeeded",
+                ], "\(Self.phases(received))")
+            #expect(sent["status"]?["synchronizationPeer"]?["cluster"] == "beta")
+            #expect(received["status"]?["synchronizationPeer"]?["cluster"] == "alpha")
+
+            // The guest runs on b under the target VM, which took its restore run strategy; the source VMI is
+            // Succeeded and its VM Halted (not deleted), its DataVolume kept.
+            let moved = try await beta.waitFor("the target VM Running under its restored run strategy") {
+                let object = try await beta.admin.get(Kinds.virtualMachine, name: vm)
+                return object["spec"]?["runStrategy"] == "Always" && object["status"]?["printableStatus"] == "Running"
+                    ? object : nil
+            }
+            #expect(moved["status"]?["ready"] == true)
+            let runningVMI = try await beta.admin.get(Kinds.virtualMachineInstance, name: vm)
+            #expect(runningVMI["status"]?["nodeName"] == "b" && runningVMI["status"]?["phase"] == "Running")
+            let state = runningVMI["status"]?["migrationState"]
+            #expect(state?["completed"] == true && state?["failed"] == false, "\(state ?? .null)")
+            #expect(state?["sourceState"]?["node"] == "a" && state?["targetState"]?["node"] == "b", "\(state ?? .null)")
+            let halted = try await alpha.waitFor("the source VM Halted") {
+                let object = try await alpha.admin.get(Kinds.virtualMachine, name: vm)
+                return object["spec"]?["runStrategy"] == "Halted" ? object : nil
+            }
+            #expect(halted["metadata"]?["deletionTimestamp"] == nil)
+            let left = try await alpha.admin.get(Kinds.virtualMachineInstance, name: vm)
+            #expect(left["status"]?["phase"] == "Succeeded", "\(left["status"] ?? .null)")
+            #expect(FileManager.default.fileExists(atPath: sourceDisk), "the source VM keeps its DataVolume's disk")
+
+            // Exactly one running guest: on b, under the target's name; none left on a.
+            let onA = try await TestSupport.run("/usr/bin/virsh", ["-c", bed.node("a").uri, "list", "--name"])
+            let onB = try await TestSupport.run("/usr/bin/virsh", ["-c", bed.node("b").uri, "list", "--name"])
+            #expect(!onA.stdout.contains(domain), "\(onA.stdout)")
+            #expect(onB.stdout.contains(domain), "\(onB.stdout)")
+            // The disk came along: its static region identical on the target's StorageClass.
+            let after = try await GuestDisk.contents(of: targetDisk).prefix(GuestDisk.staticRegion)
+            #expect(after == before, "the static region is identical on b's other StorageClass")
+            #expect(heartbeat.kernelProblems.isEmpty, "\(heartbeat.kernelProblems)")
+        }
+    }
+}
