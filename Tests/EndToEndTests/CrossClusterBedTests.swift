@@ -25,6 +25,7 @@ extension EndToEnd {
         )
         func seedAcrossClusters() async throws {
             let bed = try currentBed()
+            try await CrossCluster.clearNodes(bed)
             let alpha = try await BedCluster.start(bed, on: ["a"], name: "alpha", syncPort: 9185)
             defer { alpha.stopAll() }
             let beta = try await BedCluster.start(bed, on: ["b"], name: "beta", syncPort: 9285)
@@ -121,6 +122,132 @@ extension EndToEnd {
             let after = try await GuestDisk.contents(of: targetDisk).prefix(GuestDisk.staticRegion)
             #expect(after == before, "the static region is identical on b's other StorageClass")
             #expect(heartbeat.kernelProblems.isEmpty, "\(heartbeat.kernelProblems)")
+        }
+            @Test(
+            "namespace to namespace in one cluster: the controller is its own peer through its sync endpoint; the receiving VMI goes to another host; the guest moves from default to namespace moved with its disk, no tick lost"
+        )
+        func namespaceToNamespace() async throws {
+            let bed = try currentBed()
+            try await CrossCluster.clearNodes(bed)
+            let cluster = try await BedCluster.start(bed, name: "solo", syncPort: 9385)
+            defer { cluster.stopAll() }
+            try await CrossCluster.enableGate(cluster)
+            let vm = CrossCluster.vmName
+            try await cluster.apply(MigrationManifests.seedVM(image: bed.report.guest.bootDisk), as: "solo-seed.yaml")
+            let sourceNode = try await cluster.waitForRunning(vm)
+            let targetNode = sourceNode == "a" ? "b" : "a"
+            try await cluster.apply(CrossCluster.targetManifests(namespace: "moved"), as: "solo-target.yaml")
+            let heartbeat = HeartbeatMonitor(paths: [
+                bed.node(sourceNode).imagesDirectory + "/default_\(vm).serial",
+                bed.node(targetNode).imagesDirectory + "/moved_\(vm).serial",
+            ])
+            defer { heartbeat.stop() }
+            #expect(await heartbeat.waitForTicks(5, timeout: 60))
+            let (target, source) = CrossCluster.migrations(
+                id: "ns-move", connectURL: try #require(cluster.syncAddress), targetNamespace: "moved")
+            try await cluster.apply(source, as: "ns-source.yaml")
+            try await cluster.apply(target, as: "ns-target.yaml")
+            let sent = try await cluster.waitFor("the source migration to end", timeout: 180) {
+                let vmim = try await cluster.admin.get(Kinds.migration, name: "example-source-migration")
+                return ["Succeeded", "Failed"].contains(vmim["status"]?["phase"]) ? vmim : nil
+            }
+            #expect(sent["status"]?["phase"] == "Succeeded", "\(sent["status"]?["conditions"] ?? .null)")
+            _ = try await cluster.waitFor("the target migration Succeeded", timeout: 60) {
+                let vmim = try await cluster.admin.get(
+                    Kinds.migration, namespace: "moved", name: "example-target-migration")
+                return vmim["status"]?["phase"] == "Succeeded" ? vmim : nil
+            }
+            #expect(await heartbeat.waitForTick(from: 1, timeout: 20), "ticks come from \(targetNode)'s console")
+            #expect(await heartbeat.waitForTicks(5))
+            let analysis = heartbeat.analysis()
+            #expect(analysis.continuous, "\(analysis)")
+            print("namespace to namespace: \(analysis)")
+            let moved = try await cluster.admin.get(Kinds.virtualMachineInstance, namespace: "moved", name: vm)
+            #expect(moved["status"]?["nodeName"]?.string == targetNode && moved["status"]?["phase"] == "Running")
+            // KubeVirt's #18259 (the source node never set, the move stuck) does not exist here.
+            #expect(moved["status"]?["migrationState"]?["sourceNode"]?.string == sourceNode)
+            let left = try await cluster.admin.get(Kinds.virtualMachineInstance, name: vm)
+            #expect(left["status"]?["phase"] == "Succeeded")
+            _ = try await cluster.waitFor("the source VM Halted, the target VM Always") {
+                let source = try await cluster.admin.get(Kinds.virtualMachine, name: vm)
+                let target = try await cluster.admin.get(Kinds.virtualMachine, namespace: "moved", name: vm)
+                return source["spec"]?["runStrategy"] == "Halted" && target["spec"]?["runStrategy"] == "Always"
+                    ? true : nil
+            }
+            let onTarget = try await TestSupport.run(
+                "/usr/bin/virsh", ["-c", bed.node(targetNode).uri, "list", "--name"])
+            #expect(onTarget.stdout.contains("moved_\(vm)"), "\(onTarget.stdout)")
+        }
+
+        @Test(
+            "deleting the target VMIM while the job runs cancels both sides: the job aborted, the source keeps running with no tick lost, nothing left on the target (no domain, no disk), the receiving VMI Failed"
+        )
+        func cancelWhileRunning() async throws {
+            let bed = try currentBed()
+            try await CrossCluster.clearNodes(bed)
+            let alpha = try await BedCluster.start(bed, on: ["a"], name: "alpha", syncPort: 9185)
+            defer { alpha.stopAll() }
+            let beta = try await BedCluster.start(bed, on: ["b"], name: "beta", syncPort: 9285)
+            defer { beta.stopAll() }
+            try await CrossCluster.pair(alpha, beta)
+            // Slow enough to cancel in the middle: 2 MiB/s for a 64 MiB disk.
+            try await alpha.setMigrations(["bandwidthPerMigration": "2Mi"])
+            let vm = CrossCluster.vmName
+            let domain = "default_\(vm)"
+            try await alpha.apply(MigrationManifests.seedVM(image: bed.report.guest.bootDisk), as: "alpha-seed.yaml")
+            #expect(try await alpha.waitForRunning(vm) == "a")
+            try await beta.apply(CrossCluster.targetManifests(), as: "beta-target.yaml")
+            let heartbeat = HeartbeatMonitor(paths: [bed.node("a").imagesDirectory + "/\(domain).serial"])
+            defer { heartbeat.stop() }
+            #expect(await heartbeat.waitForTicks(5, timeout: 60))
+            let (target, source) = CrossCluster.migrations(id: "cancel-1", connectURL: try #require(beta.syncAddress))
+            try await beta.apply(target, as: "target-migration.yaml")
+            try await alpha.apply(source, as: "source-migration.yaml")
+            _ = try await alpha.waitFor("the job copying", timeout: 60) {
+                let vmi = try await alpha.admin.get(Kinds.virtualMachineInstance, name: vm)
+                return (vmi["status"]?["migrationState"]?["progress"]?["dataProcessedBytes"]?.int ?? 0) > 0 ? true : nil
+            }
+            _ = try await beta.waitFor("the target side Running", timeout: 30) {
+                let vmim = try await beta.admin.get(Kinds.migration, name: "example-target-migration")
+                return vmim["status"]?["phase"] == "Running" ? true : nil
+            }
+            _ = try await beta.admin.delete(Kinds.migration, name: "example-target-migration")
+
+            // Both VMIMs go (the target's finalizer released once the source heard; the source's deleted by its
+            // controller on the peer's CancelMigration), the source keeps running.
+            _ = try await beta.waitFor("the target VMIM gone", timeout: 60) { () async throws -> Bool? in
+                do {
+                    _ = try await beta.admin.get(Kinds.migration, name: "example-target-migration")
+                    return nil
+                } catch {
+                    return (error as? APIError)?.code == 404 ? true : nil
+                }
+            }
+            _ = try await alpha.waitFor("the source VMIM gone", timeout: 60) { () async throws -> Bool? in
+                do {
+                    _ = try await alpha.admin.get(Kinds.migration, name: "example-source-migration")
+                    return nil
+                } catch {
+                    return (error as? APIError)?.code == 404 ? true : nil
+                }
+            }
+            let receiving = try await beta.waitFor("the receiving VMI Failed") {
+                let vmi = try await beta.admin.get(Kinds.virtualMachineInstance, name: vm)
+                return vmi["status"]?["phase"] == "Failed" ? vmi : nil
+            }
+            #expect(receiving["status"]?["nodeName"] == nil)
+            let sourceVMI = try await alpha.admin.get(Kinds.virtualMachineInstance, name: vm)
+            #expect(sourceVMI["status"]?["phase"] == "Running" && sourceVMI["status"]?["nodeName"] == "a")
+            _ = try await beta.waitFor("nothing left on b", timeout: 30) {
+                let all = try await TestSupport.run("/usr/bin/virsh", ["-c", bed.node("b").uri, "list", "--all", "--name"])
+                let disk = bed.node("b").localStorage + "/other-images/default-\(vm)-dv.qcow2"
+                return !all.stdout.contains(domain) && !FileManager.default.fileExists(atPath: disk) ? true : nil
+            }
+            #expect(await heartbeat.waitForTicks(10))
+            let analysis = heartbeat.analysis()
+            #expect(analysis.continuous, "the source ran on through the cancel: \(analysis)")
+            let onA = try await TestSupport.run("/usr/bin/virsh", ["-c", bed.node("a").uri, "list", "--name"])
+            #expect(onA.stdout.contains(domain))
         }
     }
 }

@@ -313,10 +313,17 @@ public struct DecentralizedMigrationReconciler: Reconciler {
         let used = Placement.memoryInUse(instances.unordered, migrationTargets: true)
         var reasons: [String] = []
         var fit = MemoryFit()
+        // A move between namespaces of this cluster (the source is this controller) needs another host: one libvirt
+        // does not migrate a guest to itself.
+        let source = vmi.status?.migrationState?.sourceState
+        let sourceHere = source?.syncAddress.map { self.settings.advertisedAddresses.contains($0) } ?? false
         for node in nodes.all {
             var reason = placement.unfit(vmi, on: node)
             if reason == nil, node.status?.tunnelEndpoint == nil {
                 reason = "its node agent publishes no tunnel endpoint for migrations"
+            }
+            if reason == nil, sourceHere, node.name == source?.node {
+                reason = "it runs the source VMI (a migration needs another host)"
             }
             if let reason = reason ?? fit.consider(node, needing: vmi.requestedMemory, used: used) {
                 reasons.append("\(node.name): \(reason)")

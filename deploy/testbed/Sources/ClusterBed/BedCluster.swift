@@ -430,15 +430,7 @@ public enum CrossCluster {
     /// Both clusters enable the feature gate and trust each other: each one's `kubevirt-ca` (exported through its API
     /// by `syncctl ca export`) imported into the other's `kubevirt-external-ca` (`syncctl ca import`).
     public static func pair(_ first: BedCluster, _ second: BedCluster) async throws {
-        for cluster in [first, second] {
-            _ = try await cluster.admin.patch(
-                Kinds.kubeVirt, namespace: "kubevirt", name: "kubevirt",
-                [
-                    "spec": [
-                        "configuration": ["developerConfiguration": ["featureGates": ["DecentralizedLiveMigration"]]]
-                    ]
-                ])
-        }
+        for cluster in [first, second] { try await enableGate(cluster) }
         for (from, to) in [(first, second), (second, first)] {
             let exported = try await from.syncctl(["ca", "export"])
             guard exported.status == 0 else { throw TestBedError("syncctl ca export: \(exported.stderr)") }
@@ -503,5 +495,28 @@ public enum CrossCluster {
               vmiName: \(vmName)
             """
         )
+    }
+}
+
+extension CrossCluster {
+    /// The feature gate on in `cluster`'s KubeVirt configuration.
+    public static func enableGate(_ cluster: BedCluster) async throws {
+        _ = try await cluster.admin.patch(
+            Kinds.kubeVirt, namespace: "kubevirt", name: "kubevirt",
+            ["spec": ["configuration": ["developerConfiguration": ["featureGates": ["DecentralizedLiveMigration"]]]]])
+    }
+
+    /// A clean slate on every node of `bed` (before a test, whatever an earlier one left): no domain, no disk image.
+    public static func clearNodes(_ bed: TestBed) async throws {
+        for node in bed.report.nodes {
+            let names = try await run("/usr/bin/virsh", ["-c", node.uri, "list", "--all", "--name"]).stdout
+            for name in names.split(separator: "\n").map(String.init) where !name.isEmpty {
+                _ = try? await run("/usr/bin/virsh", ["-c", node.uri, "destroy", name])
+                _ = try? await run("/usr/bin/virsh", ["-c", node.uri, "undefine", name])
+            }
+            for directory in ["images", "other-images"] {
+                try? FileManager.default.removeItem(atPath: node.localStorage + "/" + directory)
+            }
+        }
     }
 }
