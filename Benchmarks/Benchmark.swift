@@ -28,12 +28,12 @@ struct Benchmark {
         guard
             [
                 "tunnel", "handshakes", "migration", "controlplane", "cluster-migration", "tcg-memory-copy",
-                "reconcile-scale", "mirror", "all",
+                "reconcile-scale", "mirror", "cross-cluster", "all",
             ].contains(which)
         else {
             FileHandle.standardError.write(
                 Data(
-                    "vmsync-bench: unknown benchmark \"\(which)\" (tunnel, handshakes, migration, controlplane, cluster-migration, tcg-memory-copy, reconcile-scale, mirror, all)\n"
+                    "vmsync-bench: unknown benchmark \"\(which)\" (tunnel, handshakes, migration, controlplane, cluster-migration, tcg-memory-copy, reconcile-scale, mirror, cross-cluster, all)\n"
                         .utf8))
             exit(2)
         }
@@ -53,6 +53,9 @@ struct Benchmark {
         if ["reconcile-scale", "all"].contains(which) {
             try await ReconcileScaleBenchmark.run(
                 nodes: option("--nodes", 100), vms: option("--vms", 1000), rounds: option("--rounds", 20))
+        }
+        if ["cross-cluster", "all"].contains(which) {
+            try await CrossClusterMigrationBenchmark.run(rounds: option("--rounds", 4))
         }
         if ["mirror", "all"].contains(which) {
             try await MirrorBenchmark.run(migrations: option("--migrations", 1000), rounds: option("--rounds", 200))

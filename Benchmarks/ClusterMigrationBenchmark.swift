@@ -98,22 +98,16 @@ enum ClusterMigrationBenchmark {
         // The twin: the agent's domain definition under another name, with its own copy of the disk.
         let twin = "bench-twin"
         let home = bed.node(vmNode)
-        let agentDomain = try await Connection.open(home.uri)
-        let xml = try await agentDomain.domain(named: "default_bench-vm").xml(migratable: true)
         let twinDisk =
             sharedStorage ? bed.report.sharedDirectory + "/\(twin).qcow2" : "/var/lib/vmsync/images/\(twin).qcow2"
-        try await Volumes.copy(
-            bed.report.guest.bootDisk, to: sharedStorage ? twinDisk : home.localStorage + "/images/\(twin).qcow2",
-            bytes: 64 << 20)
-        let twinXML = xml.replacingOccurrences(of: "<name>default_bench-vm</name>", with: "<name>\(twin)</name>")
-            .replacingOccurrences(of: #"<uuid>[^<]*</uuid>"#, with: "", options: .regularExpression)
-            .replacingOccurrences(of: "/var/lib/vmsync/images/default-bench-vm-dv.qcow2", with: twinDisk)
-            .replacingOccurrences(of: bed.report.sharedDirectory + "/default-bench-vm-dv.qcow2", with: twinDisk)
-            .replacingOccurrences(of: "default_bench-vm.serial", with: "\(twin).serial")
-            .replacingOccurrences(
-                of: #"<mac address='[^']*'/>"#, with: "<mac address='02:00:00:be:0c:01'/>", options: .regularExpression)
-        try await agentDomain.define(xml: twinXML, name: twin).start()
-        await agentDomain.close()
+        try await VirshTwin.start(
+            twin, like: "default_bench-vm", on: home,
+            disk: [
+                "/var/lib/vmsync/images/default-bench-vm-dv.qcow2",
+                bed.report.sharedDirectory + "/default-bench-vm-dv.qcow2",
+            ], twinDisk: twinDisk,
+            hostTwinDisk: sharedStorage ? twinDisk : home.localStorage + "/images/\(twin).qcow2",
+            image: bed.report.guest.bootDisk)
         var twinNode = vmNode
 
         let libvirtLog = ProcessInfo.processInfo.environment["VMSYNC_BENCH_LIBVIRT_LOG"]
@@ -220,23 +214,12 @@ enum ClusterMigrationBenchmark {
                 if !sharedStorage {
                     try await Volumes.blank(target.localStorage + "/images/\(twin).qcow2", bytes: 64 << 20)
                 }
-                let connection = try await Connection.open(source.uri)
-                let destination = try await connection.domain(named: twin).xml(migratable: true)
-                    .replacingOccurrences(of: source.imagesDirectory, with: target.imagesDirectory)
-                await connection.close()
                 if let maxDowntimeMs, downtimeBoth {
                     let set = try await TestSupport.run(
                         "/usr/bin/virsh", ["-c", source.uri, "migrate-setmaxdowntime", twin, String(maxDowntimeMs)])
                     guard set.status == 0 else { throw TestBedError("virsh migrate-setmaxdowntime: \(set.stderr)") }
                 }
-                let xmlPath = bed.report.directory + "/bench-twin-destination.xml"
-                try destination.write(toFile: xmlPath, atomically: true, encoding: .utf8)
-                let started = Date()
-                var arguments =
-                    [
-                        "-c", source.uri, "migrate", "--p2p", "--persistent", "--undefinesource",
-                        "--xml", xmlPath, twin, target.uri,
-                    ] + (sharedStorage ? ["--unsafe"] : ["--copy-storage-all"]) + (virshLive ? ["--live"] : [])
+                var arguments = (sharedStorage ? ["--unsafe"] : ["--copy-storage-all"]) + (virshLive ? ["--live"] : [])
                 if ProcessInfo.processInfo.environment["VMSYNC_BENCH_VIRSH_UNIX"] != nil {
                     // Experiment: the anchor over unix sockets in the shared directory (no tunnel), as vmsync's URIs.
                     let sockets = bed.report.sharedDirectory + "/bench-\(index)"
@@ -248,9 +231,8 @@ enum ClusterMigrationBenchmark {
                 if let parallel, ProcessInfo.processInfo.environment["VMSYNC_BENCH_PARALLEL_VMSYNC_ONLY"] == nil {
                     arguments += ["--parallel", "--parallel-connections", String(parallel)]
                 }
-                let result = try await TestSupport.run("/usr/bin/virsh", arguments, timeout: 300)
-                sample.wall = Date().timeIntervalSince(started)
-                guard result.status == 0 else { throw TestBedError("virsh migrate failed: \(result.stderr)") }
+                sample.wall = try await VirshTwin.migrate(
+                    twin, from: source, to: target, directory: bed.report.directory, arguments: arguments)
                 if !sharedStorage {
                     try? FileManager.default.removeItem(atPath: source.localStorage + "/images/\(twin).qcow2")
                 }

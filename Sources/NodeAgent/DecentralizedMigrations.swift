@@ -33,6 +33,14 @@ extension NodeAgent {
             claimed.launcherDomain = made.domainName
             claimed.serialConsole = "\(configuration.runDirectory)/\(made.domainName).serial"
             claimed.interfaces = Self.interfaceStatus(try DomainMapping.interfaces(of: vmi))
+            // Its disks as they are here now (a later migration sends their sizes on).
+            var volumes: [VirtualMachineInstance.VolumeStatus] = []
+            for volume in vmi.spec.volumes ?? [] {
+                guard let claim = volume.claimName else { continue }
+                let dataVolume = try await client.get(DataVolume.self, namespace: made.namespace, name: claim)
+                volumes.append(await Self.volumeStatus(volume.name, claim: claim, disk: try await self.volumes.disk(for: dataVolume)))
+            }
+            claimed.volumeStatus = volumes
             var changes = MigrationState()
             changes.completed = true
             changes.failed = false

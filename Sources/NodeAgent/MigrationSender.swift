@@ -16,7 +16,8 @@ struct MigrationSender {
     let uid: String
     let namespace: String
     let vmiName: String
-    let target: String
+    /// The target node (for a decentralized migration, the peer cluster's node its target half names).
+    private(set) var target: String
     let domainName: String
     /// The migration as last read or written.
     private var current: VirtualMachineInstanceMigration
@@ -109,6 +110,8 @@ struct MigrationSender {
                 throw APIError.conflict("migration \(uid) is bound to no peer cluster")
             }
             address = targetHalf?.nodeAddress
+            // The node is the one the target half names now (the VMIM seen earlier may still show another).
+            if let node = targetHalf?.node { target = node }
             targetRunDirectory = targetHalf?.runDirectory ?? agent.configuration.runDirectory
             peerCluster = cluster
             guard let targetUID = targetHalf?.migrationUID, !targetUID.isEmpty else {

@@ -435,13 +435,7 @@ public actor NodeAgent: Service {
                 let disk = try await volumes.disk(for: dataVolume)
                 try await volumes.ensure(disk, source: dataVolume.spec.source)
                 disks[volumeName] = (disk.path, disk.format)
-                let bytes = (try? await Volumes.virtualSize(disk.path)) ?? disk.bytes
-                volumeStatus.append(
-                    VirtualMachineInstance.VolumeStatus(
-                        name: volumeName, phase: "Ready", reason: "VolumeReady",
-                        persistentVolumeClaimInfo: .init(
-                            claimName: dataVolumeName, capacity: ["storage": .string("\(bytes)")], shared: disk.shared,
-                            storageClass: disk.storageClass, path: disk.path)))
+                volumeStatus.append(await Self.volumeStatus(volumeName, claim: dataVolumeName, disk: disk))
             } else if let capacity = Quantity(volume.emptyDisk?.capacity)?.bytes {
                 let path = emptyDiskPath(domainName: domainName, volume: volumeName)
                 if !FileManager.default.fileExists(atPath: path) {
@@ -487,6 +481,18 @@ public actor NodeAgent: Service {
             status.launcherDomain = domainName
             status.serialConsole = spec.serialSocket ?? ""
         }
+    }
+
+    /// KubeVirt's `volumeStatus` entry of a DataVolume disk on this node (its size as the image says).
+    static func volumeStatus(_ volume: String, claim: String, disk: Volumes.Disk) async
+        -> VirtualMachineInstance.VolumeStatus
+    {
+        let bytes = (try? await Volumes.virtualSize(disk.path)) ?? disk.bytes
+        return VirtualMachineInstance.VolumeStatus(
+            name: volume, phase: "Ready", reason: "VolumeReady",
+            persistentVolumeClaimInfo: .init(
+                claimName: claim, capacity: ["storage": .string("\(bytes)")], shared: disk.shared,
+                storageClass: disk.storageClass, path: disk.path))
     }
 
     func emptyDiskPath(domainName: String, volume: String) -> String {

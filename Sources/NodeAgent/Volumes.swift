@@ -149,7 +149,8 @@ struct Volumes: Sendable {
     }
 
     static func imageInfo(_ path: String) async throws(APIError) -> ImageInfo {
-        let output = try await qemuImg(["info", "--output=json", path])
+        // -U: a running guest holds the image's lock; its metadata is still read safely (its size, its format).
+        let output = try await qemuImg(["info", "-U", "--output=json", path])
         return (try? JSONDecoder().decode(ImageInfo.self, from: Foundation.Data(output.utf8))) ?? ImageInfo()
     }
 

@@ -104,6 +104,11 @@ extension EndToEnd {
             let state = runningVMI["status"]?["migrationState"]
             #expect(state?["completed"] == true && state?["failed"] == false, "\(state ?? .null)")
             #expect(state?["sourceState"]?["node"] == "a" && state?["targetState"]?["node"] == "b", "\(state ?? .null)")
+            // Its disk as it is on b: the guest's 64 MiB (not the 10Gi its DataVolume asks for), read while the guest
+            // holds the image — what a migration onwards sends as the size to prepare.
+            let volume = runningVMI["status"]?["volumeStatus"]?.array?.first?["persistentVolumeClaimInfo"]
+            #expect(volume?["capacity"]?["storage"]?.string == "\(64 << 20)", "\(runningVMI["status"]?["volumeStatus"] ?? .null)")
+            #expect(volume?["storageClass"] == "other")
             let halted = try await alpha.waitFor("the source VM Halted") {
                 let object = try await alpha.admin.get(Kinds.virtualMachine, name: vm)
                 return object["spec"]?["runStrategy"] == "Halted" ? object : nil

@@ -130,6 +130,7 @@ public struct VirtualMachineReconciler: Reconciler {
         case .succeeded: return "Succeeded"
         case .failed: return "Failed"
         case .unknown: return "Unknown"
+        case .waitingForSync: return "WaitingForReceiver"
         default: return vmi.status?.conditions["PodScheduled"]?.status == .false ? "ErrorUnschedulable" : "Starting"
         }
     }

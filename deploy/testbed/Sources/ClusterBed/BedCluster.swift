@@ -245,6 +245,15 @@ public final class BedCluster: @unchecked Sendable {
         for link in links.values { link.stop() }
     }
 
+    /// SIGTERM of every daemon of the cluster, waiting until each has exited (its nodes free for another cluster).
+    public func shutdown() async {
+        let daemons = Array(agents.values) + (controller.map { [$0] } ?? [])
+        stopAll()
+        for daemon in daemons { _ = await daemon.wait(timeout: 20) }
+        agents = [:]
+        controller = nil
+    }
+
     public func syncctl(_ arguments: [String], input: String = "") async throws -> ProcessResult {
         let config = pki.url.deletingLastPathComponent().appendingPathComponent("kubeconfig").path
         if !FileManager.default.fileExists(atPath: config) {

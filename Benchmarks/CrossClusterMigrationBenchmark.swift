@@ -1,0 +1,198 @@
+import ClusterAPI
+import ClusterBed
+import ClusterClient
+import Foundation
+import Hypervisor
+import TestBed
+import TestSupport
+
+/// A guest libvirt migrates by itself, beside a vmsync VM: the anchor of the migration benchmarks. Its definition is
+/// the vmsync domain's under another name, with its own copy of the disk, MAC and console.
+enum VirshTwin {
+    /// Defines and starts `twin` on `node` from `domain`'s migratable XML there: `disk` (the VM's disk path inside the
+    /// node) becomes `twinDisk`, whose file (seen from the host at `hostTwinDisk`) is a fresh copy of `image`.
+    static func start(
+        _ twin: String, like domain: String, on node: TestBedNode, disk: [String], twinDisk: String,
+        hostTwinDisk: String, image: String
+    ) async throws {
+        let connection = try await Connection.open(node.uri)
+        let xml = try await connection.domain(named: domain).xml(migratable: true)
+        try await ClusterMigrationBenchmark.Volumes.copy(image, to: hostTwinDisk, bytes: 64 << 20)
+        var twinXML = xml.replacingOccurrences(of: "<name>\(domain)</name>", with: "<name>\(twin)</name>")
+            .replacingOccurrences(of: #"<uuid>[^<]*</uuid>"#, with: "", options: .regularExpression)
+            .replacingOccurrences(of: "\(domain).serial", with: "\(twin).serial")
+            .replacingOccurrences(
+                of: #"<mac address='[^']*'/>"#, with: "<mac address='02:00:00:be:0c:01'/>", options: .regularExpression)
+        for path in disk { twinXML = twinXML.replacingOccurrences(of: path, with: twinDisk) }
+        try await connection.define(xml: twinXML, name: twin).start()
+        await connection.close()
+    }
+
+    /// `virsh migrate --p2p --persistent --undefinesource --xml … TWIN TARGET` plus `arguments` (the copy and memory
+    /// modes): its console moved to the target's run directory. Returns the command's wall time.
+    static func migrate(
+        _ twin: String, from source: TestBedNode, to target: TestBedNode, directory: String, arguments: [String]
+    ) async throws -> Double {
+        let connection = try await Connection.open(source.uri)
+        let destination = try await connection.domain(named: twin).xml(migratable: true)
+            .replacingOccurrences(of: source.imagesDirectory, with: target.imagesDirectory)
+        await connection.close()
+        let xmlPath = directory + "/\(twin)-destination.xml"
+        try destination.write(toFile: xmlPath, atomically: true, encoding: .utf8)
+        let started = Date()
+        let result = try await TestSupport.run(
+            "/usr/bin/virsh",
+            ["-c", source.uri, "migrate", "--p2p", "--persistent", "--undefinesource", "--xml", xmlPath, twin, target.uri]
+                + arguments, timeout: 300)
+        let wall = Date().timeIntervalSince(started)
+        guard result.status == 0 else { throw TestBedError("virsh migrate failed: \(result.stderr)") }
+        return wall
+    }
+}
+
+/// A decentralized migration between two clusters on a 2-node bed (alpha on node a, beta on node b: the sync
+/// endpoints, the mirror, the agents' tunnels trusting the peer cluster's CA) against `virsh migrate --p2p
+/// --copy-storage-all` of a twin guest between the same two libvirt daemons, alternating (ABBA), each moved back and
+/// forth. vmsync's wall time runs from the two VMIMs' creation to both sides Succeeded (the target VM and its blank
+/// DataVolume are made beforehand, as seed 001 does); both sides copy memory the same way (live, or paused where this
+/// QEMU loses a TCG guest's writes copying it live). Reported as ratios of medians: wall and guest-visible gap.
+enum CrossClusterMigrationBenchmark {
+    static func run(rounds: Int) async throws {
+        print("cross-cluster migration: a 2-node bed, cluster alpha on a and cluster beta on b")
+        let bed = try await TestBed.start(nodes: 2)
+        do {
+            let alpha = try await BedCluster.start(bed, on: ["a"], name: "alpha", syncPort: 9185)
+            defer { alpha.stopAll() }
+            let beta = try await BedCluster.start(bed, on: ["b"], name: "beta", syncPort: 9285)
+            defer { beta.stopAll() }
+            try await CrossCluster.pair(alpha, beta)
+            try await measure(bed: bed, clusters: ["a": alpha, "b": beta], rounds: rounds)
+        } catch {
+            await bed.stop()
+            throw error
+        }
+        await bed.stop()
+    }
+
+    private static func measure(bed: TestBed, clusters: [String: BedCluster], rounds: Int) async throws {
+        let vm = CrossCluster.vmName
+        let domain = "default_\(vm)"
+        let image = bed.report.guest.bootDisk
+        guard let alpha = clusters["a"] else { return }
+        try await alpha.apply(MigrationManifests.seedVM(image: image), as: "bench-alpha.yaml")
+        var vmNode = try await alpha.waitForRunning(vm)
+        let libvirt = try await Connection.open(bed.node("a").uri)
+        let hazard = MemoryCopy.liveCopyHazard(accelerator: .qemu, qemu: try await libvirt.hypervisorVersion())
+        await libvirt.close()
+        let twin = "bench-twin"
+        try await VirshTwin.start(
+            twin, like: domain, on: bed.node("a"), disk: ["/var/lib/vmsync/images/default-\(vm)-dv.qcow2"],
+            twinDisk: "/var/lib/vmsync/images/\(twin).qcow2",
+            hostTwinDisk: bed.node("a").localStorage + "/images/\(twin).qcow2", image: image)
+        var twinNode = "a"
+        print(
+            "cross-cluster migration: memory copied \(hazard == nil ? "live on both sides" : "with the guest paused on both sides (vmsync: \(hazard ?? ""); virsh: no --live)")"
+        )
+        var samples: [(method: String, wall: Double, gap: Double)] = []
+        for index in -2..<(rounds * 2) {
+            let warmUp = index < 0
+            let method = (warmUp ? index == -2 : [0, 3].contains(index % 4)) ? "vmsync" : "virsh"
+            let here = method == "vmsync" ? vmNode : twinNode
+            let there = here == "a" ? "b" : "a"
+            let (source, target) = (bed.node(here), bed.node(there))
+            let name = method == "vmsync" ? domain : twin
+            let heartbeat = HeartbeatMonitor(paths: [
+                source.imagesDirectory + "/\(name).serial", target.imagesDirectory + "/\(name).serial",
+            ])
+            defer { heartbeat.stop() }
+            guard await heartbeat.waitForTicks(5, timeout: 60) else {
+                throw TestBedError("no heartbeat before migration \(index + 1)")
+            }
+            let wall: Double
+            if method == "vmsync" {
+                guard let from = clusters[here], let to = clusters[there] else { return }
+                wall = try await move(vm, from: from, to: to, round: index + 3)
+                vmNode = there
+            } else {
+                try await ClusterMigrationBenchmark.Volumes.blank(target.localStorage + "/images/\(twin).qcow2", bytes: 64 << 20)
+                wall = try await VirshTwin.migrate(
+                    twin, from: source, to: target, directory: bed.report.directory,
+                    arguments: ["--copy-storage-all"] + (hazard == nil ? ["--live"] : []))
+                try? FileManager.default.removeItem(atPath: source.localStorage + "/images/\(twin).qcow2")
+                twinNode = there
+            }
+            guard await heartbeat.waitForTick(from: 1, timeout: 20), await heartbeat.waitForTicks(5) else {
+                throw TestBedError("no heartbeat after migration \(index + 1) (\(method)): \(heartbeat.analysis())")
+            }
+            let analysis = heartbeat.analysis()
+            guard analysis.continuous else {
+                throw TestBedError("migration \(index + 1) (\(method)): the guest did not run on: \(analysis)")
+            }
+            if !warmUp { samples.append((method, wall, analysis.largestGap)) }
+            print(
+                String(
+                    format: "  %@ %-6@ %@→%@  wall %.3f s  guest-visible gap %.3f s",
+                    (warmUp ? " w" : String(format: "%2d", index + 1)) as NSString, method as NSString,
+                    here as NSString, there as NSString, wall, analysis.largestGap))
+        }
+        await RemoveGuest.run(twin, bed: bed)
+        let ours = samples.filter { $0.method == "vmsync" }
+        let theirs = samples.filter { $0.method == "virsh" }
+        let median = ClusterMigrationBenchmark.median
+        print(
+            String(
+                format:
+                    "cross-cluster migration: median wall vmsync (both VMIMs → both Succeeded) %.3f s, virsh migrate %.3f s → ratio %.3f (goal ≤ 1.10)",
+                median(ours.map(\.wall)), median(theirs.map(\.wall)),
+                median(ours.map(\.wall)) / median(theirs.map(\.wall))))
+        print(
+            String(
+                format: "cross-cluster migration: median guest-visible gap vmsync %.3f s, virsh %.3f s → ratio %.3f (goal ≤ 1.10)",
+                median(ours.map(\.gap)), median(theirs.map(\.gap)), median(ours.map(\.gap)) / median(theirs.map(\.gap))))
+    }
+
+    /// One decentralized move of `vm` from `source`'s cluster to `target`'s: the target's receiving VM made first (the
+    /// halted VM a previous move left there, and its DataVolume, removed), then both VMIMs; returns the seconds from
+    /// their creation to both Succeeded.
+    static func move(_ vm: String, from source: BedCluster, to target: BedCluster, round: Int) async throws -> Double {
+        _ = try? await target.admin.delete(Kinds.virtualMachine, name: vm)
+        _ = try? await target.admin.delete(Kinds.dataVolume, name: "\(vm)-dv")
+        let disk = target.bed.node(target.nodeNames[0]).localStorage + "/other-images/default-\(vm)-dv.qcow2"
+        _ = try await target.waitFor("the earlier VM and disk gone on \(target.name)", timeout: 60) {
+            () async throws -> Bool? in
+            if FileManager.default.fileExists(atPath: disk) { return nil }
+            do {
+                _ = try await target.admin.get(Kinds.virtualMachineInstance, name: vm)
+                return nil
+            } catch {
+                return (error as? APIError)?.code == 404 ? true : nil
+            }
+        }
+        try await target.apply(CrossCluster.targetManifests(), as: "bench-target-\(round).yaml")
+        _ = try await target.waitFor("the receiving VMI on \(target.name)") {
+            let vmi = try await target.admin.get(Kinds.virtualMachineInstance, name: vm)
+            return vmi["status"]?["phase"] == "WaitingForSync" ? true : nil
+        }
+        let address = target.syncAddress ?? ""
+        var (targetMigration, sourceMigration) = CrossCluster.migrations(id: "bench-\(round)", connectURL: address)
+        targetMigration = targetMigration.replacingOccurrences(of: "example-target-migration", with: "target-\(round)")
+        sourceMigration = sourceMigration.replacingOccurrences(of: "example-source-migration", with: "source-\(round)")
+        let started = Date()
+        try await target.apply(targetMigration, as: "bench-target-migration-\(round).yaml")
+        try await source.apply(sourceMigration, as: "bench-source-migration-\(round).yaml")
+        for (cluster, name) in [(source, "source-\(round)"), (target, "target-\(round)")] {
+            _ = try await cluster.waitFor("\(name) Succeeded", timeout: 300) {
+                let vmim = try await cluster.admin.get(Kinds.migration, name: name)
+                if vmim["status"]?["phase"] == "Failed" {
+                    let here = try await source.admin.get(Kinds.virtualMachineInstance, name: vm)
+                    let there = try await target.admin.get(Kinds.virtualMachineInstance, name: vm)
+                    throw TestBedError(
+                        "\(name) failed: \(vmim["status"]?["migrationState"]?["failureReason"] ?? .null); source VMI volumes \(here["status"]?["volumeStatus"] ?? .null), migrated \(here["status"]?["migratedVolumes"] ?? .null); target VMI migrated \(there["status"]?["migratedVolumes"] ?? .null)"
+                    )
+                }
+                return vmim["status"]?["phase"] == "Succeeded" ? true : nil
+            }
+        }
+        return Date().timeIntervalSince(started)
+    }
+}
