@@ -254,5 +254,93 @@ extension EndToEnd {
             let onA = try await TestSupport.run("/usr/bin/virsh", ["-c", bed.node("a").uri, "list", "--name"])
             #expect(onA.stdout.contains(domain))
         }
+            /// Which daemon a fault test kills during the job.
+        enum Victim: String, CaseIterable, Sendable, CustomTestStringConvertible {
+            case sourceAgent, targetAgent, sourceController, targetController
+            var testDescription: String { rawValue }
+        }
+
+        @Test(
+            "kill -9 of either controller or either agent while the job runs (restarted 2 s later): the migration ends completed, or failed with the source running; exactly one running guest, where its VMI says; no tick lost; nothing left on the side that does not run it",
+            arguments: Victim.allCases)
+        func killDuringRunning(_ victim: Victim) async throws {
+            let bed = try currentBed()
+            try await CrossCluster.clearNodes(bed)
+            let alpha = try await BedCluster.start(bed, on: ["a"], name: "alpha", syncPort: 9185)
+            defer { alpha.stopAll() }
+            let beta = try await BedCluster.start(bed, on: ["b"], name: "beta", syncPort: 9285)
+            defer { beta.stopAll() }
+            try await CrossCluster.pair(alpha, beta)
+            try await alpha.setMigrations(["bandwidthPerMigration": "4Mi"])
+            let vm = CrossCluster.vmName
+            let domain = "default_\(vm)"
+            try await alpha.apply(MigrationManifests.seedVM(image: bed.report.guest.bootDisk), as: "alpha-seed.yaml")
+            _ = try await alpha.waitForRunning(vm)
+            try await beta.apply(CrossCluster.targetManifests(), as: "beta-target.yaml")
+            let heartbeat = HeartbeatMonitor(paths: [
+                bed.node("a").imagesDirectory + "/\(domain).serial", bed.node("b").imagesDirectory + "/\(domain).serial",
+            ])
+            defer { heartbeat.stop() }
+            #expect(await heartbeat.waitForTicks(5, timeout: 60))
+            let (target, source) = CrossCluster.migrations(id: "kill-\(victim)", connectURL: try #require(beta.syncAddress))
+            try await beta.apply(target, as: "target-migration.yaml")
+            try await alpha.apply(source, as: "source-migration.yaml")
+            _ = try await alpha.waitFor("the job copying", timeout: 60) {
+                let vmi = try await alpha.admin.get(Kinds.virtualMachineInstance, name: vm)
+                return (vmi["status"]?["migrationState"]?["progress"]?["dataProcessedBytes"]?.int ?? 0) > 0 ? true : nil
+            }
+            switch victim {
+            case .sourceAgent: await alpha.killAgent("a")
+            case .targetAgent: await beta.killAgent("b")
+            case .sourceController: await alpha.killController()
+            case .targetController: await beta.killController()
+            }
+            try await Task.sleep(for: .seconds(2))
+            switch victim {
+            case .sourceAgent: try alpha.startAgent("a")
+            case .targetAgent: try beta.startAgent("b")
+            case .sourceController: try await alpha.startController()
+            case .targetController: try await beta.startController()
+            }
+            // Both sides end, the same way.
+            let ends = try await alpha.waitFor("both sides ended", timeout: 180) { () async throws -> [String]? in
+                let sent = try await alpha.admin.get(Kinds.migration, name: "example-source-migration")
+                let received = try await beta.admin.get(Kinds.migration, name: "example-target-migration")
+                let phases = [sent, received].map { $0["status"]?["phase"]?.string ?? "" }
+                return phases.allSatisfy { ["Succeeded", "Failed"].contains($0) } ? phases : nil
+            }
+            #expect(ends[0] == ends[1], "both sides end alike: \(ends)")
+            let succeeded = ends[0] == "Succeeded"
+            let runsOn = succeeded ? "b" : "a"
+            let other = succeeded ? "a" : "b"
+            _ = try await alpha.waitFor("exactly one running guest, on \(runsOn)", timeout: 60) {
+                let here = try await TestSupport.run("/usr/bin/virsh", ["-c", bed.node(runsOn).uri, "list", "--name"])
+                let there = try await TestSupport.run(
+                    "/usr/bin/virsh", ["-c", bed.node(other).uri, "list", "--all", "--name"])
+                return here.stdout.contains(domain) && !there.stdout.contains(domain) ? true : nil
+            }
+            if succeeded {
+                let moved = try await beta.waitFor("the received VMI Running on b") {
+                    let vmi = try await beta.admin.get(Kinds.virtualMachineInstance, name: vm)
+                    return vmi["status"]?["phase"] == "Running" ? vmi : nil
+                }
+                #expect(moved["status"]?["nodeName"] == "b")
+                _ = try await alpha.waitFor("the source VMI Succeeded") {
+                    let vmi = try await alpha.admin.get(Kinds.virtualMachineInstance, name: vm)
+                    return vmi["status"]?["phase"] == "Succeeded" ? true : nil
+                }
+            } else {
+                let kept = try await alpha.admin.get(Kinds.virtualMachineInstance, name: vm)
+                #expect(kept["status"]?["phase"] == "Running" && kept["status"]?["nodeName"] == "a")
+                _ = try await beta.waitFor("no disk left on b") {
+                    FileManager.default.fileExists(
+                        atPath: bed.node("b").localStorage + "/other-images/default-\(vm)-dv.qcow2") ? nil : true
+                }
+            }
+            #expect(await heartbeat.waitForTicks(5))
+            let analysis = heartbeat.analysis()
+            #expect(analysis.restarts.isEmpty && analysis.lost.isEmpty, "\(victim): \(analysis)")
+            print("kill -9 of the \(victim) while running: \(ends[0]); \(analysis)")
+        }
     }
 }
