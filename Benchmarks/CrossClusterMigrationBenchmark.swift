@@ -209,6 +209,26 @@ enum CrossClusterMigrationBenchmark {
             }
             ended = max(ended, succeeded)
         }
+        // Where the time went: each side's phases and the libvirt job, in ms from the first create.
+        var marks: [(String, Date)] = []
+        for (cluster, name, side) in [(source, "source-\(round)", "s"), (target, "target-\(round)", "t")] {
+            let vmim = try await cluster.admin.get(Kinds.migration, name: name)
+            for entry in vmim["status"]?["phaseTransitionTimestamps"]?.array ?? [] {
+                if let phase = entry["phase"]?.string,
+                    let time = entry["phaseTransitionTimestamp"]?.string.flatMap(Migration.parseTimestamp)
+                {
+                    marks.append(("\(side):\(phase)", time))
+                }
+            }
+            let state = vmim["status"]?["migrationState"]
+            for field in ["libvirtJobStartTimestamp", "libvirtJobEndTimestamp"] {
+                if let time = state?[field]?.string.flatMap(Migration.parseTimestamp) { marks.append(("\(side):\(field)", time)) }
+            }
+        }
+        print(
+            "       ms: "
+                + marks.sorted { $0.1 < $1.1 }.map { "\($0.0) \(Int($0.1.timeIntervalSince(started) * 1000))" }.joined(
+                    separator: ", "))
         return ended.timeIntervalSince(started)
     }
 }
