@@ -151,65 +151,11 @@ enum CrossClusterMigrationBenchmark {
                 median(ours.map(\.gap)), median(theirs.map(\.gap)), median(ours.map(\.gap)) / median(theirs.map(\.gap))))
     }
 
-    /// One decentralized move of `vm` from `source`'s cluster to `target`'s: the target's receiving VM made first (the
-    /// halted VM a previous move left there, and its DataVolume, removed), then both VMIMs; returns the seconds from
-    /// their creation to both Succeeded.
+    /// One decentralized move (`CrossCluster.move`), and where its time went: each side's phases and the libvirt job,
+    /// in ms from the first create.
     static func move(_ vm: String, from source: BedCluster, to target: BedCluster, round: Int) async throws -> Double {
-        _ = try? await target.admin.delete(Kinds.virtualMachine, name: vm)
-        _ = try? await target.admin.delete(Kinds.dataVolume, name: "\(vm)-dv")
-        let disk = target.bed.node(target.nodeNames[0]).localStorage + "/other-images/default-\(vm)-dv.qcow2"
-        _ = try await target.waitFor("the earlier VM and disk gone on \(target.name)", timeout: 60) {
-            () async throws -> Bool? in
-            if FileManager.default.fileExists(atPath: disk) { return nil }
-            do {
-                _ = try await target.admin.get(Kinds.virtualMachineInstance, name: vm)
-                return nil
-            } catch {
-                return (error as? APIError)?.code == 404 ? true : nil
-            }
-        }
-        try await target.apply(CrossCluster.targetManifests(), as: "bench-target-\(round).yaml")
-        _ = try await target.waitFor("the receiving VMI on \(target.name)") {
-            let vmi = try await target.admin.get(Kinds.virtualMachineInstance, name: vm)
-            return vmi["status"]?["phase"] == "WaitingForSync" ? true : nil
-        }
-        // Both VMIMs created through the API (one request each, as a controller or kubectl would); the wall runs to the
-        // later of the two Succeeded timestamps the controllers stored (no polling in the figure).
-        let id = "bench-\(round)"
-        let targetMigration: JSONValue = [
-            "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration",
-            "metadata": ["name": .string("target-\(round)"), "namespace": "default"],
-            "spec": ["receive": ["migrationID": .string(id)], "vmiName": .string(vm)],
-        ]
-        let sourceMigration: JSONValue = [
-            "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration",
-            "metadata": ["name": .string("source-\(round)"), "namespace": "default"],
-            "spec": [
-                "sendTo": ["migrationID": .string(id), "connectURL": .string(target.syncAddress ?? "")],
-                "vmiName": .string(vm),
-            ],
-        ]
-        let started = Date()
-        _ = try await target.admin.create(Kinds.migration, targetMigration)
-        _ = try await source.admin.create(Kinds.migration, sourceMigration)
-        var ended = started
-        for (cluster, name) in [(source, "source-\(round)"), (target, "target-\(round)")] {
-            let succeeded = try await cluster.waitFor("\(name) Succeeded", timeout: 300) { () async throws -> Date? in
-                let vmim = try await cluster.admin.get(Kinds.migration, name: name)
-                if vmim["status"]?["phase"] == "Failed" {
-                    let here = try await source.admin.get(Kinds.virtualMachineInstance, name: vm)
-                    let there = try await target.admin.get(Kinds.virtualMachineInstance, name: vm)
-                    throw TestBedError(
-                        "\(name) failed: \(vmim["status"]?["migrationState"]?["failureReason"] ?? .null); source VMI volumes \(here["status"]?["volumeStatus"] ?? .null), migrated \(here["status"]?["migratedVolumes"] ?? .null); target VMI migrated \(there["status"]?["migratedVolumes"] ?? .null)"
-                    )
-                }
-                return (vmim["status"]?["phaseTransitionTimestamps"]?.array ?? []).first {
-                    $0["phase"] == "Succeeded"
-                }?["phaseTransitionTimestamp"]?.string.flatMap(Migration.parseTimestamp)
-            }
-            ended = max(ended, succeeded)
-        }
-        // Where the time went: each side's phases and the libvirt job, in ms from the first create.
+        let (started, ended) = try await CrossCluster.move(
+            vm, from: source, to: target, id: "bench-\(round)", names: ("source-\(round)", "target-\(round)"))
         var marks: [(String, Date)] = []
         for (cluster, name, side) in [(source, "source-\(round)", "s"), (target, "target-\(round)", "t")] {
             let vmim = try await cluster.admin.get(Kinds.migration, name: name)
@@ -222,7 +168,9 @@ enum CrossClusterMigrationBenchmark {
             }
             let state = vmim["status"]?["migrationState"]
             for field in ["libvirtJobStartTimestamp", "libvirtJobEndTimestamp"] {
-                if let time = state?[field]?.string.flatMap(Migration.parseTimestamp) { marks.append(("\(side):\(field)", time)) }
+                if let time = state?[field]?.string.flatMap(Migration.parseTimestamp) {
+                    marks.append(("\(side):\(field)", time))
+                }
             }
         }
         print(

@@ -21,7 +21,7 @@ extension EndToEnd {
         }
 
         @Test(
-            "seed 001 end to end: CAs exchanged through the API, the target DataVolume on another StorageClass, the target VM WaitAsReceiver, both VMIMs; the guest moves from alpha to beta with its disk, no tick lost, both sides' phases as KubeVirt's; the source VM halts, the target VM runs under its restored run strategy"
+            "seed 001 end to end: CAs exchanged through the API, the target DataVolume on another StorageClass, the target VM WaitAsReceiver, both VMIMs; the guest moves from alpha to beta with its disk, no tick lost, both sides' phases as KubeVirt's; the source VM halts, the target VM runs under its restored run strategy; and back again (the received guest moves on)"
         )
         func seedAcrossClusters() async throws {
             let bed = try currentBed()
@@ -127,6 +127,24 @@ extension EndToEnd {
             let after = try await GuestDisk.contents(of: targetDisk).prefix(GuestDisk.staticRegion)
             #expect(after == before, "the static region is identical on b's other StorageClass")
             #expect(heartbeat.kernelProblems.isEmpty, "\(heartbeat.kernelProblems)")
+
+            // And back: the received guest moves on (its VMI already shows the earlier migration's halves; its disk is
+            // sent at its size), the halted VM on alpha replaced by a receiving one. (A console takes one reader.)
+            heartbeat.stop()
+            let back = HeartbeatMonitor(paths: [
+                bed.node("b").imagesDirectory + "/\(domain).serial", bed.node("a").imagesDirectory + "/\(domain).serial",
+            ])
+            defer { back.stop() }
+            #expect(await back.waitForTicks(3, timeout: 30))
+            _ = try await CrossCluster.move(vm, from: beta, to: alpha, id: "seed-001-back", names: ("back", "home"))
+            #expect(await back.waitForTick(from: 1, timeout: 20), "ticks come from a's console again")
+            #expect(await back.waitForTicks(5))
+            let home = back.analysis()
+            #expect(home.continuous, "\(home)")
+            let returned = try await alpha.admin.get(Kinds.virtualMachineInstance, name: vm)
+            #expect(returned["status"]?["nodeName"] == "a" && returned["status"]?["phase"] == "Running")
+            let homeVMIM = try await alpha.admin.get(Kinds.migration, name: "home")
+            #expect(Self.phases(homeVMIM).first == "WaitingForSync" && Self.phases(homeVMIM).last == "Succeeded")
         }
             @Test(
             "namespace to namespace in one cluster: the controller is its own peer through its sync endpoint; the receiving VMI goes to another host; the guest moves from default to namespace moved with its disk, no tick lost"

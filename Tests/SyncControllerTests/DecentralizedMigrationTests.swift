@@ -285,11 +285,28 @@ struct DecentralizedMigrationTests {
         }
     }
 
-    @Test("a source whose target never answers fails at the deadline, naming the peer and the last error")
+    @Test(
+        "a source whose target never answers fails at the deadline, naming the peer and the last error — also when its VMI still shows an earlier migration's halves (it was received before)"
+    )
     func deadline() async throws {
         let a = try SyncCluster("cluster-a")
         try await a.node("a1")
         try await a.runningVMI("vm1", on: "a1")
+        // The state a received guest's VMI keeps from the migration that brought it: both halves, target ready.
+        _ = try await a.store.patch(
+            Kinds.virtualMachineInstance, namespace: "default", name: "vm1",
+            mergePatch: [
+                "status": [
+                    "migrationState": [
+                        "migrationUid": "earlier", "completed": true, "targetNode": "a1",
+                        "sourceState": ["migrationUID": "earlier-source", "node": "elsewhere"],
+                        "targetState": [
+                            "migrationUID": "earlier", "node": "a1", "nodeAddress": "127.0.0.1:2",
+                            "domainReadyTimestamp": "2026-01-01T00:00:00Z",
+                        ],
+                    ]
+                ]
+            ], subresource: .status)
         try await a.run(deadline: .seconds(5)) { _ in
             try await a.migration(
                 "send", vmi: "vm1", spec: ["sendTo": ["migrationID": "mig-x", "connectURL": "127.0.0.1:1"]])
@@ -306,6 +323,10 @@ struct DecentralizedMigrationTests {
             let vmi = try await a.get(Kinds.virtualMachineInstance, "vm1")
             #expect(Self.phase(vmi) == "Running")
             #expect(vmi["status"]?["migrationState"]?["failed"] == true)
+            // It waited for its peer all along: the earlier migration's target half counted for nothing.
+            let phases = vmim["status"]?["phaseTransitionTimestamps"]?.array?.compactMap { $0["phase"]?.string }
+            #expect(phases == ["Synchronizing", "Failed"], "\(phases ?? [])")
+            #expect(vmi["status"]?["migrationState"]?["targetState"] == nil, "\(vmi["status"] ?? .null)")
         }
     }
 

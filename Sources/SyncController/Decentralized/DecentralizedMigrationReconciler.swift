@@ -75,11 +75,11 @@ public struct DecentralizedMigrationReconciler: Reconciler {
             current = try await followAdvertisedAddress(current, side: side, vmi: vmi)
         }
         for _ in 0..<4 {
-            if let vmi = instances[ObjectKey(namespace: current.key.namespace, name: current.spec.vmiName)] ?? vmi,
-                let mirrored = try await mirrorState(current, vmi: vmi)
-            {
-                current = mirrored
-            }
+            // The VMI as it is now (each step's write is read back into the cache), and this migration's state on it:
+            // a VMI that took part in an earlier migration shows that one's halves until admission replaces them.
+            let vmi = instances[ObjectKey(namespace: current.key.namespace, name: current.spec.vmiName)] ?? vmi
+            if let vmi, let mirrored = try await mirrorState(current, vmi: vmi) { current = mirrored }
+            let state = vmi?.status?.migrationState.flatMap { $0.migrationUid == current.metadata.uid ? $0 : nil }
             switch current.phase {
             case .new:
                 guard let admitted = try await admit(current, side: side, vmi: vmi) else {
@@ -89,7 +89,7 @@ public struct DecentralizedMigrationReconciler: Reconciler {
                 }
                 current = admitted
             case .synchronizing, .waitingForSync:
-                guard let vmi, vmi.status?.migrationState?.peerMigrationUID(of: side) != nil else {
+                guard state?.peerMigrationUID(of: side) != nil else {
                     return try await deadline(current, side: side, vmi: vmi, waitingFor: "synchronize")
                 }
                 current = try await transition(current, to: .pending)
@@ -99,7 +99,7 @@ public struct DecentralizedMigrationReconciler: Reconciler {
                 switch side {
                 case .target: return try await placeReceiver(current, vmi: vmi)
                 case .source:
-                    guard let node = vmi?.status?.migrationState?.targetState?.node else {
+                    guard let node = state?.targetState?.node else {
                         return try await deadline(
                             current, side: side, vmi: vmi, waitingFor: "schedule the receiving VMI")
                     }

@@ -529,3 +529,63 @@ extension CrossCluster {
         }
     }
 }
+
+extension CrossCluster {
+    /// One decentralized move of `vm` (in namespace default) from `source`'s cluster to `target`'s: the target's
+    /// receiving VM made first (a halted VM an earlier move left there, and its DataVolume, removed), then both VMIMs
+    /// (`names`: source's, target's) created through the API. Returns when the first was created and the later of the
+    /// two Succeeded timestamps the controllers stored; a failure on either side is thrown with the reason.
+    public static func move(
+        _ vm: String, from source: BedCluster, to target: BedCluster, id: String, names: (source: String, target: String)
+    ) async throws -> (started: Date, ended: Date) {
+        _ = try? await target.admin.delete(Kinds.virtualMachine, name: vm)
+        _ = try? await target.admin.delete(Kinds.dataVolume, name: "\(vm)-dv")
+        let disk = target.bed.node(target.nodeNames[0]).localStorage + "/other-images/default-\(vm)-dv.qcow2"
+        _ = try await target.waitFor("the earlier VM and disk gone on \(target.name)", timeout: 60) {
+            () async throws -> Bool? in
+            if FileManager.default.fileExists(atPath: disk) { return nil }
+            do {
+                _ = try await target.admin.get(Kinds.virtualMachineInstance, name: vm)
+                return nil
+            } catch {
+                return (error as? APIError)?.code == 404 ? true : nil
+            }
+        }
+        try await target.apply(targetManifests(), as: "target-\(id).yaml")
+        _ = try await target.waitFor("the receiving VMI on \(target.name)") {
+            let vmi = try await target.admin.get(Kinds.virtualMachineInstance, name: vm)
+            return vmi["status"]?["phase"] == "WaitingForSync" ? true : nil
+        }
+        let targetMigration: JSONValue = [
+            "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration",
+            "metadata": ["name": .string(names.target), "namespace": "default"],
+            "spec": ["receive": ["migrationID": .string(id)], "vmiName": .string(vm)],
+        ]
+        let sourceMigration: JSONValue = [
+            "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration",
+            "metadata": ["name": .string(names.source), "namespace": "default"],
+            "spec": [
+                "sendTo": ["migrationID": .string(id), "connectURL": .string(target.syncAddress ?? "")],
+                "vmiName": .string(vm),
+            ],
+        ]
+        let started = Date()
+        _ = try await target.admin.create(Kinds.migration, targetMigration)
+        _ = try await source.admin.create(Kinds.migration, sourceMigration)
+        var ended = started
+        for (cluster, name) in [(source, names.source), (target, names.target)] {
+            let succeeded = try await cluster.waitFor("\(name) Succeeded", timeout: 300) { () async throws -> Date? in
+                let vmim = try await cluster.admin.get(Kinds.migration, name: name)
+                if vmim["status"]?["phase"] == "Failed" {
+                    throw TestBedError(
+                        "\(name) failed: \(vmim["status"]?["migrationState"]?["failureReason"]?.string ?? "no reason")")
+                }
+                return (vmim["status"]?["phaseTransitionTimestamps"]?.array ?? []).first {
+                    $0["phase"] == "Succeeded"
+                }?["phaseTransitionTimestamp"]?.string.flatMap(Migration.parseTimestamp)
+            }
+            ended = max(ended, succeeded)
+        }
+        return (started, ended)
+    }
+}
