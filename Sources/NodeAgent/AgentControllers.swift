@@ -104,6 +104,10 @@ struct AgentControllers: Sendable {
             namespace: String(domain[..<separator]), name: String(domain[domain.index(after: separator)...]))
         if agent.instances[key] != nil {
             instanceController.enqueue(key)
+        } else if let migration = await agent.incomingMigration(forDomain: domain) {
+            // A guest arriving here whose VMI is not this node's yet (a decentralized migration's): its migration
+            // claims it as soon as libvirt runs it.
+            migrationController.enqueue(migration)
         } else {
             await agent.sweepOrphans()
         }

@@ -1,5 +1,6 @@
 import ClusterAPI
 import ClusterClient
+import ControllerRuntime
 import Foundation
 import Hypervisor
 import Logging
@@ -59,6 +60,12 @@ extension NodeAgent {
             logger.warning(
                 "could not claim a received guest yet", metadata: ["migration": "\(made.uid)", "error": "\(error)"])
         }
+    }
+
+    /// The migration this node prepared to receive `domain`, if any.
+    func incomingMigration(forDomain domain: String) -> ObjectKey? {
+        guard let made = prepared.values.first(where: { $0.domainName == domain }) else { return nil }
+        return incomingMigrations.unordered.first { $0.metadata.uid == made.uid }?.key
     }
 
     /// A VMI on this node whose guest left by a decentralized migration that completed — libvirt has no live domain
