@@ -413,7 +413,11 @@ extension NodeAgent {
     /// the VMI runs here after all); after success only the channels and sockets.
     func cleanupTarget(uid: String, failed: Bool) async {
         guard let made = prepared.removeValue(forKey: uid) else { return }
-        for stream in MigrationPaths.streams { tunnelExit?.routes.remove(channel: migrationPaths.channel(uid, stream)) }
+        // After a success the streams end by themselves (the source may still be confirming over its libvirt
+        // connection when the target's side is done); after a failure nothing stays open.
+        for stream in MigrationPaths.streams {
+            tunnelExit?.routes.remove(channel: migrationPaths.channel(uid, stream), closingOpen: failed)
+        }
         routed.remove(uid)
         try? FileManager.default.removeItem(atPath: "\(migrationPaths.directory)/\(uid)")
         if failed {

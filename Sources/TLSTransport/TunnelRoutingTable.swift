@@ -34,12 +34,15 @@ public final class TunnelRoutingTable: Sendable {
         entries.withLockedValue { $0[channel] = Entry(target: target, peers: peers) }
     }
 
-    /// Stops serving `channel` and closes the connections that carry it: a withdrawn route leaves nothing open.
-    public func remove(channel: String) {
+    /// Stops serving `channel` and closes the connections that carry it: a withdrawn route leaves nothing open. With
+    /// `closingOpen: false` the route is retired instead: no new connection, and those open finish by themselves (a
+    /// migration that succeeded, whose source may still be confirming over its libvirt connection).
+    public func remove(channel: String, closingOpen: Bool = true) {
         let open = entries.withLockedValue { entries -> [ObjectIdentifier: any Channel] in
             entries.removeValue(forKey: channel)
             return carrying.withLockedValue { $0.removeValue(forKey: channel) } ?? [:]
         }
+        guard closingOpen else { return }
         for connection in open.values { connection.close(promise: nil) }
     }
 

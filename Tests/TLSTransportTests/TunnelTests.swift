@@ -199,6 +199,50 @@ struct TunnelTests {
         await bed.exit.close()
     }
 
+    @Test("a retired route (closingOpen: false) refuses new connections and leaves the open one carrying data")
+    func retiredRoute() async throws {
+        let (listener, port) = try BlockingSocket.listen()
+        defer { listener.close() }
+        let bed = try await Bed(channel: channelName, target: .tcp(host: "127.0.0.1", port: port))
+        let entry = try await bed.entry(channel: channelName)
+        let (client, target) = try await onThread { () -> (BlockingSocket, BlockingSocket) in
+            let client = try BlockingSocket.connect(entry.endpoint)
+            try client.write(Array("hello".utf8))
+            let target = try listener.accept()
+            target.setReceiveTimeout(seconds: 5)
+            var buffer = [UInt8](repeating: 0, count: 5)
+            _ = try buffer.withUnsafeMutableBytes { try target.read(into: $0) }
+            return (client, target)
+        }
+        #expect(await eventually { bed.exit.routes.connections(carrying: channelName) == 2 })
+        bed.exit.routes.remove(channel: channelName, closingOpen: false)
+        // The open connection still carries both ways.
+        let echoed = try await onThread { () -> [UInt8] in
+            try client.write(Array("more".utf8))
+            var buffer = [UInt8](repeating: 0, count: 4)
+            let read = try buffer.withUnsafeMutableBytes { try target.read(into: $0) }
+            try target.write(Array("back".utf8))
+            client.setReceiveTimeout(seconds: 5)
+            var answer = [UInt8](repeating: 0, count: 4)
+            let got = try answer.withUnsafeMutableBytes { try client.read(into: $0) }
+            return Array(buffer.prefix(read)) + Array(answer.prefix(got))
+        }
+        #expect(echoed == Array("moreback".utf8))
+        // A new one is refused.
+        let refused = try await onThread { () -> [UInt8] in
+            let again = try BlockingSocket.connect(entry.endpoint)
+            defer { again.close() }
+            again.setReceiveTimeout(seconds: 5)
+            try? again.write(Array("again".utf8))
+            return again.readOutcome().bytes
+        }
+        #expect(refused.isEmpty)
+        client.close()
+        target.close()
+        await entry.close()
+        await bed.exit.close()
+    }
+
     @Test("a unix-socket target (TCP entry to unix target) carries data both ways")
     func unixTarget() async throws {
         let directory = try TemporaryDirectory()
