@@ -114,28 +114,12 @@ public final class APIClient: Sendable {
 
     /// Sends one GET and returns the body undecoded (a failure status still throws).
     public func raw(_ path: String) async throws(APIError) -> Data {
-        let connection = try await takeConnection(fresh: false)
-        do {
-            let (status, body, keepAlive) = try await connection.exchange(
-                method: "GET", path: path, body: nil, contentType: "", host: endpoint.description,
-                timeout: timeoutAmount)
-            if keepAlive {
-                idle.withLockedValue { $0.append(connection) }
-            } else {
-                connection.channel.close(promise: nil)
-            }
-            guard (200..<300).contains(status) else {
-                throw APIError(status: (try? JSONValue.parse(body)) ?? .null)
-                    ?? APIError(.internalError, code: status, "GET \(path) answered \(status)")
-            }
-            return body
-        } catch let error as APIError {
-            throw error
-        } catch {
-            connection.channel.close(promise: nil)
-            throw APIError(
-                .serviceUnavailable, code: 503, "GET \(path) on \(endpoint): the connection failed: \(error)")
+        let (status, body) = try await exchange("GET", path, body: nil, contentType: "")
+        guard (200..<300).contains(status) else {
+            throw APIError(status: (try? JSONValue.parse(body)) ?? .null)
+                ?? APIError(.internalError, code: status, "GET \(path) answered \(status)")
         }
+        return body
     }
 
     /// Sends one request and returns the decoded body; a `Status` failure or a transport problem throws.
@@ -144,8 +128,24 @@ public final class APIClient: Sendable {
     )
         async throws(APIError) -> JSONValue
     {
-        let data = body.map { $0.jsonData() }
-        // A kept-alive connection may have been closed by the server meanwhile: one retry on a fresh connection.
+        let (status, responseBody) = try await exchange(method, path, body: body.map { $0.jsonData() }, contentType: contentType)
+        let value =
+            responseBody.isEmpty
+            ? JSONValue.null
+            : ((try? JSONValue.parse(responseBody)) ?? .string(String(decoding: responseBody, as: UTF8.self)))
+        guard (200..<300).contains(status) else {
+            throw APIError(status: value)
+                ?? APIError(
+                    .internalError, code: status, "the server answered \(status): \(value.string ?? value.jsonString())")
+        }
+        return value
+    }
+
+    /// One exchange on a kept-alive connection (kept for the next when the server allows): the status and the body. A
+    /// kept-alive connection the server closed meanwhile (its idle timeout) is retried once on a fresh one.
+    private func exchange(_ method: String, _ path: String, body data: Data?, contentType: String)
+        async throws(APIError) -> (status: Int, body: Data)
+    {
         for attempt in 0..<2 {
             let connection = try await takeConnection(fresh: attempt > 0)
             do {
@@ -157,17 +157,7 @@ public final class APIClient: Sendable {
                 } else {
                     connection.channel.close(promise: nil)
                 }
-                let value =
-                    responseBody.isEmpty
-                    ? JSONValue.null
-                    : ((try? JSONValue.parse(responseBody)) ?? .string(String(decoding: responseBody, as: UTF8.self)))
-                guard (200..<300).contains(status) else {
-                    throw APIError(status: value)
-                        ?? APIError(
-                            .internalError, code: status,
-                            "the server answered \(status): \(value.string ?? value.jsonString())")
-                }
-                return value
+                return (status, responseBody)
             } catch let error as APIError {
                 throw error
             } catch {

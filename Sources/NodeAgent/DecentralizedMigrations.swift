@@ -13,20 +13,22 @@ extension NodeAgent {
     /// The guest of a decentralized migration this node prepared runs here: the receiving VMI becomes this node's,
     /// Running, its migration completed (the mirror tells the source cluster). Only what libvirt says counts: a domain
     /// that is not live here claims nothing.
-    func claimReceived(_ made: PreparedTarget, vmim: VirtualMachineInstanceMigration) async {
+    /// Returns whether the guest runs here.
+    @discardableResult
+    func claimReceived(_ made: PreparedTarget) async -> Bool {
         guard let libvirt, let domain = try? await libvirt.domain(named: made.domainName),
             (try? await domain.presence()) == .live
-        else { return }
+        else { return false }
         let me = configuration.name
         do {
             let vmi = try await client.get(VirtualMachineInstance.self, namespace: made.namespace, name: made.vmiName)
             let state = vmi.status?.migrationState
-            guard vmi.nodeName != me else { return }
+            guard vmi.nodeName != me else { return true }
             guard state?.migrationUid == made.uid else {
                 logger.error(
                     "a received guest runs here for a migration its VMI no longer names",
                     metadata: ["migration": "\(made.uid)", "vmi": "\(made.namespace)/\(made.vmiName)"])
-                return
+                return true
             }
             var claimed = VirtualMachineInstance.Status()
             claimed.nodeName = me
@@ -55,11 +57,13 @@ extension NodeAgent {
             logger.info(
                 "received guest runs here: claimed its VMI",
                 metadata: ["migration": "\(made.uid)", "vmi": "\(made.namespace)/\(made.vmiName)"])
+            return true
         } catch {
             // Looked at again on the migration's next pass (every couple of seconds until it ends).
             logger.warning(
                 "could not claim a received guest yet", metadata: ["migration": "\(made.uid)", "error": "\(error)"])
         }
+        return true
     }
 
     /// The migration this node prepared to receive `domain`, if any.
@@ -72,11 +76,13 @@ extension NodeAgent {
     /// of it here, and its migration state (its own uid in the source half) says the migration completed — is
     /// Succeeded: it must never be started again here (the guest runs in the peer cluster). Returns whether it was.
     func leftByDecentralizedMigration(_ vmi: VirtualMachineInstance, domainPresent: Bool) async -> Bool {
+        if vmi.leftByDecentralizedMigration { return !vmi.metadata.isDeleting }
         guard let state = vmi.status?.migrationState, let uid = vmi.metadata.uid,
             state.sourceState?.virtualMachineInstanceUID == uid, state.sourceNode == configuration.name
         else { return false }
-        if vmi.phase == .succeeded { return true }
-        guard state.completed == true, state.failed != true, !domainPresent,
+        // Ended (either way, as the mirror says) and libvirt has no guest here: whatever the record, it is not started
+        // again here — it may run in the peer cluster (a failure recorded after the switchover).
+        guard state.completed == true, !domainPresent, !vmi.metadata.isDeleting,
             !(await guestIsHere(Resources.domainName(namespace: vmi.metadata.namespace ?? "default", name: vmi.metadata.name ?? "")))
         else { return false }
         await retire(vmi, final: { _ in })
@@ -88,7 +94,7 @@ extension NodeAgent {
     func retire(_ vmi: VirtualMachineInstance, final: @escaping @Sendable (inout MigrationState) -> Void) async {
         var status = VirtualMachineInstance.Status()
         status.phase = .succeeded
-        status.reason = "MigratedAway"
+        status.reason = Migration.migratedAwayReason
         status.message = "the guest was live-migrated to \(vmi.status?.migrationState?.targetState?.domainNamespace.map { "namespace \($0) " } ?? "")node \(vmi.status?.migrationState?.targetNode ?? "of the peer cluster") by a decentralized migration"
         var state = MigrationState()
         state.completed = true

@@ -164,6 +164,12 @@ struct MigrationSender {
             let targetDomain = Resources.domainName(
                 namespace: targetHalf?.domainNamespace ?? namespace, name: targetHalf?.domainName ?? vmiName)
             destinationName = targetDomain == domainName ? nil : targetDomain
+            // Every disk copied must land where the target VM keeps it: a device it did not name is refused, never
+            // written to whatever path the source uses.
+            if let missing = copied.first(where: { targetHalf?.disks?[$0] == nil }) {
+                throw APIError.badRequest(
+                    "the target VM has no disk for guest device \(missing) (the target VM needs the source's disks)")
+            }
             xml = DomainMapping.decentralizedDestinationXML(
                 sourceXML, disks: targetHalf?.disks ?? [:],
                 serial: (
@@ -349,6 +355,10 @@ struct MigrationSender {
             // libvirt reports a failure, but the guest has left this node (a step after the switchover failed): it
             // runs on the target, whose agent claims it. Recording a failure would be recording a lie.
             agent.handedOver[domainName] = .now
+            if current.isDecentralized, let vmi {
+                // Nobody hands this VMI over: it is Succeeded here (its guest runs in the peer cluster), never restarted.
+                await agent.retire(vmi, final: { _ in })
+            }
             agent.logger.error(
                 "the migration's job failed after the guest left this node; the target claims it",
                 metadata: [

@@ -40,6 +40,8 @@ struct PreparedTarget: Codable, Sendable {
     var sourceNode: String
     /// Files created for the incoming disks.
     var files: [String]
+    /// Whether it is a decentralized migration's (the guest is claimed, nobody hands it over).
+    var decentralized: Bool? = nil
 }
 
 /// A migration this node is sending.
@@ -115,8 +117,9 @@ extension NodeAgent {
         let asTarget = state?.targetNode == me && vmim.spec.sendTo == nil
         let asSource = state?.sourceNode == me && vmim.spec.receive == nil
         if asTarget, vmim.isDecentralized, let made = prepared[uid], [.targetReady, .running].contains(phase) {
-            // No source hands a received guest over: once libvirt runs it here, this node claims it.
-            await claimReceived(made, vmim: vmim)
+            // No source hands a received guest over: once libvirt runs it here, this node claims it — and then it is
+            // this node's guest whatever else this pass finds (a restarted agent does not fail it).
+            if await claimReceived(made) { return }
         }
         if asTarget {
             switch phase {
@@ -164,6 +167,11 @@ extension NodeAgent {
                 if !(await guestIsHere(domainName)) {
                     // libvirt finished the job: the guest runs on the target, whose agent claims it.
                     restartFailed.insert(uid)
+                    if vmim.isDecentralized, let vmi = try? await client.get(
+                        VirtualMachineInstance.self, namespace: namespace, name: vmiName)
+                    {
+                        await retire(vmi, final: { _ in })
+                    }
                     logger.warning(
                         "the guest of a migration this node's previous agent was sending has left; the target claims it",
                         metadata: ["migration": "\(uid)"])
@@ -255,7 +263,8 @@ extension NodeAgent {
         var current = vmim
         var timer = StepTimer()
         var made = PreparedTarget(
-            uid: uid, namespace: namespace, vmiName: vmiName, domainName: domainName, sourceNode: source, files: [])
+            uid: uid, namespace: namespace, vmiName: vmiName, domainName: domainName, sourceNode: source, files: [],
+            decentralized: vmim.isDecentralized)
         do {
             // The phase is written while the work goes on.
             let scheduled = current
@@ -434,7 +443,10 @@ extension NodeAgent {
             }
             if domain != nil, presence != .inactive && presence != .pausedForMigration {
                 liveSince[uid] = .now - Self.claimDelay
-                let live = await claimIfRunningHere(made, vmim: nil)
+                // A received guest (no source hands it over) is claimed as the decentralized flow does: Running here.
+                let live =
+                    made.decentralized == true
+                    ? await claimReceived(made) || presence == .postCopy : await claimIfRunningHere(made, vmim: nil)
                 liveSince[uid] = nil
                 guard live || presence == .postCopy else {
                     // It changed while it was looked at (libvirt tearing it down): the next pass looks again.

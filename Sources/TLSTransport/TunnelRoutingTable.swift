@@ -26,6 +26,9 @@ public final class TunnelRoutingTable: Sendable {
     /// An empty table.
     public init() {}
 
+    /// How long a retired route's open connections may go on.
+    static let retireGrace = TimeAmount.seconds(30)
+
     /// Serves `channel` by connecting it to `target`, for peers that `peers` allows.
     public func allow(channel: String, to target: Endpoint, peers: PeerPolicy) throws(TransportError) {
         if let problem = TunnelProtocol.validate(channel) {
@@ -35,15 +38,21 @@ public final class TunnelRoutingTable: Sendable {
     }
 
     /// Stops serving `channel` and closes the connections that carry it: a withdrawn route leaves nothing open. With
-    /// `closingOpen: false` the route is retired instead: no new connection, and those open finish by themselves (a
-    /// migration that succeeded, whose source may still be confirming over its libvirt connection).
+    /// `closingOpen: false` the route is retired instead: no new connection, and those open may finish by themselves
+    /// (a migration that succeeded, whose source may still be confirming over its libvirt connection) — for at most
+    /// `retireGrace`, then they are closed too.
     public func remove(channel: String, closingOpen: Bool = true) {
         let open = entries.withLockedValue { entries -> [ObjectIdentifier: any Channel] in
             entries.removeValue(forKey: channel)
             return carrying.withLockedValue { $0.removeValue(forKey: channel) } ?? [:]
         }
-        guard closingOpen else { return }
-        for connection in open.values { connection.close(promise: nil) }
+        for connection in open.values {
+            if closingOpen {
+                connection.close(promise: nil)
+            } else {
+                connection.eventLoop.scheduleTask(in: Self.retireGrace) { connection.close(promise: nil) }
+            }
+        }
     }
 
     /// Records `connections` as carrying `channel` until they close; false (nothing recorded) when the route was

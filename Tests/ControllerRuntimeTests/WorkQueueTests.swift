@@ -107,7 +107,8 @@ struct WorkQueueTests {
             let clock = ContinuousClock()
             let start = clock.now
             #expect(await queue.next() == "x")
-            #expect(start.duration(to: clock.now) < .seconds(5))
+            // Not the 30 s one (the bound is loose: a loaded machine runs the whole tier on two cores).
+            #expect(start.duration(to: clock.now) < .seconds(20))
             group.cancelAll()
         }
     }

@@ -286,6 +286,57 @@ struct DecentralizedMigrationTests {
     }
 
     @Test(
+        "a failure the target's agent records on its VMIM only (its preparation failed) reaches the source: both Failed, the source running"
+    )
+    func targetAgentFailure() async throws {
+        let (a, b) = try await Self.pairedClusters()
+        try await b.run { bAddress in
+            try await a.run { _ in
+                try await eventually("the receiving VMI waits") {
+                    let vmi = try? await b.get(Kinds.virtualMachineInstance, "vm1", namespace: "target")
+                    return (vmi.map(Self.phase) == "WaitingForSync", "")
+                }
+                try await b.migration(
+                    "receive", namespace: "target", vmi: "vm1", spec: ["receive": ["migrationID": "mig-f"]])
+                try await a.migration(
+                    "send", vmi: "vm1", spec: ["sendTo": ["migrationID": "mig-f", "connectURL": .string(bAddress)]])
+                try await eventually("the target is Scheduled") {
+                    let target = try await b.get(Kinds.migration, "receive", namespace: "target")
+                    return (Self.phase(target) == "Scheduled", "\(target["status"] ?? .null)")
+                }
+                // What the target node's agent writes when it cannot prepare: the VMIM Failed, nothing on the VMI.
+                let message = "node b1 could not prepare the target: disk exists"
+                _ = try await b.store.patch(
+                    Kinds.migration, namespace: "target", name: "receive",
+                    mergePatch: [
+                        "status": [
+                            "phase": "Failed",
+                            "migrationState": [
+                                "failed": true, "completed": true, "failureReason": .string(message),
+                                "endTimestamp": "2026-12-07T00:00:00.000Z",
+                            ],
+                            "conditions": [
+                                ["type": "Failed", "status": "True", "reason": "TargetPreparationFailed", "message": .string(message)]
+                            ],
+                        ]
+                    ], subresource: .status)
+                try await eventually("the source fails too, naming the target's reason") {
+                    let source = try await a.get(Kinds.migration, "send")
+                    return (
+                        Self.phase(source) == "Failed"
+                            && source["status"]?["migrationState"]?["failureReason"]?.string?.contains("disk exists") == true,
+                        "\(source["status"] ?? .null)"
+                    )
+                }
+                let receiving = try await b.get(Kinds.virtualMachineInstance, "vm1", namespace: "target")
+                #expect(Self.phase(receiving) == "Failed")
+                let kept = try await a.get(Kinds.virtualMachineInstance, "vm1")
+                #expect(Self.phase(kept) == "Running")
+            }
+        }
+    }
+
+    @Test(
         "a source whose target never answers fails at the deadline, naming the peer and the last error — also when its VMI still shows an earlier migration's halves (it was received before)"
     )
     func deadline() async throws {

@@ -48,4 +48,6 @@ extension Migration {
     /// vmsync: on a VM whose guest left by a decentralized migration: the uid of the VMI that left (the VM was halted
     /// for it once; a later start is the user's).
     public static let migratedOutAnnotation = "vmsync.io/migrated-out"
+    /// vmsync: the reason of a source VMI whose guest left by a decentralized migration (Succeeded).
+    public static let migratedAwayReason = "MigratedAway"
 }

@@ -137,12 +137,11 @@ public struct VirtualMachineInstance: Resource {
         }
     }
 
-    /// Whether this VMI's guest left by a decentralized migration that completed (it is the migration's source: its
-    /// own uid is in the source half), so its Succeeded phase is the guest running elsewhere, not a stop.
+    /// Whether this VMI's guest left by a decentralized migration: Succeeded with the reason only its source agent
+    /// writes once libvirt says the guest has gone (`Migration.migratedAwayReason`) — a guest running elsewhere, not a
+    /// stop, whatever the migration's record says meanwhile.
     public var leftByDecentralizedMigration: Bool {
-        guard let state = status?.migrationState, let uid = metadata.uid else { return false }
-        return phase == .succeeded && state.sourceState?.virtualMachineInstanceUID == uid && state.completed == true
-            && state.failed != true
+        phase == .succeeded && status?.reason == Migration.migratedAwayReason
     }
 
     /// Memory the VMI asks for, in bytes (`Resources.requestedMemory`).

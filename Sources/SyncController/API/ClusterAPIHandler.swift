@@ -467,11 +467,11 @@ public final class ClusterAPIHandler: Sendable {
                 // it listens, where the disks are) — nothing else until it claims the guest.
                 var before = existing["status"] ?? [:]
                 var after = try result(of: request, on: existing)["status"] ?? [:]
-                before["migrationState"] = nil
-                after["migrationState"] = nil
+                before["migrationState"]?["targetState"] = nil
+                after["migrationState"]?["targetState"] = nil
                 guard before == after else {
                     throw APIError.forbidden(
-                        "virtualmachineinstances.kubevirt.io \"\(name)\" is forbidden: node \"\(node)\" may write only the migration state of the VMI it receives until the guest runs there"
+                        "virtualmachineinstances.kubevirt.io \"\(name)\" is forbidden: node \"\(node)\" may write only the target's half (migrationState.targetState) of the VMI it receives until the guest runs there"
                     )
                 }
                 return

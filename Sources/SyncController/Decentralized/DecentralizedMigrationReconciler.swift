@@ -387,7 +387,10 @@ public struct DecentralizedMigrationReconciler: Reconciler {
             // The target cluster prepares as soon as its VMI is placed, which is when this side learns the node.
             var current = vmim
             if current.phase == .scheduled { current = try await transition(current, to: .preparingTarget) }
-            if current.phase == .preparingTarget, mirrored.targetState?.domainReadyTimestamp != nil {
+            if current.phase == .preparingTarget {
+                guard mirrored.targetState?.domainReadyTimestamp != nil else {
+                    return try await deadline(current, side: side, vmi: vmi, waitingFor: "prepare its target")
+                }
                 current = try await transition(current, to: .targetReady)
             }
             // Only the source node's agent says the guest left (libvirt there knows): its VMI Succeeded ends this side.
@@ -429,7 +432,10 @@ public struct DecentralizedMigrationReconciler: Reconciler {
         failed.status?.conditions.set(
             Condition("DecentralizedLiveMigrationFailure", true, reason: reason, message: message))
         try await store.write(failed, from: vmim, guarded: true, cache: migrations)
-        if let vmi, let uid = vmim.metadata.uid, var vmiState = vmi.status?.migrationState, vmiState.migrationUid == uid
+        // The VMI says so too — unless it ended meanwhile (its source agent retired it: the guest left; its record is
+        // the agent's, and a failure noted on it later does not undo that: "migrated away" is its reason).
+        if let vmi, let uid = vmim.metadata.uid, var vmiState = vmi.status?.migrationState, vmiState.migrationUid == uid,
+            !vmi.phase.isFinal
         {
             vmiState.markFailed(message, at: state.endTimestamp, abortStatus: abortStatus)
             var changed = vmi
@@ -448,17 +454,28 @@ public struct DecentralizedMigrationReconciler: Reconciler {
             ])
     }
 
-    /// A failed receiver's VMI that never ran fails too (a restart of the controller between the two writes).
+    /// A failed receiver's VMI that never ran fails too (a restart of the controller between the two writes, or a
+    /// failure its node's agent recorded on the VMIM only), and its migration state says so — what the outbox sends, so
+    /// the source side hears of it.
     private func failReceiver(_ vmim: VirtualMachineInstanceMigration, side: SyncSide, vmi: VirtualMachineInstance?)
         async throws(APIError)
     {
         guard side == .target, let vmi, vmi.status?.phase == .waitingForSync,
-            vmi.status?.migrationState?.migrationUid == vmim.metadata.uid
+            let state = vmi.status?.migrationState, state.migrationUid == vmim.metadata.uid
         else { return }
+        let reason = vmim.status?.migrationState?.failureReason ?? vmim.status?.conditions["Failed"]?.message
+            ?? "the target failed the migration"
         var changed = vmi
         changed.status?.phase = .failed
         changed.status?.reason = vmim.status?.conditions["Failed"]?.reason ?? "MigrationFailed"
-        changed.status?.message = vmim.status?.migrationState?.failureReason
+        changed.status?.message = reason
+        if state.failed != true {
+            var failed = state
+            failed.markFailed(
+                reason, at: vmim.status?.migrationState?.endTimestamp ?? Migration.timestamp(),
+                abortStatus: vmim.status?.migrationState?.abortStatus)
+            changed.status?.migrationState = failed
+        }
         try await store.write(changed, from: vmi, cache: instances)
     }
 }
