@@ -285,6 +285,18 @@ struct DecentralizedMigrationTests {
         }
     }
 
+    /// Once b's receiving VMI waits: the target VMIM `receive` in b's namespace `target` and the source VMIM `send` in a,
+    /// joined by `id`.
+    static func startMigration(_ id: String, from a: SyncCluster, to b: SyncCluster, at bAddress: String) async throws {
+        try await eventually("the receiving VMI waits") {
+            let vmi = try? await b.get(Kinds.virtualMachineInstance, "vm1", namespace: "target")
+            return (vmi.map(Self.phase) == "WaitingForSync", "")
+        }
+        try await b.migration("receive", namespace: "target", vmi: "vm1", spec: ["receive": ["migrationID": .string(id)]])
+        try await a.migration(
+            "send", vmi: "vm1", spec: ["sendTo": ["migrationID": .string(id), "connectURL": .string(bAddress)]])
+    }
+
     @Test(
         "a failure the target's agent records on its VMIM only (its preparation failed) reaches the source: both Failed, the source running"
     )
@@ -292,14 +304,7 @@ struct DecentralizedMigrationTests {
         let (a, b) = try await Self.pairedClusters()
         try await b.run { bAddress in
             try await a.run { _ in
-                try await eventually("the receiving VMI waits") {
-                    let vmi = try? await b.get(Kinds.virtualMachineInstance, "vm1", namespace: "target")
-                    return (vmi.map(Self.phase) == "WaitingForSync", "")
-                }
-                try await b.migration(
-                    "receive", namespace: "target", vmi: "vm1", spec: ["receive": ["migrationID": "mig-f"]])
-                try await a.migration(
-                    "send", vmi: "vm1", spec: ["sendTo": ["migrationID": "mig-f", "connectURL": .string(bAddress)]])
+                try await Self.startMigration("mig-f", from: a, to: b, at: bAddress)
                 try await eventually("the target is Scheduled") {
                     let target = try await b.get(Kinds.migration, "receive", namespace: "target")
                     return (Self.phase(target) == "Scheduled", "\(target["status"] ?? .null)")
@@ -396,14 +401,7 @@ struct DecentralizedMigrationTests {
         try await b.receivingVM("vm1", namespace: "target")
         try await b.run { bAddress in
             try await a.run { _ in
-                try await eventually("the receiving VMI waits") {
-                    let vmi = try? await b.get(Kinds.virtualMachineInstance, "vm1", namespace: "target")
-                    return (vmi.map(Self.phase) == "WaitingForSync", "")
-                }
-                try await b.migration(
-                    "receive", namespace: "target", vmi: "vm1", spec: ["receive": ["migrationID": "mig-1"]])
-                try await a.migration(
-                    "send", vmi: "vm1", spec: ["sendTo": ["migrationID": "mig-1", "connectURL": .string(bAddress)]])
+                try await Self.startMigration("mig-1", from: a, to: b, at: bAddress)
                 try await eventually("the target is bound to cluster-a") {
                     let vmim = try await b.get(Kinds.migration, "receive", namespace: "target")
                     return (vmim["status"]?["synchronizationPeer"]?["cluster"] == "cluster-a", "")
