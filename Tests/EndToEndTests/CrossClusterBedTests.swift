@@ -20,23 +20,44 @@ extension EndToEnd {
             (vmim["status"]?["phaseTransitionTimestamps"]?.array ?? []).compactMap { $0["phase"]?.string }
         }
 
+        /// Clean nodes; cluster alpha on a and cluster beta on b made peers (alpha's migrations limited to `bandwidth`);
+        /// the seed's VM running on a and its target VM waiting on beta. The caller stops both clusters.
+        static func seededPair(_ bed: TestBed, bandwidth: String? = nil) async throws -> (BedCluster, BedCluster) {
+            try await CrossCluster.clearNodes(bed)
+            let alpha = try await BedCluster.start(bed, on: ["a"], name: "alpha", syncPort: 9185)
+            do {
+                let beta = try await BedCluster.start(bed, on: ["b"], name: "beta", syncPort: 9285)
+                do {
+                    try await CrossCluster.pair(alpha, beta)
+                    if let bandwidth { try await alpha.setMigrations(["bandwidthPerMigration": .string(bandwidth)]) }
+                    try await alpha.apply(
+                        MigrationManifests.seedVM(image: bed.report.guest.bootDisk), as: "alpha-seed.yaml")
+                    let node = try await alpha.waitForRunning(CrossCluster.vmName)
+                    guard node == "a" else { throw TestBedError("the seed's VM runs on \(node), not a") }
+                    try await beta.apply(CrossCluster.targetManifests(), as: "beta-target.yaml")
+                    return (alpha, beta)
+                } catch {
+                    beta.stopAll()
+                    throw error
+                }
+            } catch {
+                alpha.stopAll()
+                throw error
+            }
+        }
+
         @Test(
             "seed 001 end to end: CAs exchanged through the API, the target DataVolume on another StorageClass, the target VM WaitAsReceiver, both VMIMs; the guest moves from alpha to beta with its disk, no tick lost, both sides' phases as KubeVirt's; the source VM halts, the target VM runs under its restored run strategy; and back again (the received guest moves on)"
         )
         func seedAcrossClusters() async throws {
             let bed = try currentBed()
-            try await CrossCluster.clearNodes(bed)
-            let alpha = try await BedCluster.start(bed, on: ["a"], name: "alpha", syncPort: 9185)
-            defer { alpha.stopAll() }
-            let beta = try await BedCluster.start(bed, on: ["b"], name: "beta", syncPort: 9285)
-            defer { beta.stopAll() }
-            try await CrossCluster.pair(alpha, beta)
+            let (alpha, beta) = try await Self.seededPair(bed)
+            defer {
+                alpha.stopAll()
+                beta.stopAll()
+            }
             let vm = CrossCluster.vmName
             let domain = "default_\(vm)"
-
-            try await alpha.apply(MigrationManifests.seedVM(image: bed.report.guest.bootDisk), as: "alpha-seed.yaml")
-            #expect(try await alpha.waitForRunning(vm) == "a")
-            try await beta.apply(CrossCluster.targetManifests(), as: "beta-target.yaml")
             let receiver = try await beta.waitFor("the receiving VMI") {
                 let vmi = try await beta.admin.get(Kinds.virtualMachineInstance, name: vm)
                 return vmi["status"]?["phase"] == "WaitingForSync" ? vmi : nil
@@ -207,19 +228,14 @@ extension EndToEnd {
         )
         func cancelWhileRunning() async throws {
             let bed = try currentBed()
-            try await CrossCluster.clearNodes(bed)
-            let alpha = try await BedCluster.start(bed, on: ["a"], name: "alpha", syncPort: 9185)
-            defer { alpha.stopAll() }
-            let beta = try await BedCluster.start(bed, on: ["b"], name: "beta", syncPort: 9285)
-            defer { beta.stopAll() }
-            try await CrossCluster.pair(alpha, beta)
             // Slow enough to cancel in the middle: 2 MiB/s for a 64 MiB disk.
-            try await alpha.setMigrations(["bandwidthPerMigration": "2Mi"])
+            let (alpha, beta) = try await Self.seededPair(bed, bandwidth: "2Mi")
+            defer {
+                alpha.stopAll()
+                beta.stopAll()
+            }
             let vm = CrossCluster.vmName
             let domain = "default_\(vm)"
-            try await alpha.apply(MigrationManifests.seedVM(image: bed.report.guest.bootDisk), as: "alpha-seed.yaml")
-            #expect(try await alpha.waitForRunning(vm) == "a")
-            try await beta.apply(CrossCluster.targetManifests(), as: "beta-target.yaml")
             let heartbeat = HeartbeatMonitor(paths: [bed.node("a").imagesDirectory + "/\(domain).serial"])
             defer { heartbeat.stop() }
             #expect(await heartbeat.waitForTicks(5, timeout: 60))
@@ -283,18 +299,13 @@ extension EndToEnd {
             arguments: Victim.allCases)
         func killDuringRunning(_ victim: Victim) async throws {
             let bed = try currentBed()
-            try await CrossCluster.clearNodes(bed)
-            let alpha = try await BedCluster.start(bed, on: ["a"], name: "alpha", syncPort: 9185)
-            defer { alpha.stopAll() }
-            let beta = try await BedCluster.start(bed, on: ["b"], name: "beta", syncPort: 9285)
-            defer { beta.stopAll() }
-            try await CrossCluster.pair(alpha, beta)
-            try await alpha.setMigrations(["bandwidthPerMigration": "4Mi"])
+            let (alpha, beta) = try await Self.seededPair(bed, bandwidth: "4Mi")
+            defer {
+                alpha.stopAll()
+                beta.stopAll()
+            }
             let vm = CrossCluster.vmName
             let domain = "default_\(vm)"
-            try await alpha.apply(MigrationManifests.seedVM(image: bed.report.guest.bootDisk), as: "alpha-seed.yaml")
-            _ = try await alpha.waitForRunning(vm)
-            try await beta.apply(CrossCluster.targetManifests(), as: "beta-target.yaml")
             let heartbeat = HeartbeatMonitor(paths: [
                 bed.node("a").imagesDirectory + "/\(domain).serial", bed.node("b").imagesDirectory + "/\(domain).serial",
             ])

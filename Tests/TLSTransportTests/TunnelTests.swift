@@ -156,10 +156,11 @@ struct TunnelTests {
         await bed.exit.close()
     }
 
-    @Test("withdrawing a channel's route closes the connections that carry it, both sides; a new one is refused")
-    func withdrawnRoute() async throws {
-        let (listener, port) = try BlockingSocket.listen()
-        defer { listener.close() }
+    /// A tunnel bed whose channel goes to `listener` (on `port`), and one connection through it that has carried
+    /// "hello" to the target: the client's and the target's sockets, both sides counted as carrying the channel.
+    func carriedConnection(to listener: BlockingSocket, port: Int) async throws
+        -> (Bed, TunnelEntry, BlockingSocket, BlockingSocket)
+    {
         let bed = try await Bed(channel: channelName, target: .tcp(host: "127.0.0.1", port: port))
         let entry = try await bed.entry(channel: channelName)
         // Blocking socket work runs on threads of its own, never on the cooperative pool.
@@ -176,6 +177,14 @@ struct TunnelTests {
         #expect(
             await eventually { bed.exit.routes.connections(carrying: channelName) == 2 },
             "the tunnel side and the target side")
+        return (bed, entry, client, target)
+    }
+
+    @Test("withdrawing a channel's route closes the connections that carry it, both sides; a new one is refused")
+    func withdrawnRoute() async throws {
+        let (listener, port) = try BlockingSocket.listen()
+        defer { listener.close() }
+        let (bed, entry, client, target) = try await carriedConnection(to: listener, port: port)
         bed.exit.routes.remove(channel: channelName)
         let ends = try await onThread { () -> ([UInt8], [UInt8]) in
             client.setReceiveTimeout(seconds: 5)
@@ -203,18 +212,7 @@ struct TunnelTests {
     func retiredRoute() async throws {
         let (listener, port) = try BlockingSocket.listen()
         defer { listener.close() }
-        let bed = try await Bed(channel: channelName, target: .tcp(host: "127.0.0.1", port: port))
-        let entry = try await bed.entry(channel: channelName)
-        let (client, target) = try await onThread { () -> (BlockingSocket, BlockingSocket) in
-            let client = try BlockingSocket.connect(entry.endpoint)
-            try client.write(Array("hello".utf8))
-            let target = try listener.accept()
-            target.setReceiveTimeout(seconds: 5)
-            var buffer = [UInt8](repeating: 0, count: 5)
-            _ = try buffer.withUnsafeMutableBytes { try target.read(into: $0) }
-            return (client, target)
-        }
-        #expect(await eventually { bed.exit.routes.connections(carrying: channelName) == 2 })
+        let (bed, entry, client, target) = try await carriedConnection(to: listener, port: port)
         bed.exit.routes.remove(channel: channelName, closingOpen: false)
         // The open connection still carries both ways.
         let echoed = try await onThread { () -> [UInt8] in
