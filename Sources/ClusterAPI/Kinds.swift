@@ -88,6 +88,8 @@ public enum Kinds {
                     "cpuModel": .string(),
                     "developerConfiguration": .fields(["featureGates": .array(.string())]),
                     "evictionStrategy": .string(allowed: ["None", "LiveMigrate", "LiveMigrateIfPossible", "External"]),
+                    // vmsync: host:port where peer clusters' nodes reach this cluster's gateway (--gateway-listen).
+                    "crossClusterGateway": .string(),
                 ]),
                 "certificateRotateStrategy": .any, "workloadUpdateStrategy": .any, "infra": .any, "workloads": .any,
                 "imagePullPolicy": .string(),

@@ -17,6 +17,20 @@ public enum Migration {
     /// Phases a migration ends in.
     public static let finalPhases = VirtualMachineInstanceMigration.Phase.allCases.filter(\.isFinal).map(\.rawValue)
 
+    /// The tunnel streams of one migration: libvirt's connection, the memory stream and the disks' copy.
+    public static let tunnelStreams = ["libvirt", "memory", "disks"]
+
+    /// The tunnel channel carrying `stream` of the migration whose target VMIM has `uid`.
+    public static func tunnelChannel(_ uid: String, _ stream: String) -> String { "migration/\(uid)/\(stream)" }
+
+    /// The migration uid and stream a tunnel channel names; nil for any other channel.
+    public static func parseTunnelChannel(_ channel: String) -> (uid: String, stream: String)? {
+        let parts = channel.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[0] == "migration", !parts[1].isEmpty, tunnelStreams.contains(String(parts[2]))
+        else { return nil }
+        return (String(parts[1]), String(parts[2]))
+    }
+
     /// `prefix` followed by 5 random lowercase alphanumerics (as Kubernetes' generateName).
     public static func generatedName(_ prefix: String) -> String {
         let alphabet = Array("bcdfghjklmnpqrstvwxz2456789")

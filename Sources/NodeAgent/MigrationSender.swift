@@ -3,7 +3,24 @@ import ClusterClient
 import Foundation
 import Hypervisor
 import Logging
+import Synchronization
 import TLSTransport
+
+/// The first thing that went wrong on a migration's tunnels (an exit unreachable, a channel refused): libvirt sees
+/// only a closed socket, so a failure's reason names this too.
+final class TunnelTrouble: Sendable {
+    private let first = Mutex<String?>(nil)
+
+    func record(_ event: TunnelEvent) {
+        guard case .refused(_, let error) = event else { return }
+        first.withLock { $0 = $0 ?? error.message }
+    }
+
+    /// `reason`, with what the tunnels said when they said something.
+    func explain(_ reason: String) -> String {
+        first.withLock { $0 }.map { "\(reason) (the migration's tunnel: \($0))" } ?? reason
+    }
+}
 
 /// One migration this node sends, in named steps: `stage` everything while the target prepares (the VMI, the
 /// target's tunnel endpoint, the tunnel entries, the volumes to copy, the destination XML, the libvirt job's second
@@ -25,6 +42,7 @@ struct MigrationSender {
     private var vmi: VirtualMachineInstance?
     /// The local ends of the migration's tunnels.
     private var entries: [TunnelEntry] = []
+    private let tunnelTrouble = TunnelTrouble()
     private var staged: Staged?
     /// Whether the job has been handed to libvirt (after which where the guest runs is libvirt's to say).
     private var jobStarted = false
@@ -103,17 +121,23 @@ struct MigrationSender {
         // from the peer cluster) says it, and only that cluster's node of that name is accepted at the other end.
         let address: String?
         let targetRunDirectory: String
-        let peerCluster: String?
+        // Whom the tunnels' far end must be: the target node, or the peer cluster's gateway that carries them there.
+        var farEnd = PeerPolicy(allowedRoles: [.node], allowedNames: [target])
         let targetHalf = vmi.status?.migrationState?.targetState
         if decentralized {
             guard let cluster = current.status?.synchronizationPeer?.cluster else {
                 throw APIError.conflict("migration \(uid) is bound to no peer cluster")
             }
-            address = targetHalf?.nodeAddress
             // The node is the one the target half names now (the VMIM seen earlier may still show another).
             if let node = targetHalf?.node { target = node }
+            if let gateway = targetHalf?.gateway {
+                address = gateway
+                farEnd = PeerPolicy(allowedRoles: [.controller], cluster: cluster)
+            } else {
+                address = targetHalf?.nodeAddress
+                farEnd = PeerPolicy(allowedRoles: [.node], allowedNames: [target], cluster: cluster)
+            }
             targetRunDirectory = targetHalf?.runDirectory ?? agent.configuration.runDirectory
-            peerCluster = cluster
             guard let targetUID = targetHalf?.migrationUID, !targetUID.isEmpty else {
                 throw APIError.badRequest("the target's half names no migration uid")
             }
@@ -122,7 +146,6 @@ struct MigrationSender {
             let targetNode = try await agent.client.get(Node.self, name: target)
             address = targetNode.status?.tunnelEndpoint
             targetRunDirectory = targetNode.status?.runDirectory ?? agent.configuration.runDirectory
-            peerCluster = nil
         }
         guard let address else {
             throw APIError.badRequest("target node \(target) publishes no tunnel endpoint")
@@ -138,15 +161,17 @@ struct MigrationSender {
         }
         // Each entry dials its first tunnel connection at once, so the handshake is done by the time libvirt (and
         // then QEMU) connects; the disks' entry only when disks are copied.
-        let (provider, logger, streams, target) = (agent.provider, agent.logger, streams, target)
+        let (provider, logger, streams, exitPolicy, trouble) = (
+            agent.provider, agent.logger, streams, farEnd, tunnelTrouble
+        )
         @Sendable func openEntry(_ stream: String, spare: Bool) async throws -> TunnelEntry {
             let path = paths.socket(streams, stream)
             try? FileManager.default.removeItem(atPath: path)
             return try await TunnelEntry.start(
                 listeningOn: .unix(path: path), remote: remote, channel: paths.channel(streams, stream), provider: provider,
-                exitPolicy: PeerPolicy(allowedRoles: [.node], allowedNames: [target], cluster: peerCluster),
+                exitPolicy: exitPolicy,
                 group: streamGroup,
-                spareConnections: spare ? 1 : 0, logger: logger)
+                spareConnections: spare ? 1 : 0, logger: logger, onEvent: trouble.record)
         }
         entries.append(try await openEntry("libvirt", spare: true))
         entries.append(try await openEntry("memory", spare: true))
@@ -367,7 +392,8 @@ struct MigrationSender {
         } else {
             agent.logger.warning("migration failed", metadata: ["migration": "\(uid)", "error": "\(error)"])
             await agent.failMigration(
-                current, vmi: vmi, reason: aborted ? "Aborted" : "MigrationFailed", NodeAgent.describe(error),
+                current, vmi: vmi, reason: aborted ? "Aborted" : "MigrationFailed",
+                tunnelTrouble.explain(NodeAgent.describe(error)),
                 abortStatus: aborted ? "Succeeded" : nil)
         }
     }

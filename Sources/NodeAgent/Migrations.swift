@@ -27,8 +27,8 @@ struct MigrationPaths {
     let directory: String
 
     func socket(_ uid: String, _ stream: String) -> String { "\(directory)/\(uid)/\(stream).sock" }
-    func channel(_ uid: String, _ stream: String) -> String { "migration/\(uid)/\(stream)" }
-    static let streams = ["libvirt", "memory", "disks"]
+    func channel(_ uid: String, _ stream: String) -> String { Migration.tunnelChannel(uid, stream) }
+    static let streams = Migration.tunnelStreams
 }
 
 /// What a target made for one incoming migration, so it can be undone.
@@ -319,15 +319,20 @@ extension NodeAgent {
             timer.mark("disks")
             try FileManager.default.createDirectory(
                 atPath: "\(migrationPaths.directory)/\(uid)", withIntermediateDirectories: true)
-            let policy = PeerPolicy(allowedRoles: [.node], allowedNames: [source], cluster: peerCluster)
+            // The source node itself, and — when this cluster takes other clusters' migrations through its gateway —
+            // this cluster's controller carrying that node's channels (the gateway admits only that node).
+            let gateway = decentralized ? kubeVirt?.spec.configuration?.crossClusterGateway : nil
+            let policies =
+                [PeerPolicy(allowedRoles: [.node], allowedNames: [source], cluster: peerCluster)]
+                + (gateway == nil ? [] : [PeerPolicy(allowedRoles: [.controller])])
             try tunnelExit.routes.allow(
-                channel: migrationPaths.channel(uid, "libvirt"), to: .unix(path: libvirtSocketPath), peers: policy)
+                channel: migrationPaths.channel(uid, "libvirt"), to: .unix(path: libvirtSocketPath), anyOf: policies)
             try tunnelExit.routes.allow(
                 channel: migrationPaths.channel(uid, "memory"), to: .unix(path: migrationPaths.socket(uid, "memory")),
-                peers: policy)
+                anyOf: policies)
             try tunnelExit.routes.allow(
                 channel: migrationPaths.channel(uid, "disks"), to: .unix(path: migrationPaths.socket(uid, "disks")),
-                peers: policy)
+                anyOf: policies)
             prepared[uid] = made
             routed.insert(uid)
             savePrepared()
@@ -341,6 +346,7 @@ extension NodeAgent {
                 var half = MigrationState.TargetState()
                 half.node = configuration.name
                 half.nodeAddress = tunnelEndpoint
+                half.gateway = gateway
                 half.runDirectory = runDirectory
                 half.disks = diskPaths
                 half.domainDetected = false

@@ -159,7 +159,10 @@ public actor NodeAgent: Service {
         streamThreads = threads
         if let listen = configuration.tunnelListen {
             let exit = try await TunnelExit.start(
-                on: listen, provider: provider, peers: PeerPolicy(allowedRoles: [.node], importedRoles: [.node]),
+                // Nodes (this cluster's, and a paired cluster's source nodes) and this cluster's gateway (the
+                // controller carrying such a node's channel); each channel's route then decides.
+                on: listen, provider: provider,
+                peers: PeerPolicy(allowedRoles: [.node, .controller], importedRoles: [.node]),
                 routes: TunnelRoutingTable(),
                 group: threads.group, logger: logger)
             tunnelExit = exit

@@ -160,7 +160,8 @@ public final class TunnelEntry: Sendable {
         await connections.closeAll()
     }
 
-    private static func request(channel: String, on tls: any Channel) -> EventLoopFuture<ByteBuffer> {
+    /// Asks the exit at the other end of `tls` for `channel`; the bytes that came behind its accepting reply.
+    static func request(channel: String, on tls: any Channel) -> EventLoopFuture<ByteBuffer> {
         let promise = tls.eventLoop.makePromise(of: ByteBuffer.self)
         do {
             try tls.pipeline.syncOperations.addHandler(ChannelReplyHandler(channel: channel, promise: promise))

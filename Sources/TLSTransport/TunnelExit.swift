@@ -189,7 +189,7 @@ final class ChannelRequestHandler: ChannelInboundHandler, RemovableChannelHandle
             target.connect(bootstrap).assumeIsolated().whenComplete { result in
                 switch result {
                 case .success(let targetChannel):
-                    self.join(context: context, channel: name, target: targetChannel)
+                    self.join(context: context, channel: name, target: targetChannel, leftover: ByteBuffer())
                 case .failure(let error):
                     self.refuse(
                         context: context,
@@ -199,10 +199,31 @@ final class ChannelRequestHandler: ChannelInboundHandler, RemovableChannelHandle
                     )
                 }
             }
+        case .relay(let hop):
+            // The same channel opened at the next exit; its answer is this exit's answer.
+            try? context.channel.syncOptions?.setOption(.autoRead, value: false)
+            MutualTLSClient.dial(
+                hop.remote, provider: hop.provider, policy: hop.exitPolicy,
+                bootstrap: ClientBootstrap(group: context.eventLoop), connectTimeout: .seconds(10)
+            ).flatMap { next in
+                TunnelEntry.request(channel: name, on: next.channel).map { (next.channel, $0) }
+            }.assumeIsolated().whenComplete { result in
+                switch result {
+                case .success(let (next, leftover)):
+                    self.join(context: context, channel: name, target: next, leftover: leftover)
+                case .failure(let error):
+                    let reason = error as? TransportError ?? Handshake.describe(error, peer: "next tunnel exit")
+                    self.refuse(
+                        context: context, channel: name,
+                        TransportError(reason.code, "the next hop \(hop.remote) of channel \"\(name)\": \(reason.message)"))
+                }
+            }
         }
     }
 
-    private func join(context: ChannelHandlerContext, channel name: String, target: any Channel) {
+    /// Joins the peer's connection to `target`; `leftover` is what the target sent before the join (a next hop's bytes
+    /// behind its accepting reply), passed on right after this exit's own reply.
+    private func join(context: ChannelHandlerContext, channel name: String, target: any Channel, leftover: ByteBuffer) {
         guard context.channel.isActive else {
             ChannelTeardown.abort(target)
             return
@@ -217,7 +238,12 @@ final class ChannelRequestHandler: ChannelInboundHandler, RemovableChannelHandle
         connections.track(target)
         var reply = context.channel.allocator.buffer(capacity: 16)
         TunnelProtocol.encodeReply(accepted: true, message: "ok", into: &reply)
-        context.writeAndFlush(NIOAny(reply), promise: nil)
+        if leftover.readableBytes > 0 {
+            context.write(NIOAny(reply), promise: nil)
+            context.writeAndFlush(NIOAny(leftover), promise: nil)
+        } else {
+            context.writeAndFlush(NIOAny(reply), promise: nil)
+        }
         let (tunnelSide, targetSide) = GlueHandler.pair()
         do {
             try target.pipeline.syncOperations.addHandler(targetSide)

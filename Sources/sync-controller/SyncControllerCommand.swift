@@ -89,6 +89,11 @@ struct SyncControllerCommand: AsyncParsableCommand {
             "Seconds a decentralized migration may wait for its peer (WaitingForSync, Synchronizing, each later step) before it fails naming the peer."
     )
     var syncDeadline = 300
+    @Option(
+        help:
+            "Serve the cross-cluster gateway on HOST:PORT: other clusters' source nodes send this cluster's incoming migration streams here (mutual TLS) and the controller carries them to the target node — one port per cluster. Peers use it once the KubeVirt object's spec.configuration.crossClusterGateway names its address."
+    )
+    var gatewayListen: String?
 
     func validate() throws {
         guard (1...86_400).contains(idleTimeout) else {
@@ -309,6 +314,22 @@ struct SyncControllerCommand: AsyncParsableCommand {
                 print(
                     "sync-controller: serving the sync endpoint on \(syncListen), advertised as \(advertised.joined(separator: ", "))"
                 )
+            }
+            if let gatewayListen {
+                let gateway = controllers.gateway
+                let exit = try await TunnelExit.start(
+                    on: try Endpoint(parsing: gatewayListen), provider: provider,
+                    peers: PeerPolicy(allowedRoles: [.node], importedRoles: [.node]),
+                    routes: TunnelRoutingTable { gateway.route(peer: $0, channel: $1, provider: provider) },
+                    logger: logger
+                ) { event in
+                    if case .refused(let channel, let error) = event {
+                        log.notice(
+                            "gateway channel refused", metadata: ["channel": "\(channel ?? "-")", "reason": "\(error)"])
+                    }
+                }
+                syncServices.append(exit)
+                print("sync-controller: serving the cross-cluster gateway on \(exit.endpoint)")
             }
             // Started in this order, shut down in reverse on SIGTERM/SIGINT: the API servers stop taking requests
             // first, the controllers finish their reconciles, the metrics endpoint goes last.

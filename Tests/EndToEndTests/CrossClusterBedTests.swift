@@ -10,11 +10,12 @@ import Testing
 
 extension EndToEnd {
     /// Decentralized live migration between two clusters sharing one bed: cluster alpha on node a, cluster beta on
-    /// node b, each with its own controller, CA and sync endpoint; the agents' tunnels trust the peer's CA only for the
-    /// migration paired with it.
+    /// node b, each with its own controller, CA and sync endpoint, each on its own network joined by a router (every
+    /// node routable: the streams go agent to agent); the agents' tunnels trust the peer's CA only for the migration
+    /// paired with it.
     @Suite(
         "Decentralized live migration between two clusters: the seed's VM moves with its disk", .serialized,
-        .enabled(if: canRunTestBed), .testBed(nodes: 2))
+        .enabled(if: canRunTestBed), .testBed(nodes: 2, segments: 2))
     struct CrossClusterBedTests {
         static func phases(_ vmim: JSONValue) -> [String] {
             (vmim["status"]?["phaseTransitionTimestamps"]?.array ?? []).compactMap { $0["phase"]?.string }
@@ -22,13 +23,20 @@ extension EndToEnd {
 
         /// Clean nodes; cluster alpha on a and cluster beta on b made peers (alpha's migrations limited to `bandwidth`);
         /// the seed's VM running on a and its target VM waiting on beta. The caller stops both clusters.
-        static func seededPair(_ bed: TestBed, bandwidth: String? = nil) async throws -> (BedCluster, BedCluster) {
+        /// With `gateway` beta takes the move through its gateway (port 9287); `syncDeadline` is both controllers'.
+        static func seededPair(_ bed: TestBed, bandwidth: String? = nil, gateway: Bool = false, syncDeadline: Int? = nil)
+            async throws -> (BedCluster, BedCluster)
+        {
             try await CrossCluster.clearNodes(bed)
-            let alpha = try await BedCluster.start(bed, on: ["a"], name: "alpha", syncPort: 9185)
+            let alpha = try await BedCluster.start(
+                bed, on: ["a"], name: "alpha", syncPort: 9185, syncDeadline: syncDeadline)
             do {
-                let beta = try await BedCluster.start(bed, on: ["b"], name: "beta", syncPort: 9285)
+                let beta = try await BedCluster.start(
+                    bed, on: ["b"], name: "beta", syncPort: 9285, gatewayPort: gateway ? 9287 : nil,
+                    syncDeadline: syncDeadline)
                 do {
                     try await CrossCluster.pair(alpha, beta)
+                    if gateway { try await CrossCluster.useGateway(beta) }
                     if let bandwidth { try await alpha.setMigrations(["bandwidthPerMigration": .string(bandwidth)]) }
                     try await alpha.apply(
                         MigrationManifests.seedVM(image: bed.report.guest.bootDisk), as: "alpha-seed.yaml")
@@ -288,7 +296,54 @@ extension EndToEnd {
             let onA = try await TestSupport.run("/usr/bin/virsh", ["-c", bed.node("a").uri, "list", "--name"])
             #expect(onA.stdout.contains(domain))
         }
-            /// Which daemon a fault test kills during the job.
+
+        /// Waits until both sides of the seed's move ended (`timeout` seconds), checks they ended alike with exactly
+        /// one running guest where its VMI says (b after a success; a, with nothing left on b, after a failure), and
+        /// returns both phases.
+        static func endedAlike(_ bed: TestBed, _ alpha: BedCluster, _ beta: BedCluster, timeout: TimeInterval = 180)
+            async throws -> [String]
+        {
+            let vm = CrossCluster.vmName
+            let domain = "default_\(vm)"
+            // Both sides end, the same way.
+            let ends = try await alpha.waitFor("both sides ended", timeout: timeout) { () async throws -> [String]? in
+                let sent = try await alpha.admin.get(Kinds.migration, name: "example-source-migration")
+                let received = try await beta.admin.get(Kinds.migration, name: "example-target-migration")
+                let phases = [sent, received].map { $0["status"]?["phase"]?.string ?? "" }
+                return phases.allSatisfy { ["Succeeded", "Failed"].contains($0) } ? phases : nil
+            }
+            #expect(ends[0] == ends[1], "both sides end alike: \(ends)")
+            let succeeded = ends[0] == "Succeeded"
+            let runsOn = succeeded ? "b" : "a"
+            let other = succeeded ? "a" : "b"
+            _ = try await alpha.waitFor("exactly one running guest, on \(runsOn)", timeout: 60) {
+                let here = try await TestSupport.run("/usr/bin/virsh", ["-c", bed.node(runsOn).uri, "list", "--name"])
+                let there = try await TestSupport.run(
+                    "/usr/bin/virsh", ["-c", bed.node(other).uri, "list", "--all", "--name"])
+                return here.stdout.contains(domain) && !there.stdout.contains(domain) ? true : nil
+            }
+            if succeeded {
+                let moved = try await beta.waitFor("the received VMI Running on b") {
+                    let vmi = try await beta.admin.get(Kinds.virtualMachineInstance, name: vm)
+                    return vmi["status"]?["phase"] == "Running" ? vmi : nil
+                }
+                #expect(moved["status"]?["nodeName"] == "b")
+                _ = try await alpha.waitFor("the source VMI Succeeded") {
+                    let vmi = try await alpha.admin.get(Kinds.virtualMachineInstance, name: vm)
+                    return vmi["status"]?["phase"] == "Succeeded" ? true : nil
+                }
+            } else {
+                let kept = try await alpha.admin.get(Kinds.virtualMachineInstance, name: vm)
+                #expect(kept["status"]?["phase"] == "Running" && kept["status"]?["nodeName"] == "a")
+                _ = try await beta.waitFor("no disk left on b") {
+                    FileManager.default.fileExists(
+                        atPath: bed.node("b").localStorage + "/other-images/default-\(vm)-dv.qcow2") ? nil : true
+                }
+            }
+            return ends
+        }
+
+        /// Which daemon a fault test kills during the job.
         enum Victim: String, CaseIterable, Sendable, CustomTestStringConvertible {
             case sourceAgent, targetAgent, sourceController, targetController
             var testDescription: String { rawValue }
@@ -331,41 +386,7 @@ extension EndToEnd {
             case .sourceController: try await alpha.startController()
             case .targetController: try await beta.startController()
             }
-            // Both sides end, the same way.
-            let ends = try await alpha.waitFor("both sides ended", timeout: 180) { () async throws -> [String]? in
-                let sent = try await alpha.admin.get(Kinds.migration, name: "example-source-migration")
-                let received = try await beta.admin.get(Kinds.migration, name: "example-target-migration")
-                let phases = [sent, received].map { $0["status"]?["phase"]?.string ?? "" }
-                return phases.allSatisfy { ["Succeeded", "Failed"].contains($0) } ? phases : nil
-            }
-            #expect(ends[0] == ends[1], "both sides end alike: \(ends)")
-            let succeeded = ends[0] == "Succeeded"
-            let runsOn = succeeded ? "b" : "a"
-            let other = succeeded ? "a" : "b"
-            _ = try await alpha.waitFor("exactly one running guest, on \(runsOn)", timeout: 60) {
-                let here = try await TestSupport.run("/usr/bin/virsh", ["-c", bed.node(runsOn).uri, "list", "--name"])
-                let there = try await TestSupport.run(
-                    "/usr/bin/virsh", ["-c", bed.node(other).uri, "list", "--all", "--name"])
-                return here.stdout.contains(domain) && !there.stdout.contains(domain) ? true : nil
-            }
-            if succeeded {
-                let moved = try await beta.waitFor("the received VMI Running on b") {
-                    let vmi = try await beta.admin.get(Kinds.virtualMachineInstance, name: vm)
-                    return vmi["status"]?["phase"] == "Running" ? vmi : nil
-                }
-                #expect(moved["status"]?["nodeName"] == "b")
-                _ = try await alpha.waitFor("the source VMI Succeeded") {
-                    let vmi = try await alpha.admin.get(Kinds.virtualMachineInstance, name: vm)
-                    return vmi["status"]?["phase"] == "Succeeded" ? true : nil
-                }
-            } else {
-                let kept = try await alpha.admin.get(Kinds.virtualMachineInstance, name: vm)
-                #expect(kept["status"]?["phase"] == "Running" && kept["status"]?["nodeName"] == "a")
-                _ = try await beta.waitFor("no disk left on b") {
-                    FileManager.default.fileExists(
-                        atPath: bed.node("b").localStorage + "/other-images/default-\(vm)-dv.qcow2") ? nil : true
-                }
-            }
+            let ends = try await Self.endedAlike(bed, alpha, beta)
             #expect(await heartbeat.waitForTicks(5))
             let analysis = heartbeat.analysis()
             #expect(analysis.restarts.isEmpty && analysis.lost.isEmpty, "\(victim): \(analysis)")

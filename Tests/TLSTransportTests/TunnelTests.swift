@@ -378,6 +378,72 @@ struct TunnelTests {
         await bed.exit.close()
     }
 
+    @Test(
+        "a gateway carries a channel on to the next exit (the same channel, its own identity): data intact both ways, and the next hop's refusal travels back"
+    )
+    func relayedChannel() async throws {
+        let sink = try DigestSink()
+        defer { sink.close() }
+        let bed = try await Bed(channel: "unused/x", target: sink.endpoint)
+        // The node's exit admits the source node itself and the cluster's gateway (the controller) on the channel.
+        try bed.exit.routes.allow(
+            channel: channelName, to: sink.endpoint,
+            anyOf: [
+                PeerPolicy(allowedRoles: [.node], allowedNames: ["elsewhere"]), PeerPolicy(allowedRoles: [.controller]),
+            ])
+        let gatewayProvider = try TestPKI.provider(bed.alpha, role: .controller, name: "controller")
+        let nodeExit = bed.exit.endpoint
+        let gatewayEvents = EventLog()
+        let gateway = try await TunnelExit.start(
+            on: .tcp(host: "127.0.0.1", port: 0), provider: gatewayProvider, peers: PeerPolicy(allowedRoles: [.node]),
+            routes: TunnelRoutingTable { peer, channel in
+                guard peer.name == "source-node" else { return .refuse("not the source node") }
+                return .relay(
+                    TunnelHop(
+                        remote: nodeExit, provider: gatewayProvider,
+                        exitPolicy: PeerPolicy(allowedRoles: [.node], allowedNames: ["target-node"])))
+            }, onEvent: gatewayEvents.append)
+        let entry = try await TunnelEntry.start(
+            listeningOn: .tcp(host: "127.0.0.1", port: 0), remote: gateway.endpoint, channel: channelName,
+            provider: bed.entryProvider, exitPolicy: PeerPolicy(allowedRoles: [.controller]))
+        let total = 64 << 20
+        async let received = sink.serveOne()
+        let (sent, answer) = try await onThread {
+            let socket = try BlockingSocket.connect(entry.endpoint)
+            defer { socket.close() }
+            let sent = try sendStream(on: socket, total: total, seed: 0x6a7e)
+            socket.shutdownWrite()
+            return (sent, try socket.readToEnd())
+        }
+        let (count, digest) = try await received
+        #expect(count == total)
+        #expect(digest == sent)
+        #expect(answer == sent, "the sink's answer comes back through both hops")
+        #expect(gatewayEvents.openedPeers.map(\.name) == ["source-node"])
+        #expect(bed.exitEvents.openedPeers.map(\.name) == ["controller"], "the node's exit sees the gateway")
+        #expect(await eventually { entry.openConnections == 0 && gateway.openConnections == 0 })
+
+        // A channel the node's exit does not serve: its reason reaches the source through the gateway.
+        let events = EventLog()
+        let other = try await TunnelEntry.start(
+            listeningOn: .tcp(host: "127.0.0.1", port: 0), remote: gateway.endpoint, channel: "migration/gone/memory",
+            provider: bed.entryProvider, exitPolicy: PeerPolicy(allowedRoles: [.controller]), onEvent: events.append)
+        let outcome = try await onThread {
+            let socket = try BlockingSocket.connect(other.endpoint)
+            defer { socket.close() }
+            socket.setReceiveTimeout(seconds: 10)
+            return socket.readOutcome()
+        }
+        #expect(outcome.bytes.isEmpty)
+        #expect(await eventually { events.refusals.count == 1 })
+        #expect(events.refusals.first?.message.contains("next hop") == true, "\(events.refusals)")
+        #expect(events.refusals.first?.message.contains("is not served here") == true, "\(events.refusals)")
+        await other.close()
+        await entry.close()
+        await gateway.close()
+        await bed.exit.close()
+    }
+
     @Test("channels that are not served, or not for this peer, are refused with the reason")
     func refusedChannels() async throws {
         let sink = try DigestSink()

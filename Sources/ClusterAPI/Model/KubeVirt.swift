@@ -26,6 +26,10 @@ public struct KubeVirt: Resource {
         public var cpuModel: String?
         public var developerConfiguration: DeveloperConfiguration?
         public var evictionStrategy: String?
+        /// vmsync: where the peer clusters' source nodes send this cluster's incoming decentralized migrations
+        /// (host:port of the sync controller's `--gateway-listen`): one port per cluster instead of every node
+        /// routable. Unset: the source nodes dial the target node directly.
+        public var crossClusterGateway: String?
 
         public init(migrations: Migrations? = nil, developerConfiguration: DeveloperConfiguration? = nil) {
             self.migrations = migrations

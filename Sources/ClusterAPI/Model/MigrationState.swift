@@ -108,6 +108,9 @@ public struct MigrationState: Codable, Sendable, Hashable {
         /// vmsync: where each of the destination domain's disks lives on the target node, by guest device ("vda"):
         /// the target VM's own volumes (its DataVolumes on its StorageClass, its empty disks and seed).
         public var disks: [String: String]?
+        /// vmsync: where the source node sends the streams when the target cluster has a cross-cluster gateway
+        /// (its KubeVirt `crossClusterGateway`): the gateway carries them to `nodeAddress`. Unset: straight there.
+        public var gateway: String?
 
         public init() {}
     }

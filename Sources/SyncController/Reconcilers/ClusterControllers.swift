@@ -49,6 +49,8 @@ public struct ClusterControllers: Service {
     public let outbox: Controller<MirrorOutbox>?
     /// What the sync endpoint hands a peer's calls to.
     public let syncReceiver: MirrorReceiver
+    /// Decides the channels of the cluster's gateway (`--gateway-listen`).
+    public let gateway: CrossClusterGateway
     /// Keeps `kubevirt-ca` and merges `kubevirt-external-ca` (absent without a `ClusterTrust`).
     public let trustBundle: Controller<TrustBundleReconciler>?
     /// Deletes objects whose owners are gone (owner references).
@@ -159,6 +161,7 @@ public struct ClusterControllers: Service {
             controller(TrustBundleReconciler(store: store, configMaps: configMapCache, trust: trust, logger: logger))
         }
         self.trustBundle = trustBundle
+        gateway = CrossClusterGateway(migrations: migrationCache, instances: instanceCache)
         syncReceiver = MirrorReceiver(
             store: store, migrations: migrationCache, instances: instanceCache, logger: logger
         ) { key in

@@ -9,6 +9,8 @@ public import Testing
 /// Starts one local test bed for a whole suite and stops it (by the launcher's PID) when the suite is done.
 public struct TestBedScope: SuiteTrait, TestScoping {
     public var nodes = 2
+    public var segments = 1
+    public var isolated = false
     public var isRecursive: Bool { false }
 
     @TaskLocal public static var current: TestBed?
@@ -19,7 +21,7 @@ public struct TestBedScope: SuiteTrait, TestScoping {
         // One bed at a time in the whole test process: suites of different test targets run in parallel.
         await BedTurn.shared.take()
         do {
-            let bed = try await TestBed.start(nodes: nodes)
+            let bed = try await TestBed.start(nodes: nodes, segments: segments, isolated: isolated)
             do {
                 try await Self.$current.withValue(bed) { try await function() }
             } catch {
@@ -38,6 +40,12 @@ public struct TestBedScope: SuiteTrait, TestScoping {
 extension Trait where Self == TestBedScope {
     /// The suite runs against a local bed of `nodes` libvirt nodes.
     public static func testBed(nodes: Int = 2) -> TestBedScope { TestBedScope(nodes: nodes) }
+
+    /// The suite runs against a bed of `nodes` nodes split across `segments` switches joined by a router (one
+    /// cluster's network each); `isolated` nodes reach only the other segments' switch hosts.
+    public static func testBed(nodes: Int, segments: Int, isolated: Bool = false) -> TestBedScope {
+        TestBedScope(nodes: nodes, segments: segments, isolated: isolated)
+    }
 }
 
 /// Whether this machine can run the real-QEMU tier (root for namespaces, libvirtd and QEMU installed).

@@ -36,11 +36,18 @@ public final class BedCluster: @unchecked Sendable {
     public let name: String
     /// Where the controller serves the sync endpoint (`--sync-listen`), when it does.
     public let syncAddress: String?
+    /// Where the controller serves the cross-cluster gateway (`--gateway-listen`), when it does.
+    public let gatewayAddress: String?
+    /// The controller's `--sync-deadline` (seconds), when not its default.
+    public let syncDeadline: Int?
 
     private init(
         bed: TestBed, pki: PKIDirectory, socket: String, heartbeat: Int, gracePeriod: Int, admin: APIClient,
-        leafValidity: Int?, nodeNames: [String], name: String, syncAddress: String?
+        leafValidity: Int?, nodeNames: [String], name: String, syncAddress: String?, gatewayAddress: String?,
+        syncDeadline: Int?
     ) {
+        self.syncDeadline = syncDeadline
+        self.gatewayAddress = gatewayAddress
         self.nodeNames = nodeNames
         self.name = name
         self.syncAddress = syncAddress
@@ -59,9 +66,11 @@ public final class BedCluster: @unchecked Sendable {
     /// which holds the CA); the admin's certificate keeps the default lifetime.
     ///
     /// Several clusters share a bed when each is started `on` some of its nodes, with its own `name` and a `syncPort`
-    /// (the controller then serves the sync endpoint on the switch's address at that port).
+    /// (the controller then serves the sync endpoint on the switch's address at that port), and with a `gatewayPort`
+    /// the cross-cluster gateway beside it.
     public static func start(
-        _ bed: TestBed, on nodes: [String]? = nil, name: String = "bed", syncPort: Int? = nil, heartbeat: Int = 2,
+        _ bed: TestBed, on nodes: [String]? = nil, name: String = "bed", syncPort: Int? = nil, gatewayPort: Int? = nil,
+        syncDeadline: Int? = nil, heartbeat: Int = 2,
         gracePeriod: Int = 40, controllerLinks: Bool = false, leafValidity: Int? = nil
     ) async throws -> BedCluster {
         let nodeNames = nodes ?? bed.report.nodes.map(\.name)
@@ -78,7 +87,10 @@ public final class BedCluster: @unchecked Sendable {
         let cluster = BedCluster(
             bed: bed, pki: pki, socket: socket, heartbeat: heartbeat, gracePeriod: gracePeriod,
             admin: APIClient(endpoint: .unix(path: socket), provider: provider), leafValidity: leafValidity,
-            nodeNames: nodeNames, name: name, syncAddress: syncPort.map { "\(bed.report.switchAddress):\($0)" })
+            nodeNames: nodeNames, name: name,
+            syncAddress: syncPort.map { "\(bed.report.segments[bed.node(nodeNames[0]).segment].address):\($0)" },
+            gatewayAddress: gatewayPort.map { "\(bed.report.segments[bed.node(nodeNames[0]).segment].address):\($0)" },
+            syncDeadline: syncDeadline)
         try await cluster.startController()
         if controllerLinks {
             for node in nodeNames {
@@ -101,7 +113,14 @@ public final class BedCluster: @unchecked Sendable {
     public var controllerMetrics: String {
         // Clusters sharing the bed (each with a sync port) serve their controllers' metrics beside it.
         let port = syncAddress.flatMap { $0.split(separator: ":").last.flatMap { Int($0) } }.map { $0 + 1 }
-        return "\(bed.report.switchAddress):\(port ?? Self.metricsPort)"
+        return "\(switchAddress):\(port ?? Self.metricsPort)"
+    }
+
+    /// The segment the cluster's nodes (and its controller) are on.
+    public var segment: Int { bed.node(nodeNames[0]).segment }
+
+    /// The address of the cluster's switch host (its controller's, and its gateway's).
+    public var switchAddress: String { bed.report.segments[segment].address
     }
 
     /// Where a node's agent serves its metrics: on the node's address.
@@ -113,16 +132,17 @@ public final class BedCluster: @unchecked Sendable {
     public func startController() async throws {
         let issued = pki.url.appendingPathComponent("issued").path
         let directory = pki.url.deletingLastPathComponent().path
+        var arguments: [String] = [
+            "--data", directory + "/data", "--listen", "unix:" + socket, "--cert", "\(issued)/controller-controller.pem",
+            "--key", "\(issued)/controller-controller-key.pem", "--ca", pki.bundleURL.path, "--node-grace-period",
+            String(gracePeriod), "--pki", pki.url.path, "--metrics-listen", controllerMetrics,
+        ]
+        if let leafValidity { arguments += ["--leaf-validity", String(leafValidity)] }
+        if let syncAddress { arguments += ["--sync-listen", syncAddress] }
+        if let gatewayAddress { arguments += ["--gateway-listen", gatewayAddress] }
+        if let syncDeadline { arguments += ["--sync-deadline", String(syncDeadline)] }
         let controller = try bed.startOnSwitch(
-            siblingBinaries.appendingPathComponent("sync-controller").path,
-            [
-                "--data", directory + "/data", "--listen", "unix:" + socket, "--cert",
-                "\(issued)/controller-controller.pem",
-                "--key", "\(issued)/controller-controller-key.pem", "--ca", pki.bundleURL.path, "--node-grace-period",
-                String(gracePeriod),
-                "--pki", pki.url.path, "--metrics-listen", controllerMetrics,
-            ] + (leafValidity.map { ["--leaf-validity", String($0)] } ?? [])
-                + (syncAddress.map { ["--sync-listen", $0] } ?? []))
+            segment: segment, siblingBinaries.appendingPathComponent("sync-controller").path, arguments)
         self.controller = controller
         let deadline = Date().addingTimeInterval(20)
         while !controller.stdout.contains("serving the cluster API") {
@@ -513,6 +533,17 @@ extension CrossCluster {
         _ = try await cluster.admin.patch(
             Kinds.kubeVirt, namespace: "kubevirt", name: "kubevirt",
             ["spec": ["configuration": ["developerConfiguration": ["featureGates": ["DecentralizedLiveMigration"]]]]])
+    }
+
+    /// `cluster` takes other clusters' migrations through its gateway (its KubeVirt `crossClusterGateway`); the cluster
+    /// must have been started with a `gatewayPort`.
+    public static func useGateway(_ cluster: BedCluster) async throws {
+        guard let address = cluster.gatewayAddress else {
+            throw TestBedError("cluster \(cluster.name) serves no gateway: start it with a gatewayPort")
+        }
+        _ = try await cluster.admin.patch(
+            Kinds.kubeVirt, namespace: "kubevirt", name: "kubevirt",
+            ["spec": ["configuration": ["crossClusterGateway": .string(address)]]])
     }
 
     /// A clean slate on every node of `bed` (before a test, whatever an earlier one left): no domain, no disk image.

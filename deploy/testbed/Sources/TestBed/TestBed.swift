@@ -33,12 +33,19 @@ public final class TestBed: Sendable {
 
     /// Starts a bed of `nodes` nodes and waits (up to `timeout` seconds; the first ever start downloads and builds
     /// the guest) until every node answers.
-    public static func start(nodes: Int = 2, timeout: TimeInterval = 300) async throws -> TestBed {
+    ///
+    /// With `segments` > 1 the nodes are split in order across that many switches (one per cluster) joined by a router
+    /// (`setSegmentLink` cuts one off); `isolated` nodes reach only the other segments' switch hosts.
+    public static func start(nodes: Int = 2, segments: Int = 1, isolated: Bool = false, timeout: TimeInterval = 300)
+        async throws -> TestBed
+    {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
             "vmsync-bed-\(UUID().uuidString.prefix(8))"
         ).path
         let launcher = try ChildProcess(
-            launcherPath, ["up", "--nodes", String(nodes), "--dir", directory, "--parent", String(getpid())])
+            launcherPath,
+            ["up", "--nodes", String(nodes), "--segments", String(segments), "--dir", directory, "--parent", String(getpid())]
+                + (isolated ? ["--isolated"] : []))
         let reportPath = directory + "/" + TestBedReport.fileName
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
@@ -88,22 +95,38 @@ public final class TestBed: Sendable {
 
     /// Starts a long-running process in the switch namespace (on the bed's network at `report.switchAddress`, the
     /// host's file system): the bed's control plane and monitoring. Stop it by its PID.
-    public func startOnSwitch(_ executable: String, _ arguments: [String]) throws -> ChildProcess {
+    public func startOnSwitch(segment: Int = 0, _ executable: String, _ arguments: [String]) throws -> ChildProcess {
         try ChildProcess(
-            "/usr/bin/nsenter", ["--net=/run/netns/\(report.switchNamespace)", "--", executable] + arguments)
+            "/usr/bin/nsenter", ["--net=/run/netns/\(report.segments[segment].namespace)", "--", executable] + arguments)
     }
 
-    /// Runs a command in the switch namespace (to reach what listens there, or a node from outside it).
-    public func runOnSwitch(_ command: [String], timeout: TimeInterval = 30) async throws -> ProcessResult {
+    /// Runs a command in a switch namespace (to reach what listens there, or a node from outside it).
+    public func runOnSwitch(segment: Int = 0, _ command: [String], timeout: TimeInterval = 30) async throws
+        -> ProcessResult
+    {
         try await TestSupport.run(
-            "/usr/bin/nsenter", ["--net=/run/netns/\(report.switchNamespace)", "--"] + command, timeout: timeout)
+            "/usr/bin/nsenter", ["--net=/run/netns/\(report.segments[segment].namespace)", "--"] + command,
+            timeout: timeout)
     }
 
-    /// Cuts (or restores) node `name`'s link to the bed's switch.
+    /// Cuts (or restores) node `name`'s link to its switch.
     public func setLink(of name: String, up: Bool) async throws {
-        let result = try await TestSupport.run(
-            "/usr/sbin/ip", ["-n", report.switchNamespace, "link", "set", node(name).switchPort, up ? "up" : "down"])
-        guard result.status == 0 else { throw TestBedError("ip link set failed: \(result.stderr)") }
+        let node = node(name)
+        try await ip(["-n", report.segments[node.segment].namespace, "link", "set", node.switchPort, up ? "up" : "down"])
+    }
+
+    /// Cuts (or restores) segment `segment`'s link to the router: nothing crosses between it and the other segments
+    /// (its nodes and switch host still reach each other).
+    public func setSegmentLink(_ segment: Int, up: Bool) async throws {
+        guard let router = report.routerNamespace, let port = report.segments[segment].routerPort else {
+            throw TestBedError("the bed has one segment: start it with segments > 1")
+        }
+        try await ip(["-n", router, "link", "set", port, up ? "up" : "down"])
+    }
+
+    private func ip(_ arguments: [String]) async throws {
+        let result = try await TestSupport.run("/usr/sbin/ip", arguments)
+        guard result.status == 0 else { throw TestBedError("ip \(arguments.joined(separator: " ")) failed: \(result.stderr)") }
     }
 }
 

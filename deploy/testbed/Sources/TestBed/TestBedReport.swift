@@ -43,6 +43,8 @@ public struct TestBedNode: Codable, Sendable, Hashable {
     public var imagesDirectory: String
     /// libvirtd's log file.
     public var logFile: String
+    /// The segment (switch) the node is plugged into.
+    public var segment: Int
 
     /// The node's private /var/lib/vmsync (local storage classes live there), as the host sees it.
     public var localStorage: String { directory + "/root/var/lib/vmsync" }
@@ -50,8 +52,9 @@ public struct TestBedNode: Codable, Sendable, Hashable {
     /// Describes a node.
     public init(
         name: String, uri: String, address: String, namespace: String, switchPort: String, libvirtdPID: Int32,
-        hostUUID: String, directory: String, imagesDirectory: String, logFile: String
+        hostUUID: String, directory: String, imagesDirectory: String, logFile: String, segment: Int = 0
     ) {
+        self.segment = segment
         self.name = name
         self.uri = uri
         self.address = address
@@ -62,6 +65,24 @@ public struct TestBedNode: Codable, Sendable, Hashable {
         self.directory = directory
         self.imagesDirectory = imagesDirectory
         self.logFile = logFile
+    }
+}
+
+/// One switch of the bed (a cluster's network when the bed has several).
+public struct TestBedSegment: Codable, Sendable, Hashable {
+    /// The namespace holding the bridge.
+    public var namespace: String
+    /// The bridge's address: the segment's switch host (where a cluster's controller runs).
+    public var address: String
+    /// The router's port to this segment, inside the router namespace (down = the segment cut off from the others);
+    /// nil on a bed of one segment.
+    public var routerPort: String?
+
+    /// Describes a segment.
+    public init(namespace: String, address: String, routerPort: String?) {
+        self.namespace = namespace
+        self.address = address
+        self.routerPort = routerPort
     }
 }
 
@@ -82,12 +103,18 @@ public struct TestBedReport: Codable, Sendable, Hashable {
     public var guest: GuestFiles
     /// The nodes, in order.
     public var nodes: [TestBedNode]
+    /// The switches (segment 0's is `switchNamespace` at `switchAddress`).
+    public var segments: [TestBedSegment]
+    /// The namespace routing between the segments; nil on a bed of one segment.
+    public var routerNamespace: String?
 
     /// Describes a bed.
     public init(
         directory: String, launcherPID: Int32, switchNamespace: String, switchAddress: String, sharedDirectory: String,
-        guest: GuestFiles, nodes: [TestBedNode]
+        guest: GuestFiles, nodes: [TestBedNode], segments: [TestBedSegment], routerNamespace: String?
     ) {
+        self.segments = segments
+        self.routerNamespace = routerNamespace
         self.switchAddress = switchAddress
         self.directory = directory
         self.sharedDirectory = sharedDirectory

@@ -7,11 +7,18 @@ import TestBed
 
 /// A running bed: a switch namespace with a bridge, and per node a network namespace plugged into it, a private mount
 /// namespace and a libvirtd — all children of this (subreaper) process, torn down by PID.
+///
+/// With several segments (one per cluster) each has its own switch and subnet (10.251.<segment>.0/24), and a router
+/// namespace joins the switches; a test cuts a segment off by taking the router's port to it down. The switches'
+/// hosts (where the clusters' controllers run) reach each other; the nodes reach the other segments' nodes too, unless
+/// the bed is `isolated`: then a node reaches only the other segments' switch hosts (one port per cluster).
 final class Bed {
     let directory: String
     let prefix: String
     let switchNamespace: String
     private(set) var nodes: [TestBedNode] = []
+    private(set) var segments: [TestBedSegment] = []
+    var routerNamespace: String { prefix + "-rt" }
     private var namespaces: [String] = []
     private let capabilitiesCache: String
 
@@ -23,22 +30,57 @@ final class Bed {
         capabilitiesCache = cacheDirectory + "/libvirt-qemu-capabilities"
     }
 
-    static let subnet = "10.251.0"
+    /// Segment `segment`'s first three octets.
+    static func subnet(_ segment: Int) -> String { "10.251.\(segment)" }
     /// The switch's own address on the bed's network (the bridge's): where the bed's control plane runs, the
     /// controller and a monitoring Prometheus, reachable from every node.
-    static var switchAddress: String { "\(subnet).1" }
+    static var switchAddress: String { switchAddress(0) }
+    static func switchAddress(_ segment: Int) -> String { "\(subnet(segment)).1" }
+    /// The router's address on each segment.
+    static func routerAddress(_ segment: Int) -> String { "\(subnet(segment)).254" }
 
-    /// Creates the switch and `count` nodes, then waits until every libvirtd answers.
-    func up(count: Int) throws {
+    /// Creates the switches (and the router joining them), `count` nodes split evenly across the segments in order,
+    /// then waits until every libvirtd answers.
+    func up(count: Int, segments segmentCount: Int = 1, isolated: Bool = false) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        try addNamespace(switchNamespace)
-        try ip(["-n", switchNamespace, "link", "add", "br0", "type", "bridge"])
-        try ip(["-n", switchNamespace, "link", "set", "br0", "up"])
-        try ip(["-n", switchNamespace, "link", "set", "lo", "up"])
-        try ip(["-n", switchNamespace, "addr", "add", Self.switchAddress + "/24", "dev", "br0"])
+        for segment in 0..<segmentCount {
+            let namespace = segment == 0 ? switchNamespace : "\(switchNamespace)\(segment)"
+            try addNamespace(namespace)
+            try ip(["-n", namespace, "link", "add", "br0", "type", "bridge"])
+            try ip(["-n", namespace, "link", "set", "br0", "up"])
+            try ip(["-n", namespace, "link", "set", "lo", "up"])
+            try ip(["-n", namespace, "addr", "add", Self.switchAddress(segment) + "/24", "dev", "br0"])
+            segments.append(
+                TestBedSegment(
+                    namespace: namespace, address: Self.switchAddress(segment),
+                    routerPort: segmentCount > 1 ? "s\(segment)" : nil))
+        }
+        if segmentCount > 1 {
+            try addNamespace(routerNamespace)
+            try ip(["-n", routerNamespace, "link", "set", "lo", "up"])
+            try Spawn.run(
+                "ip", ["netns", "exec", routerNamespace, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], timeout: 30)
+            for segment in segments.indices {
+                let port = "s\(segment)"
+                try ip([
+                    "-n", routerNamespace, "link", "add", port, "type", "veth", "peer", "name", "rt", "netns",
+                    segments[segment].namespace,
+                ])
+                try ip(["-n", segments[segment].namespace, "link", "set", "rt", "master", "br0", "up"])
+                try ip(["-n", routerNamespace, "addr", "add", Self.routerAddress(segment) + "/24", "dev", port])
+                try ip(["-n", routerNamespace, "link", "set", port, "up"])
+                // The switch host reaches every other segment through the router.
+                try ip([
+                    "-n", segments[segment].namespace, "route", "add", "10.251.0.0/16", "via", Self.routerAddress(segment),
+                ])
+            }
+        }
+        self.isolated = isolated
         for index in 0..<count {
             let name = String(UnicodeScalar(UInt8(ascii: "a") + UInt8(index)))
-            nodes.append(try startNode(name: name, address: "\(Self.subnet).\(11 + index)"))
+            let segment = index * segmentCount / count
+            nodes.append(
+                try startNode(name: name, address: "\(Self.subnet(segment)).\(11 + index)", segment: segment))
             // The first node probes QEMU (~2-8 s); the others reuse its capabilities cache.
             if index == 0 {
                 try waitForSocket(nodes[0])
@@ -48,7 +90,9 @@ final class Bed {
         for node in nodes.dropFirst() { try waitForSocket(node) }
     }
 
-    private func startNode(name: String, address: String) throws -> TestBedNode {
+    private var isolated = false
+
+    private func startNode(name: String, address: String, segment: Int) throws -> TestBedNode {
         let namespace = "\(prefix)-\(name)"
         let root = "\(directory)/nodes/\(name)"
         let socketDirectory = root + "/sock"
@@ -101,11 +145,21 @@ final class Bed {
 
         try addNamespace(namespace)
         let port = "p-\(name)"
+        let switchNamespace = segments[segment].namespace
         try ip(["-n", switchNamespace, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", namespace])
         try ip(["-n", switchNamespace, "link", "set", port, "master", "br0", "up"])
         try ip(["-n", namespace, "link", "set", "lo", "up"])
         try ip(["-n", namespace, "addr", "add", address + "/24", "dev", "eth0"])
         try ip(["-n", namespace, "link", "set", "eth0", "up"])
+        if segments.count > 1 {
+            // Routable: every other segment; isolated: only the other segments' switch hosts.
+            let destinations =
+                isolated
+                ? segments.indices.filter { $0 != segment }.map { Self.switchAddress($0) + "/32" } : ["10.251.0.0/16"]
+            for destination in destinations {
+                try ip(["-n", namespace, "route", "add", destination, "via", Self.routerAddress(segment)])
+            }
+        }
 
         // Private bind mounts over libvirt's directories and the account files, then libvirtd in the foreground
         // (it stays our child; the QEMUs it daemonizes become ours as orphans).
@@ -125,7 +179,7 @@ final class Bed {
         return TestBedNode(
             name: name, uri: "qemu+unix:///system?socket=\(socketDirectory)/libvirt-sock", address: address,
             namespace: namespace, switchPort: port, libvirtdPID: pid, hostUUID: hostUUID, directory: root,
-            imagesDirectory: images, logFile: logFile)
+            imagesDirectory: images, logFile: logFile, segment: segment)
     }
 
     /// passwd and group with the accounts libvirt's QEMU driver looks up (`libvirt-qemu`, `kvm`).

@@ -29,6 +29,12 @@ extension TestBedCommand {
         )
 
         @Option(help: "Number of nodes (1-8).") var nodes = 2
+        @Option(
+            help:
+                "Number of segments (1-4): one switch and subnet each (a cluster's network), joined by a router whose port to each a test can cut; the nodes are split evenly across them in order."
+        ) var segments = 1
+        @Flag(help: "Nodes reach the other segments' switch hosts only, not their nodes (one port per cluster).")
+        var isolated = false
         @Option(help: "The bed's directory (default: a fresh one under the temporary directory).") var dir: String?
         @Option(help: "Tear down when this process exits (the test or benchmark that started the bed).") var parent:
             Int32?
@@ -37,6 +43,9 @@ extension TestBedCommand {
 
         func validate() throws {
             guard (1...8).contains(nodes) else { throw ValidationError("--nodes must be between 1 and 8") }
+            guard (1...4).contains(segments), segments <= nodes else {
+                throw ValidationError("--segments must be between 1 and 4, and at most --nodes")
+            }
             guard getuid() == 0 else { throw ValidationError("the test bed needs root (network and mount namespaces)") }
         }
 
@@ -51,12 +60,13 @@ extension TestBedCommand {
             let report: TestBedReport
             do {
                 let guest = try GuestBuilder(cacheDirectory: cache.cache + "/guest").build()
-                try bed.up(count: nodes)
+                try bed.up(count: nodes, segments: segments, isolated: isolated)
                 let shared = directory + "/shared"
                 try FileManager.default.createDirectory(atPath: shared, withIntermediateDirectories: true)
                 report = TestBedReport(
                     directory: directory, launcherPID: getpid(), switchNamespace: bed.switchNamespace,
-                    switchAddress: Bed.switchAddress, sharedDirectory: shared, guest: guest, nodes: bed.nodes)
+                    switchAddress: Bed.switchAddress, sharedDirectory: shared, guest: guest, nodes: bed.nodes,
+                    segments: bed.segments, routerNamespace: segments > 1 ? bed.routerNamespace : nil)
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
                 let path = directory + "/" + TestBedReport.fileName
