@@ -155,7 +155,8 @@ struct MigrationSender {
 
         // The streams: a local socket per stream, each a tunnel to the target's agent.
         let paths = agent.migrationPaths
-        try FileManager.default.createDirectory(atPath: "\(paths.directory)/\(streams)", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            atPath: "\(paths.directory)/\(streams)", withIntermediateDirectories: true)
         guard let streamGroup = agent.streamThreads?.group else {
             throw APIError.internalError("node \(agent.configuration.name) runs no migration stream threads")
         }
@@ -168,7 +169,8 @@ struct MigrationSender {
             let path = paths.socket(streams, stream)
             try? FileManager.default.removeItem(atPath: path)
             return try await TunnelEntry.start(
-                listeningOn: .unix(path: path), remote: remote, channel: paths.channel(streams, stream), provider: provider,
+                listeningOn: .unix(path: path), remote: remote, channel: paths.channel(streams, stream),
+                provider: provider,
                 exitPolicy: exitPolicy,
                 group: streamGroup,
                 spareConnections: spare ? 1 : 0, logger: logger, onEvent: trouble.record)
@@ -198,7 +200,8 @@ struct MigrationSender {
             xml = DomainMapping.decentralizedDestinationXML(
                 sourceXML, disks: targetHalf?.disks ?? [:],
                 serial: (
-                    "\(agent.configuration.runDirectory)/\(domainName).serial", "\(targetRunDirectory)/\(targetDomain).serial"
+                    "\(agent.configuration.runDirectory)/\(domainName).serial",
+                    "\(targetRunDirectory)/\(targetDomain).serial"
                 ), from: agent.configuration.runDirectory, to: targetRunDirectory)
         } else {
             xml = DomainMapping.destinationXML(

@@ -167,8 +167,9 @@ extension NodeAgent {
                 if !(await guestIsHere(domainName)) {
                     // libvirt finished the job: the guest runs on the target, whose agent claims it.
                     restartFailed.insert(uid)
-                    if vmim.isDecentralized, let vmi = try? await client.get(
-                        VirtualMachineInstance.self, namespace: namespace, name: vmiName)
+                    if vmim.isDecentralized,
+                        let vmi = try? await client.get(
+                            VirtualMachineInstance.self, namespace: namespace, name: vmiName)
                     {
                         await retire(vmi, final: { _ in })
                     }

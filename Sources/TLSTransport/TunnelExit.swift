@@ -215,7 +215,8 @@ final class ChannelRequestHandler: ChannelInboundHandler, RemovableChannelHandle
                     let reason = error as? TransportError ?? Handshake.describe(error, peer: "next tunnel exit")
                     self.refuse(
                         context: context, channel: name,
-                        TransportError(reason.code, "the next hop \(hop.remote) of channel \"\(name)\": \(reason.message)"))
+                        TransportError(
+                            reason.code, "the next hop \(hop.remote) of channel \"\(name)\": \(reason.message)"))
                 }
             }
         }

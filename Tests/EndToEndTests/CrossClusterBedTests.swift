@@ -24,7 +24,9 @@ extension EndToEnd {
         /// Clean nodes; cluster alpha on a and cluster beta on b made peers (alpha's migrations limited to `bandwidth`);
         /// the seed's VM running on a and its target VM waiting on beta. The caller stops both clusters.
         /// With `gateway` beta takes the move through its gateway (port 9287); `syncDeadline` is both controllers'.
-        static func seededPair(_ bed: TestBed, bandwidth: String? = nil, gateway: Bool = false, syncDeadline: Int? = nil)
+        static func seededPair(
+            _ bed: TestBed, bandwidth: String? = nil, gateway: Bool = false, syncDeadline: Int? = nil
+        )
             async throws -> (BedCluster, BedCluster)
         {
             try await CrossCluster.clearNodes(bed)
@@ -72,7 +74,8 @@ extension EndToEnd {
             }
             #expect(receiver["status"]?["nodeName"] == nil)
             let heartbeat = HeartbeatMonitor(paths: [
-                bed.node("a").imagesDirectory + "/\(domain).serial", bed.node("b").imagesDirectory + "/\(domain).serial",
+                bed.node("a").imagesDirectory + "/\(domain).serial",
+                bed.node("b").imagesDirectory + "/\(domain).serial",
             ])
             defer { heartbeat.stop() }
             #expect(await heartbeat.waitForTicks(5, timeout: 60), "the guest ticks on a")
@@ -94,7 +97,8 @@ extension EndToEnd {
                         || $0.contains("trust") || $0.contains("refused")
                 }
                 Issue.record(
-                    "the source migration failed: \(sent["status"]?["conditions"] ?? .null)\n\(logs.suffix(60).joined(separator: "\n"))")
+                    "the source migration failed: \(sent["status"]?["conditions"] ?? .null)\n\(logs.suffix(60).joined(separator: "\n"))"
+                )
                 return
             }
             let received = try await beta.waitFor("the target migration Succeeded", timeout: 60) {
@@ -136,7 +140,9 @@ extension EndToEnd {
             // Its disk as it is on b: the guest's 64 MiB (not the 10Gi its DataVolume asks for), read while the guest
             // holds the image — what a migration onwards sends as the size to prepare.
             let volume = runningVMI["status"]?["volumeStatus"]?.array?.first?["persistentVolumeClaimInfo"]
-            #expect(volume?["capacity"]?["storage"]?.string == "\(64 << 20)", "\(runningVMI["status"]?["volumeStatus"] ?? .null)")
+            #expect(
+                volume?["capacity"]?["storage"]?.string == "\(64 << 20)",
+                "\(runningVMI["status"]?["volumeStatus"] ?? .null)")
             #expect(volume?["storageClass"] == "other")
             let halted = try await alpha.waitFor("the source VM Halted") {
                 let object = try await alpha.admin.get(Kinds.virtualMachine, name: vm)
@@ -161,7 +167,8 @@ extension EndToEnd {
             // sent at its size), the halted VM on alpha replaced by a receiving one. (A console takes one reader.)
             heartbeat.stop()
             let back = HeartbeatMonitor(paths: [
-                bed.node("b").imagesDirectory + "/\(domain).serial", bed.node("a").imagesDirectory + "/\(domain).serial",
+                bed.node("b").imagesDirectory + "/\(domain).serial",
+                bed.node("a").imagesDirectory + "/\(domain).serial",
             ])
             defer { back.stop() }
             #expect(await back.waitForTicks(3, timeout: 30))
@@ -175,7 +182,7 @@ extension EndToEnd {
             let homeVMIM = try await alpha.admin.get(Kinds.migration, name: "home")
             #expect(Self.phases(homeVMIM).first == "WaitingForSync" && Self.phases(homeVMIM).last == "Succeeded")
         }
-            @Test(
+        @Test(
             "namespace to namespace in one cluster: the controller is its own peer through its sync endpoint; the receiving VMI goes to another host; the guest moves from default to namespace moved with its disk, no tick lost"
         )
         func namespaceToNamespace() async throws {
@@ -286,7 +293,8 @@ extension EndToEnd {
             let sourceVMI = try await alpha.admin.get(Kinds.virtualMachineInstance, name: vm)
             #expect(sourceVMI["status"]?["phase"] == "Running" && sourceVMI["status"]?["nodeName"] == "a")
             _ = try await beta.waitFor("nothing left on b", timeout: 30) {
-                let all = try await TestSupport.run("/usr/bin/virsh", ["-c", bed.node("b").uri, "list", "--all", "--name"])
+                let all = try await TestSupport.run(
+                    "/usr/bin/virsh", ["-c", bed.node("b").uri, "list", "--all", "--name"])
                 let disk = bed.node("b").localStorage + "/other-images/default-\(vm)-dv.qcow2"
                 return !all.stdout.contains(domain) && !FileManager.default.fileExists(atPath: disk) ? true : nil
             }
@@ -362,11 +370,13 @@ extension EndToEnd {
             let vm = CrossCluster.vmName
             let domain = "default_\(vm)"
             let heartbeat = HeartbeatMonitor(paths: [
-                bed.node("a").imagesDirectory + "/\(domain).serial", bed.node("b").imagesDirectory + "/\(domain).serial",
+                bed.node("a").imagesDirectory + "/\(domain).serial",
+                bed.node("b").imagesDirectory + "/\(domain).serial",
             ])
             defer { heartbeat.stop() }
             #expect(await heartbeat.waitForTicks(5, timeout: 60))
-            let (target, source) = CrossCluster.migrations(id: "kill-\(victim)", connectURL: try #require(beta.syncAddress))
+            let (target, source) = CrossCluster.migrations(
+                id: "kill-\(victim)", connectURL: try #require(beta.syncAddress))
             try await beta.apply(target, as: "target-migration.yaml")
             try await alpha.apply(source, as: "source-migration.yaml")
             _ = try await alpha.waitFor("the job copying", timeout: 60) {

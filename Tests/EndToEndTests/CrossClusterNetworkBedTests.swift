@@ -23,7 +23,8 @@ extension EndToEnd {
         {
             let domain = "default_\(CrossCluster.vmName)"
             let heartbeat = HeartbeatMonitor(paths: [
-                bed.node("a").imagesDirectory + "/\(domain).serial", bed.node("b").imagesDirectory + "/\(domain).serial",
+                bed.node("a").imagesDirectory + "/\(domain).serial",
+                bed.node("b").imagesDirectory + "/\(domain).serial",
             ])
             #expect(await heartbeat.waitForTicks(5, timeout: 60), "the guest ticks on a")
             let (target, source) = CrossCluster.migrations(id: id, connectURL: try #require(beta.syncAddress))
@@ -60,7 +61,8 @@ extension EndToEnd {
             let heartbeat = try await Self.startMove(bed, alpha, beta, id: "gateway-1")
             defer { heartbeat.stop() }
             let ends = try await Pair.endedAlike(bed, alpha, beta)
-            #expect(ends == ["Succeeded", "Succeeded"], "\(alpha.allOutput.suffix(2000))\n\(beta.allOutput.suffix(2000))")
+            #expect(
+                ends == ["Succeeded", "Succeeded"], "\(alpha.allOutput.suffix(2000))\n\(beta.allOutput.suffix(2000))")
             let received = try await beta.admin.get(Kinds.virtualMachineInstance, name: CrossCluster.vmName)
             #expect(received["status"]?["migrationState"]?["targetState"]?["gateway"]?.string == beta.gatewayAddress)
             #expect(await heartbeat.waitForTick(from: 1, timeout: 20), "ticks come from b's console")
@@ -108,7 +110,8 @@ extension EndToEnd {
             try await Task.sleep(for: .seconds(5))
             try await bed.setSegmentLink(1, up: true)
             let ends = try await Pair.endedAlike(bed, alpha, beta)
-            #expect(ends == ["Succeeded", "Succeeded"], "\(alpha.allOutput.suffix(2000))\n\(beta.allOutput.suffix(2000))")
+            #expect(
+                ends == ["Succeeded", "Succeeded"], "\(alpha.allOutput.suffix(2000))\n\(beta.allOutput.suffix(2000))")
             #expect(await heartbeat.waitForTicks(5))
             let analysis = heartbeat.analysis()
             #expect(analysis.continuous, "\(analysis)")
@@ -166,7 +169,9 @@ extension EndToEnd {
             }
             let elapsed = Date().timeIntervalSince(cut)
             #expect(elapsed < 90, "the source failed \(Int(elapsed)) s after the cut (progress timeout 20 s)")
-            print("source failed \(Int(elapsed)) s after the cut: \(sent["status"]?["migrationState"]?["failureReason"] ?? .null)")
+            print(
+                "source failed \(Int(elapsed)) s after the cut: \(sent["status"]?["migrationState"]?["failureReason"] ?? .null)"
+            )
             try await bed.setSegmentLink(1, up: true)
             let ends = try await Pair.endedAlike(bed, alpha, beta, timeout: 120)
             #expect(ends == ["Failed", "Failed"])

@@ -37,6 +37,7 @@ public struct CrossClusterGateway: Sendable {
             )
         }
         return .relay(
-            TunnelHop(remote: next, provider: provider, exitPolicy: PeerPolicy(allowedRoles: [.node], allowedNames: [node])))
+            TunnelHop(
+                remote: next, provider: provider, exitPolicy: PeerPolicy(allowedRoles: [.node], allowedNames: [node])))
     }
 }

@@ -120,7 +120,8 @@ public final class BedCluster: @unchecked Sendable {
     public var segment: Int { bed.node(nodeNames[0]).segment }
 
     /// The address of the cluster's switch host (its controller's, and its gateway's).
-    public var switchAddress: String { bed.report.segments[segment].address
+    public var switchAddress: String {
+        bed.report.segments[segment].address
     }
 
     /// Where a node's agent serves its metrics: on the node's address.
@@ -133,7 +134,8 @@ public final class BedCluster: @unchecked Sendable {
         let issued = pki.url.appendingPathComponent("issued").path
         let directory = pki.url.deletingLastPathComponent().path
         var arguments: [String] = [
-            "--data", directory + "/data", "--listen", "unix:" + socket, "--cert", "\(issued)/controller-controller.pem",
+            "--data", directory + "/data", "--listen", "unix:" + socket, "--cert",
+            "\(issued)/controller-controller.pem",
             "--key", "\(issued)/controller-controller-key.pem", "--ca", pki.bundleURL.path, "--node-grace-period",
             String(gracePeriod), "--pki", pki.url.path, "--metrics-listen", controllerMetrics,
         ]
@@ -474,7 +476,9 @@ public enum CrossCluster {
     /// it (its placeholder filled) and the seed's target VM (`WaitAsReceiver`, restore run strategy Always).
     public static func targetManifests(namespace: String = "default") -> String {
         let dataVolume = seedDataVolume.replacingOccurrences(of: "<other storage class>", with: "other")
-            .replacingOccurrences(of: "  name: example-decentralized-lm-vm-dv\n", with: "  name: example-decentralized-lm-vm-dv\n  namespace: \(namespace)\n")
+            .replacingOccurrences(
+                of: "  name: example-decentralized-lm-vm-dv\n",
+                with: "  name: example-decentralized-lm-vm-dv\n  namespace: \(namespace)\n")
         let vm = seedVirtualMachine.replacingOccurrences(of: "runStrategy: Always", with: "runStrategy: WaitAsReceiver")
             .replacingOccurrences(
                 of: "metadata:\n  name: example-decentralized-lm-vm\n",
@@ -567,7 +571,8 @@ extension CrossCluster {
     /// (`names`: source's, target's) created through the API. Returns when the first was created and the later of the
     /// two Succeeded timestamps the controllers stored; a failure on either side is thrown with the reason.
     public static func move(
-        _ vm: String, from source: BedCluster, to target: BedCluster, id: String, names: (source: String, target: String)
+        _ vm: String, from source: BedCluster, to target: BedCluster, id: String,
+        names: (source: String, target: String)
     ) async throws -> (started: Date, ended: Date) {
         _ = try? await target.admin.delete(Kinds.virtualMachine, name: vm)
         _ = try? await target.admin.delete(Kinds.dataVolume, name: "\(vm)-dv")

@@ -44,7 +44,10 @@ public final class TestBed: Sendable {
         ).path
         let launcher = try ChildProcess(
             launcherPath,
-            ["up", "--nodes", String(nodes), "--segments", String(segments), "--dir", directory, "--parent", String(getpid())]
+            [
+                "up", "--nodes", String(nodes), "--segments", String(segments), "--dir", directory, "--parent",
+                String(getpid()),
+            ]
                 + (isolated ? ["--isolated"] : []))
         let reportPath = directory + "/" + TestBedReport.fileName
         let deadline = Date().addingTimeInterval(timeout)
@@ -97,7 +100,8 @@ public final class TestBed: Sendable {
     /// host's file system): the bed's control plane and monitoring. Stop it by its PID.
     public func startOnSwitch(segment: Int = 0, _ executable: String, _ arguments: [String]) throws -> ChildProcess {
         try ChildProcess(
-            "/usr/bin/nsenter", ["--net=/run/netns/\(report.segments[segment].namespace)", "--", executable] + arguments)
+            "/usr/bin/nsenter",
+            ["--net=/run/netns/\(report.segments[segment].namespace)", "--", executable] + arguments)
     }
 
     /// Runs a command in a switch namespace (to reach what listens there, or a node from outside it).
@@ -112,7 +116,9 @@ public final class TestBed: Sendable {
     /// Cuts (or restores) node `name`'s link to its switch.
     public func setLink(of name: String, up: Bool) async throws {
         let node = node(name)
-        try await ip(["-n", report.segments[node.segment].namespace, "link", "set", node.switchPort, up ? "up" : "down"])
+        try await ip([
+            "-n", report.segments[node.segment].namespace, "link", "set", node.switchPort, up ? "up" : "down",
+        ])
     }
 
     /// Cuts (or restores) segment `segment`'s link to the router: nothing crosses between it and the other segments
@@ -126,7 +132,9 @@ public final class TestBed: Sendable {
 
     private func ip(_ arguments: [String]) async throws {
         let result = try await TestSupport.run("/usr/sbin/ip", arguments)
-        guard result.status == 0 else { throw TestBedError("ip \(arguments.joined(separator: " ")) failed: \(result.stderr)") }
+        guard result.status == 0 else {
+            throw TestBedError("ip \(arguments.joined(separator: " ")) failed: \(result.stderr)")
+        }
     }
 }
 

@@ -71,7 +71,8 @@ final class Bed {
                 try ip(["-n", routerNamespace, "link", "set", port, "up"])
                 // The switch host reaches every other segment through the router.
                 try ip([
-                    "-n", segments[segment].namespace, "route", "add", "10.251.0.0/16", "via", Self.routerAddress(segment),
+                    "-n", segments[segment].namespace, "route", "add", "10.251.0.0/16", "via",
+                    Self.routerAddress(segment),
                 ])
             }
         }
