@@ -203,6 +203,12 @@ public final class BedCluster: @unchecked Sendable {
         return (status, agent.stdout + agent.stderr)
     }
 
+    /// Freezes (`running: false`, SIGSTOP) or thaws (SIGCONT) node `name`'s agent: it holds whatever it was doing.
+    public func setAgent(_ name: String, running: Bool) {
+        guard let agent = agents[name] else { return }
+        kill(agent.pid, running ? SIGCONT : SIGSTOP)
+    }
+
     public func killAgent(_ name: String) async {
         guard let agent = agents.removeValue(forKey: name) else { return }
         kill(agent.pid, SIGKILL)
