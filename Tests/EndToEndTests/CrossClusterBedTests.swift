@@ -346,6 +346,66 @@ extension EndToEnd {
             #expect(onA.stdout.contains(domain))
         }
 
+        /// When a controller is killed before the job: a side waiting for its peer's half, or both sides past
+        /// scheduling while the target prepares (its node's agent frozen).
+        enum EarlyPhase: String, Sendable {
+            case synchronizing, preparingTarget
+        }
+
+        @Test(
+            "kill -9 of either controller before the job (restarted 2 s later): while its side waits for the peer (the peer's VMIM created meanwhile), and while the target prepares; the move then completes or fails with the source running, ended alike, no tick lost",
+            arguments: [Victim.sourceController, .targetController], [EarlyPhase.synchronizing, .preparingTarget])
+        func killBeforeRunning(_ victim: Victim, _ phase: EarlyPhase) async throws {
+            let bed = try currentBed()
+            let (alpha, beta) = try await Self.seededPair(bed)
+            defer {
+                alpha.stopAll()
+                beta.stopAll()
+            }
+            let domain = "default_\(CrossCluster.vmName)"
+            let heartbeat = HeartbeatMonitor(paths: [
+                bed.node("a").imagesDirectory + "/\(domain).serial", bed.node("b").imagesDirectory + "/\(domain).serial",
+            ])
+            defer { heartbeat.stop() }
+            #expect(await heartbeat.waitForTicks(5, timeout: 60))
+            let (target, source) = CrossCluster.migrations(
+                id: "kill-\(victim)-\(phase)", connectURL: try #require(beta.syncAddress))
+            let (killed, other) = victim == .sourceController ? (alpha, beta) : (beta, alpha)
+            let (killedName, killedManifest, otherManifest) =
+                victim == .sourceController
+                ? ("example-source-migration", source, target) : ("example-target-migration", target, source)
+            func waitPhase(_ cluster: BedCluster, _ name: String, _ expected: String) async throws {
+                _ = try await cluster.waitFor("\(name) \(expected)", timeout: 60) {
+                    let vmim = try await cluster.admin.get(Kinds.migration, name: name)
+                    return vmim["status"]?["phase"]?.string == expected ? true : nil
+                }
+            }
+            switch phase {
+            case .synchronizing:
+                try await killed.apply(killedManifest, as: "killed-side.yaml")
+                try await waitPhase(
+                    killed, killedName, victim == .sourceController ? "Synchronizing" : "WaitingForSync")
+                await killed.killController()
+                try await other.apply(otherManifest, as: "other-side.yaml")
+                try await Task.sleep(for: .seconds(2))
+                try await killed.startController()
+            case .preparingTarget:
+                beta.setAgent("b", running: false)
+                try await beta.apply(target, as: "target-migration.yaml")
+                try await alpha.apply(source, as: "source-migration.yaml")
+                try await waitPhase(alpha, "example-source-migration", "PreparingTarget")
+                await killed.killController()
+                try await Task.sleep(for: .seconds(2))
+                try await killed.startController()
+                beta.setAgent("b", running: true)
+            }
+            let ends = try await Self.endedAlike(bed, alpha, beta)
+            #expect(await heartbeat.waitForTicks(5))
+            let analysis = heartbeat.analysis()
+            #expect(analysis.restarts.isEmpty && analysis.lost.isEmpty, "\(victim) at \(phase): \(analysis)")
+            print("kill -9 of the \(victim) at \(phase): \(ends[0]); \(analysis)")
+        }
+
         /// Waits until both sides of the seed's move ended (`timeout` seconds), checks they ended alike with exactly
         /// one running guest where its VMI says (b after a success; a, with nothing left on b, after a failure), and
         /// returns both phases.
