@@ -4,6 +4,7 @@ import ClusterBed
 import ClusterClient
 import Foundation
 import Hypervisor
+import TLSTransport
 import TestBed
 import TestSupport
 import Testing
@@ -24,18 +25,18 @@ extension EndToEnd {
         /// Clean nodes; cluster alpha on a and cluster beta on b made peers (alpha's migrations limited to `bandwidth`);
         /// the seed's VM running on a and its target VM waiting on beta. The caller stops both clusters.
         /// With `gateway` beta takes the move through its gateway (port 9287); `syncDeadline` is both controllers'.
+        /// `leafValidity` (seconds) is both clusters' daemons' certificate lifetime (renewed at 80 %).
         static func seededPair(
-            _ bed: TestBed, bandwidth: String? = nil, gateway: Bool = false, syncDeadline: Int? = nil
-        )
-            async throws -> (BedCluster, BedCluster)
-        {
+            _ bed: TestBed, bandwidth: String? = nil, gateway: Bool = false, syncDeadline: Int? = nil,
+            leafValidity: Int? = nil
+        ) async throws -> (BedCluster, BedCluster) {
             try await CrossCluster.clearNodes(bed)
             let alpha = try await BedCluster.start(
-                bed, on: ["a"], name: "alpha", syncPort: 9185, syncDeadline: syncDeadline)
+                bed, on: ["a"], name: "alpha", syncPort: 9185, syncDeadline: syncDeadline, leafValidity: leafValidity)
             do {
                 let beta = try await BedCluster.start(
                     bed, on: ["b"], name: "beta", syncPort: 9285, gatewayPort: gateway ? 9287 : nil,
-                    syncDeadline: syncDeadline)
+                    syncDeadline: syncDeadline, leafValidity: leafValidity)
                 do {
                     try await CrossCluster.pair(alpha, beta)
                     if gateway { try await CrossCluster.useGateway(beta) }
@@ -335,7 +336,8 @@ extension EndToEnd {
             let sourceVMI = try await alpha.admin.get(Kinds.virtualMachineInstance, name: vm)
             #expect(sourceVMI["status"]?["phase"] == "Running" && sourceVMI["status"]?["nodeName"] == "a")
             _ = try await beta.waitFor("nothing left on b", timeout: 30) {
-                let all = try await TestSupport.run("/usr/bin/virsh", ["-c", bed.node("b").uri, "list", "--all", "--name"])
+                let all = try await TestSupport.run(
+                    "/usr/bin/virsh", ["-c", bed.node("b").uri, "list", "--all", "--name"])
                 let disk = bed.node("b").localStorage + "/other-images/default-\(vm)-dv.qcow2"
                 return !all.stdout.contains(domain) && !FileManager.default.fileExists(atPath: disk) ? true : nil
             }
@@ -364,7 +366,8 @@ extension EndToEnd {
             }
             let domain = "default_\(CrossCluster.vmName)"
             let heartbeat = HeartbeatMonitor(paths: [
-                bed.node("a").imagesDirectory + "/\(domain).serial", bed.node("b").imagesDirectory + "/\(domain).serial",
+                bed.node("a").imagesDirectory + "/\(domain).serial",
+                bed.node("b").imagesDirectory + "/\(domain).serial",
             ])
             defer { heartbeat.stop() }
             #expect(await heartbeat.waitForTicks(5, timeout: 60))
@@ -404,6 +407,52 @@ extension EndToEnd {
             let analysis = heartbeat.analysis()
             #expect(analysis.restarts.isEmpty && analysis.lost.isEmpty, "\(victim) at \(phase): \(analysis)")
             print("kill -9 of the \(victim) at \(phase): \(ends[0]); \(analysis)")
+        }
+
+        @Test(
+            "both clusters' CAs renewed while the job copies (exchanged again as an operator would), every daemon's certificate renewed meanwhile (60 s lifetimes, renewed at 48 s: some under the new CAs): the move completes, no tick lost"
+        )
+        func caRotationWhileRunning() async throws {
+            let bed = try currentBed()
+            let (alpha, beta) = try await Self.seededPair(bed, bandwidth: "2Mi", leafValidity: 60)
+            defer {
+                alpha.stopAll()
+                beta.stopAll()
+            }
+            let domain = "default_\(CrossCluster.vmName)"
+            let heartbeat = HeartbeatMonitor(paths: [
+                bed.node("a").imagesDirectory + "/\(domain).serial",
+                bed.node("b").imagesDirectory + "/\(domain).serial",
+            ])
+            defer { heartbeat.stop() }
+            #expect(await heartbeat.waitForTicks(5, timeout: 60))
+            let (target, source) = CrossCluster.migrations(id: "rotate-1", connectURL: try #require(beta.syncAddress))
+            try await beta.apply(target, as: "target-migration.yaml")
+            try await alpha.apply(source, as: "source-migration.yaml")
+            _ = try await alpha.waitFor("the job copying", timeout: 60) {
+                let vmi = try await alpha.admin.get(Kinds.virtualMachineInstance, name: CrossCluster.vmName)
+                return (vmi["status"]?["migrationState"]?["progress"]?["dataProcessedBytes"]?.int ?? 0) > 0 ? true : nil
+            }
+            try await CrossCluster.rotateCA(of: alpha, exchangingWith: beta)
+            try await CrossCluster.rotateCA(of: beta, exchangingWith: alpha)
+            let ends = try await Self.endedAlike(bed, alpha, beta)
+            #expect(
+                ends == ["Succeeded", "Succeeded"], "\(alpha.allOutput.suffix(3000))\n\(beta.allOutput.suffix(3000))")
+            #expect(await heartbeat.waitForTicks(5))
+            let analysis = heartbeat.analysis()
+            #expect(analysis.continuous, "\(analysis)")
+            print("CAs rotated while running: \(analysis)")
+            // The daemons renewed their certificates meanwhile, and under the new CAs: each node's and controller's
+            // current certificate verifies against its cluster's new CA alone.
+            for (cluster, node) in [(alpha, "a"), (beta, "b")] {
+                let issued = cluster.pki.url.appendingPathComponent("issued").path
+                for leaf in ["\(issued)/node-\(node).pem", "\(issued)/controller-controller.pem"] {
+                    let verified = try await TestSupport.run(
+                        "/usr/bin/openssl",
+                        ["verify", "-CAfile", cluster.pki.url.appendingPathComponent("ca.pem").path, leaf])
+                    #expect(verified.status == 0, "\(leaf): \(verified.stdout)\(verified.stderr)")
+                }
+            }
         }
 
         /// Waits until both sides of the seed's move ended (`timeout` seconds), checks they ended alike with exactly

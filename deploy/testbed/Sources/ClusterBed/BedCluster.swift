@@ -545,6 +545,34 @@ extension CrossCluster {
             ["spec": ["configuration": ["developerConfiguration": ["featureGates": ["DecentralizedLiveMigration"]]]]])
     }
 
+    /// Renews `cluster`'s CA now (`syncctl ca rotate --force` on its PKI directory; the old CA stays trusted through
+    /// the overlap), and waits until the controller publishes it in `kubevirt-ca` — it looks when its trust inbox
+    /// changes, so `nudge` (the other cluster) exports its CA into it — then hands the new bundle to `nudge`.
+    public static func rotateCA(of cluster: BedCluster, exchangingWith nudge: BedCluster) async throws {
+        func ownCAs() async throws -> Int {
+            let map = try await cluster.admin.get(Kinds.configMap, namespace: "kubevirt", name: "kubevirt-ca")
+            return (map["data"]?["ca-bundle"]?.string ?? "").components(separatedBy: "BEGIN CERTIFICATE").count - 1
+        }
+        let before = try await ownCAs()
+        let rotated = try await run(
+            siblingBinaries.appendingPathComponent("syncctl").path,
+            ["ca", "rotate", "--force", "--dir", cluster.pki.url.path])
+        guard rotated.status == 0 else { throw TestBedError("syncctl ca rotate: \(rotated.stdout)\(rotated.stderr)") }
+        for (from, to) in [(nudge, cluster), (cluster, nudge)] {
+            if from === cluster {
+                _ = try await cluster.waitFor("\(cluster.name)'s renewed CA published", timeout: 30) {
+                    try await ownCAs() > before ? true : nil
+                }
+            }
+            let exported = try await from.syncctl(["ca", "export"])
+            guard exported.status == 0 else { throw TestBedError("syncctl ca export: \(exported.stderr)") }
+            let imported = try await to.syncctl(["ca", "import", "-f", "-"], input: exported.stdout)
+            guard imported.status == 0 else {
+                throw TestBedError("syncctl ca import: \(imported.stdout)\(imported.stderr)")
+            }
+        }
+    }
+
     /// `cluster` takes other clusters' migrations through its gateway (its KubeVirt `crossClusterGateway`); the cluster
     /// must have been started with a `gatewayPort`.
     public static func useGateway(_ cluster: BedCluster) async throws {
