@@ -455,6 +455,46 @@ extension EndToEnd {
             }
         }
 
+        @Test(
+            "the source cluster's sync endpoint moves to another address while the target prepares (its controller restarted there): the target's controller hears the new address through the mirror and redials it; the move completes, no tick lost"
+        )
+        func peerAddressChanged() async throws {
+            let bed = try currentBed()
+            let (alpha, beta) = try await Self.seededPair(bed)
+            defer {
+                alpha.stopAll()
+                beta.stopAll()
+            }
+            let domain = "default_\(CrossCluster.vmName)"
+            let heartbeat = HeartbeatMonitor(paths: [
+                bed.node("a").imagesDirectory + "/\(domain).serial",
+                bed.node("b").imagesDirectory + "/\(domain).serial",
+            ])
+            defer { heartbeat.stop() }
+            #expect(await heartbeat.waitForTicks(5, timeout: 60))
+            let (target, source) = CrossCluster.migrations(id: "moved-1", connectURL: try #require(beta.syncAddress))
+            beta.setAgent("b", running: false)
+            try await beta.apply(target, as: "target-migration.yaml")
+            try await alpha.apply(source, as: "source-migration.yaml")
+            _ = try await alpha.waitFor("the source PreparingTarget", timeout: 60) {
+                let vmim = try await alpha.admin.get(Kinds.migration, name: "example-source-migration")
+                return vmim["status"]?["phase"] == "PreparingTarget" ? true : nil
+            }
+            let before = try #require(alpha.syncAddress)
+            try await alpha.restartController(syncPort: 9195)
+            let after = try #require(alpha.syncAddress)
+            #expect(before != after)
+            beta.setAgent("b", running: true)
+            let ends = try await Self.endedAlike(bed, alpha, beta)
+            #expect(
+                ends == ["Succeeded", "Succeeded"], "\(alpha.allOutput.suffix(2000))\n\(beta.allOutput.suffix(2000))")
+            // The target side knows the source at its new address only.
+            let received = try await beta.admin.get(Kinds.migration, name: "example-target-migration")
+            #expect(received["status"]?["migrationState"]?["sourceState"]?["syncAddress"]?.string == after)
+            #expect(await heartbeat.waitForTicks(5))
+            #expect(heartbeat.analysis().continuous, "\(heartbeat.analysis())")
+        }
+
         /// Waits until both sides of the seed's move ended (`timeout` seconds), checks they ended alike with exactly
         /// one running guest where its VMI says (b after a success; a, with nothing left on b, after a failure), and
         /// returns both phases.

@@ -35,7 +35,7 @@ public final class BedCluster: @unchecked Sendable {
     /// The cluster's name (its CA's `O`).
     public let name: String
     /// Where the controller serves the sync endpoint (`--sync-listen`), when it does.
-    public let syncAddress: String?
+    public private(set) var syncAddress: String?
     /// Where the controller serves the cross-cluster gateway (`--gateway-listen`), when it does.
     public let gatewayAddress: String?
     /// The controller's `--sync-deadline` (seconds), when not its default.
@@ -172,6 +172,14 @@ public final class BedCluster: @unchecked Sendable {
     }
 
     /// kill -9 of the controller.
+    /// kill -9 of the controller, restarted on the same data with its sync endpoint at `port` of the same host (its
+    /// metrics beside it): the peers knew another address.
+    public func restartController(syncPort port: Int) async throws {
+        await killController()
+        syncAddress = "\(switchAddress):\(port)"
+        try await startController()
+    }
+
     public func killController() async {
         guard let controller else { return }
         self.controller = nil
