@@ -28,9 +28,9 @@ extension TestBedCommand {
         func run() async throws {
             setenv("VMSYNC_CACHE", cache.cache, 1)
             print(
-                "demo: starting nodes a and b (libvirtd each in its own network and mount namespace; the first run builds the tiny guest)"
+                "demo: starting nodes a and b (libvirtd each in its own network and mount namespace, a and b on two networks joined by a router; the first run builds the tiny guest)"
             )
-            let bed = try await TestBed.start(nodes: 2)
+            let bed = try await TestBed.start(nodes: 2, segments: 2)
             do {
                 try await demo(bed)
             } catch {
@@ -131,15 +131,21 @@ extension TestBedCommand {
         private func acrossClusters(_ bed: TestBed) async throws {
             let alpha = try await BedCluster.start(bed, on: ["a"], name: "alpha", syncPort: 9185)
             defer { alpha.stopAll() }
-            let beta = try await BedCluster.start(bed, on: ["b"], name: "beta", syncPort: 9285)
+            let beta = try await BedCluster.start(bed, on: ["b"], name: "beta", syncPort: 9285, gatewayPort: 9287)
             defer { beta.stopAll() }
             print(
                 "demo: part 2 — two clusters: alpha (node a, sync endpoint \(alpha.syncAddress ?? "")) and beta (node b, sync endpoint \(beta.syncAddress ?? "")), each with its own CA"
             )
             print("demo: syncctl --context alpha ca export | syncctl --context beta ca import -f -   (and back)")
             try await CrossCluster.pair(alpha, beta)
-            print("  | each cluster's kubevirt-ca now holds the other's CA (trusted for sync and its paired migrations only)")
+            print(
+                "  | each cluster's kubevirt-ca now holds the other's CA (trusted for sync and its paired migrations only)"
+            )
             print("  | featureGates: [DecentralizedLiveMigration] on both")
+            try await CrossCluster.useGateway(beta)
+            print(
+                "  | beta takes other clusters' migrations through one port: crossClusterGateway \(beta.gatewayAddress ?? "") (sync-controller --gateway-listen)"
+            )
             let vm = CrossCluster.vmName
             let domain = "default_\(vm)"
             let source = bed.report.directory + "/alpha-seed.yaml"
@@ -160,7 +166,8 @@ extension TestBedCommand {
             }
             try await step(beta, ["get", "vm"])
             let heartbeat = HeartbeatMonitor(paths: [
-                bed.node("a").imagesDirectory + "/\(domain).serial", bed.node("b").imagesDirectory + "/\(domain).serial",
+                bed.node("a").imagesDirectory + "/\(domain).serial",
+                bed.node("b").imagesDirectory + "/\(domain).serial",
             ])
             defer { heartbeat.stop() }
             guard await heartbeat.waitForTicks(5, timeout: 60) else { throw TestBedError("no heartbeat on a") }
@@ -184,7 +191,9 @@ extension TestBedCommand {
                     let phase = vmim["status"]?["phase"]?.string ?? "new"
                     let progress = vmim["status"]?["migrationState"]?["progress"]
                     var line = phase
-                    if let processed = progress?["dataProcessedBytes"]?.int, let total = progress?["dataTotalBytes"]?.int {
+                    if let processed = progress?["dataProcessedBytes"]?.int,
+                        let total = progress?["dataTotalBytes"]?.int
+                    {
                         line += "  \(progress?["phase"]?.string ?? "") \(processed >> 20)/\(total >> 20) MiB"
                     }
                     if seen[cluster.name] != line {
