@@ -55,7 +55,8 @@ struct Benchmark {
                 nodes: option("--nodes", 100), vms: option("--vms", 1000), rounds: option("--rounds", 20))
         }
         if ["cross-cluster", "all"].contains(which) {
-            try await CrossClusterMigrationBenchmark.run(rounds: option("--rounds", 4))
+            try await CrossClusterMigrationBenchmark.run(
+                rounds: option("--rounds", 4), gateway: arguments.contains("--gateway"))
         }
         if ["mirror", "all"].contains(which) {
             try await MirrorBenchmark.run(migrations: option("--migrations", 1000), rounds: option("--rounds", 200))

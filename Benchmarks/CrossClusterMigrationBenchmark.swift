@@ -56,16 +56,27 @@ enum VirshTwin {
 /// forth. vmsync's wall time runs from the two VMIMs' creation to both sides Succeeded (the target VM and its blank
 /// DataVolume are made beforehand, as seed 001 does); both sides copy memory the same way (live, or paused where this
 /// QEMU loses a TCG guest's writes copying it live). Reported as ratios of medians: wall and guest-visible gap.
+///
+/// With `gateway` each cluster takes its incoming moves through its one-port gateway (`crossClusterGateway`): the
+/// streams make one more mutual-TLS hop, through the target cluster's controller host.
 enum CrossClusterMigrationBenchmark {
-    static func run(rounds: Int) async throws {
-        print("cross-cluster migration: a 2-node bed, cluster alpha on a and cluster beta on b")
+    static func run(rounds: Int, gateway: Bool = false) async throws {
+        print(
+            "cross-cluster migration: a 2-node bed, cluster alpha on a and cluster beta on b"
+                + (gateway ? "; the streams through the target cluster's gateway" : "; the streams agent to agent"))
         let bed = try await TestBed.start(nodes: 2)
         do {
-            let alpha = try await BedCluster.start(bed, on: ["a"], name: "alpha", syncPort: 9185)
+            let alpha = try await BedCluster.start(
+                bed, on: ["a"], name: "alpha", syncPort: 9185, gatewayPort: gateway ? 9187 : nil)
             defer { alpha.stopAll() }
-            let beta = try await BedCluster.start(bed, on: ["b"], name: "beta", syncPort: 9285)
+            let beta = try await BedCluster.start(
+                bed, on: ["b"], name: "beta", syncPort: 9285, gatewayPort: gateway ? 9287 : nil)
             defer { beta.stopAll() }
             try await CrossCluster.pair(alpha, beta)
+            if gateway {
+                try await CrossCluster.useGateway(alpha)
+                try await CrossCluster.useGateway(beta)
+            }
             try await measure(bed: bed, clusters: ["a": alpha, "b": beta], rounds: rounds)
         } catch {
             await bed.stop()
