@@ -396,7 +396,7 @@ struct MigrationSender {
             agent.logger.warning("migration failed", metadata: ["migration": "\(uid)", "error": "\(error)"])
             await agent.failMigration(
                 current, vmi: vmi, reason: aborted ? "Aborted" : "MigrationFailed",
-                tunnelTrouble.explain(NodeAgent.describe(error)),
+                aborted ? NodeAgent.describe(error) : tunnelTrouble.explain(NodeAgent.describe(error)),
                 abortStatus: aborted ? "Succeeded" : nil)
         }
     }

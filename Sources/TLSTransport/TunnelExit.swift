@@ -200,23 +200,37 @@ final class ChannelRequestHandler: ChannelInboundHandler, RemovableChannelHandle
                 }
             }
         case .relay(let hop):
-            // The same channel opened at the next exit; its answer is this exit's answer.
+            // The same channel opened at the next exit; its answer is this exit's answer, within the time a peer
+            // has for its request here.
             try? context.channel.syncOptions?.setOption(.autoRead, value: false)
+            let (connections, requestTimeout) = (connections, requestTimeout)
             MutualTLSClient.dial(
                 hop.remote, provider: hop.provider, policy: hop.exitPolicy,
                 bootstrap: ClientBootstrap(group: context.eventLoop), connectTimeout: .seconds(10)
             ).flatMap { next in
-                TunnelEntry.request(channel: name, on: next.channel).map { (next.channel, $0) }
+                connections.track(next.channel)
+                let expiry = next.channel.eventLoop.scheduleTask(in: requestTimeout) {
+                    ChannelTeardown.abort(next.channel)
+                }
+                return TunnelEntry.request(channel: name, on: next.channel).map { (next.channel, $0) }
+                    .always { _ in expiry.cancel() }
             }.assumeIsolated().whenComplete { result in
                 switch result {
                 case .success(let (next, leftover)):
                     self.join(context: context, channel: name, target: next, leftover: leftover)
                 case .failure(let error):
+                    // The details (the next hop's address among them) stay in this side's log; the peer learns the
+                    // hop failed and the next exit's own answer, when it gave one.
                     let reason = error as? TransportError ?? Handshake.describe(error, peer: "next tunnel exit")
+                    self.logger.notice(
+                        "tunnel relay failed",
+                        metadata: ["channel": "\(name)", "next": "\(hop.remote)", "reason": "\(reason)"])
+                    let answer =
+                        reason.code == .channelRefused
+                        ? reason.message : "the next hop did not carry it (\(reason.code))"
                     self.refuse(
                         context: context, channel: name,
-                        TransportError(
-                            reason.code, "the next hop \(hop.remote) of channel \"\(name)\": \(reason.message)"))
+                        TransportError(reason.code, "channel \"\(name)\" could not be carried on: \(answer)"))
                 }
             }
         }

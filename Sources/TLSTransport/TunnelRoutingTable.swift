@@ -114,7 +114,11 @@ public final class TunnelRoutingTable: Sendable {
         for connection in connections {
             let key = ObjectIdentifier(connection)
             connection.closeFuture.whenComplete { [weak self] _ in
-                _ = self?.carrying.withLockedValue { $0[channel]?.removeValue(forKey: key) }
+                self?.carrying.withLockedValue { carrying in
+                    carrying[channel]?.removeValue(forKey: key)
+                    // A resolved channel is never removed: its key goes with its last connection.
+                    if carrying[channel]?.isEmpty == true { carrying.removeValue(forKey: channel) }
+                }
             }
         }
         return true

@@ -316,20 +316,14 @@ struct SyncControllerCommand: AsyncParsableCommand {
                 )
             }
             if let gatewayListen {
-                let gateway = controllers.gateway
-                let exit = try await TunnelExit.start(
-                    on: try Endpoint(parsing: gatewayListen), provider: provider,
-                    peers: PeerPolicy(allowedRoles: [.node], importedRoles: [.node]),
-                    routes: TunnelRoutingTable { gateway.route(peer: $0, channel: $1, provider: provider) },
-                    logger: logger
-                ) { event in
-                    if case .refused(let channel, let error) = event {
-                        log.notice(
-                            "gateway channel refused", metadata: ["channel": "\(channel ?? "-")", "reason": "\(error)"])
-                    }
-                }
-                syncServices.append(exit)
-                print("sync-controller: serving the cross-cluster gateway on \(exit.endpoint)")
+                syncServices.append(
+                    CrossClusterGatewayService(
+                        on: try Endpoint(parsing: gatewayListen), provider: provider, controllers: controllers,
+                        logger: logger
+                    ) { endpoint in
+                        print("sync-controller: serving the cross-cluster gateway on \(endpoint)")
+                        fflush(nil)
+                    })
             }
             // Started in this order, shut down in reverse on SIGTERM/SIGINT: the API servers stop taking requests
             // first, the controllers finish their reconciles, the metrics endpoint goes last.

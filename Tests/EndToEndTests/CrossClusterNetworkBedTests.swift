@@ -180,6 +180,29 @@ extension EndToEnd {
             #expect(analysis.restarts.isEmpty && analysis.lost.isEmpty, "\(analysis)")
         }
 
+        @Test(
+            "kill -9 of the target cluster's controller (its gateway carrying the streams) while the job copies, restarted 2 s later: the move ends alike on both sides — completed, or failed with the source running and nothing left on b — no tick lost"
+        )
+        func gatewayKilledWhileRunning() async throws {
+            let bed = try currentBed()
+            let (alpha, beta) = try await Pair.seededPair(bed, bandwidth: "4Mi", gateway: true)
+            defer {
+                alpha.stopAll()
+                beta.stopAll()
+            }
+            let heartbeat = try await Self.startMove(bed, alpha, beta, id: "gateway-kill")
+            defer { heartbeat.stop() }
+            try await Self.waitForCopying(alpha)
+            await beta.killController()
+            try await Task.sleep(for: .seconds(2))
+            try await beta.startController()
+            let ends = try await Pair.endedAlike(bed, alpha, beta)
+            #expect(await heartbeat.waitForTicks(5))
+            let analysis = heartbeat.analysis()
+            #expect(analysis.restarts.isEmpty && analysis.lost.isEmpty, "\(analysis)")
+            print("the gateway killed while running: \(ends[0]); \(analysis)")
+        }
+
         /// A TCP connect to port 9 of argv[1]: "reachable" (refused or open) or "unreachable" (no route, timeout).
         static let reach = """
             import socket, sys

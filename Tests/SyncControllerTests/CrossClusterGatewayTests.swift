@@ -12,7 +12,9 @@ import Testing
 struct CrossClusterGatewayTests {
     let uid = "7d1c-target"
 
-    func gateway(phase: String = "TargetReady", targetReady: Bool = true) throws -> CrossClusterGateway {
+    func gateway(phase: String = "TargetReady", targetReady: Bool = true, nodeAddress: String = "10.0.1.99:1")
+        throws -> CrossClusterGateway
+    {
         let migrations = Cache<VirtualMachineInstanceMigration>(indexes: [
             CollectedKind.uidIndex: { [$0.metadata.uid].compactMap { $0 } }
         ])
@@ -24,15 +26,25 @@ struct CrossClusterGatewayTests {
             "status": ["phase": .string(phase), "synchronizationPeer": ["cluster": "alpha"]],
         ])
         var state: JSONValue = ["migrationUid": .string(uid), "sourceState": ["node": "a1"]]
-        if targetReady { state["targetState"] = ["node": "b1", "nodeAddress": "10.0.1.12:7443"] }
+        // The address in the half is not where the gateway goes: the node's own registration says.
+        if targetReady {
+            state["targetState"] = [
+                "node": "b1", "nodeAddress": .string(nodeAddress), "domainReadyTimestamp": "2026-12-07T20:00:00Z",
+            ]
+        }
+        let nodes = Cache<Node>()
+        nodes.record(written: [
+            "apiVersion": "v1", "kind": "Node", "metadata": ["name": "b1", "resourceVersion": "2"],
+            "status": ["tunnelEndpoint": "10.0.1.12:7443"],
+        ])
         instances.record(written: [
             "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
             "metadata": ["name": "vm", "namespace": "default", "resourceVersion": "4"],
             "spec": ["domain": ["devices": [:]]],
             "status": ["phase": "WaitingForSync", "migrationState": state],
         ])
-        #expect(migrations.count == 1 && instances.count == 1, "the fixtures decode")
-        return CrossClusterGateway(migrations: migrations, instances: instances)
+        #expect(migrations.count == 1 && instances.count == 1 && nodes.count == 1, "the fixtures decode")
+        return CrossClusterGateway(migrations: migrations, instances: instances, nodes: nodes)
     }
 
     func peer(_ authority: CertificateAuthority, _ name: String, role: PeerRole = .node, imported: Bool) throws
@@ -47,7 +59,9 @@ struct CrossClusterGatewayTests {
         return nil
     }
 
-    @Test("the bound cluster's source node is carried on to the target node, which must be that node")
+    @Test(
+        "the bound cluster's source node is carried on to the target node's registered tunnel exit (not an address from a status), which must be that node"
+    )
     func carried() throws {
         let alpha = try CertificateAuthority.create(cluster: "alpha")
         let beta = try CertificateAuthority.create(cluster: "beta")
@@ -66,7 +80,9 @@ struct CrossClusterGatewayTests {
         #expect(hop.provider === provider)
     }
 
-    @Test("everyone and everything else is refused, with the reason")
+    @Test(
+        "everyone and everything else is refused: the same answer to whoever is not the migration's source (nothing learnt about it), the reason to the source"
+    )
     func refused() throws {
         let alpha = try CertificateAuthority.create(cluster: "alpha")
         let gamma = try CertificateAuthority.create(cluster: "gamma")
@@ -80,17 +96,17 @@ struct CrossClusterGatewayTests {
             (
                 "another node of the bound cluster",
                 { try gateway().route(peer: peer(alpha, "a2", imported: true), channel: channel, provider: provider) },
-                "is not the source node"
+                "this gateway carries no channel"
             ),
             (
                 "a node of another cluster with the same name",
                 { try gateway().route(peer: peer(gamma, "a1", imported: true), channel: channel, provider: provider) },
-                "is not the source node"
+                "this gateway carries no channel"
             ),
             (
                 "this cluster's own node of that name",
                 { try gateway().route(peer: peer(beta, "a1", imported: false), channel: channel, provider: provider) },
-                "is not the source node"
+                "this gateway carries no channel"
             ),
             (
                 "the bound cluster's controller",
@@ -98,29 +114,29 @@ struct CrossClusterGatewayTests {
                     try gateway().route(
                         peer: peer(alpha, "a1", role: .controller, imported: true), channel: channel, provider: provider
                     )
-                }, "is not the source node"
+                }, "this gateway carries no channel"
             ),
             (
                 "an unknown migration",
                 {
                     try gateway().route(
                         peer: source, channel: Migration.tunnelChannel("other", "memory"), provider: provider)
-                }, "receives no running migration other"
+                }, "this gateway carries no channel"
             ),
             (
                 "no migration's stream",
                 { try gateway().route(peer: source, channel: "usb/dev-1", provider: provider) },
-                "is no migration's stream"
+                "this gateway carries no channel"
             ),
             (
                 "a stream that is not one",
                 { try gateway().route(peer: source, channel: "migration/\(uid)/console", provider: provider) },
-                "is no migration's stream"
+                "this gateway carries no channel"
             ),
             (
                 "a finished migration",
                 { try gateway(phase: "Failed").route(peer: source, channel: channel, provider: provider) },
-                "receives no running migration"
+                "this gateway carries no channel"
             ),
             (
                 "a target not ready",

@@ -436,12 +436,54 @@ struct TunnelTests {
         }
         #expect(outcome.bytes.isEmpty)
         #expect(await eventually { events.refusals.count == 1 })
-        #expect(events.refusals.first?.message.contains("next hop") == true, "\(events.refusals)")
+        #expect(events.refusals.first?.message.contains("could not be carried on") == true, "\(events.refusals)")
         #expect(events.refusals.first?.message.contains("is not served here") == true, "\(events.refusals)")
         await other.close()
         await entry.close()
         await gateway.close()
         await bed.exit.close()
+    }
+
+    @Test(
+        "a next hop that completes its handshake but never answers the channel request: the gateway gives up within its request time and refuses the channel, keeping nothing open"
+    )
+    func silentNextHop() async throws {
+        let alpha = try TestPKI.authority("alpha")
+        let nodeProvider = try TestPKI.provider(alpha, role: .node, name: "target-node")
+        let silent = try await MutualTLSServer.start(
+            on: .tcp(host: "127.0.0.1", port: 0), provider: nodeProvider,
+            policy: PeerPolicy(allowedRoles: [.controller])
+        ) { channel, _ in channel.eventLoop.makeSucceededVoidFuture() }
+        let gatewayProvider = try TestPKI.provider(alpha, role: .controller, name: "controller")
+        let next = silent.endpoint
+        let gateway = try await TunnelExit.start(
+            on: .tcp(host: "127.0.0.1", port: 0), provider: gatewayProvider, peers: PeerPolicy(allowedRoles: [.node]),
+            routes: TunnelRoutingTable { _, _ in
+                .relay(
+                    TunnelHop(
+                        remote: next, provider: gatewayProvider,
+                        exitPolicy: PeerPolicy(allowedRoles: [.node], allowedNames: ["target-node"])))
+            }, requestTimeout: .seconds(1))
+        let events = EventLog()
+        let entry = try await TunnelEntry.start(
+            listeningOn: .tcp(host: "127.0.0.1", port: 0), remote: gateway.endpoint, channel: channelName,
+            provider: try TestPKI.provider(alpha, role: .node, name: "source-node"),
+            exitPolicy: PeerPolicy(allowedRoles: [.controller]), onEvent: events.append)
+        let started = Date()
+        let outcome = try await onThread {
+            let socket = try BlockingSocket.connect(entry.endpoint)
+            defer { socket.close() }
+            socket.setReceiveTimeout(seconds: 20)
+            return socket.readOutcome()
+        }
+        #expect(outcome.bytes.isEmpty)
+        #expect(Date().timeIntervalSince(started) < 10, "refused within the gateway's request time, not left hanging")
+        #expect(await eventually { events.refusals.count == 1 })
+        #expect(events.refusals.first?.message.contains("could not be carried on") == true, "\(events.refusals)")
+        #expect(await eventually { gateway.openConnections == 0 }, "the silent hop's connection is closed too")
+        await entry.close()
+        await gateway.close()
+        await silent.close()
     }
 
     @Test("channels that are not served, or not for this peer, are refused with the reason")

@@ -161,7 +161,7 @@ public struct ClusterControllers: Service {
             controller(TrustBundleReconciler(store: store, configMaps: configMapCache, trust: trust, logger: logger))
         }
         self.trustBundle = trustBundle
-        gateway = CrossClusterGateway(migrations: migrationCache, instances: instanceCache)
+        gateway = CrossClusterGateway(migrations: migrationCache, instances: instanceCache, nodes: nodeCache)
         syncReceiver = MirrorReceiver(
             store: store, migrations: migrationCache, instances: instanceCache, logger: logger
         ) { key in
