@@ -222,7 +222,10 @@ struct MigrationSender {
             destinationURI: "qemu+unix:///system?socket=\(paths.socket(streams, "libvirt"))",
             migrationURI: "unix://\(paths.socket(streams, "memory"))",
             disksURI: copied.isEmpty ? nil : "unix://\(paths.socket(streams, "disks"))",
-            destinationXML: xml, destinationName: destinationName, storage: copied.isEmpty ? .none : .full,
+            // A decentralized move copies as KubeVirt's does (NON_SHARED_INC: each disk's top image onto the target's
+            // pre-created one); inside the cluster the whole disk (NON_SHARED_DISK).
+            destinationXML: xml, destinationName: destinationName,
+            storage: copied.isEmpty ? .none : decentralized ? .incremental : .full,
             disks: copied,
             bandwidthMiBPerSecond: settings.bandwidthMiB, maxDowntime: settings.maxDowntime,
             initialDowntime: settings.initialDowntime, autoConverge: settings.autoConverge,
