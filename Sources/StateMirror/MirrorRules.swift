@@ -97,7 +97,7 @@ public enum MirrorRules {
     }
 
     /// The migrated volumes by `volumeName`: the peer's half (`theirs`) of each entry from the peer, the rest kept.
-    static func merge(_ local: [JSONValue]?, _ remote: [JSONValue]?, theirs key: String) -> [JSONValue]? {
+    public static func merge(_ local: [JSONValue]?, _ remote: [JSONValue]?, theirs key: String) -> [JSONValue]? {
         guard let remote, !remote.isEmpty else { return local }
         var merged = local ?? []
         for entry in remote {

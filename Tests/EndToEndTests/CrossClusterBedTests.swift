@@ -153,6 +153,14 @@ extension EndToEnd {
             let left = try await alpha.admin.get(Kinds.virtualMachineInstance, name: vm)
             #expect(left["status"]?["phase"] == "Succeeded", "\(left["status"] ?? .null)")
             #expect(FileManager.default.fileExists(atPath: sourceDisk), "the source VM keeps its DataVolume's disk")
+            // KubeVirt's migratedVolumes on the source: its own claim and size, and the target's claim and request.
+            let migrated = (left["status"]?["migratedVolumes"]?.array ?? []).first { $0["volumeName"] == "disk0" }
+            #expect(
+                migrated?["sourcePVCInfo"]?["claimName"]?.string == "\(vm)-dv",
+                "\(left["status"]?["migratedVolumes"] ?? .null)")
+            #expect(migrated?["sourcePVCInfo"]?["capacity"]?["storage"] != nil)
+            #expect(migrated?["destinationPVCInfo"]?["claimName"]?.string == "\(vm)-dv")
+            #expect(migrated?["destinationPVCInfo"]?["requests"]?["storage"] == "10Gi")
 
             // Exactly one running guest: on b, under the target's name; none left on a.
             let onA = try await TestSupport.run("/usr/bin/virsh", ["-c", bed.node("a").uri, "list", "--name"])

@@ -2,6 +2,7 @@ public import ClusterAPI
 public import ControllerRuntime
 import Foundation
 import Logging
+import StateMirror
 
 /// Decentralized migrations (KubeVirt's `spec.sendTo` / `spec.receive`), keyed by VirtualMachineInstanceMigration: the
 /// half of the migration this cluster owns. The source waits in Synchronizing and the target in WaitingForSync until
@@ -202,6 +203,22 @@ public struct DecentralizedMigrationReconciler: Reconciler {
                     if let capacity = claim.capacity { info["capacity"] = .object(capacity) }
                     return ["volumeName": .string(volume.name), "sourcePVCInfo": info]
                 }
+            } else {
+                // The target half of each: the target VM's own claim (its DataVolume, on its StorageClass) and what
+                // it asks for; the source takes it as KubeVirt's destinationPVCInfo.
+                let namespace = vmi.metadata.namespace ?? "default"
+                let destinations: [JSONValue] = (vmi.spec.volumes ?? []).compactMap { volume in
+                    guard let claim = volume.claimName else { return nil }
+                    var info: JSONValue = ["claimName": .string(claim)]
+                    let storage = placement.dataVolumes[ObjectKey(namespace: namespace, name: claim)]?.storage
+                    if let requested = storage?.resources?.requests?["storage"] {
+                        info["requests"] = ["storage": requested]
+                    }
+                    if let modes = storage?.accessModes { info["accessModes"] = .array(modes.map(JSONValue.string)) }
+                    return ["volumeName": .string(volume.name), "destinationPVCInfo": info]
+                }
+                status.migratedVolumes = MirrorRules.merge(
+                    vmi.status?.migratedVolumes, destinations, theirs: "destinationPVCInfo")
             }
             changed.status = status
             try await store.write(changed, from: vmi, guarded: true, cache: instances)
@@ -434,7 +451,8 @@ public struct DecentralizedMigrationReconciler: Reconciler {
         try await store.write(failed, from: vmim, guarded: true, cache: migrations)
         // The VMI says so too — unless it ended meanwhile (its source agent retired it: the guest left; its record is
         // the agent's, and a failure noted on it later does not undo that: "migrated away" is its reason).
-        if let vmi, let uid = vmim.metadata.uid, var vmiState = vmi.status?.migrationState, vmiState.migrationUid == uid,
+        if let vmi, let uid = vmim.metadata.uid, var vmiState = vmi.status?.migrationState,
+            vmiState.migrationUid == uid,
             !vmi.phase.isFinal
         {
             vmiState.markFailed(message, at: state.endTimestamp, abortStatus: abortStatus)
@@ -463,7 +481,8 @@ public struct DecentralizedMigrationReconciler: Reconciler {
         guard side == .target, let vmi, vmi.status?.phase == .waitingForSync,
             let state = vmi.status?.migrationState, state.migrationUid == vmim.metadata.uid
         else { return }
-        let reason = vmim.status?.migrationState?.failureReason ?? vmim.status?.conditions["Failed"]?.message
+        let reason =
+            vmim.status?.migrationState?.failureReason ?? vmim.status?.conditions["Failed"]?.message
             ?? "the target failed the migration"
         var changed = vmi
         changed.status?.phase = .failed
