@@ -58,8 +58,10 @@ final class Bed {
         if segmentCount > 1 {
             try addNamespace(routerNamespace)
             try ip(["-n", routerNamespace, "link", "set", "lo", "up"])
+            // The router forwards (/proc/sys/net is the writer's network namespace's).
             try Spawn.run(
-                "ip", ["netns", "exec", routerNamespace, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], timeout: 30)
+                "ip", ["netns", "exec", routerNamespace, "/bin/sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"],
+                timeout: 30)
             for segment in segments.indices {
                 let port = "s\(segment)"
                 try ip([
