@@ -326,14 +326,13 @@ extension NodeAgent {
             let policies =
                 [PeerPolicy(allowedRoles: [.node], allowedNames: [source], cluster: peerCluster)]
                 + (gateway == nil ? [] : [PeerPolicy(allowedRoles: [.controller])])
-            try tunnelExit.routes.allow(
-                channel: migrationPaths.channel(uid, "libvirt"), to: .unix(path: libvirtSocketPath), anyOf: policies)
-            try tunnelExit.routes.allow(
-                channel: migrationPaths.channel(uid, "memory"), to: .unix(path: migrationPaths.socket(uid, "memory")),
-                anyOf: policies)
-            try tunnelExit.routes.allow(
-                channel: migrationPaths.channel(uid, "disks"), to: .unix(path: migrationPaths.socket(uid, "disks")),
-                anyOf: policies)
+            // libvirt's connection goes to this node's libvirtd; the memory and disk streams to the sockets the
+            // incoming QEMU listens on.
+            for stream in MigrationPaths.streams {
+                let target = stream == "libvirt" ? libvirtSocketPath : migrationPaths.socket(uid, stream)
+                try tunnelExit.routes.allow(
+                    channel: migrationPaths.channel(uid, stream), to: .unix(path: target), anyOf: policies)
+            }
             prepared[uid] = made
             routed.insert(uid)
             savePrepared()

@@ -74,12 +74,8 @@ extension EndToEnd {
                 return vmi["status"]?["phase"] == "WaitingForSync" ? vmi : nil
             }
             #expect(receiver["status"]?["nodeName"] == nil)
-            let heartbeat = HeartbeatMonitor(paths: [
-                bed.node("a").imagesDirectory + "/\(domain).serial",
-                bed.node("b").imagesDirectory + "/\(domain).serial",
-            ])
+            let heartbeat = await Self.bothConsoles(bed)
             defer { heartbeat.stop() }
-            #expect(await heartbeat.waitForTicks(5, timeout: 60), "the guest ticks on a")
             let sourceDisk = bed.node("a").localStorage + "/images/default-\(vm)-dv.qcow2"
             let targetDisk = bed.node("b").localStorage + "/other-images/default-\(vm)-dv.qcow2"
             let before = try await GuestDisk.contents(of: sourceDisk).prefix(GuestDisk.staticRegion)
@@ -285,37 +281,27 @@ extension EndToEnd {
             let names = (source: "example-source-migration", target: "example-target-migration")
             let (target, source) = CrossCluster.migrations(
                 id: "cancel-\(cancel.side)-\(cancel.when)", connectURL: try #require(beta.syncAddress))
-            func phase(_ cluster: BedCluster, _ name: String, is expected: String) async throws {
-                _ = try await cluster.waitFor("\(name) \(expected)", timeout: 60) {
-                    let vmim = try await cluster.admin.get(Kinds.migration, name: name)
-                    return vmim["status"]?["phase"]?.string == expected ? true : nil
-                }
-            }
             switch cancel.when {
             case .synchronizing:
                 // Only the side to delete exists.
                 if cancel.side == .source {
                     try await alpha.apply(source, as: "source-migration.yaml")
-                    try await phase(alpha, names.source, is: "Synchronizing")
+                    try await Self.waitForPhase(alpha, names.source, "Synchronizing")
                 } else {
                     try await beta.apply(target, as: "target-migration.yaml")
-                    try await phase(beta, names.target, is: "WaitingForSync")
+                    try await Self.waitForPhase(beta, names.target, "WaitingForSync")
                 }
             case .preparingTarget:
                 beta.setAgent("b", running: false)
                 try await beta.apply(target, as: "target-migration.yaml")
                 try await alpha.apply(source, as: "source-migration.yaml")
-                try await phase(alpha, names.source, is: "PreparingTarget")
-                try await phase(beta, names.target, is: "Scheduled")
+                try await Self.waitForPhase(alpha, names.source, "PreparingTarget")
+                try await Self.waitForPhase(beta, names.target, "Scheduled")
             case .running:
                 try await beta.apply(target, as: "target-migration.yaml")
                 try await alpha.apply(source, as: "source-migration.yaml")
-                _ = try await alpha.waitFor("the job copying", timeout: 60) {
-                    let vmi = try await alpha.admin.get(Kinds.virtualMachineInstance, name: vm)
-                    return (vmi["status"]?["migrationState"]?["progress"]?["dataProcessedBytes"]?.int ?? 0) > 0
-                        ? true : nil
-                }
-                try await phase(beta, names.target, is: "Running")
+                try await Self.waitForCopying(alpha)
+                try await Self.waitForPhase(beta, names.target, "Running")
             }
             switch cancel.side {
             case .source: _ = try await alpha.admin.delete(Kinds.migration, name: names.source)
@@ -372,29 +358,18 @@ extension EndToEnd {
                 alpha.stopAll()
                 beta.stopAll()
             }
-            let domain = "default_\(CrossCluster.vmName)"
-            let heartbeat = HeartbeatMonitor(paths: [
-                bed.node("a").imagesDirectory + "/\(domain).serial",
-                bed.node("b").imagesDirectory + "/\(domain).serial",
-            ])
+            let heartbeat = await Self.bothConsoles(bed)
             defer { heartbeat.stop() }
-            #expect(await heartbeat.waitForTicks(5, timeout: 60))
             let (target, source) = CrossCluster.migrations(
                 id: "kill-\(victim)-\(phase)", connectURL: try #require(beta.syncAddress))
             let (killed, other) = victim == .sourceController ? (alpha, beta) : (beta, alpha)
             let (killedName, killedManifest, otherManifest) =
                 victim == .sourceController
                 ? ("example-source-migration", source, target) : ("example-target-migration", target, source)
-            func waitPhase(_ cluster: BedCluster, _ name: String, _ expected: String) async throws {
-                _ = try await cluster.waitFor("\(name) \(expected)", timeout: 60) {
-                    let vmim = try await cluster.admin.get(Kinds.migration, name: name)
-                    return vmim["status"]?["phase"]?.string == expected ? true : nil
-                }
-            }
             switch phase {
             case .synchronizing:
                 try await killed.apply(killedManifest, as: "killed-side.yaml")
-                try await waitPhase(
+                try await Self.waitForPhase(
                     killed, killedName, victim == .sourceController ? "Synchronizing" : "WaitingForSync")
                 await killed.killController()
                 try await other.apply(otherManifest, as: "other-side.yaml")
@@ -404,7 +379,7 @@ extension EndToEnd {
                 beta.setAgent("b", running: false)
                 try await beta.apply(target, as: "target-migration.yaml")
                 try await alpha.apply(source, as: "source-migration.yaml")
-                try await waitPhase(alpha, "example-source-migration", "PreparingTarget")
+                try await Self.waitForPhase(alpha, "example-source-migration", "PreparingTarget")
                 await killed.killController()
                 try await Task.sleep(for: .seconds(2))
                 try await killed.startController()
@@ -427,20 +402,12 @@ extension EndToEnd {
                 alpha.stopAll()
                 beta.stopAll()
             }
-            let domain = "default_\(CrossCluster.vmName)"
-            let heartbeat = HeartbeatMonitor(paths: [
-                bed.node("a").imagesDirectory + "/\(domain).serial",
-                bed.node("b").imagesDirectory + "/\(domain).serial",
-            ])
+            let heartbeat = await Self.bothConsoles(bed)
             defer { heartbeat.stop() }
-            #expect(await heartbeat.waitForTicks(5, timeout: 60))
             let (target, source) = CrossCluster.migrations(id: "rotate-1", connectURL: try #require(beta.syncAddress))
             try await beta.apply(target, as: "target-migration.yaml")
             try await alpha.apply(source, as: "source-migration.yaml")
-            _ = try await alpha.waitFor("the job copying", timeout: 60) {
-                let vmi = try await alpha.admin.get(Kinds.virtualMachineInstance, name: CrossCluster.vmName)
-                return (vmi["status"]?["migrationState"]?["progress"]?["dataProcessedBytes"]?.int ?? 0) > 0 ? true : nil
-            }
+            try await Self.waitForCopying(alpha)
             try await CrossCluster.rotateCA(of: alpha, exchangingWith: beta)
             try await CrossCluster.rotateCA(of: beta, exchangingWith: alpha)
             let ends = try await Self.endedAlike(bed, alpha, beta)
@@ -473,13 +440,8 @@ extension EndToEnd {
                 alpha.stopAll()
                 beta.stopAll()
             }
-            let domain = "default_\(CrossCluster.vmName)"
-            let heartbeat = HeartbeatMonitor(paths: [
-                bed.node("a").imagesDirectory + "/\(domain).serial",
-                bed.node("b").imagesDirectory + "/\(domain).serial",
-            ])
+            let heartbeat = await Self.bothConsoles(bed)
             defer { heartbeat.stop() }
-            #expect(await heartbeat.waitForTicks(5, timeout: 60))
             let (target, source) = CrossCluster.migrations(id: "moved-1", connectURL: try #require(beta.syncAddress))
             beta.setAgent("b", running: false)
             try await beta.apply(target, as: "target-migration.yaml")
@@ -501,6 +463,33 @@ extension EndToEnd {
             #expect(received["status"]?["migrationState"]?["sourceState"]?["syncAddress"]?.string == after)
             #expect(await heartbeat.waitForTicks(5))
             #expect(heartbeat.analysis().continuous, "\(heartbeat.analysis())")
+        }
+
+        /// A heartbeat monitor of the seed's guest on both nodes' consoles, once it ticks on a (5 ticks).
+        static func bothConsoles(_ bed: TestBed) async -> HeartbeatMonitor {
+            let domain = "default_\(CrossCluster.vmName)"
+            let heartbeat = HeartbeatMonitor(paths: [
+                bed.node("a").imagesDirectory + "/\(domain).serial",
+                bed.node("b").imagesDirectory + "/\(domain).serial",
+            ])
+            #expect(await heartbeat.waitForTicks(5, timeout: 60), "the guest ticks on a")
+            return heartbeat
+        }
+
+        /// Waits until the source's job has copied something.
+        static func waitForCopying(_ alpha: BedCluster) async throws {
+            _ = try await alpha.waitFor("the job copying", timeout: 60) {
+                let vmi = try await alpha.admin.get(Kinds.virtualMachineInstance, name: CrossCluster.vmName)
+                return (vmi["status"]?["migrationState"]?["progress"]?["dataProcessedBytes"]?.int ?? 0) > 0 ? true : nil
+            }
+        }
+
+        /// Waits until `cluster`'s VMIM `name` is in `phase`.
+        static func waitForPhase(_ cluster: BedCluster, _ name: String, _ phase: String) async throws {
+            _ = try await cluster.waitFor("\(name) \(phase)", timeout: 60) {
+                let vmim = try await cluster.admin.get(Kinds.migration, name: name)
+                return vmim["status"]?["phase"]?.string == phase ? true : nil
+            }
         }
 
         /// Waits until both sides of the seed's move ended (`timeout` seconds), checks they ended alike with exactly
@@ -565,22 +554,13 @@ extension EndToEnd {
                 alpha.stopAll()
                 beta.stopAll()
             }
-            let vm = CrossCluster.vmName
-            let domain = "default_\(vm)"
-            let heartbeat = HeartbeatMonitor(paths: [
-                bed.node("a").imagesDirectory + "/\(domain).serial",
-                bed.node("b").imagesDirectory + "/\(domain).serial",
-            ])
+            let heartbeat = await Self.bothConsoles(bed)
             defer { heartbeat.stop() }
-            #expect(await heartbeat.waitForTicks(5, timeout: 60))
             let (target, source) = CrossCluster.migrations(
                 id: "kill-\(victim)", connectURL: try #require(beta.syncAddress))
             try await beta.apply(target, as: "target-migration.yaml")
             try await alpha.apply(source, as: "source-migration.yaml")
-            _ = try await alpha.waitFor("the job copying", timeout: 60) {
-                let vmi = try await alpha.admin.get(Kinds.virtualMachineInstance, name: vm)
-                return (vmi["status"]?["migrationState"]?["progress"]?["dataProcessedBytes"]?.int ?? 0) > 0 ? true : nil
-            }
+            try await Self.waitForCopying(alpha)
             switch victim {
             case .sourceAgent: await alpha.killAgent("a")
             case .targetAgent: await beta.killAgent("b")

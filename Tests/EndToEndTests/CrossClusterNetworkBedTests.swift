@@ -21,24 +21,11 @@ extension EndToEnd {
         static func startMove(_ bed: TestBed, _ alpha: BedCluster, _ beta: BedCluster, id: String) async throws
             -> HeartbeatMonitor
         {
-            let domain = "default_\(CrossCluster.vmName)"
-            let heartbeat = HeartbeatMonitor(paths: [
-                bed.node("a").imagesDirectory + "/\(domain).serial",
-                bed.node("b").imagesDirectory + "/\(domain).serial",
-            ])
-            #expect(await heartbeat.waitForTicks(5, timeout: 60), "the guest ticks on a")
+            let heartbeat = await Pair.bothConsoles(bed)
             let (target, source) = CrossCluster.migrations(id: id, connectURL: try #require(beta.syncAddress))
             try await beta.apply(target, as: "target-\(id).yaml")
             try await alpha.apply(source, as: "source-\(id).yaml")
             return heartbeat
-        }
-
-        /// Waits until the source's job has copied something.
-        static func waitForCopying(_ alpha: BedCluster) async throws {
-            _ = try await alpha.waitFor("the job copying", timeout: 60) {
-                let vmi = try await alpha.admin.get(Kinds.virtualMachineInstance, name: CrossCluster.vmName)
-                return (vmi["status"]?["migrationState"]?["progress"]?["dataProcessedBytes"]?.int ?? 0) > 0 ? true : nil
-            }
         }
 
         @Test(
@@ -105,7 +92,7 @@ extension EndToEnd {
             }
             let heartbeat = try await Self.startMove(bed, alpha, beta, id: "cut-5s")
             defer { heartbeat.stop() }
-            try await Self.waitForCopying(alpha)
+            try await Pair.waitForCopying(alpha)
             try await bed.setSegmentLink(1, up: false)
             try await Task.sleep(for: .seconds(5))
             try await bed.setSegmentLink(1, up: true)
@@ -160,7 +147,7 @@ extension EndToEnd {
             try await alpha.setMigrations(["progressTimeout": 20])
             let heartbeat = try await Self.startMove(bed, alpha, beta, id: "cut-run")
             defer { heartbeat.stop() }
-            try await Self.waitForCopying(alpha)
+            try await Pair.waitForCopying(alpha)
             try await bed.setSegmentLink(1, up: false)
             let cut = Date()
             let sent = try await alpha.waitFor("the source side Failed", timeout: 120) {
@@ -192,7 +179,7 @@ extension EndToEnd {
             }
             let heartbeat = try await Self.startMove(bed, alpha, beta, id: "gateway-kill")
             defer { heartbeat.stop() }
-            try await Self.waitForCopying(alpha)
+            try await Pair.waitForCopying(alpha)
             await beta.killController()
             try await Task.sleep(for: .seconds(2))
             try await beta.startController()

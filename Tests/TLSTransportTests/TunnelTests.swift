@@ -63,13 +63,7 @@ struct TunnelTests {
         let total = 1 << 30
 
         async let received = sink.serveOne()
-        let (sent, answer) = try await onThread {
-            let socket = try BlockingSocket.connect(entry.endpoint)
-            defer { socket.close() }
-            let sent = try sendStream(on: socket, total: total, seed: 0x5eed)
-            socket.shutdownWrite()
-            return (sent, try socket.readToEnd())
-        }
+        let (sent, answer) = try await exchangeStream(with: entry.endpoint, total: total, seed: 0x5eed)
         let (count, digest) = try await received
         #expect(count == total)
         #expect(digest == sent)
@@ -105,14 +99,7 @@ struct TunnelTests {
             exitPolicy: PeerPolicy(allowedRoles: [.node]),
             group: threads.group)
         async let received = sink.serveOne()
-        let sent = try await onThread {
-            let socket = try BlockingSocket.connect(entry.endpoint)
-            defer { socket.close() }
-            let sent = try sendStream(on: socket, total: 32 << 20, seed: 11)
-            socket.shutdownWrite()
-            _ = try socket.readToEnd()
-            return sent
-        }
+        let sent = try await exchangeStream(with: entry.endpoint, total: 32 << 20, seed: 11).sent
         let (count, digest) = try await received
         #expect(count == 32 << 20 && digest == sent)
         await entry.close()
@@ -408,13 +395,7 @@ struct TunnelTests {
             provider: bed.entryProvider, exitPolicy: PeerPolicy(allowedRoles: [.controller]))
         let total = 64 << 20
         async let received = sink.serveOne()
-        let (sent, answer) = try await onThread {
-            let socket = try BlockingSocket.connect(entry.endpoint)
-            defer { socket.close() }
-            let sent = try sendStream(on: socket, total: total, seed: 0x6a7e)
-            socket.shutdownWrite()
-            return (sent, try socket.readToEnd())
-        }
+        let (sent, answer) = try await exchangeStream(with: entry.endpoint, total: total, seed: 0x6a7e)
         let (count, digest) = try await received
         #expect(count == total)
         #expect(digest == sent)
@@ -631,15 +612,9 @@ struct TunnelTests {
         let entry = try await bed.entry(channel: channelName, events: entryEvents)
 
         async let received = sink.serveOne()
-        let stream = Task.detached { () -> ([UInt8], [UInt8]) in
-            try await onThread {
-                let socket = try BlockingSocket.connect(entry.endpoint)
-                defer { socket.close() }
-                // ~2.5 s of paced traffic: 200 × 64 KiB with 12 ms pauses.
-                let sent = try sendStream(on: socket, total: 200 << 16, seed: 42, chunk: 1 << 16, pause: 12_000)
-                socket.shutdownWrite()
-                return (sent, try socket.readToEnd())
-            }
+        let stream = Task.detached {
+            // ~2.5 s of paced traffic: 200 × 64 KiB with 12 ms pauses.
+            try await exchangeStream(with: entry.endpoint, total: 200 << 16, seed: 42, chunk: 1 << 16, pause: 12_000)
         }
         #expect(await eventually { bed.exit.openConnections == 2 })
         try await Task.sleep(for: .milliseconds(800))
@@ -664,13 +639,7 @@ struct TunnelTests {
 
         // A new connection handshakes with the new leaves on both sides.
         async let second = sink.serveOne()
-        _ = try await onThread {
-            let socket = try BlockingSocket.connect(entry.endpoint)
-            defer { socket.close() }
-            _ = try sendStream(on: socket, total: 1024, seed: 1)
-            socket.shutdownWrite()
-            return try socket.readToEnd()
-        }
+        _ = try await exchangeStream(with: entry.endpoint, total: 1024, seed: 1)
         _ = try await second
         #expect(bed.exitEvents.openedPeers.last?.fingerprint == PEM.fingerprint(newEntryLeaf.certificate))
         #expect(entryEvents.openedPeers.last?.fingerprint == PEM.fingerprint(newExitLeaf.certificate))

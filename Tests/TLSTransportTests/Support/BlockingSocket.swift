@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import NIOConcurrencyHelpers
 import TLSTransport
+import TestSupport
 
 #if canImport(Glibc)
     import Glibc
@@ -261,6 +262,20 @@ func sendStream(
         if pause > 0 { usleep(pause) }
     }
     return Array(hasher.finalize())
+}
+
+/// On a thread of its own: connects to `endpoint`, sends `total` bytes of a seeded stream (`sendStream`), ends its
+/// half, and reads the answer to the end. Returns the stream's SHA-256 and the answer.
+func exchangeStream(
+    with endpoint: Endpoint, total: Int, seed: UInt64, chunk: Int = 1 << 20, pause: useconds_t = 0
+) async throws -> (sent: [UInt8], answer: [UInt8]) {
+    try await onThread {
+        let socket = try BlockingSocket.connect(endpoint)
+        defer { socket.close() }
+        let sent = try sendStream(on: socket, total: total, seed: seed, chunk: chunk, pause: pause)
+        socket.shutdownWrite()
+        return (sent, try socket.readToEnd())
+    }
 }
 
 /// Reads until end of stream; returns the byte count and SHA-256.
