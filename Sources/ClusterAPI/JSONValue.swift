@@ -183,14 +183,15 @@ extension JSONValue {
         String(decoding: jsonData(pretty: pretty), as: UTF8.self)
     }
 
-    /// Decodes a typed view of this value.
+    /// Decodes a typed view of this value, read from the tree directly: the result and the errors are those of
+    /// Foundation's `JSONDecoder` reading the value's JSON text.
     public func decode<T: Decodable>(_ type: T.Type) throws -> T {
-        try JSONDecoder().decode(type, from: jsonData())
+        try JSONValueDecoder.decode(type, from: self)
     }
 
-    /// The JSON value of an encodable.
+    /// The JSON value of an encodable, built directly: the value Foundation's `JSONEncoder` writes, read back.
     public init<T: Encodable>(encoding value: T) throws {
-        self = try JSONDecoder().decode(JSONValue.self, from: JSONEncoder().encode(value))
+        self = try JSONValueEncoder.encode(value)
     }
 }
 
