@@ -45,11 +45,19 @@ public struct MirrorReceiver: SyncReceiver {
             throw SyncRefusal(.notFound, "\(side.rawValue): migration for migrationID \(id) is not admitted yet")
         }
         let key = ObjectKey(namespace: vmim.key.namespace, name: vmim.spec.vmiName)
-        for _ in 0..<Self.attempts {
+        for attempt in 0..<Self.attempts {
             let vmi: VirtualMachineInstance
             do {
-                vmi = try VirtualMachineInstance(
-                    json: try await store.get(Kinds.virtualMachineInstance, namespace: key.namespace, name: key.name))
+                // The first try merges onto the cache's copy (the write is guarded by its resourceVersion: a copy the
+                // store has moved past is a conflict, and the next try reads the store).
+                if attempt == 0, let cached = instances[key] {
+                    vmi = cached
+                } else {
+                    vmi = try VirtualMachineInstance(
+                        json: try await store.get(
+                            Kinds.virtualMachineInstance, namespace: key.namespace, name: key.name)
+                    )
+                }
             } catch  where error.code == 404 {
                 throw SyncRefusal(
                     .notFound, "\(side.rawValue): unable to locate VMI for migrationID \(id), vmi: \(key)")
