@@ -42,7 +42,10 @@ enum VirshTwin {
         let started = Date()
         let result = try await TestSupport.run(
             "/usr/bin/virsh",
-            ["-c", source.uri, "migrate", "--p2p", "--persistent", "--undefinesource", "--xml", xmlPath, twin, target.uri]
+            [
+                "-c", source.uri, "migrate", "--p2p", "--persistent", "--undefinesource", "--xml", xmlPath, twin,
+                target.uri,
+            ]
                 + arguments, timeout: 300)
         let wall = Date().timeIntervalSince(started)
         guard result.status == 0 else { throw TestBedError("virsh migrate failed: \(result.stderr)") }
@@ -125,7 +128,8 @@ enum CrossClusterMigrationBenchmark {
                 wall = try await move(vm, from: from, to: to, round: index + 3)
                 vmNode = there
             } else {
-                try await ClusterMigrationBenchmark.Volumes.blank(target.localStorage + "/images/\(twin).qcow2", bytes: 64 << 20)
+                try await ClusterMigrationBenchmark.Volumes.blank(
+                    target.localStorage + "/images/\(twin).qcow2", bytes: 64 << 20)
                 wall = try await VirshTwin.migrate(
                     twin, from: source, to: target, directory: bed.report.directory,
                     arguments: ["--copy-storage-all"] + (hazard == nil ? ["--live"] : []))
@@ -140,11 +144,13 @@ enum CrossClusterMigrationBenchmark {
                 throw TestBedError("migration \(index + 1) (\(method)): the guest did not run on: \(analysis)")
             }
             if !warmUp { samples.append((method, wall, analysis.largestGap)) }
+            let downtime = try await ClusterMigrationBenchmark.downtime(of: name, on: target.uri).total
             print(
                 String(
-                    format: "  %@ %-6@ %@→%@  wall %.3f s  guest-visible gap %.3f s",
+                    format: "  %@ %-6@ %@→%@  wall %.3f s  guest-visible gap %.3f s  libvirt downtime %@ ms",
                     (warmUp ? " w" : String(format: "%2d", index + 1)) as NSString, method as NSString,
-                    here as NSString, there as NSString, wall, analysis.largestGap))
+                    here as NSString, there as NSString, wall, analysis.largestGap,
+                    (downtime.map(String.init) ?? "?") as NSString))
         }
         await RemoveGuest.run(twin, bed: bed)
         let ours = samples.filter { $0.method == "vmsync" }
@@ -158,8 +164,10 @@ enum CrossClusterMigrationBenchmark {
                 median(ours.map(\.wall)) / median(theirs.map(\.wall))))
         print(
             String(
-                format: "cross-cluster migration: median guest-visible gap vmsync %.3f s, virsh %.3f s → ratio %.3f (goal ≤ 1.10)",
-                median(ours.map(\.gap)), median(theirs.map(\.gap)), median(ours.map(\.gap)) / median(theirs.map(\.gap))))
+                format:
+                    "cross-cluster migration: median guest-visible gap vmsync %.3f s, virsh %.3f s → ratio %.3f (goal ≤ 1.10)",
+                median(ours.map(\.gap)), median(theirs.map(\.gap)), median(ours.map(\.gap)) / median(theirs.map(\.gap)))
+        )
     }
 
     /// One decentralized move (`CrossCluster.move`), and where its time went: each side's phases and the libvirt job,
@@ -188,6 +196,17 @@ enum CrossClusterMigrationBenchmark {
             "       ms: "
                 + marks.sorted { $0.1 < $1.1 }.map { "\($0.0) \(Int($0.1.timeIntervalSince(started) * 1000))" }.joined(
                     separator: ", "))
+        if ProcessInfo.processInfo.environment["VMSYNC_BENCH_VERBOSE"] != nil {
+            // The agents' own step timings of this move (the newest lines of each kind).
+            for (cluster, needle) in [(target, "migration target ready"), (source, "migration started")] {
+                for node in cluster.nodeNames {
+                    if let line = cluster.agentOutput(node).split(separator: "\n").last(where: { $0.contains(needle) })
+                    {
+                        print("       \(node): \(line.suffix(400))")
+                    }
+                }
+            }
+        }
         return ended.timeIntervalSince(started)
     }
 }
