@@ -4,7 +4,9 @@ import Foundation
 import Logging
 import StateMirror
 import SyncController
+import Synchronization
 import TLSTransport
+import TestBed
 import TestSupport
 
 /// The state mirror between two clusters' controllers (in this process, each with its SQLite store, its sync endpoint
@@ -237,26 +239,48 @@ enum MirrorBenchmark {
                 // is told "success" (the outbox then never sends it again).
                 // The target's VMI is watched (as its controllers and clients see it), not polled: a poll's reads
                 // would take CPU from the path on these two cores.
-                var propagation: [Double] = []
-                var writes: [Double] = []
-                let targetVMI = try await b.store.watch(
-                    Kinds.virtualMachineInstance,
-                    Selection(namespace: "default", fields: try FieldSelector("metadata.name=vm0")),
-                    from: try await b.store.currentResourceVersion())
-                var arrivals = targetVMI.makeAsyncIterator()
-                for round in 0..<rounds {
-                    let pod = "pod-\(round)"
-                    // One change at a time: the previous one's tail (the acknowledgement, the delivery record, the
-                    // target's own reactions) is over before the next is written, so each is timed alone.
-                    try await Task.sleep(for: .milliseconds(quietMilliseconds))
-                    let written = ContinuousClock.now
-                    try await setSourcePod(pod, vmi: "vm0", in: a.store)
-                    let start = ContinuousClock.now
-                    writes.append(milliseconds(start - written))
-                    while let event = await arrivals.next(),
-                        event.object["status"]?["migrationState"]?["sourceState"]?["pod"]?.string != pod
-                    {}
-                    propagation.append(milliseconds(ContinuousClock.now - start))
+                // A change that does not arrive within 30 s ends the run with an error naming it.
+                let progress = Progress()
+                let (storeA, storeB) = (a.store, b.store)
+                let (propagation, writes) = try await withThrowingTaskGroup(of: ([Double], [Double])?.self) { group in
+                    group.addTask {
+                        var propagation: [Double] = []
+                        var writes: [Double] = []
+                        let targetVMI = try await storeB.watch(
+                            Kinds.virtualMachineInstance,
+                            Selection(namespace: "default", fields: try FieldSelector("metadata.name=vm0")),
+                            from: try await storeB.currentResourceVersion())
+                        var arrivals = targetVMI.makeAsyncIterator()
+                        for round in 0..<rounds {
+                            let pod = "pod-\(round)"
+                            // One change at a time: the previous one's tail (the acknowledgement, the delivery record,
+                            // the target's own reactions) is over before the next is written, so each is timed alone.
+                            try await Task.sleep(for: .milliseconds(quietMilliseconds))
+                            progress.state.withLock { $0 = (round, ContinuousClock.now) }
+                            let written = ContinuousClock.now
+                            try await setSourcePod(pod, vmi: "vm0", in: storeA)
+                            let start = ContinuousClock.now
+                            writes.append(milliseconds(start - written))
+                            while let event = await arrivals.next(),
+                                event.object["status"]?["migrationState"]?["sourceState"]?["pod"]?.string != pod
+                            {}
+                            try Task.checkCancellation()
+                            propagation.append(milliseconds(ContinuousClock.now - start))
+                        }
+                        return (propagation, writes)
+                    }
+                    group.addTask {
+                        while true {
+                            try await Task.sleep(for: .seconds(1))
+                            let (round, since) = progress.state.withLock { $0 }
+                            if ContinuousClock.now - since > .seconds(30) {
+                                throw TestBedError("mirror: change \(round + 1) did not reach the target within 30 s")
+                            }
+                        }
+                    }
+                    defer { group.cancelAll() }
+                    guard let result = try await group.next(), let result else { throw CancellationError() }
+                    return result
                 }
 
                 // Where the time goes: the receiver's part alone (in process: read, merge, durable write), and with the
@@ -373,6 +397,11 @@ enum MirrorBenchmark {
             try await group.waitForAll()
             return times
         }
+    }
+
+    /// Which change the propagation waits for, since when.
+    final class Progress: Sendable {
+        let state = Mutex((round: 0, since: ContinuousClock.now))
     }
 
     /// What the source's agent changes in its half (here: the pod, a field the target takes).

@@ -103,4 +103,22 @@ struct MirrorReceiverTests {
         #expect(stored["status"]?["migrationState"]?["sourceState"] == nil)
         #expect(stored["status"]?["migrationState"]?["migrationUid"] == "another-migration")
     }
+
+    @Test("a cached VMI older than the migration (it does not carry it yet) does not drop the half: the store decides")
+    func cacheOlderThanMigration() async throws {
+        let (_, vmi) = try await receivingMigration()
+        // The cache still holds the VMI as it was before the migration was put on it.
+        var older = vmi
+        older["status"]?["migrationState"] = nil
+        older["metadata"]?["resourceVersion"] = .string(
+            String((Int(vmi["metadata"]?["resourceVersion"]?.string ?? "") ?? 1) - 1))
+        let stale = Cache<VirtualMachineInstance>()
+        stale.record(written: older)
+        let receiver = MirrorReceiver(
+            store: store, migrations: migrations, instances: stale, logger: Logger(label: "test.receiver")
+        ) { _ in }
+        #expect(try await receiver.applySourceStatus(Self.sourceHalf(pod: "p4"), from: Self.peer) == "success")
+        let stored = try await store.get(Kinds.virtualMachineInstance, namespace: "default", name: "vm")
+        #expect(stored["status"]?["migrationState"]?["sourceState"]?["pod"] == "p4")
+    }
 }

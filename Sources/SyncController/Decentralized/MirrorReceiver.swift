@@ -47,10 +47,12 @@ public struct MirrorReceiver: SyncReceiver {
         let key = ObjectKey(namespace: vmim.key.namespace, name: vmim.spec.vmiName)
         for attempt in 0..<Self.attempts {
             let vmi: VirtualMachineInstance
+            // The first try merges onto the cache's copy: a write is guarded by its resourceVersion (a copy the store
+            // has moved past is a conflict, and the next try reads the store), but deciding that nothing is to be
+            // written takes the store's copy — a cached one may not carry the migration yet.
+            let cached = attempt == 0 ? instances[key] : nil
             do {
-                // The first try merges onto the cache's copy (the write is guarded by its resourceVersion: a copy the
-                // store has moved past is a conflict, and the next try reads the store).
-                if attempt == 0, let cached = instances[key] {
+                if let cached {
                     vmi = cached
                 } else {
                     vmi = try VirtualMachineInstance(
@@ -66,13 +68,17 @@ public struct MirrorReceiver: SyncReceiver {
             }
             // A VMI that carries another migration: the message is not for it.
             guard let local = vmi.status, local.migrationState?.migrationUid == vmim.metadata.uid else {
+                if cached != nil { continue }
                 return "success"
             }
             let merged =
                 side == .target
                 ? MirrorRules.takeSource(status.status, into: local)
                 : MirrorRules.takeTarget(status.status, into: local)
-            guard let merged else { return "success" }
+            guard let merged else {
+                if cached != nil { continue }
+                return "success"
+            }
             var changed = vmi
             changed.status = merged
             do {
