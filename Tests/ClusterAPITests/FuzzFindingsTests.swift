@@ -29,3 +29,18 @@ struct FuzzFindingsTests {
         #expect(value["g"] == .int(1000))
     }
 }
+
+/// The fuzz package builds ClusterAPI from links to its files: a file added here and not linked there breaks only the
+/// fuzz build, which runs last in CI.
+@Test("every ClusterAPI source file is linked into the fuzz package")
+func fuzzPackageLinksEveryClusterAPIFile() throws {
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+    let sources = root.appendingPathComponent("Sources/ClusterAPI").path
+    let fuzz = root.appendingPathComponent("Fuzz/Sources/ClusterAPI").path
+    let files = try FileManager.default.contentsOfDirectory(atPath: sources).filter { $0.hasSuffix(".swift") }
+    #expect(!files.isEmpty)
+    for file in files {
+        #expect(FileManager.default.fileExists(atPath: "\(fuzz)/\(file)"), "Fuzz/Sources/ClusterAPI/\(file) is missing")
+    }
+}

@@ -121,4 +121,19 @@ struct MirrorReceiverTests {
         let stored = try await store.get(Kinds.virtualMachineInstance, namespace: "default", name: "vm")
         #expect(stored["status"]?["migrationState"]?["sourceState"]?["pod"] == "p4")
     }
+
+    @Test(
+        "a VMI gone from the store but still cached is refused as not found (the peer's outbox says refused, not unreachable)"
+    )
+    func cachedButDeleted() async throws {
+        _ = try await receivingMigration()
+        _ = try await store.delete(Kinds.virtualMachineInstance, namespace: "default", name: "vm", precondition: nil)
+        do {
+            _ = try await receiver.applySourceStatus(Self.sourceHalf(pod: "p5"), from: Self.peer)
+            Issue.record("a half for a deleted VMI was taken")
+        } catch {
+            #expect(error.code == .notFound)
+            #expect(error.description.contains("unable to locate VMI"))
+        }
+    }
 }

@@ -85,7 +85,8 @@ public struct MirrorReceiver: SyncReceiver {
                 try await store.write(changed, from: vmi, guarded: true, cache: instances)
                 self.changed(vmim.key)
                 return "success"
-            } catch  where error.code == 409 {
+            } catch  where error.code == 409 || (error.code == 404 && cached != nil) {
+                // Moved on, or (for the cache's copy) gone: the next try reads the store, which says which.
                 continue
             } catch {
                 throw SyncRefusal(.unavailable, "storing the status of migrationID \(id) failed: \(error.message)")

@@ -1,0 +1,1 @@
+../../../Sources/ClusterAPI/JSONValueCoding.swift
